@@ -1,0 +1,188 @@
+//! `POST /v1/events`: validate, fan out, commit durably, answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error;
+use crate::app::Shared;
+use crate::config::ADHOC_SUBSCRIPTION;
+use crate::event::{parse_event, rfc3339_millis, IngestRules, NewEvent};
+use crate::scheduler::{adhoc_bucket, now_ms};
+use crate::store::{IngestError, Target};
+
+pub async fn ingest(State(shared): State<Arc<Shared>>, body: Body) -> Response {
+    let started = Instant::now();
+    let response = handle(&shared, body).await;
+    shared
+        .metrics
+        .ingest_requests
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    shared
+        .metrics
+        .ingest_duration
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle(shared: &Shared, body: Body) -> Response {
+    let config = shared.config();
+    let limit = config.api.max_body_bytes;
+    let Ok(bytes) = to_bytes(body, limit).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds api.max_body_bytes ({limit} bytes)"),
+        );
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(e) if e.to_string().starts_with("number out of range") => {
+            return unprocessable(
+                format!("a number is outside the range of a 64-bit float ({e})"),
+                "",
+            );
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+    };
+    let (items, batch) = match value {
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
+    };
+    if batch && items.is_empty() {
+        return unprocessable("an empty array holds no events".to_string(), "");
+    }
+    if items.len() > config.api.max_batch {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a batch holds at most {} events (api.max_batch); this one has {}",
+                config.api.max_batch,
+                items.len()
+            ),
+        );
+    }
+
+    let now = now_ms();
+    let accepted_at = rfc3339_millis(now);
+    let rules = IngestRules {
+        allow_adhoc_targets: config.delivery.allow_adhoc_targets,
+    };
+    let mut events: Vec<(NewEvent, Vec<Target>)> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let event = match parse_event(item, &rules, &accepted_at) {
+            Ok(event) => event,
+            Err(e) => {
+                let field = if batch {
+                    format!(
+                        "[{i}]{}{}",
+                        if e.field.is_empty() { "" } else { "." },
+                        e.field
+                    )
+                } else {
+                    e.field
+                };
+                return unprocessable(e.error, &field);
+            }
+        };
+        let mut targets: Vec<Target> = config
+            .subscriptions_for(&event.event_type)
+            .map(|s| Target {
+                subscription: s.id.clone(),
+                bucket: s.id.clone(),
+                adhoc: None,
+            })
+            .collect();
+        if let Some(adhoc) = &event.adhoc {
+            // parse_event checked that the URL parses.
+            let bucket = reqwest::Url::parse(&adhoc.url)
+                .map(|u| adhoc_bucket(&u))
+                .unwrap_or_else(|_| "adhoc/".into());
+            targets.push(Target {
+                subscription: ADHOC_SUBSCRIPTION.to_string(),
+                bucket,
+                adhoc: Some(adhoc.clone()),
+            });
+        }
+        events.push((event, targets));
+    }
+    let types: Vec<String> = events.iter().map(|(e, _)| e.event_type.clone()).collect();
+
+    let ingested = match shared.store.ingest(events, now).await {
+        Ok(ingested) => ingested,
+        Err(IngestError::Conflict {
+            index,
+            request_id,
+            status,
+            event_id,
+        }) => {
+            let message = format!("request_id {request_id:?} with status {status:?} was already accepted as {event_id} with a different body");
+            let field = if batch {
+                format!("[{index}]")
+            } else {
+                String::new()
+            };
+            return (
+                StatusCode::CONFLICT,
+                Json(json!({ "error": message, "field": field, "event_id": event_id })),
+            )
+                .into_response();
+        }
+        Err(IngestError::Store(e)) => {
+            tracing::error!(error = %e, "ingest commit failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store could not commit the event; retry later",
+            );
+        }
+    };
+    let mut any_new = false;
+    for (answer, event_type) in ingested.iter().zip(&types) {
+        if !answer.duplicate {
+            any_new = true;
+            shared
+                .metrics
+                .events_received
+                .with_label_values(&[event_type])
+                .inc();
+        }
+    }
+    if any_new {
+        shared.wake.notify_one();
+    }
+    let status = if any_new {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let answers: Vec<Value> = ingested
+        .iter()
+        .map(|a| {
+            let mut v = json!({ "event_id": a.event_id, "deliveries": a.deliveries });
+            if a.duplicate {
+                v["duplicate"] = Value::Bool(true);
+            }
+            v
+        })
+        .collect();
+    let body = if batch {
+        Value::Array(answers)
+    } else {
+        answers.into_iter().next().unwrap_or(Value::Null)
+    };
+    (status, Json(body)).into_response()
+}
+
+fn unprocessable(message: String, field: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({ "error": message, "field": field })),
+    )
+        .into_response()
+}

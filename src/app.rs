@@ -1,0 +1,214 @@
+//! The application: binds the listeners, opens the store, and runs every task until stopped.
+//!
+//! Tests build it on port 0 with a fresh data directory and own its shutdown token
+//! (`Application::build`, then `run_until_stopped`).
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::delivery::Deliverer;
+use crate::metrics::Metrics;
+use crate::scheduler::{now_ms, Scheduler};
+use crate::store::Store;
+use crate::{api, config};
+
+/// What the API, the scheduler and the background tasks share.
+pub struct Shared {
+    pub store: Store,
+    pub metrics: Metrics,
+    /// The running configuration; replaced whole on reload.
+    config: RwLock<Arc<Config>>,
+    /// Wakes the scheduler: new deliveries, or a free slot.
+    pub wake: Notify,
+    /// Set on shutdown: `/readyz` answers 503.
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn config(&self) -> Arc<Config> {
+        // A poisoned lock still holds a whole Arc<Config>: replacing it is one store.
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+}
+
+pub struct Application {
+    shared: Arc<Shared>,
+    api_listener: TcpListener,
+    metrics_listener: TcpListener,
+    deliverer: Deliverer,
+}
+
+/// How often finished deliveries older than the retention are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often the pending gauges are recomputed from the store.
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
+
+impl Application {
+    /// Opens the store and binds both listeners (port 0 picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = Store::open(&config.storage.path, config.storage.cache_capacity_bytes)
+            .with_context(|| {
+                format!("cannot open the store at {}", config.storage.path.display())
+            })?;
+        let api_listener = TcpListener::bind(config.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
+        let metrics_listener = TcpListener::bind(config.metrics.listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on metrics.listen {}", config.metrics.listen)
+            })?;
+        let deliverer = Deliverer::new(&config.delivery.header_prefix)?;
+        let shared = Arc::new(Shared {
+            store,
+            metrics: Metrics::new(),
+            config: RwLock::new(Arc::new(config)),
+            wake: Notify::new(),
+            draining: AtomicBool::new(false),
+        });
+        Ok(Application {
+            shared,
+            api_listener,
+            metrics_listener,
+            deliverer,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled: then stops accepting, lets attempts in flight finish
+    /// up to `delivery.shutdown_grace`, flushes the store and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application {
+            shared,
+            api_listener,
+            metrics_listener,
+            deliverer,
+        } = self;
+        let config = shared.config();
+        tracing::info!(api = %api_listener.local_addr()?, metrics = %metrics_listener.local_addr()?,
+            store = %config.storage.path.display(), subscriptions = config.subscriptions.len(), "hookd started");
+
+        let stop_api = shutdown.clone();
+        let api = tokio::spawn(
+            axum::serve(api_listener, api::router(shared.clone()))
+                .with_graceful_shutdown(async move { stop_api.cancelled().await })
+                .into_future(),
+        );
+        // The metrics listener outlives the API so that the drain can be watched.
+        let stop_metrics = CancellationToken::new();
+        let metrics = tokio::spawn({
+            let stop = stop_metrics.clone();
+            axum::serve(metrics_listener, api::metrics_router(shared.clone()))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .into_future()
+        });
+        let background = tokio::spawn(background(shared.clone(), shutdown.clone()));
+        let scheduler = Scheduler::new(shared.clone(), deliverer);
+        let grace = config.delivery.shutdown_grace;
+        let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
+
+        shutdown.cancelled().await;
+        shared.draining.store(true, Ordering::SeqCst);
+        tracing::info!("shutting down: no new events accepted, finishing attempts in flight");
+        api.await.context("api task")?.context("api server")?;
+        scheduler.await.context("scheduler task")?;
+        background.await.context("background task")?;
+        stop_metrics.cancel();
+        metrics
+            .await
+            .context("metrics task")?
+            .context("metrics server")?;
+        shared.store.flush().context("final store flush")?;
+        tracing::info!("hookd stopped");
+        Ok(())
+    }
+}
+
+/// The retention sweep and the pending gauges.
+async fn background(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut gauges = tokio::time::interval(GAUGES_EVERY);
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = gauges.tick() => update_gauges(&shared),
+            _ = sweep.tick() => sweep_finished(&shared).await,
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+pub fn update_gauges(shared: &Shared) {
+    let now = now_ms();
+    match shared.store.pending_stats(now) {
+        Ok(stats) => shared.metrics.set_pending(stats, now),
+        Err(e) => tracing::warn!(error = %e, "cannot count pending deliveries"),
+    }
+    if let Ok(bytes) = shared.store.size_on_disk() {
+        shared
+            .metrics
+            .store_size
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+async fn sweep_finished(shared: &Shared) {
+    let retention = shared.config().storage.retention;
+    let cutoff = now_ms().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+    let mut total = 0;
+    loop {
+        match shared.store.sweep(cutoff, 1000).await {
+            Ok(n) => {
+                total += n;
+                if n < 1000 {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention sweep failed");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(
+            records = total,
+            "retention sweep removed finished deliveries and events"
+        );
+    }
+}
+
+/// Loads a config for `run`, with the same messages as `check-config`.
+pub fn load_config(path: &std::path::Path) -> Result<Config, config::ConfigError> {
+    Config::load(path)
+}

@@ -1,0 +1,751 @@
+//! Configuration: the TOML file, its defaults and its validation.
+//!
+//! `config/hookd.example.toml` is compiled in and is the source of every default: a file is
+//! read into [`RawConfig`] (every key optional, unknown keys refused), the example is read the
+//! same way, and [`Config::from_toml`] takes each key from the file or else from the example.
+//! Every error names the file, line and key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The example configuration, which is also the source of the defaults.
+pub const EXAMPLE: &str = include_str!("../config/hookd.example.toml");
+
+/// The `X-Abstrakt-` style header prefix, the subscription id label of per-request targets.
+pub const ADHOC_SUBSCRIPTION: &str = "adhoc";
+
+/// A secret value. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    /// The secret itself: call only where it is used (signing, comparing).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SecretSource {
+    Literal(String),
+    Env { env: String },
+    File { file: PathBuf },
+    Credential { credential: String },
+}
+
+impl SecretSource {
+    fn resolve(&self) -> Result<Secret, String> {
+        let value = match self {
+            SecretSource::Literal(s) => s.clone(),
+            SecretSource::Env { env } => std::env::var(env)
+                .map_err(|_| format!("environment variable {env} is not set (or not UTF-8)"))?,
+            SecretSource::File { file } => read_secret_file(file)?,
+            SecretSource::Credential { credential } => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                    format!("credential {credential}: $CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)")
+                })?;
+                read_secret_file(&Path::new(&dir).join(credential))?
+            }
+        };
+        if value.is_empty() {
+            return Err("secret is empty".to_string());
+        }
+        Ok(Secret(value))
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    // Files written by `echo` end in a newline that is not part of the secret.
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// A duration written as in the example ("250ms", "1m", "7d").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+/// The file as written: every key optional so that defaults can fill the gaps.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    subscription: Vec<RawSubscription>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+    tokens: Option<Vec<Spanned<SecretSource>>>,
+    max_body_bytes: Option<usize>,
+    max_batch: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: Option<String>,
+    retention: Option<HumanDuration>,
+    cache_capacity_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    retry_schedule: Option<Spanned<Vec<HumanDuration>>>,
+    timeout: Option<HumanDuration>,
+    max_in_flight: Option<Spanned<usize>>,
+    max_in_flight_per_subscription: Option<Spanned<usize>>,
+    retry_after_cap: Option<HumanDuration>,
+    jitter: Option<Spanned<f64>>,
+    header_prefix: Option<Spanned<String>>,
+    allow_adhoc_targets: Option<bool>,
+    shutdown_grace: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubscription {
+    id: Spanned<String>,
+    url: Spanned<String>,
+    secret: Spanned<SecretSource>,
+    events: Spanned<Vec<String>>,
+    retry_schedule: Option<Spanned<Vec<HumanDuration>>>,
+    timeout: Option<HumanDuration>,
+    max_in_flight: Option<Spanned<usize>>,
+}
+
+/// The validated configuration hookd runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub metrics: MetricsConfig,
+    pub storage: StorageConfig,
+    pub delivery: DeliveryConfig,
+    pub subscriptions: Vec<Subscription>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<Secret>,
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub retention: Duration,
+    pub cache_capacity_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub policy: DeliveryPolicy,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_subscription: usize,
+    pub retry_after_cap: Duration,
+    pub jitter: f64,
+    pub header_prefix: String,
+    pub allow_adhoc_targets: bool,
+    pub shutdown_grace: Duration,
+}
+
+/// What decides the attempts of one delivery: global, or overridden per subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryPolicy {
+    pub retry_schedule: Vec<Duration>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: String,
+    pub url: reqwest::Url,
+    pub secret: Secret,
+    pub events: EventFilter,
+    pub policy: DeliveryPolicy,
+    pub max_in_flight: usize,
+}
+
+/// Which event types a subscription wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventFilter {
+    All,
+    Only(Vec<String>),
+}
+
+impl EventFilter {
+    pub fn matches(&self, event_type: &str) -> bool {
+        match self {
+            EventFilter::All => true,
+            EventFilter::Only(types) => types.iter().any(|t| t == event_type),
+        }
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.key, self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates `text`; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ConfigError::Invalid(vec![diagnostic(text, file, span, None, e.message())])
+        })?;
+        // The example is compiled in and covered by a test, so it always parses.
+        let defaults: RawConfig =
+            toml::from_str(EXAMPLE).expect("the built-in example config parses");
+        Validator {
+            text,
+            file,
+            errors: Vec::new(),
+        }
+        .resolve(raw, defaults)
+    }
+
+    /// The subscriptions that want `event_type`.
+    pub fn subscriptions_for<'a>(
+        &'a self,
+        event_type: &'a str,
+    ) -> impl Iterator<Item = &'a Subscription> + 'a {
+        self.subscriptions
+            .iter()
+            .filter(move |s| s.events.matches(event_type))
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<&Subscription> {
+        self.subscriptions.iter().find(|s| s.id == id)
+    }
+
+    /// A short summary for `check-config`.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "api listen {} ({}), metrics listen {}, storage {}, retry schedule [{}], timeout {}\n{} subscription(s)",
+            self.api.listen,
+            if self.api.tokens.is_empty() { "open: loopback only".to_string() } else { format!("{} token(s)", self.api.tokens.len()) },
+            self.metrics.listen,
+            self.storage.path.display(),
+            self.delivery.policy.retry_schedule.iter().map(|d| humantime::format_duration(*d).to_string()).collect::<Vec<_>>().join(", "),
+            humantime::format_duration(self.delivery.policy.timeout),
+            self.subscriptions.len(),
+        );
+        for s in &self.subscriptions {
+            let events = match &s.events {
+                EventFilter::All => "*".to_string(),
+                EventFilter::Only(types) => types.join(", "),
+            };
+            out.push_str(&format!("\n  {}: {} [{}]", s.id, s.url, events));
+        }
+        out
+    }
+}
+
+/// Turns a byte span into a line/column diagnostic, naming the key written on that line.
+fn diagnostic(
+    text: &str,
+    file: &str,
+    span: Range<usize>,
+    key: Option<&str>,
+    message: &str,
+) -> Diagnostic {
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let key = key.map(str::to_string).unwrap_or_else(|| {
+        let line_text = text[line_start..].lines().next().unwrap_or("");
+        match line_text.split_once('=') {
+            Some((k, _)) => k.trim().to_string(),
+            None => line_text.trim().to_string(),
+        }
+    });
+    Diagnostic {
+        file: file.to_string(),
+        line,
+        column,
+        key,
+        message: message.trim().to_string(),
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    file: &'a str,
+    errors: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let d = diagnostic(self.text, self.file, span, Some(key), &message.into());
+        self.errors.push(d);
+    }
+
+    fn addr(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    value.span(),
+                    key,
+                    format!(
+                        "{:?} is not an address like \"127.0.0.1:8080\"",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn schedule(&mut self, value: &Spanned<Vec<HumanDuration>>, key: &str) -> Vec<Duration> {
+        if value.get_ref().is_empty() {
+            // An empty schedule is valid: one attempt, no retries.
+        }
+        if value.get_ref().len() > 100 {
+            self.error(value.span(), key, "at most 100 retries");
+        }
+        value.get_ref().iter().map(|d| d.0).collect()
+    }
+
+    fn positive(&mut self, value: &Spanned<usize>, key: &str) -> usize {
+        if *value.get_ref() == 0 {
+            self.error(value.span(), key, "must be at least 1");
+        }
+        *value.get_ref()
+    }
+
+    fn secret(&mut self, value: &Spanned<SecretSource>, key: &str) -> Secret {
+        value.get_ref().resolve().unwrap_or_else(|message| {
+            self.error(value.span(), key, message);
+            Secret(String::new())
+        })
+    }
+
+    fn resolve(mut self, raw: RawConfig, d: RawConfig) -> Result<Config, ConfigError> {
+        // `d` is the built-in example: every key of it is present (a unit test checks).
+        macro_rules! pick {
+            ($section:ident . $key:ident) => {
+                raw.$section.$key.or(d.$section.$key).expect(concat!(
+                    "the example config sets ",
+                    stringify!($section),
+                    ".",
+                    stringify!($key)
+                ))
+            };
+        }
+        let api_listen = pick!(api.listen);
+        let listen = self.addr(&api_listen, "api.listen");
+        let tokens: Vec<Secret> = pick!(api.tokens)
+            .iter()
+            .map(|t| self.secret(t, "api.tokens"))
+            .collect();
+        if let Some(addr) = listen {
+            if tokens.is_empty() && !addr.ip().is_loopback() {
+                self.error(api_listen.span(), "api.listen", format!("{addr} is not a loopback address and api.tokens is empty: an open API is allowed only on loopback"));
+            }
+        }
+        let metrics_listen = pick!(metrics.listen);
+        let metrics_addr = self.addr(&metrics_listen, "metrics.listen");
+
+        let policy = DeliveryPolicy {
+            retry_schedule: self
+                .schedule(&pick!(delivery.retry_schedule), "delivery.retry_schedule"),
+            timeout: pick!(delivery.timeout).0,
+        };
+        let jitter = pick!(delivery.jitter);
+        if !(0.0..=1.0).contains(jitter.get_ref()) {
+            self.error(jitter.span(), "delivery.jitter", "must be between 0 and 1");
+        }
+        let prefix = pick!(delivery.header_prefix);
+        let prefix_ok = !prefix.get_ref().is_empty()
+            && prefix
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !prefix_ok {
+            self.error(
+                prefix.span(),
+                "delivery.header_prefix",
+                "must be letters, digits and '-' only, like \"X-Abstrakt\"",
+            );
+        }
+        let delivery = DeliveryConfig {
+            policy,
+            max_in_flight: self.positive(&pick!(delivery.max_in_flight), "delivery.max_in_flight"),
+            max_in_flight_per_subscription: self.positive(
+                &pick!(delivery.max_in_flight_per_subscription),
+                "delivery.max_in_flight_per_subscription",
+            ),
+            retry_after_cap: pick!(delivery.retry_after_cap).0,
+            jitter: *jitter.get_ref(),
+            header_prefix: prefix.into_inner(),
+            allow_adhoc_targets: pick!(delivery.allow_adhoc_targets),
+            shutdown_grace: pick!(delivery.shutdown_grace).0,
+        };
+
+        let mut ids = HashSet::new();
+        let mut subscriptions = Vec::new();
+        for (i, s) in raw.subscription.iter().enumerate() {
+            let key = |name: &str| format!("subscription[{i}].{name}");
+            let id = s.id.get_ref();
+            let id_ok = !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !id_ok {
+                self.error(
+                    s.id.span(),
+                    &key("id"),
+                    format!("{id:?} must match [a-z0-9_-]{{1,64}}"),
+                );
+            } else if id == ADHOC_SUBSCRIPTION {
+                self.error(
+                    s.id.span(),
+                    &key("id"),
+                    "\"adhoc\" is reserved for per-request webhook_url targets",
+                );
+            } else if !ids.insert(id.clone()) {
+                self.error(
+                    s.id.span(),
+                    &key("id"),
+                    format!("duplicate subscription id {id:?}"),
+                );
+            }
+            let url = match reqwest::Url::parse(s.url.get_ref()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    Some(url)
+                }
+                Ok(_) => {
+                    self.error(
+                        s.url.span(),
+                        &key("url"),
+                        "must be an http:// or https:// URL with a host",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.error(s.url.span(), &key("url"), format!("invalid URL: {e}"));
+                    None
+                }
+            };
+            let secret = self.secret(&s.secret, &key("secret"));
+            let events = match parse_events(s.events.get_ref()) {
+                Ok(events) => events,
+                Err(message) => {
+                    self.error(s.events.span(), &key("events"), message);
+                    EventFilter::All
+                }
+            };
+            let policy = DeliveryPolicy {
+                retry_schedule: match &s.retry_schedule {
+                    Some(rs) => self.schedule(rs, &key("retry_schedule")),
+                    None => delivery.policy.retry_schedule.clone(),
+                },
+                timeout: s.timeout.map_or(delivery.policy.timeout, |t| t.0),
+            };
+            let max_in_flight = match &s.max_in_flight {
+                Some(m) => self.positive(m, &key("max_in_flight")),
+                None => delivery.max_in_flight_per_subscription,
+            };
+            if let Some(url) = url {
+                subscriptions.push(Subscription {
+                    id: id.clone(),
+                    url,
+                    secret,
+                    events,
+                    policy,
+                    max_in_flight,
+                });
+            }
+        }
+
+        let path = pick!(storage.path);
+        let path = if !path.is_empty() {
+            PathBuf::from(path)
+        } else if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+            // systemd may pass several colon-separated directories; the first is ours.
+            let dir = dir
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            PathBuf::from(dir)
+        } else {
+            PathBuf::from("hookd-data")
+        };
+
+        if !self.errors.is_empty() {
+            return Err(ConfigError::Invalid(self.errors));
+        }
+        let (Some(listen), Some(metrics_listen)) = (listen, metrics_addr) else {
+            unreachable!("address errors were reported above");
+        };
+        Ok(Config {
+            api: ApiConfig {
+                listen,
+                tokens,
+                max_body_bytes: pick!(api.max_body_bytes),
+                max_batch: pick!(api.max_batch),
+            },
+            metrics: MetricsConfig {
+                listen: metrics_listen,
+            },
+            storage: StorageConfig {
+                path,
+                retention: pick!(storage.retention).0,
+                cache_capacity_bytes: pick!(storage.cache_capacity_bytes),
+            },
+            delivery,
+            subscriptions,
+        })
+    }
+}
+
+fn parse_events(events: &[String]) -> Result<EventFilter, String> {
+    if events.is_empty() {
+        return Err("list at least one event type, or [\"*\"] for all".to_string());
+    }
+    if events.iter().any(|e| e == "*") {
+        return Ok(EventFilter::All);
+    }
+    for e in events {
+        let valid = e
+            .strip_prefix("job.")
+            .is_some_and(|status| crate::event::valid_status(status));
+        if !valid {
+            return Err(format!("{e:?} is not an event type like \"job.completed\" (job.<status>, status [a-z_]{{1,32}}) or \"*\""));
+        }
+    }
+    Ok(EventFilter::Only(events.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> Vec<Diagnostic> {
+        match Config::from_toml(text, "t.toml") {
+            Err(ConfigError::Invalid(d)) => d,
+            other => panic!("expected invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn example_sets_every_key_and_is_valid() {
+        let raw: RawConfig = toml::from_str(EXAMPLE).unwrap();
+        assert!(
+            raw.api.listen.is_some()
+                && raw.api.tokens.is_some()
+                && raw.api.max_body_bytes.is_some()
+                && raw.api.max_batch.is_some()
+        );
+        assert!(raw.metrics.listen.is_some());
+        assert!(
+            raw.storage.path.is_some()
+                && raw.storage.retention.is_some()
+                && raw.storage.cache_capacity_bytes.is_some()
+        );
+        let d = &raw.delivery;
+        assert!(
+            d.retry_schedule.is_some()
+                && d.timeout.is_some()
+                && d.max_in_flight.is_some()
+                && d.max_in_flight_per_subscription.is_some()
+                && d.retry_after_cap.is_some()
+                && d.jitter.is_some()
+                && d.header_prefix.is_some()
+                && d.allow_adhoc_targets.is_some()
+                && d.shutdown_grace.is_some()
+        );
+        let config = Config::from_toml(EXAMPLE, "example").unwrap();
+        assert_eq!(
+            config.delivery.policy.retry_schedule,
+            [0, 60, 300, 900, 3600].map(Duration::from_secs)
+        );
+        assert_eq!(config.delivery.policy.timeout, Duration::from_secs(10));
+        assert_eq!(config.delivery.header_prefix, "X-Abstrakt");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_line_and_key() {
+        let d =
+            err("[api]\nlisten = \"127.0.0.1:1\"\n\n[delivery]\ntimeout = \"1s\"\nretries = 3\n");
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].line, d[0].key.as_str()), (6, "retries"));
+        assert!(
+            d[0].message.contains("unknown field `retries`"),
+            "{}",
+            d[0].message
+        );
+    }
+
+    #[test]
+    fn bad_duration_names_its_line() {
+        let d = err("[delivery]\n\ntimeout = \"ten seconds\"\n");
+        assert_eq!((d[0].line, d[0].key.as_str()), (3, "timeout"));
+        assert!(
+            d[0].message.contains("invalid duration"),
+            "{}",
+            d[0].message
+        );
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported() {
+        let text = r#"
+[api]
+listen = "0.0.0.0:8080"
+
+[[subscription]]
+id = "a"
+url = "ftp://x"
+secret = { env = "HOOKD_TEST_SURELY_UNSET_VAR" }
+events = ["completed"]
+
+[[subscription]]
+id = "a"
+url = "http://127.0.0.1:1/"
+secret = "s"
+events = ["*"]
+"#;
+        let d = err(text);
+        let keys: Vec<(usize, &str)> = d.iter().map(|d| (d.line, d.key.as_str())).collect();
+        assert_eq!(
+            keys,
+            [
+                (3, "api.listen"),
+                (7, "subscription[0].url"),
+                (8, "subscription[0].secret"),
+                (9, "subscription[0].events"),
+                (12, "subscription[1].id"),
+            ]
+        );
+        assert!(d[2].message.contains("HOOKD_TEST_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn subscription_overrides_and_secret_sources() {
+        let dir = std::env::temp_dir().join(format!("hookd-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s"), "from-file\n").unwrap();
+        let text = format!(
+            "[[subscription]]\nid = \"x\"\nurl = \"https://example.invalid/h\"\nsecret = {{ file = \"{}\" }}\nevents = [\"job.completed\"]\nretry_schedule = [\"0s\", \"200ms\"]\ntimeout = \"2s\"\n",
+            dir.join("s").display()
+        );
+        let config = Config::from_toml(&text, "t").unwrap();
+        let s = &config.subscriptions[0];
+        assert_eq!(s.secret.expose(), "from-file");
+        assert_eq!(
+            format!("{:?} {}", s.secret, s.secret),
+            "[REDACTED] [REDACTED]"
+        );
+        assert_eq!(
+            s.policy.retry_schedule,
+            [Duration::ZERO, Duration::from_millis(200)]
+        );
+        assert_eq!(s.policy.timeout, Duration::from_secs(2));
+        assert!(s.events.matches("job.completed") && !s.events.matches("job.failed"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

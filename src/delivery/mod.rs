@@ -1,0 +1,232 @@
+//! One delivery attempt: build the signed request, send it, classify what happened.
+//!
+//! [`Deliverer::attempt`] does the HTTP work and nothing else: it neither reads nor writes the
+//! store. The scheduler decides what follows from the [`AttemptResult`] (see [`retry`]).
+
+pub mod retry;
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+
+use crate::signing;
+
+/// How much of a receiver's response body hookd reads and keeps. The rest is never read, so a
+/// receiver that streams gigabytes costs hookd this much memory and at most the timeout.
+const RESPONSE_EXCERPT_BYTES: usize = 1024;
+
+/// The outcome classes of `hookd_delivery_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Http4xx,
+    Http5xx,
+    Timeout,
+    Connect,
+    /// Anything else, 3xx responses included: redirects are not followed.
+    Other,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Http4xx => "http_4xx",
+            Outcome::Http5xx => "http_5xx",
+            Outcome::Timeout => "timeout",
+            Outcome::Connect => "connect",
+            Outcome::Other => "other",
+        }
+    }
+
+    pub fn from_status(status: u16) -> Outcome {
+        match status {
+            200..=299 => Outcome::Success,
+            400..=499 => Outcome::Http4xx,
+            500..=599 => Outcome::Http5xx,
+            _ => Outcome::Other,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub outcome: Outcome,
+    pub status_code: Option<u16>,
+    /// The receiver's `Retry-After`, raw, on a 429 or 503.
+    pub retry_after: Option<String>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub duration: Duration,
+}
+
+/// What one attempt sends.
+#[derive(Debug)]
+pub struct AttemptRequest<'a> {
+    pub url: &'a reqwest::Url,
+    pub secret: &'a str,
+    pub delivery_id: &'a str,
+    pub event_type: &'a str,
+    pub attempt: u32,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// The HTTP client and the header names, shared by every attempt.
+#[derive(Clone)]
+pub struct Deliverer {
+    /// One client for the whole process, so that connections to a receiver are reused.
+    client: reqwest::Client,
+    signature: HeaderName,
+    event: HeaderName,
+    delivery: HeaderName,
+    attempt: HeaderName,
+    user_agent: HeaderValue,
+}
+
+impl Deliverer {
+    /// `header_prefix` is checked by the config (letters, digits and '-').
+    pub fn new(header_prefix: &str) -> anyhow::Result<Deliverer> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        let name =
+            |suffix: &str| HeaderName::from_bytes(format!("{header_prefix}-{suffix}").as_bytes());
+        Ok(Deliverer {
+            client,
+            signature: name("Signature")?,
+            event: name("Event")?,
+            delivery: name("Delivery")?,
+            attempt: name("Attempt")?,
+            user_agent: HeaderValue::from_static(concat!("hookd/", env!("CARGO_PKG_VERSION"))),
+        })
+    }
+
+    /// Sends one attempt and classifies its result. Never panics on a receiver's behaviour.
+    pub async fn attempt(&self, req: AttemptRequest<'_>) -> AttemptResult {
+        let started = Instant::now();
+        let signature = signing::abstrakt_signature(req.secret.as_bytes(), &req.body);
+        let sent = self
+            .client
+            .post(req.url.clone())
+            .timeout(req.timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, self.user_agent.clone())
+            .header(&self.signature, signature)
+            .header(&self.event, req.event_type)
+            .header(&self.delivery, req.delivery_id)
+            .header(&self.attempt, req.attempt.to_string())
+            .body(req.body)
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) => return failed(&e, started),
+        };
+        let status = response.status().as_u16();
+        let retry_after = match status {
+            429 | 503 => response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            _ => None,
+        };
+        let mut excerpt = Vec::new();
+        let mut error = None;
+        while excerpt.len() < RESPONSE_EXCERPT_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => excerpt.extend_from_slice(
+                    &chunk[..chunk.len().min(RESPONSE_EXCERPT_BYTES - excerpt.len())],
+                ),
+                Ok(None) => break,
+                Err(e) => {
+                    // The status line arrived; a broken body does not change the outcome, but
+                    // a timeout while reading it does.
+                    if e.is_timeout() {
+                        let mut result = failed(&e, started);
+                        result.status_code = Some(status);
+                        return result;
+                    }
+                    error = Some(describe(&e));
+                    break;
+                }
+            }
+        }
+        let outcome = Outcome::from_status(status);
+        if outcome != Outcome::Success && error.is_none() {
+            error = Some(format!("HTTP {status}"));
+        }
+        AttemptResult {
+            outcome,
+            status_code: Some(status),
+            retry_after,
+            error,
+            response_excerpt: (!excerpt.is_empty())
+                .then(|| String::from_utf8_lossy(&excerpt).into_owned()),
+            duration: started.elapsed(),
+        }
+    }
+}
+
+fn failed(e: &reqwest::Error, started: Instant) -> AttemptResult {
+    let outcome = if e.is_timeout() {
+        Outcome::Timeout
+    } else if e.is_connect() {
+        Outcome::Connect
+    } else {
+        Outcome::Other
+    };
+    AttemptResult {
+        outcome,
+        status_code: None,
+        retry_after: None,
+        error: Some(describe(e)),
+        response_excerpt: None,
+        duration: started.elapsed(),
+    }
+}
+
+/// The error and its causes, without the URL (a per-request URL may carry credentials).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_outcome_classes() {
+        let cases = [
+            (200, "success"),
+            (204, "success"),
+            (299, "success"),
+            (301, "other"),
+            (304, "other"),
+            (400, "http_4xx"),
+            (429, "http_4xx"),
+            (500, "http_5xx"),
+            (503, "http_5xx"),
+            (101, "other"),
+        ];
+        for (status, class) in cases {
+            assert_eq!(Outcome::from_status(status).as_str(), class, "{status}");
+        }
+    }
+}

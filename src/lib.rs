@@ -1,0 +1,32 @@
+//! hookd: a webhook delivery daemon.
+//!
+//! Job runners post events to `POST /v1/events`; hookd stores each event and one delivery per
+//! matching subscription durably (sled), answers `202`, then POSTs the signed body to each
+//! target and retries failures on a schedule until delivered or dead.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, its defaults (the compiled-in example) and validation.
+//! - [`event`]: ingest validation; builds the canonical body ([`canonical`]) once per event.
+//! - [`signing`]: the HMAC-SHA256 signature; pure.
+//! - [`store`]: the only module that imports sled; one writer thread, group commit.
+//! - [`scheduler`]: claims due deliveries bucket by bucket and runs their attempts.
+//! - [`delivery`]: one HTTP attempt and its outcome; [`delivery::retry`] is the pure retry rule.
+//! - [`api`]: the axum routes of both listeners.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`app`]: wires it together: `Application::build(config)` then `run_until_stopped(token)`.
+//! - [`telemetry`]: tracing setup.
+
+pub mod api;
+pub mod app;
+pub mod canonical;
+pub mod config;
+pub mod delivery;
+pub mod event;
+pub mod metrics;
+pub mod scheduler;
+pub mod signing;
+pub mod store;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,0 +1,198 @@
+//! The Prometheus registry and every metric hookd exports.
+//!
+//! Label values are bounded: event types, configured subscription ids (per-request targets are
+//! `adhoc`), outcome and state names, HTTP status codes. No URL, request id or delivery id is
+//! ever a label value.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::store::PendingStats;
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_received: IntCounterVec,
+    pub delivery_attempts: IntCounterVec,
+    pub deliveries: IntCounterVec,
+    pub attempt_duration: HistogramVec,
+    pub delivery_lag: HistogramVec,
+    pub retries_scheduled: IntCounterVec,
+    pub pending: IntGaugeVec,
+    pub oldest_pending_age: prometheus::Gauge,
+    pub ingest_requests: IntCounterVec,
+    pub ingest_duration: Histogram,
+    pub store_size: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .expect("metric names and labels are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    let metric = HistogramVec::new(opts, labels).expect("metric names and labels are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+// The `expect`s below run once at startup on constant names: a bad name is a programming error
+// that the tests would show at once.
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let build_info = IntGaugeVec::new(
+            Opts::new("hookd_build_info", "Always 1; the version is a label."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry
+            .register(Box::new(build_info))
+            .expect("registered once");
+        let pending = IntGaugeVec::new(
+            Opts::new("hookd_deliveries_pending", "Unfinished deliveries: ready (due), scheduled (waiting for a retry time), in_flight."),
+            &["state"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(pending.clone()))
+            .expect("registered once");
+        let oldest_pending_age = prometheus::Gauge::new(
+            "hookd_oldest_pending_delivery_age_seconds",
+            "Age of the oldest unfinished delivery since its event was accepted; 0 when none.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(oldest_pending_age.clone()))
+            .expect("registered once");
+        let store_size = IntGauge::new("hookd_store_size_bytes", "Bytes the store uses on disk.")
+            .expect("valid metric");
+        registry
+            .register(Box::new(store_size.clone()))
+            .expect("registered once");
+        let ingest_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "hookd_ingest_request_duration_seconds",
+                "Time to answer POST /v1/events, durable commit included.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(ingest_duration.clone()))
+            .expect("registered once");
+        let latency = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let lag = [
+            0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
+        ];
+        Metrics {
+            events_received: counter(
+                &registry,
+                "hookd_events_received_total",
+                "Events accepted at ingest (repeats not counted).",
+                &["event_type"],
+            ),
+            delivery_attempts: counter(
+                &registry,
+                "hookd_delivery_attempts_total",
+                "Delivery attempts by outcome.",
+                &["subscription", "outcome"],
+            ),
+            deliveries: counter(
+                &registry,
+                "hookd_deliveries_total",
+                "Deliveries finished: delivered or dead.",
+                &["subscription", "result"],
+            ),
+            attempt_duration: histogram(
+                &registry,
+                "hookd_delivery_attempt_duration_seconds",
+                "Duration of one delivery attempt.",
+                &["subscription"],
+                &latency,
+            ),
+            delivery_lag: histogram(
+                &registry,
+                "hookd_delivery_lag_seconds",
+                "From the event's acceptance to its successful delivery.",
+                &["subscription"],
+                &lag,
+            ),
+            retries_scheduled: counter(
+                &registry,
+                "hookd_retries_scheduled_total",
+                "Failed attempts followed by a scheduled retry.",
+                &["subscription"],
+            ),
+            ingest_requests: counter(
+                &registry,
+                "hookd_ingest_requests_total",
+                "POST /v1/events requests by HTTP status code.",
+                &["code"],
+            ),
+            pending,
+            oldest_pending_age,
+            ingest_duration,
+            store_size,
+            registry,
+        }
+    }
+
+    /// Sets the pending gauges from a store walk.
+    pub fn set_pending(&self, stats: PendingStats, now_ms: u64) {
+        self.pending
+            .with_label_values(&["ready"])
+            .set(saturating_i64(stats.ready));
+        self.pending
+            .with_label_values(&["scheduled"])
+            .set(saturating_i64(stats.scheduled));
+        self.pending
+            .with_label_values(&["in_flight"])
+            .set(saturating_i64(stats.in_flight));
+        let age_ms = stats
+            .oldest_created_ms
+            .map_or(0, |created| now_ms.saturating_sub(created));
+        self.oldest_pending_age.set(age_ms as f64 / 1000.0);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for metrics the registry accepted.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into memory");
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -356,6 +356,14 @@ impl Store {
         Ok(stats)
     }
 
+    /// How many events and deliveries the store holds (finished ones included, until the
+    /// retention sweep removes them). Walks two key ranges: for tests and tools, not hot paths.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let events = self.tree.scan_prefix(keys::EVENT_META).keys().count() as u64;
+        let deliveries = self.tree.scan_prefix(keys::DELIVERY).keys().count() as u64;
+        Ok((events, deliveries))
+    }
+
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)

@@ -1,0 +1,11 @@
+//! hookd's integration tests: one binary, a module per feature. Every test talks to a real
+//! hookd (in-process on port 0, or the built binary) and real receivers on loopback.
+
+mod support;
+
+mod crash;
+mod ingest;
+mod isolation;
+mod restart;
+mod retries;
+mod seed_receivers;

@@ -54,7 +54,8 @@ pub struct Application {
     deliverer: Deliverer,
 }
 
-/// How often finished deliveries older than the retention are swept.
+/// How often finished deliveries older than the retention are swept, at most; a short retention
+/// is swept more often (a quarter of it, at least every 100 ms).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often the pending gauges are recomputed from the store.
 const GAUGES_EVERY: Duration = Duration::from_secs(5);
@@ -158,7 +159,9 @@ impl Application {
 /// The retention sweep and the pending gauges.
 async fn background(shared: Arc<Shared>, stop: CancellationToken) {
     let mut gauges = tokio::time::interval(GAUGES_EVERY);
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let retention = shared.config().storage.retention;
+    let mut sweep =
+        tokio::time::interval((retention / 4).clamp(Duration::from_millis(100), SWEEP_EVERY));
     loop {
         tokio::select! {
             _ = gauges.tick() => update_gauges(&shared),

@@ -7,5 +7,6 @@ mod crash;
 mod ingest;
 mod isolation;
 mod restart;
+mod retention;
 mod retries;
 mod seed_receivers;

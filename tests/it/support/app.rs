@@ -38,13 +38,32 @@ pub async fn spawn_app(extra: &str) -> TestApp {
     start(dir, text).await
 }
 
+/// Like [`spawn_app`], for tests that set `[api]` or `[storage]` keys: `full` gets the store
+/// path (a TOML string literal) and returns the whole file, listeners included.
+pub async fn spawn_app_full(full: impl FnOnce(&str) -> String) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let path = format!("{:?}", dir.path().join("db").display().to_string());
+    let text = full(&path);
+    start(dir, text).await
+}
+
 async fn start(dir: Arc<tempfile::TempDir>, config_text: String) -> TestApp {
-    let config = Config::from_toml(&config_text, "test.toml").unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{config_text}"));
+    let config = Config::from_toml(&config_text, "test.toml")
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{config_text}"));
     let app = Application::build(config).await.expect("app builds");
     let (api, metrics, shared) = (app.api_addr(), app.metrics_addr(), app.shared());
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestApp { api, metrics, shared, client: reqwest::Client::new(), shutdown, handle: Some(handle), dir, config_text }
+    TestApp {
+        api,
+        metrics,
+        shared,
+        client: reqwest::Client::new(),
+        shutdown,
+        handle: Some(handle),
+        dir,
+        config_text,
+    }
 }
 
 impl TestApp {
@@ -64,7 +83,10 @@ impl TestApp {
             .expect("ingest request");
         let status = response.status().as_u16();
         let text = response.text().await.expect("ingest body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn post(&self, event: &Value) -> (u16, Value) {
@@ -72,7 +94,14 @@ impl TestApp {
     }
 
     pub async fn metrics_text(&self) -> String {
-        self.client.get(format!("http://{}/metrics", self.metrics)).send().await.expect("scrape").text().await.expect("metrics body")
+        self.client
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     /// Stops hookd gracefully and waits for it.

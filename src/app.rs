@@ -3,6 +3,7 @@
 //! Tests build it on port 0 with a fresh data directory and own its shutdown token
 //! (`Application::build`, then `run_until_stopped`).
 
+use std::collections::HashSet;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,8 @@ pub struct Shared {
     pub wake: Notify,
     /// Set on shutdown: `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// Paused subscriptions (`adhoc` pauses every per-request target); mirrors the store.
+    paused: RwLock<HashSet<String>>,
 }
 
 impl Shared {
@@ -40,6 +43,35 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    pub fn is_paused(&self, subscription: &str) -> bool {
+        self.paused
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(subscription)
+    }
+
+    /// Pauses or resumes a subscription, durably, and wakes the scheduler.
+    pub async fn set_paused(
+        &self,
+        subscription: &str,
+        paused: bool,
+    ) -> Result<(), crate::store::StoreError> {
+        self.store.set_paused(subscription, paused).await?;
+        {
+            let mut set = self.paused.write().unwrap_or_else(|e| e.into_inner());
+            if paused {
+                set.insert(subscription.to_string());
+            } else {
+                set.remove(subscription);
+            }
+            self.metrics
+                .subscriptions_paused
+                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        }
+        self.wake.notify_one();
+        Ok(())
     }
 
     pub fn set_config(&self, config: Config) {
@@ -76,9 +108,21 @@ impl Application {
                 format!("cannot listen on metrics.listen {}", config.metrics.listen)
             })?;
         let deliverer = Deliverer::new(&config.delivery.header_prefix)?;
+        let paused: HashSet<String> = store
+            .subscription_states()
+            .context("cannot read subscription states")?
+            .into_iter()
+            .filter(|(_, state)| state.paused)
+            .map(|(id, _)| id)
+            .collect();
+        let metrics = Metrics::new();
+        metrics
+            .subscriptions_paused
+            .set(i64::try_from(paused.len()).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
             store,
-            metrics: Metrics::new(),
+            metrics,
+            paused: RwLock::new(paused),
             config: RwLock::new(Arc::new(config)),
             wake: Notify::new(),
             draining: AtomicBool::new(false),

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub ingest_requests: IntCounterVec,
     pub ingest_duration: Histogram,
     pub store_size: IntGauge,
+    pub subscriptions_paused: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -86,6 +87,14 @@ impl Metrics {
             .expect("valid metric");
         registry
             .register(Box::new(store_size.clone()))
+            .expect("registered once");
+        let subscriptions_paused = IntGauge::new(
+            "hookd_subscriptions_paused",
+            "Subscriptions paused through the admin API.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(subscriptions_paused.clone()))
             .expect("registered once");
         let ingest_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -155,6 +164,7 @@ impl Metrics {
             oldest_pending_age,
             ingest_duration,
             store_size,
+            subscriptions_paused,
             registry,
         }
     }

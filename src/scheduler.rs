@@ -99,6 +99,9 @@ impl Scheduler {
         let config = self.shared.config();
         let mut earliest: Option<u64> = None;
         for bucket in self.shared.store.buckets()? {
+            if self.shared.is_paused(bucket_subscription(&bucket)) {
+                continue;
+            }
             let limit = match bucket_subscription(&bucket) {
                 ADHOC_SUBSCRIPTION => config.delivery.max_in_flight_per_subscription,
                 id => config

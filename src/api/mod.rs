@@ -1,6 +1,7 @@
 //! HTTP routes: the API listener (ingest) and the metrics listener (`/metrics`, `/livez`,
 //! `/readyz`). Handlers never wait on a delivery: ingest answers once the event is durable.
 
+mod admin;
 mod ingest;
 
 use std::sync::atomic::Ordering;
@@ -24,6 +25,13 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/events", post(ingest::ingest))
+        .route("/v1/deliveries", get(admin::list_deliveries))
+        .route("/v1/deliveries/retry", post(admin::retry_dead))
+        .route("/v1/deliveries/{id}", get(admin::show_delivery))
+        .route("/v1/deliveries/{id}/retry", post(admin::retry_delivery))
+        .route("/v1/subscriptions", get(admin::list_subscriptions))
+        .route("/v1/subscriptions/{id}/pause", post(admin::pause))
+        .route("/v1/subscriptions/{id}/resume", post(admin::resume))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see docs/api.md") })
         .layer(middleware::from_fn_with_state(
             shared.clone(),

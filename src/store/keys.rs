@@ -12,6 +12,7 @@
 //! | `p/{delivery_id}` | empty: the delivery is not finished (ids sort by creation time) |
 //! | `a/{delivery_id}{attempt u32}` | [`super::Attempt`] as JSON |
 //! | `f/{finished_ms u64}{delivery_id}` | empty: retention index of finished deliveries |
+//! | `s/{subscription_id}` | [`super::SubscriptionState`] as JSON: paused, health |
 //!
 //! Integers are big-endian so that byte order is numeric order. Ids are ULID strings of fixed
 //! length, so a key's parts can be split without separators.
@@ -26,6 +27,7 @@ pub const LEASE: &[u8] = b"l/";
 pub const PENDING: &[u8] = b"p/";
 pub const ATTEMPT: &[u8] = b"a/";
 pub const FINISHED: &[u8] = b"f/";
+pub const SUBSCRIPTION: &[u8] = b"s/";
 
 pub fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());

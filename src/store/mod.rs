@@ -8,7 +8,10 @@
 //! share an fsync (group commit), and one thread doing every read-modify-write makes the
 //! idempotency check and the claiming of due deliveries free of races.
 
+mod admin;
 mod keys;
+
+pub use admin::{DeliveryFilter, RequeueError, SubscriptionState};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -174,6 +177,8 @@ enum Job {
         limit: usize,
         reply: Reply<usize>,
     },
+    /// Work defined elsewhere in this module (the admin operations); it replies by itself.
+    Exec(Box<dyn FnOnce(&Writer, &mut Vec<Durable>) + Send>),
 }
 
 /// Most jobs the writer takes into one round (one flush).
@@ -502,6 +507,7 @@ impl Writer {
             } => {
                 let _ = reply.send(self.sweep(cutoff_ms, limit));
             }
+            Job::Exec(work) => work(self, durable),
         }
     }
 
@@ -684,6 +690,7 @@ impl Writer {
                 batch.insert(keys::timed(keys::FINISHED, now_ms, delivery_id), &[]);
             }
         }
+        self.update_health(&mut batch, &delivery.subscription, &attempt, now_ms)?;
         batch.insert(record_key, encode(&delivery));
         self.tree.apply_batch(batch)?;
         Ok(())

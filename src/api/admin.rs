@@ -1,0 +1,368 @@
+//! The admin API: list, show and retry deliveries; list, pause and resume subscriptions.
+//! Every error is `{"error": "..."}`; unknown ids are 404.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::error;
+use crate::app::Shared;
+use crate::config::ADHOC_SUBSCRIPTION;
+use crate::event::rfc3339_millis;
+use crate::scheduler::now_ms;
+use crate::store::{Delivery, DeliveryFilter, DeliveryState, RequeueError, StoreError};
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1000;
+
+/// A short, stable fingerprint of a secret: enough to tell two secrets apart, useless to an
+/// attacker.
+pub fn secret_fingerprint(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    format!("sha256:{}", hex::encode(&digest[..4]))
+}
+
+fn time(ms: Option<u64>) -> Value {
+    ms.map_or(Value::Null, |ms| Value::String(rfc3339_millis(ms)))
+}
+
+fn store_failed(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "admin API: store error");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store could not answer; see hookd's log",
+    )
+}
+
+fn state_name(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Scheduled => "scheduled",
+        DeliveryState::InFlight => "in_flight",
+        DeliveryState::Delivered => "delivered",
+        DeliveryState::Dead => "dead",
+    }
+}
+
+fn parse_state(text: &str) -> Option<DeliveryState> {
+    Some(match text {
+        "scheduled" => DeliveryState::Scheduled,
+        "in_flight" => DeliveryState::InFlight,
+        "delivered" => DeliveryState::Delivered,
+        "dead" => DeliveryState::Dead,
+        _ => return None,
+    })
+}
+
+fn parse_time(field: &str, text: &str) -> Result<u64, Response> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{field} must be an RFC 3339 date-time like 2026-01-12T10:30:00Z"),
+            )
+        })?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("{field} is before 1970")))
+}
+
+fn delivery_json(shared: &Shared, d: &Delivery) -> Value {
+    let url = match &d.adhoc {
+        Some(adhoc) => Some(adhoc.url.clone()),
+        None => shared
+            .config()
+            .subscription(&d.subscription)
+            .map(|s| s.url.to_string()),
+    };
+    json!({
+        "id": d.id,
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "subscription": d.subscription,
+        "url": url,
+        "state": state_name(d.state),
+        "attempts": d.attempts,
+        "created_at": time(Some(d.created_ms)),
+        "next_attempt_at": time(d.due_ms),
+        "finished_at": time(d.finished_ms),
+        "last_error": d.last_error,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    subscription: Option<String>,
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/deliveries?status=&subscription=&event_type=&since=&until=&limit=&cursor=`
+pub async fn list_deliveries(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad query: {}", e.body_text()),
+            )
+        }
+    };
+    let state = match q.status.as_deref().map(|s| (s, parse_state(s))) {
+        None => None,
+        Some((_, Some(state))) => Some(state),
+        Some((s, None)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("status {s:?} is not one of scheduled, in_flight, delivered, dead"),
+            )
+        }
+    };
+    let since_ms = match q
+        .since
+        .as_deref()
+        .map(|t| parse_time("since", t))
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let until_ms = match q
+        .until
+        .as_deref()
+        .map(|t| parse_time("until", t))
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1 to {MAX_PAGE}"),
+        );
+    }
+    let filter = DeliveryFilter {
+        state,
+        subscription: q.subscription,
+        event_type: q.event_type,
+        since_ms,
+        until_ms,
+    };
+    match shared
+        .store
+        .list_deliveries(&filter, q.cursor.as_deref(), limit)
+    {
+        Ok((page, next)) => {
+            let items: Vec<Value> = page.iter().map(|d| delivery_json(&shared, d)).collect();
+            Json(json!({ "deliveries": items, "next_cursor": next })).into_response()
+        }
+        Err(e) => store_failed(&e),
+    }
+}
+
+/// `GET /v1/deliveries/{id}`: the delivery, every attempt, and its event.
+pub async fn show_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let delivery = match shared.store.delivery(&id) {
+        Ok(Some(d)) => d,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no delivery {id}")),
+        Err(e) => return store_failed(&e),
+    };
+    let attempts = match shared.store.attempts(&id) {
+        Ok(a) => a,
+        Err(e) => return store_failed(&e),
+    };
+    let body = match shared.store.event_body(&delivery.event_id) {
+        Ok(body) => body.and_then(|b| serde_json::from_slice::<Value>(&b).ok()),
+        Err(e) => return store_failed(&e),
+    };
+    let mut out = delivery_json(&shared, &delivery);
+    out["attempt_history"] = attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.number,
+                "started_at": time(Some(a.started_ms)),
+                "duration_ms": a.duration_ms,
+                "outcome": a.outcome,
+                "status_code": a.status_code,
+                "error": a.error,
+                "response_excerpt": a.response_excerpt,
+            })
+        })
+        .collect();
+    out["event"] = body.unwrap_or(Value::Null);
+    if let Some(adhoc) = &delivery.adhoc {
+        out["secret_fingerprint"] = Value::String(secret_fingerprint(&adhoc.secret));
+    }
+    Json(out).into_response()
+}
+
+/// `POST /v1/deliveries/{id}/retry`: due now (one more attempt for a dead or delivered one).
+pub async fn retry_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match shared.store.requeue(&id, now_ms()).await {
+        Ok(was) => {
+            shared.wake.notify_one();
+            tracing::info!(delivery_id = %id, was = state_name(was), "delivery requeued by the admin API");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "id": id, "previous_state": state_name(was), "state": "scheduled" })),
+            )
+                .into_response()
+        }
+        Err(RequeueError::NotFound(_)) => error(StatusCode::NOT_FOUND, format!("no delivery {id}")),
+        Err(e @ RequeueError::InFlight(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(RequeueError::Store(e)) => store_failed(&e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRetry {
+    /// Only this subscription's dead deliveries; all subscriptions when absent.
+    subscription: Option<String>,
+    /// Only deliveries that died at or after this time (RFC 3339).
+    since: String,
+}
+
+/// `POST /v1/deliveries/retry` with `{"subscription": "acme", "since": "..."}`: requeues the
+/// dead deliveries of a subscription that died since a time.
+pub async fn retry_dead(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<BulkRetry>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "expected {{\"subscription\": \"..\", \"since\": \"RFC 3339\"}}: {}",
+                    e.body_text()
+                ),
+            )
+        }
+    };
+    if let Some(sub) = &req.subscription {
+        if sub != ADHOC_SUBSCRIPTION && shared.config().subscription(sub).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no subscription {sub:?}"));
+        }
+    }
+    let since = match parse_time("since", &req.since) {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    match shared
+        .store
+        .requeue_dead(req.subscription.as_deref(), since, now_ms())
+        .await
+    {
+        Ok(n) => {
+            shared.wake.notify_one();
+            tracing::info!(
+                requeued = n,
+                subscription = req.subscription.as_deref(),
+                "dead deliveries requeued by the admin API"
+            );
+            (StatusCode::ACCEPTED, Json(json!({ "requeued": n }))).into_response()
+        }
+        Err(RequeueError::Store(e)) => store_failed(&e),
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+/// `GET /v1/subscriptions`: each configured subscription with its health.
+pub async fn list_subscriptions(State(shared): State<Arc<Shared>>) -> Response {
+    let states = match shared.store.subscription_states() {
+        Ok(s) => s,
+        Err(e) => return store_failed(&e),
+    };
+    let config = shared.config();
+    let mut items: Vec<Value> = config
+        .subscriptions
+        .iter()
+        .map(|s| {
+            let state = states.get(&s.id).cloned().unwrap_or_default();
+            let events: Vec<String> = match &s.events {
+                crate::config::EventFilter::All => vec!["*".to_string()],
+                crate::config::EventFilter::Only(types) => types.clone(),
+            };
+            json!({
+                "id": s.id,
+                "url": s.url.to_string(),
+                "events": events,
+                "secret_fingerprint": secret_fingerprint(s.secret.expose()),
+                "paused": shared.is_paused(&s.id),
+                "last_success_at": time(state.last_success_ms),
+                "last_failure_at": time(state.last_failure_ms),
+                "consecutive_failures": state.consecutive_failures,
+                "last_error": state.last_error,
+            })
+        })
+        .collect();
+    let adhoc = states.get(ADHOC_SUBSCRIPTION).cloned().unwrap_or_default();
+    items.push(json!({
+        "id": ADHOC_SUBSCRIPTION,
+        "url": null,
+        "events": ["*"],
+        "secret_fingerprint": null,
+        "paused": shared.is_paused(ADHOC_SUBSCRIPTION),
+        "last_success_at": time(adhoc.last_success_ms),
+        "last_failure_at": time(adhoc.last_failure_ms),
+        "consecutive_failures": adhoc.consecutive_failures,
+        "last_error": adhoc.last_error,
+    }));
+    Json(json!({ "subscriptions": items })).into_response()
+}
+
+async fn set_paused(shared: &Shared, id: &str, paused: bool) -> Response {
+    if id != ADHOC_SUBSCRIPTION && shared.config().subscription(id).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no subscription {id:?}"));
+    }
+    match shared.set_paused(id, paused).await {
+        Ok(()) => {
+            tracing::info!(
+                subscription = id,
+                paused,
+                "subscription {} by the admin API",
+                if paused { "paused" } else { "resumed" }
+            );
+            Json(json!({ "id": id, "paused": paused })).into_response()
+        }
+        Err(e) => store_failed(&e),
+    }
+}
+
+/// `POST /v1/subscriptions/{id}/pause`: its deliveries wait in the queue.
+pub async fn pause(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    set_paused(&shared, &id, true).await
+}
+
+/// `POST /v1/subscriptions/{id}/resume`.
+pub async fn resume(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    set_paused(&shared, &id, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fingerprint_is_short_and_stable() {
+        let f = super::secret_fingerprint("your_secret_here");
+        assert_eq!(f.len(), "sha256:".len() + 8);
+        assert_eq!(f, super::secret_fingerprint("your_secret_here"));
+        assert!(!f.contains("secret"));
+    }
+}

@@ -15,10 +15,12 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wires it together: `Application::build(config)` then `run_until_stopped(token)`.
 //! - [`telemetry`]: tracing setup.
+//! - [`cli`]: the admin commands' client of the admin API (tables, `--json`, exit codes).
 
 pub mod api;
 pub mod app;
 pub mod canonical;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod event;

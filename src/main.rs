@@ -1,14 +1,16 @@
 //! The `hookd` command: thin over the library.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use hookd::cli::{self, CliError, Target};
 use hookd::config::{Config, ConfigError};
 use hookd::telemetry::{self, LogFormat};
 use hookd::Application;
+use reqwest::Method;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -22,7 +24,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(clap::Args)]
+#[derive(Args)]
 struct ConfigArg {
     /// The TOML configuration file.
     #[arg(
@@ -32,6 +34,28 @@ struct ConfigArg {
         env = "HOOKD_CONFIG"
     )]
     config: PathBuf,
+}
+
+/// How the admin commands reach hookd.
+#[derive(Args)]
+struct ClientArgs {
+    /// The TOML configuration file: gives the API address and token when not set below.
+    #[arg(
+        long,
+        short = 'c',
+        default_value = "/etc/hookd/hookd.toml",
+        env = "HOOKD_CONFIG"
+    )]
+    config: PathBuf,
+    /// The API's base URL, e.g. http://127.0.0.1:8080 (default: from the config's api.listen).
+    #[arg(long, env = "HOOKD_URL")]
+    url: Option<String>,
+    /// The API token (default: the config's first api.tokens entry).
+    #[arg(long, env = "HOOKD_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -44,7 +68,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "text", env = "HOOKD_LOG_FORMAT")]
         log_format: LogFormat,
     },
-    /// Validate a configuration file and print a summary, or every error with file, line and key.
+    /// Validate a configuration file: a summary, or every error with file, line and key.
     CheckConfig {
         #[command(flatten)]
         config: ConfigArg,
@@ -52,12 +76,90 @@ enum Command {
     /// Submit events (one JSON object or an array) from a file or stdin to a running hookd.
     Send {
         #[command(flatten)]
-        config: ConfigArg,
+        client: ClientArgs,
         /// The file to send; `-` or nothing reads stdin.
         file: Option<PathBuf>,
-        /// The API token, when the API requires one.
-        #[arg(long, env = "HOOKD_API_TOKEN")]
-        token: Option<String>,
+    },
+    /// List, show and retry deliveries.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// List, pause and resume subscriptions.
+    Subscriptions {
+        #[command(subcommand)]
+        command: SubscriptionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// scheduled, in_flight, delivered or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        subscription: Option<String>,
+        /// e.g. job.failed
+        #[arg(long)]
+        event_type: Option<String>,
+        /// Created at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Created before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Continue from a previous page's next_cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one delivery with every attempt and its event.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Retry one delivery now, or with --dead every dead delivery of a subscription since a time.
+    Retry {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The delivery to retry.
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<String>,
+        /// Retry dead deliveries in bulk (with --since, and optionally --subscription).
+        #[arg(long, requires = "since")]
+        dead: bool,
+        #[arg(long, requires = "dead")]
+        subscription: Option<String>,
+        /// RFC 3339 time: dead deliveries that finished at or after it.
+        #[arg(long, requires = "dead")]
+        since: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubscriptionsCommand {
+    /// List subscriptions with their health.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Pause a subscription: its deliveries wait in the queue.
+    Pause {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Resume a paused subscription.
+    Resume {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
     },
 }
 
@@ -95,18 +197,236 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Send {
-            config,
-            file,
-            token,
-        } => match send(&config.config, file, token) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("hookd send: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Send { client, file } => admin(&client, |target| async move {
+            let body = read_input(file.as_deref())?;
+            let (_, value) = cli::call(&target, Method::POST, "/v1/events", Some(body)).await?;
+            Ok(value.to_string())
+        }),
+        Command::Deliveries { command } => deliveries(command),
+        Command::Subscriptions { command } => subscriptions(command),
     }
+}
+
+fn deliveries(command: DeliveriesCommand) -> ExitCode {
+    match command {
+        DeliveriesCommand::List {
+            client,
+            status,
+            subscription,
+            event_type,
+            since,
+            until,
+            limit,
+            cursor,
+        } => {
+            let json_out = client.json;
+            admin(&client, |target| async move {
+                let query = cli::encode_query(&[
+                    ("status", status),
+                    ("subscription", subscription),
+                    ("event_type", event_type),
+                    ("since", since),
+                    ("until", until),
+                    ("limit", Some(limit.to_string())),
+                    ("cursor", cursor),
+                ]);
+                let (_, value) = cli::call(
+                    &target,
+                    Method::GET,
+                    &format!("/v1/deliveries{query}"),
+                    None,
+                )
+                .await?;
+                if json_out {
+                    return Ok(value.to_string());
+                }
+                let items = value["deliveries"].as_array().cloned().unwrap_or_default();
+                let mut out = cli::deliveries_table(&items);
+                out.push_str(&format!("{} deliveries", items.len()));
+                if let Some(next) = value["next_cursor"].as_str() {
+                    out.push_str(&format!("; more with --cursor {next}"));
+                }
+                Ok(out)
+            })
+        }
+        DeliveriesCommand::Show { client, id } => {
+            let json_out = client.json;
+            admin(&client, |target| async move {
+                let (_, value) = cli::call(
+                    &target,
+                    Method::GET,
+                    &format!("/v1/deliveries/{}", path_segment(&id)),
+                    None,
+                )
+                .await?;
+                Ok(if json_out {
+                    value.to_string()
+                } else {
+                    cli::delivery_details(&value)
+                })
+            })
+        }
+        DeliveriesCommand::Retry {
+            client,
+            id,
+            dead: _,
+            subscription,
+            since,
+        } => {
+            let json_out = client.json;
+            admin(&client, |target| async move {
+                let value = match (id, since) {
+                    (Some(id), _) => {
+                        cli::call(
+                            &target,
+                            Method::POST,
+                            &format!("/v1/deliveries/{}/retry", path_segment(&id)),
+                            None,
+                        )
+                        .await?
+                        .1
+                    }
+                    (None, Some(since)) => {
+                        let body = json!({ "subscription": subscription, "since": since })
+                            .to_string()
+                            .into_bytes();
+                        cli::call(&target, Method::POST, "/v1/deliveries/retry", Some(body))
+                            .await?
+                            .1
+                    }
+                    (None, None) => {
+                        return Err(CliError::Usage(
+                            "give a delivery id, or --dead --since TIME".into(),
+                        ))
+                    }
+                };
+                Ok(if json_out {
+                    value.to_string()
+                } else if let Some(n) = value["requeued"].as_u64() {
+                    format!("requeued {n} dead deliveries")
+                } else {
+                    format!(
+                        "{} requeued (was {})",
+                        cli::cell(&value["id"]),
+                        cli::cell(&value["previous_state"])
+                    )
+                })
+            })
+        }
+    }
+}
+
+fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
+    let (client, path, method) = match &command {
+        SubscriptionsCommand::List { client } => {
+            (client, "/v1/subscriptions".to_string(), Method::GET)
+        }
+        SubscriptionsCommand::Pause { client, id } => (
+            client,
+            format!("/v1/subscriptions/{}/pause", path_segment(id)),
+            Method::POST,
+        ),
+        SubscriptionsCommand::Resume { client, id } => (
+            client,
+            format!("/v1/subscriptions/{}/resume", path_segment(id)),
+            Method::POST,
+        ),
+    };
+    let json_out = client.json;
+    admin(client, |target| async move {
+        let (_, value) = cli::call(&target, method, &path, None).await?;
+        Ok(if json_out {
+            value.to_string()
+        } else if let Some(items) = value["subscriptions"].as_array() {
+            cli::subscriptions_table(items).trim_end().to_string()
+        } else {
+            format!(
+                "{} {}",
+                cli::cell(&value["id"]),
+                if value["paused"].as_bool() == Some(true) {
+                    "paused"
+                } else {
+                    "resumed"
+                }
+            )
+        })
+    })
+}
+
+/// Escapes a path segment (ids are plain, but a typo must not turn into another route).
+fn path_segment(text: &str) -> String {
+    cli::encode_query(&[("x", Some(text.to_string()))])
+        .trim_start_matches("?x=")
+        .to_string()
+}
+
+/// Resolves the target, runs `work` on a small runtime, prints its output, maps errors to exit codes.
+fn admin<F, Fut>(client: &ClientArgs, work: F) -> ExitCode
+where
+    F: FnOnce(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<String, CliError>>,
+{
+    let result = resolve_target(client).and_then(|target| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(work(target))
+    });
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hookd: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn resolve_target(client: &ClientArgs) -> Result<Target, CliError> {
+    let config = if client.url.is_none() || client.token.is_none() {
+        match Config::load(&client.config) {
+            Ok(c) => Some(c),
+            Err(e) if client.url.is_none() => {
+                return Err(CliError::Usage(format!(
+                    "{e}\n(pass --url to reach hookd without its config file)"
+                )))
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let base = match (&client.url, &config) {
+        (Some(url), _) => url.trim_end_matches('/').to_string(),
+        (None, Some(c)) => format!("http://{}", c.api.listen),
+        (None, None) => unreachable!("the config loaded when no --url was given"),
+    };
+    let token = client.token.clone().or_else(|| {
+        config
+            .as_ref()
+            .and_then(|c| c.api.tokens.first())
+            .map(|t| t.expose().to_string())
+    });
+    Ok(Target { base, token })
+}
+
+fn read_input(file: Option<&Path>) -> Result<Vec<u8>, CliError> {
+    let mut body = Vec::new();
+    match file {
+        Some(p) if p.as_os_str() != "-" => {
+            body = std::fs::read(p)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))?;
+        }
+        _ => {
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+        }
+    }
+    Ok(body)
 }
 
 fn report_config_error(e: &ConfigError) {
@@ -150,51 +470,4 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.cancel();
-}
-
-fn send(
-    config_path: &std::path::Path,
-    file: Option<PathBuf>,
-    token: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut body = Vec::new();
-    match file.as_deref() {
-        None => std::io::stdin()
-            .read_to_end(&mut body)
-            .context("reading stdin")?,
-        Some(p) if p.as_os_str() == "-" => std::io::stdin()
-            .read_to_end(&mut body)
-            .context("reading stdin")?,
-        Some(p) => {
-            body = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            body.len()
-        }
-    };
-    let url = format!("http://{}/v1/events", config.api.listen);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut request = reqwest::Client::new()
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        println!("{text}");
-        Ok(if status.is_success() {
-            ExitCode::SUCCESS
-        } else {
-            eprintln!("hookd send: {status}");
-            ExitCode::from(1)
-        })
-    })
 }

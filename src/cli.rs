@@ -1,0 +1,306 @@
+//! The admin commands of the `hookd` binary: a small client of the admin API that prints
+//! aligned tables for people and JSON for scripts.
+//!
+//! Exit codes: 0 success; 1 the API answered with an error (404, 409, ...); 2 bad usage or
+//! config; 3 hookd could not be reached.
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http://host:port`, without a trailing slash.
+    pub base: String,
+    pub token: Option<String>,
+}
+
+/// A failed command, with the exit code it maps to.
+#[derive(Debug)]
+pub enum CliError {
+    /// The API answered with an error status.
+    Api {
+        status: u16,
+        message: String,
+    },
+    Usage(String),
+    Unreachable(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Api { .. } => ExitCode::from(1),
+            CliError::Usage(_) => ExitCode::from(2),
+            CliError::Unreachable(_) => ExitCode::from(3),
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Api { status, message } => write!(f, "hookd answered {status}: {message}"),
+            CliError::Usage(m) => f.write_str(m),
+            CliError::Unreachable(m) => write!(f, "cannot reach hookd: {m}"),
+        }
+    }
+}
+
+/// Sends one request and returns the JSON body of a success.
+pub async fn call(
+    target: &Target,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Value), CliError> {
+    let url = format!("{}{path}", target.base);
+    let mut request = reqwest::Client::new().request(method, &url);
+    if let Some(token) = &target.token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+    let status = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| CliError::Unreachable(error_chain(&e)))?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if status >= 400 {
+        let message = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or_else(|| value.to_string(), str::to_string);
+        return Err(CliError::Api { status, message });
+    }
+    Ok((status, value))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Percent-encodes a query value.
+pub fn encode_query(pairs: &[(&str, Option<String>)]) -> String {
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let Some(value) = value else { continue };
+        out.push(if out.is_empty() { '?' } else { '&' });
+        out.push_str(key);
+        out.push('=');
+        for b in value.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// Renders rows as columns separated by two spaces, each as wide as its widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(cell);
+            text.push_str(&" ".repeat(widths[i].saturating_sub(cell.chars().count())));
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// A JSON value as a table cell: strings bare, null as `-`, long text cut.
+pub fn cell(value: &Value) -> String {
+    let text = match value {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let text = text.replace(['\n', '\r', '\t'], " ");
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(59).collect::<String>())
+    } else {
+        text
+    }
+}
+
+pub fn deliveries_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|d| {
+            [
+                "id",
+                "state",
+                "subscription",
+                "event_type",
+                "attempts",
+                "created_at",
+                "next_attempt_at",
+                "last_error",
+            ]
+            .iter()
+            .map(|k| cell(&d[*k]))
+            .collect()
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STATE",
+            "SUBSCRIPTION",
+            "EVENT",
+            "ATTEMPTS",
+            "CREATED",
+            "NEXT ATTEMPT",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
+pub fn delivery_details(d: &Value) -> String {
+    let mut out = String::new();
+    for key in [
+        "id",
+        "state",
+        "subscription",
+        "url",
+        "event_type",
+        "event_id",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "finished_at",
+        "last_error",
+    ] {
+        out.push_str(&format!("{:<16} {}\n", format!("{key}:"), cell(&d[key])));
+    }
+    let attempts = d["attempt_history"].as_array().cloned().unwrap_or_default();
+    if !attempts.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = attempts
+            .iter()
+            .map(|a| {
+                [
+                    "attempt",
+                    "started_at",
+                    "duration_ms",
+                    "outcome",
+                    "status_code",
+                    "error",
+                    "response_excerpt",
+                ]
+                .iter()
+                .map(|k| cell(&a[*k]))
+                .collect()
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "#", "STARTED", "MS", "OUTCOME", "STATUS", "ERROR", "RESPONSE",
+            ],
+            &rows,
+        ));
+    }
+    if !d["event"].is_null() {
+        out.push_str(&format!("\nevent: {}\n", d["event"]));
+    }
+    out
+}
+
+pub fn subscriptions_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|s| {
+            let events = s["events"]
+                .as_array()
+                .map(|a| a.iter().map(cell).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            vec![
+                cell(&s["id"]),
+                if s["paused"].as_bool() == Some(true) {
+                    "paused".into()
+                } else {
+                    "active".into()
+                },
+                cell(&s["url"]),
+                events,
+                cell(&s["last_success_at"]),
+                cell(&s["consecutive_failures"]),
+                cell(&s["last_error"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STATE",
+            "URL",
+            "EVENTS",
+            "LAST SUCCESS",
+            "FAILURES",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "é".into()]],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz    é\n");
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(
+            encode_query(&[
+                ("a", Some("x y+z".into())),
+                ("b", None),
+                ("c", Some("2026-01-01T00:00:00Z".into()))
+            ]),
+            "?a=x%20y%2Bz&c=2026-01-01T00%3A00%3A00Z"
+        );
+    }
+}

@@ -38,16 +38,19 @@ pub struct NotCanonicalizable {
 pub fn check_value(value: &Value, path: &mut String) -> Result<(), NotCanonicalizable> {
     match value {
         Value::Number(n) => {
-            let unsafe_integer = match (n.as_u64(), n.as_i64()) {
-                (Some(u), _) => u > MAX_SAFE_INTEGER,
-                (None, Some(i)) => i.unsigned_abs() > MAX_SAFE_INTEGER,
-                (None, None) => false,
-            };
-            if unsafe_integer {
-                return Err(NotCanonicalizable {
-                    path: path.clone(),
-                    reason: "integer beyond 2^53 would lose precision in JavaScript receivers; send it as a string",
-                });
+            // With serde_json's `arbitrary_precision`, a number keeps the text it was written
+            // as: an integer literal is checked exactly, however long it is.
+            let literal = n.to_string();
+            if !literal.contains(['.', 'e', 'E']) {
+                let digits = literal.trim_start_matches('-');
+                let safe = digits.len() <= 16
+                    && digits.parse::<u64>().is_ok_and(|v| v <= MAX_SAFE_INTEGER);
+                if !safe {
+                    return Err(NotCanonicalizable {
+                        path: path.clone(),
+                        reason: "integer beyond 2^53 would lose precision in JavaScript receivers; send it as a string",
+                    });
+                }
             }
             match n.as_f64() {
                 Some(f) if f.is_finite() => Ok(()),
@@ -148,7 +151,7 @@ fn array_index(key: &str) -> Option<u32> {
         return None;
     }
     let n: u64 = key.parse().ok()?;
-    if n <= u64::from(u32::MAX) - 1 {
+    if n < u64::from(u32::MAX) {
         u32::try_from(n).ok()
     } else {
         None
@@ -215,7 +218,7 @@ mod tests {
     #[test]
     fn numbers_follow_ecmascript_number_to_string() {
         assert_eq!(
-            canon("[1.0, -0, -0.0, 1e3, 1E21, 1e-7, 0.000001, 123456789012345680000]"),
+            canon("[1.0, -0, -0.0, 1e3, 1E21, 1e-7, 0.000001, 1.2345678901234568e20]"),
             "[1,0,0,1000,1e+21,1e-7,0.000001,123456789012345680000]"
         );
         assert_eq!(
@@ -256,8 +259,16 @@ mod tests {
             serde_json::from_str(r#"{"items":[{"size":9007199254740993}]}"#).unwrap();
         let err = check_value(&value, &mut "result".to_string()).unwrap_err();
         assert_eq!(err.path, "result.items[0].size");
-        let value: Value = serde_json::from_str("[-9007199254740993]").unwrap();
-        assert!(check_value(&value, &mut String::new()).is_err());
+        for big in [
+            "[-9007199254740993]",
+            "[18446744073709551616]",
+            "[123456789012345678901234567890]",
+            "[1e400]",
+            "[-1e400]",
+        ] {
+            let value: Value = serde_json::from_str(big).unwrap();
+            assert!(check_value(&value, &mut String::new()).is_err(), "{big}");
+        }
         let value: Value =
             serde_json::from_str("[9007199254740991, -9007199254740991, 1e300]").unwrap();
         assert!(check_value(&value, &mut String::new()).is_ok());

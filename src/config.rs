@@ -144,6 +144,7 @@ struct RawDelivery {
     timeout: Option<HumanDuration>,
     max_in_flight: Option<Spanned<usize>>,
     max_in_flight_per_subscription: Option<Spanned<usize>>,
+    max_in_flight_adhoc: Option<Spanned<usize>>,
     retry_after_cap: Option<HumanDuration>,
     jitter: Option<Spanned<f64>>,
     header_prefix: Option<Spanned<String>>,
@@ -198,6 +199,8 @@ pub struct DeliveryConfig {
     pub policy: DeliveryPolicy,
     pub max_in_flight: usize,
     pub max_in_flight_per_subscription: usize,
+    /// All per-request targets together.
+    pub max_in_flight_adhoc: usize,
     pub retry_after_cap: Duration,
     pub jitter: f64,
     pub header_prefix: String,
@@ -475,6 +478,10 @@ impl Validator<'_> {
                 &pick!(delivery.max_in_flight_per_subscription),
                 "delivery.max_in_flight_per_subscription",
             ),
+            max_in_flight_adhoc: self.positive(
+                &pick!(delivery.max_in_flight_adhoc),
+                "delivery.max_in_flight_adhoc",
+            ),
             retry_after_cap: pick!(delivery.retry_after_cap).0,
             jitter: *jitter.get_ref(),
             header_prefix: prefix.into_inner(),
@@ -612,7 +619,7 @@ fn parse_events(events: &[String]) -> Result<EventFilter, String> {
     for e in events {
         let valid = e
             .strip_prefix("job.")
-            .is_some_and(|status| crate::event::valid_status(status));
+            .is_some_and(crate::event::valid_status);
         if !valid {
             return Err(format!("{e:?} is not an event type like \"job.completed\" (job.<status>, status [a-z_]{{1,32}}) or \"*\""));
         }
@@ -652,6 +659,7 @@ mod tests {
                 && d.timeout.is_some()
                 && d.max_in_flight.is_some()
                 && d.max_in_flight_per_subscription.is_some()
+                && d.max_in_flight_adhoc.is_some()
                 && d.retry_after_cap.is_some()
                 && d.jitter.is_some()
                 && d.header_prefix.is_some()

@@ -102,18 +102,34 @@ impl Scheduler {
             if self.shared.is_paused(bucket_subscription(&bucket)) {
                 continue;
             }
-            let limit = match bucket_subscription(&bucket) {
-                ADHOC_SUBSCRIPTION => config.delivery.max_in_flight_per_subscription,
+            let (busy, adhoc_busy) = {
+                let in_flight = self.lock_in_flight();
+                let adhoc: usize = in_flight
+                    .iter()
+                    .filter(|(b, _)| is_adhoc(b))
+                    .map(|(_, n)| n)
+                    .sum();
+                (in_flight.get(&bucket).copied().unwrap_or(0), adhoc)
+            };
+            let free = match bucket_subscription(&bucket) {
+                ADHOC_SUBSCRIPTION => config
+                    .delivery
+                    .max_in_flight_per_subscription
+                    .saturating_sub(busy)
+                    .min(
+                        config
+                            .delivery
+                            .max_in_flight_adhoc
+                            .saturating_sub(adhoc_busy),
+                    ),
                 id => config
                     .subscription(id)
                     .map_or(config.delivery.max_in_flight_per_subscription, |s| {
                         s.max_in_flight
-                    }),
-            };
-            let busy = self.lock_in_flight().get(&bucket).copied().unwrap_or(0);
-            let free = limit
-                .saturating_sub(busy)
-                .min(self.global.available_permits());
+                    })
+                    .saturating_sub(busy),
+            }
+            .min(self.global.available_permits());
             if free == 0 {
                 continue;
             }
@@ -145,9 +161,13 @@ impl Scheduler {
     }
 }
 
+fn is_adhoc(bucket: &str) -> bool {
+    bucket.starts_with("adhoc/")
+}
+
 /// The subscription a bucket belongs to: `adhoc/<host>` buckets are per-request targets.
 fn bucket_subscription(bucket: &str) -> &str {
-    if bucket.starts_with("adhoc/") {
+    if is_adhoc(bucket) {
         ADHOC_SUBSCRIPTION
     } else {
         bucket

@@ -59,16 +59,21 @@ fn parse_state(text: &str) -> Option<DeliveryState> {
     })
 }
 
-fn parse_time(field: &str, text: &str) -> Result<u64, Response> {
+/// Parses an RFC 3339 query or body field; the error is the response to send.
+fn parse_time(field: &str, text: &str) -> Result<u64, Box<Response>> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|_| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 format!("{field} must be an RFC 3339 date-time like 2026-01-12T10:30:00Z"),
-            )
+            ))
         })?;
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("{field} is before 1970")))
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("{field} is before 1970"),
+        ))
+    })
 }
 
 fn delivery_json(shared: &Shared, d: &Delivery) -> Value {
@@ -137,7 +142,7 @@ pub async fn list_deliveries(
         .transpose()
     {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let until_ms = match q
         .until
@@ -146,7 +151,7 @@ pub async fn list_deliveries(
         .transpose()
     {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -263,7 +268,7 @@ pub async fn retry_dead(
     }
     let since = match parse_time("since", &req.since) {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match shared
         .store

@@ -43,12 +43,6 @@ async fn handle(shared: &Shared, body: Body) -> Response {
     };
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
-        Err(e) if e.to_string().starts_with("number out of range") => {
-            return unprocessable(
-                format!("a number is outside the range of a 64-bit float ({e})"),
-                "",
-            );
-        }
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
     };
     let (items, batch) = match value {

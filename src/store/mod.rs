@@ -178,7 +178,7 @@ enum Job {
         reply: Reply<usize>,
     },
     /// Work defined elsewhere in this module (the admin operations); it replies by itself.
-    Exec(Box<dyn FnOnce(&Writer, &mut Vec<Durable>) + Send>),
+    Exec(WriterWork),
 }
 
 /// Most jobs the writer takes into one round (one flush).
@@ -426,6 +426,9 @@ struct Writer {
     tree: sled::Tree,
     db: sled::Db,
 }
+
+/// Work run on the writer thread; it pushes a reply to send once the round is durable.
+type WriterWork = Box<dyn FnOnce(&Writer, &mut Vec<Durable>) + Send>;
 
 /// A reply to send once the round is durable.
 type Durable = Box<dyn FnOnce(Result<(), StoreError>) + Send>;

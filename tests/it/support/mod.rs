@@ -2,6 +2,7 @@
 //! deadlines.
 
 pub mod app;
+pub mod events;
 pub mod receiver;
 
 use std::future::Future;

@@ -162,6 +162,29 @@ struct RawSubscription {
     retry_schedule: Option<Spanned<Vec<HumanDuration>>>,
     timeout: Option<HumanDuration>,
     max_in_flight: Option<Spanned<usize>>,
+    signature: Option<SignatureScheme>,
+    previous_secret: Option<Spanned<SecretSource>>,
+    previous_secret_expires: Option<Spanned<String>>,
+}
+
+/// Which signature headers a subscription's deliveries carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureScheme {
+    /// `X-Abstrakt-Signature` only: what the seed's receivers verify.
+    #[default]
+    Abstrakt,
+    /// Standard Webhooks only: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    Standard,
+    /// Both sets of headers.
+    Both,
+}
+
+/// A secret being rotated out: still signed with (Standard Webhooks) until `expires_ms`.
+#[derive(Debug, Clone)]
+pub struct PreviousSecret {
+    pub secret: Secret,
+    pub expires_ms: u64,
 }
 
 /// The validated configuration hookd runs with.
@@ -223,6 +246,37 @@ pub struct Subscription {
     pub events: EventFilter,
     pub policy: DeliveryPolicy,
     pub max_in_flight: usize,
+    pub signature: SignatureScheme,
+    /// The secret before the current one, during a rotation.
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+impl Subscription {
+    /// The keys to sign with at `now_ms`: the Abstrakt secret (the newest), and the Standard
+    /// Webhooks keys, newest first, while a previous secret has not expired.
+    pub fn signing_keys(&self, now_ms: u64) -> crate::signing::SigningKeys {
+        let standard = match self.signature {
+            SignatureScheme::Abstrakt => Vec::new(),
+            SignatureScheme::Standard | SignatureScheme::Both => {
+                let previous = self
+                    .previous_secret
+                    .as_ref()
+                    .filter(|p| now_ms < p.expires_ms);
+                std::iter::once(&self.secret)
+                    .chain(previous.map(|p| &p.secret))
+                    // Validated at load time: only whsec_ secrets reach here.
+                    .filter_map(|s| crate::signing::standard_key(s.expose()).ok())
+                    .collect()
+            }
+        };
+        let abstrakt = match self.signature {
+            SignatureScheme::Standard => None,
+            SignatureScheme::Abstrakt | SignatureScheme::Both => {
+                Some(self.secret.expose().to_string())
+            }
+        };
+        crate::signing::SigningKeys { abstrakt, standard }
+    }
 }
 
 /// Which event types a subscription wants.
@@ -554,6 +608,58 @@ impl Validator<'_> {
                 Some(m) => self.positive(m, &key("max_in_flight")),
                 None => delivery.max_in_flight_per_subscription,
             };
+            let signature = s.signature.unwrap_or_default();
+            if signature != SignatureScheme::Abstrakt {
+                if let Err(e) = crate::signing::standard_key(secret.expose()) {
+                    self.error(
+                        s.secret.span(),
+                        &key("secret"),
+                        format!("signature = \"standard\" or \"both\" needs a whsec_ secret: {e}"),
+                    );
+                }
+            }
+            let previous_secret = match (&s.previous_secret, &s.previous_secret_expires) {
+                (None, None) => None,
+                (Some(source), Some(expires)) => {
+                    let secret = self.secret(source, &key("previous_secret"));
+                    if signature != SignatureScheme::Abstrakt {
+                        if let Err(e) = crate::signing::standard_key(secret.expose()) {
+                            self.error(
+                                source.span(),
+                                &key("previous_secret"),
+                                format!("needs a whsec_ secret: {e}"),
+                            );
+                        }
+                    }
+                    match parse_rfc3339_ms(expires.get_ref()) {
+                        Some(expires_ms) => Some(PreviousSecret { secret, expires_ms }),
+                        None => {
+                            self.error(
+                                expires.span(),
+                                &key("previous_secret_expires"),
+                                "must be an RFC 3339 date-time like \"2026-12-01T00:00:00Z\"",
+                            );
+                            None
+                        }
+                    }
+                }
+                (Some(source), None) => {
+                    self.error(
+                        source.span(),
+                        &key("previous_secret"),
+                        "needs previous_secret_expires: until when the old secret still signs",
+                    );
+                    None
+                }
+                (None, Some(expires)) => {
+                    self.error(
+                        expires.span(),
+                        &key("previous_secret_expires"),
+                        "is set without previous_secret",
+                    );
+                    None
+                }
+            };
             if let Some(url) = url {
                 subscriptions.push(Subscription {
                     id: id.clone(),
@@ -562,6 +668,8 @@ impl Validator<'_> {
                     events,
                     policy,
                     max_in_flight,
+                    signature,
+                    previous_secret,
                 });
             }
         }
@@ -607,6 +715,12 @@ impl Validator<'_> {
             subscriptions,
         })
     }
+}
+
+fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 fn parse_events(events: &[String]) -> Result<EventFilter, String> {
@@ -755,5 +869,27 @@ events = ["*"]
         assert_eq!(s.policy.timeout, Duration::from_secs(2));
         assert!(s.events.matches("job.completed") && !s.events.matches("job.failed"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn standard_signatures_need_whsec_secrets_and_rotation_expires() {
+        let d = err("[[subscription]]\nid = \"a\"\nurl = \"https://example.invalid/\"\nsecret = \"plain\"\nevents = [\"*\"]\nsignature = \"standard\"\n");
+        assert_eq!(
+            (d[0].line, d[0].key.as_str()),
+            (4, "subscription[0].secret")
+        );
+        let d = err("[[subscription]]\nid = \"a\"\nurl = \"https://example.invalid/\"\nsecret = \"whsec_AAEC\"\nevents = [\"*\"]\nprevious_secret = \"whsec_AwQF\"\n");
+        assert_eq!(d[0].key, "subscription[0].previous_secret");
+        assert!(d[0].message.contains("previous_secret_expires"));
+
+        let text = "[[subscription]]\nid = \"a\"\nurl = \"https://example.invalid/\"\nsecret = \"whsec_AAEC\"\nevents = [\"*\"]\nsignature = \"both\"\nprevious_secret = \"whsec_AwQF\"\nprevious_secret_expires = \"2026-12-01T00:00:00Z\"\n";
+        let config = Config::from_toml(text, "t").unwrap();
+        let s = &config.subscriptions[0];
+        let expires = s.previous_secret.as_ref().unwrap().expires_ms;
+        let during = s.signing_keys(expires - 1);
+        assert_eq!(during.abstrakt.as_deref(), Some("whsec_AAEC"));
+        assert_eq!(during.standard, [vec![0, 1, 2], vec![3, 4, 5]]);
+        let after = s.signing_keys(expires);
+        assert_eq!(after.standard, [vec![0, 1, 2]]);
     }
 }

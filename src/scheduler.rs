@@ -19,7 +19,11 @@ use crate::app::Shared;
 use crate::config::ADHOC_SUBSCRIPTION;
 use crate::delivery::retry::{self, RetryRules};
 use crate::delivery::{AttemptRequest, AttemptResult, Deliverer, Outcome};
+use crate::signing::SigningKeys;
 use crate::store::{Attempt, Claimed, Next};
+
+/// How long a delivery whose subscription disappeared waits before it is looked at again.
+const RELEASE_DELAY_MS: u64 = 60_000;
 
 /// The longest the loop sleeps without looking at the index again.
 const MAX_IDLE: Duration = Duration::from_secs(30);
@@ -99,7 +103,13 @@ impl Scheduler {
         let config = self.shared.config();
         let mut earliest: Option<u64> = None;
         for bucket in self.shared.store.buckets()? {
-            if self.shared.is_paused(bucket_subscription(&bucket)) {
+            let subscription = bucket_subscription(&bucket);
+            if self.shared.is_paused(subscription) {
+                continue;
+            }
+            if subscription != ADHOC_SUBSCRIPTION && config.subscription(subscription).is_none() {
+                // Its subscription was removed from the config: the deliveries wait, in case
+                // it comes back (see docs/configuration.md).
                 continue;
             }
             let (busy, adhoc_busy) = {
@@ -201,19 +211,30 @@ impl AttemptTask {
         // Resolve the target now: a queued delivery follows its subscription's current URL,
         // secret and schedule.
         let target = match &delivery.adhoc {
-            Some(adhoc) => reqwest::Url::parse(&adhoc.url)
-                .map(|url| (url, adhoc.secret.clone(), config.delivery.policy.clone()))
-                .map_err(|e| format!("invalid webhook_url: {e}")),
-            None => config
-                .subscription(&delivery.subscription)
-                .map(|s| {
-                    (
-                        s.url.clone(),
-                        s.secret.expose().to_string(),
-                        s.policy.clone(),
+            Some(adhoc) => match reqwest::Url::parse(&adhoc.url) {
+                Ok(url) => {
+                    let keys = SigningKeys {
+                        abstrakt: Some(adhoc.secret.clone()),
+                        standard: Vec::new(),
+                    };
+                    Ok((url, keys, config.delivery.policy.clone()))
+                }
+                Err(e) => Err(format!("invalid webhook_url: {e}")),
+            },
+            None => match config.subscription(&delivery.subscription) {
+                Some(s) => Ok((s.url.clone(), s.signing_keys(started_ms), s.policy.clone())),
+                None => {
+                    // Removed by a reload after the claim: the delivery waits for the
+                    // subscription to come back, without spending an attempt.
+                    self.release(
+                        &delivery.id,
+                        &delivery.bucket,
+                        started_ms + RELEASE_DELAY_MS,
                     )
-                })
-                .ok_or_else(|| "subscription removed from the configuration".to_string()),
+                    .await;
+                    return;
+                }
+            },
         };
         let label = if delivery.adhoc.is_some() {
             ADHOC_SUBSCRIPTION
@@ -221,10 +242,10 @@ impl AttemptTask {
             delivery.subscription.as_str()
         };
         let (result, schedule) = match target {
-            Ok((url, secret, policy)) => {
+            Ok((url, keys, policy)) => {
                 let request = AttemptRequest {
                     url: &url,
-                    secret: &secret,
+                    keys: &keys,
                     delivery_id: &delivery.id,
                     event_type: &delivery.event_type,
                     attempt: number,
@@ -333,16 +354,29 @@ impl AttemptTask {
         {
             tracing::error!(delivery_id = %delivery.id, error = %e, "cannot record attempt outcome; the delivery will be retried after a restart");
         }
+        self.free_slot(&delivery.bucket);
+    }
+
+    /// Puts a claimed delivery back in the queue without an attempt.
+    async fn release(self, delivery_id: &str, bucket: &str, due_ms: u64) {
+        if let Err(e) = self.shared.store.release(delivery_id, due_ms).await {
+            tracing::error!(delivery_id, error = %e, "cannot put a delivery back in the queue; it will be retried after a restart");
+        }
+        self.free_slot(bucket);
+    }
+
+    /// Gives the bucket's and the global slot back, then wakes the loop so that its next pass
+    /// sees them.
+    fn free_slot(self, bucket: &str) {
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = in_flight.get_mut(&delivery.bucket) {
+            if let Some(n) = in_flight.get_mut(bucket) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    in_flight.remove(&delivery.bucket);
+                    in_flight.remove(bucket);
                 }
             }
         }
-        // Free the global slot before waking the loop, so that its next pass sees it.
         drop(self._permit);
         self.shared.wake.notify_one();
     }

@@ -2,11 +2,73 @@
 //!
 //! The `X-Abstrakt-Signature` header is the lowercase hex HMAC-SHA256 of the body bytes, keyed
 //! with the secret's UTF-8 bytes: exactly what the seed's Express and Flask receivers compute.
+//!
+//! Standard Webhooks (<https://www.standardwebhooks.com>): `webhook-signature` is
+//! `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with the base64-decoded part of
+//! a `whsec_` secret; during a rotation it lists one signature per valid key, space-separated.
 
+use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// What one delivery is signed with.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SigningKeys {
+    /// The secret of `X-Abstrakt-Signature`, when that header is sent.
+    pub abstrakt: Option<String>,
+    /// Standard Webhooks keys (decoded), newest first; empty when those headers are not sent.
+    pub standard: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SigningKeys {{ abstrakt: {}, standard: {} key(s) }}",
+            self.abstrakt.is_some(),
+            self.standard.len()
+        )
+    }
+}
+
+/// The HMAC key of a `whsec_` secret.
+pub fn standard_key(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("the secret does not start with whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("the part after whsec_ is not base64: {e}"))?;
+    if key.is_empty() {
+        return Err("the key is empty".to_string());
+    }
+    Ok(key)
+}
+
+/// The `webhook-signature` header value for `keys` (newest first).
+pub fn standard_signature(keys: &[Vec<u8>], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut signed = Vec::with_capacity(msg_id.len() + body.len() + 24);
+    signed.extend_from_slice(msg_id.as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(timestamp.to_string().as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(body);
+    let signatures: Vec<String> = keys
+        .iter()
+        .map(|key| {
+            // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+            let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+            mac.update(&signed);
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+            )
+        })
+        .collect();
+    signatures.join(" ")
+}
 
 /// Lowercase hex HMAC-SHA256 of `body` keyed with `secret`.
 pub fn abstrakt_signature(secret: &[u8], body: &[u8]) -> String {
@@ -19,6 +81,45 @@ pub fn abstrakt_signature(secret: &[u8], body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The vector of the Standard Webhooks reference libraries' tests (libraries/rust/src/lib.rs,
+    // test_sign, and the same values in the other languages' suites).
+    const SW_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    const SW_ID: &str = "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk";
+    const SW_TIMESTAMP: i64 = 1649367553;
+    const SW_BODY: &[u8] = br#"{"email":"test@example.com","username":"test_user"}"#;
+
+    #[test]
+    fn standard_signature_matches_the_reference_vector() {
+        let key = standard_key(SW_SECRET).unwrap();
+        assert_eq!(
+            standard_signature(&[key], SW_ID, SW_TIMESTAMP, SW_BODY),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+    }
+
+    #[test]
+    fn rotation_lists_every_key_newest_first() {
+        let new = standard_key(SW_SECRET).unwrap();
+        let old = standard_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let header = standard_signature(&[new, old.clone()], SW_ID, SW_TIMESTAMP, SW_BODY);
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
+        assert_eq!(
+            parts[1],
+            standard_signature(&[old], SW_ID, SW_TIMESTAMP, SW_BODY)
+        );
+        assert_ne!(parts[0], parts[1]);
+    }
+
+    #[test]
+    fn standard_keys_need_the_whsec_prefix_and_base64() {
+        assert!(standard_key("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_err());
+        assert!(standard_key("whsec_not base64!").is_err());
+        assert!(standard_key("whsec_").is_err());
+        assert_eq!(standard_key("whsec_AAEC").unwrap(), [0, 1, 2]);
+    }
 
     #[test]
     fn matches_rfc4231_test_case_2() {

@@ -5,7 +5,7 @@
 
 pub mod retry;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
@@ -64,7 +64,7 @@ pub struct AttemptResult {
 #[derive(Debug)]
 pub struct AttemptRequest<'a> {
     pub url: &'a reqwest::Url,
-    pub secret: &'a str,
+    pub keys: &'a signing::SigningKeys,
     pub delivery_id: &'a str,
     pub event_type: &'a str,
     pub attempt: u32,
@@ -107,20 +107,38 @@ impl Deliverer {
     /// Sends one attempt and classifies its result. Never panics on a receiver's behaviour.
     pub async fn attempt(&self, req: AttemptRequest<'_>) -> AttemptResult {
         let started = Instant::now();
-        let signature = signing::abstrakt_signature(req.secret.as_bytes(), &req.body);
-        let sent = self
+        let mut request = self
             .client
             .post(req.url.clone())
             .timeout(req.timeout)
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, self.user_agent.clone())
-            .header(&self.signature, signature)
             .header(&self.event, req.event_type)
             .header(&self.delivery, req.delivery_id)
-            .header(&self.attempt, req.attempt.to_string())
-            .body(req.body)
-            .send()
-            .await;
+            .header(&self.attempt, req.attempt.to_string());
+        if let Some(secret) = &req.keys.abstrakt {
+            request = request.header(
+                &self.signature,
+                signing::abstrakt_signature(secret.as_bytes(), &req.body),
+            );
+        }
+        if !req.keys.standard.is_empty() {
+            let timestamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let timestamp = i64::try_from(timestamp).unwrap_or(i64::MAX);
+            let signature = signing::standard_signature(
+                &req.keys.standard,
+                req.delivery_id,
+                timestamp,
+                &req.body,
+            );
+            request = request
+                .header("webhook-id", req.delivery_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature);
+        }
+        let sent = request.body(req.body).send().await;
         let mut response = match sent {
             Ok(response) => response,
             Err(e) => return failed(&e, started),

@@ -65,8 +65,16 @@ fn id_at(ms: u64) -> String {
     format!("dlv_{}", ulid::Ulid::from_parts(ms, 0))
 }
 
+/// For operations whose work only fails with a store error.
+fn into_store_error(e: RequeueError) -> StoreError {
+    match e {
+        RequeueError::Store(e) => e,
+        other => StoreError::Sled(sled::Error::Unsupported(other.to_string())),
+    }
+}
+
 impl Store {
-    async fn exec_durable<T: Send + 'static>(
+    pub(super) async fn exec_durable<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Writer) -> Result<T, RequeueError> + Send + 'static,
     ) -> Result<T, RequeueError> {
@@ -125,6 +133,28 @@ impl Store {
             }
         }
         Ok((page, None))
+    }
+
+    /// Puts an in-flight delivery back in the queue, due at `due_ms`, without an attempt.
+    pub async fn release(&self, delivery_id: &str, due_ms: u64) -> Result<(), StoreError> {
+        let id = delivery_id.to_string();
+        let result = self
+            .exec_durable(move |w| {
+                let record_key = keys::join(&[keys::DELIVERY, id.as_bytes()]);
+                let Some(mut delivery) = read_json::<Delivery>(&w.tree, &record_key)? else {
+                    return Ok(());
+                };
+                let mut batch = sled::Batch::default();
+                batch.remove(keys::join(&[keys::LEASE, id.as_bytes()]));
+                delivery.state = DeliveryState::Scheduled;
+                delivery.due_ms = Some(due_ms);
+                batch.insert(keys::queue(&delivery.bucket, due_ms, &id), &[]);
+                batch.insert(record_key, encode(&delivery));
+                w.tree.apply_batch(batch).map_err(StoreError::from)?;
+                Ok(())
+            })
+            .await;
+        result.map_err(into_store_error)
     }
 
     /// Every subscription's stored state (paused, health), by id.

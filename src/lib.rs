@@ -11,6 +11,7 @@
 //! - [`store`]: the only module that imports sled; one writer thread, group commit.
 //! - [`scheduler`]: claims due deliveries bucket by bucket and runs their attempts.
 //! - [`delivery`]: one HTTP attempt and its outcome; [`delivery::retry`] is the pure retry rule.
+//! - [`guard`]: the target guard (SSRF): which addresses hookd may connect to.
 //! - [`api`]: the axum routes of both listeners.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wires it together: `Application::build(config)` then `run_until_stopped(token)`.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod guard;
 pub mod metrics;
 pub mod scheduler;
 pub mod signing;

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
 use crate::scheduler::{now_ms, Scheduler};
 use crate::store::Store;
-use crate::{api, config};
+use crate::{api, config, systemd};
 
 /// What the API, the scheduler and the background tasks share.
 pub struct Shared {
@@ -32,6 +32,8 @@ pub struct Shared {
     pub wake: Notify,
     /// Set on shutdown: `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// When the scheduler loop last turned (Unix ms): the watchdog checks it.
+    pub scheduler_heartbeat: AtomicU64,
     /// Paused subscriptions (`adhoc` pauses every per-request target); mirrors the store.
     paused: RwLock<HashSet<String>>,
 }
@@ -72,6 +74,30 @@ impl Shared {
         }
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Re-reads the config file: a valid file replaces the running configuration (what needs a
+    /// restart keeps its running value, with a warning); an invalid one changes nothing.
+    pub fn reload(&self, path: &std::path::Path) -> Result<(), config::ConfigError> {
+        systemd::reloading();
+        let result = Config::load(path).map(|new| {
+            let old = self.config();
+            let kept = new.keep_restart_only(&old);
+            for key in &kept.keys {
+                tracing::warn!(key = key.as_str(), "changed in the config file, but takes effect only after a restart");
+            }
+            let before: Vec<String> = old.subscriptions.iter().map(|s| s.id.clone()).collect();
+            let after: Vec<String> = kept.config.subscriptions.iter().map(|s| s.id.clone()).collect();
+            tracing::info!(subscriptions = ?after, removed = ?before.iter().filter(|id| !after.contains(id)).collect::<Vec<_>>(),
+                "configuration reloaded");
+            self.set_config(kept.config);
+            self.wake.notify_one();
+        });
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "config reload failed; keeping the running configuration");
+        }
+        systemd::ready(self);
+        result
     }
 
     pub fn set_config(&self, config: Config) {
@@ -126,6 +152,7 @@ impl Application {
             config: RwLock::new(Arc::new(config)),
             wake: Notify::new(),
             draining: AtomicBool::new(false),
+            scheduler_heartbeat: AtomicU64::new(now_ms()),
         });
         Ok(Application {
             shared,
@@ -182,13 +209,18 @@ impl Application {
         let scheduler = Scheduler::new(shared.clone(), deliverer);
         let grace = config.delivery.shutdown_grace;
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
+        let watchdog = tokio::spawn(systemd::watchdog(shared.clone(), shutdown.clone()));
+        update_gauges(&shared);
+        systemd::ready(&shared);
 
         shutdown.cancelled().await;
+        systemd::stopping();
         shared.draining.store(true, Ordering::SeqCst);
         tracing::info!("shutting down: no new events accepted, finishing attempts in flight");
         api.await.context("api task")?.context("api server")?;
         scheduler.await.context("scheduler task")?;
         background.await.context("background task")?;
+        watchdog.await.context("watchdog task")?;
         stop_metrics.cancel();
         metrics
             .await

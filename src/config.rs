@@ -331,7 +331,36 @@ fn render(diagnostics: &[Diagnostic]) -> String {
     lines.join("\n")
 }
 
+/// A reloaded config with the keys that need a restart set back to their running values.
+pub struct Kept {
+    pub config: Config,
+    /// The keys whose new values were not applied.
+    pub keys: Vec<String>,
+}
+
 impl Config {
+    /// Takes what a running hookd cannot change from `running`: the listeners, the store, the
+    /// global attempt limit and the header prefix. Everything else (subscriptions, schedules,
+    /// timeouts, tokens, limits) applies at once.
+    pub fn keep_restart_only(mut self, running: &Config) -> Kept {
+        let mut keys = Vec::new();
+        macro_rules! keep {
+            ($($field:ident).+, $name:literal) => {
+                if self.$($field).+ != running.$($field).+ {
+                    keys.push($name.to_string());
+                    self.$($field).+ = running.$($field).+.clone();
+                }
+            };
+        }
+        keep!(api.listen, "api.listen");
+        keep!(metrics.listen, "metrics.listen");
+        keep!(storage.path, "storage.path");
+        keep!(storage.cache_capacity_bytes, "storage.cache_capacity_bytes");
+        keep!(delivery.max_in_flight, "delivery.max_in_flight");
+        keep!(delivery.header_prefix, "delivery.header_prefix");
+        Kept { config: self, keys }
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

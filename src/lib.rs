@@ -15,6 +15,7 @@
 //! - [`api`]: the axum routes of both listeners.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wires it together: `Application::build(config)` then `run_until_stopped(token)`.
+//! - [`systemd`]: sd_notify (READY, RELOADING, STOPPING, STATUS) and the watchdog.
 //! - [`telemetry`]: tracing setup.
 //! - [`cli`]: the admin commands' client of the admin API (tables, `--json`, exit codes).
 
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod scheduler;
 pub mod signing;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 
 pub use app::Application;

@@ -25,8 +25,9 @@ use crate::store::{Attempt, Claimed, Next};
 /// How long a delivery whose subscription disappeared waits before it is looked at again.
 const RELEASE_DELAY_MS: u64 = 60_000;
 
-/// The longest the loop sleeps without looking at the index again.
-const MAX_IDLE: Duration = Duration::from_secs(30);
+/// The longest the loop sleeps without looking at the index again; also the period of its
+/// heartbeat, which the systemd watchdog checks.
+const MAX_IDLE: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the Unix epoch: the time base of the on-disk index.
 pub fn now_ms() -> u64 {
@@ -70,6 +71,9 @@ impl Scheduler {
             Err(e) => tracing::error!(error = %e, "cannot requeue deliveries that were in flight"),
         }
         while !stop.is_cancelled() {
+            self.shared
+                .scheduler_heartbeat
+                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
             let sleep = match self.pass().await {
                 Ok(next_due) => next_due.map_or(MAX_IDLE, |due| {
                     Duration::from_millis(due.saturating_sub(now_ms()))

@@ -369,6 +369,19 @@ impl Store {
         Ok((events, deliveries))
     }
 
+    /// Answers once the writer thread has taken a job: proves it is not stuck.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Exec(Box::new(move |_: &Writer, _: &mut Vec<Durable>| {
+            let _ = tx.send(());
+        }));
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)
+    }
+
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)

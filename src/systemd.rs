@@ -1,0 +1,100 @@
+//! systemd integration: `sd_notify` messages and the watchdog.
+//!
+//! Every function here is a no-op when `$NOTIFY_SOCKET` is unset (not under systemd, or in
+//! tests that do not ask for it).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Shared;
+use crate::scheduler::now_ms;
+
+fn send(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// `READY=1` with a status line: the store is open, the listeners are bound, the tasks run.
+pub fn ready(shared: &Shared) {
+    send(&[
+        NotifyState::Ready,
+        NotifyState::Status(&status_line(shared)),
+    ]);
+}
+
+/// `RELOADING=1` (with the monotonic time newer systemd wants), before a reload.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(_) => send(&[NotifyState::Reloading]),
+    }
+}
+
+/// `STOPPING=1`, when the drain starts.
+pub fn stopping() {
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("draining: finishing attempts in flight"),
+    ]);
+}
+
+fn status_line(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let get = |state: &str| m.pending.with_label_values(&[state]).get();
+    format!(
+        "pending: {} ready, {} scheduled, {} in flight; oldest {:.0}s",
+        get("ready"),
+        get("scheduled"),
+        get("in_flight"),
+        m.oldest_pending_age.get()
+    )
+}
+
+/// Pings the watchdog (`WATCHDOG=1`, with a fresh `STATUS=`) at half the interval systemd set,
+/// but only while the scheduler loop has turned recently and the store writer answers: a hung
+/// scheduler or writer stops the pings and systemd restarts hookd. Returns at once when systemd
+/// set no watchdog.
+pub async fn watchdog(shared: Arc<Shared>, stop: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        // Without a watchdog, still refresh the status line now and then.
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(10)) => send(&[NotifyState::Status(&status_line(&shared))]),
+                () = stop.cancelled() => return,
+            }
+        }
+    };
+    let period = interval / 2;
+    tracing::info!(interval = ?interval, "systemd watchdog enabled");
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = stop.cancelled() => return,
+        }
+        let scheduler_age =
+            now_ms().saturating_sub(shared.scheduler_heartbeat.load(Ordering::Relaxed));
+        let scheduler_alive = Duration::from_millis(scheduler_age) < period;
+        let writer_alive = matches!(
+            tokio::time::timeout(period, shared.store.ping()).await,
+            Ok(Ok(()))
+        );
+        if scheduler_alive && writer_alive {
+            send(&[
+                NotifyState::Watchdog,
+                NotifyState::Status(&status_line(&shared)),
+            ]);
+        } else {
+            tracing::error!(
+                scheduler_alive,
+                writer_alive,
+                scheduler_age_ms = scheduler_age,
+                "not pinging the systemd watchdog: a core task is stuck"
+            );
+        }
+    }
+}

@@ -12,3 +12,5 @@ echo "[test] cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 echo "[test] cargo test"
 cargo test --all-targets "$@"
+echo "[test] Debian package"
+scripts/package-check.sh

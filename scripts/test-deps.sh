@@ -2,7 +2,7 @@
 # Install the external dependencies of hookd's integration tests:
 #   1. npm packages for the Express receiver  (tests/receivers/express/node_modules)
 #   2. a Python venv for the Flask receiver    (tests/receivers/flask/.venv)
-#   3. promtool (optional; via apt-get install prometheus, failure is only a warning)
+#   3. promtool (via apt-get install prometheus): the tests check metrics and alert rules with it
 #
 # Idempotent: steps 1 and 2 are skipped when a stamp file records that the
 # current lockfile / requirements.txt (and node / python version) were already
@@ -105,11 +105,11 @@ if [ "${SKIP_PROMTOOL:-0}" = 1 ]; then
 elif command -v promtool >/dev/null 2>&1; then
     say "promtool: already installed, skipped"
 elif ! command -v apt-get >/dev/null 2>&1; then
-    warn "promtool: missing and apt-get not available; install Prometheus' promtool manually (optional)"
+    die "promtool: missing and apt-get not available; install Prometheus' promtool (Debian: apt-get install prometheus)"
 elif install_promtool; then
     say "promtool: installed via apt-get (prometheus)"
 else
-    warn "promtool: installation failed; continuing (promtool is optional for now)"
+    die "promtool: installation failed (apt-get install prometheus)"
 fi
 
 # ---------------------------------------------------------------- summary

@@ -90,6 +90,7 @@ impl Shared {
             let after: Vec<String> = kept.config.subscriptions.iter().map(|s| s.id.clone()).collect();
             tracing::info!(subscriptions = ?after, removed = ?before.iter().filter(|id| !after.contains(id)).collect::<Vec<_>>(),
                 "configuration reloaded");
+            self.metrics.init_subscriptions(kept.config.subscriptions.iter().map(|s| s.id.as_str()));
             self.set_config(kept.config);
             self.wake.notify_one();
         });
@@ -142,6 +143,13 @@ impl Application {
             .map(|(id, _)| id)
             .collect();
         let metrics = Metrics::new();
+        metrics.init_subscriptions(
+            config
+                .subscriptions
+                .iter()
+                .map(|s| s.id.as_str())
+                .chain([config::ADHOC_SUBSCRIPTION]),
+        );
         metrics
             .subscriptions_paused
             .set(i64::try_from(paused.len()).unwrap_or(i64::MAX));
@@ -226,7 +234,7 @@ impl Application {
             .await
             .context("metrics task")?
             .context("metrics server")?;
-        shared.store.flush().context("final store flush")?;
+        shared.store.close().await.context("closing the store")?;
         tracing::info!("hookd stopped");
         Ok(())
     }

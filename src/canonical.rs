@@ -16,15 +16,14 @@
 //!   which is what `serde_json`'s `preserve_order` map does on parse).
 //!
 //! What cannot survive the round trip is refused at ingest by [`check_value`]: integers whose
-//! magnitude exceeds 2^53 (JavaScript would silently round them) and numbers outside the range
-//! of a double (JavaScript would turn them into `null`).
+//! digits JavaScript would change, such as 9007199254740993 (it reads and writes back
+//! 9007199254740992), and
+//! numbers outside the range of a double (JavaScript would turn them into `null`). Fractions are
+//! rounded to the nearest double, as every JSON parser does.
 //!
 //! This module does no I/O.
 
 use serde_json::Value;
-
-/// The largest integer every JavaScript receiver reads back exactly.
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Why a value cannot be sent unchanged through `JSON.stringify(JSON.parse(..))`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +40,11 @@ pub fn check_value(value: &Value, path: &mut String) -> Result<(), NotCanonicali
             // With serde_json's `arbitrary_precision`, a number keeps the text it was written
             // as: an integer literal is checked exactly, however long it is.
             let literal = n.to_string();
-            if !literal.contains(['.', 'e', 'E']) {
-                let digits = literal.trim_start_matches('-');
-                let safe = digits.len() <= 16
-                    && digits.parse::<u64>().is_ok_and(|v| v <= MAX_SAFE_INTEGER);
-                if !safe {
-                    return Err(NotCanonicalizable {
-                        path: path.clone(),
-                        reason: "integer beyond 2^53 would lose precision in JavaScript receivers; send it as a string",
-                    });
-                }
+            if !literal.contains(['.', 'e', 'E']) && !integer_is_exact(&literal, n.as_f64()) {
+                return Err(NotCanonicalizable {
+                    path: path.clone(),
+                    reason: "integer would come back as other digits from JavaScript's JSON round trip (it exceeds what a 64-bit float holds); send it as a string",
+                });
             }
             match n.as_f64() {
                 Some(f) if f.is_finite() => Ok(()),
@@ -83,6 +77,21 @@ pub fn check_value(value: &Value, path: &mut String) -> Result<(), NotCanonicali
         }
         Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
     }
+}
+
+/// Whether an integer literal comes out of the round trip as the same digits: JavaScript
+/// writes the double it reads, so `9007199254740993` comes back as `9007199254740992` and
+/// `18446744073709551616` as `18446744073709552000`. Receivers that read integers exactly
+/// (Python, Go) would then see another number than the one sent.
+fn integer_is_exact(literal: &str, value: Option<f64>) -> bool {
+    let Some(value) = value else { return false };
+    if value == 0.0 {
+        // "0" and "-0" both read as zero everywhere.
+        return true;
+    }
+    let mut written = Vec::new();
+    write_number(value, &mut written);
+    written == literal.as_bytes()
 }
 
 /// Appends the canonical form of `value` to `out`. Callers run [`check_value`] first; a
@@ -262,6 +271,7 @@ mod tests {
         for big in [
             "[-9007199254740993]",
             "[18446744073709551616]",
+            "[1000000000000000000000]",
             "[123456789012345678901234567890]",
             "[1e400]",
             "[-1e400]",
@@ -270,7 +280,7 @@ mod tests {
             assert!(check_value(&value, &mut String::new()).is_err(), "{big}");
         }
         let value: Value =
-            serde_json::from_str("[9007199254740991, -9007199254740991, 1e300]").unwrap();
+            serde_json::from_str("[9007199254740991, -9007199254740991, 9007199254740992, 999999999999999900000, 1e21, 1e300, -0]").unwrap();
         assert!(check_value(&value, &mut String::new()).is_ok());
     }
 }

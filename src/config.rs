@@ -85,6 +85,44 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
+/// An API token as written: a secret, or `{ secret = <secret>, scopes = [...] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawToken {
+    Any(SecretSource),
+    Scoped(ScopedToken),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopedToken {
+    secret: SecretSource,
+    scopes: Vec<Scope>,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// `POST /v1/events`.
+    Ingest,
+    /// The admin API: deliveries and subscriptions.
+    Admin,
+}
+
+/// A bearer token of the API and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub secret: Secret,
+    pub scopes: Vec<Scope>,
+}
+
+impl ApiToken {
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
 /// A duration written as in the example ("250ms", "1m", "7d").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -118,7 +156,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     listen: Option<Spanned<String>>,
-    tokens: Option<Vec<Spanned<SecretSource>>>,
+    tokens: Option<Vec<Spanned<RawToken>>>,
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
 }
@@ -200,7 +238,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
-    pub tokens: Vec<Secret>,
+    pub tokens: Vec<ApiToken>,
     pub max_body_bytes: usize,
     pub max_batch: usize,
 }
@@ -371,20 +409,40 @@ impl Config {
     }
 
     /// Parses and validates `text`; `file` names it in errors.
+    ///
+    /// A syntax error is reported alone. Otherwise every key that is unknown or of the wrong
+    /// type is reported: after each such error the key's lines are set aside and the file is
+    /// read again, and the rest is then validated as usual.
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        if let Err(e) = text.parse::<toml::Table>() {
             let span = e.span().unwrap_or(0..0);
-            ConfigError::Invalid(vec![diagnostic(text, file, span, None, e.message())])
-        })?;
+            return Err(ConfigError::Invalid(vec![diagnostic(
+                text,
+                file,
+                span,
+                None,
+                e.message(),
+            )]));
+        }
+        let mut working = text.to_string();
+        let mut errors = Vec::new();
+        let raw: RawConfig = loop {
+            match toml::from_str(&working) {
+                Ok(raw) => break raw,
+                Err(e) => {
+                    let span = e.span().unwrap_or(0..0);
+                    errors.push(diagnostic(text, file, span.clone(), None, e.message()));
+                    if span.is_empty() || errors.len() >= 50 || !blank_lines(&mut working, span) {
+                        errors.sort_by_key(|d| (d.line, d.column));
+                        return Err(ConfigError::Invalid(errors));
+                    }
+                }
+            }
+        };
         // The example is compiled in and covered by a test, so it always parses.
         let defaults: RawConfig =
             toml::from_str(EXAMPLE).expect("the built-in example config parses");
-        Validator {
-            text,
-            file,
-            errors: Vec::new(),
-        }
-        .resolve(raw, defaults)
+        Validator { text, file, errors }.resolve(raw, defaults)
     }
 
     /// The subscriptions that want `event_type`.
@@ -422,6 +480,26 @@ impl Config {
         }
         out
     }
+}
+
+/// Replaces the whole lines that `span` touches with spaces (line breaks stay, so later spans
+/// keep their line numbers). Returns false when there was nothing left to blank.
+fn blank_lines(text: &mut String, span: Range<usize>) -> bool {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let end = text[span.end.min(text.len())..]
+        .find('\n')
+        .map_or(text.len(), |i| span.end + i);
+    let blanked: String = text[start..end]
+        .chars()
+        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .collect();
+    if blanked == text[start..end] {
+        return false;
+    }
+    text.replace_range(start..end, &blanked);
+    true
 }
 
 /// Turns a byte span into a line/column diagnostic, naming the key written on that line.
@@ -520,9 +598,23 @@ impl Validator<'_> {
         }
         let api_listen = pick!(api.listen);
         let listen = self.addr(&api_listen, "api.listen");
-        let tokens: Vec<Secret> = pick!(api.tokens)
+        let tokens: Vec<ApiToken> = pick!(api.tokens)
             .iter()
-            .map(|t| self.secret(t, "api.tokens"))
+            .map(|t| {
+                let (source, scopes) = match t.get_ref() {
+                    RawToken::Any(source) => (source.clone(), vec![Scope::Ingest, Scope::Admin]),
+                    RawToken::Scoped(scoped) => (scoped.secret.clone(), scoped.scopes.clone()),
+                };
+                if scopes.is_empty() {
+                    self.error(
+                        t.span(),
+                        "api.tokens",
+                        "scopes is empty: give [\"ingest\"], [\"admin\"] or both",
+                    );
+                }
+                let secret = self.secret(&Spanned::new(t.span(), source), "api.tokens");
+                ApiToken { secret, scopes }
+            })
             .collect();
         if let Some(addr) = listen {
             if tokens.is_empty() && !addr.ip().is_loopback() {
@@ -720,6 +812,7 @@ impl Validator<'_> {
         };
 
         if !self.errors.is_empty() {
+            self.errors.sort_by_key(|d| (d.line, d.column));
             return Err(ConfigError::Invalid(self.errors));
         }
         let (Some(listen), Some(metrics_listen)) = (listen, metrics_addr) else {

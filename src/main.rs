@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use hookd::cli::{self, CliError, Target};
-use hookd::config::{Config, ConfigError};
+use hookd::config::{Config, ConfigError, Scope};
 use hookd::telemetry::{self, LogFormat};
 use hookd::Application;
 use reqwest::Method;
@@ -50,7 +50,7 @@ struct ClientArgs {
     /// The API's base URL, e.g. http://127.0.0.1:8080 (default: from the config's api.listen).
     #[arg(long, env = "HOOKD_URL")]
     url: Option<String>,
-    /// The API token (default: the config's first api.tokens entry).
+    /// The API token (default: the config's first api.tokens entry with the admin scope).
     #[arg(long, env = "HOOKD_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print the API's JSON instead of a table.
@@ -197,11 +197,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Send { client, file } => admin(&client, |target| async move {
-            let body = read_input(file.as_deref())?;
-            let (_, value) = cli::call(&target, Method::POST, "/v1/events", Some(body)).await?;
-            Ok(value.to_string())
-        }),
+        Command::Send { client, file } => {
+            with_client(&client, Scope::Ingest, |target| async move {
+                let body = read_input(file.as_deref())?;
+                let (_, value) = cli::call(&target, Method::POST, "/v1/events", Some(body)).await?;
+                Ok(value.to_string())
+            })
+        }
         Command::Deliveries { command } => deliveries(command),
         Command::Subscriptions { command } => subscriptions(command),
     }
@@ -366,7 +368,16 @@ where
     F: FnOnce(Target) -> Fut,
     Fut: std::future::Future<Output = Result<String, CliError>>,
 {
-    let result = resolve_target(client).and_then(|target| {
+    with_client(client, Scope::Admin, work)
+}
+
+/// Like [`admin`], with a token of `scope` taken from the config when none is given.
+fn with_client<F, Fut>(client: &ClientArgs, scope: Scope, work: F) -> ExitCode
+where
+    F: FnOnce(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<String, CliError>>,
+{
+    let result = resolve_target(client, scope).and_then(|target| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -385,7 +396,7 @@ where
     }
 }
 
-fn resolve_target(client: &ClientArgs) -> Result<Target, CliError> {
+fn resolve_target(client: &ClientArgs, scope: Scope) -> Result<Target, CliError> {
     let config = if client.url.is_none() || client.token.is_none() {
         match Config::load(&client.config) {
             Ok(c) => Some(c),
@@ -407,8 +418,8 @@ fn resolve_target(client: &ClientArgs) -> Result<Target, CliError> {
     let token = client.token.clone().or_else(|| {
         config
             .as_ref()
-            .and_then(|c| c.api.tokens.first())
-            .map(|t| t.expose().to_string())
+            .and_then(|c| c.api.tokens.iter().find(|t| t.allows(scope)))
+            .map(|t| t.secret.expose().to_string())
     });
     Ok(Target { base, token })
 }

@@ -169,6 +169,22 @@ impl Metrics {
         }
     }
 
+    /// Creates the per-subscription series at zero, so that `increase()` and ratios see a
+    /// subscription's first failure or dead delivery as a change, not as a new series.
+    pub fn init_subscriptions<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        for id in ids {
+            for outcome in [
+                "success", "http_4xx", "http_5xx", "timeout", "connect", "other",
+            ] {
+                self.delivery_attempts.with_label_values(&[id, outcome]);
+            }
+            for result in ["delivered", "dead"] {
+                self.deliveries.with_label_values(&[id, result]);
+            }
+            self.retries_scheduled.with_label_values(&[id]);
+        }
+    }
+
     /// Sets the pending gauges from a store walk.
     pub fn set_pending(&self, stats: PendingStats, now_ms: u64) {
         self.pending

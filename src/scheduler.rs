@@ -308,8 +308,6 @@ impl AttemptTask {
             error: result.error.clone(),
             response_excerpt: result.response_excerpt.clone(),
         };
-        let span = tracing::info_span!("delivery", delivery_id = %delivery.id, subscription = label, attempt = number);
-        let _enter = span.enter();
         match next {
             Next::Delivered => {
                 metrics
@@ -322,6 +320,9 @@ impl AttemptTask {
                     .with_label_values(&[label])
                     .observe(lag);
                 tracing::debug!(
+                    delivery_id = %delivery.id,
+                    subscription = label,
+                    attempt = number,
                     outcome = "success",
                     status = result.status_code,
                     duration_ms = attempt.duration_ms,
@@ -331,6 +332,9 @@ impl AttemptTask {
             Next::RetryAt(due) => {
                 metrics.retries_scheduled.with_label_values(&[label]).inc();
                 tracing::warn!(
+                    delivery_id = %delivery.id,
+                    subscription = label,
+                    attempt = number,
                     outcome = result.outcome.as_str(),
                     status = result.status_code,
                     error = result.error.as_deref(),
@@ -342,6 +346,9 @@ impl AttemptTask {
             Next::Dead => {
                 metrics.deliveries.with_label_values(&[label, "dead"]).inc();
                 tracing::error!(
+                    delivery_id = %delivery.id,
+                    subscription = label,
+                    attempt = number,
                     outcome = result.outcome.as_str(),
                     status = result.status_code,
                     error = result.error.as_deref(),
@@ -349,7 +356,6 @@ impl AttemptTask {
                 );
             }
         }
-        drop(_enter);
         if let Err(e) = self
             .shared
             .store

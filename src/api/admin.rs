@@ -76,9 +76,26 @@ fn parse_time(field: &str, text: &str) -> Result<u64, Box<Response>> {
     })
 }
 
+/// A per-request URL without what may carry credentials: user info and the query.
+fn redacted_url(text: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse(text) else {
+        return "(invalid URL)".to_string();
+    };
+    let had_query = url.query().is_some();
+    // Clearing these on an http(s) URL cannot fail; ignore the Result for other schemes.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    let mut out = url.to_string();
+    if had_query {
+        out.push_str("?…");
+    }
+    out
+}
+
 fn delivery_json(shared: &Shared, d: &Delivery) -> Value {
     let url = match &d.adhoc {
-        Some(adhoc) => Some(adhoc.url.clone()),
+        Some(adhoc) => Some(redacted_url(&adhoc.url)),
         None => shared
             .config()
             .subscription(&d.subscription)
@@ -363,6 +380,18 @@ pub async fn resume(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn adhoc_urls_lose_credentials_and_queries() {
+        assert_eq!(
+            super::redacted_url("https://u:p@h.example/x?token=abc"),
+            "https://h.example/x?…"
+        );
+        assert_eq!(
+            super::redacted_url("https://h.example:8443/x"),
+            "https://h.example:8443/x"
+        );
+    }
+
     #[test]
     fn fingerprint_is_short_and_stable() {
         let f = super::secret_fingerprint("your_secret_here");

@@ -1,7 +1,6 @@
 //! `POST /v1/events`: validate, fan out, commit durably, answer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
@@ -18,18 +17,7 @@ use crate::scheduler::{adhoc_bucket, now_ms};
 use crate::store::{IngestError, Target};
 
 pub async fn ingest(State(shared): State<Arc<Shared>>, body: Body) -> Response {
-    let started = Instant::now();
-    let response = handle(&shared, body).await;
-    shared
-        .metrics
-        .ingest_requests
-        .with_label_values(&[response.status().as_str()])
-        .inc();
-    shared
-        .metrics
-        .ingest_duration
-        .observe(started.elapsed().as_secs_f64());
-    response
+    handle(&shared, body).await
 }
 
 async fn handle(shared: &Shared, body: Body) -> Response {
@@ -43,6 +31,12 @@ async fn handle(shared: &Shared, body: Body) -> Response {
     };
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
+        Err(e) if e.to_string().contains("surrogate") => {
+            return unprocessable(
+                format!("strings with unpaired UTF-16 surrogates cannot be delivered ({e})"),
+                "",
+            );
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
     };
     let (items, batch) = match value {

@@ -16,6 +16,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::app::Shared;
+use crate::config::{ApiToken, Scope};
+use sha2::{Digest, Sha256};
 
 /// A JSON error body: `{"error": "...", ...}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -37,10 +39,31 @@ pub fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             require_token,
         ))
+        // Outermost, so that ingest requests refused for their token are counted too.
+        .layer(middleware::from_fn_with_state(shared.clone(), count_ingest))
         .with_state(shared)
 }
 
-/// With `api.tokens` set, every request needs `Authorization: Bearer <one of them>`.
+/// Counts `POST /v1/events` requests by status code, and times them.
+async fn count_ingest(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if request.uri().path() != "/v1/events" {
+        return next.run(request).await;
+    }
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let metrics = &shared.metrics;
+    metrics
+        .ingest_requests
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    metrics
+        .ingest_duration
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// With `api.tokens` set, every request needs `Authorization: Bearer <token>` with a token
+/// whose scopes allow the route: `ingest` for `POST /v1/events`, `admin` for the rest.
 async fn require_token(
     State(shared): State<Arc<Shared>>,
     request: Request,
@@ -56,27 +79,48 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let valid = config.api.tokens.iter().fold(false, |found, token| {
-        found | constant_time_eq(token.expose().as_bytes(), presented.as_bytes())
-    });
-    if valid {
-        next.run(request).await
+    let needed = if request.uri().path() == "/v1/events" {
+        Scope::Ingest
     } else {
-        let mut response = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        response
+        Scope::Admin
+    };
+    // Every token is compared, so the time taken does not tell which one matched.
+    let matched: Vec<&ApiToken> = config
+        .api
+        .tokens
+        .iter()
+        .filter(|token| constant_time_eq(token.secret.expose().as_bytes(), presented.as_bytes()))
+        .collect();
+    if matched.iter().any(|t| t.allows(needed)) {
+        return next.run(request).await;
     }
+    if !matched.is_empty() {
+        let scope = if needed == Scope::Ingest {
+            "ingest"
+        } else {
+            "admin"
+        };
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("this token lacks the {scope} scope"),
+        );
+    }
+    let mut response = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
+/// Compares two byte strings in time independent of their content and of where they differ:
+/// both are hashed first, so even their lengths do not show.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 pub fn metrics_router(shared: Arc<Shared>) -> Router {

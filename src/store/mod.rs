@@ -15,6 +15,7 @@ pub use admin::{DeliveryFilter, RequeueError, SubscriptionState};
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use serde::{Deserialize, Serialize};
@@ -179,6 +180,8 @@ enum Job {
     },
     /// Work defined elsewhere in this module (the admin operations); it replies by itself.
     Exec(WriterWork),
+    /// Stop after this round.
+    Close,
 }
 
 /// Most jobs the writer takes into one round (one flush).
@@ -191,8 +194,10 @@ pub struct Store {
     tree: sled::Tree,
     /// Kept to flush on shutdown and to report the size on disk.
     db: sled::Db,
-    /// The writer thread's queue. It ends when the last handle is dropped.
+    /// The writer thread's queue. It ends when the last handle is dropped, or on `close`.
     writer: mpsc::Sender<Job>,
+    /// The writer thread, joined by `close` so that the database is released when it returns.
+    writer_thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
 }
 
 impl Store {
@@ -210,7 +215,7 @@ impl Store {
             tree: tree.clone(),
             db: db.clone(),
         };
-        thread::Builder::new()
+        let handle = thread::Builder::new()
             .name("hookd-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|source| StoreError::Create {
@@ -221,6 +226,7 @@ impl Store {
             tree,
             db,
             writer: tx,
+            writer_thread: Arc::new(Mutex::new(Some(handle))),
         })
     }
 
@@ -392,6 +398,26 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+
+    /// Stops the writer after the jobs already queued, flushes, and waits for its thread, so
+    /// that the database is released once every handle is dropped. Writes through any handle
+    /// fail with [`StoreError::WriterGone`] afterwards.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        // A closed channel means the writer has already stopped.
+        let _ = self.writer.send(Job::Close).await;
+        let handle = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(|_| StoreError::WriterGone)?
+                .map_err(|_| StoreError::WriterGone)?;
+        }
+        self.flush()
+    }
 }
 
 fn create_private_dir(path: &Path) -> Result<(), StoreError> {
@@ -430,8 +456,13 @@ fn read_json<T: for<'de> Deserialize<'de>>(
     }
 }
 
-fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", ulid::Ulid::new())
+/// A new id: `prefix_` and a ULID whose time part is `now_ms`, the record's creation time, so
+/// that ids sort by creation time and a time range is an id range.
+fn new_id(prefix: &str, now_ms: u64) -> String {
+    format!(
+        "{prefix}_{}",
+        ulid::Ulid::from_parts(now_ms, rand::random::<u128>())
+    )
 }
 
 /// The writer thread's state.
@@ -457,8 +488,12 @@ impl Writer {
                 }
             }
             let mut durable: Vec<Durable> = Vec::new();
+            let mut close = false;
             for job in jobs {
-                self.handle(job, &mut durable);
+                match job {
+                    Job::Close => close = true,
+                    job => self.handle(job, &mut durable),
+                }
             }
             if !durable.is_empty() {
                 let flushed = self.db.flush().map(|_| ()).map_err(StoreError::from);
@@ -470,8 +505,11 @@ impl Writer {
                     reply(result);
                 }
             }
+            if close {
+                break;
+            }
         }
-        // Every handle is gone: make the last writes durable before the thread ends.
+        // Every handle is gone, or the store is closing: make the last writes durable before the thread ends.
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "final store flush failed");
         }
@@ -524,6 +562,8 @@ impl Writer {
                 let _ = reply.send(self.sweep(cutoff_ms, limit));
             }
             Job::Exec(work) => work(self, durable),
+            // Taken care of by the loop in `run`.
+            Job::Close => {}
         }
     }
 
@@ -566,11 +606,11 @@ impl Writer {
                 });
                 continue;
             }
-            let event_id = new_id("evt");
+            let event_id = new_id("evt", now_ms);
             let mut delivery_ids = Vec::with_capacity(targets.len());
             for target in targets {
                 let delivery = Delivery {
-                    id: new_id("dlv"),
+                    id: new_id("dlv", now_ms),
                     event_id: event_id.clone(),
                     event_type: event.event_type.clone(),
                     subscription: target.subscription,
@@ -729,6 +769,20 @@ impl Writer {
             ) {
                 continue;
             }
+            // The attempt that was cut short counts: its number is not reused, and a delivery
+            // that keeps being interrupted still reaches the end of its schedule.
+            let interrupted = Attempt {
+                number: delivery.attempts + 1,
+                started_ms: now_ms,
+                duration_ms: 0,
+                outcome: "other".to_string(),
+                status_code: None,
+                error: Some("interrupted: hookd stopped during this attempt".to_string()),
+                response_excerpt: None,
+            };
+            batch.insert(keys::attempt(&id, interrupted.number), encode(&interrupted));
+            delivery.attempts = interrupted.number;
+            delivery.last_error = interrupted.error;
             delivery.state = DeliveryState::Scheduled;
             delivery.due_ms = Some(now_ms);
             batch.insert(keys::queue(&delivery.bucket, now_ms, &id), &[]);

@@ -3,9 +3,12 @@
 
 mod support;
 
+mod admin;
+mod cli;
 mod crash;
 mod ingest;
 mod isolation;
+mod observability;
 mod restart;
 mod retention;
 mod retries;

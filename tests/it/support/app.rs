@@ -1,7 +1,6 @@
 //! `spawn_app`: hookd in-process on port 0 with a fresh data directory.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use hookd::app::Shared;
@@ -67,10 +66,6 @@ async fn start(dir: Arc<tempfile::TempDir>, config_text: String) -> TestApp {
 }
 
 impl TestApp {
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("db")
-    }
-
     /// Posts `body` (any JSON text) to `/v1/events`.
     pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let response = self

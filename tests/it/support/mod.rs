@@ -3,7 +3,9 @@
 
 pub mod app;
 pub mod events;
+pub mod process;
 pub mod receiver;
+pub mod slow_receiver;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

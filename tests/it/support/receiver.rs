@@ -31,7 +31,10 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -52,9 +55,34 @@ pub struct TestReceiver {
 impl TestReceiver {
     /// Starts a receiver answering 200 unless told otherwise.
     pub async fn start() -> TestReceiver {
-        let inner = Arc::new(Mutex::new(Inner { default: Some(Reply::Status(200)), ..Inner::default() }));
-        let app = Router::new().route("/hook", post(handle)).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let inner = Arc::new(Mutex::new(Inner {
+            default: Some(Reply::Status(200)),
+            ..Inner::default()
+        }));
+        let app = Router::new()
+            .route("/hook", post(handle))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestReceiver { addr, inner }
+    }
+
+    /// Like [`TestReceiver::start`], on a given address (e.g. a port a test kept free so that
+    /// hookd saw connection refused until now).
+    pub async fn start_on(addr: SocketAddr) -> TestReceiver {
+        let inner = Arc::new(Mutex::new(Inner {
+            default: Some(Reply::Status(200)),
+            ..Inner::default()
+        }));
+        let app = Router::new()
+            .route("/hook", post(handle))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind receiver on {addr}: {e}"));
         let addr = listener.local_addr().expect("receiver addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
         TestReceiver { addr, inner }
@@ -80,20 +108,33 @@ impl TestReceiver {
 
     /// Waits until at least `n` requests arrived; returns them all.
     pub async fn wait_for(&self, n: usize, deadline: Duration) -> Vec<Received> {
-        super::wait_until(&format!("{n} requests at {}", self.addr), deadline, || async {
-            let got = self.received();
-            (got.len() >= n).then_some(got)
-        })
+        super::wait_until(
+            &format!("{n} requests at {}", self.addr),
+            deadline,
+            || async {
+                let got = self.received();
+                (got.len() >= n).then_some(got)
+            },
+        )
         .await
     }
 }
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let reply = {
         let mut inner = inner.lock().unwrap();
-        inner.received.push(Received { headers, body, at: Instant::now() });
+        inner.received.push(Received {
+            headers,
+            body,
+            at: Instant::now(),
+        });
         let next = inner.plan.pop_front();
-        next.or_else(|| inner.default.clone()).unwrap_or(Reply::Status(200))
+        next.or_else(|| inner.default.clone())
+            .unwrap_or(Reply::Status(200))
     };
     match reply {
         Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),

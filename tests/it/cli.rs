@@ -1,0 +1,910 @@
+//! The `hookd` binary's client commands against an in-process hookd: `deliveries
+//! list|show|retry`, `subscriptions list|pause|resume`, `send`, `check-config`, and the exit
+//! codes (0 ok, 1 the API answered an error, 2 usage or config, 3 hookd unreachable).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::support::app::{spawn_app, spawn_app_full, TestApp};
+use crate::support::events::{delivery_toml, event, refused_url, subscription_toml};
+use crate::support::receiver::{Reply, TestReceiver};
+use crate::support::wait_until;
+use hookd::event::rfc3339_millis;
+use hookd::scheduler::now_ms;
+
+const DEADLINE: Duration = Duration::from_secs(4);
+
+/// What one run of the binary left behind.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "hookd failed: {self:#?}");
+        &self.stdout
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// Runs the real `hookd` binary with `args` (and `stdin`, if any), without the environment
+/// variables that would change its target.
+async fn hookd(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookd"));
+    command
+        .args(args)
+        .env_remove("HOOKD_URL")
+        .env_remove("HOOKD_CONFIG")
+        .env_remove("HOOKD_API_TOKEN")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start hookd {args:?}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input).await.expect("write stdin");
+        drop(pipe);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("hookd {args:?} did not exit within 10s"))
+        .expect("wait for hookd");
+    Run {
+        code: output.status.code().expect("hookd exited, not killed"),
+        stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
+        stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
+    }
+}
+
+fn base(app: &TestApp) -> String {
+    format!("http://{}", app.api)
+}
+
+/// `GET path` on the API, as JSON.
+async fn api_get(app: &TestApp, path: &str) -> Value {
+    let response = app
+        .client
+        .get(format!("http://{}{path}", app.api))
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(response.status().as_u16(), 200, "GET {path}");
+    serde_json::from_str(&response.text().await.expect("body")).expect("JSON")
+}
+
+async fn delivery(app: &TestApp, id: &str) -> Value {
+    api_get(app, &format!("/v1/deliveries/{id}")).await
+}
+
+async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
+    wait_until(
+        &format!("delivery {id} to be {state}"),
+        DEADLINE,
+        || async {
+            let d = delivery(app, id).await;
+            (d["state"] == state).then_some(d)
+        },
+    )
+    .await
+}
+
+/// Posts one event through the API; returns its delivery ids by subscription.
+async fn post_event(app: &TestApp, event: &Value) -> std::collections::HashMap<String, String> {
+    let (status, body) = app.post(event).await;
+    assert_eq!(status, 202, "{body}");
+    let event_id = body["event_id"].as_str().expect("event_id").to_string();
+    api_get(app, "/v1/deliveries?limit=1000").await["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .filter(|d| d["event_id"] == event_id)
+        .map(|d| {
+            (
+                d["subscription"].as_str().unwrap().to_string(),
+                d["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn state_of(app: &TestApp, id: &str) -> String {
+    delivery(app, id).await["state"]
+        .as_str()
+        .expect("state")
+        .to_string()
+}
+
+/// The character offset at which each whitespace-separated word of `line` starts.
+fn word_starts(line: &str) -> Vec<usize> {
+    let chars: Vec<char> = line.chars().collect();
+    (0..chars.len())
+        .filter(|&i| !chars[i].is_whitespace() && (i == 0 || chars[i - 1].is_whitespace()))
+        .collect()
+}
+
+/// Where each of `headers` starts in the header line `line`.
+fn column_starts(line: &str, headers: &[&str]) -> Vec<usize> {
+    let mut from = 0;
+    headers
+        .iter()
+        .map(|h| {
+            let at = from
+                + line[from..]
+                    .find(h)
+                    .unwrap_or_else(|| panic!("no {h:?} in the header {line:?}"));
+            from = at + h.len();
+            line[..at].chars().count()
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ deliveries list
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_list_json_matches_the_api_and_the_table_is_aligned() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app(&format!(
+        "{}{}{}",
+        delivery_toml(&["0s", "100ms"], ""),
+        subscription_toml("a", &receiver.url(), "sa", &["*"], ""),
+        subscription_toml(
+            "a-much-longer-subscription",
+            &receiver.url(),
+            "sb",
+            &["job.failed"],
+            ""
+        ),
+    ))
+    .await;
+    let mut all_ids = Vec::new();
+    for (i, status) in ["completed", "failed", "completed"].iter().enumerate() {
+        all_ids.extend(
+            post_event(&app, &event(&format!("cli-list-{i}"), status))
+                .await
+                .into_values(),
+        );
+    }
+    assert_eq!(all_ids.len(), 4);
+    for id in &all_ids {
+        wait_state(&app, id, "delivered").await;
+    }
+    let url = base(&app);
+
+    let from_cli = hookd(&["deliveries", "list", "--url", &url, "--json"], None)
+        .await
+        .json();
+    assert_eq!(from_cli, api_get(&app, "/v1/deliveries?limit=50").await);
+    assert_eq!(from_cli["deliveries"].as_array().unwrap().len(), 4);
+
+    let filtered = hookd(
+        &[
+            "deliveries",
+            "list",
+            "--url",
+            &url,
+            "--json",
+            "--subscription",
+            "a-much-longer-subscription",
+            "--status",
+            "delivered",
+            "--event-type",
+            "job.failed",
+        ],
+        None,
+    )
+    .await
+    .json();
+    let items = filtered["deliveries"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{filtered}");
+    assert_eq!(items[0]["subscription"], "a-much-longer-subscription");
+    assert_eq!(
+        filtered,
+        api_get(
+            &app,
+            "/v1/deliveries?subscription=a-much-longer-subscription&status=delivered&event_type=job.failed&limit=50"
+        )
+        .await
+    );
+
+    // Pages: --limit and --cursor.
+    let first = hookd(
+        &[
+            "deliveries",
+            "list",
+            "--url",
+            &url,
+            "--json",
+            "--limit",
+            "3",
+        ],
+        None,
+    )
+    .await
+    .json();
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let second = hookd(
+        &[
+            "deliveries",
+            "list",
+            "--url",
+            &url,
+            "--json",
+            "--limit",
+            "3",
+            "--cursor",
+            &cursor,
+        ],
+        None,
+    )
+    .await
+    .json();
+    let mut paged: Vec<Value> = first["deliveries"].as_array().unwrap().clone();
+    paged.extend(second["deliveries"].as_array().unwrap().iter().cloned());
+    assert_eq!(
+        Value::Array(paged),
+        from_cli["deliveries"],
+        "two pages, in order"
+    );
+    assert!(second["next_cursor"].is_null(), "{second}");
+
+    // The table: a header, one aligned row per delivery, a count.
+    let run = hookd(&["deliveries", "list", "--url", &url], None).await;
+    let lines: Vec<&str> = run.ok().lines().collect();
+    assert_eq!(lines.len(), 1 + 4 + 1, "{}", run.stdout);
+    let header = lines[0];
+    let headers = [
+        "ID",
+        "STATE",
+        "SUBSCRIPTION",
+        "EVENT",
+        "ATTEMPTS",
+        "CREATED",
+        "NEXT ATTEMPT",
+        "LAST ERROR",
+    ];
+    assert!(header.starts_with("ID "), "{header:?}");
+    let columns = column_starts(header, &headers);
+    let api_items = from_cli["deliveries"].as_array().unwrap();
+    for (row, d) in lines[1..5].iter().zip(api_items) {
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(words.len(), headers.len(), "one word per cell: {row:?}");
+        assert_eq!(
+            word_starts(row),
+            columns,
+            "every cell starts under its header:\n{header}\n{row}"
+        );
+        assert_eq!(words[0], d["id"], "rows in the API's order");
+        assert_eq!(words[1], "delivered");
+        assert_eq!(words[2], d["subscription"]);
+        assert_eq!(words[3], d["event_type"]);
+        assert_eq!(words[6], "-", "no next attempt");
+    }
+    assert_eq!(lines[5], "4 deliveries");
+
+    let run = hookd(&["deliveries", "list", "--url", &url, "--limit", "1"], None).await;
+    let last = run.ok().lines().last().unwrap().to_string();
+    assert!(
+        last.starts_with("1 deliveries; more with --cursor dlv_"),
+        "{last:?}"
+    );
+}
+
+// ------------------------------------------------------------------ deliveries show
+
+#[tokio::test]
+async fn deliveries_show_prints_every_attempt_and_unknown_ids_exit_1() {
+    let receiver = TestReceiver::start().await;
+    receiver.plan([Reply::Status(500)]);
+    let app = spawn_app(&format!(
+        "{}{}",
+        delivery_toml(&["0s"], ""),
+        subscription_toml("acme", &receiver.url(), "acme-secret-9", &["*"], ""),
+    ))
+    .await;
+    let id = post_event(&app, &event("cli-show", "completed")).await["acme"].clone();
+    let api = wait_state(&app, &id, "delivered").await;
+    let url = base(&app);
+
+    let run = hookd(&["deliveries", "show", &id, "--url", &url], None).await;
+    let out = run.ok().to_string();
+    assert!(!out.contains("acme-secret-9"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let field = |name: &str| -> String {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name}: line in\n{out}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("id"), id);
+    assert_eq!(field("state"), "delivered");
+    assert_eq!(field("subscription"), "acme");
+    assert_eq!(field("url"), receiver.url());
+    assert_eq!(field("attempts"), "2");
+    let header_at = lines
+        .iter()
+        .position(|l| l.starts_with('#') && l.contains("OUTCOME") && l.contains("STATUS"))
+        .unwrap_or_else(|| panic!("no attempts table in\n{out}"));
+    let header = lines[header_at];
+    let outcome_col = column_starts(header, &["OUTCOME"])[0];
+    let status_col = column_starts(header, &["STATUS"])[0];
+    let rows = &lines[header_at + 1..header_at + 3];
+    for (row, (n, outcome, status)) in rows
+        .iter()
+        .zip([("1", "http_5xx", "500"), ("2", "success", "200")])
+    {
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(words[0], n, "{row:?}");
+        let starts = word_starts(row);
+        let at = |col: usize| -> &str {
+            let i = starts
+                .iter()
+                .position(|&s| s == col)
+                .unwrap_or_else(|| panic!("no cell starts at column {col}:\n{header}\n{row}"));
+            words[i]
+        };
+        assert_eq!(at(outcome_col), outcome, "\n{header}\n{row}");
+        assert_eq!(at(status_col), status, "\n{header}\n{row}");
+    }
+    assert!(rows[0].contains("HTTP 500"), "the error: {:?}", rows[0]);
+    let event_line = field("event");
+    let shown: Value = serde_json::from_str(&event_line).expect("event JSON");
+    assert_eq!(shown, api["event"]);
+
+    let as_json = hookd(&["deliveries", "show", &id, "--url", &url, "--json"], None)
+        .await
+        .json();
+    assert_eq!(as_json, delivery(&app, &id).await);
+
+    let unknown = "dlv_01J00000000000000000000000";
+    let run = hookd(&["deliveries", "show", unknown, "--url", &url], None).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.is_empty(), "{run:#?}");
+    assert!(
+        run.stderr.contains("404") && run.stderr.contains(unknown),
+        "{run:#?}"
+    );
+}
+
+// ------------------------------------------------------------------ deliveries retry
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_retry_one_and_every_dead_one_of_a_subscription_since_a_time() {
+    let a = TestReceiver::start().await;
+    let b = TestReceiver::start().await;
+    a.set_default(Reply::Status(500));
+    b.set_default(Reply::Status(500));
+    let app = spawn_app(&format!(
+        "{}{}{}",
+        delivery_toml(&["0s"], ""),
+        subscription_toml("a", &a.url(), "sa", &["*"], ""),
+        subscription_toml("b", &b.url(), "sb", &["*"], ""),
+    ))
+    .await;
+    let old = post_event(&app, &event("cli-retry-0", "failed")).await;
+    for id in old.values() {
+        wait_state(&app, id, "dead").await;
+    }
+    let before = now_ms();
+    let since = wait_until("the clock to tick", Duration::from_secs(1), || async {
+        (now_ms() > before).then_some(rfc3339_millis(before + 1))
+    })
+    .await;
+    let mut recent = Vec::new();
+    for i in 1..=2 {
+        recent.push(post_event(&app, &event(&format!("cli-retry-{i}"), "failed")).await);
+    }
+    for id in recent.iter().flat_map(|m| m.values()) {
+        wait_state(&app, id, "dead").await;
+    }
+    a.set_default(Reply::Status(200));
+    b.set_default(Reply::Status(200));
+    let url = base(&app);
+
+    // One delivery.
+    let run = hookd(&["deliveries", "retry", &old["a"], "--url", &url], None).await;
+    assert_eq!(run.ok().trim(), format!("{} requeued (was dead)", old["a"]));
+    let done = wait_state(&app, &old["a"], "delivered").await;
+    assert_eq!(done["attempts"], 3);
+    let last = a.received().pop().unwrap();
+    assert_eq!(last.header("x-abstrakt-delivery"), old["a"]);
+    assert_eq!(last.header("x-abstrakt-attempt"), "3");
+
+    // Every dead delivery of a since the boundary.
+    let run = hookd(
+        &[
+            "deliveries",
+            "retry",
+            "--dead",
+            "--subscription",
+            "a",
+            "--since",
+            &since,
+            "--url",
+            &url,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.ok().trim(), "requeued 2 dead deliveries");
+    for m in &recent {
+        assert_eq!(state_of(&app, &m["b"]).await, "dead", "b is not retried");
+    }
+    assert_eq!(state_of(&app, &old["b"]).await, "dead");
+    for m in &recent {
+        wait_state(&app, &m["a"], "delivered").await;
+    }
+    assert_eq!(
+        a.received().len(),
+        3 * 2 + 3,
+        "two attempts each, then one retry each"
+    );
+
+    // The same for b, as JSON.
+    let out = hookd(
+        &[
+            "deliveries",
+            "retry",
+            "--dead",
+            "--subscription",
+            "b",
+            "--since",
+            &since,
+            "--url",
+            &url,
+            "--json",
+        ],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(out, json!({"requeued": 2}));
+    for m in &recent {
+        wait_state(&app, &m["b"], "delivered").await;
+    }
+    assert_eq!(
+        state_of(&app, &old["b"]).await,
+        "dead",
+        "died before --since"
+    );
+
+    // Errors: an unknown id is the API's 404; no id and no --dead is a usage error.
+    let run = hookd(
+        &[
+            "deliveries",
+            "retry",
+            "dlv_01J00000000000000000000000",
+            "--url",
+            &url,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("404"), "{run:#?}");
+    let run = hookd(&["deliveries", "retry", "--url", &url], None).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    let run = hookd(
+        &[
+            "deliveries",
+            "retry",
+            "--dead",
+            "--subscription",
+            "nobody",
+            "--since",
+            &since,
+            "--url",
+            &url,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 1, "unknown subscription: {run:#?}");
+    assert!(run.stderr.contains("404"), "{run:#?}");
+}
+
+// ------------------------------------------------------------------ subscriptions
+
+#[tokio::test]
+async fn subscriptions_list_pause_and_resume() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app(&format!(
+        "{}{}",
+        subscription_toml(
+            "acme",
+            &receiver.url(),
+            "acme-secret-1",
+            &["job.completed"],
+            ""
+        ),
+        subscription_toml("other", &receiver.url(), "other-secret-2", &["*"], ""),
+    ))
+    .await;
+    let url = base(&app);
+    let row = |out: &str, id: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("no row for {id} in\n{out}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+
+    let run = hookd(&["subscriptions", "list", "--url", &url], None).await;
+    let out = run.ok().to_string();
+    assert!(
+        !out.contains("secret-1") && !out.contains("secret-2"),
+        "{out}"
+    );
+    let header = out.lines().next().unwrap();
+    let columns = column_starts(header, &["ID", "STATE", "URL", "EVENTS"]);
+    assert_eq!(columns[0], 0, "{header:?}");
+    for id in ["acme", "other", "adhoc"] {
+        assert_eq!(row(&out, id)[1], "active", "{out}");
+    }
+    assert_eq!(row(&out, "acme")[2], receiver.url());
+    assert_eq!(row(&out, "acme")[3], "job.completed");
+    for line in out.lines().skip(1) {
+        assert_eq!(
+            &word_starts(line)[..4],
+            &columns[..],
+            "aligned:\n{header}\n{line}"
+        );
+    }
+    let as_json = hookd(&["subscriptions", "list", "--url", &url, "--json"], None)
+        .await
+        .json();
+    assert_eq!(as_json, api_get(&app, "/v1/subscriptions").await);
+
+    let paused = |v: &Value, id: &str| -> Value {
+        v["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["paused"]
+            .clone()
+    };
+    let run = hookd(&["subscriptions", "pause", "acme", "--url", &url], None).await;
+    assert_eq!(run.ok().trim(), "acme paused");
+    let now = api_get(&app, "/v1/subscriptions").await;
+    assert_eq!(paused(&now, "acme"), true);
+    assert_eq!(paused(&now, "other"), false);
+    let run = hookd(&["subscriptions", "list", "--url", &url], None).await;
+    assert_eq!(row(run.ok(), "acme")[1], "paused");
+    assert_eq!(row(run.ok(), "other")[1], "active");
+
+    let out = hookd(
+        &["subscriptions", "resume", "acme", "--url", &url, "--json"],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(out, json!({"id": "acme", "paused": false}));
+    assert_eq!(
+        paused(&api_get(&app, "/v1/subscriptions").await, "acme"),
+        false
+    );
+    let run = hookd(&["subscriptions", "pause", "other", "--url", &url], None).await;
+    assert_eq!(run.ok().trim(), "other paused");
+    let run = hookd(&["subscriptions", "resume", "other", "--url", &url], None).await;
+    assert_eq!(run.ok().trim(), "other resumed");
+    assert_eq!(
+        paused(&api_get(&app, "/v1/subscriptions").await, "other"),
+        false
+    );
+
+    for action in ["pause", "resume"] {
+        let run = hookd(&["subscriptions", action, "nobody", "--url", &url], None).await;
+        assert_eq!(run.code, 1, "{action}: {run:#?}");
+        assert!(
+            run.stderr.contains("404") && run.stderr.contains("nobody"),
+            "{run:#?}"
+        );
+        assert!(run.stdout.is_empty(), "{run:#?}");
+    }
+}
+
+// ------------------------------------------------------------------ send
+
+#[tokio::test]
+async fn send_posts_a_file_or_stdin_and_an_invalid_event_exits_1() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app(&subscription_toml("acme", &receiver.url(), "s", &["*"], "")).await;
+    let url = base(&app);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event.json");
+    std::fs::write(
+        &file,
+        json!({"request_id": "from-file", "status": "completed", "result": {"items": []}})
+            .to_string(),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    let out = hookd(&["send", "--url", &url, file], None).await.json();
+    assert!(out["event_id"].is_string(), "{out}");
+    assert_eq!(out["deliveries"], 1);
+    let body = json!({"request_id": "from-stdin", "status": "failed"}).to_string();
+    let out = hookd(&["send", "--url", &url], Some(body.as_bytes()))
+        .await
+        .json();
+    assert_eq!(out["deliveries"], 1, "{out}");
+    let batch = json!([
+        {"request_id": "from-dash-1", "status": "completed"},
+        {"request_id": "from-dash-2", "status": "completed"}
+    ])
+    .to_string();
+    let out = hookd(&["send", "--url", &url, "-"], Some(batch.as_bytes()))
+        .await
+        .json();
+    assert_eq!(out.as_array().map(Vec::len), Some(2), "{out}");
+
+    let got = receiver.wait_for(4, DEADLINE).await;
+    let ids: HashSet<String> = got
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            v["request_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let expected: HashSet<String> = ["from-file", "from-stdin", "from-dash-1", "from-dash-2"]
+        .map(String::from)
+        .into();
+    assert_eq!(ids, expected);
+
+    // Rejected by the API: exit 1 with its message, and nothing is stored.
+    for (bad, status) in [
+        (
+            json!({"request_id": "bad", "status": "completed", "colour": "red"}).to_string(),
+            "422",
+        ),
+        (
+            json!({"request_id": "bad", "status": "Completed!"}).to_string(),
+            "422",
+        ),
+        (json!({"status": "completed"}).to_string(), "422"),
+        ("{not json".to_string(), "400"),
+    ] {
+        let run = hookd(&["send", "--url", &url], Some(bad.as_bytes())).await;
+        assert_eq!(run.code, 1, "{bad}: {run:#?}");
+        assert!(run.stderr.contains(status), "{bad}: {run:#?}");
+        assert!(run.stdout.is_empty(), "{bad}: {run:#?}");
+    }
+    let listed = api_get(&app, "/v1/deliveries?limit=1000").await;
+    assert_eq!(
+        listed["deliveries"].as_array().unwrap().len(),
+        4,
+        "{listed}"
+    );
+
+    let missing = dir.path().join("missing.json");
+    let run = hookd(&["send", "--url", &url, missing.to_str().unwrap()], None).await;
+    assert_eq!(run.code, 2, "an unreadable file is a usage error: {run:#?}");
+}
+
+// ------------------------------------------------------------------ reaching hookd
+
+#[tokio::test]
+async fn unreachable_hookd_exits_3_and_a_missing_config_exits_2() {
+    let refused = refused_url();
+    let refused = refused.trim_end_matches("/hook");
+    for args in [
+        vec!["deliveries", "list"],
+        vec!["deliveries", "show", "dlv_x"],
+        vec!["subscriptions", "list"],
+        vec!["subscriptions", "pause", "acme"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--url", refused]);
+        let run = hookd(&args, None).await;
+        assert_eq!(run.code, 3, "{args:?}: {run:#?}");
+        assert!(run.stderr.contains("cannot reach hookd"), "{run:#?}");
+    }
+    let run = hookd(&["send", "--url", refused], Some(b"{}")).await;
+    assert_eq!(run.code, 3, "{run:#?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope/hookd.toml");
+    let missing = missing.to_str().unwrap();
+    let run = hookd(&["deliveries", "list", "--config", missing], None).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains(missing), "names the file: {run:#?}");
+    let run = hookd(&["deliveries", "list", "--bogus-flag"], None).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+}
+
+#[tokio::test]
+async fn the_config_file_gives_the_address_and_the_token() {
+    let app = spawn_app_full(|store| {
+        format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\ntokens = [\"t0ken-123\"]\n\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {store}\n"
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nlisten = \"{}\"\ntokens = [\"t0ken-123\"]\n\n[storage]\npath = {:?}\n",
+            app.api,
+            dir.path().join("db").display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let url = base(&app);
+
+    let out = hookd(&["deliveries", "list", "--config", config, "--json"], None)
+        .await
+        .json();
+    assert_eq!(out["deliveries"], json!([]));
+    let out = hookd(
+        &[
+            "deliveries",
+            "list",
+            "--url",
+            &url,
+            "--token",
+            "t0ken-123",
+            "--json",
+        ],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(out["deliveries"], json!([]));
+    for token in ["wrong", ""] {
+        let run = hookd(
+            &["deliveries", "list", "--url", &url, "--token", token],
+            None,
+        )
+        .await;
+        assert_eq!(run.code, 1, "token {token:?}: {run:#?}");
+        assert!(run.stderr.contains("401"), "{run:#?}");
+        assert!(!run.stderr.contains("t0ken-123"), "{run:#?}");
+    }
+}
+
+// ------------------------------------------------------------------ check-config
+
+/// Writes `text` as `hookd.toml` in `dir`; returns its path.
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("hookd.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// The `file:line:col: key: message` lines of `stderr` about `file` (an `error: ` prefix
+/// allowed), as `(line, column, key, message)`.
+fn diagnostics(stderr: &str, file: &str) -> Vec<(usize, usize, String, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("error: ").unwrap_or(l);
+            let rest = rest.strip_prefix(file)?.strip_prefix(':')?;
+            let (line, rest) = rest.split_once(':')?;
+            let (col, rest) = rest.split_once(':')?;
+            let (key, message) = rest.trim_start().split_once(": ")?;
+            Some((
+                line.parse().ok()?,
+                col.parse().ok()?,
+                key.to_string(),
+                message.to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn check_config_accepts_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:8080\"\n\n[storage]\npath = {:?}\n\n\
+             [delivery]\nretry_schedule = [\"0s\", \"100ms\"]\ntimeout = \"2s\"\n\n{}",
+            dir.path().join("db").display().to_string(),
+            subscription_toml(
+                "acme",
+                "http://127.0.0.1:9/hook",
+                "s",
+                &["job.completed"],
+                ""
+            ),
+        ),
+    );
+    let run = hookd(&["check-config", "--config", &file], None).await;
+    let out = run.ok();
+    assert!(out.contains("config looks good"), "{out}");
+    assert!(
+        out.contains("acme"),
+        "the summary lists the subscription: {out}"
+    );
+    assert!(run.stderr.is_empty(), "{run:#?}");
+}
+
+#[tokio::test]
+async fn check_config_names_file_line_and_key_of_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // An unknown key alone.
+    let file = write_config(
+        dir.path(),
+        "[api]\nlisten = \"127.0.0.1:8080\"\n\n[delivery]\ntimeout = \"1s\"\nretries = 3\n",
+    );
+    let run = hookd(&["check-config", "--config", &file], None).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(!run.stdout.contains("looks good"), "{run:#?}");
+    let d = diagnostics(&run.stderr, &file);
+    assert_eq!(d.len(), 1, "{run:#?}");
+    assert_eq!(
+        (d[0].0, d[0].1, d[0].2.as_str()),
+        (6, 1, "retries"),
+        "{run:#?}"
+    );
+    assert!(d[0].3.contains("unknown field"), "{run:#?}");
+
+    // A bad duration alone.
+    let file = write_config(
+        dir.path(),
+        "[api]\nlisten = \"127.0.0.1:8080\"\n\n[delivery]\n\ntimeout = \"ten seconds\"\n",
+    );
+    let run = hookd(&["check-config", "--config", &file], None).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    let d = diagnostics(&run.stderr, &file);
+    assert_eq!(d.len(), 1, "{run:#?}");
+    assert_eq!((d[0].0, d[0].2.as_str()), (6, "timeout"), "{run:#?}");
+    assert!(d[0].3.contains("invalid duration"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn check_config_reports_every_error_of_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two independent mistakes: each gets its own `file:line:col: key: message` line, as
+    // SPEC.md says ("names file, line and key for each error").
+    let file = write_config(
+        dir.path(),
+        "[api]\nlisten = \"127.0.0.1:8080\"\n\n[delivery]\ntimeout = \"ten seconds\"\nretries = 3\n",
+    );
+    let run = hookd(&["check-config", "--config", &file], None).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(!run.stdout.contains("looks good"), "{run:#?}");
+    let d = diagnostics(&run.stderr, &file);
+    let found: Vec<(usize, &str)> = d.iter().map(|(l, _, k, _)| (*l, k.as_str())).collect();
+    assert!(
+        found.contains(&(6, "retries")),
+        "the unknown key on line 6 is reported: {run:#?}"
+    );
+    assert!(
+        found.contains(&(5, "timeout")),
+        "the bad duration on line 5 is reported too: {run:#?}"
+    );
+    for (_, col, _, message) in &d {
+        assert!(*col >= 1 && !message.is_empty(), "{run:#?}");
+    }
+}

@@ -1,0 +1,379 @@
+//! Child processes for the tests: the seed's Express and Flask receivers, and the real `hookd`
+//! binary. Every child is owned by a [`ChildGuard`], which kills and reaps it on drop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A child process, killed (SIGKILL) and reaped when dropped. Its stdout lines and its stderr
+/// are collected by reader threads; the stderr tail is printed if the test panics.
+pub struct ChildGuard {
+    name: String,
+    child: Option<Child>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ChildGuard {
+    /// Spawns `command` with piped stdout and stderr.
+    pub fn spawn(name: &str, mut command: Command) -> ChildGuard {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(out) = child.stdout.take() {
+            let lines = stdout.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        if let Some(mut err) = child.stderr.take() {
+            let text = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match err.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => text
+                            .lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    }
+                }
+            });
+        }
+        ChildGuard {
+            name: name.to_string(),
+            child: Some(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Every stdout line so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The last `n` bytes of stderr, for failure messages.
+    pub fn stderr_tail(&self, n: usize) -> String {
+        let text = self.stderr();
+        let mut start = text.len().saturating_sub(n);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text[start..].to_string()
+    }
+
+    /// The exit status, if the child has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("try_wait on a child"))
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, ...) with the `kill` command.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.id().to_string();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.name);
+    }
+
+    /// SIGKILL, then reaps the child.
+    pub fn kill(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("child still owned");
+        let _ = child.kill();
+        child.wait().expect("wait for a killed child")
+    }
+
+    /// Waits for the child to exit, panicking (with its stderr) after `deadline`.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            if start.elapsed() > deadline {
+                panic!(
+                    "{} did not exit within {deadline:?}; stderr tail:\n{}",
+                    self.name,
+                    self.stderr_tail(4000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} stderr (tail) ----\n{}",
+                self.name,
+                self.stderr_tail(6000)
+            );
+        }
+    }
+}
+
+/// `n` distinct free loopback ports: bound on port 0 together, read, released. Another process
+/// may take one before it is used; callers retry on that rare collision.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+// ------------------------------------------------------------------ seed receivers
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeedKind {
+    Express,
+    Flask,
+}
+
+/// One of the seed page's receivers (tests/receivers/{express,flask}), on a loopback port.
+pub struct SeedReceiver {
+    pub kind: SeedKind,
+    pub port: u16,
+    pub process: ChildGuard,
+}
+
+/// Panics, naming scripts/test-deps.sh, when the receivers' dependencies are not installed.
+pub fn require_seed_deps() {
+    let root = manifest_dir();
+    let express = root.join("tests/receivers/express/node_modules/express/package.json");
+    let python = root.join("tests/receivers/flask/.venv/bin/python");
+    let mut missing = Vec::new();
+    if !express.is_file() {
+        missing.push(express.display().to_string());
+    }
+    if !python.is_file() {
+        missing.push(python.display().to_string());
+    }
+    assert!(
+        missing.is_empty(),
+        "the seed receivers' dependencies are missing ({}): run scripts/test-deps.sh first",
+        missing.join(", ")
+    );
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "node is not on PATH ({node:?}): install Node.js >= 18, then run scripts/test-deps.sh"
+    );
+}
+
+impl SeedReceiver {
+    /// Starts the receiver with `WEBHOOK_SECRET=secret PORT=0` and waits for `LISTENING <port>`.
+    pub async fn start(kind: SeedKind, secret: &str) -> SeedReceiver {
+        require_seed_deps();
+        let root = manifest_dir();
+        let mut command = match kind {
+            SeedKind::Express => {
+                let mut c = Command::new("node");
+                c.arg(root.join("tests/receivers/express/server.js"));
+                c
+            }
+            SeedKind::Flask => {
+                let mut c = Command::new(root.join("tests/receivers/flask/.venv/bin/python"));
+                c.arg(root.join("tests/receivers/flask/app.py"));
+                c
+            }
+        };
+        command
+            .current_dir(&root)
+            .env("WEBHOOK_SECRET", secret)
+            .env("PORT", "0")
+            .env("PYTHONUNBUFFERED", "1");
+        let name = format!("{kind:?} receiver");
+        let mut process = ChildGuard::spawn(&name, command);
+        let start = Instant::now();
+        let port = loop {
+            let listening = process
+                .stdout_lines()
+                .iter()
+                .find_map(|l| l.strip_prefix("LISTENING ").map(str::to_string));
+            if let Some(port) = listening {
+                break port
+                    .trim()
+                    .parse::<u16>()
+                    .unwrap_or_else(|e| panic!("{name}: bad LISTENING line {port:?}: {e}"));
+            }
+            if let Some(status) = process.try_wait() {
+                panic!(
+                    "{name} exited ({status}) before listening; stderr:\n{}",
+                    process.stderr_tail(4000)
+                );
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                panic!(
+                    "{name} printed no LISTENING line within 15s; stderr:\n{}",
+                    process.stderr_tail(4000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        SeedReceiver {
+            kind,
+            port,
+            process,
+        }
+    }
+
+    /// The seed's route, `http://127.0.0.1:<port>/webhook/abstrakt`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/webhook/abstrakt", self.port)
+    }
+
+    /// Every `RESULT {json}` line so far, parsed.
+    pub fn results(&self) -> Vec<Value> {
+        self.process
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix("RESULT "))
+            .map(|json| {
+                serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("{:?}: bad RESULT line {json:?}: {e}", self.kind))
+            })
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------------ the hookd binary
+
+/// The real `hookd run --config <file>` on free loopback ports, with its store in `dir/db`.
+pub struct HookdProcess {
+    pub process: ChildGuard,
+    pub api: SocketAddr,
+}
+
+impl HookdProcess {
+    /// Writes `dir/hookd.toml` (listeners on fresh free ports, `[storage] path = dir/db`, then
+    /// `extra`), starts the binary and waits until `/readyz` answers 200. Retries with other
+    /// ports when one was taken in between.
+    pub async fn start(dir: &Path, extra: &str) -> HookdProcess {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let ports = free_ports(2);
+            let api: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
+            let metrics: SocketAddr = ([127, 0, 0, 1], ports[1]).into();
+            let config_path = dir.join("hookd.toml");
+            let text = format!(
+                "[api]\nlisten = \"{api}\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {:?}\n\n{extra}\n",
+                dir.join("db").display().to_string()
+            );
+            std::fs::write(&config_path, &text).expect("write hookd.toml");
+            let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
+            command
+                .arg("run")
+                .arg("--config")
+                .arg(&config_path)
+                .env_remove("HOOKD_CONFIG")
+                .env_remove("HOOKD_LOG_FORMAT")
+                .env("RUST_LOG", "info");
+            let mut process = ChildGuard::spawn("hookd", command);
+            match wait_ready(&mut process, metrics).await {
+                Ok(()) => return HookdProcess { process, api },
+                Err(stderr) if stderr.contains("cannot listen") => {
+                    last_error = stderr;
+                    continue;
+                }
+                Err(stderr) => panic!("hookd did not become ready; stderr:\n{stderr}"),
+            }
+        }
+        panic!("hookd could not bind free ports in 5 tries; last stderr:\n{last_error}");
+    }
+
+    pub fn events_url(&self) -> String {
+        format!("http://{}/v1/events", self.api)
+    }
+}
+
+/// Polls `/readyz` until 200 (Ok) or the process exits (Err with its stderr); panics after 15s.
+async fn wait_ready(process: &mut ChildGuard, metrics: SocketAddr) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let url = format!("http://{metrics}/readyz");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = process.try_wait() {
+            // The reader thread may still hold the last stderr bytes: give it a moment to
+            // reach the end of the pipe (bounded; an exited process's pipe ends promptly).
+            let _ = wait_until_opt(Duration::from_secs(2), || {
+                let text = process.stderr();
+                (!text.is_empty()).then_some(())
+            })
+            .await;
+            return Err(format!("exited with {status}:\n{}", process.stderr()));
+        }
+        if let Ok(r) = client.get(&url).send().await {
+            if r.status().as_u16() == 200 {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            panic!(
+                "hookd's /readyz did not answer 200 within 15s; stderr:\n{}",
+                process.stderr_tail(4000)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls a synchronous `check` until it returns `Some` or `deadline` passes (then `None`).
+pub async fn wait_until_opt<T>(
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

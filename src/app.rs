@@ -36,6 +36,8 @@ pub struct Shared {
     pub scheduler_heartbeat: AtomicU64,
     /// Paused subscriptions (`adhoc` pauses every per-request target); mirrors the store.
     paused: RwLock<HashSet<String>>,
+    /// The target guard the HTTP client uses; replaced on reload.
+    guard: Arc<RwLock<crate::guard::Guard>>,
 }
 
 impl Shared {
@@ -91,6 +93,7 @@ impl Shared {
             tracing::info!(subscriptions = ?after, removed = ?before.iter().filter(|id| !after.contains(id)).collect::<Vec<_>>(),
                 "configuration reloaded");
             self.metrics.init_subscriptions(kept.config.subscriptions.iter().map(|s| s.id.as_str()));
+            *self.guard.write().unwrap_or_else(|e| e.into_inner()) = kept.config.targets.guard();
             self.set_config(kept.config);
             self.wake.notify_one();
         });
@@ -134,7 +137,8 @@ impl Application {
             .with_context(|| {
                 format!("cannot listen on metrics.listen {}", config.metrics.listen)
             })?;
-        let deliverer = Deliverer::new(&config.delivery.header_prefix)?;
+        let guard = Arc::new(RwLock::new(config.targets.guard()));
+        let deliverer = Deliverer::new(&config.delivery.header_prefix, guard.clone())?;
         let paused: HashSet<String> = store
             .subscription_states()
             .context("cannot read subscription states")?
@@ -157,6 +161,7 @@ impl Application {
             store,
             metrics,
             paused: RwLock::new(paused),
+            guard,
             config: RwLock::new(Arc::new(config)),
             wake: Notify::new(),
             draining: AtomicBool::new(false),

@@ -149,7 +149,16 @@ pub struct RawConfig {
     #[serde(default)]
     delivery: RawDelivery,
     #[serde(default)]
+    targets: RawTargets,
+    #[serde(default)]
     subscription: Vec<RawSubscription>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargets {
+    allow: Option<Vec<Spanned<String>>>,
+    allow_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,7 +241,23 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub storage: StorageConfig,
     pub delivery: DeliveryConfig,
+    pub targets: TargetsConfig,
     pub subscriptions: Vec<Subscription>,
+}
+
+/// Where hookd may send deliveries (the target guard, see [`crate::guard`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetsConfig {
+    /// Ranges opened although the guard refuses them by default (private, loopback, ...).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Whether per-request `webhook_url`s may be `http://` (they must be `https://` otherwise).
+    pub allow_http: bool,
+}
+
+impl TargetsConfig {
+    pub fn guard(&self) -> crate::guard::Guard {
+        crate::guard::Guard::new(self.allow.clone())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -664,6 +689,27 @@ impl Validator<'_> {
             shutdown_grace: pick!(delivery.shutdown_grace).0,
         };
 
+        let mut allow = Vec::new();
+        for net in pick!(targets.allow) {
+            let text = net.get_ref();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => allow.push(n.trunc()),
+                Err(_) => self.error(
+                    net.span(),
+                    "targets.allow",
+                    format!("{text:?} is not a CIDR range like \"10.1.0.0/16\" or an address"),
+                ),
+            }
+        }
+        let targets = TargetsConfig {
+            allow,
+            allow_http: pick!(targets.allow_http),
+        };
+        let guard = targets.guard();
+
         let mut ids = HashSet::new();
         let mut subscriptions = Vec::new();
         for (i, s) in raw.subscription.iter().enumerate() {
@@ -694,6 +740,10 @@ impl Validator<'_> {
                 );
             }
             let url = match reqwest::Url::parse(s.url.get_ref()) {
+                Ok(url) if guard.check_url(&url).is_err() => {
+                    self.error(s.url.span(), &key("url"), format!("{} is a blocked address (loopback, private, link-local, ...); open its range in targets.allow to send there", url.host_str().unwrap_or("")));
+                    None
+                }
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                     Some(url)
                 }
@@ -834,6 +884,7 @@ impl Validator<'_> {
                 cache_capacity_bytes: pick!(storage.cache_capacity_bytes),
             },
             delivery,
+            targets,
             subscriptions,
         })
     }
@@ -884,6 +935,7 @@ mod tests {
                 && raw.api.max_batch.is_some()
         );
         assert!(raw.metrics.listen.is_some());
+        assert!(raw.targets.allow.is_some() && raw.targets.allow_http.is_some());
         assert!(
             raw.storage.path.is_some()
                 && raw.storage.retention.is_some()

@@ -69,6 +69,10 @@ pub struct NewEvent {
 #[derive(Debug, Clone)]
 pub struct IngestRules {
     pub allow_adhoc_targets: bool,
+    /// Whether a `webhook_url` may be `http://`.
+    pub allow_http: bool,
+    /// Refuses literal addresses inside the provider's network.
+    pub guard: crate::guard::Guard,
 }
 
 /// `[a-z_]{1,32}`.
@@ -148,7 +152,7 @@ pub fn parse_event(
             ));
         }
         (Some(Value::String(url)), Some(Value::String(secret))) => {
-            check_url(url)?;
+            check_url(url, rules)?;
             if secret.is_empty() || secret.len() > 1024 {
                 return Err(field_error(
                     "webhook_secret",
@@ -228,21 +232,41 @@ fn fingerprint(map: &Map<String, Value>) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-fn check_url(url: &str) -> Result<(), FieldError> {
+fn check_url(url: &str, rules: &IngestRules) -> Result<(), FieldError> {
     if url.len() > 2048 {
         return Err(field_error(
             "webhook_url",
             "must be at most 2048 bytes long",
         ));
     }
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        Ok(_) => Err(field_error(
-            "webhook_url",
-            "must be an http:// or https:// URL with a host",
-        )),
-        Err(e) => Err(field_error("webhook_url", format!("invalid URL: {e}"))),
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| field_error("webhook_url", format!("invalid URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if rules.allow_http => {}
+        "http" => {
+            return Err(field_error(
+                "webhook_url",
+                "must be an https:// URL (this server does not send webhooks over plain http)",
+            ))
+        }
+        _ => {
+            return Err(field_error(
+                "webhook_url",
+                "must be an https:// URL with a host",
+            ))
+        }
     }
+    if parsed.host().is_none() {
+        return Err(field_error(
+            "webhook_url",
+            "must be an https:// URL with a host",
+        ));
+    }
+    rules
+        .guard
+        .check_url(&parsed)
+        .map_err(|_| field_error("webhook_url", "blocked address: the target is inside a network hookd does not send to (loopback, private, link-local, ...)"))
 }
 
 fn is_rfc3339(s: &str) -> bool {
@@ -266,12 +290,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const RULES: IngestRules = IngestRules {
-        allow_adhoc_targets: true,
-    };
+    fn rules() -> IngestRules {
+        IngestRules {
+            allow_adhoc_targets: true,
+            allow_http: false,
+            guard: crate::guard::Guard::default(),
+        }
+    }
 
     fn parse(v: Value) -> Result<NewEvent, FieldError> {
-        parse_event(v, &RULES, "2026-01-01T00:00:00.000Z")
+        parse_event(v, &rules(), "2026-01-01T00:00:00.000Z")
     }
 
     #[test]
@@ -294,7 +322,7 @@ mod tests {
             .unwrap();
         let b = parse_event(
             json!({"error": {"message": "x"}, "status": "failed", "request_id": "r"}),
-            &RULES,
+            &rules(),
             "2030-01-01T00:00:00Z",
         )
         .unwrap();
@@ -365,9 +393,33 @@ mod tests {
     fn adhoc_targets_can_be_disabled() {
         let rules = IngestRules {
             allow_adhoc_targets: false,
+            ..rules()
         };
         let err = parse_event(json!({"request_id": "r", "status": "done", "webhook_url": "https://x/", "webhook_secret": "s"}), &rules, "t").unwrap_err();
         assert_eq!(err.field, "webhook_url");
+    }
+
+    #[test]
+    fn adhoc_targets_must_be_https_and_not_a_blocked_literal() {
+        let event = |url: &str| json!({"request_id": "r", "status": "done", "webhook_url": url, "webhook_secret": "s"});
+        for url in [
+            "http://example.com/h",
+            "https://127.0.0.1/h",
+            "https://[::1]/h",
+            "https://10.0.0.7/h",
+            "https://[::ffff:169.254.169.254]/h",
+        ] {
+            let err = parse_event(event(url), &rules(), "t").expect_err(url);
+            assert_eq!(err.field, "webhook_url", "{url}");
+        }
+        assert!(parse_event(event("https://example.com/h"), &rules(), "t").is_ok());
+        let open = IngestRules {
+            allow_http: true,
+            guard: crate::guard::Guard::new(vec!["127.0.0.0/8".parse().unwrap()]),
+            ..rules()
+        };
+        assert!(parse_event(event("http://127.0.0.1:9/h"), &open, "t").is_ok());
+        assert!(parse_event(event("http://[::1]:9/h"), &open, "t").is_err());
     }
 
     #[test]

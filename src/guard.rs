@@ -282,4 +282,20 @@ mod tests {
         assert_eq!(check("https://93.184.215.14/x"), Ok(()));
         assert_eq!(check("https://localhost/x"), Ok(()));
     }
+
+    #[tokio::test]
+    async fn the_resolver_drops_refused_addresses() {
+        use reqwest::dns::Resolve;
+        use std::str::FromStr;
+        // "localhost" comes from /etc/hosts: no packet is sent.
+        let name = || reqwest::dns::Name::from_str("localhost").unwrap();
+        let closed = GuardedResolver::new(Arc::new(std::sync::RwLock::new(Guard::default())));
+        let err = closed.resolve(name()).await.err().expect("localhost is refused");
+        assert!(is_blocked(err.as_ref()), "{err}");
+        let open = Guard::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let open = GuardedResolver::new(Arc::new(std::sync::RwLock::new(open)));
+        let addrs: Vec<SocketAddr> = open.resolve(name()).await.unwrap().collect();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|a| a.is_ipv4() && a.ip().is_loopback()), "{addrs:?}");
+    }
 }

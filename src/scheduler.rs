@@ -266,6 +266,7 @@ impl AttemptTask {
                     error: Some(reason),
                     response_excerpt: None,
                     duration: Duration::ZERO,
+                    blocked: false,
                 },
                 Vec::new(),
             ),
@@ -283,6 +284,9 @@ impl AttemptTask {
 
         let next = if result.outcome == Outcome::Success {
             Next::Delivered
+        } else if result.blocked {
+            // Retrying cannot help: the address stays refused until the operator opens it.
+            Next::Dead
         } else {
             let retry_after = result
                 .retry_after

@@ -61,6 +61,8 @@ async fn handle(shared: &Shared, body: Body) -> Response {
     let accepted_at = rfc3339_millis(now);
     let rules = IngestRules {
         allow_adhoc_targets: config.delivery.allow_adhoc_targets,
+        allow_http: config.targets.allow_http,
+        guard: config.targets.guard(),
     };
     let mut events: Vec<(NewEvent, Vec<Target>)> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {

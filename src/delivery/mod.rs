@@ -9,6 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
+use std::sync::{Arc, RwLock};
+
+use crate::guard::{self, Guard, GuardedResolver};
 use crate::signing;
 
 /// How much of a receiver's response body hookd reads and keeps. The rest is never read, so a
@@ -58,6 +61,8 @@ pub struct AttemptResult {
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
     pub duration: Duration,
+    /// The target guard refused the address: the delivery ends dead at once.
+    pub blocked: bool,
 }
 
 /// What one attempt sends.
@@ -82,13 +87,19 @@ pub struct Deliverer {
     delivery: HeaderName,
     attempt: HeaderName,
     user_agent: HeaderValue,
+    /// Checks URLs with a literal IP, which never reach the resolver.
+    guard: Arc<RwLock<Guard>>,
 }
 
 impl Deliverer {
-    /// `header_prefix` is checked by the config (letters, digits and '-').
-    pub fn new(header_prefix: &str) -> anyhow::Result<Deliverer> {
+    /// `header_prefix` is checked by the config (letters, digits and '-'). `guard` decides
+    /// which addresses may be connected to; the caller may update it (on reload).
+    pub fn new(header_prefix: &str, guard: Arc<RwLock<Guard>>) -> anyhow::Result<Deliverer> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Every name goes through the guard; proxies from the environment would bypass it.
+            .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
+            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .build()?;
@@ -101,12 +112,29 @@ impl Deliverer {
             delivery: name("Delivery")?,
             attempt: name("Attempt")?,
             user_agent: HeaderValue::from_static(concat!("hookd/", env!("CARGO_PKG_VERSION"))),
+            guard,
         })
     }
 
     /// Sends one attempt and classifies its result. Never panics on a receiver's behaviour.
     pub async fn attempt(&self, req: AttemptRequest<'_>) -> AttemptResult {
         let started = Instant::now();
+        let refused = self
+            .guard
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .check_url(req.url);
+        if let Err(reason) = refused {
+            return AttemptResult {
+                outcome: Outcome::Other,
+                status_code: None,
+                retry_after: None,
+                error: Some(reason.to_string()),
+                response_excerpt: None,
+                duration: started.elapsed(),
+                blocked: true,
+            };
+        }
         let mut request = self
             .client
             .post(req.url.clone())
@@ -182,6 +210,7 @@ impl Deliverer {
             status_code: Some(status),
             retry_after,
             error,
+            blocked: false,
             response_excerpt: (!excerpt.is_empty())
                 .then(|| String::from_utf8_lossy(&excerpt).into_owned()),
             duration: started.elapsed(),
@@ -190,6 +219,17 @@ impl Deliverer {
 }
 
 fn failed(e: &reqwest::Error, started: Instant) -> AttemptResult {
+    if guard::is_blocked(e) {
+        return AttemptResult {
+            outcome: Outcome::Other,
+            status_code: None,
+            retry_after: None,
+            error: Some(guard::BLOCKED.to_string()),
+            response_excerpt: None,
+            duration: started.elapsed(),
+            blocked: true,
+        };
+    }
     let outcome = if e.is_timeout() {
         Outcome::Timeout
     } else if e.is_connect() {
@@ -204,6 +244,7 @@ fn failed(e: &reqwest::Error, started: Instant) -> AttemptResult {
         error: Some(describe(e)),
         response_excerpt: None,
         duration: started.elapsed(),
+        blocked: false,
     }
 }
 

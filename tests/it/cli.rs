@@ -828,7 +828,7 @@ async fn check_config_accepts_a_valid_file() {
         dir.path(),
         &format!(
             "[api]\nlisten = \"127.0.0.1:8080\"\n\n[storage]\npath = {:?}\n\n\
-             [delivery]\nretry_schedule = [\"0s\", \"100ms\"]\ntimeout = \"2s\"\n\n{}",
+             [delivery]\nretry_schedule = [\"0s\", \"100ms\"]\ntimeout = \"2s\"\n\n{}{}",
             dir.path().join("db").display().to_string(),
             subscription_toml(
                 "acme",
@@ -837,6 +837,7 @@ async fn check_config_accepts_a_valid_file() {
                 &["job.completed"],
                 ""
             ),
+            crate::support::LOOPBACK_TARGETS,
         ),
     );
     let run = hookd(&["check-config", "--config", &file], None).await;

@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod cli;
 mod crash;
+mod guard;
 mod ingest;
 mod isolation;
 mod observability;

@@ -1351,8 +1351,9 @@ async fn start_daemon(dir: &Path, extra: &str, json_logs: bool) -> Daemon {
         let config_path = dir.join("hookd.toml");
         let text = format!(
             "[api]\nlisten = \"{api}\"\ntokens = [{{ env = \"HOOKD_TEST_TOKEN\" }}]\n\n\
-             [metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {:?}\n\n{extra}\n",
-            dir.join("db").display().to_string()
+             [metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {:?}\n\n{extra}\n{}",
+            dir.join("db").display().to_string(),
+            crate::support::LOOPBACK_TARGETS
         );
         std::fs::write(&config_path, &text).expect("write hookd.toml");
         let config = config_path.to_str().expect("utf-8 path");
@@ -1759,8 +1760,9 @@ async fn config_errors_do_not_show_secrets() {
     let dir = tempfile::tempdir().expect("temp dir");
     let common = format!(
         "[api]\nlisten = \"127.0.0.1:0\"\ntokens = [{{ env = \"HOOKD_TEST_TOKEN\" }}]\n\n\
-         [metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n",
-        dir.path().join("db").display().to_string()
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{}\n",
+        dir.path().join("db").display().to_string(),
+        crate::support::LOOPBACK_TARGETS
     );
     let good_sub = subscription_toml("good", "http://127.0.0.1:9/hook", SUB_SECRET, &["*"], "");
     let files = [

@@ -293,8 +293,9 @@ async fn retry_after_postpones_the_next_attempt_up_to_the_cap() {
         TestReceiver::start().await,
     );
     seconds_429.plan([Reply::WithHeaders(429, vec![("retry-after", "1".into())])]);
-    // An HTTP-date two seconds ahead: whole seconds, so between 1 and 2 seconds from now.
-    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
+    // An HTTP-date three seconds ahead: whole seconds, so 2 to 3 seconds from now, and still at
+    // least a second after the first attempt when a loaded machine is slow to start hookd.
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
     date_503.plan([Reply::WithHeaders(503, vec![("retry-after", date)])]);
     over_cap_503.plan([Reply::WithHeaders(
         503,
@@ -319,7 +320,7 @@ async fn retry_after_postpones_the_next_attempt_up_to_the_cap() {
     let second = Duration::from_secs(1);
     for (receiver, min, max) in [
         (&seconds_429, second, second + LATE),
-        (&date_503, second, 2 * second + LATE),
+        (&date_503, second, 3 * second + LATE),
         (&over_cap_503, ms("1500ms"), ms("1500ms") + LATE),
     ] {
         let received = receiver.received();

@@ -26,8 +26,9 @@ pub struct TestApp {
 /// `[storage]` tables.
 pub fn test_config(dir: &std::path::Path, extra: &str) -> String {
     format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n{extra}\n",
-        dir.join("db").display().to_string()
+        "[api]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n{extra}\n{}",
+        dir.join("db").display().to_string(),
+        super::LOOPBACK_TARGETS
     )
 }
 
@@ -42,7 +43,14 @@ pub async fn spawn_app(extra: &str) -> TestApp {
 pub async fn spawn_app_full(full: impl FnOnce(&str) -> String) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let path = format!("{:?}", dir.path().join("db").display().to_string());
-    let text = full(&path);
+    let text = full(&path) + super::LOOPBACK_TARGETS;
+    start(dir, text).await
+}
+
+/// Like [`spawn_app`] but with the target guard as shipped: loopback is refused.
+pub async fn spawn_app_guarded(extra: &str) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let text = test_config(dir.path(), extra).replace(super::LOOPBACK_TARGETS, "");
     start(dir, text).await
 }
 

@@ -46,8 +46,9 @@ pub fn subscription_toml(
 pub async fn spawn_app_with_api(api_keys: &str, extra: &str) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let config_text = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\n{api_keys}\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n{extra}\n",
-        dir.path().join("db").display().to_string()
+        "[api]\nlisten = \"127.0.0.1:0\"\n{api_keys}\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n{extra}\n{}",
+        dir.path().join("db").display().to_string(),
+        super::LOOPBACK_TARGETS
     );
     let config = Config::from_toml(&config_text, "test.toml")
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{config_text}"));

@@ -1,6 +1,12 @@
 //! Shared test support: an in-process hookd on port 0, a recording receiver, and waits with
 //! deadlines.
 
+/// Opens the target guard for loopback (and plain http for per-request URLs): every test
+/// receiver listens on 127.0.0.1, which hookd refuses by default. Appended to test configs;
+/// the guard's own tests leave it out.
+pub const LOOPBACK_TARGETS: &str =
+    "\n[targets]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\nallow_http = true\n";
+
 pub mod app;
 pub mod events;
 pub mod process;

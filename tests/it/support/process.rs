@@ -297,8 +297,9 @@ impl HookdProcess {
             let metrics: SocketAddr = ([127, 0, 0, 1], ports[1]).into();
             let config_path = dir.join("hookd.toml");
             let text = format!(
-                "[api]\nlisten = \"{api}\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {:?}\n\n{extra}\n",
-                dir.join("db").display().to_string()
+                "[api]\nlisten = \"{api}\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {:?}\n\n{extra}\n{}",
+                dir.join("db").display().to_string(),
+                super::LOOPBACK_TARGETS
             );
             std::fs::write(&config_path, &text).expect("write hookd.toml");
             let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));

@@ -4,7 +4,6 @@
 //! (`Application::build`, then `run_until_stopped`).
 
 use std::collections::HashSet;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -15,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::serve::{serve, ServeLimits};
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
@@ -204,20 +204,26 @@ impl Application {
         tracing::info!(api = %api_listener.local_addr()?, metrics = %metrics_listener.local_addr()?,
             store = %config.storage.path.display(), subscriptions = config.subscriptions.len(), "hookd started");
 
-        let stop_api = shutdown.clone();
-        let api = tokio::spawn(
-            axum::serve(api_listener, api::router(shared.clone()))
-                .with_graceful_shutdown(async move { stop_api.cancelled().await })
-                .into_future(),
-        );
+        let limits = ServeLimits {
+            header_read_timeout: config.api.header_read_timeout,
+            max_header_bytes: config.api.max_header_bytes,
+            max_headers: 100,
+            drain_timeout: config.delivery.shutdown_grace,
+        };
+        let api = tokio::spawn(serve(
+            api_listener,
+            api::router(shared.clone()),
+            shutdown.clone(),
+            limits,
+        ));
         // The metrics listener outlives the API so that the drain can be watched.
         let stop_metrics = CancellationToken::new();
-        let metrics = tokio::spawn({
-            let stop = stop_metrics.clone();
-            axum::serve(metrics_listener, api::metrics_router(shared.clone()))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .into_future()
-        });
+        let metrics = tokio::spawn(serve(
+            metrics_listener,
+            api::metrics_router(shared.clone()),
+            stop_metrics.clone(),
+            limits,
+        ));
         let background = tokio::spawn(background(shared.clone(), shutdown.clone()));
         let scheduler = Scheduler::new(shared.clone(), deliverer);
         let grace = config.delivery.shutdown_grace;
@@ -230,15 +236,12 @@ impl Application {
         systemd::stopping();
         shared.draining.store(true, Ordering::SeqCst);
         tracing::info!("shutting down: no new events accepted, finishing attempts in flight");
-        api.await.context("api task")?.context("api server")?;
+        api.await.context("api task")?;
         scheduler.await.context("scheduler task")?;
         background.await.context("background task")?;
         watchdog.await.context("watchdog task")?;
         stop_metrics.cancel();
-        metrics
-            .await
-            .context("metrics task")?
-            .context("metrics server")?;
+        metrics.await.context("metrics task")?;
         shared.store.close().await.context("closing the store")?;
         tracing::info!("hookd stopped");
         Ok(())

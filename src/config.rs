@@ -168,6 +168,9 @@ struct RawApi {
     tokens: Option<Vec<Spanned<RawToken>>>,
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
+    max_header_bytes: Option<usize>,
+    header_read_timeout: Option<HumanDuration>,
+    body_read_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,6 +269,9 @@ pub struct ApiConfig {
     pub tokens: Vec<ApiToken>,
     pub max_body_bytes: usize,
     pub max_batch: usize,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -874,6 +880,9 @@ impl Validator<'_> {
                 tokens,
                 max_body_bytes: pick!(api.max_body_bytes),
                 max_batch: pick!(api.max_batch),
+                max_header_bytes: pick!(api.max_header_bytes),
+                header_read_timeout: pick!(api.header_read_timeout).0,
+                body_read_timeout: pick!(api.body_read_timeout).0,
             },
             metrics: MetricsConfig {
                 listen: metrics_listen,
@@ -933,6 +942,9 @@ mod tests {
                 && raw.api.tokens.is_some()
                 && raw.api.max_body_bytes.is_some()
                 && raw.api.max_batch.is_some()
+                && raw.api.max_header_bytes.is_some()
+                && raw.api.header_read_timeout.is_some()
+                && raw.api.body_read_timeout.is_some()
         );
         assert!(raw.metrics.listen.is_some());
         assert!(raw.targets.allow.is_some() && raw.targets.allow_http.is_some());

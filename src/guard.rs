@@ -290,12 +290,19 @@ mod tests {
         // "localhost" comes from /etc/hosts: no packet is sent.
         let name = || reqwest::dns::Name::from_str("localhost").unwrap();
         let closed = GuardedResolver::new(Arc::new(std::sync::RwLock::new(Guard::default())));
-        let err = closed.resolve(name()).await.err().expect("localhost is refused");
+        let err = closed
+            .resolve(name())
+            .await
+            .err()
+            .expect("localhost is refused");
         assert!(is_blocked(err.as_ref()), "{err}");
         let open = Guard::new(vec!["127.0.0.0/8".parse().unwrap()]);
         let open = GuardedResolver::new(Arc::new(std::sync::RwLock::new(open)));
         let addrs: Vec<SocketAddr> = open.resolve(name()).await.unwrap().collect();
         assert!(!addrs.is_empty());
-        assert!(addrs.iter().all(|a| a.is_ipv4() && a.ip().is_loopback()), "{addrs:?}");
+        assert!(
+            addrs.iter().all(|a| a.is_ipv4() && a.ip().is_loopback()),
+            "{addrs:?}"
+        );
     }
 }

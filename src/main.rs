@@ -456,6 +456,12 @@ fn report_config_error(e: &ConfigError) {
 }
 
 fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    // Everything hookd creates (the store holds per-request secrets) is owner-only, whatever
+    // umask it was started with. SAFETY: umask only sets the process's file mode mask; it
+    // cannot fail and touches no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

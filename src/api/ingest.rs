@@ -23,12 +23,25 @@ pub async fn ingest(State(shared): State<Arc<Shared>>, body: Body) -> Response {
 async fn handle(shared: &Shared, body: Body) -> Response {
     let config = shared.config();
     let limit = config.api.max_body_bytes;
-    let Ok(bytes) = to_bytes(body, limit).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds api.max_body_bytes ({limit} bytes)"),
-        );
-    };
+    let bytes =
+        match tokio::time::timeout(config.api.body_read_timeout, to_bytes(body, limit)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body exceeds api.max_body_bytes ({limit} bytes)"),
+                )
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within api.body_read_timeout ({})",
+                        humantime::format_duration(config.api.body_read_timeout)
+                    ),
+                )
+            }
+        };
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(e) if e.to_string().contains("surrogate") => {

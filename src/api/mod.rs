@@ -3,6 +3,7 @@
 
 mod admin;
 mod ingest;
+pub mod serve;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

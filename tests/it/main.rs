@@ -9,6 +9,7 @@ mod crash;
 mod guard;
 mod ingest;
 mod isolation;
+mod limits;
 mod observability;
 mod restart;
 mod retention;

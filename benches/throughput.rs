@@ -6,7 +6,10 @@
 //! Each run starts a fresh hookd (fresh store), posts N events from C concurrent clients (B
 //! events per request), and reports: the ingest rate (events acknowledged with a durable 202
 //! per second), the ingest latency percentiles, and the delivery rate (from the first post to
-//! the last delivery received). The last lines give the median of the runs.
+//! the last delivery received). Each run also posts N/10 events from a single client, one at a
+//! time: the ratio of the two ingest rates, measured in the same run, shows how far concurrent
+//! requests share their fsync (group commit); with one flush per request it would be about 1.
+//! The last lines give the median of the runs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,6 +54,7 @@ fn parse_args() -> Args {
 }
 
 struct RunResult {
+    serial_ingest_per_s: f64,
     ingest_per_s: f64,
     deliver_per_s: f64,
     p50_ms: f64,
@@ -58,6 +62,25 @@ struct RunResult {
 }
 
 async fn run_once(args: &Args) -> RunResult {
+    let serial = Args {
+        events: (args.events / 10).max(100),
+        concurrency: 1,
+        batch: 1,
+        runs: 1,
+    };
+    let (serial_ingest_per_s, _, _, _) = measure(&serial).await;
+    let (ingest_per_s, deliver_per_s, p50_ms, p99_ms) = measure(args).await;
+    RunResult {
+        serial_ingest_per_s,
+        ingest_per_s,
+        deliver_per_s,
+        p50_ms,
+        p99_ms,
+    }
+}
+
+/// One fresh hookd: (ingest events/s, delivered events/s, p50 ms, p99 ms).
+async fn measure(args: &Args) -> (f64, f64, f64, f64) {
     let received = Arc::new(AtomicUsize::new(0));
     let counter = received.clone();
     let receiver = Router::new().route(
@@ -78,6 +101,7 @@ async fn run_once(args: &Args) -> RunResult {
     let text = format!(
         "[api]\nlisten = \"127.0.0.1:0\"\nmax_batch = 1000\n[metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n\
          [delivery]\nmax_in_flight = 256\nmax_in_flight_per_subscription = 64\n\
+         [targets]\nallow = [\"127.0.0.1\"]\nallow_http = true\n\
          [[subscription]]\nid = \"bench\"\nurl = \"http://{receiver_addr}/hook\"\nsecret = \"bench-secret\"\nevents = [\"*\"]\n",
         dir.path().join("db").display().to_string()
     );
@@ -133,12 +157,12 @@ async fn run_once(args: &Args) -> RunResult {
     latencies.sort();
     let pct =
         |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1000.0;
-    RunResult {
-        ingest_per_s: total as f64 / ingest_time.as_secs_f64(),
-        deliver_per_s: total as f64 / deliver_time.as_secs_f64(),
-        p50_ms: pct(0.5),
-        p99_ms: pct(0.99),
-    }
+    (
+        total as f64 / ingest_time.as_secs_f64(),
+        total as f64 / deliver_time.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+    )
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -160,16 +184,18 @@ fn main() {
     for run in 1..=args.runs {
         let r = runtime.block_on(run_once(&args));
         println!(
-            "run {run}: ingest {:>8.0} events/s (p50 {:.2} ms, p99 {:.2} ms per request), delivered {:>8.0} events/s",
-            r.ingest_per_s, r.p50_ms, r.p99_ms, r.deliver_per_s
+            "run {run}: ingest {:>7.0} events/s (p50 {:.2} ms, p99 {:.2} ms per request), delivered {:>7.0} events/s; one client: {:>6.0} events/s, ratio {:.1}x",
+            r.ingest_per_s, r.p50_ms, r.p99_ms, r.deliver_per_s, r.serial_ingest_per_s, r.ingest_per_s / r.serial_ingest_per_s
         );
         results.push(r);
     }
     println!(
-        "median: ingest {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms; delivered {:.0} events/s",
+        "median: ingest {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms; delivered {:.0} events/s; one client {:.0} events/s; concurrent/one-client ratio {:.1}x",
         median(results.iter().map(|r| r.ingest_per_s).collect()),
         median(results.iter().map(|r| r.p50_ms).collect()),
         median(results.iter().map(|r| r.p99_ms).collect()),
         median(results.iter().map(|r| r.deliver_per_s).collect()),
+        median(results.iter().map(|r| r.serial_ingest_per_s).collect()),
+        median(results.iter().map(|r| r.ingest_per_s / r.serial_ingest_per_s).collect()),
     );
 }

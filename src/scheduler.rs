@@ -22,12 +22,9 @@ use crate::delivery::{AttemptRequest, AttemptResult, Deliverer, Outcome};
 use crate::signing::SigningKeys;
 use crate::store::{Attempt, Claimed, Next};
 
-/// How long a delivery whose subscription disappeared waits before it is looked at again.
-const RELEASE_DELAY_MS: u64 = 60_000;
-
 /// The longest the loop sleeps without looking at the index again; also the period of its
 /// heartbeat, which the systemd watchdog checks.
-const MAX_IDLE: Duration = Duration::from_secs(1);
+pub const MAX_IDLE: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the Unix epoch: the time base of the on-disk index.
 pub fn now_ms() -> u64 {
@@ -229,13 +226,10 @@ impl AttemptTask {
                 Some(s) => Ok((s.url.clone(), s.signing_keys(started_ms), s.policy.clone())),
                 None => {
                     // Removed by a reload after the claim: the delivery waits for the
-                    // subscription to come back, without spending an attempt.
-                    self.release(
-                        &delivery.id,
-                        &delivery.bucket,
-                        started_ms + RELEASE_DELAY_MS,
-                    )
-                    .await;
+                    // subscription to come back, without spending an attempt. Due at once:
+                    // the loop skips its bucket until the subscription is configured again.
+                    self.release(&delivery.id, &delivery.bucket, started_ms)
+                        .await;
                     return;
                 }
             },

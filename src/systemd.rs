@@ -70,15 +70,20 @@ pub async fn watchdog(shared: Arc<Shared>, stop: CancellationToken) {
         }
     };
     let period = interval / 2;
+    // The scheduler loop turns at least every `scheduler::MAX_IDLE` when idle: a heartbeat
+    // older than twice that, or than a ping period, means it is stuck.
+    let stale = period.max(2 * crate::scheduler::MAX_IDLE + Duration::from_millis(500));
     tracing::info!(interval = ?interval, "systemd watchdog enabled");
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = tokio::time::sleep(period) => {}
+            _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
         let scheduler_age =
             now_ms().saturating_sub(shared.scheduler_heartbeat.load(Ordering::Relaxed));
-        let scheduler_alive = Duration::from_millis(scheduler_age) < period;
+        let scheduler_alive = Duration::from_millis(scheduler_age) < stale;
         let writer_alive = matches!(
             tokio::time::timeout(period, shared.store.ping()).await,
             Ok(Ok(()))

@@ -41,8 +41,16 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write!(writer, "<{}>", priority(event.metadata().level()))?;
-        self.0.format_event(ctx, writer, event)
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        // journald reads each line as an entry of its own: a message that spans lines (a
+        // config error lists one problem a line) carries the priority on every line.
+        let prefix = format!("<{}>", priority(event.metadata().level()));
+        for part in line.split_inclusive('\n') {
+            writer.write_str(&prefix)?;
+            writer.write_str(part)?;
+        }
+        Ok(())
     }
 }
 

@@ -15,3 +15,4 @@ mod restart;
 mod retention;
 mod retries;
 mod seed_receivers;
+mod systemd;

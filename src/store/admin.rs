@@ -145,12 +145,15 @@ impl Store {
                     return Ok(());
                 };
                 let mut batch = sled::Batch::default();
-                batch.remove(keys::join(&[keys::LEASE, id.as_bytes()]));
+                let lease = keys::join(&[keys::LEASE, id.as_bytes()]);
+                let leased = i64::from(w.tree.contains_key(&lease).map_err(StoreError::from)?);
+                batch.remove(lease);
                 delivery.state = DeliveryState::Scheduled;
                 delivery.due_ms = Some(due_ms);
                 batch.insert(keys::queue(&delivery.bucket, due_ms, &id), &[]);
                 batch.insert(record_key, encode(&delivery));
                 w.tree.apply_batch(batch).map_err(StoreError::from)?;
+                w.counters.add(1, -leased);
                 Ok(())
             })
             .await;
@@ -277,6 +280,9 @@ impl Writer {
         batch.insert(keys::queue(&delivery.bucket, now_ms, id), &[]);
         batch.insert(record_key, encode(&delivery));
         self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        if matches!(was, DeliveryState::Delivered | DeliveryState::Dead) {
+            self.counters.add(1, 0);
+        }
         Ok(was)
     }
 

@@ -15,6 +15,7 @@ pub use admin::{DeliveryFilter, RequeueError, SubscriptionState};
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -184,6 +185,26 @@ enum Job {
     Close,
 }
 
+/// How many deliveries are queued (`q/` entries) and in flight (`l/` entries): counted once at
+/// open, then kept by the writer as it applies each batch, so that the pending gauges cost
+/// O(ready) instead of a walk over the whole queue.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    queued: AtomicI64,
+    leased: AtomicI64,
+}
+
+impl Counters {
+    fn add(&self, queued: i64, leased: i64) {
+        self.queued.fetch_add(queued, Ordering::Relaxed);
+        self.leased.fetch_add(leased, Ordering::Relaxed);
+    }
+
+    fn get(counter: &AtomicI64) -> u64 {
+        u64::try_from(counter.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+}
+
 /// Most jobs the writer takes into one round (one flush).
 const MAX_GROUP: usize = 1024;
 
@@ -198,6 +219,8 @@ pub struct Store {
     writer: mpsc::Sender<Job>,
     /// The writer thread, joined by `close` so that the database is released when it returns.
     writer_thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
+    /// Kept up to date by the writer.
+    counters: Arc<Counters>,
 }
 
 impl Store {
@@ -211,9 +234,15 @@ impl Store {
             .open()?;
         let tree = db.open_tree("hookd")?;
         let (tx, rx) = mpsc::channel(4096);
+        let counters = Arc::new(Counters::default());
+        counters.add(
+            i64::try_from(tree.scan_prefix(keys::QUEUE).keys().count()).unwrap_or(i64::MAX),
+            i64::try_from(tree.scan_prefix(keys::LEASE).keys().count()).unwrap_or(i64::MAX),
+        );
         let writer = Writer {
             tree: tree.clone(),
             db: db.clone(),
+            counters: counters.clone(),
         };
         let handle = thread::Builder::new()
             .name("hookd-store-writer".into())
@@ -227,6 +256,7 @@ impl Store {
             db,
             writer: tx,
             writer_thread: Arc::new(Mutex::new(Some(handle))),
+            counters,
         })
     }
 
@@ -347,18 +377,21 @@ impl Store {
     }
 
     /// Counts queued deliveries (due or not), those in flight, and the oldest unfinished one.
-    /// This walks the due-time index: the metrics task calls it every few seconds.
+    /// Walks only the due part of each bucket's run: O(buckets + ready).
     pub fn pending_stats(&self, now_ms: u64) -> Result<PendingStats, StoreError> {
-        let mut stats = PendingStats::default();
-        for entry in self.tree.scan_prefix(keys::QUEUE) {
-            let (key, _) = entry?;
-            match keys::parse_queue(&key) {
-                Some((_, due, _)) if due <= now_ms => stats.ready += 1,
-                Some(_) => stats.scheduled += 1,
-                None => {}
-            }
+        let mut ready = 0u64;
+        for bucket in self.buckets()? {
+            let start = keys::queue_bucket(&bucket);
+            let end = keys::join(&[&start, &now_ms.saturating_add(1).to_be_bytes()]);
+            ready += self.tree.range(start..end).keys().count() as u64;
         }
-        stats.in_flight = self.tree.scan_prefix(keys::LEASE).count() as u64;
+        let queued = Counters::get(&self.counters.queued);
+        let mut stats = PendingStats {
+            ready,
+            scheduled: queued.saturating_sub(ready),
+            in_flight: Counters::get(&self.counters.leased),
+            oldest_created_ms: None,
+        };
         if let Some(entry) = self.tree.scan_prefix(keys::PENDING).next() {
             let (key, _) = entry?;
             let id = String::from_utf8_lossy(&key[keys::PENDING.len()..]).to_string();
@@ -469,6 +502,8 @@ fn new_id(prefix: &str, now_ms: u64) -> String {
 struct Writer {
     tree: sled::Tree,
     db: sled::Db,
+    /// Adjusted after every batch that adds or removes `q/` or `l/` entries.
+    counters: Arc<Counters>,
 }
 
 /// Work run on the writer thread; it pushes a reply to send once the round is durable.
@@ -576,6 +611,7 @@ impl Writer {
         // Keys this request adds, so that a repeat inside one batch is seen.
         let mut added: HashMap<Vec<u8>, (String, [u8; 32], usize)> = HashMap::new();
         let mut answers = Vec::with_capacity(events.len());
+        let mut queued = 0i64;
         for (index, (event, targets)) in events.into_iter().enumerate() {
             let key = keys::idempotency(&event.request_id, &event.status);
             let existing = match added.get(&key) {
@@ -630,6 +666,7 @@ impl Writer {
                 batch.insert(keys::queue(&delivery.bucket, now_ms, &delivery.id), &[]);
                 batch.insert(keys::join(&[keys::PENDING, delivery.id.as_bytes()]), &[]);
                 delivery_ids.push(delivery.id);
+                queued += 1;
             }
             let meta = EventMeta {
                 request_id: event.request_id,
@@ -657,6 +694,7 @@ impl Writer {
             });
         }
         self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        self.counters.add(queued, 0);
         Ok(answers)
     }
 
@@ -671,6 +709,7 @@ impl Writer {
         let mut claimed = Vec::new();
         let mut next_due = None;
         let mut batch = sled::Batch::default();
+        let mut dequeued = 0i64;
         for entry in self.tree.range(start..end) {
             let (key, _) = entry?;
             let Some((_, due, id)) = keys::parse_queue(&key) else {
@@ -681,6 +720,7 @@ impl Writer {
                 break;
             }
             batch.remove(key.clone());
+            dequeued += 1;
             let record_key = keys::join(&[keys::DELIVERY, id.as_bytes()]);
             let Some(mut delivery) = read_json::<Delivery>(&self.tree, &record_key)? else {
                 tracing::warn!(
@@ -709,6 +749,8 @@ impl Writer {
             });
         }
         self.tree.apply_batch(batch)?;
+        self.counters
+            .add(-dequeued, i64::try_from(claimed.len()).unwrap_or(0));
         Ok((claimed, next_due))
     }
 
@@ -724,7 +766,9 @@ impl Writer {
             return Ok(());
         };
         let mut batch = sled::Batch::default();
-        batch.remove(keys::join(&[keys::LEASE, delivery_id.as_bytes()]));
+        let lease = keys::join(&[keys::LEASE, delivery_id.as_bytes()]);
+        let leased = i64::from(self.tree.contains_key(&lease)?);
+        batch.remove(lease);
         batch.insert(keys::attempt(delivery_id, attempt.number), encode(&attempt));
         delivery.attempts = delivery.attempts.max(attempt.number);
         delivery.last_error = attempt.error.clone();
@@ -749,15 +793,19 @@ impl Writer {
         self.update_health(&mut batch, &delivery.subscription, &attempt, now_ms)?;
         batch.insert(record_key, encode(&delivery));
         self.tree.apply_batch(batch)?;
+        self.counters
+            .add(i64::from(matches!(next, Next::RetryAt(_))), -leased);
         Ok(())
     }
 
     fn recover(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
+        let mut leases = 0i64;
         for entry in self.tree.scan_prefix(keys::LEASE) {
             let (key, _) = entry?;
             batch.remove(key.clone());
+            leases += 1;
             let id = String::from_utf8_lossy(&key[keys::LEASE.len()..]).to_string();
             let record_key = keys::join(&[keys::DELIVERY, id.as_bytes()]);
             let Some(mut delivery) = read_json::<Delivery>(&self.tree, &record_key)? else {
@@ -790,6 +838,7 @@ impl Writer {
             n += 1;
         }
         self.tree.apply_batch(batch)?;
+        self.counters.add(i64::try_from(n).unwrap_or(0), -leases);
         self.db.flush()?;
         Ok(n)
     }
@@ -849,5 +898,125 @@ impl Writer {
         }
         self.tree.apply_batch(batch)?;
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{parse_event, IngestRules};
+
+    /// The pending counts the slow way: a walk over every `q/` and `l/` key.
+    fn walked(store: &Store, now_ms: u64) -> (u64, u64, u64) {
+        let (mut ready, mut scheduled) = (0, 0);
+        for key in store.tree.scan_prefix(keys::QUEUE).keys() {
+            let key = key.unwrap();
+            match keys::parse_queue(&key) {
+                Some((_, due, _)) if due <= now_ms => ready += 1,
+                Some(_) => scheduled += 1,
+                None => {}
+            }
+        }
+        (
+            ready,
+            scheduled,
+            store.tree.scan_prefix(keys::LEASE).keys().count() as u64,
+        )
+    }
+
+    fn counted(store: &Store, now_ms: u64) -> (u64, u64, u64) {
+        let s = store.pending_stats(now_ms).unwrap();
+        (s.ready, s.scheduled, s.in_flight)
+    }
+
+    fn event(request_id: &str) -> NewEvent {
+        let rules = IngestRules {
+            allow_adhoc_targets: false,
+            allow_http: false,
+            guard: crate::guard::Guard::default(),
+        };
+        parse_event(
+            serde_json::json!({"request_id": request_id, "status": "completed"}),
+            &rules,
+            "2026-01-01T00:00:00Z",
+        )
+        .unwrap()
+    }
+
+    fn target(bucket: &str) -> Target {
+        Target {
+            subscription: bucket.to_string(),
+            bucket: bucket.to_string(),
+            adhoc: None,
+        }
+    }
+
+    fn attempt(number: u32) -> Attempt {
+        Attempt {
+            number,
+            started_ms: 0,
+            duration_ms: 1,
+            outcome: "http_5xx".into(),
+            status_code: Some(500),
+            error: None,
+            response_excerpt: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_counts_follow_every_state_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let check = |now: u64, expected: (u64, u64, u64)| {
+            assert_eq!(
+                counted(&store, now),
+                walked(&store, now),
+                "counters drifted at {now}"
+            );
+            assert_eq!(counted(&store, now), expected);
+        };
+        store
+            .ingest(
+                vec![
+                    (event("r1"), vec![target("a"), target("b")]),
+                    (event("r2"), vec![target("a")]),
+                ],
+                1000,
+            )
+            .await
+            .unwrap();
+        check(1000, (3, 0, 0));
+        check(999, (0, 3, 0));
+        let (claimed, _) = store.claim_due("a", 1000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        check(1000, (1, 0, 2));
+        let (first, second) = (&claimed[0].delivery.id, &claimed[1].delivery.id);
+        store
+            .record_outcome(first, attempt(1), Next::RetryAt(5000), 1000)
+            .await
+            .unwrap();
+        check(1000, (1, 1, 1));
+        check(5000, (2, 0, 1));
+        store.release(second, 1000).await.unwrap();
+        check(1000, (2, 1, 0));
+        let (claimed, _) = store.claim_due("a", 1000, 10).await.unwrap();
+        store
+            .record_outcome(&claimed[0].delivery.id, attempt(1), Next::Dead, 1000)
+            .await
+            .unwrap();
+        check(1000, (1, 1, 0));
+        store.requeue(&claimed[0].delivery.id, 1000).await.unwrap();
+        check(1000, (2, 1, 0));
+        let (claimed, _) = store.claim_due("b", 1000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        check(1000, (1, 1, 1));
+        assert_eq!(store.recover_in_flight(1000).await.unwrap(), 1);
+        check(1000, (2, 1, 0));
+        store.close().await.unwrap();
+        drop(store);
+
+        // Reopened, the counters start from a walk.
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(counted(&store, 1000), (2, 1, 0));
     }
 }

@@ -2,14 +2,12 @@
 //! to a receiver that was down, and attempts in flight all survive a stop and a start.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use hookd::store::DeliveryState;
-use hookd::{Application, Config};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::app::{spawn_app, TestApp};
 use crate::support::process::free_ports;
@@ -35,41 +33,8 @@ fn config(url: &str, schedule: &[&str]) -> String {
     )
 }
 
-/// [`TestApp::restart`], except that it waits (up to 2 s) until the stopped instance has
-/// released the store's lock. Reopening at once fails now and then: see
-/// `the_store_can_be_reopened_as_soon_as_a_graceful_stop_returns`, which asserts it should not.
-async fn restart(mut app: TestApp) -> TestApp {
-    app.stop().await;
-    let dir = app.dir.clone();
-    let config_text = app.config_text.clone();
-    drop(app);
-    let started = Instant::now();
-    let built = loop {
-        let config = Config::from_toml(&config_text, "test.toml").expect("test config");
-        match Application::build(config).await {
-            Ok(built) => break built,
-            Err(e)
-                if format!("{e:#}").contains("could not acquire lock")
-                    && started.elapsed() < Duration::from_secs(2) =>
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err(e) => panic!("hookd does not start again on its store: {e:#}"),
-        }
-    };
-    let (api, metrics, shared) = (built.api_addr(), built.metrics_addr(), built.shared());
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(built.run_until_stopped(shutdown.clone()));
-    TestApp {
-        api,
-        metrics,
-        shared,
-        client: reqwest::Client::new(),
-        shutdown,
-        handle: Some(handle),
-        dir,
-        config_text,
-    }
+async fn restart(app: TestApp) -> TestApp {
+    app.restart().await
 }
 
 fn completed(request_id: &str) -> Value {

@@ -1,15 +1,12 @@
 //! Builders for the tests of ingest, retries and isolation: event bodies, config snippets, an
 //! app with `[api]` overrides, waits on the store, metric lookups.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hookd::store::{Delivery, DeliveryState};
-use hookd::{Application, Config};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-use super::app::TestApp;
+use super::app::{spawn_app_full, TestApp};
 use super::wait_until;
 
 /// The smallest valid event.
@@ -44,28 +41,12 @@ pub fn subscription_toml(
 /// Like `spawn_app`, with extra keys in the `[api]` table (`api_keys`, e.g.
 /// `max_body_bytes = 1024`), which `test_config` does not allow.
 pub async fn spawn_app_with_api(api_keys: &str, extra: &str) -> TestApp {
-    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let config_text = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\n{api_keys}\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n{extra}\n{}",
-        dir.path().join("db").display().to_string(),
-        super::LOOPBACK_TARGETS
-    );
-    let config = Config::from_toml(&config_text, "test.toml")
-        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{config_text}"));
-    let app = Application::build(config).await.expect("app builds");
-    let (api, metrics, shared) = (app.api_addr(), app.metrics_addr(), app.shared());
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestApp {
-        api,
-        metrics,
-        shared,
-        client: reqwest::Client::new(),
-        shutdown,
-        handle: Some(handle),
-        dir,
-        config_text,
-    }
+    spawn_app_full(|store| {
+        format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n{api_keys}\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {store}\n\n{extra}\n"
+        )
+    })
+    .await
 }
 
 /// The ids of an event's deliveries, from the store.

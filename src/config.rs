@@ -5,7 +5,7 @@
 //! same way, and [`Config::from_toml`] takes each key from the file or else from the example.
 //! Every error names the file, line and key.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -48,13 +48,53 @@ impl fmt::Display for Secret {
 }
 
 /// Where a secret comes from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub enum SecretSource {
     Literal(String),
     Env { env: String },
     File { file: PathBuf },
     Credential { credential: String },
+}
+
+const SECRET_FORMS: &str =
+    "a secret is a string, { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }";
+
+// Written by hand rather than derived (untagged), so that a mistake is named plainly instead of
+// "data did not match any variant".
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(SecretSource::Literal(s)),
+            toml::Value::Table(table) => {
+                let mut entries = table.into_iter();
+                let (Some((key, value)), None) = (entries.next(), entries.next()) else {
+                    return Err(D::Error::custom(format!(
+                        "expected exactly one key: {SECRET_FORMS}"
+                    )));
+                };
+                let toml::Value::String(value) = value else {
+                    return Err(D::Error::custom(format!(
+                        "`{key}` must be a string: {SECRET_FORMS}"
+                    )));
+                };
+                match key.as_str() {
+                    "env" => Ok(SecretSource::Env { env: value }),
+                    "file" => Ok(SecretSource::File {
+                        file: PathBuf::from(value),
+                    }),
+                    "credential" => Ok(SecretSource::Credential { credential: value }),
+                    other => Err(D::Error::custom(format!(
+                        "unknown key `{other}`: {SECRET_FORMS}"
+                    ))),
+                }
+            }
+            other => Err(D::Error::custom(format!(
+                "found a {}: {SECRET_FORMS}",
+                other.type_str()
+            ))),
+        }
+    }
 }
 
 impl SecretSource {
@@ -86,11 +126,34 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
 }
 
 /// An API token as written: a secret, or `{ secret = <secret>, scopes = [...] }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 enum RawToken {
     Any(SecretSource),
     Scoped(ScopedToken),
+}
+
+impl<'de> Deserialize<'de> for RawToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = toml::Value::deserialize(d)?;
+        let scoped = value
+            .as_table()
+            .is_some_and(|t| t.contains_key("secret") || t.contains_key("scopes"));
+        if scoped {
+            ScopedToken::deserialize(value)
+                .map(RawToken::Scoped)
+                .map_err(|e| D::Error::custom(e.message()))
+        } else {
+            SecretSource::deserialize(value)
+                .map(RawToken::Any)
+                .map_err(|e| {
+                    D::Error::custom(format!(
+                        "{} (or {{ secret = ..., scopes = [\"ingest\", \"admin\"] }})",
+                        e.message()
+                    ))
+                })
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -462,8 +525,19 @@ impl Config {
                 Ok(raw) => break raw,
                 Err(e) => {
                     let span = e.span().unwrap_or(0..0);
+                    // An error on a table header (a missing field) after lines were set
+                    // aside is most likely caused by the setting aside: stop there.
+                    if !errors.is_empty() && starts_on_header(&working, span.start) {
+                        errors.sort_by_key(|d: &Diagnostic| (d.line, d.column));
+                        return Err(ConfigError::Invalid(errors));
+                    }
                     errors.push(diagnostic(text, file, span.clone(), None, e.message()));
-                    if span.is_empty() || errors.len() >= 50 || !blank_lines(&mut working, span) {
+                    let header = starts_on_header(&working, span.start);
+                    if span.is_empty()
+                        || header
+                        || errors.len() >= 50
+                        || !blank_lines(&mut working, span)
+                    {
                         errors.sort_by_key(|d| (d.line, d.column));
                         return Err(ConfigError::Invalid(errors));
                     }
@@ -513,6 +587,13 @@ impl Config {
     }
 }
 
+/// Whether the line holding byte `at` is a table header (`[x]` or `[[x]]`).
+fn starts_on_header(text: &str, at: usize) -> bool {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    text[start..].trim_start().starts_with('[')
+}
+
 /// Replaces the whole lines that `span` touches with spaces (line breaks stay, so later spans
 /// keep their line numbers). Returns false when there was nothing left to blank.
 fn blank_lines(text: &mut String, span: Range<usize>) -> bool {
@@ -549,7 +630,10 @@ fn diagnostic(
     let key = key.map(str::to_string).unwrap_or_else(|| {
         let line_text = text[line_start..].lines().next().unwrap_or("");
         match line_text.split_once('=') {
-            Some((k, _)) => k.trim().to_string(),
+            Some((k, _)) => match table_path(&text[..line_start]) {
+                Some(table) => format!("{table}.{}", k.trim()),
+                None => k.trim().to_string(),
+            },
             None => line_text.trim().to_string(),
         }
     });
@@ -560,6 +644,25 @@ fn diagnostic(
         key,
         message: message.trim().to_string(),
     }
+}
+
+/// The table that the text after `before` is in, named as validation errors name keys:
+/// `delivery`, or `subscription[2]` for the third `[[subscription]]`.
+fn table_path(before: &str) -> Option<String> {
+    let mut current = None;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for line in before.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let name = name.trim().to_string();
+            let n = counts.entry(name.clone()).or_insert(0);
+            current = Some(format!("{name}[{n}]"));
+            *n += 1;
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            current = Some(name.trim().to_string());
+        }
+    }
+    current
 }
 
 struct Validator<'a> {
@@ -980,7 +1083,7 @@ mod tests {
         let d =
             err("[api]\nlisten = \"127.0.0.1:1\"\n\n[delivery]\ntimeout = \"1s\"\nretries = 3\n");
         assert_eq!(d.len(), 1);
-        assert_eq!((d[0].line, d[0].key.as_str()), (6, "retries"));
+        assert_eq!((d[0].line, d[0].key.as_str()), (6, "delivery.retries"));
         assert!(
             d[0].message.contains("unknown field `retries`"),
             "{}",
@@ -991,7 +1094,7 @@ mod tests {
     #[test]
     fn bad_duration_names_its_line() {
         let d = err("[delivery]\n\ntimeout = \"ten seconds\"\n");
-        assert_eq!((d[0].line, d[0].key.as_str()), (3, "timeout"));
+        assert_eq!((d[0].line, d[0].key.as_str()), (3, "delivery.timeout"));
         assert!(
             d[0].message.contains("invalid duration"),
             "{}",
@@ -1013,7 +1116,7 @@ events = ["completed"]
 
 [[subscription]]
 id = "a"
-url = "http://127.0.0.1:1/"
+url = "https://example.invalid/"
 secret = "s"
 events = ["*"]
 "#;

@@ -865,7 +865,7 @@ async fn check_config_names_file_line_and_key_of_an_error() {
     assert_eq!(d.len(), 1, "{run:#?}");
     assert_eq!(
         (d[0].0, d[0].1, d[0].2.as_str()),
-        (6, 1, "retries"),
+        (6, 1, "delivery.retries"),
         "{run:#?}"
     );
     assert!(d[0].3.contains("unknown field"), "{run:#?}");
@@ -879,7 +879,11 @@ async fn check_config_names_file_line_and_key_of_an_error() {
     assert_eq!(run.code, 2, "{run:#?}");
     let d = diagnostics(&run.stderr, &file);
     assert_eq!(d.len(), 1, "{run:#?}");
-    assert_eq!((d[0].0, d[0].2.as_str()), (6, "timeout"), "{run:#?}");
+    assert_eq!(
+        (d[0].0, d[0].2.as_str()),
+        (6, "delivery.timeout"),
+        "{run:#?}"
+    );
     assert!(d[0].3.contains("invalid duration"), "{run:#?}");
 }
 
@@ -898,11 +902,11 @@ async fn check_config_reports_every_error_of_a_file() {
     let d = diagnostics(&run.stderr, &file);
     let found: Vec<(usize, &str)> = d.iter().map(|(l, _, k, _)| (*l, k.as_str())).collect();
     assert!(
-        found.contains(&(6, "retries")),
+        found.contains(&(6, "delivery.retries")),
         "the unknown key on line 6 is reported: {run:#?}"
     );
     assert!(
-        found.contains(&(5, "timeout")),
+        found.contains(&(5, "delivery.timeout")),
         "the bad duration on line 5 is reported too: {run:#?}"
     );
     for (_, col, _, message) in &d {

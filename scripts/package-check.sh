@@ -38,6 +38,13 @@ expected=$(sort <<'LIST'
 /usr/share/doc/hookd/prometheus/hookd-alerts.test.yml
 /usr/share/doc/hookd/prometheus/hookd-alerts.yml
 /usr/share/doc/hookd/prometheus/prometheus.yml
+/usr/share/doc/hookd/receiving-webhooks.md
+/usr/share/doc/hookd/security.md
+LIST
+)
+expected=$(sort <<LIST
+$expected
+$(for f in docs/snippets/*; do echo "/usr/share/doc/hookd/snippets/${f##*/}"; done)
 LIST
 )
 same_files() { diff <(echo "$expected") <(echo "$files"); }

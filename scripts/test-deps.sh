@@ -3,6 +3,7 @@
 #   1. npm packages for the Express receiver  (tests/receivers/express/node_modules)
 #   2. a Python venv for the Flask receiver    (tests/receivers/flask/.venv)
 #   3. promtool (via apt-get install prometheus): the tests check metrics and alert rules with it
+#   4. go (via apt-get install golang-go): the tests build docs/snippets/go_receiver.go
 #
 # Idempotent: steps 1 and 2 are skipped when a stamp file records that the
 # current lockfile / requirements.txt (and node / python version) were already
@@ -91,7 +92,8 @@ install_promtool() {
     fi
     local apt_opts=(-o Acquire::Retries=1 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30)
     # Only refresh package lists when apt does not know a candidate for prometheus.
-    if ! apt-cache policy prometheus 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    # (grep without -q: with pipefail, -q's early exit makes apt-cache fail with SIGPIPE.)
+    if ! apt-cache policy prometheus 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
         say "promtool: no apt candidate for prometheus, running apt-get update"
         run "${sudo[@]}" apt-get "${apt_opts[@]}" update || return 1
     fi
@@ -112,9 +114,46 @@ else
     die "promtool: installation failed (apt-get install prometheus)"
 fi
 
+# ---------------------------------------------------------------- go (for docs/snippets)
+# tests/it/receiving_docs.rs builds docs/snippets/go_receiver.go (standard library only) with
+# `go build`; Debian's golang-go is enough. Returns non-zero on failure.
+install_go() {
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+            sudo=(sudo -n)
+        else
+            say "go: not root and no passwordless sudo, cannot apt-get install"
+            return 1
+        fi
+    fi
+    local apt_opts=(-o Acquire::Retries=1 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30)
+    # Only refresh package lists when apt does not know a candidate for golang-go.
+    # (grep without -q reads all of it: with -q, apt-cache may die of SIGPIPE and pipefail
+    # would call the candidate missing.)
+    if ! apt-cache policy golang-go 2>/dev/null | grep "Candidate: [0-9]" >/dev/null; then
+        say "go: no apt candidate for golang-go, running apt-get update"
+        run "${sudo[@]}" apt-get "${apt_opts[@]}" update || return 1
+    fi
+    run "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get "${apt_opts[@]}" install -y -q --no-install-recommends golang-go || return 1
+    command -v go >/dev/null 2>&1 || { say "go: package installed but go not on PATH"; return 1; }
+}
+
+if command -v go >/dev/null 2>&1; then
+    say "go: already installed, skipped"
+elif ! command -v apt-get >/dev/null 2>&1; then
+    die "go: missing and apt-get not available; install a Go toolchain (Debian: apt-get install golang-go)"
+elif install_go; then
+    say "go: installed via apt-get (golang-go)"
+else
+    die "go: installation failed (apt-get install golang-go)"
+fi
+
 # ---------------------------------------------------------------- summary
 say "node:           $(command -v node) ($(node --version))"
 say "express server: $EXPRESS_DIR/server.js"
 say "venv python:    $VPY ($("$VPY" --version 2>&1))"
 say "flask app:      $FLASK_DIR/app.py"
 say "promtool:       $(command -v promtool || echo '(not installed)')"
+say "go:             $(command -v go) ($(go version))"

@@ -12,6 +12,7 @@ mod ingest;
 mod isolation;
 mod limits;
 mod observability;
+mod receiving_docs;
 mod restart;
 mod retention;
 mod retries;

@@ -34,6 +34,17 @@ fn parse_args() -> Args {
         batch: 1,
         runs: 3,
     };
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
+    // and then it makes a small smoke run instead of the full measurement.
+    if !std::env::args().any(|a| a == "--bench") {
+        args = Args {
+            events: 500,
+            concurrency: 8,
+            batch: 1,
+            runs: 1,
+        };
+        println!("smoke run (cargo test); `cargo bench --bench throughput` measures");
+    }
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || {

@@ -302,8 +302,3 @@ async fn sweep_finished(shared: &Shared) {
         );
     }
 }
-
-/// Loads a config for `run`, with the same messages as `check-config`.
-pub fn load_config(path: &std::path::Path) -> Result<Config, config::ConfigError> {
-    Config::load(path)
-}

@@ -695,9 +695,7 @@ impl Validator<'_> {
     }
 
     fn schedule(&mut self, value: &Spanned<Vec<HumanDuration>>, key: &str) -> Vec<Duration> {
-        if value.get_ref().is_empty() {
-            // An empty schedule is valid: one attempt, no retries.
-        }
+        // An empty schedule is valid: one attempt, no retries.
         if value.get_ref().len() > 100 {
             self.error(value.span(), key, "at most 100 retries");
         }

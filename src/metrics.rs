@@ -5,8 +5,8 @@
 //! ever a label value.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::store::PendingStats;
@@ -22,7 +22,7 @@ pub struct Metrics {
     pub pending: IntGaugeVec,
     pub oldest_pending_age: prometheus::Gauge,
     pub ingest_requests: IntCounterVec,
-    pub ingest_duration: Histogram,
+    pub ingest_duration: HistogramVec,
     pub store_size: IntGauge,
     pub subscriptions_paused: IntGauge,
 }
@@ -96,19 +96,15 @@ impl Metrics {
         registry
             .register(Box::new(subscriptions_paused.clone()))
             .expect("registered once");
-        let ingest_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "hookd_ingest_request_duration_seconds",
-                "Time to answer POST /v1/events, durable commit included.",
-            )
-            .buckets(vec![
+        let ingest_duration = histogram(
+            &registry,
+            "hookd_ingest_request_duration_seconds",
+            "Time to answer POST /v1/events by HTTP status code, durable commit included.",
+            &["code"],
+            &[
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-            ]),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(ingest_duration.clone()))
-            .expect("registered once");
+            ],
+        );
         let latency = [
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ];

@@ -53,12 +53,14 @@ async fn count_ingest(State(shared): State<Arc<Shared>>, request: Request, next:
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let metrics = &shared.metrics;
+    let code = response.status();
     metrics
         .ingest_requests
-        .with_label_values(&[response.status().as_str()])
+        .with_label_values(&[code.as_str()])
         .inc();
     metrics
         .ingest_duration
+        .with_label_values(&[code.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
 }

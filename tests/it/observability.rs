@@ -530,7 +530,11 @@ const SPEC_METRICS: [(&str, &str, &[&str]); 8] = [
 /// Metrics beyond the SPEC that the dashboard and docs/operations.md use.
 const OTHER_METRICS: [(&str, &str, &[&str]); 4] = [
     ("hookd_ingest_requests_total", "counter", &["code"]),
-    ("hookd_ingest_request_duration_seconds", "histogram", &[]),
+    (
+        "hookd_ingest_request_duration_seconds",
+        "histogram",
+        &["code"],
+    ),
     ("hookd_store_size_bytes", "gauge", &[]),
     ("hookd_subscriptions_paused", "gauge", &[]),
 ];

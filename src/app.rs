@@ -32,6 +32,8 @@ pub struct Shared {
     pub wake: Notify,
     /// Set on shutdown: `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// When the pending gauges were last computed, and what that cost.
+    gauge_clock: std::sync::Mutex<Option<(std::time::Instant, Duration)>>,
     /// When the scheduler loop last turned (Unix ms): the watchdog checks it.
     pub scheduler_heartbeat: AtomicU64,
     /// Paused subscriptions (`adhoc` pauses every per-request target); mirrors the store.
@@ -166,6 +168,7 @@ impl Application {
             wake: Notify::new(),
             draining: AtomicBool::new(false),
             scheduler_heartbeat: AtomicU64::new(now_ms()),
+            gauge_clock: std::sync::Mutex::new(None),
         });
         Ok(Application {
             shared,
@@ -256,19 +259,38 @@ async fn background(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::time::interval((retention / 4).clamp(Duration::from_millis(100), SWEEP_EVERY));
     loop {
         tokio::select! {
-            _ = gauges.tick() => update_gauges(&shared),
+            _ = gauges.tick() => {
+                let shared = shared.clone();
+                // A walk over a large backlog must not hold up this runtime thread.
+                let _ = tokio::task::spawn_blocking(move || update_gauges(&shared)).await;
+            }
             _ = sweep.tick() => sweep_finished(&shared).await,
             () = stop.cancelled() => return,
         }
     }
 }
 
+/// Recomputes the pending gauges and the store size. Counting the ready deliveries walks
+/// their part of the queue, so with a large due backlog (a paused subscription with a million
+/// deliveries takes about a second) the gauges are recomputed at most every twenty times what
+/// the last count cost: at most 5% of a core, at the price of older values.
 pub fn update_gauges(shared: &Shared) {
+    let started = std::time::Instant::now();
+    {
+        let clock = shared.gauge_clock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((last, cost)) = *clock {
+            if cost >= Duration::from_millis(50) && last.elapsed() < cost * 20 {
+                return;
+            }
+        }
+    }
     let now = now_ms();
     match shared.store.pending_stats(now) {
         Ok(stats) => shared.metrics.set_pending(stats, now),
         Err(e) => tracing::warn!(error = %e, "cannot count pending deliveries"),
     }
+    *shared.gauge_clock.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((started, started.elapsed()));
     if let Ok(bytes) = shared.store.size_on_disk() {
         shared
             .metrics

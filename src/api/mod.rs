@@ -137,7 +137,9 @@ pub fn metrics_router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    crate::app::update_gauges(&shared);
+    let for_gauges = shared.clone();
+    // Counting a large backlog takes a while: not on the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || crate::app::update_gauges(&for_gauges)).await;
     (
         [(
             header::CONTENT_TYPE,

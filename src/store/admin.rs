@@ -1,7 +1,8 @@
 //! The store's operator-facing half: listing deliveries, requeueing them, pausing
 //! subscriptions, and the per-subscription health the attempt outcomes keep up to date.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -53,6 +54,36 @@ pub enum RequeueError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Subscriptions' stored state, kept in memory; the writer writes it back (see
+/// [`Writer::update_health`]).
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    states: HashMap<String, SubscriptionState>,
+    /// When each record was last written.
+    written: HashMap<String, Instant>,
+    /// Records changed since they were last written.
+    dirty: HashSet<String>,
+}
+
+impl Health {
+    /// Reads every stored record.
+    pub(super) fn load(tree: &sled::Tree) -> Result<Health, StoreError> {
+        let mut states = HashMap::new();
+        for entry in tree.scan_prefix(keys::SUBSCRIPTION) {
+            let (key, value) = entry?;
+            let id = String::from_utf8_lossy(&key[keys::SUBSCRIPTION.len()..]).to_string();
+            states.insert(id, decode(&key, &value)?);
+        }
+        Ok(Health {
+            states,
+            ..Health::default()
+        })
+    }
+}
+
+/// How often a subscription's health record is written at most.
+const HEALTH_WRITE_EVERY: Duration = Duration::from_secs(1);
 
 /// Records a listing examines at most per call: a filter that matches little returns a short
 /// page with a cursor rather than walking the whole store.
@@ -162,13 +193,12 @@ impl Store {
 
     /// Every subscription's stored state (paused, health), by id.
     pub fn subscription_states(&self) -> Result<HashMap<String, SubscriptionState>, StoreError> {
-        let mut out = HashMap::new();
-        for entry in self.tree.scan_prefix(keys::SUBSCRIPTION) {
-            let (key, value) = entry?;
-            let id = String::from_utf8_lossy(&key[keys::SUBSCRIPTION.len()..]).to_string();
-            out.insert(id, decode(&key, &value)?);
-        }
-        Ok(out)
+        Ok(self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .states
+            .clone())
     }
 
     /// Pauses or resumes a subscription; durable. Queued deliveries wait while it is paused.
@@ -176,12 +206,14 @@ impl Store {
         let id = subscription.to_string();
         let result = self
             .exec_durable(move |w| {
-                let key = keys::join(&[keys::SUBSCRIPTION, id.as_bytes()]);
-                let mut state: SubscriptionState = read_json(&w.tree, &key)?.unwrap_or_default();
+                let mut health = w.health.lock().unwrap_or_else(|e| e.into_inner());
+                let state = health.states.entry(id.clone()).or_default();
                 state.paused = paused;
+                let key = keys::join(&[keys::SUBSCRIPTION, id.as_bytes()]);
                 w.tree
-                    .insert(key, encode(&state))
+                    .insert(key, encode(&*state))
                     .map_err(StoreError::from)?;
+                health.dirty.remove(&id);
                 Ok(())
             })
             .await;
@@ -232,15 +264,19 @@ impl Store {
 
 impl Writer {
     /// Folds an attempt into its subscription's health record.
+    /// Folds an attempt into its subscription's health. The record is written to disk at most
+    /// once a second per subscription (the rest at the end of a later round, or on close):
+    /// health is for people, and rewriting it on every attempt cost a tenth of the writer's
+    /// time.
     pub(super) fn update_health(
         &self,
         batch: &mut sled::Batch,
         subscription: &str,
         attempt: &Attempt,
         now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let key = keys::join(&[keys::SUBSCRIPTION, subscription.as_bytes()]);
-        let mut state: SubscriptionState = read_json(&self.tree, &key)?.unwrap_or_default();
+    ) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let state = health.states.entry(subscription.to_string()).or_default();
         if attempt.outcome == "success" {
             state.last_success_ms = Some(now_ms);
             state.consecutive_failures = 0;
@@ -249,7 +285,59 @@ impl Writer {
             state.consecutive_failures = state.consecutive_failures.saturating_add(1);
             state.last_error = attempt.error.clone();
         }
-        batch.insert(key, encode(&state));
+        let encoded = encode(&*state);
+        let due = health
+            .written
+            .get(subscription)
+            .is_none_or(|at| at.elapsed() >= HEALTH_WRITE_EVERY);
+        if due {
+            batch.insert(
+                keys::join(&[keys::SUBSCRIPTION, subscription.as_bytes()]),
+                encoded,
+            );
+            health
+                .written
+                .insert(subscription.to_string(), Instant::now());
+            health.dirty.remove(subscription);
+        } else {
+            health.dirty.insert(subscription.to_string());
+        }
+    }
+
+    /// Writes the health records changed since their last write; `all` also writes those
+    /// written less than a second ago (on close).
+    pub(super) fn write_health(&self, all: bool) -> Result<(), StoreError> {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        if health.dirty.is_empty() {
+            return Ok(());
+        }
+        let Health {
+            states,
+            written,
+            dirty,
+        } = &mut *health;
+        let mut batch = sled::Batch::default();
+        let mut writes = 0;
+        dirty.retain(|id| {
+            let due = all
+                || written
+                    .get(id)
+                    .is_none_or(|at| at.elapsed() >= HEALTH_WRITE_EVERY);
+            if due {
+                if let Some(state) = states.get(id) {
+                    batch.insert(
+                        keys::join(&[keys::SUBSCRIPTION, id.as_bytes()]),
+                        encode(state),
+                    );
+                    writes += 1;
+                }
+                written.insert(id.clone(), Instant::now());
+            }
+            !due
+        });
+        if writes > 0 {
+            self.tree.apply_batch(batch)?;
+        }
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 mod admin;
 mod keys;
 
+use admin::Health;
 pub use admin::{DeliveryFilter, RequeueError, SubscriptionState};
 
 use std::collections::HashMap;
@@ -221,6 +222,8 @@ pub struct Store {
     writer_thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
     /// Kept up to date by the writer.
     counters: Arc<Counters>,
+    /// Subscriptions' pause switch and health, in memory; the writer writes them back.
+    health: Arc<Mutex<Health>>,
 }
 
 impl Store {
@@ -239,10 +242,12 @@ impl Store {
             i64::try_from(tree.scan_prefix(keys::QUEUE).keys().count()).unwrap_or(i64::MAX),
             i64::try_from(tree.scan_prefix(keys::LEASE).keys().count()).unwrap_or(i64::MAX),
         );
+        let health = Arc::new(Mutex::new(Health::load(&tree)?));
         let writer = Writer {
             tree: tree.clone(),
             db: db.clone(),
             counters: counters.clone(),
+            health: health.clone(),
         };
         let handle = thread::Builder::new()
             .name("hookd-store-writer".into())
@@ -257,6 +262,7 @@ impl Store {
             writer: tx,
             writer_thread: Arc::new(Mutex::new(Some(handle))),
             counters,
+            health,
         })
     }
 
@@ -504,6 +510,8 @@ struct Writer {
     db: sled::Db,
     /// Adjusted after every batch that adds or removes `q/` or `l/` entries.
     counters: Arc<Counters>,
+    /// Shared with the `Store` handles, which read it.
+    health: Arc<Mutex<Health>>,
 }
 
 /// Work run on the writer thread; it pushes a reply to send once the round is durable.
@@ -543,8 +551,15 @@ impl Writer {
             if close {
                 break;
             }
+            if let Err(e) = self.write_health(false) {
+                tracing::warn!(error = %e, "cannot write subscription health");
+            }
         }
-        // Every handle is gone, or the store is closing: make the last writes durable before the thread ends.
+        // Every handle is gone, or the store is closing: make the last writes durable before
+        // the thread ends.
+        if let Err(e) = self.write_health(true) {
+            tracing::warn!(error = %e, "cannot write subscription health");
+        }
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "final store flush failed");
         }
@@ -790,7 +805,7 @@ impl Writer {
                 batch.insert(keys::timed(keys::FINISHED, now_ms, delivery_id), &[]);
             }
         }
-        self.update_health(&mut batch, &delivery.subscription, &attempt, now_ms)?;
+        self.update_health(&mut batch, &delivery.subscription, &attempt, now_ms);
         batch.insert(record_key, encode(&delivery));
         self.tree.apply_batch(batch)?;
         self.counters

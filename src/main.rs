@@ -39,14 +39,9 @@ struct ConfigArg {
 /// How the admin commands reach hookd.
 #[derive(Args)]
 struct ClientArgs {
-    /// The TOML configuration file: gives the API address and token when not set below.
-    #[arg(
-        long,
-        short = 'c',
-        default_value = "/etc/hookd/hookd.toml",
-        env = "HOOKD_CONFIG"
-    )]
-    config: PathBuf,
+    /// The config file gives the API address and token when they are not set below.
+    #[command(flatten)]
+    config: ConfigArg,
     /// The API's base URL, e.g. http://127.0.0.1:8080 (default: from the config's api.listen).
     #[arg(long, env = "HOOKD_URL")]
     url: Option<String>,
@@ -101,6 +96,7 @@ enum DeliveriesCommand {
         /// scheduled, in_flight, delivered or dead.
         #[arg(long)]
         status: Option<String>,
+        /// A subscription id (or adhoc).
         #[arg(long)]
         subscription: Option<String>,
         /// e.g. job.failed
@@ -112,6 +108,7 @@ enum DeliveriesCommand {
         /// Created before this RFC 3339 time.
         #[arg(long)]
         until: Option<String>,
+        /// Most deliveries to list (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// Continue from a previous page's next_cursor.
@@ -398,7 +395,7 @@ where
 
 fn resolve_target(client: &ClientArgs, scope: Scope) -> Result<Target, CliError> {
     let config = if client.url.is_none() || client.token.is_none() {
-        match Config::load(&client.config) {
+        match Config::load(&client.config.config) {
             Ok(c) => Some(c),
             Err(e) if client.url.is_none() => {
                 return Err(CliError::Usage(format!(

@@ -1,0 +1,130 @@
+//! The store's writer alone, without HTTP: what one event costs to ingest durably, and what one
+//! delivery costs to claim and to record. This is the work that bounds hookd's rates (see
+//! docs/benchmarks.md).
+//!
+//! `cargo bench --bench store -- [--events N]`
+
+use std::time::Instant;
+
+use hookd::event::{parse_event, IngestRules};
+use hookd::guard::Guard;
+use hookd::store::{Attempt, Next, Store, Target};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} needs a number"))
+        })
+        .unwrap_or(default)
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let events = arg("--events", if bench { 20_000 } else { 500 });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(events));
+}
+
+async fn run(events: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 64 << 20).unwrap();
+    let rules = IngestRules {
+        allow_adhoc_targets: false,
+        allow_http: false,
+        guard: Guard::default(),
+    };
+    let event = |i: usize| {
+        let value = serde_json::json!({"request_id": format!("job-{i}"), "status": "completed",
+            "result": {"items": [{"url": format!("https://cdn.example/{i}.mp4"), "content_type": "video/mp4"}]},
+            "metrics": {"inference_time": 45.2, "queue_time": 2.1}});
+        parse_event(value, &rules, "2026-01-01T00:00:00Z").unwrap()
+    };
+    let target = || {
+        vec![Target {
+            subscription: "bench".into(),
+            bucket: "bench".into(),
+            adhoc: None,
+        }]
+    };
+    let us = |t: Instant, n: usize| t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!("store: {events} events, one subscription");
+
+    // One event per durable commit: a writer round and a flush each.
+    let half = events / 2;
+    let t = Instant::now();
+    for i in 0..half {
+        store.ingest(vec![(event(i), target())], 1).await.unwrap();
+    }
+    println!(
+        "ingest, one event per commit:   {:>8.1} us/event",
+        us(t, half)
+    );
+
+    // A hundred events per commit: the cost of the writes alone, the flush shared.
+    let t = Instant::now();
+    for chunk in (half..events).collect::<Vec<_>>().chunks(100) {
+        store
+            .ingest(chunk.iter().map(|&i| (event(i), target())).collect(), 1)
+            .await
+            .unwrap();
+    }
+    println!(
+        "ingest, 100 events per commit:  {:>8.1} us/event",
+        us(t, events - half)
+    );
+
+    // Claim everything in windows of 64, as the scheduler does.
+    let t = Instant::now();
+    let mut claimed = Vec::new();
+    loop {
+        let (batch, _) = store.claim_due("bench", 1, 64).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        claimed.extend(batch.into_iter().map(|c| c.delivery.id));
+    }
+    assert_eq!(claimed.len(), events);
+    println!(
+        "claim, 64 per window:           {:>8.1} us/delivery",
+        us(t, events)
+    );
+
+    // Record each outcome durably, 64 at a time concurrently (they share flushes).
+    let t = Instant::now();
+    for chunk in claimed.chunks(64) {
+        let mut tasks = Vec::new();
+        for id in chunk {
+            let (store, id) = (store.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                let attempt = Attempt {
+                    number: 1,
+                    started_ms: 1,
+                    duration_ms: 1,
+                    outcome: "success".into(),
+                    status_code: Some(200),
+                    error: None,
+                    response_excerpt: None,
+                };
+                store
+                    .record_outcome(&id, attempt, Next::Delivered, 2)
+                    .await
+                    .unwrap();
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    println!(
+        "record outcome, 64 concurrent:  {:>8.1} us/delivery",
+        us(t, events)
+    );
+    store.close().await.unwrap();
+}

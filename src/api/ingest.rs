@@ -44,7 +44,13 @@ async fn handle(shared: &Shared, body: Body) -> Response {
         };
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
-        Err(e) if e.to_string().contains("surrogate") => {
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            return unprocessable(format!("the event nests deeper than 128 levels ({e})"), "");
+        }
+        Err(e)
+            if e.to_string().contains("surrogate")
+                || (e.to_string().contains("hex escape") && has_surrogate_escape(&bytes)) =>
+        {
             return unprocessable(
                 format!("strings with unpaired UTF-16 surrogates cannot be delivered ({e})"),
                 "",
@@ -188,4 +194,15 @@ fn unprocessable(message: String, field: &str) -> Response {
         Json(json!({ "error": message, "field": field })),
     )
         .into_response()
+}
+
+/// Whether `body` has a `\uD800`..`\uDFFF` escape: serde_json refuses an unpaired one (which
+/// JavaScript would keep) with a message that does not always say "surrogate".
+fn has_surrogate_escape(body: &[u8]) -> bool {
+    body.windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && matches!(w[2], b'd' | b'D')
+            && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+    })
 }

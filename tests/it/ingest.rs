@@ -115,6 +115,31 @@ async fn malformed_json_is_400_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn json_that_javascript_keeps_but_hookd_cannot_carry_is_422() {
+    let (app, receiver) = app_with_receiver().await;
+    let deep = format!(
+        "{{\"request_id\":\"r\",\"status\":\"completed\",\"result\":{}1{}}}",
+        "{\"a\":".repeat(200),
+        "}".repeat(200)
+    );
+    for (body, says) in [
+        (deep.as_str(), "128 levels"),
+        (
+            r#"{"request_id":"r","status":"completed","error":{"message":"\ud800"}}"#,
+            "surrogate",
+        ),
+    ] {
+        let (status, answer) = app.post_raw(body.to_string()).await;
+        assert_eq!(status, 422, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap_or("").contains(says),
+            "{answer}"
+        );
+    }
+    assert_nothing_stored_but_sentinel(&app, &receiver).await;
+}
+
+#[tokio::test]
 async fn body_over_max_body_bytes_and_batch_over_max_batch_are_413() {
     let receiver = TestReceiver::start().await;
     let app = spawn_app_with_api(

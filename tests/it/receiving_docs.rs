@@ -241,40 +241,6 @@ fn require_flask_python() -> PathBuf {
     python
 }
 
-/// Waits until the child prints its port (`port_of` reads it from the child's output).
-async fn wait_for_port(
-    name: &str,
-    process: &mut ChildGuard,
-    port_of: impl Fn(&ChildGuard) -> Option<u16>,
-) -> u16 {
-    let start = Instant::now();
-    loop {
-        if let Some(port) = port_of(process) {
-            return port;
-        }
-        if let Some(status) = process.try_wait() {
-            panic!(
-                "{name} exited ({status}) before listening; stderr:\n{}",
-                process.stderr_tail(4000)
-            );
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            panic!(
-                "{name} did not listen within 15s; stderr:\n{}",
-                process.stderr_tail(4000)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn listening_line(process: &ChildGuard) -> Option<u16> {
-    process
-        .stdout_lines()
-        .iter()
-        .find_map(|l| l.strip_prefix("LISTENING ")?.trim().parse().ok())
-}
-
 /// An Express snippet, loaded by tests/receivers/snippets/serve_express.js.
 async fn start_node(name: &'static str, secret: &str) -> Receiver {
     let modules = require_node();
@@ -287,7 +253,7 @@ async fn start_node(name: &'static str, secret: &str) -> Receiver {
         .env("NODE_PATH", modules)
         .env("WEBHOOK_SECRET", secret);
     let mut process = ChildGuard::spawn(name, command);
-    let port = wait_for_port(name, &mut process, listening_line).await;
+    let port = process.wait_listening(name).await;
     Receiver {
         name,
         url: format!("http://127.0.0.1:{port}/webhook/abstrakt"),
@@ -310,7 +276,7 @@ async fn start_flask(name: &'static str, secret: &str) -> Receiver {
         // No __pycache__ next to the snippets.
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let mut process = ChildGuard::spawn(name, command);
-    let port = wait_for_port(name, &mut process, listening_line).await;
+    let port = process.wait_listening(name).await;
     Receiver {
         name,
         url: format!("http://127.0.0.1:{port}/webhook/abstrakt"),
@@ -382,15 +348,16 @@ async fn start_go(secret: &str) -> Receiver {
         .env("ADDR", "127.0.0.1:0");
     let name = "go_receiver.go";
     let mut process = ChildGuard::spawn(name, command);
-    let port = wait_for_port(name, &mut process, |p| {
-        let stderr = p.stderr();
-        let (_, rest) = stderr.split_once("listening on 127.0.0.1:")?;
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        // Only once the line is complete: the port may arrive in pieces.
-        rest[digits.len()..].starts_with('\n').then_some(())?;
-        digits.parse().ok()
-    })
-    .await;
+    let port = process
+        .wait_for_port(name, |p| {
+            let stderr = p.stderr();
+            let (_, rest) = stderr.split_once("listening on 127.0.0.1:")?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            // Only once the line is complete: the port may arrive in pieces.
+            rest[digits.len()..].starts_with('\n').then_some(())?;
+            digits.parse().ok()
+        })
+        .await;
     Receiver {
         name,
         url: format!("http://127.0.0.1:{port}/webhook/abstrakt"),

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookd::config::{Config, ConfigError, Diagnostic};
 use hookd::signing::{abstrakt_signature, standard_key, standard_signature};
@@ -74,31 +74,7 @@ impl StandardReceiver {
             .env("PORT", "0")
             .env("PYTHONUNBUFFERED", "1");
         let mut process = ChildGuard::spawn("standard receiver", command);
-        let start = Instant::now();
-        let port = loop {
-            let listening = process
-                .stdout_lines()
-                .iter()
-                .find_map(|l| l.strip_prefix("LISTENING ").map(str::to_string));
-            if let Some(port) = listening {
-                break port
-                    .trim()
-                    .parse::<u16>()
-                    .unwrap_or_else(|e| panic!("bad LISTENING line {port:?}: {e}"));
-            }
-            if let Some(status) = process.try_wait() {
-                panic!(
-                    "the standard receiver exited ({status}) before listening; stderr:\n{}",
-                    process.stderr_tail(4000)
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "the standard receiver printed no LISTENING line within 15s; stderr:\n{}",
-                process.stderr_tail(4000)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let port = process.wait_listening("the standard receiver").await;
         StandardReceiver { port, process }
     }
 

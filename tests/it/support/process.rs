@@ -20,6 +20,45 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Waits (up to 15 s) until the child prints its port, which `port_of` reads from its
+    /// output; panics with its stderr if it exits first or never does.
+    pub async fn wait_for_port(
+        &mut self,
+        name: &str,
+        port_of: impl Fn(&ChildGuard) -> Option<u16>,
+    ) -> u16 {
+        let start = Instant::now();
+        loop {
+            if let Some(port) = port_of(self) {
+                return port;
+            }
+            if let Some(status) = self.try_wait() {
+                panic!(
+                    "{name} exited ({status}) before listening; stderr:\n{}",
+                    self.stderr_tail(4000)
+                );
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                panic!(
+                    "{name} did not listen within 15s; stderr:\n{}",
+                    self.stderr_tail(4000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// [`ChildGuard::wait_for_port`] for the test receivers' `LISTENING <port>` line.
+    pub async fn wait_listening(&mut self, name: &str) -> u16 {
+        self.wait_for_port(name, |process| {
+            process
+                .stdout_lines()
+                .iter()
+                .find_map(|l| l.strip_prefix("LISTENING ")?.trim().parse().ok())
+        })
+        .await
+    }
+
     /// Spawns `command` with piped stdout and stderr.
     pub fn spawn(name: &str, mut command: Command) -> ChildGuard {
         command
@@ -225,32 +264,7 @@ impl SeedReceiver {
             .env("PYTHONUNBUFFERED", "1");
         let name = format!("{kind:?} receiver");
         let mut process = ChildGuard::spawn(&name, command);
-        let start = Instant::now();
-        let port = loop {
-            let listening = process
-                .stdout_lines()
-                .iter()
-                .find_map(|l| l.strip_prefix("LISTENING ").map(str::to_string));
-            if let Some(port) = listening {
-                break port
-                    .trim()
-                    .parse::<u16>()
-                    .unwrap_or_else(|e| panic!("{name}: bad LISTENING line {port:?}: {e}"));
-            }
-            if let Some(status) = process.try_wait() {
-                panic!(
-                    "{name} exited ({status}) before listening; stderr:\n{}",
-                    process.stderr_tail(4000)
-                );
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                panic!(
-                    "{name} printed no LISTENING line within 15s; stderr:\n{}",
-                    process.stderr_tail(4000)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let port = process.wait_listening(&name).await;
         SeedReceiver {
             kind,
             port,

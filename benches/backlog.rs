@@ -10,13 +10,13 @@
 //! resumes the subscription, whose receiver answers 200, and reports how fast the backlog
 //! drains.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+#[path = "common/mod.rs"]
+mod common;
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
-use axum::Router;
-use hookd::{Application, Config};
+use hookd::Application;
 use tokio_util::sync::CancellationToken;
 
 fn rss_mib() -> f64 {
@@ -29,23 +29,11 @@ fn rss_mib() -> f64 {
     kib / 1024.0
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} needs a number"))
-        })
-        .unwrap_or(default)
-}
-
 fn main() {
     // Under `cargo test` (no --bench) a small smoke run.
-    let bench = std::env::args().any(|a| a == "--bench");
-    let events = arg("--events", if bench { 200_000 } else { 2_000 });
-    let step = arg("--step", if bench { 50_000 } else { 1_000 });
+    let bench = common::is_bench();
+    let events = common::arg("--events", if bench { 200_000 } else { 2_000 });
+    let step = common::arg("--step", if bench { 50_000 } else { 1_000 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,33 +42,14 @@ fn main() {
 }
 
 async fn run(events: usize, step: usize) {
-    let received = Arc::new(AtomicUsize::new(0));
-    let counter = received.clone();
-    let receiver = Router::new().route(
-        "/hook",
-        post(move || {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::Relaxed);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, receiver).await });
-
+    let (received, receiver_addr) = common::counting_receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n\
-         [delivery]\nmax_in_flight_per_subscription = 64\n\
-         [targets]\nallow = [\"127.0.0.1\"]\nallow_http = true\n\
-         [[subscription]]\nid = \"bench\"\nurl = \"http://{receiver_addr}/hook\"\nsecret = \"bench-secret\"\nevents = [\"*\"]\n",
-        dir.path().join("db").display().to_string()
+    let config = common::config(
+        dir.path(),
+        receiver_addr,
+        "max_in_flight_per_subscription = 64",
     );
-    let app = Application::build(Config::from_toml(&text, "bench.toml").unwrap())
-        .await
-        .unwrap();
+    let app = Application::build(config).await.unwrap();
     let (api, metrics) = (app.api_addr(), app.metrics_addr());
     let shared = app.shared();
     let shutdown = CancellationToken::new();

@@ -4,27 +4,18 @@
 //!
 //! `cargo bench --bench store -- [--events N]`
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use hookd::event::{parse_event, IngestRules};
 use hookd::guard::Guard;
 use hookd::store::{Attempt, Next, Store, Target};
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} needs a number"))
-        })
-        .unwrap_or(default)
-}
-
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let events = arg("--events", if bench { 20_000 } else { 500 });
+    let bench = common::is_bench();
+    let events = common::arg("--events", if bench { 20_000 } else { 500 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,13 +11,14 @@
 //! requests share their fsync (group commit); with one flush per request it would be about 1.
 //! The last lines give the median of the runs.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
-use axum::Router;
-use hookd::{Application, Config};
+use hookd::Application;
 use tokio_util::sync::CancellationToken;
 
 struct Args {
@@ -36,7 +37,7 @@ fn parse_args() -> Args {
     };
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
     // and then it makes a small smoke run instead of the full measurement.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !common::is_bench() {
         args = Args {
             events: 500,
             concurrency: 8,
@@ -92,31 +93,13 @@ async fn run_once(args: &Args) -> RunResult {
 
 /// One fresh hookd: (ingest events/s, delivered events/s, p50 ms, p99 ms).
 async fn measure(args: &Args) -> (f64, f64, f64, f64) {
-    let received = Arc::new(AtomicUsize::new(0));
-    let counter = received.clone();
-    let receiver = Router::new().route(
-        "/hook",
-        post(move || {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::Relaxed);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, receiver).await });
-
+    let (received, receiver_addr) = common::counting_receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\nmax_batch = 1000\n[metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n\
-         [delivery]\nmax_in_flight = 256\nmax_in_flight_per_subscription = 64\n\
-         [targets]\nallow = [\"127.0.0.1\"]\nallow_http = true\n\
-         [[subscription]]\nid = \"bench\"\nurl = \"http://{receiver_addr}/hook\"\nsecret = \"bench-secret\"\nevents = [\"*\"]\n",
-        dir.path().join("db").display().to_string()
+    let config = common::config(
+        dir.path(),
+        receiver_addr,
+        "max_in_flight = 256\nmax_in_flight_per_subscription = 64",
     );
-    let config = Config::from_toml(&text, "bench.toml").unwrap();
     let app = Application::build(config).await.unwrap();
     let api = app.api_addr();
     let shutdown = CancellationToken::new();

@@ -94,7 +94,7 @@ async fn run(events: usize, step: usize) {
                 .unwrap();
             let scrape = t.elapsed();
             assert!(text.contains("hookd_deliveries_pending{state=\"ready\"}"));
-            let disk = shared.store.size_on_disk().unwrap_or(0) as f64 / (1024.0 * 1024.0);
+            let disk = shared.store.size_on_disk().await.unwrap_or(0) as f64 / (1024.0 * 1024.0);
             println!(
                 "{sent:>10}  {:>10.1}  {disk:>12.1}  {:>12.2}",
                 rss_mib(),

@@ -15,16 +15,21 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::serve::{serve, ServeLimits};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
-use crate::scheduler::{now_ms, Scheduler};
+use crate::scheduler::Scheduler;
+use crate::store::sled::SledStore;
 use crate::store::Store;
 use crate::{api, config, systemd};
 
 /// What the API, the scheduler and the background tasks share.
 pub struct Shared {
-    pub store: Store,
+    /// The store, behind its traits.
+    pub store: Arc<dyn Store>,
+    /// Every time the daemon decides by.
+    pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     /// The running configuration; replaced whole on reload.
     config: RwLock<Arc<Config>>,
@@ -76,8 +81,20 @@ impl Shared {
                 .subscriptions_paused
                 .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
         }
+        self.apply_limits();
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Gives the store the limits of the running config and the paused subscriptions.
+    pub fn apply_limits(&self) {
+        let paused = self
+            .paused
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.store
+            .set_limits(crate::scheduler::limits(&self.config(), &paused));
     }
 
     /// Re-reads the config file: a valid file replaces the running configuration (what needs a
@@ -97,6 +114,7 @@ impl Shared {
             self.metrics.init_subscriptions(kept.config.subscriptions.iter().map(|s| s.id.as_str()));
             *self.guard.write().unwrap_or_else(|e| e.into_inner()) = kept.config.targets.guard();
             self.set_config(kept.config);
+            self.apply_limits();
             self.wake.notify_one();
         });
         if let Err(e) = &result {
@@ -127,10 +145,12 @@ const GAUGES_EVERY: Duration = Duration::from_secs(5);
 impl Application {
     /// Opens the store and binds both listeners (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = Store::open(&config.storage.path, config.storage.cache_capacity_bytes)
+        let store = SledStore::open(&config.storage.path, config.storage.cache_capacity_bytes)
             .with_context(|| {
                 format!("cannot open the store at {}", config.storage.path.display())
             })?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let api_listener = TcpListener::bind(config.api.listen)
             .await
             .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
@@ -143,6 +163,7 @@ impl Application {
         let deliverer = Deliverer::new(&config.delivery.header_prefix, guard.clone())?;
         let paused: HashSet<String> = store
             .subscription_states()
+            .await
             .context("cannot read subscription states")?
             .into_iter()
             .filter(|(_, state)| state.paused)
@@ -161,13 +182,14 @@ impl Application {
             .set(i64::try_from(paused.len()).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
             store,
+            clock: clock.clone(),
             metrics,
             paused: RwLock::new(paused),
             guard,
             config: RwLock::new(Arc::new(config)),
             wake: Notify::new(),
             draining: AtomicBool::new(false),
-            scheduler_heartbeat: AtomicU64::new(now_ms()),
+            scheduler_heartbeat: AtomicU64::new(clock.now_ms()),
             gauge_clock: std::sync::Mutex::new(None),
         });
         Ok(Application {
@@ -232,7 +254,8 @@ impl Application {
         let grace = config.delivery.shutdown_grace;
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
         let watchdog = tokio::spawn(systemd::watchdog(shared.clone(), shutdown.clone()));
-        update_gauges(&shared);
+        shared.apply_limits();
+        update_gauges(&shared).await;
         systemd::ready(&shared);
 
         shutdown.cancelled().await;
@@ -259,11 +282,7 @@ async fn background(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::time::interval((retention / 4).clamp(Duration::from_millis(100), SWEEP_EVERY));
     loop {
         tokio::select! {
-            _ = gauges.tick() => {
-                let shared = shared.clone();
-                // A walk over a large backlog must not hold up this runtime thread.
-                let _ = tokio::task::spawn_blocking(move || update_gauges(&shared)).await;
-            }
+            _ = gauges.tick() => update_gauges(&shared).await,
             _ = sweep.tick() => sweep_finished(&shared).await,
             () = stop.cancelled() => return,
         }
@@ -274,7 +293,7 @@ async fn background(shared: Arc<Shared>, stop: CancellationToken) {
 /// their part of the queue, so with a large due backlog (a paused subscription with a million
 /// deliveries takes about a second) the gauges are recomputed at most every twenty times what
 /// the last count cost: at most 5% of a core, at the price of older values.
-pub fn update_gauges(shared: &Shared) {
+pub async fn update_gauges(shared: &Shared) {
     let started = std::time::Instant::now();
     {
         let clock = shared.gauge_clock.lock().unwrap_or_else(|e| e.into_inner());
@@ -284,14 +303,14 @@ pub fn update_gauges(shared: &Shared) {
             }
         }
     }
-    let now = now_ms();
-    match shared.store.pending_stats(now) {
+    let now = shared.clock.now_ms();
+    match shared.store.pending_stats(now).await {
         Ok(stats) => shared.metrics.set_pending(stats, now),
         Err(e) => tracing::warn!(error = %e, "cannot count pending deliveries"),
     }
     *shared.gauge_clock.lock().unwrap_or_else(|e| e.into_inner()) =
         Some((started, started.elapsed()));
-    if let Ok(bytes) = shared.store.size_on_disk() {
+    if let Ok(bytes) = shared.store.size_on_disk().await {
         shared
             .metrics
             .store_size
@@ -301,7 +320,10 @@ pub fn update_gauges(shared: &Shared) {
 
 async fn sweep_finished(shared: &Shared) {
     let retention = shared.config().storage.retention;
-    let cutoff = now_ms().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+    let cutoff = shared
+        .clock
+        .now_ms()
+        .saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
     let mut total = 0;
     loop {
         match shared.store.sweep(cutoff, 1000).await {

@@ -8,8 +8,10 @@
 //! - [`config`]: the TOML file, its defaults (the compiled-in example) and validation.
 //! - [`event`]: ingest validation; builds the canonical body ([`canonical`]) once per event.
 //! - [`signing`]: the HMAC-SHA256 signature; pure.
-//! - [`store`]: the only module that imports sled; one writer thread, group commit.
-//! - [`scheduler`]: claims due deliveries bucket by bucket and runs their attempts.
+//! - [`store`]: the store traits ([`store::QueueStore`], [`store::AdminStore`]), the in-memory
+//!   due-time index, and the sled engine (the only module that imports sled).
+//! - [`scheduler`]: claims due deliveries from the store and runs their attempts.
+//! - [`clock`]: the injected clock.
 //! - [`delivery`]: one HTTP attempt and its outcome; [`delivery::retry`] is the pure retry rule.
 //! - [`guard`]: the target guard (SSRF): which addresses hookd may connect to.
 //! - [`api`]: the axum routes of both listeners.
@@ -23,6 +25,7 @@ pub mod api;
 pub mod app;
 pub mod canonical;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod event;

@@ -1,82 +1,83 @@
-//! The scheduler: takes due deliveries from the on-disk index and runs their attempts.
+//! The scheduler: takes due deliveries from the store and runs their attempts.
 //!
-//! Each pass walks the buckets (a subscription, or one per-request host) that have queued
-//! deliveries and claims from each at most as many as it has free slots, within the global
-//! limit. A bucket that is full is skipped, so a receiver that hangs holds only its own slots.
-//! Memory depends on the slots, never on how many deliveries wait. Between passes the loop
-//! sleeps until the earliest due time it saw, or until woken: by ingest (new work), or by a
-//! finished attempt (a free slot).
+//! Each turn asks the store for every delivery that may run now ([`QueueStore::claim`]): the
+//! store hands them out earliest due first across buckets, within the limits the scheduler
+//! gives it ([`limits`]), at O(log n) per delivery whatever the number of buckets. Each claimed
+//! delivery runs as its own task. Between turns the loop sleeps until the earliest due time the
+//! store reported, or until woken: by ingest (new work), or by a finished attempt (a free
+//! slot).
+//!
+//! [`QueueStore::claim`]: crate::store::QueueStore::claim
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::Shared;
-use crate::config::ADHOC_SUBSCRIPTION;
+use crate::config::{Config, ADHOC_SUBSCRIPTION};
 use crate::delivery::retry::{self, RetryRules};
 use crate::delivery::{AttemptRequest, AttemptResult, Deliverer, Outcome};
 use crate::signing::SigningKeys;
-use crate::store::{Attempt, Claimed, Next};
+use crate::store::{Attempt, Claimed, Limits, Next};
 
-/// The longest the loop sleeps without looking at the index again; also the period of its
+/// The longest the loop sleeps without asking the store again; also the period of its
 /// heartbeat, which the systemd watchdog checks.
 pub const MAX_IDLE: Duration = Duration::from_secs(1);
 
-/// Milliseconds since the Unix epoch: the time base of the on-disk index.
+/// Milliseconds since the Unix epoch: the time base of the store.
 pub fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    crate::clock::system_now_ms()
+}
+
+/// The limits the store applies when it hands out work, from the config and the paused
+/// subscriptions.
+pub fn limits(config: &Config, paused: &HashSet<String>) -> Limits {
+    Limits {
+        global: config.delivery.max_in_flight,
+        adhoc_total: config.delivery.max_in_flight_adhoc,
+        adhoc_per_host: config.delivery.max_in_flight_per_subscription,
+        subscriptions: config
+            .subscriptions
+            .iter()
+            .map(|s| (s.id.clone(), s.max_in_flight))
+            .collect(),
+        paused: paused.clone(),
+    }
 }
 
 pub struct Scheduler {
     shared: Arc<Shared>,
     deliverer: Deliverer,
-    /// Global limit on attempts in flight.
-    global: Arc<Semaphore>,
-    /// Attempts in flight per bucket; entries are removed when they reach zero.
-    in_flight: Arc<Mutex<HashMap<String, usize>>>,
     /// Every attempt task, so that shutdown can wait for them.
     tracker: TaskTracker,
 }
 
 impl Scheduler {
     pub fn new(shared: Arc<Shared>, deliverer: Deliverer) -> Scheduler {
-        let max = shared.config().delivery.max_in_flight;
         Scheduler {
             shared,
             deliverer,
-            global: Arc::new(Semaphore::new(max)),
-            in_flight: Arc::new(Mutex::new(HashMap::new())),
             tracker: TaskTracker::new(),
         }
     }
 
-    /// Runs passes until `stop` is cancelled, then waits up to `grace` for attempts in flight.
+    /// Runs turns until `stop` is cancelled, then waits up to `grace` for attempts in flight.
     pub async fn run(self, stop: CancellationToken, grace: Duration) {
-        match self.shared.store.recover_in_flight(now_ms()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                deliveries = n,
-                "requeued deliveries that were in flight when hookd stopped"
-            ),
-            Err(e) => tracing::error!(error = %e, "cannot requeue deliveries that were in flight"),
-        }
+        self.shared.apply_limits();
         while !stop.is_cancelled() {
+            let now = self.shared.clock.now_ms();
             self.shared
                 .scheduler_heartbeat
-                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-            let sleep = match self.pass().await {
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            let sleep = match self.run_once().await {
                 Ok(next_due) => next_due.map_or(MAX_IDLE, |due| {
-                    Duration::from_millis(due.saturating_sub(now_ms()))
+                    Duration::from_millis(due.saturating_sub(self.shared.clock.now_ms()))
                 }),
                 Err(e) => {
-                    tracing::error!(error = %e, "scheduler pass failed; retrying in 1s");
+                    tracing::error!(error = %e, "scheduler turn failed; retrying in 1s");
                     Duration::from_secs(1)
                 }
             };
@@ -99,89 +100,24 @@ impl Scheduler {
         }
     }
 
-    /// One pass over the buckets. Returns the earliest due time among buckets with free slots.
-    async fn pass(&self) -> anyhow::Result<Option<u64>> {
-        let config = self.shared.config();
-        let mut earliest: Option<u64> = None;
-        for bucket in self.shared.store.buckets()? {
-            let subscription = bucket_subscription(&bucket);
-            if self.shared.is_paused(subscription) {
-                continue;
-            }
-            if subscription != ADHOC_SUBSCRIPTION && config.subscription(subscription).is_none() {
-                // Its subscription was removed from the config: the deliveries wait, in case
-                // it comes back (see docs/configuration.md).
-                continue;
-            }
-            let (busy, adhoc_busy) = {
-                let in_flight = self.lock_in_flight();
-                let adhoc: usize = in_flight
-                    .iter()
-                    .filter(|(b, _)| is_adhoc(b))
-                    .map(|(_, n)| n)
-                    .sum();
-                (in_flight.get(&bucket).copied().unwrap_or(0), adhoc)
+    /// One turn: claims what may run now and starts an attempt task for each. Returns the
+    /// earliest due time of what is left, if anything may run.
+    pub async fn run_once(&self) -> anyhow::Result<Option<u64>> {
+        let now = self.shared.clock.now_ms();
+        let (claimed, next_due) = self.shared.store.claim(now, usize::MAX).await?;
+        for claim in claimed {
+            let task = AttemptTask {
+                shared: self.shared.clone(),
+                deliverer: self.deliverer.clone(),
             };
-            let free = match bucket_subscription(&bucket) {
-                ADHOC_SUBSCRIPTION => config
-                    .delivery
-                    .max_in_flight_per_subscription
-                    .saturating_sub(busy)
-                    .min(
-                        config
-                            .delivery
-                            .max_in_flight_adhoc
-                            .saturating_sub(adhoc_busy),
-                    ),
-                id => config
-                    .subscription(id)
-                    .map_or(config.delivery.max_in_flight_per_subscription, |s| {
-                        s.max_in_flight
-                    })
-                    .saturating_sub(busy),
-            }
-            .min(self.global.available_permits());
-            if free == 0 {
-                continue;
-            }
-            let (claimed, next_due) = self.shared.store.claim_due(&bucket, now_ms(), free).await?;
-            for claim in claimed {
-                // Only this loop takes permits, and it checked `available_permits` above.
-                let Ok(permit) = self.global.clone().try_acquire_owned() else {
-                    break;
-                };
-                *self.lock_in_flight().entry(bucket.clone()).or_insert(0) += 1;
-                let task = AttemptTask {
-                    shared: self.shared.clone(),
-                    deliverer: self.deliverer.clone(),
-                    in_flight: self.in_flight.clone(),
-                    _permit: permit,
-                };
-                self.tracker.spawn(task.run(claim));
-            }
-            if let Some(due) = next_due {
-                earliest = Some(earliest.map_or(due, |e| e.min(due)));
-            }
+            self.tracker.spawn(task.run(claim));
         }
-        Ok(earliest)
+        Ok(next_due)
     }
 
-    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        // The map holds plain counters: a panic elsewhere cannot leave it inconsistent.
-        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn is_adhoc(bucket: &str) -> bool {
-    bucket.starts_with("adhoc/")
-}
-
-/// The subscription a bucket belongs to: `adhoc/<host>` buckets are per-request targets.
-fn bucket_subscription(bucket: &str) -> &str {
-    if is_adhoc(bucket) {
-        ADHOC_SUBSCRIPTION
-    } else {
-        bucket
+    /// Attempts under way.
+    pub fn attempts_in_flight(&self) -> usize {
+        self.tracker.len()
     }
 }
 
@@ -194,20 +130,48 @@ pub fn adhoc_bucket(url: &reqwest::Url) -> String {
     )
 }
 
+/// What follows an attempt: delivered on success, dead when the address is refused or the
+/// schedule is spent, else a retry at the time the schedule (or `Retry-After`) says. Pure:
+/// the caller passes the time and the random draw.
+pub fn decide_next(
+    result: &AttemptResult,
+    schedule: &[Duration],
+    number: u32,
+    rules: RetryRules,
+    finished_ms: u64,
+    now: SystemTime,
+    draw: f64,
+) -> Next {
+    if result.outcome == Outcome::Success {
+        return Next::Delivered;
+    }
+    if result.blocked {
+        // Retrying cannot help: the address stays refused until the operator opens it.
+        return Next::Dead;
+    }
+    let retry_after = result
+        .retry_after
+        .as_deref()
+        .and_then(|v| retry::parse_retry_after(v, now));
+    match retry::next_delay(schedule, number, retry_after, rules, draw) {
+        Some(delay) => Next::RetryAt(
+            finished_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2)),
+        ),
+        None => Next::Dead,
+    }
+}
+
 /// One attempt of one claimed delivery, run as its own task.
 struct AttemptTask {
     shared: Arc<Shared>,
     deliverer: Deliverer,
-    in_flight: Arc<Mutex<HashMap<String, usize>>>,
-    /// Held for the task's life: a slot of the global limit.
-    _permit: OwnedSemaphorePermit,
 }
 
 impl AttemptTask {
     async fn run(self, claim: Claimed) {
         let Claimed { delivery, body } = claim;
         let number = delivery.attempts + 1;
-        let started_ms = now_ms();
+        let started_ms = self.shared.clock.now_ms();
         let config = self.shared.config();
         // Resolve the target now: a queued delivery follows its subscription's current URL,
         // secret and schedule.
@@ -265,7 +229,7 @@ impl AttemptTask {
                 Vec::new(),
             ),
         };
-        let finished_ms = now_ms();
+        let finished_ms = self.shared.clock.now_ms();
         let metrics = &self.shared.metrics;
         metrics
             .delivery_attempts
@@ -276,32 +240,24 @@ impl AttemptTask {
             .with_label_values(&[label])
             .observe(result.duration.as_secs_f64());
 
-        let next = if result.outcome == Outcome::Success {
-            Next::Delivered
-        } else if result.blocked {
-            // Retrying cannot help: the address stays refused until the operator opens it.
-            Next::Dead
-        } else {
-            let retry_after = result
-                .retry_after
-                .as_deref()
-                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-            let rules = RetryRules {
-                retry_after_cap: config.delivery.retry_after_cap,
-                jitter: config.delivery.jitter,
-            };
-            match retry::next_delay(&schedule, number, retry_after, rules, rand::random::<f64>()) {
-                Some(delay) => Next::RetryAt(
-                    finished_ms + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2),
-                ),
-                None => Next::Dead,
-            }
+        let rules = RetryRules {
+            retry_after_cap: config.delivery.retry_after_cap,
+            jitter: config.delivery.jitter,
         };
+        let next = decide_next(
+            &result,
+            &schedule,
+            number,
+            rules,
+            finished_ms,
+            SystemTime::now(),
+            rand::random::<f64>(),
+        );
         let attempt = Attempt {
             number,
             started_ms,
             duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
-            outcome: result.outcome.as_str().to_string(),
+            outcome: result.outcome,
             status_code: result.status_code,
             error: result.error.clone(),
             response_excerpt: result.response_excerpt.clone(),
@@ -373,19 +329,8 @@ impl AttemptTask {
         self.free_slot(bucket);
     }
 
-    /// Gives the bucket's and the global slot back, then wakes the loop so that its next pass
-    /// sees them.
-    fn free_slot(self, bucket: &str) {
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = in_flight.get_mut(bucket) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    in_flight.remove(bucket);
-                }
-            }
-        }
-        drop(self._permit);
+    /// The store freed the slot with the outcome: wake the loop so that its next turn uses it.
+    fn free_slot(self, _bucket: &str) {
         self.shared.wake.notify_one();
     }
 }

@@ -11,7 +11,6 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Shared;
-use crate::scheduler::now_ms;
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -81,8 +80,10 @@ pub async fn watchdog(shared: Arc<Shared>, stop: CancellationToken) {
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        let scheduler_age =
-            now_ms().saturating_sub(shared.scheduler_heartbeat.load(Ordering::Relaxed));
+        let scheduler_age = shared
+            .clock
+            .now_ms()
+            .saturating_sub(shared.scheduler_heartbeat.load(Ordering::Relaxed));
         let scheduler_alive = Duration::from_millis(scheduler_age) < stale;
         let writer_alive = matches!(
             tokio::time::timeout(period, shared.store.ping()).await,

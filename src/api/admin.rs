@@ -15,7 +15,6 @@ use super::error;
 use crate::app::Shared;
 use crate::config::ADHOC_SUBSCRIPTION;
 use crate::event::rfc3339_millis;
-use crate::scheduler::now_ms;
 use crate::store::{Delivery, DeliveryFilter, DeliveryState, RequeueError, StoreError};
 
 const DEFAULT_PAGE: usize = 50;
@@ -187,6 +186,7 @@ pub async fn list_deliveries(
     match shared
         .store
         .list_deliveries(&filter, q.cursor.as_deref(), limit)
+        .await
     {
         Ok((page, next)) => {
             let items: Vec<Value> = page.iter().map(|d| delivery_json(&shared, d)).collect();
@@ -198,16 +198,16 @@ pub async fn list_deliveries(
 
 /// `GET /v1/deliveries/{id}`: the delivery, every attempt, and its event.
 pub async fn show_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let delivery = match shared.store.delivery(&id) {
+    let delivery = match shared.store.delivery(&id).await {
         Ok(Some(d)) => d,
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no delivery {id}")),
         Err(e) => return store_failed(&e),
     };
-    let attempts = match shared.store.attempts(&id) {
+    let attempts = match shared.store.attempts(&id).await {
         Ok(a) => a,
         Err(e) => return store_failed(&e),
     };
-    let body = match shared.store.event_body(&delivery.event_id) {
+    let body = match shared.store.event_body(&delivery.event_id).await {
         Ok(body) => body.and_then(|b| serde_json::from_slice::<Value>(&b).ok()),
         Err(e) => return store_failed(&e),
     };
@@ -219,7 +219,7 @@ pub async fn show_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<Str
                 "attempt": a.number,
                 "started_at": time(Some(a.started_ms)),
                 "duration_ms": a.duration_ms,
-                "outcome": a.outcome,
+                "outcome": a.outcome.as_str(),
                 "status_code": a.status_code,
                 "error": a.error,
                 "response_excerpt": a.response_excerpt,
@@ -235,7 +235,7 @@ pub async fn show_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<Str
 
 /// `POST /v1/deliveries/{id}/retry`: due now (one more attempt for a dead or delivered one).
 pub async fn retry_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match shared.store.requeue(&id, now_ms()).await {
+    match shared.store.requeue(&id, shared.clock.now_ms()).await {
         Ok(was) => {
             shared.wake.notify_one();
             tracing::info!(delivery_id = %id, was = state_name(was), "delivery requeued by the admin API");
@@ -289,7 +289,7 @@ pub async fn retry_dead(
     };
     match shared
         .store
-        .requeue_dead(req.subscription.as_deref(), since, now_ms())
+        .requeue_dead(req.subscription.as_deref(), since, shared.clock.now_ms())
         .await
     {
         Ok(n) => {
@@ -308,7 +308,7 @@ pub async fn retry_dead(
 
 /// `GET /v1/subscriptions`: each configured subscription with its health.
 pub async fn list_subscriptions(State(shared): State<Arc<Shared>>) -> Response {
-    let states = match shared.store.subscription_states() {
+    let states = match shared.store.subscription_states().await {
         Ok(s) => s,
         Err(e) => return store_failed(&e),
     };

@@ -13,7 +13,7 @@ use super::error;
 use crate::app::Shared;
 use crate::config::ADHOC_SUBSCRIPTION;
 use crate::event::{parse_event, rfc3339_millis, IngestRules, NewEvent};
-use crate::scheduler::{adhoc_bucket, now_ms};
+use crate::scheduler::adhoc_bucket;
 use crate::store::{IngestError, Target};
 
 pub async fn ingest(State(shared): State<Arc<Shared>>, body: Body) -> Response {
@@ -76,7 +76,7 @@ async fn handle(shared: &Shared, body: Body) -> Response {
         );
     }
 
-    let now = now_ms();
+    let now = shared.clock.now_ms();
     let accepted_at = rfc3339_millis(now);
     let rules = IngestRules {
         allow_adhoc_targets: config.delivery.allow_adhoc_targets,

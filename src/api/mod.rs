@@ -137,9 +137,7 @@ pub fn metrics_router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let for_gauges = shared.clone();
-    // Counting a large backlog takes a while: not on the runtime's threads.
-    let _ = tokio::task::spawn_blocking(move || crate::app::update_gauges(&for_gauges)).await;
+    crate::app::update_gauges(&shared).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -154,7 +152,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    match shared.store.event_meta("readyz-probe") {
+    match shared.store.ping().await {
         Ok(_) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

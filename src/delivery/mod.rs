@@ -73,7 +73,7 @@ pub struct AttemptRequest<'a> {
     pub delivery_id: &'a str,
     pub event_type: &'a str,
     pub attempt: u32,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
     pub timeout: Duration,
 }
 

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
-use hookd::store::{DeliveryState, Store};
+use hookd::store::sled::SledStore;
+use hookd::store::{AdminStore, DeliveryState};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
@@ -217,21 +218,23 @@ async fn sigterm_finishes_the_attempt_in_flight_and_exits_zero() {
     assert_eq!(body["request_id"], "sigterm-in-flight");
 
     // hookd read that answer before exiting: the store says delivered, nothing left to send.
-    let delivered = delivery_state(&dir.path().join("db"), &event_id);
+    let delivered = delivery_state(&dir.path().join("db"), &event_id).await;
     assert_eq!(delivered, (DeliveryState::Delivered, 1));
 }
 
 /// The state and attempt count of the event's only delivery, read from the store of a stopped
 /// hookd.
-fn delivery_state(path: &Path, event_id: &str) -> (DeliveryState, u32) {
-    let store = Store::open(path, 1 << 20).expect("open the store of the stopped hookd");
+async fn delivery_state(path: &Path, event_id: &str) -> (DeliveryState, u32) {
+    let store = SledStore::open(path, 1 << 20).expect("open the store of the stopped hookd");
     let meta = store
         .event_meta(event_id)
+        .await
         .expect("read")
         .expect("event stored");
     assert_eq!(meta.deliveries.len(), 1);
     let d = store
         .delivery(&meta.deliveries[0])
+        .await
         .expect("read")
         .expect("delivery stored");
     (d.state, d.attempts)

@@ -27,14 +27,16 @@ async fn a_name_that_resolves_to_loopback_ends_dead_without_a_connection() {
         .post(&json!({"request_id": "r1", "status": "completed"}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let id = delivery_ids(&app, body["event_id"].as_str().unwrap()).remove(0);
+    let id = delivery_ids(&app, body["event_id"].as_str().unwrap())
+        .await
+        .remove(0);
     let delivery = wait_for_state(&app, &id, DeliveryState::Dead, DEADLINE).await;
     // Dead at the first attempt: retrying cannot open a refused address.
     assert_eq!(delivery.attempts, 1);
     assert_eq!(delivery.last_error.as_deref(), Some("blocked address"));
-    let attempts = app.shared.store.attempts(&id).unwrap();
+    let attempts = app.shared.store.attempts(&id).await.unwrap();
     assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].outcome, "other");
+    assert_eq!(attempts[0].outcome.as_str(), "other");
     assert!(
         receiver.received().is_empty(),
         "hookd connected to a blocked address"
@@ -68,7 +70,7 @@ async fn per_request_urls_are_https_and_never_a_blocked_literal() {
         assert_eq!(status, 422, "{url}: {body}");
         assert_eq!(body["field"], "webhook_url", "{url}");
     }
-    assert_eq!(app.shared.store.counts().unwrap(), (0, 0));
+    assert_eq!(app.shared.store.counts().await.unwrap(), (0, 0));
 
     // A name is accepted at ingest; its addresses are judged when it is resolved.
     let url = format!("https://localhost:{port}/hook");
@@ -76,7 +78,9 @@ async fn per_request_urls_are_https_and_never_a_blocked_literal() {
         .post(&json!({"request_id": "named", "status": "completed", "webhook_url": url, "webhook_secret": "s"}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let id = delivery_ids(&app, body["event_id"].as_str().unwrap()).remove(0);
+    let id = delivery_ids(&app, body["event_id"].as_str().unwrap())
+        .await
+        .remove(0);
     let delivery = wait_for_state(&app, &id, DeliveryState::Dead, DEADLINE).await;
     assert_eq!(delivery.last_error.as_deref(), Some("blocked address"));
     assert!(
@@ -103,7 +107,9 @@ async fn an_allowed_range_opens_only_its_addresses() {
         .await;
     assert_eq!(status, 202, "{body}");
     receiver.wait_for(1, DEADLINE).await;
-    let id = delivery_ids(&app, body["event_id"].as_str().unwrap()).remove(0);
+    let id = delivery_ids(&app, body["event_id"].as_str().unwrap())
+        .await
+        .remove(0);
     wait_for_state(&app, &id, DeliveryState::Delivered, DEADLINE).await;
 }
 

@@ -77,7 +77,7 @@ fn assert_defaulted_timestamp(body: &Value) {
 /// gets.
 async fn assert_nothing_stored_but_sentinel(app: &TestApp, receiver: &TestReceiver) {
     assert_eq!(
-        app.shared.store.counts().unwrap(),
+        app.shared.store.counts().await.unwrap(),
         (0, 0),
         "a rejected request stored something"
     );
@@ -91,7 +91,7 @@ async fn assert_nothing_stored_but_sentinel(app: &TestApp, receiver: &TestReceiv
         ["sentinel"],
         "the receiver got a rejected event"
     );
-    assert_eq!(app.shared.store.counts().unwrap(), (1, 1));
+    assert_eq!(app.shared.store.counts().await.unwrap(), (1, 1));
 }
 
 #[tokio::test]
@@ -163,7 +163,7 @@ async fn body_over_max_body_bytes_and_batch_over_max_batch_are_413() {
     let (status, body) = app.post(&Value::Array(four)).await;
     assert_eq!(status, 413, "{body}");
     assert_error_body(&body, "batch over max_batch");
-    assert_eq!(app.shared.store.counts().unwrap(), (0, 0));
+    assert_eq!(app.shared.store.counts().await.unwrap(), (0, 0));
 
     // Just under both limits: accepted, which shows that the limits are the configured ones.
     let fits =
@@ -183,7 +183,7 @@ async fn body_over_max_body_bytes_and_batch_over_max_batch_are_413() {
     let mut ids: Vec<String> = receiver.received().iter().map(request_id).collect();
     ids.sort();
     assert_eq!(ids, ["fits", "three-0", "three-1", "three-2"]);
-    assert_eq!(app.shared.store.counts().unwrap(), (4, 4));
+    assert_eq!(app.shared.store.counts().await.unwrap(), (4, 4));
 }
 
 /// One invalid event per case, and the field the 422 must name.
@@ -384,10 +384,11 @@ async fn every_integer_beyond_2_pow_53_is_refused() {
         );
         let (status, answer) = app.post_raw(body).await;
         if status != 422 || answer["field"] != "metrics.n" {
-            let sent = answer["event_id"]
-                .as_str()
-                .and_then(|id| app.shared.store.event_body(id).unwrap())
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let sent = match answer["event_id"].as_str() {
+                Some(id) => app.shared.store.event_body(id).await.unwrap(),
+                None => None,
+            }
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
             wrong.push(format!("{literal}: {status} {answer}; would send {sent:?}"));
         }
     }
@@ -466,7 +467,7 @@ async fn same_request_id_and_status_is_one_event() {
         ],
         "one delivery per distinct event, none for repeats or rejected batches"
     );
-    assert_eq!(app.shared.store.counts().unwrap(), (3, 3));
+    assert_eq!(app.shared.store.counts().await.unwrap(), (3, 3));
     let text = app.metrics_text().await;
     assert_eq!(
         metric(&text, "hookd_events_received_total", &[]),
@@ -554,14 +555,14 @@ async fn fan_out_follows_filters_and_per_request_targets_with_signed_headers() {
         keys(&per_request.received()),
         [pair("fan-1", "job.completed"), pair("fan-4", "job.failed")]
     );
-    assert_eq!(app.shared.store.counts().unwrap(), (4, 6));
+    assert_eq!(app.shared.store.counts().await.unwrap(), (4, 6));
 
     // The body of fan-1, byte for byte: compact, fields in the fixed order, webhook_* left out.
     let e1_body = r#"{"request_id":"fan-1","status":"completed","result":{"items":[{"url":"https://cdn.example/v.mp4","content_type":"video/mp4"}]},"timestamp":"2025-01-12T10:30:00Z"}"#;
-    let deliveries_of: HashMap<String, Vec<String>> = [&e1_id, &e2_id, &e4_id]
-        .into_iter()
-        .map(|id| (id.clone(), delivery_ids(&app, id)))
-        .collect();
+    let mut deliveries_of: HashMap<String, Vec<String>> = HashMap::new();
+    for id in [&e1_id, &e2_id, &e4_id] {
+        deliveries_of.insert(id.clone(), delivery_ids(&app, id).await);
+    }
     let mut seen_delivery_ids = HashSet::new();
     for (receiver, secret) in [
         (&completed_only, "secret-a"),
@@ -584,7 +585,12 @@ async fn fan_out_follows_filters_and_per_request_targets_with_signed_headers() {
             };
             assert_eq!(
                 r.body.as_ref(),
-                app.shared.store.event_body(event_id).unwrap().unwrap(),
+                app.shared
+                    .store
+                    .event_body(event_id)
+                    .await
+                    .unwrap()
+                    .unwrap(),
                 "the stored body is what is sent"
             );
             assert_eq!(r.header("content-type"), "application/json", "{rid}");
@@ -612,7 +618,7 @@ async fn fan_out_follows_filters_and_per_request_targets_with_signed_headers() {
                 seen_delivery_ids.insert(delivery.clone()),
                 "delivery id {delivery} used twice"
             );
-            let record = app.shared.store.delivery(&delivery).unwrap().unwrap();
+            let record = app.shared.store.delivery(&delivery).await.unwrap().unwrap();
             let expected_subscription = match secret {
                 "secret-a" => "a",
                 "secret-b" => "b",
@@ -672,7 +678,7 @@ async fn concurrent_posts_are_all_accepted_and_delivered() {
     }
     let total = TASKS * PER_TASK;
     assert_eq!(
-        app.shared.store.counts().unwrap(),
+        app.shared.store.counts().await.unwrap(),
         (total as u64, total as u64),
         "every 202 is stored"
     );
@@ -721,7 +727,10 @@ async fn the_header_prefix_is_configurable() {
         abstrakt_signature(b"s", &r.body)
     );
     assert_eq!(r.header("x-acme-event"), "job.completed");
-    assert_eq!(r.header("x-acme-delivery"), delivery_ids(&app, event_id)[0]);
+    assert_eq!(
+        r.header("x-acme-delivery"),
+        delivery_ids(&app, event_id).await[0]
+    );
     assert_eq!(r.header("x-acme-attempt"), "1");
     let abstrakt: Vec<&str> = r
         .headers

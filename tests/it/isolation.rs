@@ -36,6 +36,7 @@ async fn assert_pending(app: &TestApp, in_flight: u64, ready: u64) {
                 .shared
                 .store
                 .pending_stats(hookd::scheduler::now_ms())
+                .await
                 .unwrap();
             (stats.in_flight == in_flight && stats.ready == ready && stats.scheduled == 0)
                 .then_some(())

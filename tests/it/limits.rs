@@ -70,7 +70,7 @@ async fn a_client_that_never_finishes_its_body_gets_408() {
         .expect("an answer within 5 s");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_read_timeout"), "{answer}");
-    assert_eq!(app.shared.store.counts().unwrap(), (0, 0));
+    assert_eq!(app.shared.store.counts().await.unwrap(), (0, 0));
 }
 
 #[tokio::test]
@@ -85,7 +85,7 @@ async fn oversized_headers_get_431() {
         .await
         .unwrap();
     assert_eq!(response.status(), 431);
-    assert_eq!(app.shared.store.counts().unwrap(), (0, 0));
+    assert_eq!(app.shared.store.counts().await.unwrap(), (0, 0));
 }
 
 /// A receiver whose answer to every delivery is a 200 with an endless body.
@@ -124,14 +124,16 @@ async fn an_endless_response_costs_one_kibibyte_and_no_time() {
         .post(&json!({"request_id": "r", "status": "completed"}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let id = delivery_ids(&app, body["event_id"].as_str().unwrap()).remove(0);
+    let id = delivery_ids(&app, body["event_id"].as_str().unwrap())
+        .await
+        .remove(0);
     wait_for_state(&app, &id, DeliveryState::Delivered, Duration::from_secs(5)).await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
         started.elapsed()
     );
-    let attempts = app.shared.store.attempts(&id).unwrap();
+    let attempts = app.shared.store.attempts(&id).await.unwrap();
     let excerpt = attempts[0].response_excerpt.as_deref().unwrap_or("");
     assert_eq!(excerpt.len(), 1024, "the excerpt is cut at 1 KiB");
 }
@@ -166,10 +168,12 @@ async fn a_dripping_response_is_cut_at_the_timeout() {
         .post(&json!({"request_id": "r", "status": "completed"}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let id = delivery_ids(&app, body["event_id"].as_str().unwrap()).remove(0);
+    let id = delivery_ids(&app, body["event_id"].as_str().unwrap())
+        .await
+        .remove(0);
     wait_for_state(&app, &id, DeliveryState::Dead, Duration::from_secs(5)).await;
-    let attempts = app.shared.store.attempts(&id).unwrap();
-    assert_eq!(attempts[0].outcome, "timeout");
+    let attempts = app.shared.store.attempts(&id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_str(), "timeout");
     assert_eq!(attempts[0].status_code, Some(200));
     assert!(
         attempts[0].duration_ms >= 550 && attempts[0].duration_ms < 2000,

@@ -438,7 +438,11 @@ async fn deliver(app: &TestApp, events: &[String], fan_out: u64) -> Vec<Outcome>
         assert_eq!(status, 202, "posting {:.200}: {body}", text);
         assert_eq!(body["deliveries"], fan_out, "{body}");
         let event_id = body["event_id"].as_str().expect("event_id");
-        let meta = store.event_meta(event_id).expect("read").expect("stored");
+        let meta = store
+            .event_meta(event_id)
+            .await
+            .expect("read")
+            .expect("stored");
         ids.extend(
             meta.deliveries
                 .into_iter()
@@ -449,19 +453,21 @@ async fn deliver(app: &TestApp, events: &[String], fan_out: u64) -> Vec<Outcome>
         "every delivery to finish",
         Duration::from_secs(15),
         || async {
-            ids.iter()
-                .all(|(_, id)| {
-                    let d = store.delivery(id).expect("read").expect("stored");
-                    matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead)
-                })
-                .then_some(())
+            for (_, id) in &ids {
+                let d = store.delivery(id).await.expect("read").expect("stored");
+                if !matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead) {
+                    return None;
+                }
+            }
+            Some(())
         },
     )
     .await;
-    ids.into_iter()
-        .map(|(request_id, id)| {
-            let delivery = store.delivery(&id).expect("read").expect("stored");
-            let attempts = store.attempts(&id).expect("read attempts");
+    let mut out = Vec::new();
+    for (request_id, id) in ids {
+        out.push({
+            let delivery = store.delivery(&id).await.expect("read").expect("stored");
+            let attempts = store.attempts(&id).await.expect("read attempts");
             let last = attempts.last();
             Outcome {
                 request_id,
@@ -472,8 +478,9 @@ async fn deliver(app: &TestApp, events: &[String], fan_out: u64) -> Vec<Outcome>
                     .and_then(|a| a.response_excerpt.clone().or(a.error.clone()))
                     .unwrap_or_default(),
             }
-        })
-        .collect()
+        });
+    }
+    out
 }
 
 /// Checks each outcome against `want(subscription)`: `true` = verified (2xx, delivered),

@@ -52,10 +52,11 @@ async fn post_ok(app: &TestApp, event: &Value) -> String {
     body["event_id"].as_str().expect("event_id").to_string()
 }
 
-fn delivery_ids(app: &TestApp, event_id: &str) -> Vec<String> {
+async fn delivery_ids(app: &TestApp, event_id: &str) -> Vec<String> {
     app.shared
         .store
         .event_meta(event_id)
+        .await
         .expect("read event meta")
         .expect("event stored")
         .deliveries
@@ -68,7 +69,7 @@ async fn a_retry_scheduled_before_a_graceful_restart_is_made_after_it() {
     let app = spawn_app(&config(&receiver.url(), &["3s"])).await;
 
     let event_id = post_ok(&app, &completed("restart-retry")).await;
-    let ids = delivery_ids(&app, &event_id);
+    let ids = delivery_ids(&app, &event_id).await;
     assert_eq!(ids.len(), 1);
     let id = ids[0].clone();
 
@@ -80,7 +81,7 @@ async fn a_retry_scheduled_before_a_graceful_restart_is_made_after_it() {
         "the retry to be scheduled",
         Duration::from_secs(5),
         || async {
-            let d = app.shared.store.delivery(&id).expect("read")?;
+            let d = app.shared.store.delivery(&id).await.expect("read")?;
             (d.state == DeliveryState::Scheduled && d.attempts == 1).then_some(d)
         },
     )
@@ -94,6 +95,7 @@ async fn a_retry_scheduled_before_a_graceful_restart_is_made_after_it() {
         .shared
         .store
         .delivery(&id)
+        .await
         .expect("read")
         .expect("the delivery survives the restart");
     assert_eq!(
@@ -125,13 +127,13 @@ async fn a_retry_scheduled_before_a_graceful_restart_is_made_after_it() {
         "the delivery to be Delivered",
         Duration::from_secs(5),
         || async {
-            let d = app.shared.store.delivery(&id).expect("read")?;
+            let d = app.shared.store.delivery(&id).await.expect("read")?;
             (d.state == DeliveryState::Delivered).then_some(d)
         },
     )
     .await;
     assert_eq!(delivered.attempts, 2);
-    let attempts = app.shared.store.attempts(&id).expect("attempts");
+    let attempts = app.shared.store.attempts(&id).await.expect("attempts");
     let outcomes: Vec<(u32, &str)> = attempts
         .iter()
         .map(|a| (a.number, a.outcome.as_str()))
@@ -179,7 +181,7 @@ async fn events_accepted_while_the_receiver_is_down_are_delivered_after_a_gracef
         } else {
             format!("down-{n}")
         };
-        for id in delivery_ids(&app, event_id) {
+        for id in delivery_ids(&app, event_id).await {
             deliveries.insert(id, request_id.clone());
         }
     }
@@ -194,13 +196,13 @@ async fn events_accepted_while_the_receiver_is_down_are_delivered_after_a_gracef
         "a refused attempt for every delivery",
         Duration::from_secs(5),
         || async {
-            deliveries
-                .keys()
-                .all(|id| {
-                    let attempts = app.shared.store.attempts(id).expect("attempts");
-                    attempts.iter().any(|a| a.outcome == "connect")
-                })
-                .then_some(())
+            for id in deliveries.keys() {
+                let attempts = app.shared.store.attempts(id).await.expect("attempts");
+                if !attempts.iter().any(|a| a.outcome.as_str() == "connect") {
+                    return None;
+                }
+            }
+            Some(())
         },
     )
     .await;
@@ -211,6 +213,7 @@ async fn events_accepted_while_the_receiver_is_down_are_delivered_after_a_gracef
             .shared
             .store
             .delivery(id)
+            .await
             .expect("read")
             .expect("stored");
         assert_ne!(
@@ -225,18 +228,13 @@ async fn events_accepted_while_the_receiver_is_down_are_delivered_after_a_gracef
         "every delivery to be Delivered",
         Duration::from_secs(10),
         || async {
-            deliveries
-                .keys()
-                .all(|id| {
-                    app.shared
-                        .store
-                        .delivery(id)
-                        .expect("read")
-                        .expect("stored")
-                        .state
-                        == DeliveryState::Delivered
-                })
-                .then_some(())
+            for id in deliveries.keys() {
+                let d = app.shared.store.delivery(id).await.expect("read");
+                if d.expect("stored").state != DeliveryState::Delivered {
+                    return None;
+                }
+            }
+            Some(())
         },
     )
     .await;
@@ -263,6 +261,7 @@ async fn events_accepted_while_the_receiver_is_down_are_delivered_after_a_gracef
             .shared
             .store
             .delivery(&id)
+            .await
             .expect("read")
             .expect("stored");
         let secret = if record.adhoc.is_some() {
@@ -284,7 +283,7 @@ async fn a_graceful_stop_lets_the_attempt_in_flight_finish_and_it_is_not_repeate
     let receiver = SlowReceiver::start(Duration::from_millis(1500)).await;
     let app = spawn_app(&config(&receiver.url(), &["0s", "1s"])).await;
     let event_id = post_ok(&app, &completed("restart-in-flight")).await;
-    let id = delivery_ids(&app, &event_id)[0].clone();
+    let id = delivery_ids(&app, &event_id).await[0].clone();
 
     wait_until("the attempt to start", Duration::from_secs(5), || async {
         (!receiver.requests().is_empty()).then_some(())
@@ -314,6 +313,7 @@ async fn a_graceful_stop_lets_the_attempt_in_flight_finish_and_it_is_not_repeate
         .shared
         .store
         .delivery(&id)
+        .await
         .expect("read")
         .expect("stored");
     assert_eq!(d.state, DeliveryState::Delivered, "{d:?}");
@@ -323,6 +323,7 @@ async fn a_graceful_stop_lets_the_attempt_in_flight_finish_and_it_is_not_repeate
         .shared
         .store
         .pending_stats(hookd::scheduler::now_ms())
+        .await
         .expect("pending stats");
     assert_eq!(
         (stats.ready, stats.scheduled, stats.in_flight),
@@ -341,12 +342,12 @@ async fn the_store_can_be_reopened_as_soon_as_a_graceful_stop_returns() {
     let mut app = spawn_app(&config(&receiver.url(), &["0s"])).await;
     for cycle in 0..6 {
         let event_id = post_ok(&app, &completed(&format!("reopen-{cycle}"))).await;
-        let id = delivery_ids(&app, &event_id)[0].clone();
+        let id = delivery_ids(&app, &event_id).await[0].clone();
         wait_until(
             "the delivery to be Delivered",
             Duration::from_secs(5),
             || async {
-                let d = app.shared.store.delivery(&id).expect("read")?;
+                let d = app.shared.store.delivery(&id).await.expect("read")?;
                 (d.state == DeliveryState::Delivered).then_some(())
             },
         )

@@ -39,7 +39,7 @@ async fn finished_deliveries_and_their_events_are_swept_after_retention() {
         "the sweep to empty the store",
         Duration::from_secs(10),
         || async {
-            let counts = app.shared.store.counts().unwrap();
+            let counts = app.shared.store.counts().await.unwrap();
             (counts == (0, 0)).then_some(())
         },
     )
@@ -48,6 +48,7 @@ async fn finished_deliveries_and_their_events_are_swept_after_retention() {
         .shared
         .store
         .event_meta(&delivered_id)
+        .await
         .unwrap()
         .is_none());
 

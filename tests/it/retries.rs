@@ -22,7 +22,7 @@ async fn post_one(app: &TestApp, request_id: &str) -> String {
     let (status, body) = app.post(&event(request_id, "completed")).await;
     assert_eq!(status, 202, "{body}");
     let event_id = body["event_id"].as_str().expect("event_id");
-    let ids = delivery_ids(app, event_id);
+    let ids = delivery_ids(app, event_id).await;
     assert_eq!(ids.len(), 1, "one subscription, one delivery");
     ids[0].clone()
 }
@@ -59,13 +59,14 @@ fn assert_spacing(received: &[Received], delays: &[Duration]) {
     }
 }
 
-fn outcomes(app: &TestApp, delivery_id: &str) -> Vec<(u32, String, Option<u16>)> {
+async fn outcomes(app: &TestApp, delivery_id: &str) -> Vec<(u32, String, Option<u16>)> {
     app.shared
         .store
         .attempts(delivery_id)
+        .await
         .expect("read attempts")
         .into_iter()
-        .map(|a| (a.number, a.outcome, a.status_code))
+        .map(|a| (a.number, a.outcome.as_str().to_string(), a.status_code))
         .collect()
 }
 
@@ -100,7 +101,7 @@ async fn every_attempt_fails_then_the_delivery_is_dead() {
     assert_eq!(delivery.attempts, 4);
     assert!(delivery.finished_ms.is_some() && delivery.due_ms.is_none());
     assert_eq!(
-        outcomes(&app, &id),
+        outcomes(&app, &id).await,
         (1..=4)
             .map(|n| (n, "http_5xx".to_string(), Some(500)))
             .collect::<Vec<_>>()
@@ -147,7 +148,7 @@ async fn success_on_a_middle_attempt_ends_the_retries() {
     );
     assert_eq!(delivery.attempts, 3);
     assert_eq!(
-        outcomes(&app, &id),
+        outcomes(&app, &id).await,
         [
             (1, "http_5xx".to_string(), Some(500)),
             (2, "http_5xx".to_string(), Some(503)),
@@ -179,7 +180,7 @@ async fn a_4xx_is_retried_like_any_failure() {
     assert_eq!(delivery.attempts, 3);
     assert_eq!(receiver.received().len(), 3);
     assert_eq!(
-        outcomes(&app, &id),
+        outcomes(&app, &id).await,
         [
             (1, "http_4xx".to_string(), Some(400)),
             (2, "http_4xx".to_string(), Some(410)),
@@ -209,7 +210,7 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
     assert_eq!(delivery.attempts, 2);
     assert_eq!(receiver.received().len(), 2);
     assert_eq!(
-        outcomes(&app, &id),
+        outcomes(&app, &id).await,
         [
             (1, "other".to_string(), Some(302)),
             (2, "other".to_string(), Some(307)),
@@ -235,7 +236,7 @@ async fn a_refused_connection_is_a_connect_failure() {
     let delivery = wait_for_state(&app, &id, DeliveryState::Dead, DEADLINE).await;
     assert_eq!(delivery.attempts, 2);
     assert_eq!(
-        outcomes(&app, &id),
+        outcomes(&app, &id).await,
         [
             (1, "connect".to_string(), None),
             (2, "connect".to_string(), None)
@@ -269,7 +270,7 @@ async fn a_receiver_slower_than_the_timeout_is_a_timeout_failure() {
         2,
         "both attempts reached the receiver"
     );
-    let attempts = app.shared.store.attempts(&id).unwrap();
+    let attempts = app.shared.store.attempts(&id).await.unwrap();
     for a in &attempts {
         assert_eq!(
             (a.outcome.as_str(), a.status_code),
@@ -311,7 +312,7 @@ async fn retry_after_postpones_the_next_attempt_up_to_the_cap() {
     .await;
     let (status, body) = app.post(&event("busy", "completed")).await;
     assert_eq!(status, 202, "{body}");
-    let ids = delivery_ids(&app, body["event_id"].as_str().unwrap());
+    let ids = delivery_ids(&app, body["event_id"].as_str().unwrap()).await;
     assert_eq!(ids.len(), 3);
 
     for id in &ids {
@@ -332,10 +333,10 @@ async fn retry_after_postpones_the_next_attempt_up_to_the_cap() {
             receiver.addr
         );
     }
-    let mut first_outcomes: Vec<String> = ids
-        .iter()
-        .map(|id| outcomes(&app, id)[0].1.clone())
-        .collect();
+    let mut first_outcomes: Vec<String> = Vec::new();
+    for id in &ids {
+        first_outcomes.push(outcomes(&app, id).await[0].1.clone());
+    }
     first_outcomes.sort();
     assert_eq!(first_outcomes, ["http_4xx", "http_5xx", "http_5xx"]);
 }
@@ -360,7 +361,7 @@ async fn a_subscription_schedule_overrides_the_global_one() {
     .await;
     let (status, body) = app.post(&event("two-schedules", "completed")).await;
     assert_eq!(status, 202, "{body}");
-    for id in delivery_ids(&app, body["event_id"].as_str().unwrap()) {
+    for id in delivery_ids(&app, body["event_id"].as_str().unwrap()).await {
         let d = wait_for_state(&app, &id, DeliveryState::Dead, DEADLINE).await;
         let expected = if d.subscription == "own" { 2 } else { 4 };
         assert_eq!(d.attempts, expected, "{}", d.subscription);

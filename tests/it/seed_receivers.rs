@@ -18,7 +18,9 @@ use hookd::store::DeliveryState;
 use serde_json::Value;
 
 use crate::support::app::spawn_app;
-use crate::support::process::{require_seed_deps, wait_until_opt, SeedKind, SeedReceiver};
+use crate::support::process::{
+    require_seed_deps, wait_until_opt, wait_until_some, SeedKind, SeedReceiver,
+};
 
 /// Non-ASCII on purpose: both receivers key the HMAC with the secret's UTF-8 bytes.
 const SECRET: &str = "whsec-tést-秘密-🔑";
@@ -189,34 +191,40 @@ async fn seed_receivers_verify_every_delivery_and_agree_on_the_body() {
     for (request_id, event_id) in &events {
         let meta = store
             .event_meta(event_id)
+            .await
             .expect("read event meta")
             .expect("event stored");
         assert_eq!(&meta.request_id, request_id, "stored request_id");
         for id in meta.deliveries {
-            let d = store.delivery(&id).expect("read").expect("delivery stored");
+            let d = store
+                .delivery(&id)
+                .await
+                .expect("read")
+                .expect("delivery stored");
             deliveries.insert(id, (request_id.clone(), event_id.clone(), d.subscription));
         }
     }
     assert_eq!(deliveries.len() as u64, expected_deliveries);
 
     // Every delivery finishes (one attempt each: the schedule has no retries).
-    let finished = wait_until_opt(Duration::from_secs(10), || {
-        deliveries
-            .keys()
-            .all(|id| {
-                let d = store.delivery(id).expect("read").expect("stored");
-                matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead)
-            })
-            .then_some(())
+    let finished = wait_until_some(Duration::from_secs(10), || async {
+        for id in deliveries.keys() {
+            let d = store.delivery(id).await.expect("read").expect("stored");
+            if !matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead) {
+                return None;
+            }
+        }
+        Some(())
     })
     .await;
-    let states: Vec<String> = deliveries
-        .iter()
-        .map(|(id, (rid, _, sub))| {
-            let d = store.delivery(id).expect("read").expect("stored");
-            format!("{rid:?} -> {sub}: {:?} ({:?})", d.state, d.last_error)
-        })
-        .collect();
+    let mut states: Vec<String> = Vec::new();
+    for (id, (rid, _, sub)) in &deliveries {
+        let d = store.delivery(id).await.expect("read").expect("stored");
+        states.push(format!(
+            "{rid:?} -> {sub}: {:?} ({:?})",
+            d.state, d.last_error
+        ));
+    }
     assert!(
         finished.is_some(),
         "deliveries did not finish within 10s:\n{}",
@@ -291,7 +299,7 @@ async fn seed_receivers_verify_every_delivery_and_agree_on_the_body() {
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
             "signature is not lowercase hex SHA-256: {sig:?}"
         );
-        let d = store.delivery(id).expect("read").expect("stored");
+        let d = store.delivery(id).await.expect("read").expect("stored");
         assert_eq!(d.state, want_state, "{request_id:?} -> {subscription}");
     }
 
@@ -303,8 +311,10 @@ async fn seed_receivers_verify_every_delivery_and_agree_on_the_body() {
         let stored = String::from_utf8(
             store
                 .event_body(event_id)
+                .await
                 .expect("read body")
-                .expect("body stored"),
+                .expect("body stored")
+                .to_vec(),
         )
         .expect("the body is UTF-8");
         let mut seen = HashSet::new();

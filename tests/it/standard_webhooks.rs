@@ -139,20 +139,21 @@ async fn post(app: &TestApp, event: &Value) -> (Vec<u8>, HashMap<String, String>
         .shared
         .store
         .event_body(event_id)
+        .await
         .expect("read event body")
-        .expect("event body stored");
-    let by_subscription = delivery_ids(app, event_id)
-        .into_iter()
-        .map(|id| {
-            let d = app
-                .shared
-                .store
-                .delivery(&id)
-                .expect("read delivery")
-                .expect("delivery stored");
-            (d.subscription, id)
-        })
-        .collect();
+        .expect("event body stored")
+        .to_vec();
+    let mut by_subscription = HashMap::new();
+    for id in delivery_ids(app, event_id).await {
+        let d = app
+            .shared
+            .store
+            .delivery(&id)
+            .await
+            .expect("read delivery")
+            .expect("delivery stored");
+        by_subscription.insert(d.subscription, id);
+    }
     (body, by_subscription)
 }
 

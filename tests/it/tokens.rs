@@ -135,8 +135,8 @@ fn admin_routes(delivery_id: &str) -> Vec<(Method, String)> {
     ]
 }
 
-fn stored(app: &TestApp) -> (u64, u64) {
-    app.shared.store.counts().expect("store counts")
+async fn stored(app: &TestApp) -> (u64, u64) {
+    app.shared.store.counts().await.expect("store counts")
 }
 
 #[tokio::test]
@@ -153,20 +153,27 @@ async fn each_scope_opens_only_its_routes() {
         .shared
         .store
         .event_meta(event_id)
+        .await
         .expect("event meta")
         .expect("event stored")
         .deliveries[0]
         .clone();
     let delivered = wait_for_state(&app, &delivery_id, DeliveryState::Delivered, DEADLINE).await;
     assert_eq!(delivered.attempts, 1);
-    assert_eq!(stored(&app), (1, 1));
+    assert_eq!(stored(&app).await, (1, 1));
 
     for (method, path) in admin_routes(&delivery_id) {
         let answer = call(&app, method.clone(), &path, Some("ingest-tok"), None).await;
         assert_forbidden(&answer, "admin", &format!("ingest-tok {method} {path}"));
     }
     // The refused retry and pause changed nothing.
-    let after = app.shared.store.delivery(&delivery_id).unwrap().unwrap();
+    let after = app
+        .shared
+        .store
+        .delivery(&delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((after.state, after.attempts), (DeliveryState::Delivered, 1));
     assert_eq!(receiver.received().len(), 1);
 
@@ -245,7 +252,7 @@ async fn each_scope_opens_only_its_routes() {
     assert_eq!(subs.status, 200, "{}", subs.text);
 
     // Only the two accepted events were stored, and only they were delivered.
-    assert_eq!(stored(&app), (2, 2));
+    assert_eq!(stored(&app).await, (2, 2));
     let got = receiver.wait_for(3, DEADLINE).await;
     let request_ids: Vec<String> = got
         .iter()
@@ -300,7 +307,11 @@ async fn a_missing_or_wrong_token_is_401_and_stores_nothing() {
     let refused = post_event(&app, Some("admin-tok"), "admin-posts").await;
     assert_forbidden(&refused, "ingest", "admin-tok POST /v1/events");
 
-    assert_eq!(stored(&app), (0, 0), "a refused request stored something");
+    assert_eq!(
+        stored(&app).await,
+        (0, 0),
+        "a refused request stored something"
+    );
     let list = call(&app, Method::GET, "/v1/deliveries", Some("admin-tok"), None).await;
     assert_eq!(list.status, 200, "{}", list.text);
     assert_eq!(list.body["deliveries"], json!([]));
@@ -309,7 +320,7 @@ async fn a_missing_or_wrong_token_is_401_and_stores_nothing() {
     // The server still accepts a right token afterwards (and that one is stored).
     let accepted = post_event(&app, Some("ingest-tok"), "wrong-0").await;
     assert_eq!(accepted.status, 202, "{}", accepted.text);
-    assert_eq!(stored(&app), (1, 1));
+    assert_eq!(stored(&app).await, (1, 1));
 }
 
 fn config_errors(text: &str) -> Vec<Diagnostic> {
@@ -505,7 +516,7 @@ async fn the_cli_picks_the_token_with_the_scope_it_needs() {
     assert!(stderr.contains("403"), "{stderr}");
 
     // Nothing more was stored by the refused sends.
-    assert_eq!(stored(&app), (1, 1));
+    assert_eq!(stored(&app).await, (1, 1));
 }
 
 /// An unknown scope or a misspelled key in a token entry must be explained, not reported as

@@ -50,10 +50,11 @@ pub async fn spawn_app_with_api(api_keys: &str, extra: &str) -> TestApp {
 }
 
 /// The ids of an event's deliveries, from the store.
-pub fn delivery_ids(app: &TestApp, event_id: &str) -> Vec<String> {
+pub async fn delivery_ids(app: &TestApp, event_id: &str) -> Vec<String> {
     app.shared
         .store
         .event_meta(event_id)
+        .await
         .expect("read event meta")
         .unwrap_or_else(|| panic!("event {event_id} is not stored"))
         .deliveries
@@ -70,7 +71,12 @@ pub async fn wait_for_state(
         &format!("delivery {id} to be {state:?}"),
         deadline,
         || async {
-            let delivery = app.shared.store.delivery(id).expect("read delivery")?;
+            let delivery = app
+                .shared
+                .store
+                .delivery(id)
+                .await
+                .expect("read delivery")?;
             (delivery.state == state).then_some(delivery)
         },
     )
@@ -84,6 +90,7 @@ pub async fn wait_idle(app: &TestApp, deadline: Duration) {
             .shared
             .store
             .pending_stats(hookd::scheduler::now_ms())
+            .await
             .expect("pending stats");
         (stats.ready == 0 && stats.scheduled == 0 && stats.in_flight == 0).then_some(())
     })

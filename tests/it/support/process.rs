@@ -377,6 +377,24 @@ async fn wait_ready(process: &mut ChildGuard, metrics: SocketAddr) -> Result<(),
 }
 
 /// Polls a synchronous `check` until it returns `Some` or `deadline` passes (then `None`).
+/// Like [`wait_until_opt`], with an async check.
+pub async fn wait_until_some<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if start.elapsed() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub async fn wait_until_opt<T>(
     deadline: Duration,
     mut check: impl FnMut() -> Option<T>,

@@ -1,0 +1,430 @@
+//! The due-time index in memory: which deliveries wait, in which bucket, until when, and which
+//! are in flight. An engine that keeps its queue on disk in a form it cannot search by due time
+//! (the sled engine) rebuilds it at open and keeps it beside the disk.
+//!
+//! Finding the next work costs O(log n) whatever the number of deliveries and buckets: every
+//! bucket that may run now (not at its limit, not paused, not waiting for a removed
+//! subscription) is listed once in a set ordered by its earliest due time, so a claim takes the
+//! first entry, pops that bucket's earliest delivery and lists the bucket again. A bucket at its
+//! limit, paused, or waiting for a retry hours away is not looked at until that changes.
+//! Per-request hosts have a set of their own, skipped whole while the per-request limit is
+//! reached. Between buckets that may run, the earliest due delivery goes first: a healthy
+//! subscription's fresh events are not held back by other hosts' retries that are not yet due.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::{Limits, PendingStats, ADHOC};
+
+/// A delivery id as the index keeps it: the ULID's 128 bits.
+pub type Id = u128;
+
+type BucketNo = u32;
+
+#[derive(Debug)]
+struct Bucket {
+    name: Arc<str>,
+    /// Per-request targets' buckets are `adhoc/<host:port>`.
+    adhoc: bool,
+    /// Queued deliveries by due time.
+    queue: BTreeSet<(u64, Id)>,
+    in_flight: usize,
+    /// The due time under which the bucket is listed in its ready set, if it is.
+    listed: Option<u64>,
+}
+
+/// The in-memory queue. Not synchronised: its owner holds it under a lock.
+#[derive(Debug, Default)]
+pub struct Index {
+    numbers: HashMap<Arc<str>, BucketNo>,
+    buckets: Vec<Option<Bucket>>,
+    /// Bucket slots freed by buckets that emptied, for reuse.
+    free: Vec<BucketNo>,
+    /// Subscription buckets that may run, by earliest due time.
+    ready: BTreeSet<(u64, BucketNo)>,
+    /// Per-request buckets that may run, by earliest due time.
+    ready_adhoc: BTreeSet<(u64, BucketNo)>,
+    /// In-flight deliveries and their buckets.
+    leased: HashMap<Id, BucketNo>,
+    in_flight: usize,
+    adhoc_in_flight: usize,
+    queued: usize,
+    limits: Limits,
+}
+
+/// What a claim took from the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub id: Id,
+    pub bucket: Arc<str>,
+    pub due_ms: u64,
+}
+
+pub fn is_adhoc(bucket: &str) -> bool {
+    bucket.starts_with("adhoc/")
+}
+
+impl Index {
+    pub fn new(limits: Limits) -> Index {
+        Index {
+            limits,
+            ..Index::default()
+        }
+    }
+
+    fn bucket_no(&mut self, name: &str) -> BucketNo {
+        if let Some(&n) = self.numbers.get(name) {
+            return n;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let bucket = Bucket {
+            adhoc: is_adhoc(&name),
+            name: name.clone(),
+            queue: BTreeSet::new(),
+            in_flight: 0,
+            listed: None,
+        };
+        let n = match self.free.pop() {
+            Some(n) => {
+                self.buckets[n as usize] = Some(bucket);
+                n
+            }
+            None => {
+                self.buckets.push(Some(bucket));
+                // More than four billion buckets cannot be in memory at once.
+                BucketNo::try_from(self.buckets.len() - 1).unwrap_or(BucketNo::MAX)
+            }
+        };
+        self.numbers.insert(name, n);
+        n
+    }
+
+    fn bucket(&self, n: BucketNo) -> Option<&Bucket> {
+        self.buckets.get(n as usize).and_then(Option::as_ref)
+    }
+
+    fn bucket_mut(&mut self, n: BucketNo) -> Option<&mut Bucket> {
+        self.buckets.get_mut(n as usize).and_then(Option::as_mut)
+    }
+
+    /// Whether a bucket may have another attempt now, its queue aside.
+    fn may_run(&self, b: &Bucket) -> bool {
+        if b.adhoc {
+            !self.limits.paused.contains(ADHOC) && b.in_flight < self.limits.adhoc_per_host
+        } else {
+            match self.limits.subscriptions.get(&*b.name) {
+                Some(&limit) => !self.limits.paused.contains(&*b.name) && b.in_flight < limit,
+                None => false,
+            }
+        }
+    }
+
+    /// Puts a bucket in its ready set under its earliest due time, or takes it out; forgets a
+    /// bucket that holds nothing.
+    fn relist(&mut self, n: BucketNo) {
+        let Some(b) = self.bucket(n) else { return };
+        let want = if self.may_run(b) {
+            b.queue.first().map(|&(due, _)| due)
+        } else {
+            None
+        };
+        let (adhoc, listed, empty) = (b.adhoc, b.listed, b.queue.is_empty() && b.in_flight == 0);
+        if listed == want && !empty {
+            return;
+        }
+        let set = if adhoc {
+            &mut self.ready_adhoc
+        } else {
+            &mut self.ready
+        };
+        if let Some(due) = listed {
+            set.remove(&(due, n));
+        }
+        if let Some(due) = want {
+            set.insert((due, n));
+        }
+        if empty {
+            if let Some(b) = self.buckets.get_mut(n as usize).and_then(Option::take) {
+                self.numbers.remove(&b.name);
+                self.free.push(n);
+            }
+        } else if let Some(b) = self.bucket_mut(n) {
+            b.listed = want;
+        }
+    }
+
+    /// Adds a queued delivery.
+    pub fn insert(&mut self, bucket: &str, due_ms: u64, id: Id) {
+        let n = self.bucket_no(bucket);
+        if let Some(b) = self.bucket_mut(n) {
+            if b.queue.insert((due_ms, id)) {
+                self.queued += 1;
+            }
+        }
+        self.relist(n);
+    }
+
+    /// Removes a queued delivery; false if it was not queued there.
+    pub fn remove(&mut self, bucket: &str, due_ms: u64, id: Id) -> bool {
+        let Some(&n) = self.numbers.get(bucket) else {
+            return false;
+        };
+        let removed = self
+            .bucket_mut(n)
+            .is_some_and(|b| b.queue.remove(&(due_ms, id)));
+        if removed {
+            self.queued -= 1;
+            self.relist(n);
+        }
+        removed
+    }
+
+    pub fn is_leased(&self, id: Id) -> bool {
+        self.leased.contains_key(&id)
+    }
+
+    /// Ends a lease: the delivery is no longer in flight. Returns its bucket.
+    pub fn unlease(&mut self, id: Id) -> Option<Arc<str>> {
+        let n = self.leased.remove(&id)?;
+        self.in_flight -= 1;
+        let b = self.bucket_mut(n)?;
+        b.in_flight -= 1;
+        let (adhoc, name) = (b.adhoc, b.name.clone());
+        if adhoc {
+            self.adhoc_in_flight -= 1;
+        }
+        self.relist(n);
+        Some(name)
+    }
+
+    /// Takes up to `max` due deliveries, earliest due first, within the limits, and leases
+    /// them. Also returns the earliest due time among buckets that may run.
+    pub fn claim(&mut self, now_ms: u64, max: usize) -> (Vec<Taken>, Option<u64>) {
+        let mut taken = Vec::new();
+        while taken.len() < max && self.in_flight < self.limits.global {
+            let adhoc_open = self.adhoc_in_flight < self.limits.adhoc_total;
+            let sub = self.ready.first().copied();
+            let adhoc = if adhoc_open {
+                self.ready_adhoc.first().copied()
+            } else {
+                None
+            };
+            let (due, n) = match (sub, adhoc) {
+                (Some(s), Some(a)) => s.min(a),
+                (Some(s), None) => s,
+                (None, Some(a)) => a,
+                (None, None) => break,
+            };
+            if due > now_ms {
+                break;
+            }
+            let Some(b) = self.bucket_mut(n) else { break };
+            let Some((due, id)) = b.queue.pop_first() else {
+                break;
+            };
+            b.in_flight += 1;
+            let (adhoc, name) = (b.adhoc, b.name.clone());
+            self.queued -= 1;
+            self.in_flight += 1;
+            if adhoc {
+                self.adhoc_in_flight += 1;
+            }
+            self.leased.insert(id, n);
+            self.relist(n);
+            taken.push(Taken {
+                id,
+                bucket: name,
+                due_ms: due,
+            });
+        }
+        (taken, self.next_due())
+    }
+
+    /// The earliest due time among buckets that may run, if the global limit leaves room.
+    pub fn next_due(&self) -> Option<u64> {
+        if self.in_flight >= self.limits.global {
+            return None;
+        }
+        let sub = self.ready.first().map(|&(due, _)| due);
+        let adhoc = if self.adhoc_in_flight < self.limits.adhoc_total {
+            self.ready_adhoc.first().map(|&(due, _)| due)
+        } else {
+            None
+        };
+        match (sub, adhoc) {
+            (Some(s), Some(a)) => Some(s.min(a)),
+            (s, a) => s.or(a),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Replaces the limits and relists every bucket: O(buckets), on reload and pause only.
+    pub fn set_limits(&mut self, limits: Limits) {
+        if limits == self.limits {
+            return;
+        }
+        self.limits = limits;
+        let numbers: Vec<BucketNo> = self.numbers.values().copied().collect();
+        for n in numbers {
+            self.relist(n);
+        }
+    }
+
+    /// Ready (due at `now_ms`), scheduled (later) and in-flight counts. Counting the ready
+    /// ones walks their part of each bucket's queue: O(buckets + ready).
+    pub fn stats(&self, now_ms: u64) -> PendingStats {
+        let ready: usize = self
+            .buckets
+            .iter()
+            .flatten()
+            .map(|b| b.queue.range(..=(now_ms, Id::MAX)).count())
+            .sum();
+        PendingStats {
+            ready: ready as u64,
+            scheduled: self.queued.saturating_sub(ready) as u64,
+            in_flight: self.in_flight as u64,
+            oldest_created_ms: None,
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// How many buckets the index holds (queued or in flight).
+    pub fn buckets(&self) -> usize {
+        self.numbers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(subs: &[(&str, usize)]) -> Limits {
+        Limits {
+            global: 100,
+            adhoc_total: 10,
+            adhoc_per_host: 2,
+            subscriptions: subs.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            paused: Default::default(),
+        }
+    }
+
+    fn ids(taken: &[Taken]) -> Vec<Id> {
+        taken.iter().map(|t| t.id).collect()
+    }
+
+    #[test]
+    fn claims_earliest_due_first_across_buckets() {
+        let mut index = Index::new(limits(&[("a", 10), ("b", 10)]));
+        index.insert("a", 30, 1);
+        index.insert("b", 10, 2);
+        index.insert("a", 20, 3);
+        index.insert("b", 40, 4);
+        let (taken, next) = index.claim(35, 10);
+        assert_eq!(ids(&taken), vec![2, 3, 1]);
+        assert_eq!(next, Some(40));
+        assert_eq!(index.queued(), 1);
+        assert_eq!(index.in_flight(), 3);
+    }
+
+    #[test]
+    fn a_bucket_at_its_limit_waits_for_a_free_slot() {
+        let mut index = Index::new(limits(&[("a", 1), ("b", 5)]));
+        for id in 1..=3 {
+            index.insert("a", 0, id);
+        }
+        index.insert("b", 5, 10);
+        let (taken, next) = index.claim(10, 10);
+        assert_eq!(ids(&taken), vec![1, 10]);
+        // "a" is full: its due work is not listed.
+        assert_eq!(next, None);
+        assert_eq!(index.unlease(1).as_deref(), Some("a"));
+        let (taken, _) = index.claim(10, 10);
+        assert_eq!(ids(&taken), vec![2]);
+    }
+
+    #[test]
+    fn global_and_per_request_limits_hold() {
+        let mut l = limits(&[("a", 50)]);
+        l.global = 3;
+        l.adhoc_total = 2;
+        let mut index = Index::new(l);
+        for host in 0..5u128 {
+            index.insert(&format!("adhoc/h{host}:80"), 0, host);
+        }
+        for id in 100..105 {
+            index.insert("a", 1, id);
+        }
+        let (taken, _) = index.claim(10, 100);
+        assert_eq!(taken.len(), 3, "global limit");
+        let adhoc = taken.iter().filter(|t| is_adhoc(&t.bucket)).count();
+        assert!(adhoc <= 2, "per-request limit: {taken:?}");
+    }
+
+    #[test]
+    fn paused_and_unknown_subscriptions_wait_and_resume() {
+        let mut index = Index::new(limits(&[("a", 5)]));
+        index.insert("gone", 0, 1);
+        index.insert("a", 0, 2);
+        let mut l = limits(&[("a", 5)]);
+        l.paused.insert("a".into());
+        index.set_limits(l);
+        assert_eq!(index.claim(10, 10).0, vec![]);
+        assert_eq!(index.next_due(), None);
+        index.set_limits(limits(&[("a", 5), ("gone", 5)]));
+        assert_eq!(ids(&index.claim(10, 10).0), vec![1, 2]);
+    }
+
+    #[test]
+    fn many_waiting_buckets_cost_nothing_per_claim() {
+        let mut index = Index::new(limits(&[("healthy", 64)]));
+        for host in 0..20_000u128 {
+            index.insert(
+                &format!("adhoc/127.0.0.1:{host}"),
+                60_000 + host as u64,
+                host,
+            );
+        }
+        index.insert("healthy", 5, 1_000_000);
+        let (taken, next) = index.claim(10, 100);
+        assert_eq!(ids(&taken), vec![1_000_000]);
+        assert_eq!(next, Some(60_000));
+        assert_eq!(index.buckets(), 20_001);
+    }
+
+    #[test]
+    fn empty_buckets_are_forgotten_and_their_slots_reused() {
+        let mut index = Index::new(limits(&[]));
+        for host in 0..100u128 {
+            let bucket = format!("adhoc/h{host}:80");
+            index.insert(&bucket, 0, host);
+            let (taken, _) = index.claim(0, 1);
+            assert_eq!(taken.len(), 1);
+            index.unlease(host);
+        }
+        assert_eq!(index.buckets(), 0);
+        assert!(index.buckets.len() <= 1, "slots reused");
+        assert!(index.remove("adhoc/h1:80", 0, 1) == false);
+    }
+
+    #[test]
+    fn stats_split_ready_from_scheduled() {
+        let mut index = Index::new(limits(&[("a", 1)]));
+        index.insert("a", 5, 1);
+        index.insert("a", 50, 2);
+        index.insert("a", 500, 3);
+        assert_eq!((index.stats(60).ready, index.stats(60).scheduled), (2, 1));
+        index.claim(60, 10);
+        let s = index.stats(60);
+        assert_eq!((s.ready, s.scheduled, s.in_flight), (1, 1, 1));
+    }
+}

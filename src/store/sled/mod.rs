@@ -1,0 +1,1140 @@
+//! The sled engine: the embedded default, and the only module that imports sled.
+//!
+//! # Layout
+//!
+//! One tree, `hookd.v2`; every key starts with one letter:
+//!
+//! | key | value |
+//! |---|---|
+//! | `E{h}` | [`codec::EventRecord`]: the event, its delivery ids and its body. `h` is 80 bits of SHA-256 over `(request_id, status)`: the key is the idempotency check, and the event id is a ULID whose random part is `h`, so an id leads to its key |
+//! | `P{id}` | [`codec::DeliveryRecord`] of an unfinished delivery (`id`: the ULID's 16 bytes) |
+//! | `D{id}` | [`codec::DeliveryRecord`] of a finished one (delivered or dead) |
+//! | `Z{created_ms}{event}` | empty: an event that matched no target, for the retention sweep |
+//! | `S{subscription}` | [`SubscriptionState`] as JSON: paused, health (written at most once a second) |
+//!
+//! An event delivered on its first attempt to one subscription costs four writes: `E` and `P`
+//! at ingest, then `P` removed and `D` written with the attempt inside. A retry rewrites `P`.
+//! Leases live in memory: a crash makes every unfinished delivery due again (at-least-once).
+//! The due-time order lives in memory too ([`Index`]), rebuilt from the `P` records at open.
+//!
+//! # Writes
+//!
+//! One thread, the *writer*, makes every write; jobs come over a channel. A round takes every
+//! job waiting (up to [`MAX_GROUP`]), applies each as one atomic batch, then makes the round
+//! durable with one `flush()` and only then replies: concurrent requests share an fsync (group
+//! commit), and the index learns of new or rescheduled deliveries only once they are durable.
+
+pub mod codec;
+mod migrate;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha2::Digest;
+use tokio::sync::{mpsc, oneshot};
+
+use super::index::{Id, Index};
+use super::{
+    delivery_id_at, delivery_id_string, event_id_string, parse_delivery_id, parse_event_id,
+    AdminStore, Attempt, Claimed, Delivery, DeliveryFilter, DeliveryState, EventMeta, IngestError,
+    Ingested, Limits, Next, PendingStats, QueueStore, RequeueError, StoreError, SubscriptionState,
+    Target,
+};
+use crate::delivery::Outcome;
+use crate::event::NewEvent;
+use codec::{DeliveryRecord, EventRecord};
+
+const TREE: &str = "hookd.v2";
+const EVENT: u8 = b'E';
+const PENDING: u8 = b'P';
+const DONE: u8 = b'D';
+const ZERO: u8 = b'Z';
+const SUBSCRIPTION: u8 = b'S';
+
+/// Most jobs the writer takes into one round (one flush).
+const MAX_GROUP: usize = 1024;
+/// Freshly ingested deliveries kept in memory, body included, for their first attempt.
+const FRESH_MAX: usize = 8192;
+/// How often a subscription's health record is written at most.
+const HEALTH_WRITE_EVERY: Duration = Duration::from_secs(1);
+/// Records a listing examines at most per call: a filter that matches little returns a short
+/// page with a cursor rather than walking the whole store.
+const LIST_SCAN_LIMIT: usize = 10_000;
+/// Finished deliveries a bulk requeue examines per writer job.
+const BULK_CHUNK: usize = 1000;
+
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> StoreError {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn corrupt(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    }
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn delivery_key(prefix: u8, id: Id) -> Vec<u8> {
+    key(prefix, &id.to_be_bytes())
+}
+
+/// The 80 bits that name an event: SHA-256 over `(request_id, status)`.
+fn event_hash(request_id: &str, status: &str) -> u128 {
+    let mut h = sha2::Sha256::new();
+    h.update(
+        u32::try_from(request_id.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    h.update(request_id.as_bytes());
+    h.update(status.as_bytes());
+    let digest = h.finalize();
+    let mut bits = [0u8; 16];
+    bits[6..].copy_from_slice(&digest[..10]);
+    u128::from_be_bytes(bits)
+}
+
+/// The `E` key of the event with ULID `event` (its random part is the event's hash).
+fn event_key(event: u128) -> Vec<u8> {
+    let low = ulid::Ulid(event).random();
+    key(EVENT, &low.to_be_bytes()[6..])
+}
+
+fn ms_of(id: Id) -> u64 {
+    ulid::Ulid(id).timestamp_ms()
+}
+
+/// What the index and the fresh-delivery cache share, under one lock.
+#[derive(Default)]
+struct Queue {
+    index: Index,
+    /// Deliveries just ingested, with their bodies: their first attempt needs no read.
+    fresh: HashMap<Id, Claimed>,
+}
+
+/// Subscriptions' stored state, in memory; the writer writes it back.
+#[derive(Debug, Default)]
+struct Health {
+    states: HashMap<String, SubscriptionState>,
+    /// When each record was last written.
+    written: HashMap<String, Instant>,
+    /// Records changed since they were last written.
+    dirty: HashSet<String>,
+}
+
+/// A reply to send once the round is durable.
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Work run on the writer thread; it returns what to do once the round is durable, if anything.
+type Work = Box<dyn FnOnce(&Writer) -> Option<Done> + Send>;
+
+enum Job {
+    Work(Work),
+    /// Stop after this round.
+    Close,
+}
+
+/// A handle to the sled store; cheap to clone.
+#[derive(Clone)]
+pub struct SledStore {
+    /// Read access for anyone; writes go through `writer`.
+    tree: ::sled::Tree,
+    /// Kept to flush on close and to report the size on disk.
+    db: ::sled::Db,
+    /// The writer thread's queue. It ends when the last handle is dropped, or on `close`.
+    writer: mpsc::Sender<Job>,
+    /// The writer thread, joined by `close` so that the database is released when it returns.
+    writer_thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
+    queue: Arc<Mutex<Queue>>,
+    health: Arc<Mutex<Health>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every structure under these locks is left whole between statements: a panic elsewhere
+    // cannot leave it half-changed.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SledStore {
+    /// Opens (or creates, owner-only) the database at `path`, converts a store of the previous
+    /// layout, rebuilds the index from the unfinished deliveries and starts the writer thread.
+    pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<SledStore, StoreError> {
+        create_private_dir(path)?;
+        let db = ::sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let tree = db.open_tree(TREE)?;
+        migrate::from_v1(&db, &tree)?;
+        let mut index = Index::new(Limits::default());
+        for entry in tree.scan_prefix([PENDING]) {
+            let (k, v) = entry?;
+            let id = id_of(&k)?;
+            let (bucket, due) = DeliveryRecord::decode_head(&v).map_err(|e| corrupt(&k, e))?;
+            index.insert(&bucket, due, id);
+        }
+        let mut health = Health::default();
+        for entry in tree.scan_prefix([SUBSCRIPTION]) {
+            let (k, v) = entry?;
+            let id = String::from_utf8_lossy(&k[1..]).into_owned();
+            let state = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            health.states.insert(id, state);
+        }
+        let queue = Arc::new(Mutex::new(Queue {
+            index,
+            fresh: HashMap::new(),
+        }));
+        let health = Arc::new(Mutex::new(health));
+        let (tx, rx) = mpsc::channel(4096);
+        let writer = Writer {
+            tree: tree.clone(),
+            db: db.clone(),
+            queue: queue.clone(),
+            health: health.clone(),
+        };
+        let handle = thread::Builder::new()
+            .name("hookd-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| StoreError::Create {
+                path: "writer thread".into(),
+                source,
+            })?;
+        Ok(SledStore {
+            tree,
+            db,
+            writer: tx,
+            writer_thread: Arc::new(Mutex::new(Some(handle))),
+            queue,
+            health,
+        })
+    }
+
+    /// Runs `work` on the writer thread and waits for its reply (sent after the round's flush
+    /// when the work asked for it).
+    async fn write<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+        &self,
+        work: impl FnOnce(&Writer) -> Result<(T, Option<Done>), E> + Send + 'static,
+    ) -> Result<T, E> {
+        let (tx, rx) = oneshot::channel::<Result<T, E>>();
+        let job = Job::Work(Box::new(move |w: &Writer| match work(w) {
+            Ok((value, after)) => Some(Box::new(move |flushed: Result<(), StoreError>| {
+                // The memory side follows what was applied, flushed or not: a failed flush
+                // is reported, and the writes may still reach the disk.
+                if let Some(after) = after {
+                    after(Ok(()));
+                }
+                let _ = tx.send(flushed.map(|()| value).map_err(E::from));
+            }) as Done),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                None
+            }
+        }));
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| E::from(StoreError::Closed))?;
+        rx.await.map_err(|_| E::from(StoreError::Closed))?
+    }
+
+    /// Runs a read on a blocking thread: sled reads may touch the disk.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&SledStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+
+    fn record(&self, id: Id) -> Result<Option<(DeliveryRecord, bool)>, StoreError> {
+        for (prefix, finished) in [(PENDING, false), (DONE, true)] {
+            let k = delivery_key(prefix, id);
+            if let Some(v) = self.tree.get(&k)? {
+                return Ok(Some((
+                    DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?,
+                    finished,
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    fn event(&self, event: u128, body: bool) -> Result<Option<EventRecord>, StoreError> {
+        let k = event_key(event);
+        match self.tree.get(&k)? {
+            Some(v) => {
+                let record = EventRecord::decode(&v, body).map_err(|e| corrupt(&k, e))?;
+                // A later event of the same (request_id, status) after retention removed this
+                // one has the same key and another id.
+                Ok((record.id == event).then_some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn to_delivery(&self, id: Id, r: DeliveryRecord) -> Delivery {
+        let leased = r.state == DeliveryState::Scheduled && lock(&self.queue).index.is_leased(id);
+        to_delivery(id, r, leased)
+    }
+
+    /// Reads what the attempts of claimed deliveries need that the fresh cache did not hold.
+    fn load_claims(&self, ids: &[Id]) -> Vec<Result<Claimed, (Id, String)>> {
+        ids.iter()
+            .map(|&id| {
+                let k = delivery_key(PENDING, id);
+                let record = match self.tree.get(&k) {
+                    Ok(Some(v)) => DeliveryRecord::decode(&v).map_err(|e| (id, e.to_string()))?,
+                    Ok(None) => return Err((id, "no record".to_string())),
+                    Err(e) => return Err((id, e.to_string())),
+                };
+                let event = match self.event(record.event, true) {
+                    Ok(Some(e)) => e,
+                    Ok(None) => return Err((id, "no event".to_string())),
+                    Err(e) => return Err((id, e.to_string())),
+                };
+                Ok(Claimed {
+                    delivery: to_delivery(id, record, true),
+                    body: event.body,
+                })
+            })
+            .collect()
+    }
+}
+
+fn id_of(k: &[u8]) -> Result<Id, StoreError> {
+    let bytes: [u8; 16] = k
+        .get(1..17)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt(k, "bad delivery key"))?;
+    Ok(u128::from_be_bytes(bytes))
+}
+
+fn to_delivery(id: Id, r: DeliveryRecord, leased: bool) -> Delivery {
+    let state = if leased {
+        DeliveryState::InFlight
+    } else {
+        r.state
+    };
+    Delivery {
+        id: delivery_id_string(ulid::Ulid(id)),
+        event_id: event_id_string(ulid::Ulid(r.event)),
+        event_type: r.event_type,
+        subscription: r.subscription,
+        bucket: r.bucket,
+        adhoc: r.adhoc,
+        state,
+        attempts: r.attempts.last().map_or(0, |a| a.number),
+        created_ms: r.created_ms,
+        due_ms: (state == DeliveryState::Scheduled).then_some(r.due_ms),
+        finished_ms: r.finished_ms,
+        last_error: r.attempts.last().and_then(|a| a.error.clone()),
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Create {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The writer thread's state.
+struct Writer {
+    tree: ::sled::Tree,
+    db: ::sled::Db,
+    queue: Arc<Mutex<Queue>>,
+    health: Arc<Mutex<Health>>,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut done: Vec<Done> = Vec::new();
+            let mut close = false;
+            for job in jobs {
+                match job {
+                    Job::Close => close = true,
+                    Job::Work(work) => done.extend(work(&self)),
+                }
+            }
+            if !done.is_empty() {
+                let flushed = self.db.flush().map(|_| ()).map_err(|e| e.to_string());
+                for reply in done {
+                    reply(flushed.clone().map_err(StoreError::Backend));
+                }
+            }
+            if close {
+                break;
+            }
+            if let Err(e) = self.write_health(false) {
+                tracing::warn!(error = %e, "cannot write subscription health");
+            }
+        }
+        // Every handle is gone, or the store is closing: make the last writes durable before
+        // the thread ends.
+        if let Err(e) = self.write_health(true) {
+            tracing::warn!(error = %e, "cannot write subscription health");
+        }
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+
+    fn pending(&self, id: Id) -> Result<Option<DeliveryRecord>, StoreError> {
+        let k = delivery_key(PENDING, id);
+        match self.tree.get(&k)? {
+            Some(v) => Ok(Some(
+                DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn ingest(
+        &self,
+        events: Vec<(NewEvent, Vec<Target>)>,
+        now_ms: u64,
+    ) -> Result<(Vec<Ingested>, Vec<Claimed>), IngestError> {
+        let mut batch = ::sled::Batch::default();
+        let mut answers = Vec::with_capacity(events.len());
+        let mut fresh = Vec::new();
+        // Events of this call by key: a repeat inside one batch is a duplicate of the first.
+        let mut added: HashMap<Vec<u8>, (u128, [u8; 32], usize)> = HashMap::new();
+        for (index, (event, targets)) in events.into_iter().enumerate() {
+            let hash = event_hash(&event.request_id, &event.status);
+            let id = ulid::Ulid::from_parts(now_ms, hash).0;
+            let k = event_key(id);
+            let existing = match added.get(&k) {
+                Some(&(id, fingerprint, n)) => Some((id, fingerprint, n)),
+                None => match self.tree.get(&k).map_err(StoreError::from)? {
+                    Some(v) => {
+                        let e = EventRecord::decode(&v, false).map_err(|e| corrupt(&k, e))?;
+                        if e.request_id != event.request_id || e.status != event.status {
+                            // Two keys sharing 80 bits of SHA-256: never seen, but refused
+                            // rather than confused.
+                            return Err(StoreError::Backend(format!(
+                                "event key collision with {}",
+                                event_id_string(ulid::Ulid(e.id))
+                            ))
+                            .into());
+                        }
+                        Some((e.id, e.fingerprint, e.deliveries.len()))
+                    }
+                    None => None,
+                },
+            };
+            if let Some((first, fingerprint, deliveries)) = existing {
+                let event_id = event_id_string(ulid::Ulid(first));
+                if fingerprint != event.fingerprint {
+                    return Err(IngestError::Conflict {
+                        index,
+                        request_id: event.request_id,
+                        status: event.status,
+                        event_id,
+                    });
+                }
+                answers.push(Ingested {
+                    event_id,
+                    deliveries,
+                    duplicate: true,
+                });
+                continue;
+            }
+            let body = Bytes::from(event.body);
+            let mut ids = Vec::with_capacity(targets.len());
+            for target in targets {
+                let dlv = super::new_delivery_id(now_ms).0;
+                let record = DeliveryRecord {
+                    bucket: target.bucket,
+                    due_ms: now_ms,
+                    event: id,
+                    created_ms: now_ms,
+                    state: DeliveryState::Scheduled,
+                    finished_ms: None,
+                    subscription: target.subscription,
+                    event_type: event.event_type.clone(),
+                    adhoc: target.adhoc,
+                    attempts: Vec::new(),
+                };
+                batch.insert(delivery_key(PENDING, dlv), record.encode());
+                fresh.push(Claimed {
+                    delivery: to_delivery(dlv, record, false),
+                    body: body.clone(),
+                });
+                ids.push(dlv);
+            }
+            if ids.is_empty() {
+                let mut z = Vec::with_capacity(24);
+                z.extend_from_slice(&now_ms.to_be_bytes());
+                z.extend_from_slice(&id.to_be_bytes());
+                batch.insert(key(ZERO, &z), &[]);
+            }
+            let n = ids.len();
+            let record = EventRecord {
+                id,
+                created_ms: now_ms,
+                fingerprint: event.fingerprint,
+                request_id: event.request_id,
+                status: event.status,
+                event_type: event.event_type,
+                deliveries: ids,
+                body,
+            };
+            batch.insert(k.clone(), record.encode());
+            added.insert(k, (id, event.fingerprint, n));
+            answers.push(Ingested {
+                event_id: event_id_string(ulid::Ulid(id)),
+                deliveries: n,
+                duplicate: false,
+            });
+        }
+        self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        Ok((answers, fresh))
+    }
+
+    /// Folds an attempt into its subscription's health. The record is written at most once a
+    /// second per subscription (the rest at the end of a later round, or on close): health is
+    /// for people, and rewriting it on every attempt cost a tenth of the writer's time.
+    fn update_health(
+        &self,
+        batch: &mut ::sled::Batch,
+        subscription: &str,
+        attempt: &Attempt,
+        now_ms: u64,
+    ) {
+        let mut health = lock(&self.health);
+        let state = health.states.entry(subscription.to_string()).or_default();
+        if attempt.outcome == Outcome::Success {
+            state.last_success_ms = Some(now_ms);
+            state.consecutive_failures = 0;
+        } else {
+            state.last_failure_ms = Some(now_ms);
+            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            state.last_error = attempt.error.clone();
+        }
+        let encoded = encode_json(state);
+        let due = health
+            .written
+            .get(subscription)
+            .is_none_or(|at| at.elapsed() >= HEALTH_WRITE_EVERY);
+        if due {
+            batch.insert(key(SUBSCRIPTION, subscription.as_bytes()), encoded);
+            health
+                .written
+                .insert(subscription.to_string(), Instant::now());
+            health.dirty.remove(subscription);
+        } else {
+            health.dirty.insert(subscription.to_string());
+        }
+    }
+
+    /// Writes the health records changed since their last write; `all` also writes those
+    /// written less than a second ago (on close).
+    fn write_health(&self, all: bool) -> Result<(), StoreError> {
+        let mut health = lock(&self.health);
+        if health.dirty.is_empty() {
+            return Ok(());
+        }
+        let Health {
+            states,
+            written,
+            dirty,
+        } = &mut *health;
+        let mut batch = ::sled::Batch::default();
+        let mut writes = 0;
+        dirty.retain(|id| {
+            let due = all
+                || written
+                    .get(id)
+                    .is_none_or(|at| at.elapsed() >= HEALTH_WRITE_EVERY);
+            if due {
+                if let Some(state) = states.get(id) {
+                    batch.insert(key(SUBSCRIPTION, id.as_bytes()), encode_json(state));
+                    writes += 1;
+                }
+                written.insert(id.clone(), Instant::now());
+            }
+            !due
+        });
+        if writes > 0 {
+            self.tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Moves a finished delivery back to the queue, due at `now_ms`, in `batch`.
+    fn reopen(
+        &self,
+        batch: &mut ::sled::Batch,
+        id: Id,
+        mut r: DeliveryRecord,
+        now_ms: u64,
+    ) -> (String, u64) {
+        batch.remove(delivery_key(DONE, id));
+        r.state = DeliveryState::Scheduled;
+        r.finished_ms = None;
+        r.due_ms = now_ms;
+        batch.insert(delivery_key(PENDING, id), r.encode());
+        (r.bucket, now_ms)
+    }
+
+    fn requeue(&self, id: Id, now_ms: u64) -> Result<(DeliveryState, Option<Done>), RequeueError> {
+        let name = delivery_id_string(ulid::Ulid(id));
+        if lock(&self.queue).index.is_leased(id) {
+            return Err(RequeueError::InFlight(name));
+        }
+        let mut batch = ::sled::Batch::default();
+        if let Some(mut r) = self.pending(id)? {
+            let (bucket, old_due) = (r.bucket.clone(), r.due_ms);
+            r.due_ms = now_ms;
+            batch.insert(delivery_key(PENDING, id), r.encode());
+            self.tree.apply_batch(batch).map_err(StoreError::from)?;
+            let queue = self.queue.clone();
+            let after: Done = Box::new(move |_| {
+                let mut q = lock(&queue);
+                // Claimed meanwhile: the attempt under way is the retry.
+                if q.index.remove(&bucket, old_due, id) {
+                    q.index.insert(&bucket, now_ms, id);
+                }
+            });
+            return Ok((DeliveryState::Scheduled, Some(after)));
+        }
+        let k = delivery_key(DONE, id);
+        let Some(v) = self.tree.get(&k).map_err(StoreError::from)? else {
+            return Err(RequeueError::NotFound(name));
+        };
+        let r = DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?;
+        let was = r.state;
+        let (bucket, due) = self.reopen(&mut batch, id, r, now_ms);
+        self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        let queue = self.queue.clone();
+        let after: Done = Box::new(move |_| lock(&queue).index.insert(&bucket, due, id));
+        Ok((was, Some(after)))
+    }
+
+    /// Requeues dead deliveries among up to [`BULK_CHUNK`] finished ones from `from` on.
+    /// Returns how many, and where to continue.
+    fn requeue_dead_chunk(
+        &self,
+        subscription: Option<&str>,
+        since_ms: u64,
+        from: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<(usize, Option<Vec<u8>>, Vec<(String, u64, Id)>), StoreError> {
+        let mut batch = ::sled::Batch::default();
+        let mut reopened = Vec::new();
+        let mut next = None;
+        for (i, entry) in self.tree.range(from..vec![DONE + 1]).enumerate() {
+            let (k, v) = entry?;
+            if i >= BULK_CHUNK {
+                next = Some(k.to_vec());
+                break;
+            }
+            let r = DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?;
+            let wanted = r.state == DeliveryState::Dead
+                && r.finished_ms.is_some_and(|t| t >= since_ms)
+                && subscription.is_none_or(|s| s == r.subscription);
+            if wanted {
+                let id = id_of(&k)?;
+                let (bucket, due) = self.reopen(&mut batch, id, r, now_ms);
+                reopened.push((bucket, due, id));
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok((reopened.len(), next, reopened))
+    }
+
+    fn sweep(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut batch = ::sled::Batch::default();
+        let mut removed_ids = HashSet::new();
+        let mut events = Vec::new();
+        // Finished deliveries were created before they finished: only ids older than the
+        // cutoff can qualify. Those that finished later are looked at again next time.
+        let end = delivery_key(DONE, delivery_id_at(cutoff_ms).0);
+        for entry in self
+            .tree
+            .range(vec![DONE]..end)
+            .take(limit.saturating_mul(10))
+        {
+            let (k, v) = entry?;
+            let r = DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?;
+            if r.finished_ms.is_none_or(|t| t >= cutoff_ms) {
+                continue;
+            }
+            batch.remove(k.to_vec());
+            removed_ids.insert(id_of(&k)?);
+            events.push(r.event);
+            if removed_ids.len() >= limit {
+                break;
+            }
+        }
+        let mut removed = removed_ids.len();
+        events.sort_unstable();
+        events.dedup();
+        for event in events {
+            let k = event_key(event);
+            let Some(v) = self.tree.get(&k)? else {
+                continue;
+            };
+            let e = EventRecord::decode(&v, false).map_err(|e| corrupt(&k, e))?;
+            if e.id != event {
+                continue;
+            }
+            let mut live = false;
+            for d in &e.deliveries {
+                live |= !removed_ids.contains(d)
+                    && (self.tree.contains_key(delivery_key(PENDING, *d))?
+                        || self.tree.contains_key(delivery_key(DONE, *d))?);
+            }
+            if !live {
+                batch.remove(k);
+                removed += 1;
+            }
+        }
+        // Events that matched no target.
+        let mut end = vec![ZERO];
+        end.extend_from_slice(&cutoff_ms.to_be_bytes());
+        for entry in self.tree.range(vec![ZERO]..end).take(limit) {
+            let (k, _) = entry?;
+            let event = k
+                .get(9..25)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(u128::from_be_bytes)
+                .ok_or_else(|| corrupt(&k, "bad retention key"))?;
+            batch.remove(k.to_vec());
+            let ek = event_key(event);
+            if let Some(v) = self.tree.get(&ek)? {
+                if EventRecord::decode(&v, false).is_ok_and(|e| e.id == event) {
+                    batch.remove(ek);
+                }
+            }
+            removed += 1;
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(removed)
+    }
+}
+
+fn encode_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Subscription states are plain structs of strings and numbers: serializing cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[async_trait]
+impl QueueStore for SledStore {
+    async fn ingest(
+        &self,
+        events: Vec<(NewEvent, Vec<Target>)>,
+        now_ms: u64,
+    ) -> Result<Vec<Ingested>, IngestError> {
+        let queue = self.queue.clone();
+        self.write(move |w: &Writer| {
+            let (answers, fresh) = w.ingest(events, now_ms)?;
+            let after: Done = Box::new(move |_| {
+                let mut q = lock(&queue);
+                for claim in fresh {
+                    let id = parse_delivery_id(&claim.delivery.id).map_or(0, |u| u.0);
+                    q.index.insert(&claim.delivery.bucket, now_ms, id);
+                    if q.fresh.len() < FRESH_MAX {
+                        q.fresh.insert(id, claim);
+                    }
+                }
+            });
+            Ok((answers, Some(after)))
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        now_ms: u64,
+        max: usize,
+    ) -> Result<(Vec<Claimed>, Option<u64>), StoreError> {
+        let (mut claims, missing, next) = {
+            let mut q = lock(&self.queue);
+            let (taken, next) = q.index.claim(now_ms, max);
+            let mut claims = Vec::with_capacity(taken.len());
+            let mut missing = Vec::new();
+            for t in taken {
+                match q.fresh.remove(&t.id) {
+                    Some(mut c) => {
+                        c.delivery.state = DeliveryState::InFlight;
+                        c.delivery.due_ms = None;
+                        claims.push(c);
+                    }
+                    None => missing.push(t.id),
+                }
+            }
+            (claims, missing, next)
+        };
+        if !missing.is_empty() {
+            let loaded = self.read(move |s| Ok(s.load_claims(&missing))).await?;
+            for result in loaded {
+                match result {
+                    Ok(c) => claims.push(c),
+                    Err((id, why)) => {
+                        tracing::warn!(
+                            delivery_id = %delivery_id_string(ulid::Ulid(id)),
+                            error = %why,
+                            "queued delivery cannot be read; it is left out of the queue"
+                        );
+                        lock(&self.queue).index.unlease(id);
+                    }
+                }
+            }
+        }
+        Ok((claims, next))
+    }
+
+    async fn record_outcome(
+        &self,
+        delivery_id: &str,
+        attempt: Attempt,
+        next: Next,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let Some(id) = parse_delivery_id(delivery_id).map(|u| u.0) else {
+            return Ok(());
+        };
+        let queue = self.queue.clone();
+        self.write(move |w: &Writer| {
+            let Some(mut r) = w.pending(id)? else {
+                // Gone (never existed): just free the slot.
+                let after: Done = Box::new(move |_| {
+                    lock(&queue).index.unlease(id);
+                });
+                return Ok(((), Some(after)));
+            };
+            let mut batch = ::sled::Batch::default();
+            w.update_health(&mut batch, &r.subscription, &attempt, now_ms);
+            r.attempts.push(attempt);
+            let requeue = match next {
+                Next::RetryAt(due) => {
+                    r.due_ms = due;
+                    batch.insert(delivery_key(PENDING, id), r.encode());
+                    Some((r.bucket, due))
+                }
+                Next::Delivered | Next::Dead => {
+                    r.state = if next == Next::Delivered {
+                        DeliveryState::Delivered
+                    } else {
+                        DeliveryState::Dead
+                    };
+                    r.due_ms = 0;
+                    r.finished_ms = Some(now_ms);
+                    batch.remove(delivery_key(PENDING, id));
+                    batch.insert(delivery_key(DONE, id), r.encode());
+                    None
+                }
+            };
+            w.tree.apply_batch(batch)?;
+            let after: Done = Box::new(move |_| {
+                let mut q = lock(&queue);
+                q.index.unlease(id);
+                if let Some((bucket, due)) = requeue {
+                    q.index.insert(&bucket, due, id);
+                }
+            });
+            Ok(((), Some(after)))
+        })
+        .await
+    }
+
+    async fn release(&self, delivery_id: &str, due_ms: u64) -> Result<(), StoreError> {
+        let Some(id) = parse_delivery_id(delivery_id).map(|u| u.0) else {
+            return Ok(());
+        };
+        let mut q = lock(&self.queue);
+        if let Some(bucket) = q.index.unlease(id) {
+            q.index.insert(&bucket, due_ms, id);
+        }
+        Ok(())
+    }
+
+    async fn sweep(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.write(move |w: &Writer| Ok((w.sweep(cutoff_ms, limit)?, None)))
+            .await
+    }
+
+    fn set_limits(&self, limits: Limits) {
+        lock(&self.queue).index.set_limits(limits);
+    }
+}
+
+#[async_trait]
+impl AdminStore for SledStore {
+    async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let Some(id) = parse_delivery_id(id).map(|u| u.0) else {
+            return Ok(None);
+        };
+        self.read(move |s| Ok(s.record(id)?.map(|(r, _)| s.to_delivery(id, r))))
+            .await
+    }
+
+    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let Some(id) = parse_delivery_id(delivery_id).map(|u| u.0) else {
+            return Ok(Vec::new());
+        };
+        self.read(move |s| Ok(s.record(id)?.map(|(r, _)| r.attempts).unwrap_or_default()))
+            .await
+    }
+
+    async fn event_meta(&self, event_id: &str) -> Result<Option<EventMeta>, StoreError> {
+        let Some(event) = parse_event_id(event_id).map(|u| u.0) else {
+            return Ok(None);
+        };
+        self.read(move |s| {
+            Ok(s.event(event, false)?.map(|e| EventMeta {
+                request_id: e.request_id,
+                status: e.status,
+                event_type: e.event_type,
+                fingerprint: hex::encode(e.fingerprint),
+                created_ms: e.created_ms,
+                deliveries: e
+                    .deliveries
+                    .iter()
+                    .map(|d| delivery_id_string(ulid::Ulid(*d)))
+                    .collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn event_body(&self, event_id: &str) -> Result<Option<Bytes>, StoreError> {
+        let Some(event) = parse_event_id(event_id).map(|u| u.0) else {
+            return Ok(None);
+        };
+        self.read(move |s| Ok(s.event(event, true)?.map(|e| e.body)))
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
+        let filter = filter.clone();
+        let cursor = match cursor {
+            Some(c) => match parse_delivery_id(c) {
+                Some(u) => Some(u.0),
+                None => return Ok((Vec::new(), None)),
+            },
+            None => None,
+        };
+        self.read(move |s| s.list(&filter, cursor, limit)).await
+    }
+
+    async fn requeue(&self, delivery_id: &str, now_ms: u64) -> Result<DeliveryState, RequeueError> {
+        let Some(id) = parse_delivery_id(delivery_id).map(|u| u.0) else {
+            return Err(RequeueError::NotFound(delivery_id.to_string()));
+        };
+        self.write(move |w: &Writer| w.requeue(id, now_ms)).await
+    }
+
+    async fn requeue_dead(
+        &self,
+        subscription: Option<&str>,
+        since_ms: u64,
+        now_ms: u64,
+    ) -> Result<usize, RequeueError> {
+        let mut from = vec![DONE];
+        let mut total = 0;
+        loop {
+            let sub = subscription.map(str::to_string);
+            let start = from.clone();
+            let queue = self.queue.clone();
+            let (n, next) = self
+                .write(move |w: &Writer| {
+                    let (n, next, reopened) =
+                        w.requeue_dead_chunk(sub.as_deref(), since_ms, start, now_ms)?;
+                    let after: Done = Box::new(move |_| {
+                        let mut q = lock(&queue);
+                        for (bucket, due, id) in reopened {
+                            q.index.insert(&bucket, due, id);
+                        }
+                    });
+                    Ok::<_, RequeueError>(((n, next), Some(after)))
+                })
+                .await?;
+            total += n;
+            match next {
+                Some(next) => from = next,
+                None => return Ok(total),
+            }
+        }
+    }
+
+    async fn set_paused(&self, subscription: &str, paused: bool) -> Result<(), StoreError> {
+        let id = subscription.to_string();
+        let health = self.health.clone();
+        self.write(move |w: &Writer| {
+            let mut health = lock(&health);
+            let state = health.states.entry(id.clone()).or_default();
+            state.paused = paused;
+            w.tree
+                .insert(key(SUBSCRIPTION, id.as_bytes()), encode_json(state))?;
+            health.dirty.remove(&id);
+            Ok::<_, StoreError>(((), None::<Done>))
+        })
+        .await
+    }
+
+    async fn subscription_states(&self) -> Result<HashMap<String, SubscriptionState>, StoreError> {
+        Ok(lock(&self.health).states.clone())
+    }
+
+    async fn pending_stats(&self, now_ms: u64) -> Result<PendingStats, StoreError> {
+        let mut stats = lock(&self.queue).index.stats(now_ms);
+        stats.oldest_created_ms = self
+            .read(|s| {
+                Ok(match s.tree.scan_prefix([PENDING]).next() {
+                    Some(entry) => Some(ms_of(id_of(&entry?.0)?)),
+                    None => None,
+                })
+            })
+            .await?;
+        Ok(stats)
+    }
+
+    async fn counts(&self) -> Result<(u64, u64), StoreError> {
+        self.read(|s| {
+            let events = s.tree.scan_prefix([EVENT]).keys().count() as u64;
+            let deliveries = (s.tree.scan_prefix([PENDING]).keys().count()
+                + s.tree.scan_prefix([DONE]).keys().count()) as u64;
+            Ok((events, deliveries))
+        })
+        .await
+    }
+
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.read(|s| Ok(s.db.size_on_disk()?)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Work(Box::new(move |_: &Writer| {
+            let _ = tx.send(());
+            None
+        }));
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // A closed channel means the writer has already stopped.
+        let _ = self.writer.send(Job::Close).await;
+        let handle = lock(&self.writer_thread).take();
+        if let Some(handle) = handle {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(|_| StoreError::Closed)?
+                .map_err(|_| StoreError::Closed)?;
+        }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        Ok(())
+    }
+}
+
+impl SledStore {
+    fn list(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<Id>,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
+        let low = delivery_id_at(filter.since_ms.unwrap_or(0)).0;
+        let mut high = match filter.until_ms {
+            Some(until) => delivery_id_at(until).0,
+            None => Id::MAX,
+        };
+        if let Some(cursor) = cursor {
+            high = high.min(cursor);
+        }
+        let mut page = Vec::new();
+        if low >= high {
+            return Ok((page, None));
+        }
+        let range = |prefix| {
+            self.tree
+                .range(delivery_key(prefix, low)..delivery_key(prefix, high))
+                .rev()
+                .peekable()
+        };
+        // Unfinished and finished deliveries, merged newest first.
+        let (mut pending, mut done) = (range(PENDING), range(DONE));
+        let mut examined = 0;
+        loop {
+            let take_pending = match (pending.peek(), done.peek()) {
+                (Some(Ok((p, _))), Some(Ok((d, _)))) => p[1..] > d[1..],
+                (Some(_), _) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_pending {
+                pending.next()
+            } else {
+                done.next()
+            };
+            let Some(entry) = next else { break };
+            let (k, v) = entry?;
+            let id = id_of(&k)?;
+            let record = DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?;
+            let delivery = self.to_delivery(id, record);
+            examined += 1;
+            let last = delivery.id.clone();
+            if filter.matches(&delivery) {
+                page.push(delivery);
+            }
+            if page.len() >= limit || examined >= LIST_SCAN_LIMIT {
+                return Ok((page, Some(last)));
+            }
+        }
+        Ok((page, None))
+    }
+
+    /// Counts of the index, for tests and benchmarks: (queued, in flight, buckets).
+    pub fn index_counts(&self) -> (usize, usize, usize) {
+        let q = lock(&self.queue);
+        (q.index.queued(), q.index.in_flight(), q.index.buckets())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod conformance;
 mod crash;
 mod fuzz;
 mod guard;

@@ -22,7 +22,10 @@
 //! One thread, the *writer*, makes every write; jobs come over a channel. A round takes every
 //! job waiting (up to [`MAX_GROUP`]), applies each as one atomic batch, then makes the round
 //! durable with one `flush()` and only then replies: concurrent requests share an fsync (group
-//! commit), and the index learns of new or rescheduled deliveries only once they are durable.
+//! commit), and the index learns of new deliveries only once they are durable. An attempt's
+//! outcome is acknowledged once applied and reaches the disk with the next flush (at most a
+//! second later): a crash can forget the outcomes of that last second, and those deliveries are
+//! made again, as at-least-once allows.
 
 pub mod codec;
 mod migrate;
@@ -136,6 +139,18 @@ struct Health {
     dirty: HashSet<String>,
 }
 
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// After the flush of its round: ingest, requeue, pause, sweep.
+    Flushed,
+    /// Once applied; on disk within sled's flush period (1 s) or with the next flushed round.
+    /// Attempt outcomes: a crash may forget the last second of them, and those deliveries are
+    /// then made again, which at-least-once allows; waiting for an fsync per outcome would cost
+    /// more than the attempt.
+    Applied,
+}
+
 /// A reply to send once the round is durable.
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Work run on the writer thread; it returns what to do once the round is durable, if anything.
@@ -223,14 +238,28 @@ impl SledStore {
         })
     }
 
-    /// Runs `work` on the writer thread and waits for its reply (sent after the round's flush
-    /// when the work asked for it).
+    /// Runs `work` on the writer thread and waits for its reply, sent after the round's flush.
     async fn write<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
         work: impl FnOnce(&Writer) -> Result<(T, Option<Done>), E> + Send + 'static,
     ) -> Result<T, E> {
+        self.write_with(Durability::Flushed, work).await
+    }
+
+    async fn write_with<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+        &self,
+        durability: Durability,
+        work: impl FnOnce(&Writer) -> Result<(T, Option<Done>), E> + Send + 'static,
+    ) -> Result<T, E> {
         let (tx, rx) = oneshot::channel::<Result<T, E>>();
         let job = Job::Work(Box::new(move |w: &Writer| match work(w) {
+            Ok((value, after)) if durability == Durability::Applied => {
+                if let Some(after) = after {
+                    after(Ok(()));
+                }
+                let _ = tx.send(Ok(value));
+                None
+            }
             Ok((value, after)) => Some(Box::new(move |flushed: Result<(), StoreError>| {
                 // The memory side follows what was applied, flushed or not: a failed flush
                 // is reported, and the writes may still reach the disk.
@@ -827,7 +856,7 @@ impl QueueStore for SledStore {
             return Ok(());
         };
         let queue = self.queue.clone();
-        self.write(move |w: &Writer| {
+        self.write_with(Durability::Applied, move |w: &Writer| {
             let Some(mut r) = w.pending(id)? else {
                 // Gone (never existed): just free the slot.
                 let after: Done = Box::new(move |_| {
@@ -1030,9 +1059,14 @@ impl AdminStore for SledStore {
     async fn counts(&self) -> Result<(u64, u64), StoreError> {
         self.read(|s| {
             let events = s.tree.scan_prefix([EVENT]).keys().count() as u64;
-            let deliveries = (s.tree.scan_prefix([PENDING]).keys().count()
-                + s.tree.scan_prefix([DONE]).keys().count()) as u64;
-            Ok((events, deliveries))
+            // A delivery that finishes during the walk moves from P to D: count ids, not keys.
+            let mut ids = HashSet::new();
+            for prefix in [PENDING, DONE] {
+                for k in s.tree.scan_prefix([prefix]).keys() {
+                    ids.insert(id_of(&k?)?);
+                }
+            }
+            Ok((events, ids.len() as u64))
         })
         .await
     }

@@ -903,11 +903,22 @@ impl QueueStore for SledStore {
         let Some(id) = parse_delivery_id(delivery_id).map(|u| u.0) else {
             return Ok(());
         };
-        let mut q = lock(&self.queue);
-        if let Some(bucket) = q.index.unlease(id) {
-            q.index.insert(&bucket, due_ms, id);
-        }
-        Ok(())
+        let queue = self.queue.clone();
+        self.write(move |w: &Writer| {
+            // The stored due time follows, so that reads and a later requeue see it.
+            if let Some(mut r) = w.pending(id)? {
+                r.due_ms = due_ms;
+                w.tree.insert(delivery_key(PENDING, id), r.encode())?;
+            }
+            let after: Done = Box::new(move |_| {
+                let mut q = lock(&queue);
+                if let Some(bucket) = q.index.unlease(id) {
+                    q.index.insert(&bucket, due_ms, id);
+                }
+            });
+            Ok::<_, StoreError>(((), Some(after)))
+        })
+        .await
     }
 
     async fn sweep(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {

@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod conformance;
 mod crash;
+mod fairness;
 mod fuzz;
 mod guard;
 mod ingest;

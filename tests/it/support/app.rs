@@ -97,14 +97,7 @@ impl TestApp {
     }
 
     pub async fn metrics_text(&self) -> String {
-        self.client
-            .get(format!("http://{}/metrics", self.metrics))
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("metrics body")
+        super::events::scrape(&self.client, self.metrics).await
     }
 
     /// Stops hookd gracefully and waits for it.

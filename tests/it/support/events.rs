@@ -105,6 +105,18 @@ pub fn refused_url() -> String {
     format!("http://127.0.0.1:{port}/hook")
 }
 
+/// The `/metrics` text of the metrics listener at `addr`.
+pub async fn scrape(client: &reqwest::Client, addr: std::net::SocketAddr) -> String {
+    client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
 /// The sum of every series of metric `name` whose labels include all of `labels`, from the
 /// Prometheus text format; `None` when no series matches.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

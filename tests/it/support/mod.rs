@@ -9,6 +9,7 @@ pub const LOOPBACK_TARGETS: &str =
 
 pub mod app;
 pub mod events;
+pub mod fairness;
 pub mod process;
 pub mod receiver;
 pub mod slow_receiver;

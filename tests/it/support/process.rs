@@ -297,6 +297,8 @@ impl SeedReceiver {
 pub struct HookdProcess {
     pub process: ChildGuard,
     pub api: SocketAddr,
+    /// The metrics listener: `/metrics`, `/livez`, `/readyz`.
+    pub metrics: SocketAddr,
 }
 
 impl HookdProcess {
@@ -326,7 +328,13 @@ impl HookdProcess {
                 .env("RUST_LOG", "info");
             let mut process = ChildGuard::spawn("hookd", command);
             match wait_ready(&mut process, metrics).await {
-                Ok(()) => return HookdProcess { process, api },
+                Ok(()) => {
+                    return HookdProcess {
+                        process,
+                        api,
+                        metrics,
+                    }
+                }
                 Err(stderr) if stderr.contains("cannot listen") => {
                     last_error = stderr;
                     continue;

@@ -102,6 +102,16 @@ impl TestReceiver {
         self.inner.lock().unwrap().default = Some(reply);
     }
 
+    /// How many requests arrived so far (cheaper than `received().len()`).
+    pub fn count(&self) -> usize {
+        self.inner.lock().unwrap().received.len()
+    }
+
+    /// When the last request arrived, if any did.
+    pub fn last_at(&self) -> Option<Instant> {
+        self.inner.lock().unwrap().received.last().map(|r| r.at)
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
     }

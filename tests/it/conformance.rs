@@ -109,6 +109,13 @@ macro_rules! conformance_tests {
             listing_is_newest_first_and_pages_cover_everything_once,
             listing_filters_by_state_subscription_type_and_time,
             pending_stats_follow_each_state_change,
+            per_request_and_subscription_buckets_share_one_order,
+            a_lowered_limit_holds_back_until_in_flight_drops_below_it,
+            releasing_a_delivery_that_is_not_claimed_changes_nothing,
+            requeued_deliveries_survive_a_restart,
+            requeue_dead_requeues_every_dead_delivery_however_many,
+            sweep_removes_an_event_once_its_last_delivery_is_gone,
+            sweep_keeps_a_requeued_delivery,
         ], [
             a_released_delivery_reads_as_due_where_it_was_released_to,
             requeue_brings_a_released_delivery_forward,
@@ -1105,7 +1112,13 @@ async fn requeue_dead_filters_by_subscription_and_since(h: &mut Harness) {
         "another subscription"
     );
     assert_eq!(s.requeue_dead(Some("c"), 0, 4000).await.unwrap(), 0);
-    assert_eq!(s.requeue_dead(None, 0, 4000).await.unwrap(), 2);
+    assert_eq!(s.requeue_dead(Some("b"), 2501, 4000).await.unwrap(), 0);
+    assert_eq!(
+        s.requeue_dead(Some("b"), 2500, 4000).await.unwrap(),
+        1,
+        "since is inclusive"
+    );
+    assert_eq!(s.requeue_dead(None, 0, 4000).await.unwrap(), 1);
     assert_eq!(
         s.requeue_dead(None, 0, 4000).await.unwrap(),
         0,
@@ -1239,6 +1252,10 @@ async fn sweep_removes_old_finished_work_and_keeps_the_rest(h: &mut Harness) {
     let again = ingest(s, event("job-1", "completed"), vec![sub("a")], 10_000).await;
     assert!(!again.duplicate);
     assert_ne!(again.event_id, old_done.event_id);
+    assert!(
+        s.event_meta(&old_done.event_id).await.unwrap().is_none(),
+        "the swept id does not name the new event"
+    );
     assert_eq!(counts(s).await, (4, 3));
 }
 
@@ -1566,4 +1583,159 @@ async fn pending_stats_follow_each_state_change(h: &mut Harness) {
         expect(1, 0, 0, Some(2000)),
         "requeued: pending again"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Further claims, release, requeue and retention cases
+
+async fn per_request_and_subscription_buckets_share_one_order(h: &mut Harness) {
+    let s = h.store();
+    let first = ingest(s, event("job-1", "completed"), vec![adhoc("h:443")], 1000).await;
+    let first = meta_deliveries(s, &first.event_id).await.remove(0);
+    let second = deliveries_of(s, "job-2", &["a"], 2000).await.remove(0);
+    let third = ingest(s, event("job-3", "completed"), vec![adhoc("g:443")], 3000).await;
+    let third = meta_deliveries(s, &third.event_id).await.remove(0);
+    s.set_limits(limits(&[("a", 10)]));
+    assert_eq!(claim_ids(s, 5000, 1).await, vec![first]);
+    assert_eq!(claim_ids(s, 5000, 1).await, vec![second]);
+    assert_eq!(claim_ids(s, 5000, 1).await, vec![third]);
+}
+
+async fn a_lowered_limit_holds_back_until_in_flight_drops_below_it(h: &mut Harness) {
+    let s = h.store();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.extend(deliveries_of(s, &format!("job-{i}"), &["a"], 1000 + i).await);
+    }
+    s.set_limits(limits(&[("a", 3)]));
+    let claimed = claim_ids(s, 2000, 10).await;
+    assert_eq!(claimed.len(), 3);
+    s.set_limits(limits(&[("a", 1)]));
+    record(s, &claimed[0], 1, Outcome::Success, Next::Delivered, 2100).await;
+    assert!(
+        claim_ids(s, 2100, 10).await.is_empty(),
+        "two in flight, limit one"
+    );
+    record(s, &claimed[1], 1, Outcome::Success, Next::Delivered, 2200).await;
+    assert!(
+        claim_ids(s, 2200, 10).await.is_empty(),
+        "one in flight, limit one"
+    );
+    record(s, &claimed[2], 1, Outcome::Success, Next::Delivered, 2300).await;
+    assert_eq!(claim_ids(s, 2300, 10).await.len(), 1);
+}
+
+async fn releasing_a_delivery_that_is_not_claimed_changes_nothing(h: &mut Harness) {
+    let s = h.store();
+    let id = deliveries_of(s, "job-1", &["a"], 1000).await.remove(0);
+    s.set_limits(limits(&[("a", 10)]));
+    s.release(&id, 500).await.unwrap();
+    s.release("dlv_01JD0000000000000000000000", 500)
+        .await
+        .unwrap();
+    let st = stats(s, 1000).await;
+    assert_eq!((st.ready, st.scheduled, st.in_flight), (1, 0, 0));
+    assert_eq!(claim_ids(s, 1000, 10).await, vec![id.clone()]);
+    assert!(claim_ids(s, 1000, 10).await.is_empty(), "queued once");
+    assert_eq!(delivery(s, &id).await.state, DeliveryState::InFlight);
+}
+
+async fn requeued_deliveries_survive_a_restart(h: &mut Harness) {
+    let s = h.store();
+    let ids = deliveries_of(s, "job-1", &["a", "b"], 1000).await;
+    s.set_limits(limits(&[("a", 10), ("b", 10)]));
+    assert_eq!(claim_ids(s, 1000, 10).await.len(), 2);
+    record(s, &ids[0], 1, Outcome::Http5xx, Next::Dead, 1100).await;
+    record(s, &ids[1], 1, Outcome::Http5xx, Next::Dead, 1100).await;
+    assert_eq!(s.requeue(&ids[0], 2000).await.unwrap(), DeliveryState::Dead);
+    assert_eq!(s.requeue_dead(None, 0, 2000).await.unwrap(), 1);
+
+    h.reopen().await;
+    let s = h.store();
+    s.set_limits(limits(&[("a", 10), ("b", 10)]));
+    for id in &ids {
+        let d = delivery(s, id).await;
+        assert_eq!(
+            (d.state, d.due_ms, d.attempts),
+            (DeliveryState::Scheduled, Some(2000), 1)
+        );
+    }
+    assert!(claim_ids(s, 1999, 10).await.is_empty());
+    assert_eq!(sorted(claim_ids(s, 2000, 10).await), sorted(ids));
+}
+
+async fn requeue_dead_requeues_every_dead_delivery_however_many(h: &mut Harness) {
+    const N: usize = 1200;
+    let s = h.store();
+    let batch = (0..N)
+        .map(|i| (event(&format!("job-{i}"), "failed"), vec![sub("a")]))
+        .collect();
+    s.ingest(batch, 1000).await.unwrap();
+    s.set_limits(Limits {
+        global: N,
+        ..limits(&[("a", N)])
+    });
+    let claimed = claim_ids(s, 1000, N).await;
+    assert_eq!(claimed.len(), N);
+    let store = h.shared();
+    futures_util::future::try_join_all(claimed.iter().map(|id| {
+        let store = store.clone();
+        async move {
+            store
+                .record_outcome(id, attempt(1, Outcome::Http5xx, 1000), Next::Dead, 1100)
+                .await
+        }
+    }))
+    .await
+    .unwrap();
+    drop(store);
+    assert_eq!(stats(s, 1100).await, PendingStats::default());
+    assert_eq!(s.requeue_dead(Some("a"), 1100, 2000).await.unwrap(), N);
+    let st = stats(s, 2000).await;
+    assert_eq!((st.ready, st.in_flight), (N as u64, 0));
+    assert_eq!(claim_ids(s, 2000, 2 * N).await.len(), N);
+}
+
+async fn sweep_removes_an_event_once_its_last_delivery_is_gone(h: &mut Harness) {
+    let s = h.store();
+    let answer = ingest(
+        s,
+        event("job-1", "completed"),
+        vec![sub("a"), sub("b")],
+        1000,
+    )
+    .await;
+    let ids = meta_deliveries(s, &answer.event_id).await;
+    s.set_limits(limits(&[("a", 10), ("b", 10)]));
+    assert_eq!(claim_ids(s, 1000, 10).await.len(), 2);
+    record(s, &ids[0], 1, Outcome::Success, Next::Delivered, 2000).await;
+    record(s, &ids[1], 1, Outcome::Http5xx, Next::RetryAt(3000), 2000).await;
+    s.sweep(5000, 100).await.unwrap();
+    assert_eq!(
+        counts(s).await,
+        (1, 1),
+        "the event waits for its last delivery"
+    );
+
+    claim_one(s, &ids[1], 3000).await;
+    record(s, &ids[1], 2, Outcome::Success, Next::Delivered, 6000).await;
+    s.sweep(5000, 100).await.unwrap();
+    assert_eq!(counts(s).await, (1, 1), "finished after the cutoff");
+    s.sweep(7000, 100).await.unwrap();
+    assert_eq!(counts(s).await, (0, 0), "the last delivery and its event");
+    assert!(s.event_meta(&answer.event_id).await.unwrap().is_none());
+}
+
+async fn sweep_keeps_a_requeued_delivery(h: &mut Harness) {
+    let s = h.store();
+    let id = deliveries_of(s, "job-1", &["a"], 1000).await.remove(0);
+    s.set_limits(limits(&[("a", 10)]));
+    claim_one(s, &id, 1000).await;
+    record(s, &id, 1, Outcome::Http5xx, Next::Dead, 2000).await;
+    s.requeue(&id, 3000).await.unwrap();
+    s.sweep(10_000, 100).await.unwrap();
+    assert_eq!(counts(s).await, (1, 1), "unfinished again");
+    let (claimed, _) = s.claim(3000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(!claimed[0].body.is_empty(), "with its event's body");
 }

@@ -71,10 +71,6 @@ impl Harness {
 }
 
 /// Instantiates every conformance test for one engine.
-///
-/// The second list holds tests the sled engine fails today (store bugs, reported, not yet
-/// fixed): they are ignored until the store is fixed; run them with
-/// `cargo test --test it conformance -- --include-ignored`.
 macro_rules! conformance_tests {
     ($engine:ident, $open:expr) => {
         conformance_tests!(@engine $engine, $open, [
@@ -116,12 +112,11 @@ macro_rules! conformance_tests {
             requeue_dead_requeues_every_dead_delivery_however_many,
             sweep_removes_an_event_once_its_last_delivery_is_gone,
             sweep_keeps_a_requeued_delivery,
-        ], [
             a_released_delivery_reads_as_due_where_it_was_released_to,
             requeue_brings_a_released_delivery_forward,
         ]);
     };
-    (@engine $engine:ident, $open:expr, [$($test:ident),+ $(,)?], [$($bug:ident),* $(,)?]) => {
+    (@engine $engine:ident, $open:expr, [$($test:ident),+ $(,)?]) => {
         mod $engine {
             use super::*;
             $(
@@ -132,15 +127,6 @@ macro_rules! conformance_tests {
                     h.close().await;
                 }
             )+
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "store bug: release() moves the queue entry but not the stored due time"]
-                async fn $bug() {
-                    let mut h = Harness::new($open);
-                    super::$bug(&mut h).await;
-                    h.close().await;
-                }
-            )*
         }
     };
 }
@@ -952,8 +938,7 @@ async fn release_puts_a_delivery_back_without_an_attempt(h: &mut Harness) {
     assert_eq!(claimed[0].delivery.attempts, 0);
 }
 
-/// Store bug (sled): `release` moves the delivery in the in-memory queue only; its record keeps
-/// the old due time, so reads and listings say it is due at ingest time.
+/// Reads and listings agree with the queue on a released delivery's due time.
 async fn a_released_delivery_reads_as_due_where_it_was_released_to(h: &mut Harness) {
     let s = h.store();
     let id = claimed_and_released(s, 7000).await;
@@ -968,8 +953,7 @@ async fn a_released_delivery_reads_as_due_where_it_was_released_to(h: &mut Harne
     );
 }
 
-/// Store bug (sled): `requeue` looks for the queue entry under the stored due time, which a
-/// `release` did not update; it answers `Ok(Scheduled)` and the delivery stays due later.
+/// `requeue` finds a released delivery where `release` put it, and brings it forward.
 async fn requeue_brings_a_released_delivery_forward(h: &mut Harness) {
     let s = h.store();
     let id = claimed_and_released(s, 60_000).await;

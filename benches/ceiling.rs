@@ -94,14 +94,14 @@ fn parse_args() -> Args {
     Args {
         runs: pick("--runs", 3, 1),
         connections: pick("--connections", 64, 16),
-        events: pick("--events", 30_000, 300),
+        events: pick("--events", 40_000, 300),
         batch: pick("--batch", 100, 50),
         batch_clients: pick("--batch-clients", 16, 4),
         single_clients: pick("--single-clients", 32, 8),
         rate: pick("--rate", 1000, 200),
         latency_secs: pick("--latency-secs", 5, 1),
         disk_events: pick("--disk-events", 20_000, 500),
-        ceiling_ms: pick("--ceiling-ms", 3000, 300),
+        ceiling_ms: pick("--ceiling-ms", 5000, 300),
         deadline: Duration::from_secs(if bench { 600 } else { 60 }),
     }
 }

@@ -34,10 +34,7 @@ fn main() {
     let bench = common::is_bench();
     let events = common::arg("--events", if bench { 200_000 } else { 2_000 });
     let step = common::arg("--step", if bench { 50_000 } else { 1_000 });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(run(events, step));
 }
 

@@ -17,10 +17,7 @@ use hookd::store::{AdminStore, Attempt, Limits, Next, Outcome, QueueStore, Targe
 fn main() {
     let bench = common::is_bench();
     let events = common::arg("--events", if bench { 20_000 } else { 500 });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(run(events));
 }
 

@@ -159,17 +159,9 @@ async fn measure(args: &Args) -> (f64, f64, f64, f64) {
     )
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
     let args = parse_args();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     println!(
         "throughput: {} events, {} concurrent clients, {} event(s) per request, {} run(s)",
         args.events, args.concurrency, args.batch, args.runs
@@ -185,11 +177,11 @@ fn main() {
     }
     println!(
         "median: ingest {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms; delivered {:.0} events/s; one client {:.0} events/s; concurrent/one-client ratio {:.1}x",
-        median(results.iter().map(|r| r.ingest_per_s).collect()),
-        median(results.iter().map(|r| r.p50_ms).collect()),
-        median(results.iter().map(|r| r.p99_ms).collect()),
-        median(results.iter().map(|r| r.deliver_per_s).collect()),
-        median(results.iter().map(|r| r.serial_ingest_per_s).collect()),
-        median(results.iter().map(|r| r.ingest_per_s / r.serial_ingest_per_s).collect()),
+        common::median(results.iter().map(|r| r.ingest_per_s)),
+        common::median(results.iter().map(|r| r.p50_ms)),
+        common::median(results.iter().map(|r| r.p99_ms)),
+        common::median(results.iter().map(|r| r.deliver_per_s)),
+        common::median(results.iter().map(|r| r.serial_ingest_per_s)),
+        common::median(results.iter().map(|r| r.ingest_per_s / r.serial_ingest_per_s)),
     );
 }

@@ -1,5 +1,6 @@
 //! What the benchmarks share: arguments, a counting receiver, and a config for one subscription
-//! to it. Included with `#[path]`; not a benchmark of its own.
+//! to it, or the real `hookd` binary as a child process. Included with `#[path]`; not a
+//! benchmark of its own.
 
 #![allow(dead_code)] // Each benchmark uses part of it.
 
@@ -10,6 +11,16 @@ use std::sync::Arc;
 
 use axum::routing::post;
 use axum::Router;
+
+/// The real `hookd` binary as a child process: the integration tests' `HookdProcess` (config on
+/// free loopback ports, then `[targets]` from [`LOOPBACK_TARGETS`], waits for `/readyz`) and its
+/// `ChildGuard`, which kills the child on drop. For benchmarks that drive hookd only through its
+/// binary and HTTP API.
+#[path = "../../tests/it/support/process.rs"]
+pub mod process;
+
+/// Opens the target guard for the benchmarks' receivers on 127.0.0.1 (refused by default).
+pub const LOOPBACK_TARGETS: &str = "\n[targets]\nallow = [\"127.0.0.1\"]\nallow_http = true\n";
 
 /// `cargo bench` passes --bench; under `cargo test --all-targets` a benchmark makes a smoke run.
 pub fn is_bench() -> bool {
@@ -29,6 +40,21 @@ pub fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The benchmarks' tokio runtime: multi-threaded, one worker per core.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The median of `values` (the upper one of an even count).
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 /// A receiver on loopback that answers 200 and counts the requests.
 pub async fn counting_receiver() -> (Arc<AtomicUsize>, SocketAddr) {
     let received = Arc::new(AtomicUsize::new(0));
@@ -43,10 +69,22 @@ pub async fn counting_receiver() -> (Arc<AtomicUsize>, SocketAddr) {
             }
         }),
     );
+    (received, serve_loopback(receiver).await)
+}
+
+/// Serves `router` on a fresh 127.0.0.1 port (keep-alive), in the background.
+pub async fn serve_loopback(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, receiver).await });
-    (received, addr)
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// The `[[subscription]]` table of the benchmarks: `bench`, every event, to `receiver`'s `/hook`.
+pub fn subscription(receiver: SocketAddr) -> String {
+    format!(
+        "[[subscription]]\nid = \"bench\"\nurl = \"http://{receiver}/hook\"\nsecret = \"bench-secret\"\nevents = [\"*\"]\n"
+    )
 }
 
 /// A config with loopback listeners on port 0, the store in `dir/db`, `delivery` keys, and one
@@ -54,10 +92,9 @@ pub async fn counting_receiver() -> (Arc<AtomicUsize>, SocketAddr) {
 pub fn config(dir: &Path, receiver: SocketAddr, delivery: &str) -> hookd::Config {
     let text = format!(
         "[api]\nlisten = \"127.0.0.1:0\"\nmax_batch = 1000\n[metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n\
-         [delivery]\n{delivery}\n\
-         [targets]\nallow = [\"127.0.0.1\"]\nallow_http = true\n\
-         [[subscription]]\nid = \"bench\"\nurl = \"http://{receiver}/hook\"\nsecret = \"bench-secret\"\nevents = [\"*\"]\n",
-        dir.join("db").display().to_string()
+         [delivery]\n{delivery}\n{LOOPBACK_TARGETS}{}",
+        dir.join("db").display().to_string(),
+        subscription(receiver)
     );
     hookd::Config::from_toml(&text, "bench.toml").unwrap()
 }

@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod cli;
 mod crash;
+mod first_run;
 mod fuzz;
 mod guard;
 mod ingest;

@@ -13,6 +13,7 @@ mod ingest;
 mod isolation;
 mod limits;
 mod observability;
+mod readme;
 mod receiving_docs;
 mod restart;
 mod retention;

@@ -73,6 +73,7 @@ async fn run(events: usize, step: usize) {
             .collect();
         let response = client
             .post(format!("http://{api}/v1/events"))
+            .header("content-type", "application/json")
             .body(format!("[{}]", batch.join(",")))
             .send()
             .await

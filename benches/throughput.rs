@@ -124,7 +124,7 @@ async fn measure(args: &Args) -> (f64, f64, f64, f64) {
                     .collect();
                 let body = if batch == 1 { events[0].clone() } else { format!("[{}]", events.join(",")) };
                 let t = Instant::now();
-                let response = client.post(format!("http://{api}/v1/events")).body(body).send().await.unwrap();
+                let response = client.post(format!("http://{api}/v1/events")).header("content-type", "application/json").body(body).send().await.unwrap();
                 assert_eq!(response.status(), 202, "{:?}", response.text().await);
                 latencies.push(t.elapsed());
             }

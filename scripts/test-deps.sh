@@ -10,8 +10,17 @@
 # installed, so after a first successful run this needs no network.
 # Force a reinstall with: rm -rf tests/receivers/express/node_modules tests/receivers/flask/.venv
 #
+# Usage: scripts/test-deps.sh            all four steps (scripts/test.sh runs this)
+#        scripts/test-deps.sh express    step 1 only: what the README's walkthrough needs
+#
 # Env: PYTHON (default python3), SKIP_PROMTOOL=1 to skip step 3.
 set -euo pipefail
+
+ONLY="${1:-all}"
+case "$ONLY" in
+    all | express) ;;
+    *) printf 'usage: %s [express]\n' "$0" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXPRESS_DIR="$ROOT/tests/receivers/express"
@@ -53,6 +62,11 @@ else
         || die "npm ci failed in $EXPRESS_DIR"
     printf '%s' "$node_want" >"$NODE_STAMP"
     say "express: npm ci done (express $(cd "$EXPRESS_DIR" && node -p 'require("express/package.json").version'))"
+fi
+
+if [ "$ONLY" = express ]; then
+    say "express receiver ready: $EXPRESS_DIR/server.js"
+    exit 0
 fi
 
 # ---------------------------------------------------------------- flask

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of hookd: installs what the tests need (node packages for the seed's Express
-# receiver, a Python venv for its Flask receiver), checks formatting and lints, then runs the
-# unit and integration tests. Usage: scripts/test.sh [extra cargo test args]
+# Runs every test of hookd. First installs what the tests need (scripts/test-deps.sh): the node
+# packages of the seed's Express receiver, a Python venv for its Flask receiver, promtool
+# (apt-get install prometheus) and Go (apt-get install golang-go) when missing. Then checks
+# formatting and lints, runs the unit and integration tests (the README walkthrough among
+# them), and builds and checks the Debian package (scripts/package-check.sh, which runs
+# `cargo install cargo-deb` when cargo-deb is missing).
+# Takes about 5 minutes on 2 cores once the dependencies are installed and the build is cached;
+# a first run also compiles everything and installs the above.
+# Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

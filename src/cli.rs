@@ -145,16 +145,36 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// A JSON value as a table cell: strings bare, null as `-`, long text cut.
 pub fn cell(value: &Value) -> String {
+    let text = full_cell(value);
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(59).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// A JSON value on one line and in full: strings bare, null as `-`.
+pub fn full_cell(value: &Value) -> String {
     let text = match value {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let text = text.replace(['\n', '\r', '\t'], " ");
-    if text.chars().count() > 60 {
-        format!("{}…", text.chars().take(59).collect::<String>())
+    text.replace(['\n', '\r', '\t'], " ")
+}
+
+/// `1 delivery`, `2 deliveries`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The state a person should see: `paused` for a scheduled delivery whose subscription is
+/// paused (the API's `paused: true`), else the API's `state`.
+pub fn shown_state(d: &Value) -> String {
+    if d["paused"].as_bool() == Some(true) {
+        "paused".to_string()
     } else {
-        text
+        cell(&d["state"])
     }
 }
 
@@ -173,7 +193,13 @@ pub fn deliveries_table(items: &[Value]) -> String {
                 "last_error",
             ]
             .iter()
-            .map(|k| cell(&d[*k]))
+            .map(|k| {
+                if *k == "state" {
+                    shown_state(d)
+                } else {
+                    cell(&d[*k])
+                }
+            })
             .collect()
         })
         .collect();
@@ -207,7 +233,16 @@ pub fn delivery_details(d: &Value) -> String {
         "finished_at",
         "last_error",
     ] {
-        out.push_str(&format!("{:<16} {}\n", format!("{key}:"), cell(&d[key])));
+        // One delivery: every value in full (an error is what the operator came for).
+        let value = if key == "state" && d["paused"].as_bool() == Some(true) {
+            format!(
+                "paused (scheduled: sent once subscription {} is resumed)",
+                full_cell(&d["subscription"])
+            )
+        } else {
+            full_cell(&d[key])
+        };
+        out.push_str(&format!("{:<16} {value}\n", format!("{key}:")));
     }
     let attempts = d["attempt_history"].as_array().cloned().unwrap_or_default();
     if !attempts.is_empty() {
@@ -225,7 +260,14 @@ pub fn delivery_details(d: &Value) -> String {
                     "response_excerpt",
                 ]
                 .iter()
-                .map(|k| cell(&a[*k]))
+                // The error in full; a long response excerpt is cut (--json has all of it).
+                .map(|k| {
+                    if *k == "error" {
+                        full_cell(&a[*k])
+                    } else {
+                        cell(&a[*k])
+                    }
+                })
                 .collect()
             })
             .collect();
@@ -290,6 +332,40 @@ mod tests {
             &[vec!["xxx".into(), "y".into()], vec!["z".into(), "é".into()]],
         );
         assert_eq!(t, "A    BB\nxxx  y\nz    é\n");
+    }
+
+    #[test]
+    fn single_delivery_view_shows_whole_errors_and_paused() {
+        let error = "connection failed: client error (Connect): tcp connect error: Connection refused (os error 111)";
+        let d = serde_json::json!({
+            "id": "dlv_1", "state": "scheduled", "paused": true, "subscription": "beta",
+            "last_error": error,
+            "attempt_history": [{"attempt": 1, "outcome": "connect", "error": error}],
+        });
+        let out = delivery_details(&d);
+        assert!(
+            out.contains(&format!("last_error:      {error}\n")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{error}\n")), "{out}");
+        assert!(
+            out.contains(
+                "state:           paused (scheduled: sent once subscription beta is resumed)"
+            ),
+            "{out}"
+        );
+        let list = deliveries_table(&[d]);
+        assert!(
+            list.lines().nth(1).is_some_and(|l| l.contains(" paused ")),
+            "{list}"
+        );
+    }
+
+    #[test]
+    fn counts_agree_in_number() {
+        assert_eq!(count(1, "delivery", "deliveries"), "1 delivery");
+        assert_eq!(count(0, "delivery", "deliveries"), "0 deliveries");
+        assert_eq!(count(2, "delivery", "deliveries"), "2 deliveries");
     }
 
     #[test]

@@ -190,12 +190,47 @@ impl ApiToken {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// What every duration error ends with: the accepted form.
+const DURATION_FORM: &str =
+    "a duration is a string of numbers with units, like \"250ms\", \"10s\", \"1m\", \"1h 30m\" or \"7d\"";
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = HumanDuration;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(DURATION_FORM)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(text)
+                    .map(HumanDuration)
+                    .map_err(|e| {
+                        E::custom(format!("invalid duration {text:?}: {e}; {DURATION_FORM}"))
+                    })
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "invalid duration {n}: a number needs a unit, e.g. \"{n}s\"; {DURATION_FORM}"
+                )))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "invalid duration {n}: a number needs a unit, e.g. \"{n}s\"; {DURATION_FORM}"
+                )))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "invalid duration {n}: write it as a string with units, e.g. \"1s 500ms\"; {DURATION_FORM}"
+                )))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -1098,6 +1133,25 @@ mod tests {
             "{}",
             d[0].message
         );
+    }
+
+    #[test]
+    fn duration_errors_show_the_accepted_form() {
+        let d = err("[delivery]\ntimeout = \"10 seconds please\"\n");
+        assert!(
+            d[0].message.contains("\"10s\"") && d[0].message.contains("\"1h 30m\""),
+            "{}",
+            d[0].message
+        );
+        let d = err("[delivery]\ntimeout = 10\n");
+        assert_eq!((d[0].line, d[0].key.as_str()), (2, "delivery.timeout"));
+        assert!(
+            d[0].message.contains("a number needs a unit, e.g. \"10s\""),
+            "{}",
+            d[0].message
+        );
+        let d = err("[delivery]\nretry_schedule = [\"0s\", 60]\n");
+        assert!(d[0].message.contains("\"60s\""), "{}", d[0].message);
     }
 
     #[test]

@@ -241,7 +241,7 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
                 }
                 let items = value["deliveries"].as_array().cloned().unwrap_or_default();
                 let mut out = cli::deliveries_table(&items);
-                out.push_str(&format!("{} deliveries", items.len()));
+                out.push_str(&cli::count(items.len(), "delivery", "deliveries"));
                 if let Some(next) = value["next_cursor"].as_str() {
                     out.push_str(&format!("; more with --cursor {next}"));
                 }
@@ -302,7 +302,14 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
                 Ok(if json_out {
                     value.to_string()
                 } else if let Some(n) = value["requeued"].as_u64() {
-                    format!("requeued {n} dead deliveries")
+                    format!(
+                        "requeued {}",
+                        cli::count(
+                            usize::try_from(n).unwrap_or(usize::MAX),
+                            "dead delivery",
+                            "dead deliveries"
+                        )
+                    )
                 } else {
                     format!(
                         "{} requeued (was {})",

@@ -54,7 +54,8 @@ where
     }
 }
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`); logs go to stderr.
+/// Installs the global subscriber. `RUST_LOG` filters (default `info`); logs go to stderr,
+/// coloured only when it is a terminal.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -73,10 +74,20 @@ pub fn init(format: LogFormat) {
                 .event_format(JournalPriority(inner))
                 .try_init()
         }
-        (LogFormat::Text, false) => builder.try_init(),
+        // Colours only for a person at a terminal: a file, a pipe or a log shipper gets plain
+        // text, and so does anyone who sets NO_COLOR (https://no-color.org).
+        (LogFormat::Text, false) => builder.with_ansi(colours_wanted()).try_init(),
     };
     // A second init (in tests) keeps the first subscriber.
     drop(result);
+}
+
+/// Whether text logs get ANSI colours: only when stderr is a terminal and `NO_COLOR` is unset
+/// or empty.
+fn colours_wanted() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
 
 #[cfg(test)]

@@ -29,8 +29,14 @@ app.post('/webhook/abstrakt', (req, res) => {
     return res.status(401).json({ error: 'Invalid signature' });
   }
 
-  const { request_id, status } = req.body;
+  const { request_id, status, result } = req.body;
   console.log(`${req.get('X-Abstrakt-Event')} ${request_id} (${status})`);
+  // Not every event has result.items (a completed job with no output, a failed one): read
+  // it guarded. The seed's `result.items[0].url` throws there, answers 500, and is retried.
+  const firstUrl = result?.items?.[0]?.url;
+  if (status === 'completed' && firstUrl) {
+    console.log(`Result: ${firstUrl}`);
+  }
   // Hand the work to a queue and answer at once: hookd waits at most its timeout.
   res.json({ received: true });
 });

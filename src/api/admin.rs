@@ -92,6 +92,12 @@ fn redacted_url(text: &str) -> String {
     out
 }
 
+/// Whether a delivery waits only because its subscription (or `adhoc`) is paused: it is
+/// scheduled, and is sent once the subscription is resumed.
+fn is_held_by_pause(shared: &Shared, d: &Delivery) -> bool {
+    d.state == DeliveryState::Scheduled && shared.is_paused(&d.subscription)
+}
+
 fn delivery_json(shared: &Shared, d: &Delivery) -> Value {
     let url = match &d.adhoc {
         Some(adhoc) => Some(redacted_url(&adhoc.url)),
@@ -107,6 +113,7 @@ fn delivery_json(shared: &Shared, d: &Delivery) -> Value {
         "subscription": d.subscription,
         "url": url,
         "state": state_name(d.state),
+        "paused": is_held_by_pause(shared, d),
         "attempts": d.attempts,
         "created_at": time(Some(d.created_ms)),
         "next_attempt_at": time(d.due_ms),

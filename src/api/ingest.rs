@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -16,8 +16,51 @@ use crate::event::{parse_event, rfc3339_millis, IngestRules, NewEvent};
 use crate::scheduler::adhoc_bucket;
 use crate::store::{IngestError, Target};
 
-pub async fn ingest(State(shared): State<Arc<Shared>>, body: Body) -> Response {
+pub async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(response) = require_json(&headers) {
+        return *response;
+    }
     handle(&shared, body).await
+}
+
+/// Ingest takes JSON only: `application/json` or `application/<something>+json`, with any
+/// parameters (`; charset=utf-8`). Anything else, a missing Content-Type included, is 415: a
+/// form post (what `curl -d` sends without `-H`) is a mistake to report, not to guess at, and a
+/// browser cannot send a JSON type across origins without a CORS preflight, which hookd never
+/// grants, so a web page cannot post events to a loopback hookd.
+fn require_json(headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let is_json = given.as_deref().is_some_and(is_json_media_type);
+    if is_json {
+        return Ok(());
+    }
+    let what = given.map_or_else(
+        || "no Content-Type".to_string(),
+        |t| format!("Content-Type {t:?}"),
+    );
+    Err(Box::new(error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!("events are JSON: send Content-Type: application/json (got {what})"),
+    )))
+}
+
+/// `application/json` or `application/*+json`, parameters ignored, case-insensitive.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let Some(subtype) = essence.strip_prefix("application/") else {
+        return false;
+    };
+    subtype == "json"
+        || subtype
+            .strip_suffix("+json")
+            .is_some_and(|prefix| !prefix.is_empty() && !prefix.contains('/'))
 }
 
 async fn handle(shared: &Shared, body: Body) -> Response {
@@ -132,16 +175,12 @@ async fn handle(shared: &Shared, body: Body) -> Response {
             event_id,
         }) => {
             let message = format!("request_id {request_id:?} with status {status:?} was already accepted as {event_id} with a different body");
-            let field = if batch {
-                format!("[{index}]")
-            } else {
-                String::new()
-            };
-            return (
-                StatusCode::CONFLICT,
-                Json(json!({ "error": message, "field": field, "event_id": event_id })),
-            )
-                .into_response();
+            // `field` names the batch entry; for a single event the whole event conflicts.
+            let mut body = json!({ "error": message, "event_id": event_id });
+            if batch {
+                body["field"] = Value::String(format!("[{index}]"));
+            }
+            return (StatusCode::CONFLICT, Json(body)).into_response();
         }
         Err(IngestError::Store(e)) => {
             tracing::error!(error = %e, "ingest commit failed");
@@ -188,12 +227,14 @@ async fn handle(shared: &Shared, body: Body) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A 422 naming the field at fault; without `field` when the whole body is (an empty one is
+/// no name).
 fn unprocessable(message: String, field: &str) -> Response {
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({ "error": message, "field": field })),
-    )
-        .into_response()
+    let mut body = json!({ "error": message });
+    if !field.is_empty() {
+        body["field"] = Value::String(field.to_string());
+    }
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
 }
 
 /// Whether `body` has a `\uD800`..`\uDFFF` escape: serde_json refuses an unpaired one (which
@@ -205,4 +246,32 @@ fn has_surrogate_escape(body: &[u8]) -> bool {
             && matches!(w[2], b'd' | b'D')
             && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_media_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "application/vnd.api+json",
+            "application/cloudevents+json; charset=utf-8",
+        ] {
+            assert!(super::is_json_media_type(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "application/x-www-form-urlencoded",
+            "text/plain",
+            "text/json",
+            "application/+json",
+            "application/jsonx",
+            "multipart/form-data; boundary=x",
+        ] {
+            assert!(!super::is_json_media_type(refused), "{refused}");
+        }
+    }
 }

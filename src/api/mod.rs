@@ -36,6 +36,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/subscriptions/{id}/pause", post(admin::pause))
         .route("/v1/subscriptions/{id}/resume", post(admin::resume))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see docs/api.md") })
+        // axum answers a known route with another method by 405 and an empty body: the same
+        // JSON error shape as every other answer (axum still sets `Allow`).
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on this route; see docs/api.md"),
+            )
+        })
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,

@@ -306,7 +306,7 @@ async fn deliveries_list_json_matches_the_api_and_the_table_is_aligned() {
     let run = hookd(&["deliveries", "list", "--url", &url, "--limit", "1"], None).await;
     let last = run.ok().lines().last().unwrap().to_string();
     assert!(
-        last.starts_with("1 deliveries; more with --cursor dlv_"),
+        last.starts_with("1 delivery; more with --cursor dlv_"),
         "{last:?}"
     );
 }

@@ -314,7 +314,11 @@ async fn invalid_event_is_422_naming_the_field_and_stores_nothing() {
     for (input, field) in invalid_events() {
         let (status, body) = app.post(&input).await;
         assert_eq!(status, 422, "{input}: {body}");
-        assert_eq!(body["field"], field, "{input}: {body}");
+        if field.is_empty() {
+            assert!(body.get("field").is_none(), "no empty field: {body}");
+        } else {
+            assert_eq!(body["field"], field, "{input}: {body}");
+        }
         assert_error_body(&body, &input.to_string());
     }
     assert_nothing_stored_but_sentinel(&app, &receiver).await;
@@ -431,6 +435,11 @@ async fn same_request_id_and_status_is_one_event() {
     let (status, body) = app.post(&changed).await;
     assert_eq!(status, 409, "{body}");
     assert_error_body(&body, "conflict");
+    assert_eq!(body["event_id"], event_id.as_str(), "{body}");
+    assert!(
+        body.get("field").is_none(),
+        "a single event conflicts as a whole: no field: {body}"
+    );
 
     // Another status of the same job is another event.
     let (status, body) = app.post(&event("job-1", "failed")).await;
@@ -452,6 +461,7 @@ async fn same_request_id_and_status_is_one_event() {
         .await;
     assert_eq!(status, 409, "{body}");
     assert_error_body(&body, "conflict in a batch");
+    assert_eq!(body["field"], "[1]", "the batch entry: {body}");
     let (status, body) = app.post(&json!([first])).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body[0]["event_id"], event_id.as_str(), "{body}");
@@ -761,4 +771,109 @@ async fn per_request_targets_can_be_disabled() {
     assert_eq!(body["field"], "webhook_url", "{body}");
     assert_nothing_stored_but_sentinel(&app, &configured).await;
     assert!(per_request.received().is_empty());
+}
+
+// ------------------------------------------------------------------ content types, router errors
+
+/// Posts `body` with the Content-Type `content_type` (none when `None`).
+async fn post_typed(app: &TestApp, content_type: Option<&str>, body: &str) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(format!("http://{}/v1/events", app.api))
+        .body(body.to_string());
+    if let Some(t) = content_type {
+        request = request.header("content-type", t);
+    }
+    let response = request.send().await.expect("ingest request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn ingest_takes_json_content_types_only_and_answers_415_otherwise() {
+    let (app, receiver) = app_with_receiver().await;
+    let accepted = [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+        "application/vnd.abstrakt.event+json",
+    ];
+    for (i, t) in accepted.iter().enumerate() {
+        let body = event(&format!("ct-{i}"), "completed").to_string();
+        let (status, answer) = post_typed(&app, Some(t), &body).await;
+        assert_eq!(status, 202, "{t}: {answer}");
+    }
+    let refused = [
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+        Some("text/json"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ];
+    for t in refused {
+        let body = event("ct-refused", "completed").to_string();
+        let (status, answer) = post_typed(&app, t, &body).await;
+        assert_eq!(status, 415, "{t:?}: {answer}");
+        assert_error_body(&answer, &format!("{t:?}"));
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("application/json")),
+            "the error says what to send: {answer}"
+        );
+    }
+    let listed = app.api_json("/v1/deliveries?limit=1000").await;
+    let ids: HashSet<String> = listed["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .filter_map(|d| d["event_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        accepted.len(),
+        "nothing stored for a 415: {listed}"
+    );
+    drop(receiver);
+}
+
+#[tokio::test]
+async fn router_errors_are_json_like_every_other_error() {
+    let app = spawn_app("").await;
+    let url = |path: &str| format!("http://{}{path}", app.api);
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/v1/events", 405),
+        (reqwest::Method::DELETE, "/v1/deliveries", 405),
+        (reqwest::Method::GET, "/v1/subscriptions/x/pause", 405),
+        (reqwest::Method::GET, "/v1/nothing-here", 404),
+        (reqwest::Method::POST, "/", 404),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        if status == 405 {
+            assert!(
+                response.headers().contains_key("allow"),
+                "{method} {path}: 405 keeps its Allow header"
+            );
+        }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert_eq!(content_type, "application/json", "{method} {path}");
+        let text = response.text().await.expect("body");
+        let body: Value = serde_json::from_str(&text).expect("a JSON body");
+        assert_error_body(&body, &format!("{method} {path}"));
+    }
 }

@@ -189,6 +189,7 @@ async fn the_store_is_readable_by_its_owner_only() {
     let hookd = crate::support::process::HookdProcess::start(dir.path(), "").await;
     let response = reqwest::Client::new()
         .post(hookd.events_url())
+        .header("content-type", "application/json")
         .body(json!({"request_id": "r", "status": "completed", "webhook_url": "http://127.0.0.1:9/h", "webhook_secret": "per-request-secret"}).to_string())
         .send()
         .await

@@ -398,6 +398,10 @@ fn event_matrix() -> Vec<String> {
         r#"{"request_id":"docs-escapes","status":"completed","result":{"url":"https:\/\/cdn.abstrakt.one\/a.mp4?x=1&y=\"2\"","path":"C:\\dir\\","text":"a\nb\r\nc\td","controls":"\u0000\u0001\u001f\u007f\b\f","we\"ird\\key":"v"}}"#,
         // Numbers JavaScript prints differently, and keys it reorders.
         r#"{"request_id":"docs-numbers","status":"completed","result":{"b":1,"10":2,"2":3},"metrics":{"one":1.0,"price":45.20,"thousand":1e3,"big":1E21,"tiny":1e-7,"neg_zero":-0,"min":5e-324,"max_safe":9007199254740991,"sum":0.30000000000000004,"list":[1.5e+2,-2.5E-3,100.000]}}"#,
+        // A completed job without result (the seed's `result.items[0].url` throws on it; the
+        // snippets read it guarded), and one with an empty items list.
+        r#"{"request_id":"docs-no-result","status":"completed"}"#,
+        r#"{"request_id":"docs-no-items","status":"completed","result":{"items":[]}}"#,
         // job.failed.
         r#"{"request_id":"docs-failed","status":"failed","error":{"message":"GPU «out of memory» — 显存不足\n\tat \"decode\""},"metrics":{"queue_time":0.25},"timestamp":"2025-01-12T10:30:00.123+05:30"}"#,
     ]

@@ -96,6 +96,20 @@ impl TestApp {
         self.post_raw(event.to_string()).await
     }
 
+    /// `GET path` on the API listener, its body as JSON.
+    pub async fn api_json(&self, path: &str) -> Value {
+        let text = self
+            .client
+            .get(format!("http://{}{path}", self.api))
+            .send()
+            .await
+            .expect("API request")
+            .text()
+            .await
+            .expect("API body");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
+    }
+
     pub async fn metrics_text(&self) -> String {
         super::events::scrape(&self.client, self.metrics).await
     }

@@ -1,7 +1,7 @@
 // Test receiver for hookd integration tests.
 //
 // The code between the "SEED" markers is the Express.js example from the
-// Abstrakt "Webhook Configuration" page (/work/shared/seed/webhook-configuration.txt),
+// Abstrakt "Webhook Configuration" page (the seed page, webhook-configuration.txt),
 // copied verbatim. The only change to it is the final `app.listen(3000);`,
 // which is replaced by the HARNESS listen block at the bottom
 // (127.0.0.1, port $PORT or ephemeral, prints `LISTENING <port>`).

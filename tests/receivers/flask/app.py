@@ -1,7 +1,7 @@
 # Test receiver for hookd integration tests.
 #
 # The code between the "SEED" markers is the Python Flask example from the
-# Abstrakt "Webhook Configuration" page (/work/shared/seed/webhook-configuration.txt),
+# Abstrakt "Webhook Configuration" page (the seed page, webhook-configuration.txt),
 # copied verbatim (the page shows no app.run()/listen call).
 #
 # HARNESS code (below the seed) is ours:

@@ -18,6 +18,9 @@
 //! what it delivered by then. Under `cargo test --all-targets` it makes a smoke run (H = 200,
 //! E = 1000).
 
+// Both trees include the tests' process launcher; each copy is used through its own tree.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "common/mod.rs"]
 mod common;
 #[path = "../tests/it/support/mod.rs"]

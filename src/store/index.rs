@@ -413,7 +413,7 @@ mod tests {
         }
         assert_eq!(index.buckets(), 0);
         assert!(index.buckets.len() <= 1, "slots reused");
-        assert!(index.remove("adhoc/h1:80", 0, 1) == false);
+        assert!(!index.remove("adhoc/h1:80", 0, 1));
     }
 
     #[test]

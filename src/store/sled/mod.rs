@@ -139,6 +139,9 @@ struct Health {
     dirty: HashSet<String>,
 }
 
+/// Deliveries moved back to the queue: bucket, due time, id.
+type Reopened = Vec<(String, u64, Id)>;
+
 /// When a write is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Durability {
@@ -679,7 +682,7 @@ impl Writer {
         since_ms: u64,
         from: Vec<u8>,
         now_ms: u64,
-    ) -> Result<(usize, Option<Vec<u8>>, Vec<(String, u64, Id)>), StoreError> {
+    ) -> Result<(usize, Option<Vec<u8>>, Reopened), StoreError> {
         let mut batch = ::sled::Batch::default();
         let mut reopened = Vec::new();
         let mut next = None;

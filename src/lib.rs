@@ -16,6 +16,7 @@
 //! - [`guard`]: the target guard (SSRF): which addresses hookd may connect to.
 //! - [`api`]: the axum routes of both listeners.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`state`]: what the API, the scheduler and the background tasks share.
 //! - [`app`]: wires it together: `Application::build(config)` then `run_until_stopped(token)`.
 //! - [`systemd`]: sd_notify (READY, RELOADING, STOPPING, STATUS) and the watchdog.
 //! - [`telemetry`]: tracing setup.
@@ -33,6 +34,7 @@ pub mod guard;
 pub mod metrics;
 pub mod scheduler;
 pub mod signing;
+pub mod state;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

@@ -16,11 +16,11 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::Shared;
 use crate::config::{Config, ADHOC_SUBSCRIPTION};
 use crate::delivery::retry::{self, RetryRules};
 use crate::delivery::{AttemptRequest, AttemptResult, Deliverer, Outcome};
 use crate::signing::SigningKeys;
+use crate::state::Shared;
 use crate::store::{Attempt, Claimed, Limits, Next};
 
 /// The longest the loop sleeps without asking the store again; also the period of its

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::error;
-use crate::app::Shared;
 use crate::config::ADHOC_SUBSCRIPTION;
 use crate::event::rfc3339_millis;
+use crate::state::Shared;
 use crate::store::{Delivery, DeliveryFilter, DeliveryState, RequeueError, StoreError};
 
 const DEFAULT_PAGE: usize = 50;

@@ -10,10 +10,10 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error;
-use crate::app::Shared;
 use crate::config::ADHOC_SUBSCRIPTION;
 use crate::event::{parse_event, rfc3339_millis, IngestRules, NewEvent};
 use crate::scheduler::adhoc_bucket;
+use crate::state::Shared;
 use crate::store::{IngestError, Target};
 
 pub async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {

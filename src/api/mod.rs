@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::app::Shared;
 use crate::config::{ApiToken, Scope};
+use crate::state::Shared;
 use sha2::{Digest, Sha256};
 
 /// A JSON error body: `{"error": "...", ...}`.
@@ -145,7 +145,7 @@ pub fn metrics_router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    crate::app::update_gauges(&shared).await;
+    shared.update_gauges().await;
     (
         [(
             header::CONTENT_TYPE,

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hookd::app::Shared;
+use hookd::state::Shared;
 use hookd::{Application, Config};
 use serde_json::Value;
 use tokio::task::JoinHandle;

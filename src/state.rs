@@ -1,0 +1,171 @@
+//! What the API, the scheduler and the background tasks share: the store, the clock, the
+//! metrics, the running configuration and the switches that change at run time. Built by
+//! [`crate::app`]; nothing here knows how the daemon is wired.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::systemd;
+
+/// What the API, the scheduler and the background tasks share.
+pub struct Shared {
+    /// The store, behind its traits.
+    pub store: Arc<dyn Store>,
+    /// Every time the daemon decides by.
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    /// The running configuration; replaced whole on reload.
+    config: RwLock<Arc<Config>>,
+    /// Wakes the scheduler: new deliveries, or a free slot.
+    pub wake: Notify,
+    /// Set on shutdown: `/readyz` answers 503.
+    pub draining: AtomicBool,
+    /// When the pending gauges were last computed, and what that cost.
+    gauge_clock: std::sync::Mutex<Option<(std::time::Instant, Duration)>>,
+    /// When the scheduler loop last turned (Unix ms): the watchdog checks it.
+    pub scheduler_heartbeat: AtomicU64,
+    /// Paused subscriptions (`adhoc` pauses every per-request target); mirrors the store.
+    paused: RwLock<HashSet<String>>,
+    /// The target guard the HTTP client uses; replaced on reload.
+    guard: Arc<RwLock<crate::guard::Guard>>,
+}
+
+impl Shared {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        config: Config,
+        paused: HashSet<String>,
+        guard: Arc<RwLock<crate::guard::Guard>>,
+    ) -> Shared {
+        Shared {
+            store,
+            metrics,
+            paused: RwLock::new(paused),
+            guard,
+            config: RwLock::new(Arc::new(config)),
+            wake: Notify::new(),
+            draining: AtomicBool::new(false),
+            scheduler_heartbeat: AtomicU64::new(clock.now_ms()),
+            gauge_clock: std::sync::Mutex::new(None),
+            clock,
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        // A poisoned lock still holds a whole Arc<Config>: replacing it is one store.
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn is_paused(&self, subscription: &str) -> bool {
+        self.paused
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(subscription)
+    }
+
+    /// Pauses or resumes a subscription, durably, and wakes the scheduler.
+    pub async fn set_paused(
+        &self,
+        subscription: &str,
+        paused: bool,
+    ) -> Result<(), crate::store::StoreError> {
+        self.store.set_paused(subscription, paused).await?;
+        {
+            let mut set = self.paused.write().unwrap_or_else(|e| e.into_inner());
+            if paused {
+                set.insert(subscription.to_string());
+            } else {
+                set.remove(subscription);
+            }
+            self.metrics
+                .subscriptions_paused
+                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        }
+        self.apply_limits();
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Gives the store the limits of the running config and the paused subscriptions.
+    pub fn apply_limits(&self) {
+        let paused = self
+            .paused
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.store
+            .set_limits(crate::scheduler::limits(&self.config(), &paused));
+    }
+
+    /// Re-reads the config file: a valid file replaces the running configuration (what needs a
+    /// restart keeps its running value, with a warning); an invalid one changes nothing.
+    pub fn reload(&self, path: &std::path::Path) -> Result<(), config::ConfigError> {
+        systemd::reloading();
+        let result = Config::load(path).map(|new| {
+            let old = self.config();
+            let kept = new.keep_restart_only(&old);
+            for key in &kept.keys {
+                tracing::warn!(key = key.as_str(), "changed in the config file, but takes effect only after a restart");
+            }
+            let before: Vec<String> = old.subscriptions.iter().map(|s| s.id.clone()).collect();
+            let after: Vec<String> = kept.config.subscriptions.iter().map(|s| s.id.clone()).collect();
+            tracing::info!(subscriptions = ?after, removed = ?before.iter().filter(|id| !after.contains(id)).collect::<Vec<_>>(),
+                "configuration reloaded");
+            self.metrics.init_subscriptions(kept.config.subscriptions.iter().map(|s| s.id.as_str()));
+            *self.guard.write().unwrap_or_else(|e| e.into_inner()) = kept.config.targets.guard();
+            self.set_config(kept.config);
+            self.apply_limits();
+            self.wake.notify_one();
+        });
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "config reload failed; keeping the running configuration");
+        }
+        systemd::ready(self);
+        result
+    }
+
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// Recomputes the pending gauges and the store size. Counting the ready deliveries walks
+    /// their part of the queue, so with a large due backlog (a paused subscription with a million
+    /// deliveries takes about a second) the gauges are recomputed at most every twenty times what
+    /// the last count cost: at most 5% of a core, at the price of older values.
+    pub async fn update_gauges(&self) {
+        let started = std::time::Instant::now();
+        {
+            let clock = self.gauge_clock.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((last, cost)) = *clock {
+                if cost >= Duration::from_millis(50) && last.elapsed() < cost * 20 {
+                    return;
+                }
+            }
+        }
+        let now = self.clock.now_ms();
+        match self.store.pending_stats(now).await {
+            Ok(stats) => self.metrics.set_pending(stats, now),
+            Err(e) => tracing::warn!(error = %e, "cannot count pending deliveries"),
+        }
+        *self.gauge_clock.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((started, started.elapsed()));
+        if let Ok(bytes) = self.store.size_on_disk().await {
+            self.metrics
+                .store_size
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+}

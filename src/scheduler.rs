@@ -21,7 +21,7 @@ use crate::delivery::retry::{self, RetryRules};
 use crate::delivery::{AttemptRequest, AttemptResult, Deliverer, Outcome};
 use crate::signing::SigningKeys;
 use crate::state::Shared;
-use crate::store::{Attempt, Claimed, Limits, Next};
+use crate::store::{Attempt, Claimed, Delivery, Limits, Next};
 
 /// The longest the loop sleeps without asking the store again; also the period of its
 /// heartbeat, which the systemd watchdog checks.
@@ -167,44 +167,28 @@ struct AttemptTask {
     deliverer: Deliverer,
 }
 
+/// Where an attempt goes, resolved when it starts: a queued delivery follows its subscription's
+/// current URL, secret and schedule.
+enum Resolved {
+    Send {
+        url: reqwest::Url,
+        keys: SigningKeys,
+        policy: crate::config::DeliveryPolicy,
+    },
+    /// The per-request URL no longer parses: the attempt fails without a request.
+    Invalid(String),
+    /// Its subscription was removed by a reload after the claim.
+    Gone,
+}
+
 impl AttemptTask {
     async fn run(self, claim: Claimed) {
         let Claimed { delivery, body } = claim;
         let number = delivery.attempts + 1;
         let started_ms = self.shared.clock.now_ms();
         let config = self.shared.config();
-        // Resolve the target now: a queued delivery follows its subscription's current URL,
-        // secret and schedule.
-        let target = match &delivery.adhoc {
-            Some(adhoc) => match reqwest::Url::parse(&adhoc.url) {
-                Ok(url) => {
-                    let keys = SigningKeys {
-                        abstrakt: Some(adhoc.secret.clone()),
-                        standard: Vec::new(),
-                    };
-                    Ok((url, keys, config.delivery.policy.clone()))
-                }
-                Err(e) => Err(format!("invalid webhook_url: {e}")),
-            },
-            None => match config.subscription(&delivery.subscription) {
-                Some(s) => Ok((s.url.clone(), s.signing_keys(started_ms), s.policy.clone())),
-                None => {
-                    // Removed by a reload after the claim: the delivery waits for the
-                    // subscription to come back, without spending an attempt. Due at once:
-                    // the loop skips its bucket until the subscription is configured again.
-                    self.release(&delivery.id, &delivery.bucket, started_ms)
-                        .await;
-                    return;
-                }
-            },
-        };
-        let label = if delivery.adhoc.is_some() {
-            ADHOC_SUBSCRIPTION
-        } else {
-            delivery.subscription.as_str()
-        };
-        let (result, schedule) = match target {
-            Ok((url, keys, policy)) => {
+        let (result, schedule) = match resolve(&config, &delivery, started_ms) {
+            Resolved::Send { url, keys, policy } => {
                 let request = AttemptRequest {
                     url: &url,
                     keys: &keys,
@@ -216,30 +200,15 @@ impl AttemptTask {
                 };
                 (self.deliverer.attempt(request).await, policy.retry_schedule)
             }
-            Err(reason) => (
-                AttemptResult {
-                    outcome: Outcome::Other,
-                    status_code: None,
-                    retry_after: None,
-                    error: Some(reason),
-                    response_excerpt: None,
-                    duration: Duration::ZERO,
-                    blocked: false,
-                },
-                Vec::new(),
-            ),
+            Resolved::Invalid(reason) => (failed_without_request(reason), Vec::new()),
+            Resolved::Gone => {
+                // The delivery waits for the subscription to come back, without spending an
+                // attempt: the store holds its bucket back until it is configured again.
+                self.release(&delivery.id, started_ms).await;
+                return;
+            }
         };
         let finished_ms = self.shared.clock.now_ms();
-        let metrics = &self.shared.metrics;
-        metrics
-            .delivery_attempts
-            .with_label_values(&[label, result.outcome.as_str()])
-            .inc();
-        metrics
-            .attempt_duration
-            .with_label_values(&[label])
-            .observe(result.duration.as_secs_f64());
-
         let rules = RetryRules {
             retry_after_cap: config.delivery.retry_after_cap,
             jitter: config.delivery.jitter,
@@ -262,6 +231,41 @@ impl AttemptTask {
             error: result.error.clone(),
             response_excerpt: result.response_excerpt.clone(),
         };
+        self.observe(&delivery, &attempt, &result, next, finished_ms);
+        if let Err(e) = self
+            .shared
+            .store
+            .record_outcome(&delivery.id, attempt, next, finished_ms)
+            .await
+        {
+            tracing::error!(delivery_id = %delivery.id, error = %e, "cannot record attempt outcome; the delivery will be retried after a restart");
+        }
+        self.free_slot();
+    }
+
+    /// Metrics and the log line of one attempt.
+    fn observe(
+        &self,
+        delivery: &Delivery,
+        attempt: &Attempt,
+        result: &AttemptResult,
+        next: Next,
+        finished_ms: u64,
+    ) {
+        let label = if delivery.adhoc.is_some() {
+            ADHOC_SUBSCRIPTION
+        } else {
+            delivery.subscription.as_str()
+        };
+        let metrics = &self.shared.metrics;
+        metrics
+            .delivery_attempts
+            .with_label_values(&[label, result.outcome.as_str()])
+            .inc();
+        metrics
+            .attempt_duration
+            .with_label_values(&[label])
+            .observe(result.duration.as_secs_f64());
         match next {
             Next::Delivered => {
                 metrics
@@ -276,7 +280,7 @@ impl AttemptTask {
                 tracing::debug!(
                     delivery_id = %delivery.id,
                     subscription = label,
-                    attempt = number,
+                    attempt = attempt.number,
                     outcome = "success",
                     status = result.status_code,
                     duration_ms = attempt.duration_ms,
@@ -288,7 +292,7 @@ impl AttemptTask {
                 tracing::warn!(
                     delivery_id = %delivery.id,
                     subscription = label,
-                    attempt = number,
+                    attempt = attempt.number,
                     outcome = result.outcome.as_str(),
                     status = result.status_code,
                     error = result.error.as_deref(),
@@ -302,7 +306,7 @@ impl AttemptTask {
                 tracing::error!(
                     delivery_id = %delivery.id,
                     subscription = label,
-                    attempt = number,
+                    attempt = attempt.number,
                     outcome = result.outcome.as_str(),
                     status = result.status_code,
                     error = result.error.as_deref(),
@@ -310,27 +314,118 @@ impl AttemptTask {
                 );
             }
         }
-        if let Err(e) = self
-            .shared
-            .store
-            .record_outcome(&delivery.id, attempt, next, finished_ms)
-            .await
-        {
-            tracing::error!(delivery_id = %delivery.id, error = %e, "cannot record attempt outcome; the delivery will be retried after a restart");
-        }
-        self.free_slot(&delivery.bucket);
     }
 
     /// Puts a claimed delivery back in the queue without an attempt.
-    async fn release(self, delivery_id: &str, bucket: &str, due_ms: u64) {
+    async fn release(self, delivery_id: &str, due_ms: u64) {
         if let Err(e) = self.shared.store.release(delivery_id, due_ms).await {
             tracing::error!(delivery_id, error = %e, "cannot put a delivery back in the queue; it will be retried after a restart");
         }
-        self.free_slot(bucket);
+        self.free_slot();
     }
 
     /// The store freed the slot with the outcome: wake the loop so that its next turn uses it.
-    fn free_slot(self, _bucket: &str) {
+    fn free_slot(self) {
         self.shared.wake.notify_one();
+    }
+}
+
+fn resolve(config: &Config, delivery: &Delivery, now_ms: u64) -> Resolved {
+    match &delivery.adhoc {
+        Some(adhoc) => match reqwest::Url::parse(&adhoc.url) {
+            Ok(url) => Resolved::Send {
+                url,
+                keys: SigningKeys {
+                    abstrakt: Some(adhoc.secret.clone()),
+                    standard: Vec::new(),
+                },
+                policy: config.delivery.policy.clone(),
+            },
+            Err(e) => Resolved::Invalid(format!("invalid webhook_url: {e}")),
+        },
+        None => match config.subscription(&delivery.subscription) {
+            Some(s) => Resolved::Send {
+                url: s.url.clone(),
+                keys: s.signing_keys(now_ms),
+                policy: s.policy.clone(),
+            },
+            None => Resolved::Gone,
+        },
+    }
+}
+
+fn failed_without_request(reason: String) -> AttemptResult {
+    AttemptResult {
+        outcome: Outcome::Other,
+        status_code: None,
+        retry_after: None,
+        error: Some(reason),
+        response_excerpt: None,
+        duration: Duration::ZERO,
+        blocked: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(outcome: Outcome, retry_after: Option<&str>, blocked: bool) -> AttemptResult {
+        AttemptResult {
+            outcome,
+            status_code: None,
+            retry_after: retry_after.map(str::to_string),
+            error: None,
+            response_excerpt: None,
+            duration: Duration::from_millis(5),
+            blocked,
+        }
+    }
+
+    const RULES: RetryRules = RetryRules {
+        retry_after_cap: Duration::from_secs(3600),
+        jitter: 0.0,
+    };
+
+    fn schedule() -> Vec<Duration> {
+        [0, 60, 300].map(Duration::from_secs).to_vec()
+    }
+
+    #[test]
+    fn the_next_state_follows_the_schedule_on_an_injected_clock() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = 1_000_000;
+        let next = |r: &AttemptResult, n| decide_next(r, &schedule(), n, RULES, at, now, 0.5);
+        assert_eq!(
+            next(&result(Outcome::Success, None, false), 1),
+            Next::Delivered
+        );
+        let failed = result(Outcome::Http5xx, None, false);
+        assert_eq!(next(&failed, 1), Next::RetryAt(at));
+        assert_eq!(next(&failed, 2), Next::RetryAt(at + 60_000));
+        assert_eq!(next(&failed, 3), Next::RetryAt(at + 300_000));
+        assert_eq!(next(&failed, 4), Next::Dead, "the schedule is spent");
+        assert_eq!(
+            next(&result(Outcome::Connect, None, true), 1),
+            Next::Dead,
+            "a refused address is not retried"
+        );
+    }
+
+    #[test]
+    fn retry_after_postpones_within_the_cap() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = 1_000_000;
+        let slow = result(Outcome::Http4xx, Some("120"), false);
+        assert_eq!(
+            decide_next(&slow, &schedule(), 1, RULES, at, now, 0.5),
+            Next::RetryAt(at + 120_000)
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        let dated = result(Outcome::Http5xx, Some(&date), false);
+        assert_eq!(
+            decide_next(&dated, &schedule(), 1, RULES, at, now, 0.5),
+            Next::RetryAt(at + 30_000)
+        );
     }
 }

@@ -1,4 +1,8 @@
 //! `POST /v1/events`: validate, fan out, commit durably, answer.
+//!
+//! Each step returns the response that refuses the request as its error: built once, on the
+//! way out, so its size costs nothing worth boxing.
+#![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
 
@@ -10,11 +14,11 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error;
-use crate::config::ADHOC_SUBSCRIPTION;
+use crate::config::{Config, ADHOC_SUBSCRIPTION};
 use crate::event::{parse_event, rfc3339_millis, IngestRules, NewEvent};
 use crate::scheduler::adhoc_bucket;
 use crate::state::Shared;
-use crate::store::{IngestError, Target};
+use crate::store::{IngestError, Ingested, Target};
 
 pub async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     if let Err(response) = require_json(&headers) {
@@ -63,111 +67,156 @@ fn is_json_media_type(value: &str) -> bool {
             .is_some_and(|prefix| !prefix.is_empty() && !prefix.contains('/'))
 }
 
+/// The steps of one ingest request; each refuses with the response to send.
 async fn handle(shared: &Shared, body: Body) -> Response {
+    match accept(shared, body).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn accept(shared: &Shared, body: Body) -> Result<Response, Response> {
     let config = shared.config();
+    let bytes = read_body(&config, body).await?;
+    let value = parse_json(&bytes)?;
+    let (items, batch) = split_batch(&config, value)?;
+    let now = shared.clock.now_ms();
+    let events = validate_and_fan_out(&config, items, batch, now)?;
+    let types: Vec<String> = events.iter().map(|(e, _)| e.event_type.clone()).collect();
+    let ingested = commit(shared, events, batch, now).await?;
+    Ok(answer(shared, &ingested, &types, batch))
+}
+
+/// The body, within `api.max_body_bytes` and `api.body_read_timeout`.
+async fn read_body(config: &Config, body: Body) -> Result<bytes::Bytes, Response> {
     let limit = config.api.max_body_bytes;
-    let bytes =
-        match tokio::time::timeout(config.api.body_read_timeout, to_bytes(body, limit)).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(_)) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body exceeds api.max_body_bytes ({limit} bytes)"),
-                )
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "request body not received within api.body_read_timeout ({})",
-                        humantime::format_duration(config.api.body_read_timeout)
-                    ),
-                )
-            }
-        };
-    let value: Value = match serde_json::from_slice(&bytes) {
-        Ok(value) => value,
-        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
-            return unprocessable(format!("the event nests deeper than 128 levels ({e})"), "");
-        }
+    match tokio::time::timeout(config.api.body_read_timeout, to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds api.max_body_bytes ({limit} bytes)"),
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within api.body_read_timeout ({})",
+                humantime::format_duration(config.api.body_read_timeout)
+            ),
+        )),
+    }
+}
+
+/// The JSON value: 400 when malformed, 422 for what JSON allows but a delivery cannot carry.
+fn parse_json(bytes: &[u8]) -> Result<Value, Response> {
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => Err(unprocessable(
+            format!("the event nests deeper than 128 levels ({e})"),
+            "",
+        )),
         Err(e)
             if e.to_string().contains("surrogate")
-                || (e.to_string().contains("hex escape") && has_surrogate_escape(&bytes)) =>
+                || (e.to_string().contains("hex escape") && has_surrogate_escape(bytes)) =>
         {
-            return unprocessable(
+            Err(unprocessable(
                 format!("strings with unpaired UTF-16 surrogates cannot be delivered ({e})"),
                 "",
-            );
+            ))
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
-    };
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON: {e}"),
+        )),
+    }
+}
+
+/// One event or a batch (an array) of at most `api.max_batch`; says which it was.
+fn split_batch(config: &Config, value: Value) -> Result<(Vec<Value>, bool), Response> {
     let (items, batch) = match value {
         Value::Array(items) => (items, true),
         other => (vec![other], false),
     };
     if batch && items.is_empty() {
-        return unprocessable("an empty array holds no events".to_string(), "");
+        return Err(unprocessable(
+            "an empty array holds no events".to_string(),
+            "",
+        ));
     }
     if items.len() > config.api.max_batch {
-        return error(
+        return Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "a batch holds at most {} events (api.max_batch); this one has {}",
                 config.api.max_batch,
                 items.len()
             ),
-        );
+        ));
     }
+    Ok((items, batch))
+}
 
-    let now = shared.clock.now_ms();
-    let accepted_at = rfc3339_millis(now);
+/// Validates each event and lists its targets: every matching subscription, and its
+/// `webhook_url` when it has one.
+fn validate_and_fan_out(
+    config: &Config,
+    items: Vec<Value>,
+    batch: bool,
+    now_ms: u64,
+) -> Result<Vec<(NewEvent, Vec<Target>)>, Response> {
+    let accepted_at = rfc3339_millis(now_ms);
     let rules = IngestRules {
         allow_adhoc_targets: config.delivery.allow_adhoc_targets,
         allow_http: config.targets.allow_http,
         guard: config.targets.guard(),
     };
-    let mut events: Vec<(NewEvent, Vec<Target>)> = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let event = match parse_event(item, &rules, &accepted_at) {
-            Ok(event) => event,
-            Err(e) => {
-                let field = if batch {
-                    format!(
-                        "[{i}]{}{}",
-                        if e.field.is_empty() { "" } else { "." },
-                        e.field
-                    )
-                } else {
-                    e.field
-                };
-                return unprocessable(e.error, &field);
-            }
-        };
-        let mut targets: Vec<Target> = config
-            .subscriptions_for(&event.event_type)
-            .map(|s| Target {
-                subscription: s.id.clone(),
-                bucket: s.id.clone(),
-                adhoc: None,
-            })
-            .collect();
-        if let Some(adhoc) = &event.adhoc {
-            // parse_event checked that the URL parses.
-            let bucket = reqwest::Url::parse(&adhoc.url)
-                .map(|u| adhoc_bucket(&u))
-                .unwrap_or_else(|_| "adhoc/".into());
-            targets.push(Target {
-                subscription: ADHOC_SUBSCRIPTION.to_string(),
-                bucket,
-                adhoc: Some(adhoc.clone()),
-            });
-        }
+        let event = parse_event(item, &rules, &accepted_at).map_err(|e| {
+            let field = if batch {
+                let dot = if e.field.is_empty() { "" } else { "." };
+                format!("[{i}]{dot}{}", e.field)
+            } else {
+                e.field
+            };
+            unprocessable(e.error, &field)
+        })?;
+        let targets = targets(config, &event);
         events.push((event, targets));
     }
-    let types: Vec<String> = events.iter().map(|(e, _)| e.event_type.clone()).collect();
+    Ok(events)
+}
 
-    let ingested = match shared.store.ingest(events, now).await {
-        Ok(ingested) => ingested,
+fn targets(config: &Config, event: &NewEvent) -> Vec<Target> {
+    let mut targets: Vec<Target> = config
+        .subscriptions_for(&event.event_type)
+        .map(|s| Target {
+            subscription: s.id.clone(),
+            bucket: s.id.clone(),
+            adhoc: None,
+        })
+        .collect();
+    if let Some(adhoc) = &event.adhoc {
+        // parse_event checked that the URL parses.
+        let bucket = reqwest::Url::parse(&adhoc.url)
+            .map(|u| adhoc_bucket(&u))
+            .unwrap_or_else(|_| "adhoc/".into());
+        targets.push(Target {
+            subscription: ADHOC_SUBSCRIPTION.to_string(),
+            bucket,
+            adhoc: Some(adhoc.clone()),
+        });
+    }
+    targets
+}
+
+/// Stores the events durably: 409 for a conflicting repeat, 503 when the store fails.
+async fn commit(
+    shared: &Shared,
+    events: Vec<(NewEvent, Vec<Target>)>,
+    batch: bool,
+    now_ms: u64,
+) -> Result<Vec<Ingested>, Response> {
+    match shared.store.ingest(events, now_ms).await {
+        Ok(ingested) => Ok(ingested),
         Err(IngestError::Conflict {
             index,
             request_id,
@@ -180,18 +229,23 @@ async fn handle(shared: &Shared, body: Body) -> Response {
             if batch {
                 body["field"] = Value::String(format!("[{index}]"));
             }
-            return (StatusCode::CONFLICT, Json(body)).into_response();
+            Err((StatusCode::CONFLICT, Json(body)).into_response())
         }
         Err(IngestError::Store(e)) => {
             tracing::error!(error = %e, "ingest commit failed");
-            return error(
+            Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the store could not commit the event; retry later",
-            );
+            ))
         }
-    };
+    }
+}
+
+/// 202 with each event's id when anything is new (200 when all were repeats); counts the new
+/// events and wakes the scheduler for them.
+fn answer(shared: &Shared, ingested: &[Ingested], types: &[String], batch: bool) -> Response {
     let mut any_new = false;
-    for (answer, event_type) in ingested.iter().zip(&types) {
+    for (answer, event_type) in ingested.iter().zip(types) {
         if !answer.duplicate {
             any_new = true;
             shared

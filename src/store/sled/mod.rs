@@ -23,7 +23,7 @@
 //! job waiting (up to [`MAX_GROUP`]), applies each as one atomic batch, then makes the round
 //! durable with one `flush()` and only then replies: concurrent requests share an fsync (group
 //! commit), and the index learns of new deliveries only once they are durable. An attempt's
-//! outcome is acknowledged once applied and reaches the disk with the next flush (at most a
+//! outcome is acknowledged once applied and reaches the disk with the next flush (at most half a
 //! second later): a crash can forget the outcomes of that last second, and those deliveries are
 //! made again, as at-least-once allows.
 
@@ -59,6 +59,15 @@ const DONE: u8 = b'D';
 const ZERO: u8 = b'Z';
 const SUBSCRIPTION: u8 = b'S';
 
+/// Held by the writer for a round (its writes and their flush) and by every read. sled 0.34
+/// takes a process-wide lock of its own in batches and flushes, and a flush waits, holding it,
+/// for every log reservation made before it, reads that reorganise pages included; reads and
+/// writes interleaved from several threads were seen to hang a flush for ever. One sled access
+/// at a time costs a read at most one round's wait, and rules that out.
+static SLED: Mutex<()> = Mutex::new(());
+
+/// How often writes acknowledged before their flush (attempt outcomes, health) reach the disk.
+const LAZY_FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// Most jobs the writer takes into one round (one flush).
 const MAX_GROUP: usize = 1024;
 /// Freshly ingested deliveries kept in memory, body included, for their first attempt.
@@ -147,7 +156,7 @@ type Reopened = Vec<(String, u64, Id)>;
 enum Durability {
     /// After the flush of its round: ingest, requeue, pause, sweep.
     Flushed,
-    /// Once applied; on disk within sled's flush period (1 s) or with the next flushed round.
+    /// Once applied; on disk within [`LAZY_FLUSH_EVERY`] or with the next flushed round.
     /// Attempt outcomes: a crash may forget the last second of them, and those deliveries are
     /// then made again, which at-least-once allows; waiting for an fsync per outcome would cost
     /// more than the attempt.
@@ -161,6 +170,9 @@ type Work = Box<dyn FnOnce(&Writer) -> Option<Done> + Send>;
 
 enum Job {
     Work(Work),
+    /// Flush what was applied without a flush since the last one (sent every
+    /// [`LAZY_FLUSH_EVERY`]).
+    Tick,
     /// Stop after this round.
     Close,
 }
@@ -194,10 +206,16 @@ impl SledStore {
         let db = ::sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity_bytes)
-            .flush_every_ms(Some(1000))
+            // No background flusher: the writer flushes (see `Writer::run`). sled's flusher
+            // takes its process-wide concurrency lock while it waits for the disk, and with
+            // the writer's batches waiting for the same lock the two could deadlock.
+            .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree(TREE)?;
-        migrate::from_v1(&db, &tree)?;
+        {
+            let _serial = lock(&SLED);
+            migrate::from_v1(&db, &tree)?;
+        }
         let mut index = Index::new(Limits::default());
         for entry in tree.scan_prefix([PENDING]) {
             let (k, v) = entry?;
@@ -229,6 +247,22 @@ impl SledStore {
             .spawn(move || writer.run(rx))
             .map_err(|source| StoreError::Create {
                 path: "writer thread".into(),
+                source,
+            })?;
+        // The writer's clock for writes acknowledged before their flush. It holds no handle:
+        // it stops once the writer's queue is closed or every handle is gone.
+        let ticks = tx.downgrade();
+        thread::Builder::new()
+            .name("hookd-store-ticker".into())
+            .spawn(move || loop {
+                thread::sleep(LAZY_FLUSH_EVERY);
+                match ticks.upgrade() {
+                    Some(tx) if tx.blocking_send(Job::Tick).is_ok() => {}
+                    _ => return,
+                }
+            })
+            .map_err(|source| StoreError::Create {
+                path: "ticker thread".into(),
                 source,
             })?;
         Ok(SledStore {
@@ -289,9 +323,12 @@ impl SledStore {
         read: impl FnOnce(&SledStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || read(&store))
-            .await
-            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let _sled = lock(&SLED);
+            read(&store)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
     }
 
     fn record(&self, id: Id) -> Result<Option<(DeliveryRecord, bool)>, StoreError> {
@@ -403,42 +440,55 @@ struct Writer {
 
 impl Writer {
     fn run(self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_GROUP {
+        // Whether writes were applied since the last flush.
+        let mut unflushed = false;
+        loop {
+            // `None`: every handle is gone; the store closes as on `Job::Close`.
+            let first = rx.blocking_recv();
+            let mut close = first.is_none();
+            let mut jobs: Vec<Job> = first.into_iter().collect();
+            while !close && jobs.len() < MAX_GROUP {
                 match rx.try_recv() {
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
             }
+            let _sled = lock(&SLED);
             let mut done: Vec<Done> = Vec::new();
-            let mut close = false;
+            let mut tick = false;
             for job in jobs {
                 match job {
                     Job::Close => close = true,
-                    Job::Work(work) => done.extend(work(&self)),
+                    Job::Tick => tick = true,
+                    Job::Work(work) => match work(&self) {
+                        Some(reply) => done.push(reply),
+                        None => unflushed = true,
+                    },
                 }
             }
-            if !done.is_empty() {
+            // Health changes that were not written with their outcome (successes in a row),
+            // at most once a second. Not on close: a health batch flushed at once there was
+            // seen to hang sled's flush for ever; what it would add is the time of the last
+            // second's successes.
+            match self.write_health() {
+                Ok(wrote) => unflushed |= wrote,
+                Err(e) => tracing::warn!(error = %e, "cannot write subscription health"),
+            }
+            if !done.is_empty() || (unflushed && (tick || close)) {
                 let flushed = self.db.flush().map(|_| ()).map_err(|e| e.to_string());
+                if let Err(e) = &flushed {
+                    tracing::error!(error = %e, "store flush failed");
+                } else {
+                    unflushed = false;
+                }
                 for reply in done {
                     reply(flushed.clone().map_err(StoreError::Backend));
                 }
             }
             if close {
-                break;
+                tracing::debug!("store writer stopped");
+                return;
             }
-            if let Err(e) = self.write_health(false) {
-                tracing::warn!(error = %e, "cannot write subscription health");
-            }
-        }
-        // Every handle is gone, or the store is closing: make the last writes durable before
-        // the thread ends.
-        if let Err(e) = self.write_health(true) {
-            tracing::warn!(error = %e, "cannot write subscription health");
-        }
-        if let Err(e) = self.db.flush() {
-            tracing::error!(error = %e, "final store flush failed");
         }
     }
 
@@ -554,9 +604,10 @@ impl Writer {
         Ok((answers, fresh))
     }
 
-    /// Folds an attempt into its subscription's health. The record is written at most once a
-    /// second per subscription (the rest at the end of a later round, or on close): health is
-    /// for people, and rewriting it on every attempt cost a tenth of the writer's time.
+    /// Folds an attempt into its subscription's health. The record is written with the outcome
+    /// when the failure count or the error changes; otherwise (successes in a row) at most once
+    /// a second per subscription, at the end of a later round: health is for people, and
+    /// rewriting it on every success cost a tenth of the writer's time.
     fn update_health(
         &self,
         batch: &mut ::sled::Batch,
@@ -566,6 +617,7 @@ impl Writer {
     ) {
         let mut health = lock(&self.health);
         let state = health.states.entry(subscription.to_string()).or_default();
+        let before = (state.consecutive_failures, state.last_error.clone());
         if attempt.outcome == Outcome::Success {
             state.last_success_ms = Some(now_ms);
             state.consecutive_failures = 0;
@@ -574,11 +626,13 @@ impl Writer {
             state.consecutive_failures = state.consecutive_failures.saturating_add(1);
             state.last_error = attempt.error.clone();
         }
+        let changed = before != (state.consecutive_failures, state.last_error.clone());
         let encoded = encode_json(state);
-        let due = health
-            .written
-            .get(subscription)
-            .is_none_or(|at| at.elapsed() >= HEALTH_WRITE_EVERY);
+        let due = changed
+            || health
+                .written
+                .get(subscription)
+                .is_none_or(|at| at.elapsed() >= HEALTH_WRITE_EVERY);
         if due {
             batch.insert(key(SUBSCRIPTION, subscription.as_bytes()), encoded);
             health
@@ -590,12 +644,12 @@ impl Writer {
         }
     }
 
-    /// Writes the health records changed since their last write; `all` also writes those
-    /// written less than a second ago (on close).
-    fn write_health(&self, all: bool) -> Result<(), StoreError> {
+    /// Writes the health records changed since their last write more than a second ago.
+    /// Returns whether it wrote any.
+    fn write_health(&self) -> Result<bool, StoreError> {
         let mut health = lock(&self.health);
         if health.dirty.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let Health {
             states,
@@ -605,10 +659,9 @@ impl Writer {
         let mut batch = ::sled::Batch::default();
         let mut writes = 0;
         dirty.retain(|id| {
-            let due = all
-                || written
-                    .get(id)
-                    .is_none_or(|at| at.elapsed() >= HEALTH_WRITE_EVERY);
+            let due = written
+                .get(id)
+                .is_none_or(|at| at.elapsed() >= HEALTH_WRITE_EVERY);
             if due {
                 if let Some(state) = states.get(id) {
                     batch.insert(key(SUBSCRIPTION, id.as_bytes()), encode_json(state));
@@ -621,7 +674,7 @@ impl Writer {
         if writes > 0 {
             self.tree.apply_batch(batch)?;
         }
-        Ok(())
+        Ok(writes > 0)
     }
 
     /// Moves a finished delivery back to the queue, due at `now_ms`, in `batch`.
@@ -1112,10 +1165,7 @@ impl AdminStore for SledStore {
                 .map_err(|_| StoreError::Closed)?
                 .map_err(|_| StoreError::Closed)?;
         }
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|_| StoreError::Closed)??;
+        // The writer flushed everything before its thread ended.
         Ok(())
     }
 }

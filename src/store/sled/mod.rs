@@ -173,8 +173,20 @@ enum Job {
     /// Flush what was applied without a flush since the last one (sent every
     /// [`LAZY_FLUSH_EVERY`]).
     Tick,
+    /// An attempt's outcome: the outcomes of a round are applied as one batch.
+    Outcome(Box<Recorded>),
     /// Stop after this round.
     Close,
+}
+
+/// One attempt's outcome, waiting for its round.
+struct Recorded {
+    id: Id,
+    attempt: Attempt,
+    next: Next,
+    now_ms: u64,
+    /// Answered once applied (see [`Durability::Applied`]).
+    reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
 /// A handle to the sled store; cheap to clone.
@@ -456,15 +468,21 @@ impl Writer {
             let _sled = lock(&SLED);
             let mut done: Vec<Done> = Vec::new();
             let mut tick = false;
+            let mut outcomes = Vec::new();
             for job in jobs {
                 match job {
                     Job::Close => close = true,
                     Job::Tick => tick = true,
+                    Job::Outcome(outcome) => outcomes.push(*outcome),
                     Job::Work(work) => match work(&self) {
                         Some(reply) => done.push(reply),
                         None => unflushed = true,
                     },
                 }
+            }
+            if !outcomes.is_empty() {
+                self.record_outcomes(outcomes);
+                unflushed = true;
             }
             // Health changes that were not written with their outcome (successes in a row),
             // at most once a second. Not on close: a health batch flushed at once there was
@@ -489,6 +507,63 @@ impl Writer {
                 tracing::debug!("store writer stopped");
                 return;
             }
+        }
+    }
+
+    /// Applies a round's outcomes as one batch, answers them, then frees their slots and puts
+    /// retries back in the index.
+    fn record_outcomes(&self, outcomes: Vec<Recorded>) {
+        let mut batch = ::sled::Batch::default();
+        let mut applied = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            let mut r = match self.pending(o.id) {
+                Ok(Some(r)) => r,
+                // Gone: only the slot is left to free.
+                Ok(None) => {
+                    applied.push((o.id, None, o.reply));
+                    continue;
+                }
+                Err(e) => {
+                    lock(&self.queue).index.unlease(o.id);
+                    let _ = o.reply.send(Err(e));
+                    continue;
+                }
+            };
+            self.update_health(&mut batch, &r.subscription, &o.attempt, o.now_ms);
+            r.attempts.push(o.attempt);
+            let requeue = match o.next {
+                Next::RetryAt(due) => {
+                    r.due_ms = due;
+                    batch.insert(delivery_key(PENDING, o.id), r.encode());
+                    Some((r.bucket, due))
+                }
+                Next::Delivered | Next::Dead => {
+                    r.state = if o.next == Next::Delivered {
+                        DeliveryState::Delivered
+                    } else {
+                        DeliveryState::Dead
+                    };
+                    r.due_ms = 0;
+                    r.finished_ms = Some(o.now_ms);
+                    batch.remove(delivery_key(PENDING, o.id));
+                    batch.insert(delivery_key(DONE, o.id), r.encode());
+                    None
+                }
+            };
+            applied.push((o.id, requeue, o.reply));
+        }
+        let result = self.tree.apply_batch(batch).map_err(|e| e.to_string());
+        let mut q = lock(&self.queue);
+        for (id, requeue, reply) in applied {
+            // Not applied: the lease stays, and the delivery is attempted again after a
+            // restart, as for any attempt whose outcome was not recorded.
+            if result.is_ok() {
+                q.index.unlease(id);
+                if let Some((bucket, due)) = requeue {
+                    q.index.insert(&bucket, due, id);
+                }
+            }
+            let _ = reply.send(result.clone().map_err(StoreError::Backend));
         }
     }
 
@@ -911,48 +986,19 @@ impl QueueStore for SledStore {
         let Some(id) = parse_delivery_id(delivery_id).map(|u| u.0) else {
             return Ok(());
         };
-        let queue = self.queue.clone();
-        self.write_with(Durability::Applied, move |w: &Writer| {
-            let Some(mut r) = w.pending(id)? else {
-                // Gone (never existed): just free the slot.
-                let after: Done = Box::new(move |_| {
-                    lock(&queue).index.unlease(id);
-                });
-                return Ok(((), Some(after)));
-            };
-            let mut batch = ::sled::Batch::default();
-            w.update_health(&mut batch, &r.subscription, &attempt, now_ms);
-            r.attempts.push(attempt);
-            let requeue = match next {
-                Next::RetryAt(due) => {
-                    r.due_ms = due;
-                    batch.insert(delivery_key(PENDING, id), r.encode());
-                    Some((r.bucket, due))
-                }
-                Next::Delivered | Next::Dead => {
-                    r.state = if next == Next::Delivered {
-                        DeliveryState::Delivered
-                    } else {
-                        DeliveryState::Dead
-                    };
-                    r.due_ms = 0;
-                    r.finished_ms = Some(now_ms);
-                    batch.remove(delivery_key(PENDING, id));
-                    batch.insert(delivery_key(DONE, id), r.encode());
-                    None
-                }
-            };
-            w.tree.apply_batch(batch)?;
-            let after: Done = Box::new(move |_| {
-                let mut q = lock(&queue);
-                q.index.unlease(id);
-                if let Some((bucket, due)) = requeue {
-                    q.index.insert(&bucket, due, id);
-                }
-            });
-            Ok(((), Some(after)))
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        let outcome = Recorded {
+            id,
+            attempt,
+            next,
+            now_ms,
+            reply,
+        };
+        self.writer
+            .send(Job::Outcome(Box::new(outcome)))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn release(&self, delivery_id: &str, due_ms: u64) -> Result<(), StoreError> {

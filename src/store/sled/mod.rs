@@ -151,18 +151,6 @@ struct Health {
 /// Deliveries moved back to the queue: bucket, due time, id.
 type Reopened = Vec<(String, u64, Id)>;
 
-/// When a write is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// After the flush of its round: ingest, requeue, pause, sweep.
-    Flushed,
-    /// Once applied; on disk within [`LAZY_FLUSH_EVERY`] or with the next flushed round.
-    /// Attempt outcomes: a crash may forget the last second of them, and those deliveries are
-    /// then made again, which at-least-once allows; waiting for an fsync per outcome would cost
-    /// more than the attempt.
-    Applied,
-}
-
 /// A reply to send once the round is durable.
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Work run on the writer thread; it returns what to do once the round is durable, if anything.
@@ -185,7 +173,10 @@ struct Recorded {
     attempt: Attempt,
     next: Next,
     now_ms: u64,
-    /// Answered once applied (see [`Durability::Applied`]).
+    /// Answered once applied, before the flush: the outcome reaches the disk within
+    /// [`LAZY_FLUSH_EVERY`] or with the next flushed round. A crash may forget that last half
+    /// second of outcomes, and those deliveries are then made again, which at-least-once
+    /// allows; waiting for an fsync per outcome would cost more than the attempt.
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -202,7 +193,16 @@ pub struct SledStore {
     writer_thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
     queue: Arc<Mutex<Queue>>,
     health: Arc<Mutex<Health>>,
+    /// One permit per read under way: `close` takes them all, so that it returns only once no
+    /// read holds the database (the next open of the same path would find it locked).
+    reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long `open` waits for a store another opening still holds.
+const OPEN_RETRY: Duration = Duration::from_secs(5);
+
+/// Reads under way at most (see `SledStore::reads`).
+const MAX_READS: u32 = 1 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every structure under these locks is left whole between statements: a panic elsewhere
@@ -215,14 +215,30 @@ impl SledStore {
     /// layout, rebuilds the index from the unfinished deliveries and starts the writer thread.
     pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<SledStore, StoreError> {
         create_private_dir(path)?;
-        let db = ::sled::Config::new()
+        let config = ::sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity_bytes)
             // No background flusher: the writer flushes (see `Writer::run`). sled's flusher
             // takes its process-wide concurrency lock while it waits for the disk, and with
             // the writer's batches waiting for the same lock the two could deadlock.
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        // sled releases its file lock when the last handle of the previous opening is gone,
+        // which can be a moment after that store's `close` returned (or after the previous
+        // process exited): a store that is still locked is tried again for a few seconds.
+        let deadline = Instant::now() + OPEN_RETRY;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                // sled says so in an `Other` error's text.
+                Err(::sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let tree = db.open_tree(TREE)?;
         {
             let _serial = lock(&SLED);
@@ -284,31 +300,18 @@ impl SledStore {
             writer_thread: Arc::new(Mutex::new(Some(handle))),
             queue,
             health,
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS as usize)),
         })
     }
 
-    /// Runs `work` on the writer thread and waits for its reply, sent after the round's flush.
+    /// Runs `work` on the writer thread and waits for its reply, sent after the round's flush
+    /// (ingest, requeue, release, pause, sweep; outcomes go as [`Job::Outcome`]).
     async fn write<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
         work: impl FnOnce(&Writer) -> Result<(T, Option<Done>), E> + Send + 'static,
     ) -> Result<T, E> {
-        self.write_with(Durability::Flushed, work).await
-    }
-
-    async fn write_with<T: Send + 'static, E: From<StoreError> + Send + 'static>(
-        &self,
-        durability: Durability,
-        work: impl FnOnce(&Writer) -> Result<(T, Option<Done>), E> + Send + 'static,
-    ) -> Result<T, E> {
         let (tx, rx) = oneshot::channel::<Result<T, E>>();
         let job = Job::Work(Box::new(move |w: &Writer| match work(w) {
-            Ok((value, after)) if durability == Durability::Applied => {
-                if let Some(after) = after {
-                    after(Ok(()));
-                }
-                let _ = tx.send(Ok(value));
-                None
-            }
             Ok((value, after)) => Some(Box::new(move |flushed: Result<(), StoreError>| {
                 // The memory side follows what was applied, flushed or not: a failed flush
                 // is reported, and the writes may still reach the disk.
@@ -334,8 +337,17 @@ impl SledStore {
         &self,
         read: impl FnOnce(&SledStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let permit = self
+            .reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
+            // Dropped last: the store's handle goes first.
+            let _permit = permit;
+            let store = store;
             let _sled = lock(&SLED);
             read(&store)
         })
@@ -1211,7 +1223,12 @@ impl AdminStore for SledStore {
                 .map_err(|_| StoreError::Closed)?
                 .map_err(|_| StoreError::Closed)?;
         }
-        // The writer flushed everything before its thread ended.
+        // The writer flushed everything before its thread ended. Wait for the reads under way,
+        // then refuse new ones.
+        if let Ok(all) = self.reads.acquire_many(MAX_READS).await {
+            all.forget();
+            self.reads.close();
+        }
         Ok(())
     }
 }

@@ -114,11 +114,6 @@ impl Scheduler {
         }
         Ok(next_due)
     }
-
-    /// Attempts under way.
-    pub fn attempts_in_flight(&self) -> usize {
-        self.tracker.len()
-    }
 }
 
 /// The concurrency bucket of a per-request URL: one per host and port.

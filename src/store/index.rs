@@ -57,7 +57,6 @@ pub struct Index {
 pub struct Taken {
     pub id: Id,
     pub bucket: Arc<str>,
-    pub due_ms: u64,
 }
 
 pub fn is_adhoc(bucket: &str) -> bool {
@@ -219,7 +218,7 @@ impl Index {
                 break;
             }
             let Some(b) = self.bucket_mut(n) else { break };
-            let Some((due, id)) = b.queue.pop_first() else {
+            let Some((_, id)) = b.queue.pop_first() else {
                 break;
             };
             b.in_flight += 1;
@@ -231,11 +230,7 @@ impl Index {
             }
             self.leased.insert(id, n);
             self.relist(n);
-            taken.push(Taken {
-                id,
-                bucket: name,
-                due_ms: due,
-            });
+            taken.push(Taken { id, bucket: name });
         }
         (taken, self.next_due())
     }
@@ -255,10 +250,6 @@ impl Index {
             (Some(s), Some(a)) => Some(s.min(a)),
             (s, a) => s.or(a),
         }
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 
     /// Replaces the limits and relists every bucket: O(buckets), on reload and pause only.

@@ -35,9 +35,6 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
-    /// The store on disk was written in a form this version cannot read or convert.
-    #[error("store: {0}")]
-    Format(String),
 }
 
 /// Where one delivery goes: a configured subscription, or a per-request URL.
@@ -230,8 +227,9 @@ pub trait QueueStore: Send + Sync {
         max: usize,
     ) -> Result<(Vec<Claimed>, Option<u64>), StoreError>;
 
-    /// Records an attempt of a claimed delivery and what follows it, durably, and frees its
-    /// slot.
+    /// Records an attempt of a claimed delivery and what follows it, and frees its slot. The
+    /// answer may come before the record is on disk (the sled engine flushes it within half a
+    /// second): a crash may forget it, and the delivery is then made again.
     async fn record_outcome(
         &self,
         delivery_id: &str,

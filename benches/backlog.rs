@@ -68,17 +68,7 @@ async fn run(events: usize, step: usize) {
     let mut sent = 0;
     while sent < events {
         let n = (events - sent).min(1000);
-        let batch: Vec<String> = (sent..sent + n)
-            .map(|i| format!(r#"{{"request_id":"job-{i}","status":"completed","result":{{"items":[{{"url":"https://cdn.example/{i}.mp4","content_type":"video/mp4"}}]}},"metrics":{{"inference_time":45.2,"queue_time":2.1}}}}"#))
-            .collect();
-        let response = client
-            .post(format!("http://{api}/v1/events"))
-            .header("content-type", "application/json")
-            .body(format!("[{}]", batch.join(",")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
+        common::post_seed_batch(&client, api, sent..sent + n).await;
         sent += n;
         if sent % step == 0 || sent == events {
             let t = Instant::now();

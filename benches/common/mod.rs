@@ -98,3 +98,27 @@ pub fn config(dir: &Path, receiver: SocketAddr, delivery: &str) -> hookd::Config
     );
     hookd::Config::from_toml(&text, "bench.toml").unwrap()
 }
+
+/// A seed-sized `job.completed` event for `job-{i}` (about 200 bytes of JSON).
+pub fn seed_event(i: usize) -> String {
+    format!(
+        r#"{{"request_id":"job-{i}","status":"completed","result":{{"items":[{{"url":"https://cdn.example/{i}.mp4","content_type":"video/mp4"}}]}},"metrics":{{"inference_time":45.2,"queue_time":2.1}}}}"#
+    )
+}
+
+/// Posts the seed-sized events `range` to `api` as one batch and expects a 202.
+pub async fn post_seed_batch(
+    client: &reqwest::Client,
+    api: SocketAddr,
+    range: std::ops::Range<usize>,
+) {
+    let batch: Vec<String> = range.map(seed_event).collect();
+    let response = client
+        .post(format!("http://{api}/v1/events"))
+        .header("content-type", "application/json")
+        .body(format!("[{}]", batch.join(",")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}

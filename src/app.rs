@@ -40,12 +40,19 @@ const GAUGES_EVERY: Duration = Duration::from_secs(5);
 impl Application {
     /// Opens the store and binds both listeners (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Application::build_with_clock(config, Arc::new(SystemClock::new())).await
+    }
+
+    /// [`Application::build`] with the clock everything decides by: tests move it.
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         let store = SledStore::open(&config.storage.path, config.storage.cache_capacity_bytes)
             .with_context(|| {
                 format!("cannot open the store at {}", config.storage.path.display())
             })?;
         let store: Arc<dyn Store> = Arc::new(store);
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let api_listener = TcpListener::bind(config.api.listen)
             .await
             .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
@@ -75,7 +82,14 @@ impl Application {
         metrics
             .subscriptions_paused
             .set(i64::try_from(paused.len()).unwrap_or(i64::MAX));
-        let shared = Arc::new(Shared::new(store, clock, metrics, config, paused, guard));
+        let listening = format!(
+            "api {}, metrics {}",
+            api_listener.local_addr()?,
+            metrics_listener.local_addr()?
+        );
+        let shared = Arc::new(Shared::new(
+            store, clock, metrics, config, paused, guard, listening,
+        ));
         Ok(Application {
             shared,
             api_listener,

@@ -283,6 +283,8 @@ struct RawStorage {
     path: Option<String>,
     retention: Option<HumanDuration>,
     cache_capacity_bytes: Option<u64>,
+    max_pending: Option<u64>,
+    min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -382,6 +384,10 @@ pub struct StorageConfig {
     pub path: PathBuf,
     pub retention: Duration,
     pub cache_capacity_bytes: u64,
+    /// Ingest answers 503 while this many deliveries are unfinished; 0: no limit.
+    pub max_pending: u64,
+    /// Ingest answers 503 while the store's filesystem has less free space than this.
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -1027,6 +1033,8 @@ impl Validator<'_> {
                 path,
                 retention: pick!(storage.retention).0,
                 cache_capacity_bytes: pick!(storage.cache_capacity_bytes),
+                max_pending: pick!(storage.max_pending),
+                min_free_bytes: pick!(storage.min_free_bytes),
             },
             delivery,
             targets,
@@ -1088,6 +1096,8 @@ mod tests {
             raw.storage.path.is_some()
                 && raw.storage.retention.is_some()
                 && raw.storage.cache_capacity_bytes.is_some()
+                && raw.storage.max_pending.is_some()
+                && raw.storage.min_free_bytes.is_some()
         );
         let d = &raw.delivery;
         assert!(

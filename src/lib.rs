@@ -22,6 +22,7 @@
 //! - [`telemetry`]: tracing setup.
 //! - [`cli`]: the admin commands' client of the admin API (tables, `--json`, exit codes).
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod canonical;

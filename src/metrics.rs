@@ -25,6 +25,9 @@ pub struct Metrics {
     pub ingest_duration: HistogramVec,
     pub store_size: IntGauge,
     pub subscriptions_paused: IntGauge,
+    pub ingest_refused: IntCounterVec,
+    pub store_free: IntGauge,
+    pub store_skipped_records: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -45,6 +48,14 @@ fn histogram(
 ) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
     let metric = HistogramVec::new(opts, labels).expect("metric names and labels are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("metric names are valid");
     registry
         .register(Box::new(metric.clone()))
         .expect("each metric is registered once");
@@ -111,7 +122,7 @@ impl Metrics {
         let lag = [
             0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
         ];
-        Metrics {
+        let metrics = Metrics {
             events_received: counter(
                 &registry,
                 "hookd_events_received_total",
@@ -156,13 +167,33 @@ impl Metrics {
                 "POST /v1/events requests by HTTP status code.",
                 &["code"],
             ),
+            ingest_refused: counter(
+                &registry,
+                "hookd_ingest_refused_total",
+                "Ingest requests answered 503 by reason: backlog (storage.max_pending reached), disk_full (less free space than storage.min_free_bytes), store (the store failed).",
+                &["reason"],
+            ),
+            store_free: gauge(
+                &registry,
+                "hookd_store_free_bytes",
+                "Free space on the filesystem that holds the store, as last checked.",
+            ),
+            store_skipped_records: gauge(
+                &registry,
+                "hookd_store_skipped_records",
+                "Records the store could not decode and skips (each is logged with its key).",
+            ),
             pending,
             oldest_pending_age,
             ingest_duration,
             store_size,
             subscriptions_paused,
             registry,
+        };
+        for reason in ["backlog", "disk_full", "store"] {
+            metrics.ingest_refused.with_label_values(&[reason]);
         }
+        metrics
     }
 
     /// Creates the per-subscription series at zero, so that `increase()` and ratios see a

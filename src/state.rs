@@ -36,6 +36,11 @@ pub struct Shared {
     paused: RwLock<HashSet<String>>,
     /// The target guard the HTTP client uses; replaced on reload.
     guard: Arc<RwLock<crate::guard::Guard>>,
+    /// Ingest's backlog and free-space limits.
+    pub admission: crate::admission::Admission,
+    /// Where the listeners are bound (`api 127.0.0.1:8080, metrics 127.0.0.1:9464`): port 0 in
+    /// the config is resolved here, for the log and systemd's status line.
+    pub listening: String,
 }
 
 impl Shared {
@@ -46,8 +51,10 @@ impl Shared {
         config: Config,
         paused: HashSet<String>,
         guard: Arc<RwLock<crate::guard::Guard>>,
+        listening: String,
     ) -> Shared {
         Shared {
+            listening,
             store,
             metrics,
             paused: RwLock::new(paused),
@@ -57,6 +64,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             scheduler_heartbeat: AtomicU64::new(clock.now_ms()),
             gauge_clock: std::sync::Mutex::new(None),
+            admission: crate::admission::Admission::new(),
             clock,
         }
     }

@@ -46,7 +46,8 @@ fn status_line(shared: &Shared) -> String {
     let m = &shared.metrics;
     let get = |state: &str| m.pending.with_label_values(&[state]).get();
     format!(
-        "pending: {} ready, {} scheduled, {} in flight; oldest {:.0}s",
+        "{}; pending: {} ready, {} scheduled, {} in flight; oldest {:.0}s",
+        shared.listening,
         get("ready"),
         get("scheduled"),
         get("in_flight"),

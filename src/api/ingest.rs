@@ -82,6 +82,7 @@ async fn accept(shared: &Shared, body: Body) -> Result<Response, Response> {
     let now = shared.clock.now_ms();
     let events = validate_and_fan_out(&config, items, batch, now)?;
     let types: Vec<String> = events.iter().map(|(e, _)| e.event_type.clone()).collect();
+    admit(shared, &config)?;
     let ingested = commit(shared, events, batch, now).await?;
     Ok(answer(shared, &ingested, &types, batch))
 }
@@ -208,6 +209,24 @@ fn targets(config: &Config, event: &NewEvent) -> Vec<Target> {
     targets
 }
 
+/// 503 with `Retry-After` past the backlog limit or with too little free disk space.
+fn admit(shared: &Shared, config: &Config) -> Result<(), Response> {
+    shared
+        .admission
+        .check(shared.store.unfinished(), &config.storage, &shared.metrics)
+        .map_err(|refusal| unavailable(refusal.message()))
+}
+
+/// A 503 that tells the client when to come back.
+fn unavailable(message: impl Into<String>) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(crate::admission::RETRY_AFTER_SECS),
+    );
+    response
+}
+
 /// Stores the events durably: 409 for a conflicting repeat, 503 when the store fails.
 async fn commit(
     shared: &Shared,
@@ -233,8 +252,12 @@ async fn commit(
         }
         Err(IngestError::Store(e)) => {
             tracing::error!(error = %e, "ingest commit failed");
-            Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
+            shared
+                .metrics
+                .ingest_refused
+                .with_label_values(&["store"])
+                .inc();
+            Err(unavailable(
                 "the store could not commit the event; retry later",
             ))
         }

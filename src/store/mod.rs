@@ -247,6 +247,11 @@ pub trait QueueStore: Send + Sync {
 
     /// Replaces the limits [`QueueStore::claim`] applies.
     fn set_limits(&self, limits: Limits);
+
+    /// How many deliveries are unfinished (queued, waiting for a retry, or in flight): what
+    /// ingest's backlog limit compares. Cheap enough to call on every request; an engine that
+    /// cannot count cheaply may answer a recent count.
+    fn unfinished(&self) -> u64;
 }
 
 /// The operator side of the store.

@@ -269,6 +269,7 @@ impl SledStore {
             db: db.clone(),
             queue: queue.clone(),
             health: health.clone(),
+            fault: Mutex::new(None),
         };
         let handle = thread::Builder::new()
             .name("hookd-store-writer".into())
@@ -460,6 +461,9 @@ struct Writer {
     db: ::sled::Db,
     queue: Arc<Mutex<Queue>>,
     health: Arc<Mutex<Health>>,
+    /// The last flush's error, until a flush succeeds: sled stops writing after an I/O error
+    /// (a full disk), and `ping` reports it so that `/readyz` fails.
+    fault: Mutex<Option<String>>,
 }
 
 impl Writer {
@@ -511,6 +515,7 @@ impl Writer {
                 } else {
                     unflushed = false;
                 }
+                *lock(&self.fault) = flushed.clone().err();
                 for reply in done {
                     reply(flushed.clone().map_err(StoreError::Backend));
                 }
@@ -1043,6 +1048,11 @@ impl QueueStore for SledStore {
     fn set_limits(&self, limits: Limits) {
         lock(&self.queue).index.set_limits(limits);
     }
+
+    fn unfinished(&self) -> u64 {
+        let queue = lock(&self.queue);
+        (queue.index.queued() + queue.index.in_flight()) as u64
+    }
 }
 
 #[async_trait]
@@ -1202,15 +1212,18 @@ impl AdminStore for SledStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        let job = Job::Work(Box::new(move |_: &Writer| {
-            let _ = tx.send(());
+        let job = Job::Work(Box::new(move |w: &Writer| {
+            let _ = tx.send(lock(&w.fault).clone());
             None
         }));
         self.writer
             .send(job)
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)
+        match rx.await.map_err(|_| StoreError::Closed)? {
+            None => Ok(()),
+            Some(fault) => Err(StoreError::Backend(format!("the last flush failed: {fault}"))),
+        }
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -54,10 +54,29 @@ pub async fn spawn_app_guarded(extra: &str) -> TestApp {
     start(dir, text).await
 }
 
+/// Like [`spawn_app`], with the clock hookd decides by.
+pub async fn spawn_app_with_clock(extra: &str, clock: Arc<dyn hookd::clock::Clock>) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let text = test_config(dir.path(), extra);
+    start_with_clock(dir, text, Some(clock)).await
+}
+
 async fn start(dir: Arc<tempfile::TempDir>, config_text: String) -> TestApp {
+    start_with_clock(dir, config_text, None).await
+}
+
+async fn start_with_clock(
+    dir: Arc<tempfile::TempDir>,
+    config_text: String,
+    clock: Option<Arc<dyn hookd::clock::Clock>>,
+) -> TestApp {
     let config = Config::from_toml(&config_text, "test.toml")
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{config_text}"));
-    let app = Application::build(config).await.expect("app builds");
+    let app = match clock {
+        Some(clock) => Application::build_with_clock(config, clock).await,
+        None => Application::build(config).await,
+    }
+    .expect("app builds");
     let (api, metrics, shared) = (app.api_addr(), app.metrics_addr(), app.shared());
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -306,6 +306,11 @@ impl HookdProcess {
     /// `extra`), starts the binary and waits until `/readyz` answers 200. Retries with other
     /// ports when one was taken in between.
     pub async fn start(dir: &Path, extra: &str) -> HookdProcess {
+        HookdProcess::start_with_storage(dir, "", extra).await
+    }
+
+    /// [`HookdProcess::start`] with `storage_keys` added to the `[storage]` table it writes.
+    pub async fn start_with_storage(dir: &Path, storage_keys: &str, extra: &str) -> HookdProcess {
         let mut last_error = String::new();
         for _ in 0..5 {
             let ports = free_ports(2);
@@ -313,7 +318,7 @@ impl HookdProcess {
             let metrics: SocketAddr = ([127, 0, 0, 1], ports[1]).into();
             let config_path = dir.join("hookd.toml");
             let text = format!(
-                "[api]\nlisten = \"{api}\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {:?}\n\n{extra}\n{}",
+                "[api]\nlisten = \"{api}\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {:?}\n{storage_keys}\n\n{extra}\n{}",
                 dir.join("db").display().to_string(),
                 super::LOOPBACK_TARGETS
             );
@@ -351,7 +356,7 @@ impl HookdProcess {
 }
 
 /// Polls `/readyz` until 200 (Ok) or the process exits (Err with its stderr); panics after 15s.
-async fn wait_ready(process: &mut ChildGuard, metrics: SocketAddr) -> Result<(), String> {
+pub async fn wait_ready(process: &mut ChildGuard, metrics: SocketAddr) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()

@@ -170,6 +170,9 @@ impl Shared {
         }
         *self.gauge_clock.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((started, started.elapsed()));
+        self.metrics
+            .store_skipped_records
+            .set(i64::try_from(self.store.skipped_records()).unwrap_or(i64::MAX));
         if let Ok(bytes) = self.store.size_on_disk().await {
             self.metrics
                 .store_size

@@ -303,6 +303,10 @@ pub trait AdminStore: Send + Sync {
     /// Bytes the store uses on disk.
     async fn size_on_disk(&self) -> Result<u64, StoreError>;
 
+    /// How many records the store found it cannot decode (damaged, or written by a later
+    /// format version) and skips; each is logged once with its key.
+    fn skipped_records(&self) -> u64;
+
     /// Answers once the store's writer has taken a job: proves it is not stuck.
     async fn ping(&self) -> Result<(), StoreError>;
 

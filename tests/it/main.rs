@@ -8,6 +8,7 @@ mod cli;
 mod clock_jumps;
 mod conformance;
 mod crash;
+mod damaged_store;
 mod fairness;
 mod faults;
 mod first_run;

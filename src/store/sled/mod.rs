@@ -93,6 +93,37 @@ fn corrupt(key: &[u8], e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// Records hookd cannot decode (damaged bytes, or written by a later format version), by key:
+/// each is logged once with its key and left where it is; everything else keeps flowing.
+#[derive(Default)]
+pub(crate) struct Skipped(Mutex<HashSet<Vec<u8>>>);
+
+impl Skipped {
+    fn skip(&self, key: &[u8], why: impl std::fmt::Display) {
+        if lock(&self.0).insert(key.to_vec()) {
+            tracing::error!(
+                key = %printable_key(key),
+                error = %why,
+                "store record cannot be decoded; skipping it (counted in hookd_store_skipped_records)"
+            );
+        }
+    }
+
+    fn count(&self) -> u64 {
+        lock(&self.0).len() as u64
+    }
+}
+
+/// A key as the log shows it: its prefix letter, then the rest in hex.
+fn printable_key(key: &[u8]) -> String {
+    match key.split_first() {
+        Some((prefix, rest)) if prefix.is_ascii_graphic() => {
+            format!("{}{}", *prefix as char, hex::encode(rest))
+        }
+        _ => hex::encode(key),
+    }
+}
+
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
     k.push(prefix);
@@ -196,6 +227,8 @@ pub struct SledStore {
     /// One permit per read under way: `close` takes them all, so that it returns only once no
     /// read holds the database (the next open of the same path would find it locked).
     reads: Arc<tokio::sync::Semaphore>,
+    /// Records that cannot be decoded, skipped.
+    skipped: Arc<Skipped>,
 }
 
 /// How long `open` waits for a store another opening still holds.
@@ -244,19 +277,29 @@ impl SledStore {
             let _serial = lock(&SLED);
             migrate::from_v1(&db, &tree)?;
         }
+        let skipped = Arc::new(Skipped::default());
         let mut index = Index::new(Limits::default());
         for entry in tree.scan_prefix([PENDING]) {
             let (k, v) = entry?;
-            let id = id_of(&k)?;
-            let (bucket, due) = DeliveryRecord::decode_head(&v).map_err(|e| corrupt(&k, e))?;
-            index.insert(&bucket, due, id);
+            let head = id_of(&k).and_then(|id| {
+                let (bucket, due) = DeliveryRecord::decode_head(&v).map_err(|e| corrupt(&k, e))?;
+                Ok((id, bucket, due))
+            });
+            match head {
+                Ok((id, bucket, due)) => index.insert(&bucket, due, id),
+                Err(e) => skipped.skip(&k, e),
+            }
         }
         let mut health = Health::default();
         for entry in tree.scan_prefix([SUBSCRIPTION]) {
             let (k, v) = entry?;
             let id = String::from_utf8_lossy(&k[1..]).into_owned();
-            let state = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
-            health.states.insert(id, state);
+            match serde_json::from_slice(&v) {
+                Ok(state) => {
+                    health.states.insert(id, state);
+                }
+                Err(e) => skipped.skip(&k, e),
+            }
         }
         let queue = Arc::new(Mutex::new(Queue {
             index,
@@ -270,6 +313,7 @@ impl SledStore {
             queue: queue.clone(),
             health: health.clone(),
             fault: Mutex::new(None),
+            skipped: skipped.clone(),
         };
         let handle = thread::Builder::new()
             .name("hookd-store-writer".into())
@@ -302,6 +346,7 @@ impl SledStore {
             queue,
             health,
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS as usize)),
+            skipped,
         })
     }
 
@@ -393,14 +438,20 @@ impl SledStore {
             .map(|&id| {
                 let k = delivery_key(PENDING, id);
                 let record = match self.tree.get(&k) {
-                    Ok(Some(v)) => DeliveryRecord::decode(&v).map_err(|e| (id, e.to_string()))?,
+                    Ok(Some(v)) => DeliveryRecord::decode(&v).map_err(|e| {
+                        self.skipped.skip(&k, &e);
+                        (id, e.to_string())
+                    })?,
                     Ok(None) => return Err((id, "no record".to_string())),
                     Err(e) => return Err((id, e.to_string())),
                 };
                 let event = match self.event(record.event, true) {
                     Ok(Some(e)) => e,
                     Ok(None) => return Err((id, "no event".to_string())),
-                    Err(e) => return Err((id, e.to_string())),
+                    Err(e) => {
+                        self.skipped.skip(&event_key(record.event), &e);
+                        return Err((id, e.to_string()));
+                    }
                 };
                 Ok(Claimed {
                     delivery: to_delivery(id, record, true),
@@ -464,6 +515,7 @@ struct Writer {
     /// The last flush's error, until a flush succeeds: sled stops writing after an I/O error
     /// (a full disk), and `ping` reports it so that `/readyz` fails.
     fault: Mutex<Option<String>>,
+    skipped: Arc<Skipped>,
 }
 
 impl Writer {
@@ -611,6 +663,14 @@ impl Writer {
             let existing = match added.get(&k) {
                 Some(&(id, fingerprint, n)) => Some((id, fingerprint, n)),
                 None => match self.tree.get(&k).map_err(StoreError::from)? {
+                    // A damaged record under the key is replaced by the new event (its own
+                    // deliveries, if any, were skipped already: they cannot be read).
+                    Some(v) if EventRecord::decode(&v, false).is_err() => {
+                        if let Err(e) = EventRecord::decode(&v, false) {
+                            self.skipped.skip(&k, e);
+                        }
+                        None
+                    }
                     Some(v) => {
                         let e = EventRecord::decode(&v, false).map_err(|e| corrupt(&k, e))?;
                         if e.request_id != event.request_id || e.status != event.status {
@@ -864,7 +924,13 @@ impl Writer {
             .take(limit.saturating_mul(10))
         {
             let (k, v) = entry?;
-            let r = DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?;
+            let r = match DeliveryRecord::decode(&v) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.skipped.skip(&k, e);
+                    continue;
+                }
+            };
             if r.finished_ms.is_none_or(|t| t >= cutoff_ms) {
                 continue;
             }
@@ -883,7 +949,13 @@ impl Writer {
             let Some(v) = self.tree.get(&k)? else {
                 continue;
             };
-            let e = EventRecord::decode(&v, false).map_err(|e| corrupt(&k, e))?;
+            let e = match EventRecord::decode(&v, false) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.skipped.skip(&k, e);
+                    continue;
+                }
+            };
             if e.id != event {
                 continue;
             }
@@ -1206,6 +1278,10 @@ impl AdminStore for SledStore {
         .await
     }
 
+    fn skipped_records(&self) -> u64 {
+        self.skipped.count()
+    }
+
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.read(|s| Ok(s.db.size_on_disk()?)).await
     }
@@ -1222,7 +1298,9 @@ impl AdminStore for SledStore {
             .map_err(|_| StoreError::Closed)?;
         match rx.await.map_err(|_| StoreError::Closed)? {
             None => Ok(()),
-            Some(fault) => Err(StoreError::Backend(format!("the last flush failed: {fault}"))),
+            Some(fault) => Err(StoreError::Backend(format!(
+                "the last flush failed: {fault}"
+            ))),
         }
     }
 
@@ -1288,10 +1366,17 @@ impl SledStore {
             };
             let Some(entry) = next else { break };
             let (k, v) = entry?;
-            let id = id_of(&k)?;
-            let record = DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?;
-            let delivery = self.to_delivery(id, record);
             examined += 1;
+            let decoded = id_of(&k)
+                .and_then(|id| Ok((id, DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?)));
+            let (id, record) = match decoded {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    self.skipped.skip(&k, e);
+                    continue;
+                }
+            };
+            let delivery = self.to_delivery(id, record);
             let last = delivery.id.clone();
             if filter.matches(&delivery) {
                 page.push(delivery);

@@ -44,8 +44,10 @@ fn main() {
     let events = common::arg("--events", if bench { 200_000 } else { 2_000 });
     let step = common::arg("--step", if bench { 50_000 } else { 1_000 });
     let probes = common::arg("--probes", if bench { 1_000 } else { 20 });
+    // 0: the default of the example config.
+    let cache_mib = common::arg("--cache-mib", 0);
     let runtime = common::runtime();
-    runtime.block_on(run(events, step, probes));
+    runtime.block_on(run(events, step, probes, cache_mib));
 }
 
 /// When each probe delivery's attempts arrived, by delivery id.
@@ -86,7 +88,7 @@ fn config(
     probe: std::net::SocketAddr,
 ) -> hookd::Config {
     let text = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\nmax_batch = 1000\n[metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n\
+        "[api]\nlisten = \"127.0.0.1:0\"\nmax_batch = 1000\n[metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\nmax_pending = 0\n\
          [delivery]\nmax_in_flight_per_subscription = 64\n{}\n\
          [[subscription]]\nid = \"bench\"\nurl = \"http://{bench}/hook\"\nsecret = \"bench-secret\"\nevents = [\"job.completed\"]\n\
          [[subscription]]\nid = \"probe\"\nurl = \"http://{probe}/probe\"\nsecret = \"probe-secret\"\nevents = [\"job.failed\"]\nretry_schedule = [\"{PROBE_RETRY_SECS}s\"]\n",
@@ -153,11 +155,14 @@ async fn measure_punctuality(
     );
 }
 
-async fn run(events: usize, step: usize, probes: usize) {
+async fn run(events: usize, step: usize, probes: usize, cache_mib: usize) {
     let (received, receiver_addr) = common::counting_receiver().await;
     let (arrivals, probe_addr) = probe_receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), receiver_addr, probe_addr);
+    let mut config = config(dir.path(), receiver_addr, probe_addr);
+    if cache_mib > 0 {
+        config.storage.cache_capacity_bytes = (cache_mib as u64) << 20;
+    }
     let app = Application::build(config.clone()).await.unwrap();
     let (api, metrics) = (app.api_addr(), app.metrics_addr());
     let shared = app.shared();
@@ -171,7 +176,10 @@ async fn run(events: usize, step: usize, probes: usize) {
         .unwrap();
     assert!(pause.status().is_success());
 
-    println!("backlog: {events} events into a paused subscription, batches of 1000");
+    println!(
+        "backlog: {events} events into a paused subscription, batches of 1000; sled cache {} MiB",
+        config.storage.cache_capacity_bytes >> 20
+    );
     println!(
         "{:>10}  {:>10}  {:>12}  {:>12}",
         "queued", "RSS MiB", "disk MiB", "scrape ms"

@@ -116,7 +116,9 @@ async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows
 
     // One delivery record becomes garbage; one event record claims a later format.
     let garbage = key(b'P', ulid_of(&damaged_delivery, "dlv_"));
-    let event = ulid::Ulid(ulid_of(&events[1], "evt_")).random().to_be_bytes();
+    let event = ulid::Ulid(ulid_of(&events[1], "evt_"))
+        .random()
+        .to_be_bytes();
     let future = [&[b'E'][..], &event[6..]].concat();
     damage(&dir.path().join("db"), &garbage, &future);
 

@@ -28,3 +28,4 @@ mod seed_receivers;
 mod standard_webhooks;
 mod systemd;
 mod tokens;
+mod upgrade;

@@ -1,0 +1,137 @@
+//! A store written by the previous release opens: tests/fixtures/store-first-layout was made by
+//! hookd's first store layout (tests/fixtures/make-first-layout-store.sh says how), and the
+//! current binary converts it on open, keeps every delivery id and state, and delivers what
+//! was pending.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::support::process::{manifest_dir, HookdProcess};
+use crate::support::receiver::TestReceiver;
+use crate::support::wait_until;
+
+const SECRET: &str = "fixture-secret";
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read fixture") {
+        let entry = entry.expect("fixture entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture file");
+        }
+    }
+}
+
+async fn get(hookd: &HookdProcess, path: &str) -> Value {
+    let text = reqwest::get(format!("http://{}{path}", hookd.api))
+        .await
+        .expect("admin API")
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+}
+
+/// Delivery id → (subscription, state), from a `GET /v1/deliveries` answer.
+fn states(listing: &Value) -> HashMap<String, (String, String)> {
+    listing["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| {
+            let field = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+            (field("id"), (field("subscription"), field("state")))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_by_the_previous_release_opens_and_delivers() {
+    let fixtures = manifest_dir().join("tests/fixtures");
+    let before: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("store-first-layout.deliveries.json"))
+            .expect("the fixture's listing"),
+    )
+    .expect("JSON");
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(&fixtures.join("store-first-layout"), &dir.path().join("db"));
+
+    // `ok` and `dead` as when the fixture was made; `down` now points at a receiver that answers.
+    let receiver = TestReceiver::start().await;
+    let extra = format!(
+        "[[subscription]]\nid = \"ok\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"{SECRET}\"\nevents = [\"*\"]\n\
+         [[subscription]]\nid = \"down\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nevents = [\"*\"]\nretry_schedule = [\"1h\"]\n\
+         [[subscription]]\nid = \"dead\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"{SECRET}\"\nevents = [\"*\"]\nretry_schedule = []\n",
+        receiver.url()
+    );
+    let hookd = HookdProcess::start(dir.path(), &extra).await;
+
+    // Every delivery is there, under its old id, in its old state.
+    let expected = states(&before);
+    assert_eq!(expected.len(), 6, "the fixture holds six deliveries");
+    let after = states(&get(&hookd, "/v1/deliveries?limit=100").await);
+    assert_eq!(
+        after, expected,
+        "ids, subscriptions and states survive the upgrade"
+    );
+    // Their attempt history too.
+    for id in expected.keys() {
+        let shown = get(&hookd, &format!("/v1/deliveries/{id}")).await;
+        let attempts = shown["attempt_history"].as_array().map_or(0, Vec::len);
+        assert_eq!(attempts, 1, "{id} keeps its attempt: {shown}");
+    }
+
+    // The pending ones are delivered once retried, signed as before.
+    let pending: Vec<&String> = expected
+        .iter()
+        .filter(|(_, (_, state))| state == "scheduled")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(pending.len(), 2);
+    let client = reqwest::Client::new();
+    for id in &pending {
+        let response = client
+            .post(format!("http://{}/v1/deliveries/{id}/retry", hookd.api))
+            .send()
+            .await
+            .expect("retry");
+        assert!(response.status().is_success(), "retry {id}");
+    }
+    let received = receiver.wait_for(2, Duration::from_secs(15)).await;
+    let mut jobs = HashSet::new();
+    for r in &received {
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(&r.body);
+        assert_eq!(
+            r.header("x-abstrakt-signature"),
+            hex::encode(mac.finalize().into_bytes()),
+            "the converted event is signed with the subscription's secret"
+        );
+        let body: Value = serde_json::from_slice(&r.body).expect("JSON body");
+        jobs.insert(body["request_id"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(
+        jobs,
+        HashSet::from(["job-1".to_string(), "job-2".to_string()])
+    );
+    wait_until(
+        "both retried deliveries delivered",
+        Duration::from_secs(10),
+        || async {
+            let listing = get(&hookd, "/v1/deliveries?subscription=down").await;
+            states(&listing)
+                .values()
+                .all(|(_, state)| state == "delivered")
+                .then_some(())
+        },
+    )
+    .await;
+}

@@ -11,7 +11,7 @@
 //! reached. Between buckets that may run, the earliest due delivery goes first: a healthy
 //! subscription's fresh events are not held back by other hosts' retries that are not yet due.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::{Limits, PendingStats, ADHOC};
@@ -27,7 +27,7 @@ struct Bucket {
     /// Per-request targets' buckets are `adhoc/<host:port>`.
     adhoc: bool,
     /// Queued deliveries by due time.
-    queue: BTreeSet<(u64, Id)>,
+    queue: DueQueue,
     in_flight: usize,
     /// The due time under which the bucket is listed in its ready set, if it is.
     listed: Option<u64>,
@@ -50,6 +50,102 @@ pub struct Index {
     adhoc_in_flight: usize,
     queued: usize,
     limits: Limits,
+}
+
+/// One bucket's queued deliveries, ordered by (due time, id), in about 24 bytes each: a
+/// sorted run kept in a ring buffer, which takes every delivery that sorts after the last one
+/// (fresh deliveries, due now, arrive in that order), beside a B-tree for the rest (about 50
+/// bytes each). A million queued deliveries take about 30 MB rather than 66 MB.
+#[derive(Debug, Default)]
+struct DueQueue {
+    run: VecDeque<Packed>,
+    rest: BTreeSet<Packed>,
+}
+
+/// (due, id) as three words, which sort the same way: no padding, unlike `(u64, u128)`.
+type Packed = [u64; 3];
+
+fn pack(due_ms: u64, id: Id) -> Packed {
+    [due_ms, (id >> 64) as u64, id as u64]
+}
+
+fn unpack(p: Packed) -> (u64, Id) {
+    (p[0], (Id::from(p[1]) << 64) | Id::from(p[2]))
+}
+
+impl DueQueue {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.run.len() + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.run.is_empty() && self.rest.is_empty()
+    }
+
+    fn contains(&self, p: &Packed) -> bool {
+        self.run.binary_search(p).is_ok() || self.rest.contains(p)
+    }
+
+    /// Adds a delivery; false if it was there already.
+    fn insert(&mut self, due_ms: u64, id: Id) -> bool {
+        let p = pack(due_ms, id);
+        if self.contains(&p) {
+            return false;
+        }
+        if self.run.back().is_none_or(|last| *last < p) {
+            self.run.push_back(p);
+        } else {
+            self.rest.insert(p);
+        }
+        true
+    }
+
+    fn remove(&mut self, due_ms: u64, id: Id) -> bool {
+        let p = pack(due_ms, id);
+        if let Ok(i) = self.run.binary_search(&p) {
+            self.run.remove(i);
+            self.shrink();
+            return true;
+        }
+        self.rest.remove(&p)
+    }
+
+    fn first(&self) -> Option<(u64, Id)> {
+        match (self.run.front(), self.rest.first()) {
+            (Some(a), Some(b)) => Some(unpack(*a.min(b))),
+            (a, b) => a.or(b).map(|p| unpack(*p)),
+        }
+    }
+
+    fn pop_first(&mut self) -> Option<(u64, Id)> {
+        let from_run = match (self.run.front(), self.rest.first()) {
+            (Some(a), Some(b)) => a < b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let p = if from_run {
+            let p = self.run.pop_front();
+            self.shrink();
+            p
+        } else {
+            self.rest.pop_first()
+        };
+        p.map(unpack)
+    }
+
+    /// How many are due at `now_ms` or before.
+    fn due_by(&self, now_ms: u64) -> usize {
+        let bound = [now_ms, u64::MAX, u64::MAX];
+        self.run.partition_point(|p| *p <= bound) + self.rest.range(..=bound).count()
+    }
+
+    /// Gives memory back once the run uses under a quarter of it.
+    fn shrink(&mut self) {
+        if self.run.capacity() > 1024 && self.run.len() < self.run.capacity() / 4 {
+            self.run.shrink_to(self.run.len() * 2);
+        }
+    }
 }
 
 /// What a claim took from the index.
@@ -79,7 +175,7 @@ impl Index {
         let bucket = Bucket {
             adhoc: is_adhoc(&name),
             name: name.clone(),
-            queue: BTreeSet::new(),
+            queue: DueQueue::default(),
             in_flight: 0,
             listed: None,
         };
@@ -123,7 +219,7 @@ impl Index {
     fn relist(&mut self, n: BucketNo) {
         let Some(b) = self.bucket(n) else { return };
         let want = if self.may_run(b) {
-            b.queue.first().map(|&(due, _)| due)
+            b.queue.first().map(|(due, _)| due)
         } else {
             None
         };
@@ -156,7 +252,7 @@ impl Index {
     pub fn insert(&mut self, bucket: &str, due_ms: u64, id: Id) {
         let n = self.bucket_no(bucket);
         if let Some(b) = self.bucket_mut(n) {
-            if b.queue.insert((due_ms, id)) {
+            if b.queue.insert(due_ms, id) {
                 self.queued += 1;
             }
         }
@@ -170,7 +266,7 @@ impl Index {
         };
         let removed = self
             .bucket_mut(n)
-            .is_some_and(|b| b.queue.remove(&(due_ms, id)));
+            .is_some_and(|b| b.queue.remove(due_ms, id));
         if removed {
             self.queued -= 1;
             self.relist(n);
@@ -271,7 +367,7 @@ impl Index {
             .buckets
             .iter()
             .flatten()
-            .map(|b| b.queue.range(..=(now_ms, Id::MAX)).count())
+            .map(|b| b.queue.due_by(now_ms))
             .sum();
         PendingStats {
             ready: ready as u64,
@@ -298,6 +394,30 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The due queue answers like a B-tree of (due, id), whatever the order of operations.
+        #[test]
+        fn the_due_queue_behaves_like_an_ordered_set(
+            ops in proptest::collection::vec((0u8..4, 0u64..50, 0u128..20), 0..300)
+        ) {
+            let mut queue = DueQueue::default();
+            let mut model: BTreeSet<(u64, Id)> = BTreeSet::new();
+            for (op, due, id) in ops {
+                // Ids are unique per delivery in the index; keep (due, id) pairs distinct too.
+                let id = id << 64 | u128::from(due);
+                match op {
+                    0 | 1 => proptest::prop_assert_eq!(queue.insert(due, id), model.insert((due, id))),
+                    2 => proptest::prop_assert_eq!(queue.remove(due, id), model.remove(&(due, id))),
+                    _ => proptest::prop_assert_eq!(queue.pop_first(), model.pop_first()),
+                }
+                proptest::prop_assert_eq!(queue.first(), model.first().copied());
+                proptest::prop_assert_eq!(queue.len(), model.len());
+                proptest::prop_assert_eq!(queue.is_empty(), model.is_empty());
+                proptest::prop_assert_eq!(queue.due_by(due), model.range(..=(due, Id::MAX)).count());
+            }
+        }
+    }
 
     fn limits(subs: &[(&str, usize)]) -> Limits {
         Limits {

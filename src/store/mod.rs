@@ -322,8 +322,24 @@ impl<T: QueueStore + AdminStore> Store for T {}
 
 /// `dlv_` + a ULID whose time part is `now_ms`: ids sort by creation time, so a time range is
 /// an id range.
+///
+/// Ids made in the same millisecond increase (the random part of the first one, plus one
+/// each): deliveries of one batch sort in the order they were made, so the store appends them
+/// to its queues and its ordered keys instead of scattering them.
 pub fn new_delivery_id(now_ms: u64) -> ulid::Ulid {
-    ulid::Ulid::from_parts(now_ms, rand::random::<u128>())
+    const RANDOM_BITS: u32 = 80;
+    static LAST: std::sync::Mutex<(u64, u128)> = std::sync::Mutex::new((0, 0));
+    // The pair is replaced whole: a poisoned lock still holds a valid one.
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let next = last.1 + 1;
+    let random = if last.0 == now_ms && next < (1 << RANDOM_BITS) {
+        next
+    } else {
+        // Half the range: room to count up within the millisecond.
+        rand::random::<u128>() & ((1 << (RANDOM_BITS - 1)) - 1)
+    };
+    *last = (now_ms, random);
+    ulid::Ulid::from_parts(now_ms, random)
 }
 
 /// The string form of a delivery id.
@@ -349,4 +365,20 @@ pub fn parse_event_id(id: &str) -> Option<ulid::Ulid> {
 /// The smallest delivery id created at `ms`.
 pub fn delivery_id_at(ms: u64) -> ulid::Ulid {
     ulid::Ulid::from_parts(ms, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_ids_of_one_millisecond_increase_and_carry_it() {
+        let ids: Vec<ulid::Ulid> = (0..1000)
+            .map(|_| new_delivery_id(1_700_000_000_123))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(ids.iter().all(|id| id.timestamp_ms() == 1_700_000_000_123));
+        let later = new_delivery_id(1_700_000_000_124);
+        assert_eq!(later.timestamp_ms(), 1_700_000_000_124);
+    }
 }

@@ -416,6 +416,12 @@ fn resolve_target(client: &ClientArgs, scope: Scope) -> Result<Target, CliError>
     };
     let base = match (&client.url, &config) {
         (Some(url), _) => url.trim_end_matches('/').to_string(),
+        (None, Some(c)) if c.api.listen.port() == 0 => {
+            return Err(CliError::Usage(format!(
+                "{} sets api.listen to port 0 (hookd picks a free port when it starts and logs it: \"hookd started api=...\"); pass --url http://<that address>",
+                client.config.config.display()
+            )))
+        }
         (None, Some(c)) => format!("http://{}", c.api.listen),
         (None, None) => unreachable!("the config loaded when no --url was given"),
     };

@@ -735,6 +735,18 @@ async fn unreachable_hookd_exits_3_and_a_missing_config_exits_2() {
     assert!(run.stderr.contains(missing), "names the file: {run:#?}");
     let run = hookd(&["deliveries", "list", "--bogus-flag"], None).await;
     assert_eq!(run.code, 2, "{run:#?}");
+
+    // A config whose API listens on port 0 gives no address to reach: say so.
+    let port_zero = write_config(
+        dir.path(),
+        "[api]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let run = hookd(&["deliveries", "list", "--config", &port_zero], None).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("port 0") && run.stderr.contains("--url"),
+        "{run:#?}"
+    );
 }
 
 #[tokio::test]

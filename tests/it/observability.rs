@@ -20,7 +20,7 @@ use crate::support::app::{spawn_app, TestApp};
 use crate::support::events::{
     delivery_toml, event, metric, refused_url, spawn_app_with_api, subscription_toml,
 };
-use crate::support::process::{free_ports, wait_until_opt, ChildGuard};
+use crate::support::process::{launch_command, wait_until_opt, ChildGuard};
 use crate::support::receiver::{Reply, TestReceiver};
 use crate::support::slow_receiver::SlowReceiver;
 use crate::support::wait_until;
@@ -1339,69 +1339,31 @@ struct Daemon {
     config_path: PathBuf,
 }
 
-/// Writes the config (free loopback ports, a token from `$HOOKD_TEST_TOKEN`, the store in
-/// `dir/db`, then `extra`), starts the binary and polls `/readyz` until 200. Retries with other
-/// ports if one was taken in between.
+/// Writes the config (loopback listeners on port 0, a token from `$HOOKD_TEST_TOKEN`, the
+/// store in `dir/db`, then `extra`) and starts the binary with the tests' one launcher.
 async fn start_daemon(dir: &Path, extra: &str, json_logs: bool) -> Daemon {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("client");
-    let mut last = String::new();
-    for _ in 0..5 {
-        let ports = free_ports(2);
-        let api: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
-        let metrics: SocketAddr = ([127, 0, 0, 1], ports[1]).into();
-        let config_path = dir.join("hookd.toml");
-        let text = format!(
-            "[api]\nlisten = \"{api}\"\ntokens = [{{ env = \"HOOKD_TEST_TOKEN\" }}]\n\n\
-             [metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {:?}\n\n{extra}\n{}",
-            dir.join("db").display().to_string(),
-            crate::support::LOOPBACK_TARGETS
-        );
-        std::fs::write(&config_path, &text).expect("write hookd.toml");
-        let config = config_path.to_str().expect("utf-8 path");
-        let mut args = vec!["run", "--config", config];
-        if json_logs {
-            args.extend(["--log-format", "json"]);
-        }
-        let mut process = ChildGuard::spawn("hookd", hookd_command(&args));
-        let ready_url = format!("http://{metrics}/readyz");
-        let start = Instant::now();
-        let exited = loop {
-            if process.try_wait().is_some() {
-                break true;
-            }
-            if let Ok(r) = client.get(&ready_url).send().await {
-                if r.status().as_u16() == 200 {
-                    break false;
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "hookd's /readyz did not answer 200 within 10s; stderr:\n{}",
-                process.stderr_tail(4000)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        if !exited {
-            return Daemon {
-                process,
-                api,
-                metrics,
-                config_path,
-            };
-        }
-        let _ = wait_until_opt(Duration::from_secs(2), || {
-            process.stderr().contains("hookd:").then_some(())
-        })
-        .await;
-        last = process.stderr();
-        if !last.contains("cannot listen") {
-            panic!("hookd exited before it was ready; stderr:\n{last}");
-        }
+    let config_path = dir.join("hookd.toml");
+    let text = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\ntokens = [{{ env = \"HOOKD_TEST_TOKEN\" }}]\n\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n{extra}\n{}",
+        dir.join("db").display().to_string(),
+        crate::support::LOOPBACK_TARGETS
+    );
+    std::fs::write(&config_path, &text).expect("write hookd.toml");
+    let config = config_path.to_str().expect("utf-8 path");
+    let mut args = vec!["run", "--config", config];
+    if json_logs {
+        args.extend(["--log-format", "json"]);
     }
-    panic!("hookd could not bind free ports in 5 tries; last stderr:\n{last}");
+    match launch_command(hookd_command(&args)).await {
+        Ok((process, api, metrics)) => Daemon {
+            process,
+            api,
+            metrics,
+            config_path,
+        },
+        Err(stderr) => panic!("hookd exited before it was ready; stderr:\n{stderr}"),
+    }
 }
 
 impl Daemon {
@@ -1645,10 +1607,21 @@ async fn secret_run(json_logs: bool) -> SecretRun {
     answers.push(("/metrics".into(), body));
 
     // The CLI, as an operator runs it: it reads the token from the config.
+    // The config says port 0: the CLI takes the address hookd logged, and the token from the
+    // config.
     let config = daemon.config_path.to_str().expect("utf-8 path").to_string();
+    let url = format!("http://{}", daemon.api);
     for args in [
-        vec!["subscriptions", "list", "--config", &config],
-        vec!["deliveries", "list", "--config", &config, "--json"],
+        vec!["subscriptions", "list", "--config", &config, "--url", &url],
+        vec![
+            "deliveries",
+            "list",
+            "--config",
+            &config,
+            "--url",
+            &url,
+            "--json",
+        ],
     ] {
         let output = tokio::task::spawn_blocking({
             let mut command = hookd_command(&args);

@@ -302,57 +302,102 @@ pub struct HookdProcess {
 }
 
 impl HookdProcess {
-    /// Writes `dir/hookd.toml` (listeners on fresh free ports, `[storage] path = dir/db`, then
-    /// `extra`), starts the binary and waits until `/readyz` answers 200. Retries with other
-    /// ports when one was taken in between.
+    /// Writes `dir/hookd.toml` (both listeners on port 0, `[storage] path = dir/db`, then
+    /// `extra`), starts the binary, reads the addresses it bound from its log and waits until
+    /// `/readyz` answers 200.
     pub async fn start(dir: &Path, extra: &str) -> HookdProcess {
         HookdProcess::start_with_storage(dir, "", extra).await
     }
 
     /// [`HookdProcess::start`] with `storage_keys` added to the `[storage]` table it writes.
     pub async fn start_with_storage(dir: &Path, storage_keys: &str, extra: &str) -> HookdProcess {
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let ports = free_ports(2);
-            let api: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
-            let metrics: SocketAddr = ([127, 0, 0, 1], ports[1]).into();
-            let config_path = dir.join("hookd.toml");
-            let text = format!(
-                "[api]\nlisten = \"{api}\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {:?}\n{storage_keys}\n\n{extra}\n{}",
-                dir.join("db").display().to_string(),
-                super::LOOPBACK_TARGETS
-            );
-            std::fs::write(&config_path, &text).expect("write hookd.toml");
-            let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
-            command
-                .arg("run")
-                .arg("--config")
-                .arg(&config_path)
-                .env_remove("HOOKD_CONFIG")
-                .env_remove("HOOKD_LOG_FORMAT")
-                .env("RUST_LOG", "info");
-            let mut process = ChildGuard::spawn("hookd", command);
-            match wait_ready(&mut process, metrics).await {
-                Ok(()) => {
-                    return HookdProcess {
-                        process,
-                        api,
-                        metrics,
-                    }
-                }
-                Err(stderr) if stderr.contains("cannot listen") => {
-                    last_error = stderr;
-                    continue;
-                }
-                Err(stderr) => panic!("hookd did not become ready; stderr:\n{stderr}"),
-            }
+        let config_path = dir.join("hookd.toml");
+        let text = format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{storage_keys}\n\n{extra}\n{}",
+            dir.join("db").display().to_string(),
+            super::LOOPBACK_TARGETS
+        );
+        std::fs::write(&config_path, &text).expect("write hookd.toml");
+        match launch(&config_path, &[]).await {
+            Ok((process, api, metrics)) => HookdProcess {
+                process,
+                api,
+                metrics,
+            },
+            Err(stderr) => panic!("hookd did not become ready; stderr:\n{stderr}"),
         }
-        panic!("hookd could not bind free ports in 5 tries; last stderr:\n{last_error}");
     }
 
     pub fn events_url(&self) -> String {
         format!("http://{}/v1/events", self.api)
     }
+}
+
+/// The one way the tests start the binary: `hookd run --config <config>` with `env` (and
+/// plain `info` logs), then the addresses it bound, read from its `hookd started api=...
+/// metrics=...` log line (the config may say port 0: nothing races for free ports), then
+/// `/readyz` answering 200. Err with its stderr if it exits first; panics after 15 s.
+pub async fn launch(
+    config: &Path,
+    env: &[(&str, &str)],
+) -> Result<(ChildGuard, SocketAddr, SocketAddr), String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env_remove("HOOKD_CONFIG")
+        .env_remove("HOOKD_LOG_FORMAT")
+        .env("RUST_LOG", "info");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    launch_command(command).await
+}
+
+/// [`launch`] for a `hookd run` command the caller prepared (its arguments and environment).
+pub async fn launch_command(
+    command: Command,
+) -> Result<(ChildGuard, SocketAddr, SocketAddr), String> {
+    let mut process = ChildGuard::spawn("hookd", command);
+    let start = Instant::now();
+    let (api, metrics) = loop {
+        if let Some(bound) = bound_addresses(&process.stderr()) {
+            break bound;
+        }
+        if let Some(status) = process.try_wait() {
+            let _ = wait_until_opt(Duration::from_secs(2), || {
+                let text = process.stderr();
+                (!text.is_empty()).then_some(())
+            })
+            .await;
+            return Err(format!("exited with {status}:\n{}", process.stderr()));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "hookd did not log its addresses within 15s; stderr:\n{}",
+            process.stderr_tail(4000)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    wait_ready(&mut process, metrics).await?;
+    Ok((process, api, metrics))
+}
+
+/// The API and metrics addresses of hookd's `hookd started api=A metrics=M` log line (or its
+/// JSON form, `"api":"A"`).
+pub fn bound_addresses(stderr: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = stderr.lines().find(|l| l.contains("hookd started"))?;
+    let field = |name: &str| -> Option<SocketAddr> {
+        for (marker, end) in [(format!(" {name}="), ' '), (format!("\"{name}\":\""), '"')] {
+            if let Some(at) = line.find(&marker) {
+                let rest = &line[at + marker.len()..];
+                return rest.split(end).next()?.parse().ok();
+            }
+        }
+        None
+    };
+    Some((field("api")?, field("metrics")?))
 }
 
 /// Polls `/readyz` until 200 (Ok) or the process exits (Err with its stderr); panics after 15s.

@@ -366,12 +366,7 @@ pub async fn launch_command(
             break bound;
         }
         if let Some(status) = process.try_wait() {
-            let _ = wait_until_opt(Duration::from_secs(2), || {
-                let text = process.stderr();
-                (!text.is_empty()).then_some(())
-            })
-            .await;
-            return Err(format!("exited with {status}:\n{}", process.stderr()));
+            return Err(exited(&process, status).await);
         }
         assert!(
             start.elapsed() < Duration::from_secs(15),
@@ -400,6 +395,17 @@ pub fn bound_addresses(stderr: &str) -> Option<(SocketAddr, SocketAddr)> {
     Some((field("api")?, field("metrics")?))
 }
 
+/// "exited with <status>:" and its stderr. The reader thread may still hold the last stderr
+/// bytes: it gets a moment to reach the end of the pipe (bounded; an exited process's pipe
+/// ends promptly).
+async fn exited(process: &ChildGuard, status: ExitStatus) -> String {
+    let _ = wait_until_opt(Duration::from_secs(2), || {
+        (!process.stderr().is_empty()).then_some(())
+    })
+    .await;
+    format!("exited with {status}:\n{}", process.stderr())
+}
+
 /// Polls `/readyz` until 200 (Ok) or the process exits (Err with its stderr); panics after 15s.
 pub async fn wait_ready(process: &mut ChildGuard, metrics: SocketAddr) -> Result<(), String> {
     let client = reqwest::Client::builder()
@@ -410,14 +416,7 @@ pub async fn wait_ready(process: &mut ChildGuard, metrics: SocketAddr) -> Result
     let start = Instant::now();
     loop {
         if let Some(status) = process.try_wait() {
-            // The reader thread may still hold the last stderr bytes: give it a moment to
-            // reach the end of the pipe (bounded; an exited process's pipe ends promptly).
-            let _ = wait_until_opt(Duration::from_secs(2), || {
-                let text = process.stderr();
-                (!text.is_empty()).then_some(())
-            })
-            .await;
-            return Err(format!("exited with {status}:\n{}", process.stderr()));
+            return Err(exited(process, status).await);
         }
         if let Ok(r) = client.get(&url).send().await {
             if r.status().as_u16() == 200 {

@@ -6,17 +6,14 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::support::events::{delivery_toml, subscription_toml};
+use crate::support::notify::{Datagram, NotifySocket};
 use crate::support::process::{free_ports, wait_until_opt, ChildGuard};
 use crate::support::receiver::{Received, Reply, TestReceiver};
 use crate::support::{wait_until, LOOPBACK_TARGETS};
@@ -41,119 +38,6 @@ const SCRUBBED_ENV: &[&str] = &[
     "LISTEN_PID",
     "NO_COLOR",
 ];
-
-// ------------------------------------------------------------------ the notify socket
-
-/// One `sd_notify` datagram, as received.
-#[derive(Debug, Clone)]
-struct Datagram {
-    at: Instant,
-    text: String,
-}
-
-impl Datagram {
-    /// Whether one of its lines is exactly `line` (e.g. `READY=1`).
-    fn has(&self, line: &str) -> bool {
-        self.text.lines().any(|l| l == line)
-    }
-
-    /// The value of `KEY=value`.
-    fn value(&self, key: &str) -> Option<&str> {
-        self.text
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-    }
-}
-
-/// What systemd would be: a datagram socket at a path, read by a thread into a list.
-struct NotifySocket {
-    path: PathBuf,
-    received: Arc<Mutex<Vec<Datagram>>>,
-    stop: Arc<AtomicBool>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl NotifySocket {
-    fn bind(path: PathBuf) -> NotifySocket {
-        let _ = std::fs::remove_file(&path);
-        let socket = UnixDatagram::bind(&path)
-            .unwrap_or_else(|e| panic!("bind the notify socket {}: {e}", path.display()));
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("set a read timeout");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = std::thread::spawn({
-            let received = received.clone();
-            let stop = stop.clone();
-            move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                while !stop.load(Ordering::Relaxed) {
-                    match socket.recv(&mut buf) {
-                        Ok(n) => received.lock().unwrap().push(Datagram {
-                            at: Instant::now(),
-                            text: String::from_utf8_lossy(&buf[..n]).into_owned(),
-                        }),
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock
-                                    | std::io::ErrorKind::TimedOut
-                                    | std::io::ErrorKind::Interrupted
-                            ) => {}
-                        Err(e) => panic!("reading the notify socket: {e}"),
-                    }
-                }
-            }
-        });
-        NotifySocket {
-            path,
-            received,
-            stop,
-            reader: Some(reader),
-        }
-    }
-
-    fn all(&self) -> Vec<Datagram> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// The index of the first datagram at or after `from` with the line `line`, if any yet.
-    fn find(&self, line: &str, from: usize) -> Option<(usize, Datagram)> {
-        self.all()
-            .into_iter()
-            .enumerate()
-            .skip(from)
-            .find(|(_, d)| d.has(line))
-    }
-
-    /// Waits for the first datagram at or after index `from` with the line `line`.
-    async fn wait_for(&self, line: &str, from: usize, deadline: Duration) -> (usize, Datagram) {
-        wait_until(
-            &format!(
-                "{line} on the notify socket (from datagram #{from}; so far {:?})",
-                self.texts()
-            ),
-            deadline,
-            || async { self.find(line, from) },
-        )
-        .await
-    }
-
-    fn texts(&self) -> Vec<String> {
-        self.all().into_iter().map(|d| d.text).collect()
-    }
-}
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
 
 // ------------------------------------------------------------------ the daemon
 
@@ -426,7 +310,10 @@ async fn sd_notify_ready_watchdog_reload_and_stop_in_order() {
     let (ready0, ready) = hookd.notify.find("READY=1", 0).expect("READY=1");
     let status = ready.value("STATUS").unwrap_or_default();
     assert!(
-        status.starts_with("pending:"),
+        status.starts_with(&format!(
+            "api {}, metrics {}; pending:",
+            hookd.api, hookd.metrics
+        )),
         "READY=1 comes with a STATUS= line: {:?}",
         ready.text
     );
@@ -463,7 +350,7 @@ async fn sd_notify_ready_watchdog_reload_and_stop_in_order() {
         previous = ping.at;
         assert!(
             ping.value("STATUS")
-                .is_some_and(|s| s.starts_with("pending:")),
+                .is_some_and(|s| s.contains("; pending:")),
             "WATCHDOG=1 comes with STATUS=: {:?}",
             ping.text
         );

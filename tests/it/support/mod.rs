@@ -8,8 +8,13 @@ pub const LOOPBACK_TARGETS: &str =
     "\n[targets]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\nallow_http = true\n";
 
 pub mod app;
+pub mod bad_receivers;
+pub mod daemon;
 pub mod events;
 pub mod fairness;
+pub mod ledger;
+pub mod load;
+pub mod notify;
 pub mod process;
 pub mod receiver;
 pub mod slow_receiver;

@@ -1,0 +1,240 @@
+//! hookd as a daemon that the fault tests kill and start again: the real binary, on two
+//! loopback ports chosen once so that it comes back on the same addresses after every SIGKILL
+//! (clients keep one URL), its store in `dir/db`, and an optional environment
+//! (`NOTIFY_SOCKET`, `WATCHDOG_USEC`). Also the admin API calls those tests make.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::process::{free_ports, wait_ready, ChildGuard};
+use super::LOOPBACK_TARGETS;
+
+/// How long a restart retries when a port is still held (e.g. a client socket of another test
+/// that happened to get it as its ephemeral port while hookd was down) before failing.
+const PORT_RETRY: Duration = Duration::from_secs(5);
+
+pub struct Daemon {
+    pub api: SocketAddr,
+    pub metrics: SocketAddr,
+    pub dir: PathBuf,
+    config: PathBuf,
+    storage_keys: String,
+    env: Vec<(String, String)>,
+    process: Option<ChildGuard>,
+    client: reqwest::Client,
+}
+
+impl Daemon {
+    /// Picks the ports and writes `dir/hookd.toml`: the listeners, `[storage] path = dir/db`
+    /// plus `storage_keys`, then `extra`, then the target guard opened for loopback. Starts
+    /// nothing.
+    pub fn new(dir: &Path, storage_keys: &str, extra: &str) -> Daemon {
+        let ports = free_ports(2);
+        let daemon = Daemon {
+            api: ([127, 0, 0, 1], ports[0]).into(),
+            metrics: ([127, 0, 0, 1], ports[1]).into(),
+            dir: dir.to_path_buf(),
+            config: dir.join("hookd.toml"),
+            storage_keys: storage_keys.to_string(),
+            env: Vec::new(),
+            process: None,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        };
+        daemon.write_config(extra);
+        daemon
+    }
+
+    /// Adds an environment variable for every start.
+    pub fn env(mut self, name: &str, value: &str) -> Daemon {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Rewrites the file with the same listeners and store and a new `extra` (for a SIGHUP or
+    /// the next start).
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "[api]\nlisten = \"{}\"\n\n[metrics]\nlisten = \"{}\"\n\n[storage]\npath = {:?}\n{}\n\n{extra}\n{LOOPBACK_TARGETS}",
+            self.api,
+            self.metrics,
+            self.dir.join("db").display().to_string(),
+            self.storage_keys,
+        );
+        std::fs::write(&self.config, text).expect("write hookd.toml");
+    }
+
+    /// Starts the binary and returns at once (it may not listen yet).
+    pub fn spawn(&mut self) {
+        assert!(self.process.is_none(), "hookd is already running");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(&self.dir);
+        for name in [
+            "HOOKD_CONFIG",
+            "HOOKD_LOG_FORMAT",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "JOURNAL_STREAM",
+        ] {
+            command.env_remove(name);
+        }
+        command.env("RUST_LOG", "info");
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        self.process = Some(ChildGuard::spawn("hookd", command));
+    }
+
+    /// Starts the binary and waits until `/readyz` answers 200.
+    pub async fn start(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Waits until the running hookd answers 200 on `/readyz`. If it exited because a port
+    /// was taken, starts it again for up to [`PORT_RETRY`], then fails naming the port.
+    pub async fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            let process = self.process.as_mut().expect("hookd was started");
+            match wait_ready(process, self.metrics).await {
+                Ok(()) => return,
+                Err(stderr) if stderr.contains("cannot listen") => {
+                    assert!(
+                        started.elapsed() < PORT_RETRY,
+                        "hookd cannot bind {} / {} again after a restart: another process took \
+                         the port while hookd was down (rare; rerun the test). stderr:\n{stderr}",
+                        self.api,
+                        self.metrics
+                    );
+                    self.process = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    self.spawn();
+                }
+                Err(stderr) => panic!("hookd did not become ready; stderr:\n{stderr}"),
+            }
+        }
+    }
+
+    /// The running process.
+    pub fn process(&mut self) -> &mut ChildGuard {
+        self.process.as_mut().expect("hookd is running")
+    }
+
+    /// Sends a signal by name (`HUP`, `STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        self.process
+            .as_ref()
+            .expect("hookd is running")
+            .signal(signal);
+    }
+
+    /// SIGKILL, then reaps the process; returns its stderr.
+    pub fn kill(&mut self) -> String {
+        let mut process = self.process.take().expect("hookd is running");
+        let status: ExitStatus = process.kill();
+        assert!(!status.success(), "SIGKILL ends hookd: {status}");
+        process.stderr()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub fn events_url(&self) -> String {
+        self.url("/v1/events")
+    }
+
+    /// `GET path` on the API; panics unless it answers 200 with JSON.
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path} answered {status}: {body}");
+        body
+    }
+
+    /// `POST path` with a JSON body; the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self.client.request(method.clone(), self.url(path));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("an answer body");
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{method} {path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, body)
+    }
+
+    /// Every delivery `GET /v1/deliveries` lists with `query` (e.g. `status=dead`), following
+    /// the cursors to the end.
+    pub async fn deliveries(&self, query: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/deliveries?{query}&limit=1000");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = self.get(&path).await;
+            all.extend(
+                page["deliveries"]
+                    .as_array()
+                    .expect("a deliveries array")
+                    .iter()
+                    .cloned(),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return all,
+            }
+        }
+    }
+
+    /// Waits until no delivery is scheduled or in flight: every one is delivered or dead.
+    pub async fn wait_settled(&self, deadline: Duration) {
+        let start = Instant::now();
+        loop {
+            let scheduled = self.deliveries("status=scheduled").await.len();
+            let in_flight = self.deliveries("status=in_flight").await.len();
+            if scheduled + in_flight == 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "after {deadline:?}, {scheduled} deliveries are still scheduled and {in_flight} \
+                 in flight: stuck"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

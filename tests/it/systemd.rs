@@ -54,6 +54,20 @@ struct Hookd {
 }
 
 /// The file: listeners, store, `extra`, and the target guard opened for loopback receivers.
+/// What the test configs listen on: hookd picks free ports and reports them.
+const PORT_ZERO: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// The addresses of a `STATUS=api A, metrics M; pending: ...` line.
+fn status_addresses(status: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let (listening, _) = status.split_once(';')?;
+    let (api, metrics) = listening.split_once(", ")?;
+    Some((
+        api.strip_prefix("api ")?.parse().ok()?,
+        metrics.strip_prefix("metrics ")?.parse().ok()?,
+    ))
+}
+
 fn config_text(api: SocketAddr, metrics: SocketAddr, storage: &str, extra: &str) -> String {
     format!(
         "[api]\nlisten = \"{api}\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n[storage]\npath = {storage:?}\n\n{extra}\n{LOOPBACK_TARGETS}"
@@ -67,10 +81,10 @@ impl Hookd {
         Hookd::start_with_storage(dir, &storage, extra, env).await
     }
 
-    /// Writes the config (listeners on fresh free ports, `[storage] path = storage`, then
-    /// `extra`), starts the binary in `dir` with `env`, and waits for `READY=1`. On `READY=1`
-    /// both listeners must already accept connections. Retries with other ports when one was
-    /// taken in between.
+    /// Writes the config (both listeners on port 0, `[storage] path = storage`, then `extra`),
+    /// starts the binary in `dir` with `env`, waits for `READY=1` and takes the addresses hookd
+    /// bound from its `STATUS=` line. On `READY=1` both listeners must already accept
+    /// connections.
     async fn start_with_storage(
         dir: &Path,
         storage: &str,
@@ -78,74 +92,69 @@ impl Hookd {
         env: &[(&str, &str)],
     ) -> Hookd {
         let config = dir.join("hookd.toml");
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let ports = free_ports(2);
-            let api: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
-            let metrics: SocketAddr = ([127, 0, 0, 1], ports[1]).into();
-            std::fs::write(&config, config_text(api, metrics, storage, extra))
-                .expect("write hookd.toml");
-            let notify = NotifySocket::bind(dir.join("notify.sock"));
-            let mut command = Command::new(BIN);
-            command
-                .arg("run")
-                .arg("--config")
-                .arg(&config)
-                .current_dir(dir);
-            for name in SCRUBBED_ENV {
-                command.env_remove(name);
-            }
-            command
-                .env("RUST_LOG", "info")
-                .env("NOTIFY_SOCKET", &notify.path);
-            for (name, value) in env {
-                command.env(name, value);
-            }
-            let mut process = ChildGuard::spawn("hookd", command);
-            let started = Instant::now();
-            let exited = loop {
-                if notify.find("READY=1", 0).is_some() {
-                    // Checked at once: READY=1 promises that the listeners are bound.
-                    for (what, addr) in [("api.listen", api), ("metrics.listen", metrics)] {
-                        if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                            panic!("READY=1 arrived before {what} {addr} accepts connections: {e}");
-                        }
-                    }
-                    return Hookd {
-                        process,
-                        api,
-                        metrics,
-                        config,
-                        storage: storage.to_string(),
-                        notify,
-                        client: reqwest::Client::builder()
-                            .timeout(Duration::from_secs(3))
-                            .build()
-                            .expect("client"),
-                    };
-                }
-                if let Some(status) = process.try_wait() {
-                    break status;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "hookd sent no READY=1 within 10s; datagrams {:?}",
-                    notify.texts()
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            };
-            let _ = wait_until_opt(Duration::from_secs(2), || {
-                (!process.stderr().is_empty()).then_some(())
-            })
-            .await;
-            let stderr = process.stderr();
-            if stderr.contains("cannot listen") {
-                last_error = stderr;
-                continue;
-            }
-            panic!("hookd exited ({exited}) before READY=1; stderr:\n{stderr}");
+        std::fs::write(&config, config_text(PORT_ZERO, PORT_ZERO, storage, extra))
+            .expect("write hookd.toml");
+        let notify = NotifySocket::bind(dir.join("notify.sock"));
+        let mut command = Command::new(BIN);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir);
+        for name in SCRUBBED_ENV {
+            command.env_remove(name);
         }
-        panic!("hookd could not bind free ports in 5 tries; last stderr:\n{last_error}");
+        command
+            .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", &notify.path);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut process = ChildGuard::spawn("hookd", command);
+        let started = Instant::now();
+        let exited = loop {
+            if let Some((_, ready)) = notify.find("READY=1", 0) {
+                let status = ready.value("STATUS").unwrap_or_default().to_string();
+                let (api, metrics) = status_addresses(&status).unwrap_or_else(|| {
+                    panic!("READY=1 without the addresses in STATUS=: {status:?}")
+                });
+                // Checked at once: READY=1 promises that the listeners are bound.
+                for (what, addr) in [("api.listen", api), ("metrics.listen", metrics)] {
+                    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                        panic!("READY=1 arrived before {what} {addr} accepts connections: {e}");
+                    }
+                }
+                return Hookd {
+                    process,
+                    api,
+                    metrics,
+                    config,
+                    storage: storage.to_string(),
+                    notify,
+                    client: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(3))
+                        .build()
+                        .expect("client"),
+                };
+            }
+            if let Some(status) = process.try_wait() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "hookd sent no READY=1 within 10s; datagrams {:?}",
+                notify.texts()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let _ = wait_until_opt(Duration::from_secs(2), || {
+            (!process.stderr().is_empty()).then_some(())
+        })
+        .await;
+        panic!(
+            "hookd exited ({exited}) before READY=1; stderr:\n{}",
+            process.stderr()
+        );
     }
 
     fn url(&self, path: &str) -> String {
@@ -156,7 +165,7 @@ impl Hookd {
     fn write_config(&self, extra: &str) {
         std::fs::write(
             &self.config,
-            config_text(self.api, self.metrics, &self.storage, extra),
+            config_text(PORT_ZERO, PORT_ZERO, &self.storage, extra),
         )
         .expect("rewrite hookd.toml");
     }

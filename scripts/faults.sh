@@ -7,20 +7,26 @@
 #   HOOKD_FAULT_BACKLOG    events of the throughput backlog (20000 here, 2000 in the short suite)
 #   HOOKD_FAULT_SEED       repeats a run's random kill schedule (each test prints its seed)
 # Takes about 5 minutes on 2 cores once the release build is cached.
-# Usage: scripts/faults.sh [extra cargo test filter args, e.g. faults::crashes]
+#   HOOKD_OVERLOAD_SECS    how long the overload test pushes (default here 120 s; 8 in the short suite)
+# Usage: scripts/faults.sh [test filters, e.g. faults::crashes; default: every scenario]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export HOOKD_FAULT_KILLS="${HOOKD_FAULT_KILLS:-200}"
 export HOOKD_FAULT_TOLERANCE="${HOOKD_FAULT_TOLERANCE:-0.9}"
 export HOOKD_FAULT_BACKLOG="${HOOKD_FAULT_BACKLOG:-20000}"
-filter="${1:-faults::}"
+export HOOKD_OVERLOAD_SECS="${HOOKD_OVERLOAD_SECS:-120}"
+# Every scenario of docs/reliability.md: the fault suite, overload and a full disk, a damaged
+# store and the previous release's store, wall-clock jumps.
+if [ "$#" -gt 0 ]; then filters=("$@"); else
+    filters=(faults:: overload:: damaged_store:: upgrade:: clock_jumps::)
+fi
 log="$(mktemp -t hookd-faults.XXXXXX)"
 trap 'rm -f "$log"' EXIT
 
-echo "[faults] cargo test --release --test it $filter (kills $HOOKD_FAULT_KILLS, tolerance $HOOKD_FAULT_TOLERANCE)"
+echo "[faults] cargo test --release --test it ${filters[*]} (kills $HOOKD_FAULT_KILLS, tolerance $HOOKD_FAULT_TOLERANCE, overload $HOOKD_OVERLOAD_SECS s)"
 set +e
-cargo test --release --test it "$filter" -- --nocapture --test-threads=1 2>&1 | tee "$log" \
+cargo test --release --test it -- "${filters[@]}" --nocapture --test-threads=1 2>&1 | tee "$log" \
     | grep -E '^(test |running |test result|FIGURE )|: seed [0-9]+|panicked at'
 status="${PIPESTATUS[0]}"
 set -e

@@ -70,6 +70,6 @@ async fn wall_clock_jumps_neither_hurry_nor_hold_pending_retries() {
         "retry after a jump forward came {forward:?} after the failure (due 3 s)"
     );
     eprintln!(
-        "retry gaps (due 3 s): after an hour back {back:?}, after an hour forward {forward:?}"
+        "FIGURE clock: a retry due 3 s after a failure came {back:?} after it across a jump of the wall clock an hour back, {forward:?} across a jump an hour forward"
     );
 }

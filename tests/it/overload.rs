@@ -151,6 +151,10 @@ async fn past_the_backlog_limit_ingest_answers_503_with_retry_after_and_recovers
             .then_some(())
     })
     .await;
+    eprintln!(
+        "FIGURE backlog-limit: max_pending 20: 20 accepted, the 21st answered 503 with Retry-After {seconds} s; accepted again once the receiver recovered; all {} acknowledged delivered",
+        expected.len()
+    );
 }
 
 /// Runs `mount`-like commands; panics with their output on failure.
@@ -279,6 +283,11 @@ async fn a_full_disk_refuses_ingest_and_recovers_when_space_returns() {
         || async { expected.is_subset(&received_ids(&receiver)).then_some(()) },
     )
     .await;
+    eprintln!(
+        "FIGURE disk-full: 64 MiB tmpfs filled by another file to under the reserve: 503 with Retry-After and a JSON error, hookd_ingest_refused_total{{reason=\"disk_full\"}} and a log line; accepted again once the file was removed; {} of {} acknowledged delivered",
+        expected.len(),
+        expected.len()
+    );
     drop(hookd);
     drop(fs);
 }

@@ -39,6 +39,7 @@ expected=$(sort <<'LIST'
 /usr/share/doc/hookd/prometheus/hookd-alerts.yml
 /usr/share/doc/hookd/prometheus/prometheus.yml
 /usr/share/doc/hookd/receiving-webhooks.md
+/usr/share/doc/hookd/reliability.md
 /usr/share/doc/hookd/security.md
 LIST
 )

@@ -148,7 +148,7 @@ impl Application {
             limits,
         ));
         let background = tokio::spawn(background(shared.clone(), shutdown.clone()));
-        let scheduler = Scheduler::new(shared.clone(), deliverer);
+        let scheduler = Scheduler::new(shared.scheduler_deps(), deliverer);
         let grace = config.delivery.shutdown_grace;
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
         let watchdog = tokio::spawn(systemd::watchdog(shared.clone(), shutdown.clone()));

@@ -10,18 +10,23 @@
 //! [`QueueStore::claim`]: crate::store::QueueStore::claim
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::{Config, ADHOC_SUBSCRIPTION};
 use crate::delivery::retry::{self, RetryRules};
 use crate::delivery::{AttemptRequest, AttemptResult, Deliverer, Outcome};
+use crate::metrics::Metrics;
 use crate::signing::SigningKeys;
-use crate::state::Shared;
-use crate::store::{Attempt, Claimed, Delivery, Limits, Next};
+use crate::state::Settings;
+use crate::store::{Attempt, Claimed, Delivery, Limits, Next, QueueStore};
 
 /// The longest the loop sleeps without asking the store again; also the period of its
 /// heartbeat, which the systemd watchdog checks.
@@ -48,17 +53,35 @@ pub fn limits(config: &Config, paused: &HashSet<String>) -> Limits {
     }
 }
 
+/// What the scheduler and its attempt tasks use of the daemon: the queue side of the store, the
+/// clock, the metrics, the settings, the wake-up and the heartbeat the watchdog reads. Built by
+/// [`crate::state::Shared::scheduler_deps`].
+pub struct SchedulerDeps {
+    pub queue: Arc<dyn QueueStore>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+    pub wake: Arc<Notify>,
+    pub heartbeat: Arc<AtomicU64>,
+}
+
+impl SchedulerDeps {
+    fn apply_limits(&self) {
+        self.queue.set_limits(self.settings.limits());
+    }
+}
+
 pub struct Scheduler {
-    shared: Arc<Shared>,
+    deps: Arc<SchedulerDeps>,
     deliverer: Deliverer,
     /// Every attempt task, so that shutdown can wait for them.
     tracker: TaskTracker,
 }
 
 impl Scheduler {
-    pub fn new(shared: Arc<Shared>, deliverer: Deliverer) -> Scheduler {
+    pub fn new(deps: SchedulerDeps, deliverer: Deliverer) -> Scheduler {
         Scheduler {
-            shared,
+            deps: Arc::new(deps),
             deliverer,
             tracker: TaskTracker::new(),
         }
@@ -66,15 +89,15 @@ impl Scheduler {
 
     /// Runs turns until `stop` is cancelled, then waits up to `grace` for attempts in flight.
     pub async fn run(self, stop: CancellationToken, grace: Duration) {
-        self.shared.apply_limits();
+        self.deps.apply_limits();
         while !stop.is_cancelled() {
-            let now = self.shared.clock.now_ms();
-            self.shared
-                .scheduler_heartbeat
+            let now = self.deps.clock.now_ms();
+            self.deps
+                .heartbeat
                 .store(now, std::sync::atomic::Ordering::Relaxed);
             let sleep = match self.run_once().await {
                 Ok(next_due) => next_due.map_or(MAX_IDLE, |due| {
-                    Duration::from_millis(due.saturating_sub(self.shared.clock.now_ms()))
+                    Duration::from_millis(due.saturating_sub(self.deps.clock.now_ms()))
                 }),
                 Err(e) => {
                     tracing::error!(error = %e, "scheduler turn failed; retrying in 1s");
@@ -83,7 +106,7 @@ impl Scheduler {
             };
             tokio::select! {
                 () = tokio::time::sleep(sleep.min(MAX_IDLE)) => {}
-                () = self.shared.wake.notified() => {}
+                () = self.deps.wake.notified() => {}
                 () = stop.cancelled() => {}
             }
         }
@@ -103,11 +126,11 @@ impl Scheduler {
     /// One turn: claims what may run now and starts an attempt task for each. Returns the
     /// earliest due time of what is left, if anything may run.
     pub async fn run_once(&self) -> anyhow::Result<Option<u64>> {
-        let now = self.shared.clock.now_ms();
-        let (claimed, next_due) = self.shared.store.claim(now, usize::MAX).await?;
+        let now = self.deps.clock.now_ms();
+        let (claimed, next_due) = self.deps.queue.claim(now, usize::MAX).await?;
         for claim in claimed {
             let task = AttemptTask {
-                shared: self.shared.clone(),
+                deps: self.deps.clone(),
                 deliverer: self.deliverer.clone(),
             };
             self.tracker.spawn(task.run(claim));
@@ -158,7 +181,7 @@ pub fn decide_next(
 
 /// One attempt of one claimed delivery, run as its own task.
 struct AttemptTask {
-    shared: Arc<Shared>,
+    deps: Arc<SchedulerDeps>,
     deliverer: Deliverer,
 }
 
@@ -180,8 +203,8 @@ impl AttemptTask {
     async fn run(self, claim: Claimed) {
         let Claimed { delivery, body } = claim;
         let number = delivery.attempts + 1;
-        let started_ms = self.shared.clock.now_ms();
-        let config = self.shared.config();
+        let started_ms = self.deps.clock.now_ms();
+        let config = self.deps.settings.config();
         let (result, schedule) = match resolve(&config, &delivery, started_ms) {
             Resolved::Send { url, keys, policy } => {
                 let request = AttemptRequest {
@@ -203,7 +226,7 @@ impl AttemptTask {
                 return;
             }
         };
-        let finished_ms = self.shared.clock.now_ms();
+        let finished_ms = self.deps.clock.now_ms();
         let rules = RetryRules {
             retry_after_cap: config.delivery.retry_after_cap,
             jitter: config.delivery.jitter,
@@ -228,8 +251,8 @@ impl AttemptTask {
         };
         self.observe(&delivery, &attempt, &result, next, finished_ms);
         if let Err(e) = self
-            .shared
-            .store
+            .deps
+            .queue
             .record_outcome(&delivery.id, attempt, next, finished_ms)
             .await
         {
@@ -252,7 +275,7 @@ impl AttemptTask {
         } else {
             delivery.subscription.as_str()
         };
-        let metrics = &self.shared.metrics;
+        let metrics = &self.deps.metrics;
         metrics
             .delivery_attempts
             .with_label_values(&[label, result.outcome.as_str()])
@@ -313,7 +336,7 @@ impl AttemptTask {
 
     /// Puts a claimed delivery back in the queue without an attempt.
     async fn release(self, delivery_id: &str, due_ms: u64) {
-        if let Err(e) = self.shared.store.release(delivery_id, due_ms).await {
+        if let Err(e) = self.deps.queue.release(delivery_id, due_ms).await {
             tracing::error!(delivery_id, error = %e, "cannot put a delivery back in the queue; it will be retried after a restart");
         }
         self.free_slot();
@@ -321,7 +344,7 @@ impl AttemptTask {
 
     /// The store freed the slot with the outcome: wake the loop so that its next turn uses it.
     fn free_slot(self) {
-        self.shared.wake.notify_one();
+        self.deps.wake.notify_one();
     }
 }
 

@@ -15,25 +15,78 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::systemd;
 
-/// What the API, the scheduler and the background tasks share.
+/// The running configuration and the switches that change at run time: what the scheduler
+/// reads of the daemon's state besides the store.
+pub struct Settings {
+    /// The running configuration; replaced whole on reload.
+    config: RwLock<Arc<Config>>,
+    /// Paused subscriptions (`adhoc` pauses every per-request target); mirrors the store.
+    paused: RwLock<HashSet<String>>,
+}
+
+impl Settings {
+    pub fn new(config: Config, paused: HashSet<String>) -> Settings {
+        Settings {
+            config: RwLock::new(Arc::new(config)),
+            paused: RwLock::new(paused),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        // A poisoned lock still holds a whole Arc<Config>: replacing it is one store.
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    pub fn is_paused(&self, subscription: &str) -> bool {
+        self.paused
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(subscription)
+    }
+
+    /// Marks a subscription paused or not; returns how many are paused.
+    fn set_paused(&self, subscription: &str, paused: bool) -> usize {
+        let mut set = self.paused.write().unwrap_or_else(|e| e.into_inner());
+        if paused {
+            set.insert(subscription.to_string());
+        } else {
+            set.remove(subscription);
+        }
+        set.len()
+    }
+
+    /// The limits the store's claims apply: from the running config and the paused set.
+    pub fn limits(&self) -> crate::store::Limits {
+        let paused = self.paused.read().unwrap_or_else(|e| e.into_inner());
+        crate::scheduler::limits(&self.config(), &paused)
+    }
+}
+
+/// What the API and the background tasks share; the scheduler gets a narrower view of it,
+/// [`crate::scheduler::SchedulerDeps`].
 pub struct Shared {
     /// The store, behind its traits.
     pub store: Arc<dyn Store>,
     /// Every time the daemon decides by.
     pub clock: Arc<dyn Clock>,
-    pub metrics: Metrics,
-    /// The running configuration; replaced whole on reload.
-    config: RwLock<Arc<Config>>,
+    pub metrics: Arc<Metrics>,
+    /// The configuration and the paused set.
+    pub settings: Arc<Settings>,
     /// Wakes the scheduler: new deliveries, or a free slot.
-    pub wake: Notify,
+    pub wake: Arc<Notify>,
     /// Set on shutdown: `/readyz` answers 503.
     pub draining: AtomicBool,
     /// When the pending gauges were last computed, and what that cost.
     gauge_clock: std::sync::Mutex<Option<(std::time::Instant, Duration)>>,
     /// When the scheduler loop last turned (Unix ms): the watchdog checks it.
-    pub scheduler_heartbeat: AtomicU64,
-    /// Paused subscriptions (`adhoc` pauses every per-request target); mirrors the store.
-    paused: RwLock<HashSet<String>>,
+    pub scheduler_heartbeat: Arc<AtomicU64>,
     /// The target guard the HTTP client uses; replaced on reload.
     guard: Arc<RwLock<crate::guard::Guard>>,
     /// Ingest's backlog and free-space limits.
@@ -56,13 +109,12 @@ impl Shared {
         Shared {
             listening,
             store,
-            metrics,
-            paused: RwLock::new(paused),
+            metrics: Arc::new(metrics),
+            settings: Arc::new(Settings::new(config, paused)),
             guard,
-            config: RwLock::new(Arc::new(config)),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             draining: AtomicBool::new(false),
-            scheduler_heartbeat: AtomicU64::new(clock.now_ms()),
+            scheduler_heartbeat: Arc::new(AtomicU64::new(clock.now_ms())),
             gauge_clock: std::sync::Mutex::new(None),
             admission: crate::admission::Admission::new(),
             clock,
@@ -70,18 +122,24 @@ impl Shared {
     }
 
     pub fn config(&self) -> Arc<Config> {
-        // A poisoned lock still holds a whole Arc<Config>: replacing it is one store.
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.settings.config()
     }
 
     pub fn is_paused(&self, subscription: &str) -> bool {
-        self.paused
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(subscription)
+        self.settings.is_paused(subscription)
+    }
+
+    /// The scheduler's view: the queue side of the store, the clock, the metrics, the
+    /// settings, the wake-up and the heartbeat.
+    pub fn scheduler_deps(&self) -> crate::scheduler::SchedulerDeps {
+        crate::scheduler::SchedulerDeps {
+            queue: self.store.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            settings: self.settings.clone(),
+            wake: self.wake.clone(),
+            heartbeat: self.scheduler_heartbeat.clone(),
+        }
     }
 
     /// Pauses or resumes a subscription, durably, and wakes the scheduler.
@@ -91,17 +149,10 @@ impl Shared {
         paused: bool,
     ) -> Result<(), crate::store::StoreError> {
         self.store.set_paused(subscription, paused).await?;
-        {
-            let mut set = self.paused.write().unwrap_or_else(|e| e.into_inner());
-            if paused {
-                set.insert(subscription.to_string());
-            } else {
-                set.remove(subscription);
-            }
-            self.metrics
-                .subscriptions_paused
-                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
-        }
+        let count = self.settings.set_paused(subscription, paused);
+        self.metrics
+            .subscriptions_paused
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
         self.apply_limits();
         self.wake.notify_one();
         Ok(())
@@ -109,13 +160,7 @@ impl Shared {
 
     /// Gives the store the limits of the running config and the paused subscriptions.
     pub fn apply_limits(&self) {
-        let paused = self
-            .paused
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        self.store
-            .set_limits(crate::scheduler::limits(&self.config(), &paused));
+        self.store.set_limits(self.settings.limits());
     }
 
     /// Re-reads the config file: a valid file replaces the running configuration (what needs a
@@ -146,7 +191,7 @@ impl Shared {
     }
 
     pub fn set_config(&self, config: Config) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        self.settings.set_config(config);
     }
 
     /// Recomputes the pending gauges and the store size. Counting the ready deliveries walks

@@ -133,6 +133,17 @@ impl Admission {
     }
 }
 
+/// Free space the store needs before a failed store is reopened, at least.
+const REOPEN_ROOM: u64 = 4 << 20;
+
+/// Whether the store's filesystem has room to write again (its reserve, and at least 4 MiB),
+/// read now. For reopening a store whose writes failed.
+pub fn has_room(storage: &StorageConfig) -> bool {
+    free_space(&storage.path).is_some_and(|(free, total)| {
+        free >= storage.min_free_bytes.min(total / 10).max(REOPEN_ROOM)
+    })
+}
+
 /// Logs entering a refusing state (with why) and leaving it.
 fn log_change(refusing: &AtomicBool, refusal: Option<&Refusal>, reason: &str) {
     let now = refusal.is_some();

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -166,23 +166,66 @@ impl Application {
         watchdog.await.context("watchdog task")?;
         stop_metrics.cancel();
         metrics.await.context("metrics task")?;
-        shared.store.close().await.context("closing the store")?;
+        let closed = shared.store.close().await;
+        if shared.restart.load(Ordering::SeqCst) {
+            // The store had stopped writing: what it could not flush is redone after the
+            // restart (at-least-once), so its close error is only logged.
+            if let Err(e) = closed {
+                tracing::warn!(error = %e, "closing the failed store");
+            }
+            tracing::info!("hookd stopped to restart with the store reopened");
+            return Ok(());
+        }
+        closed.context("closing the store")?;
         tracing::info!("hookd stopped");
         Ok(())
     }
 }
 
-/// The retention sweep and the pending gauges.
+/// How often the store's health is checked for [`watch_store`].
+const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long the store must have failed before hookd restarts to reopen it.
+const STORE_FAILED_FOR: Duration = Duration::from_secs(2);
+
+/// The retention sweep, the pending gauges and the store's health.
 async fn background(shared: Arc<Shared>, stop: CancellationToken) {
     let mut gauges = tokio::time::interval(GAUGES_EVERY);
     let retention = shared.config().storage.retention;
     let mut sweep =
         tokio::time::interval((retention / 4).clamp(Duration::from_millis(100), SWEEP_EVERY));
+    let mut store_check = tokio::time::interval(STORE_CHECK_EVERY);
+    let mut failing_since = None;
     loop {
         tokio::select! {
             _ = gauges.tick() => shared.update_gauges().await,
             _ = sweep.tick() => sweep_finished(&shared).await,
+            _ = store_check.tick() => watch_store(&shared, &mut failing_since, &stop).await,
             () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// sled stops writing for good after an I/O error (a disk that filled completely under it):
+/// ingest answers 503 and `/readyz` fails meanwhile. Once the store has failed for
+/// [`STORE_FAILED_FOR`] and its filesystem has room again, hookd drains and `main` executes
+/// it again in place (same process id, same arguments), which reopens the store from what it
+/// made durable. What was not flushed is attempted again: at-least-once.
+async fn watch_store(
+    shared: &Shared,
+    failing_since: &mut Option<Instant>,
+    stop: &CancellationToken,
+) {
+    match shared.store.ping().await {
+        Ok(()) => *failing_since = None,
+        Err(crate::store::StoreError::Closed) => {}
+        Err(e) => {
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            let storage = &shared.config().storage;
+            if since.elapsed() >= STORE_FAILED_FOR && crate::admission::has_room(storage) {
+                tracing::error!(error = %e, "the store stopped writing and the disk has room again: restarting hookd to reopen it");
+                shared.restart.store(true, Ordering::SeqCst);
+                stop.cancel();
+            }
         }
     }
 }

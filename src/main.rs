@@ -483,6 +483,7 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         let mut hup = signal(SignalKind::hangup())?;
         let app = Application::build(config).await?;
         let shared = app.shared();
+        let restart = shared.clone();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -501,6 +502,22 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
                 return;
             }
         });
-        app.run_until_stopped(shutdown).await
+        app.run_until_stopped(shutdown).await?;
+        anyhow::Ok(restart.restart.load(std::sync::atomic::Ordering::SeqCst))
     })
+    .and_then(|again| if again { restart_in_place() } else { Ok(()) })
+}
+
+/// Executes this binary again with the same arguments, in this process (systemd keeps
+/// supervising the same process id). Every file and socket hookd opened is close-on-exec, so
+/// the new image finds the store unlocked and the ports free. Returns only if that fails.
+fn restart_in_place() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "hookd".into());
+    let error = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .exec();
+    Err(anyhow::anyhow!("cannot restart hookd in place: {error}"))
 }

@@ -83,6 +83,9 @@ pub struct Shared {
     pub wake: Arc<Notify>,
     /// Set on shutdown: `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// Set when the store stopped writing and hookd should restart in place to reopen it
+    /// (see `app::watch_store`); `main` re-executes the binary after the drain.
+    pub restart: AtomicBool,
     /// When the pending gauges were last computed, and what that cost.
     gauge_clock: std::sync::Mutex<Option<(std::time::Instant, Duration)>>,
     /// When the scheduler loop last turned (Unix ms): the watchdog checks it.
@@ -114,6 +117,7 @@ impl Shared {
             guard,
             wake: Arc::new(Notify::new()),
             draining: AtomicBool::new(false),
+            restart: AtomicBool::new(false),
             scheduler_heartbeat: Arc::new(AtomicU64::new(clock.now_ms())),
             gauge_clock: std::sync::Mutex::new(None),
             admission: crate::admission::Admission::new(),

@@ -425,3 +425,113 @@ async fn sustained_overload_is_refused_at_the_limit_bounded_and_drained() {
     })
     .await;
 }
+
+/// With no reserve (`min_free_bytes = 0`) ingest runs the disk full under sled, which then
+/// stops writing for good: ingest answers 503 and `/readyz` fails. Once space returns, hookd
+/// restarts itself in place (same process) with the store reopened, and everything it
+/// acknowledged is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filled_under_the_store_is_reopened_once_space_returns() {
+    use crate::support::process::bound_addresses;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(root, "this test mounts a tmpfs and needs root");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("db");
+    let fs = SmallFilesystem::mount(&db, "48m");
+    let receiver = TestReceiver::start().await;
+    let hookd = HookdProcess::start_with_storage(
+        dir.path(),
+        "min_free_bytes = 0",
+        &subscription(&receiver.url(), ""),
+    )
+    .await;
+    let pid = hookd.process.id();
+    let client = reqwest::Client::new();
+    let mut accepted = Vec::new();
+    for i in 0..20 {
+        let id = format!("before-{i}");
+        let answer = post(&client, &hookd.events_url(), &event(&id)).await;
+        assert_eq!(answer.0, 202, "{:?}", answer.2);
+        accepted.push(id);
+    }
+    let filler = db.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    // Batches of padded events until the store cannot write.
+    let mut refused = None;
+    for i in 0..400 {
+        let batch: Vec<Value> = (0..100)
+            .map(|j| {
+                let mut e = event(&format!("fill-{i}-{j}"));
+                e["metrics"] = json!({ "pad": "p".repeat(1000) });
+                e
+            })
+            .collect();
+        let answer = post(&client, &hookd.events_url(), &Value::Array(batch)).await;
+        match answer.0 {
+            202 => accepted.extend((0..100).map(|j| format!("fill-{i}-{j}"))),
+            _ => {
+                refused = Some(answer);
+                break;
+            }
+        }
+    }
+    let (status, retry_after, body) = refused.expect("the disk filled up under the store");
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after.is_some(), "Retry-After on the 503");
+    let ready = reqwest::get(format!("http://{}/readyz", hookd.metrics))
+        .await
+        .expect("readyz");
+    assert_eq!(
+        ready.status(),
+        503,
+        "not ready while the store cannot write"
+    );
+
+    // Space returns: hookd restarts in place and takes events again.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let (api, _) = wait_until("hookd restarted", Duration::from_secs(30), || async {
+        let stderr = hookd.process.stderr();
+        let last = stderr
+            .lines()
+            .filter(|l| l.contains("hookd started"))
+            .nth(1)?;
+        bound_addresses(last)
+    })
+    .await;
+    assert_eq!(
+        hookd.process.id(),
+        pid,
+        "the same process, restarted in place"
+    );
+    let url = format!("http://{api}/v1/events");
+    wait_until(
+        "ingest to accept again",
+        Duration::from_secs(10),
+        || async { (post(&client, &url, &event("after-restart")).await.0 == 202).then_some(()) },
+    )
+    .await;
+    accepted.push("after-restart".to_string());
+    let expected: HashSet<String> = accepted.into_iter().collect();
+    wait_until(
+        "every acknowledged event delivered",
+        Duration::from_secs(60),
+        || async { expected.is_subset(&received_ids(&receiver)).then_some(()) },
+    )
+    .await;
+    assert!(hookd
+        .process
+        .stderr()
+        .contains("restarting hookd to reopen it"));
+    eprintln!(
+        "FIGURE disk-full-under-sled: no reserve, a 48 MiB tmpfs filled by another file: 503 and /readyz 503 once sled could not write; hookd restarted in place when space returned; all {} acknowledged delivered",
+        expected.len()
+    );
+    drop(hookd);
+    drop(fs);
+}

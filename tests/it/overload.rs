@@ -197,9 +197,18 @@ impl Drop for SmallFilesystem {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_ingest_and_recovers_when_space_returns() {
-    // Mounting needs root (CI and the dev machines run the tests as root).
+/// hookd with its store on a tmpfs of `size` mounted for the test (which needs root, as CI and
+/// the dev machines run the tests), `storage_keys` in its `[storage]`, one subscription to a
+/// fresh receiver.
+async fn on_small_filesystem(
+    size: &str,
+    storage_keys: &str,
+) -> (
+    tempfile::TempDir,
+    SmallFilesystem,
+    TestReceiver,
+    HookdProcess,
+) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     assert!(
@@ -207,15 +216,21 @@ async fn a_full_disk_refuses_ingest_and_recovers_when_space_returns() {
         "this test mounts a tmpfs for the store and needs root; run the tests as root"
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("db");
-    let fs = SmallFilesystem::mount(&db, "64m");
+    let fs = SmallFilesystem::mount(&dir.path().join("db"), size);
     let receiver = TestReceiver::start().await;
     let hookd = HookdProcess::start_with_storage(
         dir.path(),
-        "min_free_bytes = 8388608",
+        storage_keys,
         &subscription(&receiver.url(), ""),
     )
     .await;
+    (dir, fs, receiver, hookd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_ingest_and_recovers_when_space_returns() {
+    let (dir, fs, receiver, hookd) = on_small_filesystem("64m", "min_free_bytes = 8388608").await;
+    let db = dir.path().join("db");
     let client = reqwest::Client::new();
     let before = post(&client, &hookd.events_url(), &event("job-before")).await;
     assert_eq!(before.0, 202, "{:?}", before.2);
@@ -433,19 +448,8 @@ async fn sustained_overload_is_refused_at_the_limit_bounded_and_drained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_filled_under_the_store_is_reopened_once_space_returns() {
     use crate::support::process::bound_addresses;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(root, "this test mounts a tmpfs and needs root");
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (dir, fs, receiver, hookd) = on_small_filesystem("48m", "min_free_bytes = 0").await;
     let db = dir.path().join("db");
-    let fs = SmallFilesystem::mount(&db, "48m");
-    let receiver = TestReceiver::start().await;
-    let hookd = HookdProcess::start_with_storage(
-        dir.path(),
-        "min_free_bytes = 0",
-        &subscription(&receiver.url(), ""),
-    )
-    .await;
     let pid = hookd.process.id();
     let client = reqwest::Client::new();
     let mut accepted = Vec::new();

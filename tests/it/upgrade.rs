@@ -74,22 +74,34 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
     );
     let hookd = HookdProcess::start(dir.path(), &extra).await;
 
-    // Every delivery is there, under its old id, in its old state.
+    // Every delivery is there, under its old id and subscription, in its old state. The
+    // pending ones were due an hour after the fixture was made: by now hookd may have
+    // delivered them already, to the receiver `down` points at now.
     let expected = states(&before);
     assert_eq!(expected.len(), 6, "the fixture holds six deliveries");
     let after = states(&get(&hookd, "/v1/deliveries?limit=100").await);
     assert_eq!(
-        after, expected,
-        "ids, subscriptions and states survive the upgrade"
+        after.keys().collect::<HashSet<_>>(),
+        expected.keys().collect::<HashSet<_>>(),
+        "every delivery keeps its id"
     );
+    for (id, (subscription, state)) in &expected {
+        let (now_subscription, now_state) = &after[id];
+        assert_eq!(now_subscription, subscription, "{id}");
+        let pending_then_delivered = state == "scheduled" && now_state == "delivered";
+        assert!(
+            now_state == state || pending_then_delivered,
+            "{id} was {state}, is {now_state}"
+        );
+    }
     // Their attempt history too.
     for id in expected.keys() {
         let shown = get(&hookd, &format!("/v1/deliveries/{id}")).await;
         let attempts = shown["attempt_history"].as_array().map_or(0, Vec::len);
-        assert_eq!(attempts, 1, "{id} keeps its attempt: {shown}");
+        assert!(attempts >= 1, "{id} keeps its attempt: {shown}");
     }
 
-    // The pending ones are delivered once retried, signed as before.
+    // The pending ones are delivered (retried now if not yet due), signed as before.
     let pending: Vec<&String> = expected
         .iter()
         .filter(|(_, (_, state))| state == "scheduled")
@@ -98,6 +110,9 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
     assert_eq!(pending.len(), 2);
     let client = reqwest::Client::new();
     for id in &pending {
+        if after[*id].1 == "delivered" {
+            continue;
+        }
         let response = client
             .post(format!("http://{}/v1/deliveries/{id}/retry", hookd.api))
             .send()

@@ -706,6 +706,16 @@ fn table_path(before: &str) -> Option<String> {
     current
 }
 
+/// A key of a raw section, or else the built-in example's (which sets every key: a unit test
+/// checks).
+macro_rules! pick {
+    ($raw:ident, $d:ident, $key:ident) => {
+        $raw.$key
+            .or($d.$key)
+            .expect(concat!("the example config sets ", stringify!($key)))
+    };
+}
+
 struct Validator<'a> {
     text: &'a str,
     file: &'a str,
@@ -759,19 +769,59 @@ impl Validator<'_> {
 
     fn resolve(mut self, raw: RawConfig, d: RawConfig) -> Result<Config, ConfigError> {
         // `d` is the built-in example: every key of it is present (a unit test checks).
-        macro_rules! pick {
-            ($section:ident . $key:ident) => {
-                raw.$section.$key.or(d.$section.$key).expect(concat!(
-                    "the example config sets ",
-                    stringify!($section),
-                    ".",
-                    stringify!($key)
-                ))
-            };
+        let RawConfig {
+            api,
+            metrics,
+            storage,
+            delivery,
+            targets,
+            subscription,
+        } = raw;
+        let RawConfig {
+            api: d_api,
+            metrics: d_metrics,
+            storage: d_storage,
+            delivery: d_delivery,
+            targets: d_targets,
+            ..
+        } = d;
+        let api = self.api(api, d_api);
+        let metrics_listen = self.addr(&pick!(metrics, d_metrics, listen), "metrics.listen");
+        let delivery = self.delivery(delivery, d_delivery);
+        let targets = self.targets(targets, d_targets);
+        let guard = targets.guard();
+        let mut ids = HashSet::new();
+        let subscriptions: Vec<Subscription> = subscription
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| self.subscription(i, s, &delivery, &guard, &mut ids))
+            .collect();
+        let storage = storage_config(storage, d_storage);
+
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(|d| (d.line, d.column));
+            return Err(ConfigError::Invalid(self.errors));
         }
-        let api_listen = pick!(api.listen);
+        let (Some(api), Some(metrics_listen)) = (api, metrics_listen) else {
+            unreachable!("address errors were reported above");
+        };
+        Ok(Config {
+            api,
+            metrics: MetricsConfig {
+                listen: metrics_listen,
+            },
+            storage,
+            delivery,
+            targets,
+            subscriptions,
+        })
+    }
+
+    /// `[api]`: `None` when the listen address is invalid (reported).
+    fn api(&mut self, raw: RawApi, d: RawApi) -> Option<ApiConfig> {
+        let api_listen = pick!(raw, d, listen);
         let listen = self.addr(&api_listen, "api.listen");
-        let tokens: Vec<ApiToken> = pick!(api.tokens)
+        let tokens: Vec<ApiToken> = pick!(raw, d, tokens)
             .iter()
             .map(|t| {
                 let (source, scopes) = match t.get_ref() {
@@ -794,19 +844,29 @@ impl Validator<'_> {
                 self.error(api_listen.span(), "api.listen", format!("{addr} is not a loopback address and api.tokens is empty: an open API is allowed only on loopback"));
             }
         }
-        let metrics_listen = pick!(metrics.listen);
-        let metrics_addr = self.addr(&metrics_listen, "metrics.listen");
+        Some(ApiConfig {
+            listen: listen?,
+            tokens,
+            max_body_bytes: pick!(raw, d, max_body_bytes),
+            max_batch: pick!(raw, d, max_batch),
+            max_header_bytes: pick!(raw, d, max_header_bytes),
+            header_read_timeout: pick!(raw, d, header_read_timeout).0,
+            body_read_timeout: pick!(raw, d, body_read_timeout).0,
+        })
+    }
 
+    /// `[delivery]`: the defaults every subscription starts from.
+    fn delivery(&mut self, raw: RawDelivery, d: RawDelivery) -> DeliveryConfig {
         let policy = DeliveryPolicy {
             retry_schedule: self
-                .schedule(&pick!(delivery.retry_schedule), "delivery.retry_schedule"),
-            timeout: pick!(delivery.timeout).0,
+                .schedule(&pick!(raw, d, retry_schedule), "delivery.retry_schedule"),
+            timeout: pick!(raw, d, timeout).0,
         };
-        let jitter = pick!(delivery.jitter);
+        let jitter = pick!(raw, d, jitter);
         if !(0.0..=1.0).contains(jitter.get_ref()) {
             self.error(jitter.span(), "delivery.jitter", "must be between 0 and 1");
         }
-        let prefix = pick!(delivery.header_prefix);
+        let prefix = pick!(raw, d, header_prefix);
         let prefix_ok = !prefix.get_ref().is_empty()
             && prefix
                 .get_ref()
@@ -819,26 +879,29 @@ impl Validator<'_> {
                 "must be letters, digits and '-' only, like \"X-Abstrakt\"",
             );
         }
-        let delivery = DeliveryConfig {
+        DeliveryConfig {
             policy,
-            max_in_flight: self.positive(&pick!(delivery.max_in_flight), "delivery.max_in_flight"),
+            max_in_flight: self.positive(&pick!(raw, d, max_in_flight), "delivery.max_in_flight"),
             max_in_flight_per_subscription: self.positive(
-                &pick!(delivery.max_in_flight_per_subscription),
+                &pick!(raw, d, max_in_flight_per_subscription),
                 "delivery.max_in_flight_per_subscription",
             ),
             max_in_flight_adhoc: self.positive(
-                &pick!(delivery.max_in_flight_adhoc),
+                &pick!(raw, d, max_in_flight_adhoc),
                 "delivery.max_in_flight_adhoc",
             ),
-            retry_after_cap: pick!(delivery.retry_after_cap).0,
+            retry_after_cap: pick!(raw, d, retry_after_cap).0,
             jitter: *jitter.get_ref(),
             header_prefix: prefix.into_inner(),
-            allow_adhoc_targets: pick!(delivery.allow_adhoc_targets),
-            shutdown_grace: pick!(delivery.shutdown_grace).0,
-        };
+            allow_adhoc_targets: pick!(raw, d, allow_adhoc_targets),
+            shutdown_grace: pick!(raw, d, shutdown_grace).0,
+        }
+    }
 
+    /// `[targets]`: the guard's allow list.
+    fn targets(&mut self, raw: RawTargets, d: RawTargets) -> TargetsConfig {
         let mut allow = Vec::new();
-        for net in pick!(targets.allow) {
+        for net in pick!(raw, d, allow) {
             let text = net.get_ref();
             let parsed = text
                 .parse::<ipnet::IpNet>()
@@ -852,194 +915,177 @@ impl Validator<'_> {
                 ),
             }
         }
-        let targets = TargetsConfig {
+        TargetsConfig {
             allow,
-            allow_http: pick!(targets.allow_http),
-        };
-        let guard = targets.guard();
+            allow_http: pick!(raw, d, allow_http),
+        }
+    }
 
-        let mut ids = HashSet::new();
-        let mut subscriptions = Vec::new();
-        for (i, s) in raw.subscription.iter().enumerate() {
-            let key = |name: &str| format!("subscription[{i}].{name}");
-            let id = s.id.get_ref();
-            let id_ok = !id.is_empty()
-                && id.len() <= 64
-                && id.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                });
-            if !id_ok {
-                self.error(
-                    s.id.span(),
-                    &key("id"),
-                    format!("{id:?} must match [a-z0-9_-]{{1,64}}"),
-                );
-            } else if id == ADHOC_SUBSCRIPTION {
-                self.error(
-                    s.id.span(),
-                    &key("id"),
-                    "\"adhoc\" is reserved for per-request webhook_url targets",
-                );
-            } else if !ids.insert(id.clone()) {
-                self.error(
-                    s.id.span(),
-                    &key("id"),
-                    format!("duplicate subscription id {id:?}"),
-                );
+    /// One `[[subscription]]` (the `i`th), against the `[delivery]` defaults, the target guard
+    /// and the ids seen so far. `None` when its URL is unusable (reported).
+    fn subscription(
+        &mut self,
+        i: usize,
+        s: &RawSubscription,
+        delivery: &DeliveryConfig,
+        guard: &crate::guard::Guard,
+        ids: &mut HashSet<String>,
+    ) -> Option<Subscription> {
+        let key = |name: &str| format!("subscription[{i}].{name}");
+        let id = s.id.get_ref();
+        let id_ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !id_ok {
+            self.error(
+                s.id.span(),
+                &key("id"),
+                format!("{id:?} must match [a-z0-9_-]{{1,64}}"),
+            );
+        } else if id == ADHOC_SUBSCRIPTION {
+            self.error(
+                s.id.span(),
+                &key("id"),
+                "\"adhoc\" is reserved for per-request webhook_url targets",
+            );
+        } else if !ids.insert(id.clone()) {
+            self.error(
+                s.id.span(),
+                &key("id"),
+                format!("duplicate subscription id {id:?}"),
+            );
+        }
+        let url = match reqwest::Url::parse(s.url.get_ref()) {
+            Ok(url) if guard.check_url(&url).is_err() => {
+                self.error(s.url.span(), &key("url"), format!("{} is a blocked address (loopback, private, link-local, ...); open its range in targets.allow to send there", url.host_str().unwrap_or("")));
+                None
             }
-            let url = match reqwest::Url::parse(s.url.get_ref()) {
-                Ok(url) if guard.check_url(&url).is_err() => {
-                    self.error(s.url.span(), &key("url"), format!("{} is a blocked address (loopback, private, link-local, ...); open its range in targets.allow to send there", url.host_str().unwrap_or("")));
-                    None
-                }
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                    Some(url)
-                }
-                Ok(_) => {
-                    self.error(
-                        s.url.span(),
-                        &key("url"),
-                        "must be an http:// or https:// URL with a host",
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.error(s.url.span(), &key("url"), format!("invalid URL: {e}"));
-                    None
-                }
-            };
-            let secret = self.secret(&s.secret, &key("secret"));
-            let events = match parse_events(s.events.get_ref()) {
-                Ok(events) => events,
-                Err(message) => {
-                    self.error(s.events.span(), &key("events"), message);
-                    EventFilter::All
-                }
-            };
-            let policy = DeliveryPolicy {
-                retry_schedule: match &s.retry_schedule {
-                    Some(rs) => self.schedule(rs, &key("retry_schedule")),
-                    None => delivery.policy.retry_schedule.clone(),
-                },
-                timeout: s.timeout.map_or(delivery.policy.timeout, |t| t.0),
-            };
-            let max_in_flight = match &s.max_in_flight {
-                Some(m) => self.positive(m, &key("max_in_flight")),
-                None => delivery.max_in_flight_per_subscription,
-            };
-            let signature = s.signature.unwrap_or_default();
-            if signature != SignatureScheme::Abstrakt {
-                if let Err(e) = crate::signing::standard_key(secret.expose()) {
-                    self.error(
-                        s.secret.span(),
-                        &key("secret"),
-                        format!("signature = \"standard\" or \"both\" needs a whsec_ secret: {e}"),
-                    );
-                }
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
             }
-            let previous_secret = match (&s.previous_secret, &s.previous_secret_expires) {
-                (None, None) => None,
-                (Some(source), Some(expires)) => {
-                    let secret = self.secret(source, &key("previous_secret"));
-                    if signature != SignatureScheme::Abstrakt {
-                        if let Err(e) = crate::signing::standard_key(secret.expose()) {
-                            self.error(
-                                source.span(),
-                                &key("previous_secret"),
-                                format!("needs a whsec_ secret: {e}"),
-                            );
-                        }
-                    }
-                    match parse_rfc3339_ms(expires.get_ref()) {
-                        Some(expires_ms) => Some(PreviousSecret { secret, expires_ms }),
-                        None => {
-                            self.error(
-                                expires.span(),
-                                &key("previous_secret_expires"),
-                                "must be an RFC 3339 date-time like \"2026-12-01T00:00:00Z\"",
-                            );
-                            None
-                        }
-                    }
-                }
-                (Some(source), None) => {
-                    self.error(
-                        source.span(),
-                        &key("previous_secret"),
-                        "needs previous_secret_expires: until when the old secret still signs",
-                    );
-                    None
-                }
-                (None, Some(expires)) => {
-                    self.error(
-                        expires.span(),
-                        &key("previous_secret_expires"),
-                        "is set without previous_secret",
-                    );
-                    None
-                }
-            };
-            if let Some(url) = url {
-                subscriptions.push(Subscription {
-                    id: id.clone(),
-                    url,
-                    secret,
-                    events,
-                    policy,
-                    max_in_flight,
-                    signature,
-                    previous_secret,
-                });
+            Ok(_) => {
+                self.error(
+                    s.url.span(),
+                    &key("url"),
+                    "must be an http:// or https:// URL with a host",
+                );
+                None
+            }
+            Err(e) => {
+                self.error(s.url.span(), &key("url"), format!("invalid URL: {e}"));
+                None
+            }
+        };
+        let secret = self.secret(&s.secret, &key("secret"));
+        let events = match parse_events(s.events.get_ref()) {
+            Ok(events) => events,
+            Err(message) => {
+                self.error(s.events.span(), &key("events"), message);
+                EventFilter::All
+            }
+        };
+        let policy = DeliveryPolicy {
+            retry_schedule: match &s.retry_schedule {
+                Some(rs) => self.schedule(rs, &key("retry_schedule")),
+                None => delivery.policy.retry_schedule.clone(),
+            },
+            timeout: s.timeout.map_or(delivery.policy.timeout, |t| t.0),
+        };
+        let max_in_flight = match &s.max_in_flight {
+            Some(m) => self.positive(m, &key("max_in_flight")),
+            None => delivery.max_in_flight_per_subscription,
+        };
+        let signature = s.signature.unwrap_or_default();
+        if signature != SignatureScheme::Abstrakt {
+            if let Err(e) = crate::signing::standard_key(secret.expose()) {
+                self.error(
+                    s.secret.span(),
+                    &key("secret"),
+                    format!("signature = \"standard\" or \"both\" needs a whsec_ secret: {e}"),
+                );
             }
         }
-
-        let path = pick!(storage.path);
-        let path = if !path.is_empty() {
-            PathBuf::from(path)
-        } else if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
-            // systemd may pass several colon-separated directories; the first is ours.
-            let dir = dir
-                .to_string_lossy()
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            PathBuf::from(dir)
-        } else {
-            PathBuf::from("hookd-data")
+        let previous_secret = match (&s.previous_secret, &s.previous_secret_expires) {
+            (None, None) => None,
+            (Some(source), Some(expires)) => {
+                let secret = self.secret(source, &key("previous_secret"));
+                if signature != SignatureScheme::Abstrakt {
+                    if let Err(e) = crate::signing::standard_key(secret.expose()) {
+                        self.error(
+                            source.span(),
+                            &key("previous_secret"),
+                            format!("needs a whsec_ secret: {e}"),
+                        );
+                    }
+                }
+                match parse_rfc3339_ms(expires.get_ref()) {
+                    Some(expires_ms) => Some(PreviousSecret { secret, expires_ms }),
+                    None => {
+                        self.error(
+                            expires.span(),
+                            &key("previous_secret_expires"),
+                            "must be an RFC 3339 date-time like \"2026-12-01T00:00:00Z\"",
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(source), None) => {
+                self.error(
+                    source.span(),
+                    &key("previous_secret"),
+                    "needs previous_secret_expires: until when the old secret still signs",
+                );
+                None
+            }
+            (None, Some(expires)) => {
+                self.error(
+                    expires.span(),
+                    &key("previous_secret_expires"),
+                    "is set without previous_secret",
+                );
+                None
+            }
         };
-
-        if !self.errors.is_empty() {
-            self.errors.sort_by_key(|d| (d.line, d.column));
-            return Err(ConfigError::Invalid(self.errors));
-        }
-        let (Some(listen), Some(metrics_listen)) = (listen, metrics_addr) else {
-            unreachable!("address errors were reported above");
-        };
-        Ok(Config {
-            api: ApiConfig {
-                listen,
-                tokens,
-                max_body_bytes: pick!(api.max_body_bytes),
-                max_batch: pick!(api.max_batch),
-                max_header_bytes: pick!(api.max_header_bytes),
-                header_read_timeout: pick!(api.header_read_timeout).0,
-                body_read_timeout: pick!(api.body_read_timeout).0,
-            },
-            metrics: MetricsConfig {
-                listen: metrics_listen,
-            },
-            storage: StorageConfig {
-                path,
-                retention: pick!(storage.retention).0,
-                cache_capacity_bytes: pick!(storage.cache_capacity_bytes),
-                max_pending: pick!(storage.max_pending),
-                min_free_bytes: pick!(storage.min_free_bytes),
-            },
-            delivery,
-            targets,
-            subscriptions,
+        url.map(|url| Subscription {
+            id: id.clone(),
+            url,
+            secret,
+            events,
+            policy,
+            max_in_flight,
+            signature,
+            previous_secret,
         })
+    }
+}
+
+/// `[storage]`; an empty path is `$STATE_DIRECTORY` (systemd) or `./hookd-data`.
+fn storage_config(raw: RawStorage, d: RawStorage) -> StorageConfig {
+    let path = pick!(raw, d, path);
+    let path = if !path.is_empty() {
+        PathBuf::from(path)
+    } else if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd may pass several colon-separated directories; the first is ours.
+        let dir = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        PathBuf::from(dir)
+    } else {
+        PathBuf::from("hookd-data")
+    };
+
+    StorageConfig {
+        path,
+        retention: pick!(raw, d, retention).0,
+        cache_capacity_bytes: pick!(raw, d, cache_capacity_bytes),
+        max_pending: pick!(raw, d, max_pending),
+        min_free_bytes: pick!(raw, d, min_free_bytes),
     }
 }
 

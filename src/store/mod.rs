@@ -303,6 +303,16 @@ pub trait AdminStore: Send + Sync {
     /// Bytes the store uses on disk.
     async fn size_on_disk(&self) -> Result<u64, StoreError>;
 
+    /// Every subscription created through the API, by id.
+    async fn stored_subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError>;
+
+    /// Creates or replaces a stored subscription; durable when it returns.
+    async fn put_subscription(&self, subscription: StoredSubscription) -> Result<(), StoreError>;
+
+    /// Deletes a stored subscription; false if there was none. Its queued deliveries stay, as
+    /// those of a subscription removed from the config file do.
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError>;
+
     /// How many records the store found it cannot decode (damaged, or written by a later
     /// format version) and skips; each is logged once with its key.
     fn skipped_records(&self) -> u64;
@@ -313,6 +323,20 @@ pub trait AdminStore: Send + Sync {
     /// Finishes the writes already queued, makes them durable and releases the store; writes
     /// fail with [`StoreError::Closed`] afterwards.
     async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// A subscription created through the subscriptions API. It is kept as the `[[subscription]]`
+/// table it amounts to (TOML text, its secret included), so that one validator, the config
+/// file's, decides what a subscription may be, wherever it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSubscription {
+    pub id: String,
+    /// The provider's customer this subscription belongs to, if any.
+    pub owner: Option<String>,
+    /// `[[subscription]]\nid = ...`: the table, as the config file would hold it.
+    pub toml: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
 }
 
 /// A whole store: both sides.

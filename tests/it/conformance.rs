@@ -114,6 +114,7 @@ macro_rules! conformance_tests {
             sweep_keeps_a_requeued_delivery,
             a_released_delivery_reads_as_due_where_it_was_released_to,
             requeue_brings_a_released_delivery_forward,
+            stored_subscriptions_are_created_replaced_deleted_and_durable,
         ]);
     };
     (@engine $engine:ident, $open:expr, [$($test:ident),+ $(,)?]) => {
@@ -1149,6 +1150,48 @@ async fn pausing_is_durable(h: &mut Harness) {
     h.store().set_paused("a", false).await.unwrap();
     h.reopen().await;
     assert!(!h.store().subscription_states().await.unwrap()["a"].paused);
+}
+
+async fn stored_subscriptions_are_created_replaced_deleted_and_durable(h: &mut Harness) {
+    use hookd::store::StoredSubscription;
+    let s = h.store();
+    assert!(
+        s.stored_subscriptions().await.unwrap().is_empty(),
+        "a new store"
+    );
+    let sub = |id: &str, owner: Option<&str>, url: &str| StoredSubscription {
+        id: id.to_string(),
+        owner: owner.map(str::to_string),
+        toml: format!(
+            "[[subscription]]\nid = {id:?}\nurl = {url:?}\nsecret = \"s\"\nevents = [\"*\"]\n"
+        ),
+        created_ms: 1_000,
+        updated_ms: 1_000,
+    };
+    s.put_subscription(sub("a", Some("cust-1"), "https://a.example/hook"))
+        .await
+        .unwrap();
+    s.put_subscription(sub("b", None, "https://b.example/hook"))
+        .await
+        .unwrap();
+    // A put with the same id replaces.
+    let mut replaced = sub("a", Some("cust-1"), "https://a2.example/hook");
+    replaced.updated_ms = 2_000;
+    s.put_subscription(replaced.clone()).await.unwrap();
+    let mut all = s.stored_subscriptions().await.unwrap();
+    all.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(
+        all,
+        vec![replaced.clone(), sub("b", None, "https://b.example/hook")]
+    );
+    assert!(s.delete_subscription("b").await.unwrap());
+    assert!(!s.delete_subscription("b").await.unwrap(), "already gone");
+    h.reopen().await;
+    assert_eq!(
+        h.store().stored_subscriptions().await.unwrap(),
+        vec![replaced],
+        "survives a restart"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ use super::index::{Id, Index};
 use super::{
     delivery_id_at, delivery_id_string, event_id_string, parse_delivery_id, parse_event_id,
     AdminStore, Attempt, Claimed, Delivery, DeliveryFilter, DeliveryState, EventMeta, IngestError,
-    Ingested, Limits, Next, PendingStats, QueueStore, RequeueError, StoreError, SubscriptionState,
-    Target,
+    Ingested, Limits, Next, PendingStats, QueueStore, RequeueError, StoreError, StoredSubscription,
+    SubscriptionState, Target,
 };
 use crate::delivery::Outcome;
 use crate::event::NewEvent;
@@ -58,6 +58,8 @@ const PENDING: u8 = b'P';
 const DONE: u8 = b'D';
 const ZERO: u8 = b'Z';
 const SUBSCRIPTION: u8 = b'S';
+/// `U{id}`: a subscription created through the API (JSON: not on the hot path).
+const USER_SUBSCRIPTION: u8 = b'U';
 
 /// Held by the writer for a round (its writes and their flush) and by every read. sled 0.34
 /// takes a process-wide lock of its own in batches and flushes, and a flush waits, holding it,
@@ -995,7 +997,8 @@ impl Writer {
 }
 
 fn encode_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Subscription states are plain structs of strings and numbers: serializing cannot fail.
+    // Subscription states and stored subscriptions are plain structs of strings and numbers:
+    // serializing them cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
 }
 
@@ -1242,6 +1245,41 @@ impl AdminStore for SledStore {
                 .insert(key(SUBSCRIPTION, id.as_bytes()), encode_json(state))?;
             health.dirty.remove(&id);
             Ok::<_, StoreError>(((), None::<Done>))
+        })
+        .await
+    }
+
+    async fn stored_subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError> {
+        self.read(|s| {
+            let mut all = Vec::new();
+            for entry in s.tree.scan_prefix([USER_SUBSCRIPTION]) {
+                let (k, v) = entry?;
+                match serde_json::from_slice(&v) {
+                    Ok(subscription) => all.push(subscription),
+                    Err(e) => s.skipped.skip(&k, e),
+                }
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn put_subscription(&self, subscription: StoredSubscription) -> Result<(), StoreError> {
+        self.write(move |w: &Writer| {
+            w.tree.insert(
+                key(USER_SUBSCRIPTION, subscription.id.as_bytes()),
+                encode_json(&subscription),
+            )?;
+            Ok::<_, StoreError>(((), None::<Done>))
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        let k = key(USER_SUBSCRIPTION, id.as_bytes());
+        self.write(move |w: &Writer| {
+            let existed = w.tree.remove(k)?.is_some();
+            Ok::<_, StoreError>((existed, None::<Done>))
         })
         .await
     }

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
-use crate::state::Shared;
+use crate::state::{Settings, Shared};
 use crate::store::sled::SledStore;
 use crate::store::Store;
 use crate::{api, config, systemd};
@@ -87,8 +87,14 @@ impl Application {
             api_listener.local_addr()?,
             metrics_listener.local_addr()?
         );
+        let stored = store
+            .stored_subscriptions()
+            .await
+            .context("cannot read the subscriptions created through the API")?;
+        metrics.init_subscriptions(stored.iter().map(|s| s.id.as_str()));
+        let settings = Settings::new(config, stored, paused);
         let shared = Arc::new(Shared::new(
-            store, clock, metrics, config, paused, guard, listening,
+            store, clock, metrics, settings, guard, listening,
         ));
         Ok(Application {
             shared,

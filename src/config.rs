@@ -317,6 +317,13 @@ struct RawSubscription {
     previous_secret_expires: Option<Spanned<String>>,
 }
 
+/// A document of `[[subscription]]` tables only: what a stored subscription holds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubscriptions {
+    subscription: Vec<RawSubscription>,
+}
+
 /// Which signature headers a subscription's deliveries carry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -589,6 +596,72 @@ impl Config {
         let defaults: RawConfig =
             toml::from_str(EXAMPLE).expect("the built-in example config parses");
         Validator { text, file, errors }.resolve(raw, defaults)
+    }
+
+    /// Validates one `[[subscription]]` table, `text`, by exactly the config file's rules,
+    /// against this config's `[delivery]` defaults and target guard. `taken` holds the ids in
+    /// use elsewhere. Errors name the key as the file would (`subscription[0].url`).
+    pub fn subscription_from_toml(
+        &self,
+        text: &str,
+        taken: &HashSet<String>,
+    ) -> Result<Subscription, Vec<Diagnostic>> {
+        const FILE: &str = "subscription";
+        let raw: RawSubscriptions = toml::from_str(text).map_err(|e| {
+            vec![diagnostic(
+                text,
+                FILE,
+                e.span().unwrap_or(0..0),
+                None,
+                e.message(),
+            )]
+        })?;
+        let [one] = raw.subscription.as_slice() else {
+            return Err(vec![diagnostic(
+                text,
+                FILE,
+                0..0,
+                None,
+                "exactly one [[subscription]] table",
+            )]);
+        };
+        let mut validator = Validator {
+            text,
+            file: FILE,
+            errors: Vec::new(),
+        };
+        let mut ids = taken.clone();
+        let subscription =
+            validator.subscription(0, one, &self.delivery, &self.targets.guard(), &mut ids);
+        match subscription {
+            Some(s) if validator.errors.is_empty() => Ok(s),
+            _ => Err(validator.errors),
+        }
+    }
+
+    /// This config with `stored` subscriptions added after the file's. One that no longer
+    /// validates (its range was taken out of `targets.allow`, its id is now in the file) is
+    /// left out and returned with why, so that it can be logged.
+    pub fn with_stored(
+        &self,
+        stored: &[crate::store::StoredSubscription],
+    ) -> (Config, Vec<(String, String)>) {
+        let mut config = self.clone();
+        let mut skipped = Vec::new();
+        let mut taken: HashSet<String> = self.subscriptions.iter().map(|s| s.id.clone()).collect();
+        for s in stored {
+            match self.subscription_from_toml(&s.toml, &taken) {
+                Ok(subscription) => {
+                    taken.insert(subscription.id.clone());
+                    config.subscriptions.push(subscription);
+                }
+                Err(errors) => {
+                    let why: Vec<String> = errors.iter().map(|d| d.message.clone()).collect();
+                    skipped.push((s.id.clone(), why.join("; ")));
+                }
+            }
+        }
+        (config, skipped)
     }
 
     /// The subscriptions that want `event_type`.

@@ -12,24 +12,60 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoredSubscription};
 use crate::systemd;
 
 /// The running configuration and the switches that change at run time: what the scheduler
 /// reads of the daemon's state besides the store.
 pub struct Settings {
-    /// The running configuration; replaced whole on reload.
+    /// The running configuration: the file's, plus the subscriptions created through the
+    /// API. Replaced whole when either changes.
     config: RwLock<Arc<Config>>,
+    /// The file's configuration alone, and the stored subscriptions, that `config` is made of.
+    parts: std::sync::Mutex<(Arc<Config>, Vec<StoredSubscription>)>,
     /// Paused subscriptions (`adhoc` pauses every per-request target); mirrors the store.
     paused: RwLock<HashSet<String>>,
 }
 
 impl Settings {
-    pub fn new(config: Config, paused: HashSet<String>) -> Settings {
-        Settings {
-            config: RwLock::new(Arc::new(config)),
+    pub fn new(
+        config: Config,
+        stored: Vec<StoredSubscription>,
+        paused: HashSet<String>,
+    ) -> Settings {
+        let settings = Settings {
+            config: RwLock::new(Arc::new(config.clone())),
+            parts: std::sync::Mutex::new((Arc::new(config), stored)),
             paused: RwLock::new(paused),
+        };
+        settings.merge();
+        settings
+    }
+
+    /// Rebuilds the running configuration from its parts; a stored subscription that no
+    /// longer validates is left out, with a warning.
+    fn merge(&self) {
+        let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        let (merged, skipped) = parts.0.with_stored(&parts.1);
+        for (id, why) in skipped {
+            tracing::warn!(subscription = id.as_str(), error = why.as_str(), "a subscription created through the API no longer validates against the configuration; it is left out until it does");
         }
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(merged);
+    }
+
+    /// The subscriptions created through the API.
+    pub fn stored(&self) -> Vec<StoredSubscription> {
+        self.parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Replaces the subscriptions created through the API (after the store has them).
+    pub fn set_stored(&self, stored: Vec<StoredSubscription>) {
+        self.parts.lock().unwrap_or_else(|e| e.into_inner()).1 = stored;
+        self.merge();
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -40,8 +76,10 @@ impl Settings {
             .clone()
     }
 
+    /// Replaces the file's part of the configuration (a reload).
     pub fn set_config(&self, config: Config) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        self.parts.lock().unwrap_or_else(|e| e.into_inner()).0 = Arc::new(config);
+        self.merge();
     }
 
     pub fn is_paused(&self, subscription: &str) -> bool {
@@ -104,8 +142,7 @@ impl Shared {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
-        config: Config,
-        paused: HashSet<String>,
+        settings: Settings,
         guard: Arc<RwLock<crate::guard::Guard>>,
         listening: String,
     ) -> Shared {
@@ -113,7 +150,7 @@ impl Shared {
             listening,
             store,
             metrics: Arc::new(metrics),
-            settings: Arc::new(Settings::new(config, paused)),
+            settings: Arc::new(settings),
             guard,
             wake: Arc::new(Notify::new()),
             draining: AtomicBool::new(false),
@@ -178,12 +215,13 @@ impl Shared {
                 tracing::warn!(key = key.as_str(), "changed in the config file, but takes effect only after a restart");
             }
             let before: Vec<String> = old.subscriptions.iter().map(|s| s.id.clone()).collect();
-            let after: Vec<String> = kept.config.subscriptions.iter().map(|s| s.id.clone()).collect();
-            tracing::info!(subscriptions = ?after, removed = ?before.iter().filter(|id| !after.contains(id)).collect::<Vec<_>>(),
-                "configuration reloaded");
-            self.metrics.init_subscriptions(kept.config.subscriptions.iter().map(|s| s.id.as_str()));
             *self.guard.write().unwrap_or_else(|e| e.into_inner()) = kept.config.targets.guard();
             self.set_config(kept.config);
+            let now = self.config();
+            let after: Vec<String> = now.subscriptions.iter().map(|s| s.id.clone()).collect();
+            tracing::info!(subscriptions = ?after, removed = ?before.iter().filter(|id| !after.contains(id)).collect::<Vec<_>>(),
+                "configuration reloaded");
+            self.metrics.init_subscriptions(after.iter().map(String::as_str));
             self.apply_limits();
             self.wake.notify_one();
         });

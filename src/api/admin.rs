@@ -1,4 +1,5 @@
-//! The admin API: list, show and retry deliveries; list, pause and resume subscriptions.
+//! The admin API: list, show and retry deliveries; list, pause and resume subscriptions
+//! (creating and deleting them is `subscriptions.rs`).
 //! Every error is `{"error": "..."}`; unknown ids are 404.
 
 use std::sync::Arc;
@@ -314,46 +315,83 @@ pub async fn retry_dead(
 }
 
 /// `GET /v1/subscriptions`: each configured subscription with its health.
-pub async fn list_subscriptions(State(shared): State<Arc<Shared>>) -> Response {
+/// One subscription as the API shows it: never its secret, only a fingerprint of it.
+pub fn subscription_json(
+    shared: &Shared,
+    s: &crate::config::Subscription,
+    state: &crate::store::SubscriptionState,
+    stored: Option<&crate::store::StoredSubscription>,
+) -> Value {
+    let events: Vec<String> = match &s.events {
+        crate::config::EventFilter::All => vec!["*".to_string()],
+        crate::config::EventFilter::Only(types) => types.clone(),
+    };
+    json!({
+        "id": s.id,
+        "url": s.url.to_string(),
+        "events": events,
+        "secret_fingerprint": secret_fingerprint(s.secret.expose()),
+        "managed_by": if stored.is_some() { "api" } else { "config" },
+        "owner": stored.and_then(|st| st.owner.clone()),
+        "created_at": time(stored.map(|st| st.created_ms)),
+        "paused": shared.is_paused(&s.id),
+        "last_success_at": time(state.last_success_ms),
+        "last_failure_at": time(state.last_failure_ms),
+        "consecutive_failures": state.consecutive_failures,
+        "last_error": state.last_error,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionQuery {
+    /// Only the subscriptions of this owner (created through the API with it).
+    owner: Option<String>,
+}
+
+/// `GET /v1/subscriptions[?owner=]`: the config file's and the API's subscriptions, then
+/// `adhoc` (per-request URLs; left out when filtering by owner).
+pub async fn list_subscriptions(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<SubscriptionQuery>,
+) -> Response {
     let states = match shared.store.subscription_states().await {
         Ok(s) => s,
         Err(e) => return store_failed(&e),
     };
     let config = shared.config();
+    let stored = shared.settings.stored();
     let mut items: Vec<Value> = config
         .subscriptions
         .iter()
-        .map(|s| {
+        .filter_map(|s| {
+            let st = stored.iter().find(|st| st.id == s.id);
+            if let Some(owner) = &q.owner {
+                if st.and_then(|st| st.owner.as_ref()) != Some(owner) {
+                    return None;
+                }
+            }
             let state = states.get(&s.id).cloned().unwrap_or_default();
-            let events: Vec<String> = match &s.events {
-                crate::config::EventFilter::All => vec!["*".to_string()],
-                crate::config::EventFilter::Only(types) => types.clone(),
-            };
-            json!({
-                "id": s.id,
-                "url": s.url.to_string(),
-                "events": events,
-                "secret_fingerprint": secret_fingerprint(s.secret.expose()),
-                "paused": shared.is_paused(&s.id),
-                "last_success_at": time(state.last_success_ms),
-                "last_failure_at": time(state.last_failure_ms),
-                "consecutive_failures": state.consecutive_failures,
-                "last_error": state.last_error,
-            })
+            Some(subscription_json(&shared, s, &state, st))
         })
         .collect();
-    let adhoc = states.get(ADHOC_SUBSCRIPTION).cloned().unwrap_or_default();
-    items.push(json!({
-        "id": ADHOC_SUBSCRIPTION,
-        "url": null,
-        "events": ["*"],
-        "secret_fingerprint": null,
-        "paused": shared.is_paused(ADHOC_SUBSCRIPTION),
-        "last_success_at": time(adhoc.last_success_ms),
-        "last_failure_at": time(adhoc.last_failure_ms),
-        "consecutive_failures": adhoc.consecutive_failures,
-        "last_error": adhoc.last_error,
-    }));
+    if q.owner.is_none() {
+        let adhoc = states.get(ADHOC_SUBSCRIPTION).cloned().unwrap_or_default();
+        items.push(json!({
+            "id": ADHOC_SUBSCRIPTION,
+            "url": null,
+            "events": ["*"],
+            "secret_fingerprint": null,
+            "managed_by": "config",
+            "owner": null,
+            "created_at": null,
+            "paused": shared.is_paused(ADHOC_SUBSCRIPTION),
+            "last_success_at": time(adhoc.last_success_ms),
+            "last_failure_at": time(adhoc.last_failure_ms),
+            "consecutive_failures": adhoc.consecutive_failures,
+            "last_error": adhoc.last_error,
+        }));
+    }
     Json(json!({ "subscriptions": items })).into_response()
 }
 

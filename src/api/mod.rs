@@ -4,6 +4,7 @@
 mod admin;
 mod ingest;
 pub mod serve;
+mod subscriptions;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,7 +33,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/deliveries/retry", post(admin::retry_dead))
         .route("/v1/deliveries/{id}", get(admin::show_delivery))
         .route("/v1/deliveries/{id}/retry", post(admin::retry_delivery))
-        .route("/v1/subscriptions", get(admin::list_subscriptions))
+        .route(
+            "/v1/subscriptions",
+            get(admin::list_subscriptions).post(subscriptions::create),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::show).delete(subscriptions::delete),
+        )
         .route("/v1/subscriptions/{id}/pause", post(admin::pause))
         .route("/v1/subscriptions/{id}/resume", post(admin::resume))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see docs/api.md") })

@@ -26,6 +26,7 @@ mod retention;
 mod retries;
 mod seed_receivers;
 mod standard_webhooks;
+mod subscriptions_api;
 mod systemd;
 mod tokens;
 mod upgrade;

@@ -1,0 +1,221 @@
+//! Subscriptions as data: created through `POST /v1/subscriptions`, validated by the config
+//! file's rules, applied at once, kept across restarts, listed by owner, deleted; the config
+//! file's own subscriptions are read-only through the API.
+
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::receiver::TestReceiver;
+
+async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .request(method, format!("http://{}{path}", app.api));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    call(app, reqwest::Method::GET, path, None).await
+}
+
+async fn delete(app: &TestApp, path: &str) -> (u16, Value) {
+    call(app, reqwest::Method::DELETE, path, None).await
+}
+
+fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_survives_a_restart()
+{
+    let from_file = TestReceiver::start().await;
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app(&format!(
+        "[[subscription]]\nid = \"from-file\"\nurl = \"{}\"\nsecret = \"file-secret\"\nevents = [\"job.failed\"]\n",
+        from_file.url()
+    ))
+    .await;
+
+    let (status, created) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/subscriptions",
+        Some(json!({ "id": "acme-prod", "owner": "cust-1", "url": receiver.url(), "events": ["job.completed"] })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"]
+        .as_str()
+        .expect("the secret, shown once")
+        .to_string();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert_eq!(created["managed_by"], "api");
+    assert_eq!(created["owner"], "cust-1");
+
+    // Shown again without its secret.
+    let (status, shown) = get(&app, "/v1/subscriptions/acme-prod").await;
+    assert_eq!(status, 200);
+    assert!(shown.get("secret").is_none(), "never shown again: {shown}");
+    assert_eq!(shown["url"], receiver.url());
+
+    // It applies at once: an event reaches it, signed with its secret.
+    let (status, body) = app
+        .post(&json!({ "request_id": "job-1", "status": "completed" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["deliveries"], 1,
+        "only the API subscription wants job.completed"
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        got[0].header("x-abstrakt-signature"),
+        signature(&secret, &got[0].body)
+    );
+
+    // Listed by owner.
+    let (_, mine) = get(&app, "/v1/subscriptions?owner=cust-1").await;
+    let ids: Vec<&str> = mine["subscriptions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["acme-prod"]);
+    let (_, all) = get(&app, "/v1/subscriptions").await;
+    let file = all["subscriptions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|s| s["id"] == "from-file")
+        .cloned()
+        .expect("the file's subscription");
+    assert_eq!(file["managed_by"], "config");
+
+    // It survives a restart.
+    let app = app.restart().await;
+    let (status, shown) = get(&app, "/v1/subscriptions/acme-prod").await;
+    assert_eq!(status, 200, "{shown}");
+    let (status, _) = app
+        .post(&json!({ "request_id": "job-2", "status": "completed" }))
+        .await;
+    assert_eq!(status, 202);
+    receiver.wait_for(2, Duration::from_secs(10)).await;
+
+    // Deleted, it gets nothing more; the file's one is read-only.
+    let (status, body) = delete(&app, "/v1/subscriptions/from-file").await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = delete(&app, "/v1/subscriptions/acme-prod").await;
+    assert_eq!(status, 204);
+    let (status, _) = get(&app, "/v1/subscriptions/acme-prod").await;
+    assert_eq!(status, 404);
+    let (status, body) = app
+        .post(&json!({ "request_id": "job-3", "status": "completed" }))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        body["deliveries"], 0,
+        "no subscription wants job.completed now"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_validated_by_the_config_files_rules() {
+    let app = spawn_app(
+        "[[subscription]]\nid = \"taken\"\nurl = \"https://a.example/hook\"\nsecret = \"s\"\nevents = [\"*\"]\n",
+    )
+    .await;
+    let create = |body: Value| {
+        let app = &app;
+        async move { call(app, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await }
+    };
+    let cases = [
+        (
+            json!({ "url": "ftp://x.example/", "events": ["*"] }),
+            422,
+            "url",
+        ),
+        (
+            json!({ "url": "http://10.1.2.3/hook", "events": ["*"] }),
+            422,
+            "url",
+        ),
+        (
+            json!({ "url": "https://x.example/", "events": [] }),
+            422,
+            "events",
+        ),
+        (
+            json!({ "url": "https://x.example/", "events": ["completed"] }),
+            422,
+            "events",
+        ),
+        (
+            json!({ "url": "https://x.example/", "events": ["*"], "id": "Bad Id" }),
+            422,
+            "id",
+        ),
+        (
+            json!({ "url": "https://x.example/", "events": ["*"], "max_in_flight": 0 }),
+            422,
+            "max_in_flight",
+        ),
+        (
+            json!({ "url": "https://x.example/", "events": ["*"], "signature": "standard", "secret": "plain" }),
+            422,
+            "secret",
+        ),
+        (
+            json!({ "url": "https://x.example/", "events": ["*"], "id": "taken" }),
+            409,
+            "id",
+        ),
+        (
+            json!({ "url": "https://x.example/", "events": ["*"], "owner": "" }),
+            422,
+            "owner",
+        ),
+    ];
+    for (body, want, field) in cases {
+        let (status, answer) = create(body.clone()).await;
+        assert_eq!(status, want, "{body} -> {answer}");
+        assert_eq!(answer["field"], field, "{body} -> {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let (status, answer) =
+        create(json!({ "url": "https://x.example/", "events": ["*"], "colour": "red" })).await;
+    assert_eq!(status, 422, "unknown fields are refused: {answer}");
+    // Nothing of the above was kept.
+    let (_, all) = get(&app, "/v1/subscriptions").await;
+    assert_eq!(
+        all["subscriptions"].as_array().map(Vec::len),
+        Some(2),
+        "taken and adhoc: {all}"
+    );
+    // A valid one gets a generated id.
+    let (status, created) = create(json!({ "url": "https://x.example/", "events": ["*"] })).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(created["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("sub_")));
+}

@@ -39,7 +39,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/v1/subscriptions/{id}",
-            get(subscriptions::show).delete(subscriptions::delete),
+            get(subscriptions::show)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/v1/subscriptions/{id}/rotate-secret",
+            post(subscriptions::rotate_secret),
         )
         .route("/v1/subscriptions/{id}/pause", post(admin::pause))
         .route("/v1/subscriptions/{id}/resume", post(admin::resume))

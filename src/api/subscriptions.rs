@@ -1,9 +1,13 @@
-//! Subscriptions as data: `POST /v1/subscriptions` creates one, `GET` and `DELETE
-//! /v1/subscriptions/{id}` read and remove one. A subscription created this way is kept in
+//! Subscriptions as data: `POST /v1/subscriptions` creates one; `GET`, `PATCH` and `DELETE
+//! /v1/subscriptions/{id}` read, change and remove one, and `.../rotate-secret` rotates its secret. A subscription created this way is kept in
 //! the store as the `[[subscription]]` table it amounts to, is validated by exactly the config
 //! file's rules (`Config::subscription_from_toml`), applies at once everywhere (ingest, the
 //! scheduler, the admin API) and survives restarts. Subscriptions of the config file are
 //! listed as `"managed_by": "config"` and are read-only here.
+//!
+//! A step that refuses returns the response to send as its error: built once, on the way
+//! out, so its size costs nothing worth boxing.
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -80,35 +84,18 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> String {
     table.insert("id".into(), id.into());
     table.insert("url".into(), new.url.as_str().into());
     table.insert("secret".into(), secret.into());
-    table.insert(
-        "events".into(),
-        toml::Value::Array(new.events.iter().map(|e| e.as_str().into()).collect()),
-    );
-    if let Some(schedule) = &new.retry_schedule {
-        table.insert(
-            "retry_schedule".into(),
-            toml::Value::Array(schedule.iter().map(|d| d.as_str().into()).collect()),
-        );
-    }
-    if let Some(timeout) = &new.timeout {
-        table.insert("timeout".into(), timeout.as_str().into());
-    }
-    if let Some(n) = new.max_in_flight {
-        table.insert(
-            "max_in_flight".into(),
-            toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
-        );
-    }
-    if let Some(signature) = &new.signature {
-        table.insert("signature".into(), signature.as_str().into());
-    }
-    let mut doc = toml::Table::new();
-    doc.insert(
-        "subscription".into(),
-        toml::Value::Array(vec![toml::Value::Table(table)]),
-    );
-    // A table of strings, integers and arrays of strings always serializes.
-    toml::to_string(&doc).unwrap_or_default()
+    table.insert("events".into(), strings(&new.events));
+    let changes = Changes {
+        owner: None,
+        url: None,
+        events: None,
+        retry_schedule: new.retry_schedule.clone(),
+        timeout: new.timeout.clone(),
+        max_in_flight: new.max_in_flight,
+        signature: new.signature.clone(),
+    };
+    changes.apply(&mut table);
+    document(table)
 }
 
 /// `POST /v1/subscriptions`: 201 with the subscription and its secret (shown this once).
@@ -237,4 +224,242 @@ pub async fn delete(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
         "subscription deleted through the API"
     );
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// What `PATCH /v1/subscriptions/{id}` may change; the secret changes by rotation only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Changes {
+    owner: Option<String>,
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    retry_schedule: Option<Vec<String>>,
+    timeout: Option<String>,
+    max_in_flight: Option<u64>,
+    signature: Option<String>,
+}
+
+impl Changes {
+    /// Writes the given keys into a `[[subscription]]` table.
+    fn apply(&self, table: &mut toml::Table) {
+        if let Some(url) = &self.url {
+            table.insert("url".into(), url.as_str().into());
+        }
+        if let Some(events) = &self.events {
+            table.insert("events".into(), strings(events));
+        }
+        if let Some(schedule) = &self.retry_schedule {
+            table.insert("retry_schedule".into(), strings(schedule));
+        }
+        if let Some(timeout) = &self.timeout {
+            table.insert("timeout".into(), timeout.as_str().into());
+        }
+        if let Some(n) = self.max_in_flight {
+            table.insert(
+                "max_in_flight".into(),
+                toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+            );
+        }
+        if let Some(signature) = &self.signature {
+            table.insert("signature".into(), signature.as_str().into());
+        }
+    }
+}
+
+/// The stored subscription `id`, or the answer for why there is none to change.
+fn stored_or_refusal(shared: &Shared, id: &str) -> Result<StoredSubscription, Response> {
+    if let Some(stored) = shared.settings.stored().into_iter().find(|s| s.id == id) {
+        return Ok(stored);
+    }
+    Err(if shared.config().subscription(id).is_some() {
+        error(
+            StatusCode::CONFLICT,
+            format!("{id:?} is managed by the config file: change it there and reload"),
+        )
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no subscription {id:?}"))
+    })
+}
+
+/// The one `[[subscription]]` table of a stored subscription, to change.
+fn table_of(stored: &StoredSubscription) -> toml::Table {
+    stored
+        .toml
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut doc| match doc.remove("subscription") {
+            Some(toml::Value::Array(mut tables)) if !tables.is_empty() => match tables.remove(0) {
+                toml::Value::Table(t) => Some(t),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn document(table: toml::Table) -> String {
+    let mut doc = toml::Table::new();
+    doc.insert(
+        "subscription".into(),
+        toml::Value::Array(vec![toml::Value::Table(table)]),
+    );
+    // A table of strings, integers and arrays of strings always serializes.
+    toml::to_string(&doc).unwrap_or_default()
+}
+
+fn strings(values: &[String]) -> toml::Value {
+    toml::Value::Array(values.iter().map(|v| v.as_str().into()).collect())
+}
+
+/// Validates `text` for subscription `stored.id`, stores it and applies it at once; the
+/// answer is the subscription as shown, plus `extra` fields.
+async fn replace(
+    shared: &Shared,
+    mut stored: StoredSubscription,
+    text: String,
+    extra: Value,
+) -> Response {
+    let config = shared.config();
+    let taken: HashSet<String> = config
+        .subscriptions
+        .iter()
+        .map(|s| s.id.clone())
+        .filter(|id| *id != stored.id)
+        .collect();
+    if let Err(errors) = config.subscription_from_toml(&text, &taken) {
+        return invalid(&errors);
+    }
+    stored.toml = text;
+    stored.updated_ms = shared.clock.now_ms();
+    if let Err(e) = shared.store.put_subscription(stored.clone()).await {
+        tracing::error!(error = %e, "cannot store a changed subscription");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store could not keep the change; retry later",
+        );
+    }
+    let all = shared
+        .settings
+        .stored()
+        .into_iter()
+        .map(|s| if s.id == stored.id { stored.clone() } else { s })
+        .collect();
+    shared.settings.set_stored(all);
+    shared.apply_limits();
+    shared.wake.notify_one();
+    let mut body = one(shared, &stored.id)
+        .await
+        .unwrap_or_else(|| json!({ "id": stored.id }));
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    Json(body).into_response()
+}
+
+/// `PATCH /v1/subscriptions/{id}`: changes what is given, by the same rules as a creation.
+pub async fn update(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let stored = match stored_or_refusal(&shared, &id) {
+        Ok(stored) => stored,
+        Err(refusal) => return refusal,
+    };
+    let changes: Changes = match serde_json::from_slice(&body) {
+        Ok(changes) => changes,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("not a change: {e} (fields: owner, url, events, retry_schedule, timeout, max_in_flight, signature; the secret changes by POST .../rotate-secret)"),
+            )
+        }
+    };
+    let mut table = table_of(&stored);
+    changes.apply(&mut table);
+    let mut stored = stored;
+    if let Some(owner) = changes.owner {
+        stored.owner = Some(owner);
+    }
+    tracing::info!(
+        subscription = id.as_str(),
+        "subscription changed through the API"
+    );
+    replace(&shared, stored, document(table), json!({})).await
+}
+
+/// What `POST /v1/subscriptions/{id}/rotate-secret` takes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotation {
+    /// The new secret; generated when left out.
+    secret: Option<String>,
+    /// How long the old secret keeps signing beside the new one ("24h" when left out).
+    previous_expires_in: Option<String>,
+}
+
+/// `POST /v1/subscriptions/{id}/rotate-secret`: a new secret, shown this once; the old one
+/// keeps signing beside it until `previous_expires_in` has passed, as `previous_secret` does
+/// in the config file.
+pub async fn rotate_secret(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let stored = match stored_or_refusal(&shared, &id) {
+        Ok(stored) => stored,
+        Err(refusal) => return refusal,
+    };
+    let rotation: Rotation = if body.is_empty() {
+        Rotation::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("not a rotation: {e} (fields: secret, previous_expires_in)"),
+                )
+            }
+        }
+    };
+    let keep = match humantime::parse_duration(
+        rotation.previous_expires_in.as_deref().unwrap_or("24h"),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "error": format!("previous_expires_in: {e} (a duration like \"24h\")"), "field": "previous_expires_in" })),
+            )
+                .into_response()
+        }
+    };
+    let mut table = table_of(&stored);
+    let Some(old) = table.get("secret").cloned() else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored subscription has no secret",
+        );
+    };
+    let secret = rotation.secret.unwrap_or_else(new_secret);
+    let expires_ms = shared
+        .clock
+        .now_ms()
+        .saturating_add(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+    table.insert("secret".into(), secret.as_str().into());
+    table.insert("previous_secret".into(), old);
+    table.insert(
+        "previous_secret_expires".into(),
+        crate::event::rfc3339_millis(expires_ms).into(),
+    );
+    tracing::info!(
+        subscription = id.as_str(),
+        "subscription secret rotated through the API"
+    );
+    let extra = json!({
+        "secret": secret,
+        "previous_secret_expires": crate::event::rfc3339_millis(expires_ms),
+    });
+    replace(&shared, stored, document(table), extra).await
 }

@@ -219,3 +219,100 @@ async fn a_subscription_is_validated_by_the_config_files_rules() {
         .as_str()
         .is_some_and(|id| id.starts_with("sub_")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
+    let first = TestReceiver::start().await;
+    let second = TestReceiver::start().await;
+    let app = spawn_app(
+        "[[subscription]]\nid = \"from-file\"\nurl = \"https://a.example/hook\"\nsecret = \"s\"\nevents = [\"job.failed\"]\n",
+    )
+    .await;
+    let (status, created) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/subscriptions",
+        Some(json!({ "id": "moving", "url": first.url(), "events": ["job.completed"], "signature": "both" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let old_secret = created["secret"].as_str().expect("secret").to_string();
+
+    // A change that breaks the rules is refused and changes nothing.
+    let patch = |body: Value| {
+        let app = &app;
+        async move {
+            call(
+                app,
+                reqwest::Method::PATCH,
+                "/v1/subscriptions/moving",
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, answer) = patch(json!({ "url": "gopher://x.example/" })).await;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (422, json!("url")),
+        "{answer}"
+    );
+    let (status, answer) = patch(json!({ "secret": "nope" })).await;
+    assert_eq!(status, 422, "the secret changes by rotation only: {answer}");
+    let (status, answer) = call(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/subscriptions/from-file",
+        Some(json!({ "url": second.url() })),
+    )
+    .await;
+    assert_eq!(status, 409, "the config file's are read-only: {answer}");
+
+    // The URL and owner change, at once.
+    let (status, answer) = patch(json!({ "url": second.url(), "owner": "cust-9" })).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["owner"], "cust-9");
+    let (status, _) = app
+        .post(&json!({ "request_id": "job-1", "status": "completed" }))
+        .await;
+    assert_eq!(status, 202);
+    let got = second.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(first.count(), 0, "the old URL gets nothing");
+    assert_eq!(
+        got[0].header("x-abstrakt-signature"),
+        signature(&old_secret, &got[0].body)
+    );
+
+    // Rotation: the new secret signs X-Abstrakt-Signature; Standard Webhooks signs with both.
+    let (status, rotated) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/subscriptions/moving/rotate-secret",
+        Some(json!({ "previous_expires_in": "1h" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["secret"]
+        .as_str()
+        .expect("the new secret, shown once")
+        .to_string();
+    assert_ne!(new_secret, old_secret);
+    assert!(rotated["previous_secret_expires"].as_str().is_some());
+    let (_, shown) = get(&app, "/v1/subscriptions/moving").await;
+    assert!(shown.get("secret").is_none(), "{shown}");
+    let (status, _) = app
+        .post(&json!({ "request_id": "job-2", "status": "completed" }))
+        .await;
+    assert_eq!(status, 202);
+    let got = second.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        got[1].header("x-abstrakt-signature"),
+        signature(&new_secret, &got[1].body)
+    );
+    let standard = got[1].header("webhook-signature");
+    assert_eq!(
+        standard.split(' ').count(),
+        2,
+        "both secrets sign during the rotation: {standard}"
+    );
+}

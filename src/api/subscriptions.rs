@@ -1,9 +1,10 @@
 //! Subscriptions as data: `POST /v1/subscriptions` creates one; `GET`, `PATCH` and `DELETE
-//! /v1/subscriptions/{id}` read, change and remove one, and `.../rotate-secret` rotates its secret. A subscription created this way is kept in
-//! the store as the `[[subscription]]` table it amounts to, is validated by exactly the config
-//! file's rules (`Config::subscription_from_toml`), applies at once everywhere (ingest, the
-//! scheduler, the admin API) and survives restarts. Subscriptions of the config file are
-//! listed as `"managed_by": "config"` and are read-only here.
+//! /v1/subscriptions/{id}` read, change and remove one; `.../rotate-secret` rotates its
+//! secret. A subscription created this way is kept in the store as the `[[subscription]]`
+//! table it amounts to, is validated by exactly the config file's rules
+//! (`Config::subscription_from_toml`), applies at once everywhere (ingest, the scheduler, the
+//! admin API) and survives restarts. Subscriptions of the config file are listed as
+//! `"managed_by": "config"` and are read-only here.
 //!
 //! A step that refuses returns the response to send as its error: built once, on the way
 //! out, so its size costs nothing worth boxing.

@@ -47,6 +47,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/subscriptions/{id}/rotate-secret",
             post(subscriptions::rotate_secret),
         )
+        .route(
+            "/v1/subscriptions/{id}/test",
+            post(subscriptions::send_test),
+        )
         .route("/v1/subscriptions/{id}/pause", post(admin::pause))
         .route("/v1/subscriptions/{id}/resume", post(admin::resume))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see docs/api.md") })

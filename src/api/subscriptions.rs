@@ -464,3 +464,69 @@ pub async fn rotate_secret(
     });
     replace(&shared, stored, document(table), extra).await
 }
+
+/// `POST /v1/subscriptions/{id}/test`: a test event (`job.test`, `request_id` `test_…`) for
+/// this subscription alone, whatever events it asked for; `202 {"event_id", "delivery_id"}`.
+/// Its attempt shows at `GET /v1/deliveries/{delivery_id}`. For the config file's
+/// subscriptions too.
+pub async fn send_test(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let config = shared.config();
+    if config.subscription(&id).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no subscription {id:?}"));
+    }
+    let now = shared.clock.now_ms();
+    let request_id = format!(
+        "test_{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
+    let rules = crate::event::IngestRules {
+        allow_adhoc_targets: false,
+        allow_http: config.targets.allow_http,
+        guard: config.targets.guard(),
+    };
+    let accepted_at = crate::event::rfc3339_millis(now);
+    let event = match crate::event::parse_event(
+        json!({ "request_id": request_id, "status": "test" }),
+        &rules,
+        &accepted_at,
+    ) {
+        Ok(event) => event,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the test event is invalid: {}", e.error),
+            )
+        }
+    };
+    let target = crate::store::Target {
+        subscription: id.clone(),
+        bucket: id.clone(),
+        adhoc: None,
+    };
+    let ingested = match shared.store.ingest(vec![(event, vec![target])], now).await {
+        Ok(mut ingested) if !ingested.is_empty() => ingested.remove(0),
+        Ok(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the store took no event"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a test event");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store could not take the test event; retry later",
+            );
+        }
+    };
+    shared.wake.notify_one();
+    let delivery_id = match shared.store.event_meta(&ingested.event_id).await {
+        Ok(Some(meta)) => meta.deliveries.into_iter().next(),
+        _ => None,
+    };
+    tracing::info!(
+        subscription = id.as_str(),
+        event_id = ingested.event_id.as_str(),
+        "test event sent through the API"
+    );
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "event_id": ingested.event_id, "delivery_id": delivery_id, "request_id": request_id })),
+    )
+        .into_response()
+}

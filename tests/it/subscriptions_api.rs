@@ -315,4 +315,42 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
         2,
         "both secrets sign during the rotation: {standard}"
     );
+
+    // A test event reaches this subscription alone, though it asked for job.completed only,
+    // and its delivery can be followed.
+    let (status, sent) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/subscriptions/moving/test",
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{sent}");
+    let got = second.wait_for(3, Duration::from_secs(10)).await;
+    let body: Value = serde_json::from_slice(&got[2].body).expect("JSON");
+    assert_eq!(body["status"], "test");
+    assert_eq!(body["request_id"], sent["request_id"]);
+    assert_eq!(got[2].header("x-abstrakt-event"), "job.test");
+    let delivery = sent["delivery_id"]
+        .as_str()
+        .expect("delivery_id")
+        .to_string();
+    let shown = crate::support::wait_until(
+        "the test delivery delivered",
+        Duration::from_secs(10),
+        || async {
+            let (_, d) = get(&app, &format!("/v1/deliveries/{delivery}")).await;
+            (d["state"] == "delivered").then_some(d)
+        },
+    )
+    .await;
+    assert_eq!(shown["subscription"], "moving");
+    let (status, _) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/subscriptions/nobody/test",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
 }

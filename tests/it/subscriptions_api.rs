@@ -354,3 +354,48 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
     .await;
     assert_eq!(status, 404);
 }
+
+/// The seed page's flow: "add your endpoint URL, set a webhook secret, select the events" —
+/// through the API — and the seed's own Express and Flask receivers verify what arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_created_through_the_api_satisfies_the_seed_receivers() {
+    use crate::support::process::{SeedKind, SeedReceiver};
+    const SECRET: &str = "the-customer-chose-this-secret";
+    let (express, flask) = tokio::join!(
+        SeedReceiver::start(SeedKind::Express, SECRET),
+        SeedReceiver::start(SeedKind::Flask, SECRET)
+    );
+    let app = spawn_app("").await;
+    for (id, receiver) in [("express", &express), ("flask", &flask)] {
+        let (status, created) = call(
+            &app,
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({ "id": id, "url": receiver.url(), "secret": SECRET, "events": ["job.completed", "job.failed"] })),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["secret"], SECRET);
+    }
+    let (status, body) = app
+        .post(&json!({
+            "request_id": "job-seed-1",
+            "status": "completed",
+            "result": { "items": [{ "url": "https://cdn.example/1.mp4", "content_type": "video/mp4" }] }
+        }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    for receiver in [&express, &flask] {
+        let result = crate::support::wait_until(
+            "the seed receiver's verdict",
+            Duration::from_secs(15),
+            || async { receiver.results().into_iter().next() },
+        )
+        .await;
+        assert_eq!(
+            result["status"], 200,
+            "{:?} verifies the signature and answers 200: {result}",
+            receiver.kind
+        );
+    }
+}

@@ -158,6 +158,48 @@ enum SubscriptionsCommand {
         client: ClientArgs,
         id: String,
     },
+    /// Create a subscription at run time (kept in the store; the config file's rules apply).
+    Add {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Where deliveries go (the receiver's URL; --url is hookd's own address).
+        #[arg(long)]
+        endpoint: String,
+        /// Event types, comma-separated (job.completed,job.failed), or '*'.
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// Its id (generated when left out).
+        #[arg(long)]
+        id: Option<String>,
+        /// The provider's customer it belongs to.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Its signing secret (generated when left out, and printed once).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Signature headers: abstrakt, standard or both.
+        #[arg(long)]
+        signature: Option<String>,
+    },
+    /// Delete a subscription created at run time.
+    Remove {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Send a job.test event to one subscription and print its delivery id.
+    Test {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Give a subscription created at run time a new secret (printed once); the old one keeps
+    /// signing beside it for 24 hours.
+    RotateSecret {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -323,28 +365,88 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
 }
 
 fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
-    let (client, path, method) = match &command {
+    let (client, path, method, body) = match &command {
         SubscriptionsCommand::List { client } => {
-            (client, "/v1/subscriptions".to_string(), Method::GET)
+            (client, "/v1/subscriptions".to_string(), Method::GET, None)
         }
         SubscriptionsCommand::Pause { client, id } => (
             client,
             format!("/v1/subscriptions/{}/pause", path_segment(id)),
             Method::POST,
+            None,
         ),
         SubscriptionsCommand::Resume { client, id } => (
             client,
             format!("/v1/subscriptions/{}/resume", path_segment(id)),
             Method::POST,
+            None,
+        ),
+        SubscriptionsCommand::Add {
+            client,
+            endpoint,
+            events,
+            id,
+            owner,
+            secret,
+            signature,
+        } => {
+            let mut body = serde_json::json!({ "url": endpoint, "events": events });
+            for (key, value) in [
+                ("id", id),
+                ("owner", owner),
+                ("secret", secret),
+                ("signature", signature),
+            ] {
+                if let Some(value) = value {
+                    body[key] = serde_json::Value::String(value.clone());
+                }
+            }
+            (
+                client,
+                "/v1/subscriptions".to_string(),
+                Method::POST,
+                Some(body.to_string().into_bytes()),
+            )
+        }
+        SubscriptionsCommand::Remove { client, id } => (
+            client,
+            format!("/v1/subscriptions/{}", path_segment(id)),
+            Method::DELETE,
+            None,
+        ),
+        SubscriptionsCommand::Test { client, id } => (
+            client,
+            format!("/v1/subscriptions/{}/test", path_segment(id)),
+            Method::POST,
+            None,
+        ),
+        SubscriptionsCommand::RotateSecret { client, id } => (
+            client,
+            format!("/v1/subscriptions/{}/rotate-secret", path_segment(id)),
+            Method::POST,
+            None,
         ),
     };
     let json_out = client.json;
+    let removed = match &command {
+        SubscriptionsCommand::Remove { id, .. } => Some(id.clone()),
+        _ => None,
+    };
     admin(client, |target| async move {
-        let (_, value) = cli::call(&target, method, &path, None).await?;
+        let (_, value) = cli::call(&target, method, &path, body).await?;
         Ok(if json_out {
             value.to_string()
+        } else if let Some(id) = removed {
+            format!("removed {id}")
         } else if let Some(items) = value["subscriptions"].as_array() {
             cli::subscriptions_table(items).trim_end().to_string()
+        } else if let Some(secret) = value["secret"].as_str() {
+            format!(
+                "{} secret {secret} (shown this once: give it to the receiver now)",
+                cli::cell(&value["id"])
+            )
+        } else if let Some(delivery) = value["delivery_id"].as_str() {
+            format!("sent job.test: {delivery} (hookd deliveries show {delivery})")
         } else {
             format!(
                 "{} {}",
@@ -520,4 +622,16 @@ fn restart_in_place() -> anyhow::Result<()> {
         .args(args)
         .exec();
     Err(anyhow::anyhow!("cannot restart hookd in place: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // clap's own checks: unique argument names, valid defaults, and so on.
+        Cli::command().debug_assert();
+    }
 }

@@ -925,3 +925,80 @@ async fn check_config_reports_every_error_of_a_file() {
         assert!(*col >= 1 && !message.is_empty(), "{run:#?}");
     }
 }
+
+#[tokio::test]
+async fn subscriptions_add_test_rotate_and_remove() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app("").await;
+    let url = base(&app);
+    let run = hookd(
+        &[
+            "subscriptions",
+            "add",
+            "--url",
+            &url,
+            "--id",
+            "cust7",
+            "--owner",
+            "cust-7",
+            "--endpoint",
+            &receiver.url(),
+            "--events",
+            "job.completed,job.failed",
+        ],
+        None,
+    )
+    .await;
+    let out = run.ok().to_string();
+    assert!(out.starts_with("cust7 secret whsec_"), "{out}");
+
+    let run = hookd(&["subscriptions", "test", "--url", &url, "cust7"], None).await;
+    let out = run.ok().to_string();
+    let delivery = out
+        .split_whitespace()
+        .find(|w| w.starts_with("dlv_"))
+        .unwrap_or_else(|| panic!("a delivery id in {out}"))
+        .to_string();
+    let got = receiver
+        .wait_for(1, std::time::Duration::from_secs(10))
+        .await;
+    let body: Value = serde_json::from_slice(&got[0].body).expect("JSON");
+    assert_eq!(body["status"], "test");
+    wait_state(&app, &delivery, "delivered").await;
+
+    let run = hookd(
+        &["subscriptions", "rotate-secret", "--url", &url, "cust7"],
+        None,
+    )
+    .await;
+    assert!(run.ok().starts_with("cust7 secret whsec_"), "{run:#?}");
+
+    let run = hookd(&["subscriptions", "list", "--url", &url], None).await;
+    assert!(
+        run.ok().lines().any(|l| l.starts_with("cust7 ")),
+        "{run:#?}"
+    );
+
+    // Bad input exits 1 with the API's message; the config file's subscriptions stay.
+    let run = hookd(
+        &[
+            "subscriptions",
+            "add",
+            "--url",
+            &url,
+            "--endpoint",
+            "ftp://x.example/",
+            "--events",
+            "*",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("http"), "{run:#?}");
+
+    let run = hookd(&["subscriptions", "remove", "--url", &url, "cust7"], None).await;
+    assert_eq!(run.ok().trim(), "removed cust7");
+    let run = hookd(&["subscriptions", "remove", "--url", &url, "cust7"], None).await;
+    assert_eq!(run.code, 1, "already gone: {run:#?}");
+}

@@ -494,14 +494,19 @@ async fn a_disk_filled_under_the_store_is_reopened_once_space_returns() {
     let (status, retry_after, body) = refused.expect("the disk filled up under the store");
     assert_eq!(status, 503, "{body}");
     assert!(retry_after.is_some(), "Retry-After on the 503");
-    let ready = reqwest::get(format!("http://{}/readyz", hookd.metrics))
-        .await
-        .expect("readyz");
-    assert_eq!(
-        ready.status(),
-        503,
-        "not ready while the store cannot write"
-    );
+    // The writer finds the store failed at its next flush (within half a second).
+    let metrics_addr = hookd.metrics;
+    wait_until(
+        "/readyz to fail while the store cannot write",
+        Duration::from_secs(5),
+        || async move {
+            let ready = reqwest::get(format!("http://{metrics_addr}/readyz"))
+                .await
+                .ok()?;
+            (ready.status() == 503).then_some(())
+        },
+    )
+    .await;
 
     // Space returns: hookd restarts in place and takes events again.
     std::fs::remove_file(&filler).expect("remove the filler");

@@ -28,16 +28,6 @@ use axum::Router;
 use hookd::Application;
 use tokio_util::sync::CancellationToken;
 
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
 fn main() {
     // Under `cargo test` (no --bench) a small smoke run.
     let bench = common::is_bench();
@@ -205,7 +195,7 @@ async fn run(events: usize, step: usize, probes: usize, cache_mib: usize) {
             let disk = shared.store.size_on_disk().await.unwrap_or(0) as f64 / (1024.0 * 1024.0);
             println!(
                 "{sent:>10}  {:>10.1}  {disk:>12.1}  {:>12.2}",
-                rss_mib(),
+                common::rss_mib(None),
                 scrape.as_secs_f64() * 1000.0
             );
         }
@@ -243,7 +233,7 @@ async fn run(events: usize, step: usize, probes: usize, cache_mib: usize) {
     println!(
         "restart with {events} pending: ready in {:.2} s; RSS {:.1} MiB",
         restart.elapsed().as_secs_f64(),
-        rss_mib()
+        common::rss_mib(None)
     );
 
     let resume = client
@@ -266,7 +256,7 @@ async fn run(events: usize, step: usize, probes: usize, cache_mib: usize) {
         "drained {events} deliveries in {:.1} s ({:.0} deliveries/s); RSS {:.1} MiB",
         drained.as_secs_f64(),
         events as f64 / drained.as_secs_f64(),
-        rss_mib()
+        common::rss_mib(None)
     );
     shutdown.cancel();
     handle.await.unwrap().unwrap();

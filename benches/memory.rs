@@ -17,17 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::process::HookdProcess;
 
-/// VmRSS of process `pid`, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
 /// Bytes of the files under `dir` (allocated blocks).
 fn disk_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -77,7 +66,7 @@ async fn run(events: usize, step: usize) {
         if sent % step == 0 || sent == events {
             println!(
                 "{sent:>10}  {:>12.1}  {:>18.0}",
-                rss_mib(hookd.process.id()),
+                common::rss_mib(Some(hookd.process.id())),
                 disk_bytes(&dir.path().join("db")) as f64 / sent as f64
             );
         }
@@ -96,6 +85,6 @@ async fn run(events: usize, step: usize) {
     println!(
         "restart with {events} pending: ready in {:.2} s (process start to /readyz 200); hookd RSS {:.1} MiB",
         ready.as_secs_f64(),
-        rss_mib(hookd.process.id())
+        common::rss_mib(Some(hookd.process.id()))
     );
 }

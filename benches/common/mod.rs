@@ -122,3 +122,18 @@ pub async fn post_seed_batch(
         .unwrap();
     assert_eq!(response.status(), 202);
 }
+
+/// Resident memory (VmRSS) of process `pid`, or of this process, in MiB.
+pub fn rss_mib(pid: Option<u32>) -> f64 {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_string(),
+        |p| format!("/proc/{p}/status"),
+    );
+    let status = std::fs::read_to_string(path).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}

@@ -54,6 +54,8 @@ fn histogram(
     metric
 }
 
+/// Like [`counter`]: constant names, registered once at startup, so the `expect`s cannot fail
+/// on a name the tests have seen.
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let metric = IntGauge::new(name, help).expect("metric names are valid");
     registry

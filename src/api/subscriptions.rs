@@ -70,6 +70,32 @@ fn invalid(errors: &[Diagnostic]) -> Response {
     (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
 }
 
+/// A JSON body as `T` (`what` and `fields` name it in the 422), or the 422 to answer.
+fn body_as<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+    fields: &str,
+) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("not {what}: {e} (fields: {fields})"),
+        )
+    })
+}
+
+/// `owner` is the provider's customer id: 1 to [`MAX_OWNER`] printable characters.
+fn check_owner(owner: Option<&String>) -> Result<(), Response> {
+    match owner {
+        Some(o) if o.is_empty() || o.len() > MAX_OWNER || o.chars().any(char::is_control) => Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": format!("owner must be 1 to {MAX_OWNER} printable characters"), "field": "owner" })),
+        )
+            .into_response()),
+        _ => Ok(()),
+    }
+}
+
 fn new_secret() -> String {
     use base64::Engine;
     let bytes: [u8; 32] = rand::random();
@@ -101,24 +127,16 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> String {
 
 /// `POST /v1/subscriptions`: 201 with the subscription and its secret (shown this once).
 pub async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let new: NewSubscription = match serde_json::from_slice(&body) {
+    let new: NewSubscription = match body_as(
+        &body,
+        "a subscription",
+        "id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature",
+    )
+    .and_then(|new: NewSubscription| check_owner(new.owner.as_ref()).map(|()| new))
+    {
         Ok(new) => new,
-        Err(e) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("not a subscription: {e} (fields: id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature)"),
-            )
-        }
+        Err(refusal) => return refusal,
     };
-    if let Some(owner) = &new.owner {
-        if owner.is_empty() || owner.len() > MAX_OWNER || owner.chars().any(char::is_control) {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({ "error": format!("owner must be 1 to {MAX_OWNER} printable characters"), "field": "owner" })),
-            )
-                .into_response();
-        }
-    }
     let id = new
         .id
         .clone()
@@ -363,18 +381,18 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let stored = match stored_or_refusal(&shared, &id) {
-        Ok(stored) => stored,
+    let found = stored_or_refusal(&shared, &id).and_then(|stored| {
+        let changes: Changes = body_as(
+            &body,
+            "a change",
+            "owner, url, events, retry_schedule, timeout, max_in_flight, signature; the secret changes by POST .../rotate-secret",
+        )?;
+        check_owner(changes.owner.as_ref())?;
+        Ok((stored, changes))
+    });
+    let (stored, changes) = match found {
+        Ok(found) => found,
         Err(refusal) => return refusal,
-    };
-    let changes: Changes = match serde_json::from_slice(&body) {
-        Ok(changes) => changes,
-        Err(e) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("not a change: {e} (fields: owner, url, events, retry_schedule, timeout, max_in_flight, signature; the secret changes by POST .../rotate-secret)"),
-            )
-        }
     };
     let mut table = table_of(&stored);
     changes.apply(&mut table);
@@ -407,22 +425,17 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let stored = match stored_or_refusal(&shared, &id) {
-        Ok(stored) => stored,
+    let found = stored_or_refusal(&shared, &id).and_then(|stored| {
+        let rotation: Rotation = if body.is_empty() {
+            Rotation::default()
+        } else {
+            body_as(&body, "a rotation", "secret, previous_expires_in")?
+        };
+        Ok((stored, rotation))
+    });
+    let (stored, rotation) = match found {
+        Ok(found) => found,
         Err(refusal) => return refusal,
-    };
-    let rotation: Rotation = if body.is_empty() {
-        Rotation::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("not a rotation: {e} (fields: secret, previous_expires_in)"),
-                )
-            }
-        }
     };
     let keep = match humantime::parse_duration(
         rotation.previous_expires_in.as_deref().unwrap_or("24h"),

@@ -257,6 +257,12 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
         (422, json!("url")),
         "{answer}"
     );
+    let (status, answer) = patch(json!({ "owner": "" })).await;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (422, json!("owner")),
+        "{answer}"
+    );
     let (status, answer) = patch(json!({ "secret": "nope" })).await;
     assert_eq!(status, 422, "the secret changes by rotation only: {answer}");
     let (status, answer) = call(

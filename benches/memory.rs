@@ -1,7 +1,7 @@
 //! The SPEC's memory guarantee, on the real binary: a million pending deliveries live on disk
 //! and hookd stays under 150 MiB RSS with them.
 //!
-//! `cargo bench --bench memory -- [--events N] [--step S]`
+//! `cargo bench --bench memory -- [--events N] [--step S] [--cache-mib M]`
 //!
 //! Starts `hookd run` (the built binary, default settings) with one subscription, pauses it,
 //! and posts N seed-sized events in batches of 1000 from this process. Every S events it prints
@@ -37,14 +37,20 @@ fn main() {
     let bench = common::is_bench();
     let events = common::arg("--events", if bench { 1_000_000 } else { 3_000 });
     let step = common::arg("--step", if bench { 250_000 } else { 1_000 });
-    common::runtime().block_on(run(events, step));
+    // 0: the default of the example config.
+    let cache_mib = common::arg("--cache-mib", 0);
+    common::runtime().block_on(run(events, step, cache_mib));
 }
 
-async fn run(events: usize, step: usize) {
+async fn run(events: usize, step: usize, cache_mib: usize) {
     let (_received, receiver) = common::counting_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let extra = common::subscription(receiver);
-    let hookd = HookdProcess::start_with_storage(dir.path(), "max_pending = 0", &extra).await;
+    let mut storage = "max_pending = 0".to_string();
+    if cache_mib > 0 {
+        storage.push_str(&format!("\ncache_capacity_bytes = {}", cache_mib << 20));
+    }
+    let hookd = HookdProcess::start_with_storage(dir.path(), &storage, &extra).await;
     let client = reqwest::Client::new();
     let paused = client
         .post(format!("http://{}/v1/subscriptions/bench/pause", hookd.api))
@@ -52,7 +58,12 @@ async fn run(events: usize, step: usize) {
         .await
         .unwrap();
     assert!(paused.status().is_success());
-    println!("memory: the hookd binary, {events} seed-sized events pending in a paused subscription, batches of 1000");
+    let cache = if cache_mib > 0 {
+        format!("{cache_mib} MiB")
+    } else {
+        "the default".to_string()
+    };
+    println!("memory: the hookd binary, {events} seed-sized events pending in a paused subscription, batches of 1000, sled cache {cache}");
     println!(
         "{:>10}  {:>12}  {:>18}",
         "pending", "hookd RSS MiB", "disk bytes/pending"
@@ -80,7 +91,7 @@ async fn run(events: usize, step: usize) {
     let status = hookd.process.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "hookd stops cleanly: {status}");
     let restart = Instant::now();
-    let hookd = HookdProcess::start_with_storage(dir.path(), "max_pending = 0", &extra).await;
+    let hookd = HookdProcess::start_with_storage(dir.path(), &storage, &extra).await;
     let ready = restart.elapsed();
     println!(
         "restart with {events} pending: ready in {:.2} s (process start to /readyz 200); hookd RSS {:.1} MiB",

@@ -120,7 +120,7 @@ impl Admission {
                 metrics
                     .store_free
                     .set(i64::try_from(free).unwrap_or(i64::MAX));
-                let reserve = storage.min_free_bytes.min(total / 10);
+                let reserve = reserve(storage, total);
                 (free < reserve).then_some(Refusal::DiskFull { free, reserve })
             }
             // A filesystem that cannot be asked is not refused for: the store's own errors
@@ -133,15 +133,20 @@ impl Admission {
     }
 }
 
+/// The free space ingest keeps in reserve on a filesystem of `total` bytes:
+/// `storage.min_free_bytes`, or a tenth of a smaller filesystem.
+fn reserve(storage: &StorageConfig, total: u64) -> u64 {
+    storage.min_free_bytes.min(total / 10)
+}
+
 /// Free space the store needs before a failed store is reopened, at least.
 const REOPEN_ROOM: u64 = 4 << 20;
 
 /// Whether the store's filesystem has room to write again (its reserve, and at least 4 MiB),
 /// read now. For reopening a store whose writes failed.
 pub fn has_room(storage: &StorageConfig) -> bool {
-    free_space(&storage.path).is_some_and(|(free, total)| {
-        free >= storage.min_free_bytes.min(total / 10).max(REOPEN_ROOM)
-    })
+    free_space(&storage.path)
+        .is_some_and(|(free, total)| free >= reserve(storage, total).max(REOPEN_ROOM))
 }
 
 /// Logs entering a refusing state (with why) and leaving it.

@@ -269,6 +269,9 @@ struct RawApi {
     max_header_bytes: Option<usize>,
     header_read_timeout: Option<HumanDuration>,
     body_read_timeout: Option<HumanDuration>,
+    ui_session_ttl: Option<HumanDuration>,
+    public_url: Option<Spanned<String>>,
+    ui_frame_ancestors: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -379,6 +382,13 @@ pub struct ApiConfig {
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// How long a dashboard sign-in lasts.
+    pub ui_session_ttl: Duration,
+    /// Where clients reach this API (`https://hooks.example.com`), for portal links; `None`:
+    /// the request's `Host`.
+    pub public_url: Option<url::Url>,
+    /// Origins allowed to frame the customer portal (CSP `frame-ancestors`).
+    pub ui_frame_ancestors: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -917,7 +927,51 @@ impl Validator<'_> {
                 self.error(api_listen.span(), "api.listen", format!("{addr} is not a loopback address and api.tokens is empty: an open API is allowed only on loopback"));
             }
         }
+        let public_url = pick!(raw, d, public_url);
+        let public_url = match public_url.get_ref().as_str() {
+            "" => None,
+            text => match url::Url::parse(text) {
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.has_host()
+                        && u.query().is_none() =>
+                {
+                    Some(u)
+                }
+                _ => {
+                    self.error(
+                        public_url.span(),
+                        "api.public_url",
+                        "must be an http(s) URL without a query, like \"https://hooks.example.com\"",
+                    );
+                    None
+                }
+            },
+        };
+        let ui_frame_ancestors: Vec<String> = pick!(raw, d, ui_frame_ancestors)
+            .into_iter()
+            .filter_map(|origin| {
+                let ok = url::Url::parse(origin.get_ref()).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.has_host() && u.path() == "/"
+                }) && !origin.get_ref().contains([';', ',', ' ', '\'']);
+                if !ok {
+                    self.error(
+                        origin.span(),
+                        "api.ui_frame_ancestors",
+                        "each must be an origin like \"https://app.example.com\"",
+                    );
+                }
+                ok.then(|| origin.get_ref().trim_end_matches('/').to_string())
+            })
+            .collect();
+        let ui_session_ttl = pick!(raw, d, ui_session_ttl).0;
+        if ui_session_ttl.is_zero() {
+            self.error(0..0, "api.ui_session_ttl", "must be longer than 0s");
+        }
         Some(ApiConfig {
+            ui_session_ttl,
+            public_url,
+            ui_frame_ancestors,
             listen: listen?,
             tokens,
             max_body_bytes: pick!(raw, d, max_body_bytes),

@@ -135,6 +135,8 @@ pub struct Shared {
     /// Where the listeners are bound (`api 127.0.0.1:8080, metrics 127.0.0.1:9464`): port 0 in
     /// the config is resolved here, for the log and systemd's status line.
     pub listening: String,
+    /// The dashboard's signing key and signed-out sessions.
+    pub ui: crate::ui::UiState,
 }
 
 impl Shared {
@@ -158,6 +160,7 @@ impl Shared {
             scheduler_heartbeat: Arc::new(AtomicU64::new(clock.now_ms())),
             gauge_clock: std::sync::Mutex::new(None),
             admission: crate::admission::Admission::new(),
+            ui: crate::ui::UiState::default(),
             clock,
         }
     }

@@ -40,7 +40,7 @@ fn store_failed(e: &StoreError) -> Response {
     )
 }
 
-fn state_name(state: DeliveryState) -> &'static str {
+pub(crate) fn state_name(state: DeliveryState) -> &'static str {
     match state {
         DeliveryState::Scheduled => "scheduled",
         DeliveryState::InFlight => "in_flight",
@@ -49,7 +49,7 @@ fn state_name(state: DeliveryState) -> &'static str {
     }
 }
 
-fn parse_state(text: &str) -> Option<DeliveryState> {
+pub(crate) fn parse_state(text: &str) -> Option<DeliveryState> {
     Some(match text {
         "scheduled" => DeliveryState::Scheduled,
         "in_flight" => DeliveryState::InFlight,
@@ -77,7 +77,7 @@ fn parse_time(field: &str, text: &str) -> Result<u64, Box<Response>> {
 }
 
 /// A per-request URL without what may carry credentials: user info and the query.
-fn redacted_url(text: &str) -> String {
+pub(crate) fn redacted_url(text: &str) -> String {
     let Ok(mut url) = reqwest::Url::parse(text) else {
         return "(invalid URL)".to_string();
     };
@@ -187,6 +187,7 @@ pub async fn list_deliveries(
     let filter = DeliveryFilter {
         state,
         subscription: q.subscription,
+        any_subscription: None,
         event_type: q.event_type,
         since_ms,
         until_ms,

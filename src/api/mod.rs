@@ -1,10 +1,11 @@
 //! HTTP routes: the API listener (ingest) and the metrics listener (`/metrics`, `/livez`,
 //! `/readyz`). Handlers never wait on a delivery: ingest answers once the event is durable.
 
-mod admin;
+pub(crate) mod admin;
 mod ingest;
+mod portal;
 pub mod serve;
-mod subscriptions;
+pub(crate) mod subscriptions;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/subscriptions/{id}/test",
             post(subscriptions::send_test),
         )
+        .route("/v1/portal-links", post(portal::create))
         .route("/v1/subscriptions/{id}/pause", post(admin::pause))
         .route("/v1/subscriptions/{id}/resume", post(admin::resume))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see docs/api.md") })
@@ -66,6 +68,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             require_token,
         ))
+        // The dashboard signs in with a token once and then uses its own session cookie or
+        // portal link (src/ui): outside the bearer-token check.
+        .merge(crate::ui::router(shared.clone()))
         // Outermost, so that ingest requests refused for their token are counted too.
         .layer(middleware::from_fn_with_state(shared.clone(), count_ingest))
         .with_state(shared)
@@ -146,7 +151,7 @@ async fn require_token(
 
 /// Compares two byte strings in time independent of their content and of where they differ:
 /// both are hashed first, so even their lengths do not show.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let (a, b) = (Sha256::digest(a), Sha256::digest(b));
     a.iter()
         .zip(b.iter())

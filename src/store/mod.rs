@@ -148,6 +148,8 @@ pub struct PendingStats {
 pub struct DeliveryFilter {
     pub state: Option<DeliveryState>,
     pub subscription: Option<String>,
+    /// Only deliveries to one of these subscriptions (a portal's owner's).
+    pub any_subscription: Option<Vec<String>>,
     pub event_type: Option<String>,
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
@@ -160,6 +162,10 @@ impl DeliveryFilter {
                 .subscription
                 .as_ref()
                 .is_none_or(|s| *s == d.subscription)
+            && self
+                .any_subscription
+                .as_ref()
+                .is_none_or(|any| any.contains(&d.subscription))
             && self.event_type.as_ref().is_none_or(|t| *t == d.event_type)
             && self.since_ms.is_none_or(|t| d.created_ms >= t)
             && self.until_ms.is_none_or(|t| d.created_ms < t)
@@ -265,6 +271,18 @@ pub trait AdminStore: Send + Sync {
     async fn event_meta(&self, event_id: &str) -> Result<Option<EventMeta>, StoreError>;
 
     async fn event_body(&self, event_id: &str) -> Result<Option<Bytes>, StoreError>;
+
+    /// The id of the event stored for `(request_id, status)`, if one is kept.
+    async fn event_by_request(
+        &self,
+        request_id: &str,
+        status: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// A random 32-byte key named `name`, made on first use and kept with the store: what the
+    /// dashboard signs its sessions and portal links with, so that they outlive a restart and
+    /// hold on every node sharing the store.
+    async fn signing_key(&self, name: &str) -> Result<Vec<u8>, StoreError>;
 
     /// Deliveries matching `filter`, newest first, after `cursor` (the last id of the previous
     /// page). Returns the page and the cursor of the next one, if there may be more.

@@ -60,6 +60,8 @@ const ZERO: u8 = b'Z';
 const SUBSCRIPTION: u8 = b'S';
 /// `U{id}`: a subscription created through the API (JSON: not on the hot path).
 const USER_SUBSCRIPTION: u8 = b'U';
+/// `K{name}`: a signing key of the dashboard ([`AdminStore::signing_key`]).
+const KEY: u8 = b'K';
 
 /// Held by the writer for a round (its writes and their flush) and by every read. sled 0.34
 /// takes a process-wide lock of its own in batches and flushes, and a flush waits, holding it,
@@ -1165,6 +1167,39 @@ impl AdminStore for SledStore {
                     .map(|d| delivery_id_string(ulid::Ulid(*d)))
                     .collect(),
             }))
+        })
+        .await
+    }
+
+    async fn event_by_request(
+        &self,
+        request_id: &str,
+        status: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let hash = event_hash(request_id, status);
+        let k = event_key(ulid::Ulid::from_parts(0, hash).0);
+        let (request_id, status) = (request_id.to_string(), status.to_string());
+        self.read(move |s| {
+            let Some(v) = s.tree.get(&k)? else {
+                return Ok(None);
+            };
+            let e = EventRecord::decode(&v, false).map_err(|e| corrupt(&k, e))?;
+            Ok((e.request_id == request_id && e.status == status)
+                .then(|| event_id_string(ulid::Ulid(e.id))))
+        })
+        .await
+    }
+
+    async fn signing_key(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let k = key(KEY, name.as_bytes());
+        self.write(move |w: &Writer| {
+            // The writer is the only one to write: a get then an insert cannot race.
+            if let Some(v) = w.tree.get(&k)? {
+                return Ok::<_, StoreError>((v.to_vec(), None::<Done>));
+            }
+            let fresh: [u8; 32] = rand::random();
+            w.tree.insert(k, &fresh[..])?;
+            Ok((fresh.to_vec(), None))
         })
         .await
     }

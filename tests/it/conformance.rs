@@ -115,6 +115,9 @@ macro_rules! conformance_tests {
             a_released_delivery_reads_as_due_where_it_was_released_to,
             requeue_brings_a_released_delivery_forward,
             stored_subscriptions_are_created_replaced_deleted_and_durable,
+            a_request_id_and_status_lead_to_their_event,
+            a_signing_key_is_made_once_and_kept,
+            listing_filters_by_any_of_several_subscriptions,
         ]);
     };
     (@engine $engine:ident, $open:expr, [$($test:ident),+ $(,)?]) => {
@@ -1765,4 +1768,74 @@ async fn sweep_keeps_a_requeued_delivery(h: &mut Harness) {
     let (claimed, _) = s.claim(3000, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert!(!claimed[0].body.is_empty(), "with its event's body");
+}
+
+async fn a_request_id_and_status_lead_to_their_event(h: &mut Harness) {
+    let s = h.store();
+    let ingested = s
+        .ingest(vec![(event("req-1", "completed"), vec![sub("a")])], 1_000)
+        .await
+        .expect("ingest");
+    let id = &ingested[0].event_id;
+    assert_eq!(
+        s.event_by_request("req-1", "completed")
+            .await
+            .expect("read")
+            .as_ref(),
+        Some(id)
+    );
+    assert_eq!(
+        s.event_by_request("req-1", "failed").await.expect("read"),
+        None
+    );
+    assert_eq!(
+        s.event_by_request("req-2", "completed")
+            .await
+            .expect("read"),
+        None
+    );
+}
+
+async fn a_signing_key_is_made_once_and_kept(h: &mut Harness) {
+    let first = h.store().signing_key("ui").await.expect("key");
+    assert_eq!(first.len(), 32);
+    assert_eq!(h.store().signing_key("ui").await.expect("key"), first);
+    let other = h.store().signing_key("other").await.expect("key");
+    assert_ne!(other, first, "each name has its own key");
+    h.reopen().await;
+    assert_eq!(
+        h.store().signing_key("ui").await.expect("key"),
+        first,
+        "the key outlives a restart"
+    );
+}
+
+async fn listing_filters_by_any_of_several_subscriptions(h: &mut Harness) {
+    let s = h.store();
+    s.ingest(
+        vec![
+            (event("r1", "completed"), vec![sub("a"), sub("b"), sub("c")]),
+            (event("r2", "completed"), vec![sub("c")]),
+        ],
+        1_000,
+    )
+    .await
+    .expect("ingest");
+    let filter = DeliveryFilter {
+        any_subscription: Some(vec!["a".to_string(), "b".to_string()]),
+        ..Default::default()
+    };
+    let (page, _) = s.list_deliveries(&filter, None, 100).await.expect("list");
+    let mut subs: Vec<&str> = page.iter().map(|d| d.subscription.as_str()).collect();
+    subs.sort_unstable();
+    assert_eq!(subs, ["a", "b"]);
+    let none = DeliveryFilter {
+        any_subscription: Some(Vec::new()),
+        ..Default::default()
+    };
+    let (page, _) = s.list_deliveries(&none, None, 100).await.expect("list");
+    assert!(
+        page.is_empty(),
+        "an owner with no subscription sees nothing"
+    );
 }

@@ -200,6 +200,18 @@ enum SubscriptionsCommand {
         client: ClientArgs,
         id: String,
     },
+    /// Print a signed, expiring link to the dashboard limited to one owner's subscriptions and
+    /// deliveries (the customer portal, docs/dashboard.md).
+    PortalLink {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The owner (customer id) whose subscriptions the link shows.
+        #[arg(long)]
+        owner: String,
+        /// How long the link works: "15m", "1h" (the default), up to "30d".
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -426,6 +438,22 @@ fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
             Method::POST,
             None,
         ),
+        SubscriptionsCommand::PortalLink {
+            client,
+            owner,
+            expires_in,
+        } => {
+            let mut body = serde_json::json!({ "owner": owner });
+            if let Some(expires_in) = expires_in {
+                body["expires_in"] = serde_json::Value::String(expires_in.clone());
+            }
+            (
+                client,
+                "/v1/portal-links".to_string(),
+                Method::POST,
+                Some(body.to_string().into_bytes()),
+            )
+        }
     };
     let json_out = client.json;
     let removed = match &command {
@@ -444,6 +472,15 @@ fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
             format!(
                 "{} secret {secret} (shown this once: give it to the receiver now)",
                 cli::cell(&value["id"])
+            )
+        } else if let Some(url) = value["url"]
+            .as_str()
+            .filter(|_| value["expires_at"].is_string())
+        {
+            format!(
+                "{url}\n(the portal of {}, until {})",
+                cli::cell(&value["owner"]),
+                cli::cell(&value["expires_at"])
             )
         } else if let Some(delivery) = value["delivery_id"].as_str() {
             format!("sent job.test: {delivery} (hookd deliveries show {delivery})")

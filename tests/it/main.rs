@@ -29,4 +29,5 @@ mod standard_webhooks;
 mod subscriptions_api;
 mod systemd;
 mod tokens;
+mod ui;
 mod upgrade;

@@ -1,0 +1,1447 @@
+//! The dashboard (`/ui`) and the customer portal over HTTP, against the real binary (see
+//! notes/ui-contract.md): admin sign-in and sessions, the security headers, the CSRF and
+//! same-origin checks of every form, the escaping of what receivers answer, secrets never
+//! rendered, and portal links that show one owner's subscriptions and deliveries only.
+//!
+//! Each test runs a hookd of its own, with an admin token and an ingest-only token, and talks
+//! to it like a browser without JavaScript would: redirects are not followed, cookies are read
+//! from `Set-Cookie` and sent back by hand, forms are posted url-encoded.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::process::{launch, ChildGuard};
+use crate::support::receiver::TestReceiver;
+use crate::support::{wait_until, LOOPBACK_TARGETS};
+
+const ADMIN: &str = "ui-admin-token-31f7c0";
+const INGEST: &str = "ui-ingest-token-9c2e55";
+const DEADLINE: Duration = Duration::from_secs(15);
+const EVIL: &str = "http://evil.example";
+
+// ------------------------------------------------------------------ hookd and its pages
+
+/// The real binary with [`ADMIN`] and [`INGEST`] configured, one attempt per delivery
+/// (`retry_schedule = []`), per-request targets allowed and loopback receivers allowed.
+struct Hookd {
+    process: ChildGuard,
+    api: SocketAddr,
+    config: PathBuf,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// Who a form post says it comes from.
+enum Source {
+    Origin(String),
+    Referer(String),
+    Nothing,
+}
+
+/// One answer: status, headers, body.
+struct Page {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// One `Set-Cookie` header, split.
+#[derive(Debug)]
+struct SetCookie {
+    line: String,
+    value: String,
+    attributes: Vec<String>,
+}
+
+/// A form post the dashboard must refuse: what is wrong with it, who it says it comes from,
+/// its fields, and what the 403 page says.
+type RefusedPost<'a> = (&'a str, Source, Vec<(&'a str, &'a str)>, &'a str);
+
+/// A signed-in admin: the `Cookie` header to send and the page's csrf value.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+impl Hookd {
+    /// Starts hookd with `api_keys` added to its `[api]` table and `extra` (subscriptions)
+    /// at the end of the file.
+    async fn start(api_keys: &str, extra: &str) -> Hookd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("hookd.toml");
+        std::fs::write(&config, config_text(dir.path(), api_keys, extra)).expect("write config");
+        let (process, api, _) = launch(&config, &[])
+            .await
+            .unwrap_or_else(|stderr| panic!("hookd did not start: {stderr}"));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        Hookd {
+            process,
+            api,
+            config,
+            client,
+            _dir: dir,
+        }
+    }
+
+    /// Stops hookd (SIGTERM) and starts it again on the same config and store.
+    async fn restart(self) -> Hookd {
+        let Hookd {
+            mut process,
+            config,
+            client,
+            _dir,
+            ..
+        } = self;
+        process.signal("TERM");
+        let status = process.wait_exit(DEADLINE).await;
+        assert!(status.success(), "hookd stopped with {status}");
+        drop(process);
+        let (process, api, _) = launch(&config, &[])
+            .await
+            .unwrap_or_else(|stderr| panic!("hookd did not start again: {stderr}"));
+        Hookd {
+            process,
+            api,
+            config,
+            client,
+            _dir,
+        }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    fn same_origin(&self) -> Source {
+        Source::Origin(self.origin())
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Page {
+        let mut request = self.client.get(format!("{}{path}", self.origin()));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        page(request.send().await.expect("GET a page")).await
+    }
+
+    /// Posts `fields` url-encoded, as a browser posts a form.
+    async fn post_form(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        source: Source,
+        fields: &[(&str, &str)],
+    ) -> Page {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.origin()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request = match source {
+            Source::Origin(origin) => request.header("origin", origin),
+            Source::Referer(referer) => request.header("referer", referer),
+            Source::Nothing => request,
+        };
+        page(request.send().await.expect("POST a form")).await
+    }
+
+    /// A JSON API call; the body parsed (or as a string when it is not JSON).
+    async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.origin()));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("API request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("API body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    /// `POST /v1/subscriptions` with the admin token; the answer (with the secret).
+    async fn create_subscription(&self, body: Value) -> Value {
+        let (status, created) = self
+            .api(Method::POST, "/v1/subscriptions", Some(ADMIN), Some(body))
+            .await;
+        assert_eq!(status, 201, "create a subscription: {created}");
+        created
+    }
+
+    /// `POST /v1/events` with the ingest token.
+    async fn ingest(&self, event: Value) {
+        let (status, answer) = self
+            .api(Method::POST, "/v1/events", Some(INGEST), Some(event))
+            .await;
+        assert_eq!(status, 202, "ingest: {answer}");
+    }
+
+    /// The ids of a subscription's deliveries (`adhoc` for per-request targets).
+    async fn deliveries_of(&self, subscription: &str) -> Vec<String> {
+        let (status, list) = self
+            .api(
+                Method::GET,
+                &format!("/v1/deliveries?subscription={subscription}&limit=100"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{list}");
+        list["deliveries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no deliveries array: {list}"))
+            .iter()
+            .map(|d| d["id"].as_str().expect("delivery id").to_string())
+            .collect()
+    }
+
+    /// Waits until `count` deliveries of `subscription` are finished (delivered or dead, so
+    /// their attempt is recorded); returns their ids.
+    async fn wait_finished(&self, subscription: &str, count: usize) -> Vec<String> {
+        wait_until(
+            &format!("{count} finished deliveries of {subscription}"),
+            DEADLINE,
+            || async {
+                let ids = self.deliveries_of(subscription).await;
+                if ids.len() < count {
+                    return None;
+                }
+                for id in &ids {
+                    let (_, d) = self
+                        .api(
+                            Method::GET,
+                            &format!("/v1/deliveries/{id}"),
+                            Some(ADMIN),
+                            None,
+                        )
+                        .await;
+                    if d["state"] != "delivered" && d["state"] != "dead" {
+                        return None;
+                    }
+                }
+                Some(ids)
+            },
+        )
+        .await
+    }
+
+    async fn paused(&self, subscription: &str) -> bool {
+        let (status, shown) = self
+            .api(
+                Method::GET,
+                &format!("/v1/subscriptions/{subscription}"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{shown}");
+        shown["paused"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("no paused flag: {shown}"))
+    }
+
+    /// Signs in with the admin token; the session cookie and the csrf value of `/ui`.
+    async fn sign_in(&self) -> Session {
+        let answer = self
+            .post_form("/ui/login", None, self.same_origin(), &[("token", ADMIN)])
+            .await;
+        assert_eq!(answer.status, 303, "sign in: {}", answer.body);
+        let cookie = answer
+            .set_cookie("hookd_session")
+            .unwrap_or_else(|| panic!("no hookd_session cookie: {:?}", answer.headers));
+        let cookie = format!("hookd_session={}", cookie.value);
+        let overview = self.get("/ui", Some(&cookie)).await;
+        assert_eq!(overview.status, 200, "/ui with the new session");
+        Session {
+            csrf: overview.csrf(),
+            cookie,
+        }
+    }
+
+    /// `POST /v1/portal-links` for `owner`; the portal's path `/ui/portal/<token>`.
+    async fn portal_link(&self, owner: &str, expires_in: &str) -> String {
+        let (status, link) = self
+            .api(
+                Method::POST,
+                "/v1/portal-links",
+                Some(ADMIN),
+                Some(json!({ "owner": owner, "expires_in": expires_in })),
+            )
+            .await;
+        assert_eq!(status, 201, "{link}");
+        let url = link["url"].as_str().expect("url");
+        let path = url
+            .strip_prefix(&self.origin())
+            .unwrap_or_else(|| panic!("{url} is not under {}", self.origin()));
+        let token = path
+            .strip_prefix("/ui/portal/")
+            .unwrap_or_else(|| panic!("{url} is not under /ui/portal/"));
+        assert!(
+            !token.is_empty() && !token.contains('/'),
+            "a token segment: {url}"
+        );
+        path.to_string()
+    }
+}
+
+fn config_text(dir: &Path, api_keys: &str, extra: &str) -> String {
+    format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n\
+         tokens = [{{ secret = {ADMIN:?}, scopes = [\"admin\"] }}, {{ secret = {INGEST:?}, scopes = [\"ingest\"] }}]\n\
+         {api_keys}\n\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\n\
+         [storage]\npath = {:?}\n\n\
+         [delivery]\nretry_schedule = []\nallow_adhoc_targets = true\n\n\
+         {extra}\n{LOOPBACK_TARGETS}",
+        dir.join("db").display().to_string()
+    )
+}
+
+async fn page(response: reqwest::Response) -> Page {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.expect("page body");
+    Page {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl Page {
+    /// A header's values, joined by ", "; empty when absent.
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ASCII header"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `Location` without its scheme and host, if it has them.
+    fn location(&self) -> String {
+        let location = self.header("location");
+        for scheme in ["http://", "https://"] {
+            if let Some(rest) = location.strip_prefix(scheme) {
+                return rest.find('/').map_or(String::new(), |at| rest[at..].into());
+            }
+        }
+        location
+    }
+
+    /// [`Page::location`] without its query.
+    fn location_path(&self) -> String {
+        let location = self.location();
+        location.split('?').next().unwrap_or("").to_string()
+    }
+
+    fn set_cookie(&self, name: &str) -> Option<SetCookie> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|line| {
+                let mut parts = line.split(';').map(str::trim);
+                let (n, value) = parts.next()?.split_once('=')?;
+                (n == name).then(|| SetCookie {
+                    line: line.to_string(),
+                    value: value.to_string(),
+                    attributes: parts.map(str::to_string).collect(),
+                })
+            })
+    }
+
+    /// The `Cookie` header a browser would send back after this answer (every cookie set).
+    fn cookies_set(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|line| line.split(';').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The value of the page's hidden `csrf` input.
+    fn csrf(&self) -> String {
+        hidden_csrf(&self.body)
+            .unwrap_or_else(|| panic!("no <input name=\"csrf\"> on the page:\n{}", self.body))
+    }
+}
+
+impl SetCookie {
+    fn has(&self, attribute: &str) -> bool {
+        self.attributes
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(attribute))
+    }
+
+    fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find_map(|a| {
+            let (k, v) = a.split_once('=')?;
+            k.trim().eq_ignore_ascii_case(key).then_some(v.trim())
+        })
+    }
+}
+
+/// The `value` of the first `<input ... name="csrf" ...>`, unescaped.
+fn hidden_csrf(html: &str) -> Option<String> {
+    html.match_indices("<input").find_map(|(at, _)| {
+        let tag = &html[at..at + html[at..].find('>')?];
+        if !tag.contains("name=\"csrf\"") {
+            return None;
+        }
+        let start = tag.find("value=\"")? + "value=\"".len();
+        let end = tag[start..].find('"')?;
+        Some(decode_entities(&tag[start..start + end]))
+    })
+}
+
+/// `html` with its character references (`&lt;`, `&#60;`, `&#x3c;`...) decoded.
+fn decode_entities(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let decoded = rest[1..]
+            .find(';')
+            .filter(|&end| end <= 10)
+            .and_then(|end| {
+                let name = &rest[1..=end];
+                let c = match name {
+                    "lt" => Some('<'),
+                    "gt" => Some('>'),
+                    "amp" => Some('&'),
+                    "quot" => Some('"'),
+                    "apos" => Some('\''),
+                    _ => match name.strip_prefix('#') {
+                        Some(hex) if hex.starts_with(['x', 'X']) => {
+                            u32::from_str_radix(&hex[1..], 16)
+                                .ok()
+                                .and_then(char::from_u32)
+                        }
+                        Some(dec) => dec.parse().ok().and_then(char::from_u32),
+                        None => None,
+                    },
+                };
+                c.map(|c| (c, end + 2))
+            });
+        match decoded {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The text of the element carrying `marker` (e.g. `id="secret"`), up to the next tag.
+fn element_text(html: &str, marker: &str) -> Option<String> {
+    let rest = &html[html.find(marker)?..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')?;
+    Some(decode_entities(rest[start..start + end].trim()))
+}
+
+/// `text` with its middle character changed.
+fn tamper(text: &str) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    assert!(!chars.is_empty(), "nothing to tamper with");
+    let at = chars.len() / 2;
+    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
+}
+
+fn assert_to_login(page: &Page, what: &str) {
+    assert_eq!(
+        (page.status, page.location_path().as_str()),
+        (303, "/ui/login"),
+        "{what}: expected 303 to /ui/login; body:\n{}",
+        page.body
+    );
+}
+
+/// The headers every /ui answer carries, and no script in its HTML. `admin`: an admin page
+/// (`X-Frame-Options: DENY`); portal pages may list frame ancestors instead.
+fn assert_ui_headers(page: &Page, what: &str, admin: bool) {
+    let csp = page.header("content-security-policy");
+    assert!(
+        csp.contains("default-src 'none'"),
+        "{what}: CSP without default-src 'none': {csp:?}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{what}: CSP allows inline code: {csp:?}"
+    );
+    if let Some(at) = csp.find("script-src") {
+        assert!(
+            csp[at..].starts_with("script-src 'none'"),
+            "{what}: CSP allows scripts: {csp:?}"
+        );
+    }
+    assert!(
+        page.header("x-content-type-options")
+            .eq_ignore_ascii_case("nosniff"),
+        "{what}: X-Content-Type-Options {:?}",
+        page.header("x-content-type-options")
+    );
+    assert!(
+        page.header("referrer-policy")
+            .eq_ignore_ascii_case("no-referrer"),
+        "{what}: Referrer-Policy {:?}",
+        page.header("referrer-policy")
+    );
+    assert!(
+        page.header("cache-control").contains("no-store"),
+        "{what}: Cache-Control {:?}",
+        page.header("cache-control")
+    );
+    if admin {
+        assert!(
+            csp.contains("frame-ancestors 'none'"),
+            "{what}: CSP without frame-ancestors 'none': {csp:?}"
+        );
+        assert!(
+            page.header("x-frame-options").eq_ignore_ascii_case("DENY"),
+            "{what}: X-Frame-Options {:?}",
+            page.header("x-frame-options")
+        );
+    }
+    assert!(
+        !page.body.to_ascii_lowercase().contains("<script"),
+        "{what}: a <script> in the page:\n{}",
+        page.body
+    );
+}
+
+/// An HTML page: 200, `text/html`, the /ui headers.
+fn assert_html(page: &Page, what: &str, admin: bool) {
+    assert_eq!(page.status, 200, "{what}: body:\n{}", page.body);
+    assert!(
+        page.header("content-type").starts_with("text/html"),
+        "{what}: Content-Type {:?}",
+        page.header("content-type")
+    );
+    assert_ui_headers(page, what, admin);
+}
+
+/// A receiver that answers `500` with an HTML body on `/script` and a 100 KiB body on
+/// `/big`.
+async fn start_body_receiver() -> SocketAddr {
+    let big = format!("BEGIN-OF-THE-BIG-BODY{}", "x".repeat(100 * 1024));
+    let app = Router::new()
+        .route(
+            "/script",
+            post(|| async {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [("content-type", "text/html")],
+                    "<script>alert(1)</script><img src=x onerror=alert(2)>",
+                )
+            }),
+        )
+        .route(
+            "/big",
+            post(move || {
+                let big = big.clone();
+                async move { (StatusCode::INTERNAL_SERVER_ERROR, big) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
+    let addr = listener.local_addr().expect("receiver addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+// ------------------------------------------------------------------ sign-in and sessions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_signs_in_with_an_admin_token_only_and_the_session_ends_at_sign_out() {
+    let hookd = Hookd::start("", "").await;
+
+    let form = hookd.get("/ui/login", None).await;
+    assert_html(&form, "GET /ui/login", true);
+    assert!(form.body.contains("name=\"token\""), "{}", form.body);
+
+    for (token, what) in [
+        ("not-a-token", "a wrong token"),
+        (INGEST, "an ingest token"),
+    ] {
+        let refused = hookd
+            .post_form("/ui/login", None, hookd.same_origin(), &[("token", token)])
+            .await;
+        assert_eq!(refused.status, 401, "{what}: {}", refused.body);
+        assert!(
+            refused.body.contains("not an admin token"),
+            "{what}: {}",
+            refused.body
+        );
+        assert!(
+            refused.set_cookie("hookd_session").is_none(),
+            "{what}: a session cookie: {:?}",
+            refused.headers
+        );
+    }
+    let cross = hookd
+        .post_form(
+            "/ui/login",
+            None,
+            Source::Origin(EVIL.into()),
+            &[("token", ADMIN)],
+        )
+        .await;
+    assert_eq!(
+        cross.status, 403,
+        "sign-in from another origin: {}",
+        cross.body
+    );
+    assert!(cross.set_cookie("hookd_session").is_none());
+
+    let signed_in = hookd
+        .post_form("/ui/login", None, hookd.same_origin(), &[("token", ADMIN)])
+        .await;
+    assert_eq!(
+        (signed_in.status, signed_in.location().as_str()),
+        (303, "/ui"),
+        "{}",
+        signed_in.body
+    );
+    let cookie = signed_in
+        .set_cookie("hookd_session")
+        .unwrap_or_else(|| panic!("no hookd_session: {:?}", signed_in.headers));
+    assert!(!cookie.value.is_empty(), "{cookie:?}");
+    assert!(cookie.has("HttpOnly"), "{}", cookie.line);
+    assert_eq!(
+        cookie.attribute("SameSite"),
+        Some("Strict"),
+        "{}",
+        cookie.line
+    );
+    assert_eq!(cookie.attribute("Path"), Some("/ui"), "{}", cookie.line);
+    assert_eq!(
+        cookie.attribute("Max-Age"),
+        Some("43200"),
+        "the default ui_session_ttl, 12h: {}",
+        cookie.line
+    );
+    assert!(
+        !cookie.has("Secure"),
+        "no Secure over plain http: {}",
+        cookie.line
+    );
+    assert!(
+        !cookie.value.contains(ADMIN),
+        "the token is in the cookie: {}",
+        cookie.line
+    );
+    let session = format!("hookd_session={}", cookie.value);
+
+    let overview = hookd.get("/ui", Some(&session)).await;
+    assert_html(&overview, "GET /ui signed in", true);
+    assert!(overview.body.contains("Overview"), "{}", overview.body);
+    assert!(overview.body.contains("Sign out"), "{}", overview.body);
+
+    assert_to_login(&hookd.get("/ui", None).await, "GET /ui without a cookie");
+    assert_to_login(
+        &hookd.get("/ui/subscriptions", None).await,
+        "GET /ui/subscriptions without a cookie",
+    );
+    let tampered = format!("hookd_session={}", tamper(&cookie.value));
+    assert_to_login(
+        &hookd.get("/ui", Some(&tampered)).await,
+        "GET /ui with a tampered cookie",
+    );
+
+    // Sign out: the cookie is cleared, and refused when replayed.
+    let csrf = overview.csrf();
+    let out = hookd
+        .post_form(
+            "/ui/logout",
+            Some(&session),
+            hookd.same_origin(),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_to_login(&out, "POST /ui/logout");
+    let cleared = out
+        .set_cookie("hookd_session")
+        .unwrap_or_else(|| panic!("sign-out does not clear the cookie: {:?}", out.headers));
+    assert!(
+        cleared.value.is_empty() || cleared.attribute("Max-Age") == Some("0"),
+        "not cleared: {}",
+        cleared.line
+    );
+    assert_to_login(
+        &hookd.get("/ui", Some(&session)).await,
+        "GET /ui with the signed-out session's cookie",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_session_expires_after_ui_session_ttl() {
+    let hookd = Hookd::start("ui_session_ttl = \"2s\"", "").await;
+    let signed_in_at = Instant::now();
+    let signed_in = hookd
+        .post_form("/ui/login", None, hookd.same_origin(), &[("token", ADMIN)])
+        .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let cookie = signed_in.set_cookie("hookd_session").expect("a session");
+    assert_eq!(cookie.attribute("Max-Age"), Some("2"), "{}", cookie.line);
+    let session = format!("hookd_session={}", cookie.value);
+    assert_eq!(hookd.get("/ui", Some(&session)).await.status, 200);
+
+    let expired = wait_until("the session to expire", DEADLINE, || async {
+        let page = hookd.get("/ui", Some(&session)).await;
+        (page.status != 200).then_some(page)
+    })
+    .await;
+    assert_to_login(&expired, "GET /ui with an expired session");
+    assert!(
+        signed_in_at.elapsed() >= Duration::from_secs(1),
+        "expired after {:?}, before its 2s",
+        signed_in_at.elapsed()
+    );
+}
+
+// ------------------------------------------------------------------ headers
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_page_has_a_strict_csp_and_no_script() {
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(
+            json!({ "id": "csp-sub", "url": receiver.url(), "events": ["*"], "secret": "csp-secret" }),
+        )
+        .await;
+    hookd
+        .ingest(json!({ "request_id": "csp-1", "status": "completed" }))
+        .await;
+    let delivery = hookd.wait_finished("csp-sub", 1).await.remove(0);
+
+    let login = hookd.get("/ui/login", None).await;
+    assert_html(&login, "GET /ui/login", true);
+    let refused = hookd
+        .post_form(
+            "/ui/login",
+            None,
+            hookd.same_origin(),
+            &[("token", "wrong")],
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+    assert_ui_headers(&refused, "the 401 sign-in page", true);
+    let redirect = hookd.get("/ui/deliveries", None).await;
+    assert_to_login(&redirect, "GET /ui/deliveries without a session");
+    assert_ui_headers(&redirect, "the redirect to sign-in", true);
+
+    let session = hookd.sign_in().await;
+    for path in [
+        "/ui".to_string(),
+        "/ui/deliveries".to_string(),
+        "/ui/deliveries?status=delivered".to_string(),
+        format!("/ui/deliveries/{delivery}"),
+        "/ui/subscriptions".to_string(),
+        "/ui/subscriptions/new".to_string(),
+        "/ui/subscriptions/csp-sub".to_string(),
+        "/ui/subscriptions/csp-sub?lang=go".to_string(),
+    ] {
+        let page = hookd.get(&path, Some(&session.cookie)).await;
+        assert_html(&page, &format!("GET {path}"), true);
+    }
+    let missing = hookd
+        .get(
+            "/ui/deliveries/dlv_00000000000000000000000000",
+            Some(&session.cookie),
+        )
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert_ui_headers(&missing, "the 404 page", true);
+
+    let style = hookd.get("/ui/static/style.css", None).await;
+    assert_eq!(style.status, 200);
+    assert!(
+        style.header("content-type").starts_with("text/css"),
+        "{:?}",
+        style.header("content-type")
+    );
+    assert!(style
+        .header("x-content-type-options")
+        .eq_ignore_ascii_case("nosniff"));
+}
+
+// ------------------------------------------------------------------ CSRF and same origin
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_post_needs_the_sessions_csrf_token_and_the_same_origin() {
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(
+            json!({ "id": "pausable", "url": receiver.url(), "events": ["*"], "secret": "p-secret" }),
+        )
+        .await;
+    let mine = hookd.sign_in().await;
+    let other = hookd.sign_in().await;
+    assert_ne!(
+        mine.csrf, other.csrf,
+        "two sessions share their csrf value: it is not tied to the session"
+    );
+    let pause = "/ui/subscriptions/pausable/pause";
+    let page_url = format!("{}/ui/subscriptions/pausable", hookd.origin());
+
+    let cases: [RefusedPost; 5] = [
+        (
+            "no csrf field",
+            hookd.same_origin(),
+            vec![],
+            "CSRF token missing or wrong",
+        ),
+        (
+            "another session's csrf",
+            hookd.same_origin(),
+            vec![("csrf", other.csrf.as_str())],
+            "CSRF token missing or wrong",
+        ),
+        (
+            "Origin: http://evil.example",
+            Source::Origin(EVIL.into()),
+            vec![("csrf", mine.csrf.as_str())],
+            "cross-origin request refused",
+        ),
+        (
+            "a Referer of another origin",
+            Source::Referer(format!("{EVIL}/ui/subscriptions/pausable")),
+            vec![("csrf", mine.csrf.as_str())],
+            "cross-origin request refused",
+        ),
+        (
+            "neither Origin nor Referer",
+            Source::Nothing,
+            vec![("csrf", mine.csrf.as_str())],
+            "cross-origin request refused",
+        ),
+    ];
+    for (what, source, fields, message) in cases {
+        let refused = hookd
+            .post_form(pause, Some(&mine.cookie), source, &fields)
+            .await;
+        assert_eq!(refused.status, 403, "{what}: {}", refused.body);
+        assert!(
+            refused
+                .body
+                .to_lowercase()
+                .contains(&message.to_lowercase()),
+            "{what}: the page does not say {message:?}: {}",
+            refused.body
+        );
+        assert!(
+            !hookd.paused("pausable").await,
+            "{what}: the subscription was paused"
+        );
+    }
+
+    let paused = hookd
+        .post_form(
+            pause,
+            Some(&mine.cookie),
+            hookd.same_origin(),
+            &[("csrf", mine.csrf.as_str())],
+        )
+        .await;
+    assert_eq!(paused.status, 303, "{}", paused.body);
+    assert!(hookd.paused("pausable").await, "not paused");
+    let result = hookd.get(&paused.location(), Some(&mine.cookie)).await;
+    assert_html(&result, "the page the pause redirects to", true);
+    assert!(result.body.contains("role=\"status\""), "{}", result.body);
+
+    // A Referer of the same origin stands in for an absent Origin.
+    let resumed = hookd
+        .post_form(
+            "/ui/subscriptions/pausable/resume",
+            Some(&mine.cookie),
+            Source::Referer(page_url),
+            &[("csrf", mine.csrf.as_str())],
+        )
+        .await;
+    assert_eq!(resumed.status, 303, "{}", resumed.body);
+    assert!(!hookd.paused("pausable").await, "not resumed");
+}
+
+// ------------------------------------------------------------------ escaping and secrets
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_receivers_answer_is_escaped_and_truncated_on_the_delivery_page() {
+    let receiver = start_body_receiver().await;
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "xss-sub", "url": format!("http://{receiver}/script"), "events": ["*"], "secret": "xss-secret" }))
+        .await;
+    hookd
+        .create_subscription(json!({ "id": "big-sub", "url": format!("http://{receiver}/big"), "events": ["*"], "secret": "big-secret" }))
+        .await;
+    hookd
+        .ingest(json!({
+            "request_id": "xss-1",
+            "status": "failed",
+            "error": { "message": "<script>alert(3)</script>" },
+            "metrics": { "inference_time": 45.2, "queue_time": 2.1 }
+        }))
+        .await;
+    let xss = hookd.wait_finished("xss-sub", 1).await.remove(0);
+    let big = hookd.wait_finished("big-sub", 1).await.remove(0);
+    let session = hookd.sign_in().await;
+
+    let page = hookd
+        .get(&format!("/ui/deliveries/{xss}"), Some(&session.cookie))
+        .await;
+    assert_html(&page, "the delivery page of a <script> answer", true);
+    // Escaped, whatever the entities: no tag of the answer (or of the body sent) is in the
+    // HTML, and the text the browser shows is the answer as it came.
+    let lower = page.body.to_ascii_lowercase();
+    assert!(
+        !lower.contains("<script") && !lower.contains("<img"),
+        "the receiver's answer is not escaped:\n{}",
+        page.body
+    );
+    let text = decode_entities(&page.body);
+    assert!(
+        text.contains("<script>alert(1)</script><img src=x onerror=alert(2)>"),
+        "the receiver's answer is not shown as text:\n{}",
+        page.body
+    );
+    assert!(
+        text.contains("<script>alert(3)</script>"),
+        "the body sent is not shown as text:\n{}",
+        page.body
+    );
+
+    let page = hookd
+        .get(&format!("/ui/deliveries/{big}"), Some(&session.cookie))
+        .await;
+    assert_html(&page, "the delivery page of a 100 KiB answer", true);
+    assert!(
+        page.body.len() < 40 * 1024,
+        "the page is {} bytes: the 100 KiB answer is not truncated",
+        page.body.len()
+    );
+    assert!(
+        page.body.contains("BEGIN-OF-THE-BIG-BODY"),
+        "the answer's start is shown:\n{}",
+        page.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriptions_secret_is_shown_once_by_the_form_that_created_it_and_never_again() {
+    const API_SECRET: &str = "api-made-secret-5b81e0c4";
+    const FORM_SECRET: &str = "form-made-secret-7d3f9a1c";
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "api-made", "url": receiver.url(), "events": ["*"], "secret": API_SECRET }))
+        .await;
+    hookd
+        .ingest(json!({ "request_id": "secret-1", "status": "completed" }))
+        .await;
+    let delivery = hookd.wait_finished("api-made", 1).await.remove(0);
+    let session = hookd.sign_in().await;
+
+    let mut pages = vec![
+        "/ui".to_string(),
+        "/ui/subscriptions".to_string(),
+        "/ui/subscriptions/api-made".to_string(),
+        "/ui/deliveries".to_string(),
+        format!("/ui/deliveries/{delivery}"),
+    ];
+    for lang in [
+        "express",
+        "flask",
+        "node-standard",
+        "python-standard",
+        "go",
+        "rust",
+    ] {
+        pages.push(format!("/ui/subscriptions/api-made?lang={lang}"));
+    }
+    for path in &pages {
+        let page = hookd.get(path, Some(&session.cookie)).await;
+        assert_eq!(page.status, 200, "GET {path}: {}", page.body);
+        assert!(
+            !page.body.contains(API_SECRET),
+            "GET {path} shows the secret:\n{}",
+            page.body
+        );
+    }
+
+    // The edit form keeps the secret out of its answer and of the page it leads to.
+    let edited = hookd
+        .post_form(
+            "/ui/subscriptions/api-made",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[
+                ("csrf", session.csrf.as_str()),
+                ("url", receiver.url().as_str()),
+                ("events", "job.completed"),
+                ("events", "job.failed"),
+                ("other_events", ""),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, 303, "edit: {}", edited.body);
+    assert!(!edited.body.contains(API_SECRET));
+    let after = hookd.get(&edited.location(), Some(&session.cookie)).await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert!(!after.body.contains(API_SECRET), "{}", after.body);
+
+    // Created through the form: the secret shown once, on that page only.
+    let created = hookd
+        .post_form(
+            "/ui/subscriptions",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[
+                ("csrf", session.csrf.as_str()),
+                ("url", receiver.url().as_str()),
+                ("events", "*"),
+                ("other_events", ""),
+                ("id", "form-made"),
+                ("secret", FORM_SECRET),
+                ("signature", "abstrakt"),
+                ("owner", ""),
+            ],
+        )
+        .await;
+    assert_html(&created, "the Subscription created page", true);
+    assert!(
+        created.body.contains("Subscription created"),
+        "{}",
+        created.body
+    );
+    assert_eq!(
+        element_text(&created.body, "id=\"secret\"").as_deref(),
+        Some(FORM_SECRET),
+        "the secret in <code id=\"secret\">:\n{}",
+        created.body
+    );
+    assert!(
+        created.body.contains("/ui/subscriptions/form-made"),
+        "a link to the subscription:\n{}",
+        created.body
+    );
+    let (status, shown) = hookd
+        .api(
+            Method::GET,
+            "/v1/subscriptions/form-made",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    for path in ["/ui/subscriptions/form-made", "/ui/subscriptions", "/ui"] {
+        let page = hookd.get(path, Some(&session.cookie)).await;
+        assert_eq!(page.status, 200, "GET {path}: {}", page.body);
+        assert!(
+            !page.body.contains(FORM_SECRET),
+            "GET {path} shows the secret again:\n{}",
+            page.body
+        );
+    }
+}
+
+// ------------------------------------------------------------------ the portal
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_links_are_issued_to_admins_and_their_bodies_validated() {
+    let hookd = Hookd::start("", "").await;
+    let body = json!({ "owner": "acme", "expires_in": "1h" });
+    let (status, answer) = hookd
+        .api(Method::POST, "/v1/portal-links", None, Some(body.clone()))
+        .await;
+    assert_eq!(status, 401, "without a token: {answer}");
+    let (status, answer) = hookd
+        .api(
+            Method::POST,
+            "/v1/portal-links",
+            Some(INGEST),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, 403, "with an ingest token: {answer}");
+
+    for body in [body, json!({ "owner": "acme" })] {
+        let before = time::OffsetDateTime::now_utc();
+        let (status, link) = hookd
+            .api(
+                Method::POST,
+                "/v1/portal-links",
+                Some(ADMIN),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, 201, "{body} -> {link}");
+        let url = link["url"].as_str().expect("url");
+        assert!(
+            url.starts_with(&format!("{}/ui/portal/", hookd.origin())),
+            "{url}"
+        );
+        assert_eq!(link["owner"], "acme");
+        let expires = time::OffsetDateTime::parse(
+            link["expires_at"].as_str().expect("expires_at"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339 expires_at");
+        let lifetime = expires - before;
+        assert!(
+            lifetime > time::Duration::minutes(59) && lifetime < time::Duration::minutes(61),
+            "{body}: expires in {lifetime}, not 1h"
+        );
+        let portal = hookd.get(&url[hookd.origin().len()..], None).await;
+        assert_html(&portal, "a new portal link", false);
+    }
+
+    let cases = [
+        (json!({ "expires_in": "1h" }), "owner"),
+        (json!({ "owner": "", "expires_in": "1h" }), "owner"),
+        (
+            json!({ "owner": "acme", "expires_in": "forever" }),
+            "expires_in",
+        ),
+        (
+            json!({ "owner": "acme", "expires_in": "31d" }),
+            "expires_in",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = hookd
+            .api(
+                Method::POST,
+                "/v1/portal-links",
+                Some(ADMIN),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, 422, "{body} -> {answer}");
+        assert_eq!(answer["field"], field, "{body} -> {answer}");
+        assert!(
+            answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{answer}"
+        );
+    }
+    let (status, answer) = hookd
+        .api(
+            Method::POST,
+            "/v1/portal-links",
+            Some(ADMIN),
+            Some(json!({ "owner": "acme", "expires_in": "30d" })),
+        )
+        .await;
+    assert_eq!(status, 201, "the maximum, 30d: {answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_shows_its_owners_subscriptions_and_deliveries_only_and_survives_a_restart() {
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start(
+        "",
+        &format!(
+            "[[subscription]]\nid = \"cfg-sub\"\nurl = {:?}\nsecret = \"cfg-secret\"\nevents = [\"*\"]\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    for (id, owner) in [("acme-sub", "acme"), ("globex-sub", "globex")] {
+        hookd
+            .create_subscription(json!({ "id": id, "owner": owner, "url": receiver.url(), "events": ["*"], "secret": format!("{id}-secret") }))
+            .await;
+    }
+    hookd
+        .ingest(json!({ "request_id": "portal-1", "status": "completed" }))
+        .await;
+    hookd
+        .ingest(json!({ "request_id": "portal-2", "status": "failed", "webhook_url": receiver.url(), "webhook_secret": "adhoc-secret" }))
+        .await;
+    let acme = hookd.wait_finished("acme-sub", 2).await;
+    let globex = hookd.wait_finished("globex-sub", 2).await;
+    let config = hookd.wait_finished("cfg-sub", 2).await;
+    let adhoc = hookd.wait_finished("adhoc", 1).await;
+    let foreign_subscriptions = ["globex-sub", "cfg-sub"];
+    let foreign_deliveries: Vec<&String> = globex.iter().chain(&config).chain(&adhoc).collect();
+
+    let portal = hookd.portal_link("acme", "1h").await;
+    let mut pages = vec![
+        portal.clone(),
+        format!("{portal}/subscriptions"),
+        format!("{portal}/deliveries"),
+        format!("{portal}/deliveries?status=delivered"),
+        format!("{portal}/subscriptions/acme-sub"),
+        format!("{portal}/subscriptions/new"),
+    ];
+    pages.extend(acme.iter().map(|id| format!("{portal}/deliveries/{id}")));
+    for path in &pages {
+        let page = hookd.get(path, None).await;
+        assert_html(&page, &format!("GET {path}"), false);
+        assert!(
+            page.header("content-security-policy")
+                .contains("frame-ancestors 'none'"),
+            "GET {path}: ui_frame_ancestors is empty: {:?}",
+            page.header("content-security-policy")
+        );
+        assert!(
+            !page.body.contains("Sign out"),
+            "GET {path}: a Sign out button in the portal"
+        );
+        for other in foreign_subscriptions
+            .iter()
+            .copied()
+            .chain(foreign_deliveries.iter().map(|s| s.as_str()))
+        {
+            assert!(
+                !page.body.contains(other),
+                "GET {path} shows {other}, not acme's:\n{}",
+                page.body
+            );
+        }
+    }
+    for path in [&portal, &format!("{portal}/subscriptions")] {
+        let page = hookd.get(path, None).await;
+        assert!(page.body.contains("acme-sub"), "GET {path}:\n{}", page.body);
+    }
+    let deliveries = hookd.get(&format!("{portal}/deliveries"), None).await;
+    for id in &acme {
+        assert!(
+            deliveries.body.contains(id.as_str()),
+            "acme's delivery {id} is not listed:\n{}",
+            deliveries.body
+        );
+    }
+    let new_form = hookd
+        .get(&format!("{portal}/subscriptions/new"), None)
+        .await;
+    assert!(
+        !new_form.body.contains("name=\"owner\""),
+        "the portal's form has an owner field:\n{}",
+        new_form.body
+    );
+
+    // Everything not acme's is 404 through acme's portal.
+    for id in foreign_subscriptions {
+        let path = format!("{portal}/subscriptions/{id}");
+        let page = hookd.get(&path, None).await;
+        assert_eq!(page.status, 404, "GET {path}: {}", page.body);
+    }
+    for id in &foreign_deliveries {
+        let path = format!("{portal}/deliveries/{id}");
+        let page = hookd.get(&path, None).await;
+        assert_eq!(page.status, 404, "GET {path}: {}", page.body);
+    }
+    // Filters name what they look for (and may echo it): what they find is acme's only.
+    let filtered = hookd
+        .get(
+            &format!("{portal}/deliveries?subscription=globex-sub"),
+            None,
+        )
+        .await;
+    for id in &foreign_deliveries {
+        assert!(
+            !filtered.body.contains(id.as_str()),
+            "filtering acme's portal by globex-sub lists {id}:\n{}",
+            filtered.body
+        );
+    }
+    let search = hookd
+        .get(&format!("{portal}/deliveries?q={}", globex[0]), None)
+        .await;
+    assert!(
+        !search.body.contains(&format!("deliveries/{}", globex[0])),
+        "searching for globex's delivery links to it:\n{}",
+        search.body
+    );
+    if search.status == 303 {
+        let target = hookd.get(&search.location(), None).await;
+        assert_eq!(
+            target.status,
+            404,
+            "the search leads to {}",
+            search.location()
+        );
+    }
+
+    // Actions: with the portal's csrf, acme's subscription pauses; globex's is not found.
+    let csrf = hookd
+        .get(&format!("{portal}/subscriptions/acme-sub"), None)
+        .await
+        .csrf();
+    for id in foreign_subscriptions {
+        let refused = hookd
+            .post_form(
+                &format!("{portal}/subscriptions/{id}/pause"),
+                None,
+                hookd.same_origin(),
+                &[("csrf", csrf.as_str())],
+            )
+            .await;
+        assert_eq!(refused.status, 404, "pause {id} through acme's portal");
+        assert!(!hookd.paused(id).await, "{id} was paused by acme's portal");
+    }
+    let paused = hookd
+        .post_form(
+            &format!("{portal}/subscriptions/acme-sub/pause"),
+            None,
+            hookd.same_origin(),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(paused.status, 303, "pause acme-sub: {}", paused.body);
+    assert!(hookd.paused("acme-sub").await);
+
+    // A subscription created through the portal belongs to acme, whatever the form says.
+    let created = hookd
+        .post_form(
+            &format!("{portal}/subscriptions"),
+            None,
+            hookd.same_origin(),
+            &[
+                ("csrf", csrf.as_str()),
+                ("url", receiver.url().as_str()),
+                ("events", "*"),
+                ("other_events", ""),
+                ("id", "acme-new"),
+                ("secret", ""),
+                ("signature", "abstrakt"),
+                ("owner", "globex"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        created.status, 200,
+        "create through the portal: {}",
+        created.body
+    );
+    let (status, shown) = hookd
+        .api(Method::GET, "/v1/subscriptions/acme-new", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["owner"], "acme", "{shown}");
+
+    // The link outlives a restart of hookd.
+    let hookd = hookd.restart().await;
+    let page = hookd.get(&portal, None).await;
+    assert_html(&page, "the portal after a restart", false);
+    assert!(page.body.contains("acme-sub"), "{}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_expired_portal_link_is_refused() {
+    let hookd = Hookd::start("", "").await;
+    let portal = hookd.portal_link("acme", "1h").await;
+    let token = portal.strip_prefix("/ui/portal/").expect("token");
+    assert_eq!(hookd.get(&portal, None).await.status, 200);
+    let tampered = format!("/ui/portal/{}", tamper(token));
+    for path in [tampered.clone(), format!("{tampered}/deliveries")] {
+        let page = hookd.get(&path, None).await;
+        assert_eq!(page.status, 403, "GET {path}: {}", page.body);
+        assert_ui_headers(&page, "the invalid link page", false);
+    }
+
+    let short = hookd.portal_link("acme", "2s").await;
+    let first = hookd.get(&short, None).await;
+    assert_eq!(first.status, 200, "before it expires: {}", first.body);
+    let expired = wait_until("the portal link to expire", DEADLINE, || async {
+        let page = hookd.get(&short, None).await;
+        (page.status != 200).then_some(page)
+    })
+    .await;
+    assert_eq!(expired.status, 403, "{}", expired.body);
+    assert!(
+        expired.body.to_lowercase().contains("expired"),
+        "{}",
+        expired.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_link_does_not_open_the_admin_pages() {
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "acme-sub", "owner": "acme", "url": receiver.url(), "events": ["*"], "secret": "acme-secret" }))
+        .await;
+    let portal = hookd.portal_link("acme", "1h").await;
+    let mut cookies = Vec::new();
+    let mut csrf = String::new();
+    for path in [portal.clone(), format!("{portal}/subscriptions/acme-sub")] {
+        let page = hookd.get(&path, None).await;
+        assert_eq!(page.status, 200, "GET {path}: {}", page.body);
+        cookies.extend(page.cookies_set());
+        if let Some(value) = hidden_csrf(&page.body) {
+            csrf = value;
+        }
+    }
+    assert!(!csrf.is_empty(), "the portal's pages carry no csrf value");
+    let cookie = cookies.join("; ");
+    let cookie = (!cookie.is_empty()).then_some(cookie.as_str());
+
+    for path in ["/ui", "/ui/subscriptions", "/ui/subscriptions/acme-sub"] {
+        assert_to_login(
+            &hookd.get(path, cookie).await,
+            &format!("GET {path} after visiting the portal"),
+        );
+    }
+    let refused = hookd
+        .post_form(
+            "/ui/subscriptions/acme-sub/pause",
+            cookie,
+            hookd.same_origin(),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert!(
+        refused.status == 403 || (refused.status == 303 && refused.location_path() == "/ui/login"),
+        "an admin action with the portal's csrf: {} {}",
+        refused.status,
+        refused.body
+    );
+    assert!(!hookd.paused("acme-sub").await);
+}

@@ -177,6 +177,7 @@ mod tests {
 
     fn storage(max_pending: u64, min_free_bytes: u64) -> StorageConfig {
         StorageConfig {
+            engine: crate::config::Engine::Sled,
             path: std::env::temp_dir(),
             retention: Duration::from_secs(60),
             cache_capacity_bytes: 1 << 20,

@@ -288,6 +288,9 @@ struct RawStorage {
     cache_capacity_bytes: Option<u64>,
     max_pending: Option<u64>,
     min_free_bytes: Option<u64>,
+    engine: Option<Spanned<String>>,
+    url: Option<Spanned<SecretSource>>,
+    pool_size: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -405,6 +408,22 @@ pub struct StorageConfig {
     pub max_pending: u64,
     /// Ingest answers 503 while the store's filesystem has less free space than this.
     pub min_free_bytes: u64,
+    pub engine: Engine,
+}
+
+/// Which store engine holds the queue.
+#[derive(Debug, Clone)]
+pub enum Engine {
+    /// Embedded, in `storage.path`: one node.
+    Sled,
+    /// A PostgreSQL database that several hookd nodes may share.
+    Postgres {
+        /// `postgres://user@host/db?sslmode=...` (or the key=value form): a secret, as it may
+        /// hold a password.
+        url: Secret,
+        /// Connections this node keeps open at most.
+        pool_size: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -843,6 +862,52 @@ impl Validator<'_> {
         *value.get_ref()
     }
 
+    /// `storage.engine` and, for PostgreSQL, its `url` and `pool_size`.
+    fn engine(&mut self, raw: &RawStorage, d: &RawStorage) -> Engine {
+        let Some(engine) = raw.engine.as_ref().or(d.engine.as_ref()) else {
+            return Engine::Sled;
+        };
+        match engine.get_ref().as_str() {
+            "sled" => Engine::Sled,
+            "postgres" => {
+                let url = match raw.url.as_ref() {
+                    Some(url) => self.secret(url, "storage.url"),
+                    None => {
+                        self.error(
+                            engine.span(),
+                            "storage.url",
+                            "engine \"postgres\" needs storage.url, like { env = \"HOOKD_DATABASE_URL\" }",
+                        );
+                        Secret(String::new())
+                    }
+                };
+                if !url.expose().is_empty() {
+                    if let Err(e) = url.expose().parse::<tokio_postgres::Config>() {
+                        let span = raw.url.as_ref().map_or(0..0, Spanned::span);
+                        self.error(
+                            span,
+                            "storage.url",
+                            format!("not a PostgreSQL connection string: {e}"),
+                        );
+                    }
+                }
+                let pool_size = match raw.pool_size.as_ref().or(d.pool_size.as_ref()) {
+                    Some(n) => self.positive(n, "storage.pool_size"),
+                    None => 16,
+                };
+                Engine::Postgres { url, pool_size }
+            }
+            other => {
+                self.error(
+                    engine.span(),
+                    "storage.engine",
+                    format!("unknown engine {other:?}: \"sled\" or \"postgres\""),
+                );
+                Engine::Sled
+            }
+        }
+    }
+
     fn secret(&mut self, value: &Spanned<SecretSource>, key: &str) -> Secret {
         value.get_ref().resolve().unwrap_or_else(|message| {
             self.error(value.span(), key, message);
@@ -879,7 +944,9 @@ impl Validator<'_> {
             .enumerate()
             .filter_map(|(i, s)| self.subscription(i, s, &delivery, &guard, &mut ids))
             .collect();
-        let storage = storage_config(storage, d_storage);
+        let engine = self.engine(&storage, &d_storage);
+        let mut storage = storage_config(storage, d_storage);
+        storage.engine = engine;
 
         if !self.errors.is_empty() {
             self.errors.sort_by_key(|d| (d.line, d.column));
@@ -1211,6 +1278,7 @@ fn storage_config(raw: RawStorage, d: RawStorage) -> StorageConfig {
         path,
         retention: pick!(raw, d, retention).0,
         cache_capacity_bytes: pick!(raw, d, cache_capacity_bytes),
+        engine: Engine::Sled,
         max_pending: pick!(raw, d, max_pending),
         min_free_bytes: pick!(raw, d, min_free_bytes),
     }

@@ -29,6 +29,50 @@ fn open_sled(path: &Path) -> Arc<dyn Store> {
     Arc::new(SledStore::open(path, 8 << 20).expect("open the sled store"))
 }
 
+/// The PostgreSQL engine in a database of the test's own, named after the directory (so that
+/// reopening reaches it); dropped with the directory's harness. Times are the test's, not the
+/// database's clock.
+fn open_pg(path: &Path) -> Arc<dyn Store> {
+    use hookd::store::postgres::{PgOptions, PgStore};
+    static DBS: std::sync::Mutex<Vec<(std::path::PathBuf, crate::support::pg::TestDb)>> =
+        std::sync::Mutex::new(Vec::new());
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async {
+            let url = {
+                let known = DBS
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(p, _)| p == path)
+                    .map(|(_, db)| db.url());
+                match known {
+                    Some(url) => url,
+                    None => {
+                        let db = crate::support::pg::create("conformance").await;
+                        let url = db.url();
+                        let mut dbs = DBS.lock().unwrap();
+                        // Databases of finished tests (their directory is gone) are dropped.
+                        dbs.retain(|(p, _)| p.exists());
+                        dbs.push((path.to_path_buf(), db));
+                        url
+                    }
+                }
+            };
+            let store = PgStore::open(PgOptions {
+                url,
+                pool_size: 4,
+                // The suite's leases end only with an outcome, a release or a restart, as
+                // sled's do; lease expiry is tested with several nodes (tests/it/postgres.rs).
+                lease: std::time::Duration::from_secs(100 * 365 * 86_400),
+                db_clock: false,
+            })
+            .await
+            .expect("open the postgres store");
+            store as Arc<dyn Store>
+        })
+    })
+}
+
 /// One test's store, its place, and the way to open it again.
 struct Harness {
     dir: tempfile::TempDir,
@@ -136,6 +180,7 @@ macro_rules! conformance_tests {
 }
 
 conformance_tests!(sled, open_sled);
+conformance_tests!(postgres, open_pg);
 
 // ---------------------------------------------------------------------------------------------
 // Builders

@@ -15,6 +15,7 @@ pub mod fairness;
 pub mod ledger;
 pub mod load;
 pub mod notify;
+pub mod pg;
 pub mod process;
 pub mod receiver;
 pub mod slow_receiver;

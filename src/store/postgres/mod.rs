@@ -1,0 +1,1759 @@
+//! The PostgreSQL engine: one queue that several hookd nodes share (docs/scaling.md).
+//!
+//! # Layout (schema_v1.sql)
+//!
+//! - `hookd_events`: accepted events; `(request_id, status)` is unique (idempotency).
+//! - `hookd_queue`: unfinished deliveries only. A claimed row is `leased`, and its `due_ms` is
+//!   the lease's end: a row whose lease ran out is simply due again (no reaper, no leader).
+//!   Every claim bumps `lease_token`; an outcome is recorded only with its claim's token, so a
+//!   node that stalled past its lease cannot overwrite the attempt of the node that took over.
+//! - `hookd_done`: finished deliveries with their attempts, partitioned by day of finishing:
+//!   retention drops whole partitions.
+//! - `hookd_subscription_state`, `hookd_subscriptions`, `hookd_meta`.
+//!
+//! # Claims
+//!
+//! One short transaction: the in-flight count of every bucket with live leases, then the due
+//! rows of runnable buckets not at their limit (`FOR UPDATE SKIP LOCKED`, earliest due first),
+//! then a transaction-scoped advisory lock per bucket taken (`pg_try_advisory_xact_lock`: a
+//! bucket another node is claiming from is skipped this turn), its in-flight count read again
+//! under the lock, and the rows within its limit leased. So a subscription's `max_in_flight`
+//! holds across every node. No transaction stays open across an HTTP attempt.
+//!
+//! # Time
+//!
+//! With `db_clock` (every real node), the database's clock decides what is due: a node's own
+//! times are used only as differences (a retry in 60 s is due 60 s after the database's now),
+//! so a node whose clock is an hour off delivers nothing early. Without it (the conformance
+//! suite), the times passed in are used as they are.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+
+use super::{
+    delivery_id_string, event_id_string, new_delivery_id, Attempt, Claimed, Delivery,
+    DeliveryFilter, DeliveryState, EventMeta, IngestError, Ingested, Limits, Next, Outcome,
+    PendingStats, RequeueError, StoreError, StoredSubscription, SubscriptionState, Target, ADHOC,
+};
+use crate::event::{AdhocTarget, NewEvent};
+
+/// The schema versions, in order; each is applied once, in one transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema_v1.sql"))];
+/// The advisory lock migrations hold: nodes starting together apply them once.
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_6400_0001;
+/// The channel new deliveries are announced on.
+const CHANNEL: &str = "hookd_due";
+/// `now` in Unix ms by the database's clock.
+const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+/// A day, the span of one `hookd_done` partition.
+const DAY_MS: i64 = 86_400_000;
+/// Finished deliveries a bulk requeue moves per transaction.
+const BULK_CHUNK: i64 = 1000;
+/// How often the cached count of unfinished deliveries is read again.
+const COUNT_EVERY: Duration = Duration::from_millis(500);
+/// How often an unchanged subscription health is written at most (successes in a row).
+const HEALTH_WRITE_EVERY: Duration = Duration::from_secs(1);
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        match e.as_db_error() {
+            Some(db) => {
+                StoreError::Backend(format!("postgres: {}: {}", db.code().code(), db.message()))
+            }
+            None => StoreError::Backend(format!("postgres: {e}")),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> StoreError {
+        StoreError::Backend(format!("postgres pool: {e}"))
+    }
+}
+
+/// How to open the engine.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// A connection string (`postgres://…` or `host=… dbname=…`).
+    pub url: String,
+    pub pool_size: usize,
+    /// How long a claim holds a delivery: longer than any attempt can take.
+    pub lease: Duration,
+    /// Decide by the database's clock (see the module's docs). Off only for tests that drive
+    /// time by hand.
+    pub db_clock: bool,
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unms(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The TLS mode of a connection string: `sslmode` when given; otherwise off for loopback and
+/// Unix-socket hosts and required elsewhere.
+fn tls_config(config: &mut tokio_postgres::Config, url: &str) {
+    use tokio_postgres::config::{Host, SslMode};
+    if url.contains("sslmode") {
+        return;
+    }
+    let local = config.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Host::Unix(_) => true,
+    });
+    config.ssl_mode(if local {
+        SslMode::Disable
+    } else {
+        SslMode::Require
+    });
+}
+
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Backend(format!("TLS: {e}")))?
+        .with_platform_verifier()
+        .map_err(|e| StoreError::Backend(format!("TLS roots: {e}")))?
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+fn parse_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Backend(format!("storage.url: {e}")))?;
+    tls_config(&mut config, url);
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.application_name("hookd");
+    Ok(config)
+}
+
+/// Applies the schema migrations not applied yet, under an advisory lock; returns the schema
+/// version before and after.
+pub async fn migrate(url: &str) -> Result<(i64, i64), StoreError> {
+    let config = parse_config(url)?;
+    let (mut client, connection) = config.connect(tls()?).await?;
+    let driver = tokio::spawn(connection);
+    let result = migrate_with(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
+async fn migrate_with(client: &mut tokio_postgres::Client) -> Result<(i64, i64), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = async {
+        let exists: bool = client
+            .query_one("SELECT to_regclass('hookd_meta') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        let before: i64 = if exists {
+            client
+                .query_opt("SELECT value FROM hookd_meta WHERE key = 'schema_version'", &[])
+                .await?
+                .map(|r| r.get::<_, Vec<u8>>(0))
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if before > latest {
+            return Err(StoreError::Backend(format!(
+                "the database's hookd schema is version {before}, newer than this hookd knows ({latest}): upgrade hookd"
+            )));
+        }
+        let mut now = before;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > before) {
+            let tx = client.transaction().await?;
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO hookd_meta (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&version.to_string().into_bytes()],
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(version, "postgres: schema migration applied");
+            now = *version;
+        }
+        Ok((before, now))
+    }
+    .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    result
+}
+
+/// A subscription's health, kept here between writes.
+#[derive(Default)]
+struct Health {
+    states: HashMap<String, SubscriptionState>,
+    written: HashMap<String, std::time::Instant>,
+}
+
+pub struct PgStore {
+    pool: Pool,
+    options: PgOptions,
+    /// The database's clock minus the node's, in ms, as last measured by a claim.
+    offset: AtomicI64,
+    limits: Mutex<Limits>,
+    /// The deliveries this node holds: lease token, per-request or not, when claimed (the
+    /// database's time).
+    held: Mutex<HashMap<String, (i64, bool, i64)>>,
+    /// Unfinished deliveries, as last counted (plus this node's changes since).
+    unfinished: Arc<AtomicU64>,
+    /// The `hookd_done` partitions known to exist (day numbers).
+    partitions: Mutex<HashSet<i64>>,
+    health: Mutex<Health>,
+    /// Woken when another node announces new deliveries.
+    waker: Arc<Mutex<Option<Arc<Notify>>>>,
+    /// Outcomes refused because another claim took the delivery over.
+    stale: AtomicU64,
+    closed: AtomicBool,
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl PgStore {
+    /// Connects, applies the migrations, and starts the listener for other nodes' new
+    /// deliveries and the unfinished-count refresher.
+    pub async fn open(options: PgOptions) -> Result<Arc<PgStore>, StoreError> {
+        migrate(&options.url).await?;
+        let config = parse_config(&options.url)?;
+        let manager = Manager::from_config(
+            config,
+            tls()?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+        let store = Arc::new(PgStore {
+            pool,
+            options,
+            offset: AtomicI64::new(0),
+            limits: Mutex::new(Limits::default()),
+            held: Mutex::new(HashMap::new()),
+            unfinished: Arc::new(AtomicU64::new(0)),
+            partitions: Mutex::new(HashSet::new()),
+            health: Mutex::new(Health::default()),
+            waker: Arc::new(Mutex::new(None)),
+            stale: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            background: Mutex::new(Vec::new()),
+        });
+        {
+            let client = store.client().await?;
+            let states = client
+                .query("SELECT subscription, paused, last_success_ms, last_failure_ms, consecutive_failures, last_error FROM hookd_subscription_state", &[])
+                .await?;
+            {
+                let mut health = lock(&store.health);
+                for row in states {
+                    health.states.insert(row.get(0), state_of(&row));
+                }
+            }
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM hookd_queue", &[])
+                .await?
+                .get(0);
+            store.unfinished.store(unms(n), Ordering::Relaxed);
+        }
+        let counter = tokio::spawn(count_unfinished(Arc::downgrade(&store)));
+        let listener = tokio::spawn(listen(store.options.url.clone(), store.waker.clone()));
+        lock(&store.background).extend([counter, listener]);
+        Ok(store)
+    }
+
+    /// Where to announce that other nodes have new work: the scheduler's wake-up.
+    pub fn set_waker(&self, waker: Arc<Notify>) {
+        *lock(&self.waker) = Some(waker);
+    }
+
+    /// Outcomes refused because the delivery's lease had passed to another claim.
+    pub fn stale_outcomes(&self) -> u64 {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// (connections open, idle, callers waiting) of the pool.
+    pub fn pool_status(&self) -> (usize, usize, usize) {
+        let s = self.pool.status();
+        (s.size, s.available, s.waiting)
+    }
+
+    /// Dead row versions in the live queue table, as PostgreSQL's statistics count them: what
+    /// a long-open transaction elsewhere keeps vacuum from removing.
+    pub async fn queue_dead_rows(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n: Option<i64> = client
+            .query_one(
+                "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'hookd_queue'",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok(unms(n.unwrap_or(0)))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        Ok(self.pool.get().await?)
+    }
+
+    /// The `now` parameter of a statement: the caller's time, or `None` for the database's
+    /// clock (`coalesce($n, DB_NOW)` in the SQL).
+    fn now_param(&self, now_ms: u64) -> Option<i64> {
+        (!self.options.db_clock).then(|| ms(now_ms))
+    }
+
+    /// A caller's absolute time as the database's.
+    fn to_db(&self, t: u64) -> i64 {
+        if self.options.db_clock {
+            ms(t).saturating_add(self.offset.load(Ordering::Relaxed))
+        } else {
+            ms(t)
+        }
+    }
+
+    /// A database time as the caller's.
+    fn db_to_node(&self, t: i64) -> u64 {
+        if self.options.db_clock {
+            unms(t.saturating_sub(self.offset.load(Ordering::Relaxed)))
+        } else {
+            unms(t)
+        }
+    }
+
+    /// Creates the `hookd_done` partition for `finished_ms`'s day, if this node has not seen
+    /// it. Nodes may race to create it: the loser's error is the sign it exists.
+    async fn ensure_partition(&self, finished_ms: i64) -> Result<(), StoreError> {
+        let day = finished_ms.div_euclid(DAY_MS);
+        if lock(&self.partitions).contains(&day) {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS hookd_done_d{day} PARTITION OF hookd_done FOR VALUES FROM ({}) TO ({})",
+            day * DAY_MS,
+            (day + 1) * DAY_MS
+        );
+        match client.batch_execute(&sql).await {
+            Ok(()) => {}
+            Err(e)
+                if e.code() == Some(&SqlState::DUPLICATE_TABLE)
+                    || e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+            Err(e) => return Err(e.into()),
+        }
+        lock(&self.partitions).insert(day);
+        Ok(())
+    }
+
+    /// Folds an attempt into its subscription's health; returns the state to write, when it
+    /// changed or was last written a second ago.
+    fn fold_health(
+        &self,
+        subscription: &str,
+        attempt: &Attempt,
+        at: i64,
+    ) -> Option<SubscriptionState> {
+        let mut health = lock(&self.health);
+        let state = health.states.entry(subscription.to_string()).or_default();
+        let before = (state.consecutive_failures, state.last_error.clone());
+        if attempt.outcome == Outcome::Success {
+            state.last_success_ms = Some(unms(at));
+            state.consecutive_failures = 0;
+        } else {
+            state.last_failure_ms = Some(unms(at));
+            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            state.last_error = attempt.error.clone();
+        }
+        let changed = before != (state.consecutive_failures, state.last_error.clone());
+        let state = state.clone();
+        let due = changed
+            || health
+                .written
+                .get(subscription)
+                .is_none_or(|w| w.elapsed() >= HEALTH_WRITE_EVERY);
+        if due {
+            health
+                .written
+                .insert(subscription.to_string(), std::time::Instant::now());
+            Some(state)
+        } else {
+            None
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every value behind these locks is replaced whole: a poisoned one is still valid.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn state_of(row: &Row) -> SubscriptionState {
+    SubscriptionState {
+        paused: row.get(1),
+        last_success_ms: row.get::<_, Option<i64>>(2).map(unms),
+        last_failure_ms: row.get::<_, Option<i64>>(3).map(unms),
+        consecutive_failures: u32::try_from(row.get::<_, i32>(4)).unwrap_or(0),
+        last_error: row.get(5),
+    }
+}
+
+/// Keeps [`PgStore::unfinished`] within half a second of the truth (other nodes change it too).
+async fn count_unfinished(store: Weak<PgStore>) {
+    loop {
+        tokio::time::sleep(COUNT_EVERY).await;
+        let Some(store) = store.upgrade() else { return };
+        if store.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let counted = async {
+            let client = store.client().await?;
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM hookd_queue", &[])
+                .await?
+                .get(0);
+            Ok::<_, StoreError>(n)
+        }
+        .await;
+        if let Ok(n) = counted {
+            store.unfinished.store(unms(n), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Listens for other nodes' announcements of new deliveries and wakes the scheduler; a hint
+/// only (the scheduler also polls), so a lost connection is simply made again.
+async fn listen(url: String, waker: Arc<Mutex<Option<Arc<Notify>>>>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let waker = waker.clone();
+        let connected = async {
+            let config = parse_config(&url)?;
+            let (client, mut connection) = config.connect(tls()?).await?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                use futures_util::StreamExt;
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                            if tx.send(()).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+            client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+            Ok::<_, StoreError>((client, driver, async move {
+                while rx.recv().await.is_some() {
+                    if let Some(w) = lock(&waker).as_ref() {
+                        w.notify_one();
+                    }
+                }
+            }))
+        }
+        .await;
+        match connected {
+            Ok((client, driver, forward)) => {
+                backoff = Duration::from_millis(200);
+                forward.await;
+                drop(client);
+                driver.abort();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "postgres: LISTEN connection failed; polling meanwhile");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret, attempts, created_ms, last_error";
+
+/// A delivery from a row whose first columns are [`DELIVERY_COLUMNS`].
+fn delivery_of(
+    row: &Row,
+    state: DeliveryState,
+    due: Option<u64>,
+    finished: Option<u64>,
+) -> Delivery {
+    let adhoc = match (
+        row.get::<_, Option<String>>(5),
+        row.get::<_, Option<String>>(6),
+    ) {
+        (Some(url), Some(secret)) => Some(AdhocTarget { url, secret }),
+        _ => None,
+    };
+    Delivery {
+        id: row.get(0),
+        event_id: row.get(1),
+        event_type: row.get(2),
+        subscription: row.get(3),
+        bucket: row.get(4),
+        adhoc,
+        state,
+        attempts: u32::try_from(row.get::<_, i32>(7)).unwrap_or(0),
+        created_ms: unms(row.get(8)),
+        due_ms: due,
+        finished_ms: finished,
+        last_error: row.get(9),
+    }
+}
+
+fn attempt_json(a: &Attempt) -> Value {
+    json!({
+        "number": a.number,
+        "started_ms": a.started_ms,
+        "duration_ms": a.duration_ms,
+        "outcome": a.outcome.as_str(),
+        "status_code": a.status_code,
+        "error": a.error,
+        "response_excerpt": a.response_excerpt,
+    })
+}
+
+fn outcome_of(text: &str) -> Outcome {
+    match text {
+        "success" => Outcome::Success,
+        "http_4xx" => Outcome::Http4xx,
+        "http_5xx" => Outcome::Http5xx,
+        "timeout" => Outcome::Timeout,
+        "connect" => Outcome::Connect,
+        _ => Outcome::Other,
+    }
+}
+
+fn attempts_of(history: &Value) -> Vec<Attempt> {
+    history
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|a| Attempt {
+                    number: a["number"]
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(0),
+                    started_ms: a["started_ms"].as_u64().unwrap_or(0),
+                    duration_ms: a["duration_ms"].as_u64().unwrap_or(0),
+                    outcome: outcome_of(a["outcome"].as_str().unwrap_or("")),
+                    status_code: a["status_code"]
+                        .as_u64()
+                        .and_then(|n| u16::try_from(n).ok()),
+                    error: a["error"].as_str().map(str::to_string),
+                    response_excerpt: a["response_excerpt"].as_str().map(str::to_string),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The limit of a bucket, by the scheduler's limits; `None`: it may not run.
+fn bucket_limit(limits: &Limits, subscription: &str) -> Option<usize> {
+    if limits.paused.contains(subscription) {
+        return None;
+    }
+    if subscription == ADHOC {
+        return Some(limits.adhoc_per_host);
+    }
+    limits.subscriptions.get(subscription).copied()
+}
+
+#[async_trait]
+impl super::QueueStore for PgStore {
+    async fn ingest(
+        &self,
+        events: Vec<(NewEvent, Vec<Target>)>,
+        now_ms: u64,
+    ) -> Result<Vec<Ingested>, IngestError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(StoreError::from)?;
+        let now: i64 = tx
+            .query_one(
+                &format!("SELECT coalesce($1::bigint, {DB_NOW})"),
+                &[&self.now_param(now_ms)],
+            )
+            .await
+            .map_err(StoreError::from)?
+            .get(0);
+        // The first of each (request_id, status) in this call; a later one is its duplicate.
+        let mut first: HashMap<(String, String), usize> = HashMap::new();
+        let mut answers: Vec<Option<Ingested>> = Vec::with_capacity(events.len());
+        let mut fresh: Vec<usize> = Vec::new();
+        let mut ids: Vec<String> = Vec::with_capacity(events.len());
+        for (index, (event, targets)) in events.iter().enumerate() {
+            let key = (event.request_id.clone(), event.status.clone());
+            if let Some(&at) = first.get(&key) {
+                let (earlier, _) = &events[at];
+                if earlier.fingerprint != event.fingerprint {
+                    return Err(IngestError::Conflict {
+                        index,
+                        request_id: event.request_id.clone(),
+                        status: event.status.clone(),
+                        event_id: ids[at].clone(),
+                    });
+                }
+                ids.push(ids[at].clone());
+                answers.push(Some(Ingested {
+                    event_id: ids[at].clone(),
+                    deliveries: events[at].1.len(),
+                    duplicate: true,
+                }));
+                continue;
+            }
+            first.insert(key, index);
+            ids.push(event_id_string(ulid::Ulid::from_parts(
+                now_ms,
+                rand::random(),
+            )));
+            fresh.push(index);
+            answers.push(None);
+            let _ = targets;
+        }
+        // Which of the new ones were accepted before?
+        let (req, st): (Vec<&str>, Vec<&str>) = fresh
+            .iter()
+            .map(|&i| (events[i].0.request_id.as_str(), events[i].0.status.as_str()))
+            .unzip();
+        let existing = tx
+            .query(
+                "SELECT e.request_id, e.status, e.id, e.fingerprint, cardinality(e.deliveries)
+                 FROM hookd_events e JOIN unnest($1::text[], $2::text[]) AS k(r, s)
+                 ON e.request_id = k.r AND e.status = k.s",
+                &[&req, &st],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        let mut known: HashMap<(String, String), (String, Vec<u8>, i32)> = existing
+            .into_iter()
+            .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4))))
+            .collect();
+        let mut new_events: Vec<usize> = Vec::new();
+        for &i in &fresh {
+            let event = &events[i].0;
+            let key = (event.request_id.clone(), event.status.clone());
+            if let Some((id, fingerprint, n)) = known.remove(&key) {
+                ids[i] = id.clone();
+                if fingerprint != event.fingerprint {
+                    return Err(IngestError::Conflict {
+                        index: i,
+                        request_id: event.request_id.clone(),
+                        status: event.status.clone(),
+                        event_id: id,
+                    });
+                }
+                answers[i] = Some(Ingested {
+                    event_id: id,
+                    deliveries: usize::try_from(n).unwrap_or(0),
+                    duplicate: true,
+                });
+            } else {
+                new_events.push(i);
+            }
+        }
+        let mut e_cols: (
+            Vec<&str>,
+            Vec<&str>,
+            Vec<&str>,
+            Vec<&str>,
+            Vec<&[u8]>,
+            Vec<&[u8]>,
+            Vec<String>,
+        ) = Default::default();
+        let mut d_rows: Vec<(String, usize, &Target)> = Vec::new();
+        let mut delivery_lists: Vec<String> = Vec::new();
+        for &i in &new_events {
+            let (event, targets) = &events[i];
+            let dids: Vec<String> = targets
+                .iter()
+                .map(|_| delivery_id_string(new_delivery_id(now_ms)))
+                .collect();
+            for (d, t) in dids.iter().zip(targets) {
+                d_rows.push((d.clone(), i, t));
+            }
+            delivery_lists.push(format!(
+                "{{{}}}",
+                dids.iter()
+                    .map(|d| format!("\"{d}\""))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+            e_cols.0.push(ids[i].as_str());
+            e_cols.1.push(event.request_id.as_str());
+            e_cols.2.push(event.status.as_str());
+            e_cols.3.push(event.event_type.as_str());
+            e_cols.4.push(&event.fingerprint[..]);
+            e_cols.5.push(&event.body[..]);
+            answers[i] = Some(Ingested {
+                event_id: ids[i].clone(),
+                deliveries: targets.len(),
+                duplicate: false,
+            });
+        }
+        e_cols.6 = delivery_lists;
+        // Later duplicates inside the call answer as their first does.
+        for i in 0..answers.len() {
+            let key = (events[i].0.request_id.clone(), events[i].0.status.clone());
+            if let Some(&at) = first.get(&key).filter(|&&at| at != i) {
+                let deliveries = answers[at].as_ref().map_or(0, |a| a.deliveries);
+                answers[i] = Some(Ingested {
+                    event_id: ids[at].clone(),
+                    deliveries,
+                    duplicate: true,
+                });
+            }
+        }
+        if !new_events.is_empty() {
+            tx.execute(
+                "INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries)
+                 SELECT id, r, s, t, f, $6, b, d::text[]
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $7::bytea[], $8::text[])
+                   AS x(id, r, s, t, f, b, d)",
+                &[&e_cols.0, &e_cols.1, &e_cols.2, &e_cols.3, &e_cols.4, &now, &e_cols.5, &e_cols.6],
+            )
+            .await
+            .map_err(|e| {
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    // Another node took the same event at the same instant: the client's
+                    // retry answers as a duplicate (or a conflict).
+                    StoreError::Backend("the same event was accepted concurrently; retry".to_string())
+                } else {
+                    StoreError::from(e)
+                }
+            })?;
+        }
+        if !d_rows.is_empty() {
+            let mut c: (
+                Vec<&str>,
+                Vec<&str>,
+                Vec<&str>,
+                Vec<&str>,
+                Vec<&str>,
+                Vec<Option<&str>>,
+                Vec<Option<&str>>,
+            ) = Default::default();
+            for (id, i, t) in &d_rows {
+                c.0.push(id.as_str());
+                c.1.push(ids[*i].as_str());
+                c.2.push(events[*i].0.event_type.as_str());
+                c.3.push(t.subscription.as_str());
+                c.4.push(t.bucket.as_str());
+                c.5.push(t.adhoc.as_ref().map(|a| a.url.as_str()));
+                c.6.push(t.adhoc.as_ref().map(|a| a.secret.as_str()));
+            }
+            tx.execute(
+                "INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret, created_ms, due_ms)
+                 SELECT id, e, t, s, b, u, k, $8, $8
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                   AS x(id, e, t, s, b, u, k)",
+                &[&c.0, &c.1, &c.2, &c.3, &c.4, &c.5, &c.6, &now],
+            )
+            .await
+            .map_err(StoreError::from)?;
+            tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
+                .await
+                .map_err(StoreError::from)?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        self.unfinished
+            .fetch_add(d_rows.len() as u64, Ordering::Relaxed);
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    async fn claim(
+        &self,
+        now_ms: u64,
+        max: usize,
+    ) -> Result<(Vec<Claimed>, Option<u64>), StoreError> {
+        let limits = lock(&self.limits).clone();
+        let (held, held_adhoc) = {
+            let h = lock(&self.held);
+            (h.len(), h.values().filter(|(_, adhoc, _)| *adhoc).count())
+        };
+        let room = max.min(limits.global.saturating_sub(held));
+        let mut runnable: Vec<String> = limits
+            .subscriptions
+            .keys()
+            .filter(|s| !limits.paused.contains(*s))
+            .cloned()
+            .collect();
+        if !limits.paused.contains(ADHOC) {
+            runnable.push(ADHOC.to_string());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let now: i64 = tx
+            .query_one(
+                &format!("SELECT coalesce($1::bigint, {DB_NOW})"),
+                &[&self.now_param(now_ms)],
+            )
+            .await?
+            .get(0);
+        if self.options.db_clock {
+            self.offset.store(now - ms(now_ms), Ordering::Relaxed);
+        }
+        // In flight now, per bucket, across every node.
+        let in_flight: HashMap<String, i64> = tx
+            .query(
+                "SELECT bucket, count(*) FROM hookd_queue WHERE leased AND due_ms > $1 GROUP BY bucket",
+                &[&now],
+            )
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let limit_of = |bucket: &str, subscription: &str| -> i64 {
+            let _ = bucket;
+            bucket_limit(&limits, subscription).map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
+        };
+        let subscription_of = |bucket: &str| -> String {
+            if bucket.starts_with("adhoc/") {
+                ADHOC.to_string()
+            } else {
+                bucket.to_string()
+            }
+        };
+        let full: Vec<&str> = in_flight
+            .iter()
+            .filter(|(b, n)| **n >= limit_of(b, &subscription_of(b)))
+            .map(|(b, _)| b.as_str())
+            .collect();
+        let mut claims = Vec::new();
+        let mut next: Option<i64> = None;
+        if room > 0 && !runnable.is_empty() {
+            let candidates = tx
+                .query(
+                    "SELECT id, bucket, subscription FROM hookd_queue
+                     WHERE due_ms <= $1 AND subscription = ANY($2) AND bucket <> ALL($3)
+                     ORDER BY due_ms LIMIT $4 FOR UPDATE SKIP LOCKED",
+                    &[
+                        &now,
+                        &runnable,
+                        &full,
+                        &i64::try_from(room * 2).unwrap_or(i64::MAX),
+                    ],
+                )
+                .await?;
+            let buckets: Vec<String> = {
+                let mut seen = HashSet::new();
+                candidates
+                    .iter()
+                    .map(|r| r.get::<_, String>(1))
+                    .filter(|b| seen.insert(b.clone()))
+                    .collect()
+            };
+            // One claimer per bucket at a time, on every node: a bucket another claim holds is
+            // left for the next turn.
+            let locked: HashSet<String> = if buckets.is_empty() {
+                HashSet::new()
+            } else {
+                tx.query(
+                    "SELECT b FROM unnest($1::text[]) AS b WHERE pg_try_advisory_xact_lock(hashtextextended(b, 7))",
+                    &[&buckets],
+                )
+                .await?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect()
+            };
+            let locked_list: Vec<&str> = locked.iter().map(String::as_str).collect();
+            let mut counts: HashMap<String, i64> = if locked_list.is_empty() {
+                HashMap::new()
+            } else {
+                tx.query(
+                    "SELECT bucket, count(*) FROM hookd_queue WHERE leased AND due_ms > $1 AND bucket = ANY($2) GROUP BY bucket",
+                    &[&now, &locked_list],
+                )
+                .await?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+            };
+            let mut chosen: Vec<String> = Vec::new();
+            let mut adhoc_taken = 0usize;
+            for row in &candidates {
+                if chosen.len() >= room {
+                    break;
+                }
+                let (id, bucket, subscription): (String, String, String) =
+                    (row.get(0), row.get(1), row.get(2));
+                if !locked.contains(&bucket) {
+                    continue;
+                }
+                let is_adhoc = subscription == ADHOC;
+                if is_adhoc && held_adhoc + adhoc_taken >= limits.adhoc_total {
+                    continue;
+                }
+                let n = counts.entry(bucket.clone()).or_insert(0);
+                if *n >= limit_of(&bucket, &subscription) {
+                    continue;
+                }
+                *n += 1;
+                if is_adhoc {
+                    adhoc_taken += 1;
+                }
+                chosen.push(id);
+            }
+            if !chosen.is_empty() {
+                let lease_end = now.saturating_add(
+                    i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX),
+                );
+                let rows = tx
+                    .query(
+                        &format!(
+                            "UPDATE hookd_queue SET leased = true, lease_token = lease_token + 1, due_ms = $2
+                             WHERE id = ANY($1) RETURNING {DELIVERY_COLUMNS}, lease_token"
+                        ),
+                        &[&chosen, &lease_end],
+                    )
+                    .await?;
+                let event_ids: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+                let bodies: HashMap<String, Vec<u8>> = tx
+                    .query(
+                        "SELECT id, body FROM hookd_events WHERE id = ANY($1)",
+                        &[&event_ids],
+                    )
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect();
+                let mut held = lock(&self.held);
+                for row in &rows {
+                    let delivery = delivery_of(row, DeliveryState::InFlight, None, None);
+                    let token: i64 = row.get(10);
+                    held.insert(delivery.id.clone(), (token, delivery.adhoc.is_some(), now));
+                    let body = bodies
+                        .get(&delivery.event_id)
+                        .map(|b| Bytes::copy_from_slice(b))
+                        .unwrap_or_default();
+                    claims.push((delivery, body));
+                }
+            }
+            let mut busy: Vec<String> = full.iter().map(|b| b.to_string()).collect();
+            for (bucket, n) in &counts {
+                if *n >= limit_of(bucket, &subscription_of(bucket)) {
+                    busy.push(bucket.clone());
+                }
+            }
+            let taken: Vec<&String> = claims.iter().map(|(d, _)| &d.id).collect();
+            next = tx
+                .query_one(
+                    "SELECT min(due_ms) FROM hookd_queue
+                     WHERE subscription = ANY($1) AND bucket <> ALL($2) AND id <> ALL($3)
+                       AND NOT (leased AND due_ms > $4)",
+                    &[&runnable, &busy, &taken, &now],
+                )
+                .await?
+                .get(0);
+        }
+        tx.commit().await?;
+        if held + claims.len() >= limits.global {
+            // No room: nothing is due for this node until an attempt finishes.
+            next = None;
+        }
+        let claims = claims
+            .into_iter()
+            .map(|(delivery, body)| Claimed { delivery, body })
+            .collect();
+        Ok((claims, next.map(|t| self.db_to_node(t))))
+    }
+
+    async fn record_outcome(
+        &self,
+        delivery_id: &str,
+        attempt: Attempt,
+        next: Next,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let Some((token, _, _)) = lock(&self.held).remove(delivery_id) else {
+            tracing::warn!(
+                delivery_id,
+                "postgres: outcome of a delivery this node does not hold; ignored"
+            );
+            return Ok(());
+        };
+        let now_param = self.now_param(now_ms);
+        let history = Value::Array(vec![attempt_json(&attempt)]);
+        let mut client = self.client().await?;
+        let finished_at: i64 = match next {
+            Next::Delivered | Next::Dead => {
+                let at: i64 = client
+                    .query_one(
+                        &format!("SELECT coalesce($1::bigint, {DB_NOW})"),
+                        &[&now_param],
+                    )
+                    .await?
+                    .get(0);
+                drop(client);
+                self.ensure_partition(at).await?;
+                client = self.client().await?;
+                at
+            }
+            Next::RetryAt(_) => 0,
+        };
+        let tx = client.transaction().await?;
+        let (changed, subscription, at): (u64, Option<String>, i64) = match next {
+            Next::RetryAt(due) => {
+                let delay = ms(due).saturating_sub(ms(now_ms));
+                let row = tx
+                    .query_opt(
+                        &format!(
+                            "UPDATE hookd_queue SET leased = false,
+                                 due_ms = coalesce($3::bigint, {DB_NOW}) + $4,
+                                 attempts = attempts + 1, last_error = $5, history = history || $6
+                             WHERE id = $1 AND lease_token = $2
+                             RETURNING subscription, coalesce($3::bigint, {DB_NOW})"
+                        ),
+                        &[
+                            &delivery_id,
+                            &token,
+                            &now_param,
+                            &delay,
+                            &attempt.error,
+                            &history,
+                        ],
+                    )
+                    .await?;
+                match row {
+                    Some(r) => (1, Some(r.get(0)), r.get(1)),
+                    None => (0, None, 0),
+                }
+            }
+            Next::Delivered | Next::Dead => {
+                let dead = next == Next::Dead;
+                let last_error = if dead { attempt.error.clone() } else { None };
+                let row = tx
+                    .query_opt(
+                        "WITH gone AS (
+                             DELETE FROM hookd_queue WHERE id = $1 AND lease_token = $2 RETURNING *
+                         )
+                         INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url,
+                             adhoc_secret, dead, attempts, created_ms, finished_ms, last_error, history)
+                         SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                             $3, attempts + 1, created_ms, $4, $5, history || $6 FROM gone
+                         RETURNING subscription",
+                        &[&delivery_id, &token, &dead, &finished_at, &last_error, &history],
+                    )
+                    .await?;
+                match row {
+                    Some(r) => (1, Some(r.get(0)), finished_at),
+                    None => (0, None, 0),
+                }
+            }
+        };
+        if changed == 0 {
+            tx.rollback().await?;
+            self.stale.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                delivery_id,
+                "postgres: outcome refused: the lease passed to another claim (this node stalled past it)"
+            );
+            return Ok(());
+        }
+        if let Some(sub) = &subscription {
+            if let Some(state) = self.fold_health(sub, &attempt, at) {
+                tx.execute(
+                    "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (subscription) DO UPDATE SET last_success_ms = excluded.last_success_ms,
+                         last_failure_ms = excluded.last_failure_ms,
+                         consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error",
+                    &[
+                        sub,
+                        &state.last_success_ms.map(ms),
+                        &state.last_failure_ms.map(ms),
+                        &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
+                        &state.last_error,
+                    ],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        if matches!(next, Next::Delivered | Next::Dead) {
+            let _ = self
+                .unfinished
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+        Ok(())
+    }
+
+    async fn release(&self, delivery_id: &str, due_ms: u64) -> Result<(), StoreError> {
+        let Some((token, _, _)) = lock(&self.held).remove(delivery_id) else {
+            return Ok(());
+        };
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE hookd_queue SET leased = false, due_ms = $3 WHERE id = $1 AND lease_token = $2",
+                &[&delivery_id, &token, &self.to_db(due_ms)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn sweep(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let cutoff = self.to_db(cutoff_ms);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let mut removed: i64 = 0;
+        // Whole partitions first: a day that ended before the cutoff goes in one statement.
+        let parts = client
+            .query(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'hookd_done'",
+                &[],
+            )
+            .await?;
+        for row in parts {
+            let name: String = row.get(0);
+            let Some(day) = name
+                .strip_prefix("hookd_done_d")
+                .and_then(|d| d.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if (day + 1) * DAY_MS > cutoff {
+                continue;
+            }
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+                .await?
+                .get(0);
+            if removed + n > limit {
+                continue;
+            }
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                .await?;
+            lock(&self.partitions).remove(&day);
+            removed += n;
+        }
+        if removed < limit {
+            let n = client
+                .execute(
+                    "DELETE FROM hookd_done d USING (
+                         SELECT id FROM hookd_done WHERE finished_ms < $1 LIMIT $2
+                     ) x WHERE d.id = x.id AND d.finished_ms < $1",
+                    &[&cutoff, &(limit - removed)],
+                )
+                .await?;
+            removed += i64::try_from(n).unwrap_or(0);
+        }
+        let events = client
+            .execute(
+                "DELETE FROM hookd_events WHERE id IN (
+                     SELECT e.id FROM hookd_events e
+                     WHERE e.created_ms < $1
+                       AND NOT EXISTS (SELECT 1 FROM hookd_queue q WHERE q.event_id = e.id)
+                       AND NOT EXISTS (SELECT 1 FROM hookd_done d WHERE d.event_id = e.id)
+                     LIMIT $2)",
+                &[&cutoff, &limit],
+            )
+            .await?;
+        Ok(usize::try_from(removed).unwrap_or(0) + usize::try_from(events).unwrap_or(0))
+    }
+
+    fn set_limits(&self, limits: Limits) {
+        *lock(&self.limits) = limits;
+    }
+
+    fn unfinished(&self) -> u64 {
+        self.unfinished.load(Ordering::Relaxed)
+    }
+}
+
+/// The state a live queue row shows: in flight while its lease runs.
+const QUEUE_STATE: &str = "CASE WHEN leased THEN 'in_flight' ELSE 'scheduled' END";
+
+#[async_trait]
+impl super::AdminStore for PgStore {
+    async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let client = self.client().await?;
+        if let Some(r) = client
+            .query_opt(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS}, leased, due_ms FROM hookd_queue WHERE id = $1"
+                ),
+                &[&id],
+            )
+            .await?
+        {
+            let leased: bool = r.get(10);
+            return Ok(Some(if leased {
+                delivery_of(&r, DeliveryState::InFlight, None, None)
+            } else {
+                delivery_of(
+                    &r,
+                    DeliveryState::Scheduled,
+                    Some(self.db_to_node(r.get(11))),
+                    None,
+                )
+            }));
+        }
+        let r = client
+            .query_opt(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS}, dead, finished_ms FROM hookd_done WHERE id = $1"
+                ),
+                &[&id],
+            )
+            .await?;
+        Ok(r.map(|r| {
+            let state = if r.get::<_, bool>(10) {
+                DeliveryState::Dead
+            } else {
+                DeliveryState::Delivered
+            };
+            delivery_of(&r, state, None, Some(unms(r.get(11))))
+        }))
+    }
+
+    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT history FROM hookd_queue WHERE id = $1
+                 UNION ALL SELECT history FROM hookd_done WHERE id = $1 LIMIT 1",
+                &[&delivery_id],
+            )
+            .await?;
+        Ok(row
+            .map(|r| attempts_of(&r.get::<_, Value>(0)))
+            .unwrap_or_default())
+    }
+
+    async fn event_meta(&self, event_id: &str) -> Result<Option<EventMeta>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT request_id, status, event_type, fingerprint, created_ms, deliveries FROM hookd_events WHERE id = $1",
+                &[&event_id],
+            )
+            .await?;
+        Ok(row.map(|r| EventMeta {
+            request_id: r.get(0),
+            status: r.get(1),
+            event_type: r.get(2),
+            fingerprint: hex::encode(r.get::<_, Vec<u8>>(3)),
+            created_ms: unms(r.get(4)),
+            deliveries: r.get(5),
+        }))
+    }
+
+    async fn event_body(&self, event_id: &str) -> Result<Option<Bytes>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT body FROM hookd_events WHERE id = $1", &[&event_id])
+            .await?;
+        Ok(row.map(|r| Bytes::from(r.get::<_, Vec<u8>>(0))))
+    }
+
+    async fn event_by_request(
+        &self,
+        request_id: &str,
+        status: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id FROM hookd_events WHERE request_id = $1 AND status = $2",
+                &[&request_id, &status],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn signing_key(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let client = self.client().await?;
+        let key = format!("key/{name}");
+        let fresh: [u8; 32] = rand::random();
+        client
+            .execute(
+                "INSERT INTO hookd_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &&fresh[..]],
+            )
+            .await?;
+        let row = client
+            .query_one("SELECT value FROM hookd_meta WHERE key = $1", &[&key])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
+        let (live, done) = match filter.state {
+            None => (true, true),
+            Some(DeliveryState::Scheduled | DeliveryState::InFlight) => (true, false),
+            Some(DeliveryState::Delivered | DeliveryState::Dead) => (false, true),
+        };
+        let state = filter.state.map(|s| match s {
+            DeliveryState::Scheduled => "scheduled",
+            DeliveryState::InFlight => "in_flight",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        });
+        let conditions = "($1::text IS NULL OR id < $1) AND ($2::text IS NULL OR subscription = $2)
+            AND ($3::text[] IS NULL OR subscription = ANY($3)) AND ($4::text IS NULL OR event_type = $4)
+            AND ($5::bigint IS NULL OR created_ms >= $5) AND ($6::bigint IS NULL OR created_ms < $6)";
+        let mut parts = Vec::new();
+        if live {
+            parts.push(format!(
+                "SELECT {DELIVERY_COLUMNS}, {QUEUE_STATE} AS state, CASE WHEN leased THEN NULL ELSE due_ms END AS due, NULL::bigint AS finished
+                 FROM hookd_queue WHERE {conditions} AND ($7::text IS NULL OR {QUEUE_STATE} = $7)
+                 ORDER BY id DESC LIMIT $8"
+            ));
+        }
+        if done {
+            parts.push(format!(
+                "SELECT {DELIVERY_COLUMNS}, CASE WHEN dead THEN 'dead' ELSE 'delivered' END AS state, NULL::bigint AS due, finished_ms AS finished
+                 FROM hookd_done WHERE {conditions} AND ($7::text IS NULL OR (CASE WHEN dead THEN 'dead' ELSE 'delivered' END) = $7)
+                 ORDER BY id DESC LIMIT $8"
+            ));
+        }
+        let sql = format!(
+            "SELECT * FROM ({}) x ORDER BY id DESC LIMIT $8",
+            parts
+                .iter()
+                .map(|p| format!("({p})"))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ")
+        );
+        let take = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &sql,
+                &[
+                    &cursor,
+                    &filter.subscription,
+                    &filter.any_subscription,
+                    &filter.event_type,
+                    &filter.since_ms.map(|t| self.to_db(t)),
+                    &filter.until_ms.map(|t| self.to_db(t)),
+                    &state,
+                    &take,
+                ],
+            )
+            .await?;
+        let more = rows.len() > limit;
+        let page: Vec<Delivery> = rows
+            .iter()
+            .take(limit)
+            .map(|r| {
+                let state = match r.get::<_, &str>(10) {
+                    "in_flight" => DeliveryState::InFlight,
+                    "delivered" => DeliveryState::Delivered,
+                    "dead" => DeliveryState::Dead,
+                    _ => DeliveryState::Scheduled,
+                };
+                let due: Option<i64> = r.get(11);
+                let finished: Option<i64> = r.get(12);
+                delivery_of(
+                    r,
+                    state,
+                    due.map(|t| self.db_to_node(t)),
+                    finished.map(unms),
+                )
+            })
+            .collect();
+        let next = if more {
+            page.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+
+    async fn requeue(&self, delivery_id: &str, now_ms: u64) -> Result<DeliveryState, RequeueError> {
+        let now_param = self.now_param(now_ms);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(StoreError::from)?;
+        let live = tx
+            .query_opt(
+                "SELECT leased FROM hookd_queue WHERE id = $1 FOR UPDATE",
+                &[&delivery_id],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        if let Some(row) = live {
+            if row.get::<_, bool>(0) {
+                return Err(RequeueError::InFlight(delivery_id.to_string()));
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE hookd_queue SET due_ms = coalesce($2::bigint, {DB_NOW}) WHERE id = $1"
+                ),
+                &[&delivery_id, &now_param],
+            )
+            .await
+            .map_err(StoreError::from)?;
+            tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
+                .await
+                .map_err(StoreError::from)?;
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(DeliveryState::Scheduled);
+        }
+        let row = tx
+            .query_opt(
+                &format!(
+                    "WITH back AS (DELETE FROM hookd_done WHERE id = $1 RETURNING *)
+                     INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url,
+                         adhoc_secret, attempts, created_ms, due_ms, last_error, history)
+                     SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                         attempts, created_ms, coalesce($2::bigint, {DB_NOW}), last_error, history FROM back
+                     RETURNING (SELECT dead FROM back LIMIT 1)"
+                ),
+                &[&delivery_id, &now_param],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        let Some(row) = row else {
+            return Err(RequeueError::NotFound(delivery_id.to_string()));
+        };
+        tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.unfinished.fetch_add(1, Ordering::Relaxed);
+        Ok(if row.get::<_, bool>(0) {
+            DeliveryState::Dead
+        } else {
+            DeliveryState::Delivered
+        })
+    }
+
+    async fn requeue_dead(
+        &self,
+        subscription: Option<&str>,
+        since_ms: u64,
+        now_ms: u64,
+    ) -> Result<usize, RequeueError> {
+        let since = self.to_db(since_ms);
+        let now_param = self.now_param(now_ms);
+        let mut total = 0usize;
+        loop {
+            let client = self.client().await?;
+            let n = client
+                .execute(
+                    &format!(
+                        "WITH back AS (
+                             DELETE FROM hookd_done d USING (
+                                 SELECT id FROM hookd_done WHERE dead AND finished_ms >= $2
+                                   AND ($1::text IS NULL OR subscription = $1) LIMIT $4
+                             ) x WHERE d.id = x.id RETURNING d.*
+                         )
+                         INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url,
+                             adhoc_secret, attempts, created_ms, due_ms, last_error, history)
+                         SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                             attempts, created_ms, coalesce($3::bigint, {DB_NOW}), last_error, history FROM back"
+                    ),
+                    &[&subscription, &since, &now_param, &BULK_CHUNK],
+                )
+                .await
+                .map_err(StoreError::from)?;
+            let n = usize::try_from(n).unwrap_or(0);
+            total += n;
+            self.unfinished.fetch_add(n as u64, Ordering::Relaxed);
+            if n < usize::try_from(BULK_CHUNK).unwrap_or(usize::MAX) {
+                break;
+            }
+        }
+        if total > 0 {
+            let client = self.client().await?;
+            client
+                .batch_execute(&format!("NOTIFY {CHANNEL}"))
+                .await
+                .map_err(StoreError::from)?;
+        }
+        Ok(total)
+    }
+
+    async fn set_paused(&self, subscription: &str, paused: bool) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO hookd_subscription_state (subscription, paused) VALUES ($1, $2)
+                 ON CONFLICT (subscription) DO UPDATE SET paused = excluded.paused",
+                &[&subscription, &paused],
+            )
+            .await?;
+        lock(&self.health)
+            .states
+            .entry(subscription.to_string())
+            .or_default()
+            .paused = paused;
+        Ok(())
+    }
+
+    async fn subscription_states(&self) -> Result<HashMap<String, SubscriptionState>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT subscription, paused, last_success_ms, last_failure_ms, consecutive_failures, last_error FROM hookd_subscription_state",
+                &[],
+            )
+            .await?;
+        let mut out: HashMap<String, SubscriptionState> =
+            rows.iter().map(|r| (r.get(0), state_of(r))).collect();
+        // This node's latest health, not yet written (successes in a row), wins.
+        for (id, state) in &lock(&self.health).states {
+            let entry = out.entry(id.clone()).or_default();
+            let paused = entry.paused;
+            if state.last_success_ms >= entry.last_success_ms
+                && state.last_failure_ms >= entry.last_failure_ms
+            {
+                *entry = state.clone();
+                entry.paused = paused;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn pending_stats(&self, now_ms: u64) -> Result<PendingStats, StoreError> {
+        let client = self.client().await?;
+        let r = client
+            .query_one(
+                &format!(
+                    "WITH now AS (SELECT coalesce($1::bigint, {DB_NOW}) AS t)
+                     SELECT count(*) FILTER (WHERE due_ms <= now.t),
+                            count(*) FILTER (WHERE NOT leased AND due_ms > now.t),
+                            count(*) FILTER (WHERE leased AND due_ms > now.t),
+                            min(created_ms)
+                     FROM hookd_queue, now"
+                ),
+                &[&self.now_param(now_ms)],
+            )
+            .await?;
+        Ok(PendingStats {
+            ready: unms(r.get(0)),
+            scheduled: unms(r.get(1)),
+            in_flight: unms(r.get(2)),
+            oldest_created_ms: r.get::<_, Option<i64>>(3).map(|t| self.db_to_node(t)),
+        })
+    }
+
+    async fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let client = self.client().await?;
+        let r = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM hookd_events),
+                        (SELECT count(*) FROM hookd_queue) + (SELECT count(*) FROM hookd_done)",
+                &[],
+            )
+            .await?;
+        Ok((unms(r.get(0)), unms(r.get(1))))
+    }
+
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let r = client
+            .query_one(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+                 WHERE c.relkind IN ('r', 'p') AND c.relname LIKE 'hookd\\_%'",
+                &[],
+            )
+            .await?;
+        Ok(unms(r.get(0)))
+    }
+
+    async fn stored_subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, owner, toml, created_ms, updated_ms FROM hookd_subscriptions ORDER BY created_ms, id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredSubscription {
+                id: r.get(0),
+                owner: r.get(1),
+                toml: r.get(2),
+                created_ms: unms(r.get(3)),
+                updated_ms: unms(r.get(4)),
+            })
+            .collect())
+    }
+
+    async fn put_subscription(&self, s: StoredSubscription) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO hookd_subscriptions (id, owner, toml, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, toml = excluded.toml,
+                     created_ms = excluded.created_ms, updated_ms = excluded.updated_ms",
+                &[&s.id, &s.owner, &s.toml, &ms(s.created_ms), &ms(s.updated_ms)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute("DELETE FROM hookd_subscriptions WHERE id = $1", &[&id])
+            .await?;
+        Ok(n > 0)
+    }
+
+    fn skipped_records(&self) -> u64 {
+        0
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let check = async {
+            let client = self.client().await?;
+            client.execute("SELECT 1", &[]).await?;
+            Ok::<_, StoreError>(())
+        };
+        tokio::time::timeout(Duration::from_secs(3), check)
+            .await
+            .map_err(|_| StoreError::Backend("postgres: no answer within 3 s".to_string()))?
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Leases this node holds are given back: another node (or this one, restarted) takes
+        // them at once instead of after the lease.
+        let held: Vec<(String, i64, i64)> = lock(&self.held)
+            .drain()
+            .map(|(id, (token, _, at))| (id, token, at))
+            .collect();
+        if !held.is_empty() {
+            let mut columns: (Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
+            for (id, token, at) in held {
+                columns.0.push(id);
+                columns.1.push(token);
+                columns.2.push(at);
+            }
+            if let Ok(client) = self.pool.get().await {
+                let _ = client
+                    .execute(
+                        "UPDATE hookd_queue q SET leased = false, due_ms = h.at
+                         FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS h(id, token, at)
+                         WHERE q.id = h.id AND q.lease_token = h.token",
+                        &[&columns.0, &columns.1, &columns.2],
+                    )
+                    .await;
+            }
+        }
+        // Health written at most once a second: write what is left.
+        let states: Vec<(String, SubscriptionState)> = lock(&self.health)
+            .states
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Ok(client) = self.pool.get().await {
+            for (sub, state) in states {
+                let _ = client
+                    .execute(
+                        "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (subscription) DO UPDATE SET last_success_ms = greatest(hookd_subscription_state.last_success_ms, excluded.last_success_ms),
+                             last_failure_ms = greatest(hookd_subscription_state.last_failure_ms, excluded.last_failure_ms),
+                             consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error",
+                        &[
+                            &sub,
+                            &state.last_success_ms.map(ms),
+                            &state.last_failure_ms.map(ms),
+                            &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
+                            &state.last_error,
+                        ],
+                    )
+                    .await;
+            }
+        }
+        self.closed.store(true, Ordering::SeqCst);
+        for task in lock(&self.background).drain(..) {
+            task.abort();
+        }
+        self.pool.close();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_off_for_local_hosts_and_required_elsewhere() {
+        use tokio_postgres::config::SslMode;
+        for (url, mode) in [
+            ("postgres://u@127.0.0.1/db", SslMode::Disable),
+            ("postgres://u@localhost/db", SslMode::Disable),
+            ("host=/var/run/postgresql dbname=x", SslMode::Disable),
+            ("postgres://u@db.internal/db", SslMode::Require),
+            (
+                "postgres://u@db.internal/db?sslmode=disable",
+                SslMode::Disable,
+            ),
+        ] {
+            let config = parse_config(url).expect("valid");
+            assert_eq!(config.get_ssl_mode(), mode, "{url}");
+        }
+    }
+
+    #[test]
+    fn attempts_survive_their_json_form() {
+        let a = Attempt {
+            number: 2,
+            started_ms: 1_000,
+            duration_ms: 12,
+            outcome: Outcome::Http5xx,
+            status_code: Some(503),
+            error: Some("HTTP 503".to_string()),
+            response_excerpt: Some("busy".to_string()),
+        };
+        assert_eq!(attempts_of(&Value::Array(vec![attempt_json(&a)])), vec![a]);
+    }
+}

@@ -109,6 +109,10 @@ impl Admission {
 
     /// The free-space refusal, from a reading at most [`DISK_CHECK_EVERY`] old.
     fn disk(&self, storage: &StorageConfig, metrics: &Metrics) -> Option<Refusal> {
+        if !matches!(storage.engine, crate::config::Engine::Sled) {
+            // The database's disk is the database's to watch.
+            return None;
+        }
         let mut last = self.disk.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, refusal)) = &*last {
             if at.elapsed() < DISK_CHECK_EVERY {

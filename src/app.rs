@@ -20,6 +20,7 @@ use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 use crate::state::{Settings, Shared};
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sled::SledStore;
 use crate::store::Store;
 use crate::{api, config, systemd};
@@ -48,11 +49,27 @@ impl Application {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
-        let store = SledStore::open(&config.storage.path, config.storage.cache_capacity_bytes)
-            .with_context(|| {
-                format!("cannot open the store at {}", config.storage.path.display())
-            })?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        let (store, pg): (Arc<dyn Store>, _) = match &config.storage.engine {
+            config::Engine::Sled => {
+                let store =
+                    SledStore::open(&config.storage.path, config.storage.cache_capacity_bytes)
+                        .with_context(|| {
+                            format!("cannot open the store at {}", config.storage.path.display())
+                        })?;
+                (Arc::new(store), None)
+            }
+            config::Engine::Postgres { url, pool_size } => {
+                let store = PgStore::open(PgOptions {
+                    url: url.expose().to_string(),
+                    pool_size: *pool_size,
+                    lease: lease_for(&config),
+                    db_clock: true,
+                })
+                .await
+                .context("cannot open the PostgreSQL store (storage.url)")?;
+                (store.clone(), Some(store))
+            }
+        };
         let api_listener = TcpListener::bind(config.api.listen)
             .await
             .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
@@ -96,6 +113,10 @@ impl Application {
         let shared = Arc::new(Shared::new(
             store, clock, metrics, settings, guard, listening,
         ));
+        if let Some(pg) = pg {
+            // Other nodes' new deliveries wake this node's scheduler.
+            pg.set_waker(shared.wake.clone());
+        }
         Ok(Application {
             shared,
             api_listener,
@@ -188,6 +209,20 @@ impl Application {
     }
 }
 
+/// How long a claim holds a delivery on the PostgreSQL engine: longer than the longest attempt
+/// (the largest timeout of any subscription), with room to record its outcome. A node that
+/// stops for longer loses its deliveries to the other nodes.
+pub fn lease_for(config: &Config) -> Duration {
+    let longest = config
+        .subscriptions
+        .iter()
+        .map(|s| s.policy.timeout)
+        .chain([config.delivery.policy.timeout])
+        .max()
+        .unwrap_or(Duration::from_secs(10));
+    longest + Duration::from_secs(5)
+}
+
 /// How often the store's health is checked for [`watch_store`].
 const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long the store must have failed before hookd restarts to reopen it.
@@ -221,6 +256,10 @@ async fn watch_store(
     failing_since: &mut Option<Instant>,
     stop: &CancellationToken,
 ) {
+    if !matches!(shared.config().storage.engine, config::Engine::Sled) {
+        // A database that went away is reconnected to by the pool; `/readyz` shows it.
+        return;
+    }
     match shared.store.ping().await {
         Ok(()) => *failing_since = None,
         Err(crate::store::StoreError::Closed) => {}

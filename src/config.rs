@@ -714,7 +714,10 @@ impl Config {
             self.api.listen,
             if self.api.tokens.is_empty() { "open: loopback only".to_string() } else { format!("{} token(s)", self.api.tokens.len()) },
             self.metrics.listen,
-            self.storage.path.display(),
+            match &self.storage.engine {
+                Engine::Sled => self.storage.path.display().to_string(),
+                Engine::Postgres { pool_size, .. } => format!("postgres (pool of {pool_size})"),
+            },
             self.delivery.policy.retry_schedule.iter().map(|d| humantime::format_duration(*d).to_string()).collect::<Vec<_>>().join(", "),
             humantime::format_duration(self.delivery.policy.timeout),
             self.subscriptions.len(),

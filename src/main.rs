@@ -68,6 +68,12 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Apply the PostgreSQL engine's schema migrations and exit (`hookd run` applies them
+    /// too, under the same advisory lock; this is for operators who migrate separately).
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Submit events (one JSON object or an array) from a file or stdin to a running hookd.
     Send {
         #[command(flatten)]
@@ -231,6 +237,16 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Migrate { config } => {
+            let loaded = match Config::load(&config.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    report_config_error(&e);
+                    return ExitCode::from(2);
+                }
+            };
+            migrate(&loaded)
+        }
         Command::Run { config, log_format } => {
             telemetry::init(log_format);
             let loaded = match Config::load(&config.config) {
@@ -496,6 +512,38 @@ fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
             )
         })
     })
+}
+
+/// `hookd migrate`: the PostgreSQL schema brought up to date.
+fn migrate(config: &Config) -> ExitCode {
+    let hookd::config::Engine::Postgres { url, .. } = &config.storage.engine else {
+        println!("storage.engine is \"sled\": its store is converted when hookd opens it; nothing to migrate");
+        return ExitCode::SUCCESS;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hookd::store::postgres::migrate(url.expose())) {
+        Ok((before, after)) if before == after => {
+            println!("schema version {after}: up to date");
+            ExitCode::SUCCESS
+        }
+        Ok((before, after)) => {
+            println!("schema version {before} -> {after}: migrated");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hookd: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Escapes a path segment (ids are plain, but a typo must not turn into another route).

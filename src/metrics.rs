@@ -28,6 +28,11 @@ pub struct Metrics {
     pub ingest_refused: IntCounterVec,
     pub store_free: IntGauge,
     pub store_skipped_records: IntGauge,
+    /// The store's connection pool, by state (`open`, `idle`, `waiting`): PostgreSQL only.
+    pub store_pool: IntGaugeVec,
+    pub store_claim_duration: HistogramVec,
+    pub store_stale_outcomes: IntGauge,
+    pub store_dead_rows: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -184,6 +189,37 @@ impl Metrics {
                 &registry,
                 "hookd_store_skipped_records",
                 "Records the store could not decode and skips (each is logged with its key).",
+            ),
+            store_pool: {
+                let metric = IntGaugeVec::new(
+                    Opts::new(
+                        "hookd_store_pool_connections",
+                        "Connections of the store's pool (PostgreSQL engine): open, idle, and callers waiting for one.",
+                    ),
+                    &["state"],
+                )
+                .expect("metric names and labels are valid");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("each metric is registered once");
+                metric
+            },
+            store_claim_duration: histogram(
+                &registry,
+                "hookd_store_claim_duration_seconds",
+                "Time one claim of due deliveries takes in the store.",
+                &[],
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+            ),
+            store_stale_outcomes: gauge(
+                &registry,
+                "hookd_store_stale_outcomes",
+                "Attempt outcomes this node recorded too late: its lease had passed to another claim (PostgreSQL engine), so the outcome was refused.",
+            ),
+            store_dead_rows: gauge(
+                &registry,
+                "hookd_store_dead_rows",
+                "Dead row versions in the live queue table as PostgreSQL's statistics count them; growing while a long transaction elsewhere holds vacuum back.",
             ),
             pending,
             oldest_pending_age,

@@ -127,7 +127,13 @@ impl Scheduler {
     /// earliest due time of what is left, if anything may run.
     pub async fn run_once(&self) -> anyhow::Result<Option<u64>> {
         let now = self.deps.clock.now_ms();
+        let started = std::time::Instant::now();
         let (claimed, next_due) = self.deps.queue.claim(now, usize::MAX).await?;
+        self.deps
+            .metrics
+            .store_claim_duration
+            .with_label_values::<&str>(&[])
+            .observe(started.elapsed().as_secs_f64());
         for claim in claimed {
             let task = AttemptTask {
                 deps: self.deps.clone(),

@@ -263,6 +263,23 @@ impl Shared {
         self.metrics
             .store_skipped_records
             .set(i64::try_from(self.store.skipped_records()).unwrap_or(i64::MAX));
+        let engine = self.store.engine_stats().await;
+        if let Some((open, idle, waiting)) = engine.pool {
+            for (state, n) in [("open", open), ("idle", idle), ("waiting", waiting)] {
+                self.metrics
+                    .store_pool
+                    .with_label_values(&[state])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        if let Some(dead) = engine.dead_rows {
+            self.metrics
+                .store_dead_rows
+                .set(i64::try_from(dead).unwrap_or(i64::MAX));
+        }
+        self.metrics
+            .store_stale_outcomes
+            .set(i64::try_from(engine.stale_outcomes).unwrap_or(i64::MAX));
         if let Ok(bytes) = self.store.size_on_disk().await {
             self.metrics
                 .store_size

@@ -336,6 +336,11 @@ pub trait AdminStore: Send + Sync {
     /// format version) and skips; each is logged once with its key.
     fn skipped_records(&self) -> u64;
 
+    /// Figures only some engines have, for the metrics.
+    async fn engine_stats(&self) -> EngineStats {
+        EngineStats::default()
+    }
+
     /// Answers once the store's writer has taken a job: proves it is not stuck.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -356,6 +361,17 @@ pub struct StoredSubscription {
     pub toml: String,
     pub created_ms: u64,
     pub updated_ms: u64,
+}
+
+/// Engine-specific figures ([`AdminStore::engine_stats`]); `None` where the engine has none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Connections: open, idle, callers waiting.
+    pub pool: Option<(usize, usize, usize)>,
+    /// Outcomes refused because the lease had passed to another claim.
+    pub stale_outcomes: u64,
+    /// Dead row versions in the live queue table.
+    pub dead_rows: Option<u64>,
 }
 
 /// A whole store: both sides.

@@ -869,7 +869,7 @@ impl super::QueueStore for PgStore {
                         &now,
                         &runnable,
                         &full,
-                        &i64::try_from(room * 2).unwrap_or(i64::MAX),
+                        &i64::try_from(room.saturating_mul(2)).unwrap_or(i64::MAX),
                     ],
                 )
                 .await?;
@@ -1645,6 +1645,14 @@ impl super::AdminStore for PgStore {
 
     fn skipped_records(&self) -> u64 {
         0
+    }
+
+    async fn engine_stats(&self) -> super::EngineStats {
+        super::EngineStats {
+            pool: Some(self.pool_status()),
+            stale_outcomes: self.stale_outcomes(),
+            dead_rows: self.queue_dead_rows().await.ok(),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

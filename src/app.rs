@@ -49,27 +49,7 @@ impl Application {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
-        let (store, pg): (Arc<dyn Store>, _) = match &config.storage.engine {
-            config::Engine::Sled => {
-                let store =
-                    SledStore::open(&config.storage.path, config.storage.cache_capacity_bytes)
-                        .with_context(|| {
-                            format!("cannot open the store at {}", config.storage.path.display())
-                        })?;
-                (Arc::new(store), None)
-            }
-            config::Engine::Postgres { url, pool_size } => {
-                let store = PgStore::open(PgOptions {
-                    url: url.expose().to_string(),
-                    pool_size: *pool_size,
-                    lease: lease_for(&config),
-                    db_clock: true,
-                })
-                .await
-                .context("cannot open the PostgreSQL store (storage.url)")?;
-                (store.clone(), Some(store))
-            }
-        };
+        let (store, pg) = open_store(&config).await?;
         let api_listener = TcpListener::bind(config.api.listen)
             .await
             .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
@@ -207,6 +187,31 @@ impl Application {
         tracing::info!("hookd stopped");
         Ok(())
     }
+}
+
+/// Opens the store the config names; the PostgreSQL engine is returned a second time, typed,
+/// for what only it has (the wake-up of other nodes' work).
+pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<PgStore>>)> {
+    Ok(match &config.storage.engine {
+        config::Engine::Sled => {
+            let store = SledStore::open(&config.storage.path, config.storage.cache_capacity_bytes)
+                .with_context(|| {
+                    format!("cannot open the store at {}", config.storage.path.display())
+                })?;
+            (Arc::new(store), None)
+        }
+        config::Engine::Postgres { url, pool_size } => {
+            let store = PgStore::open(PgOptions {
+                url: url.expose().to_string(),
+                pool_size: *pool_size,
+                lease: lease_for(config),
+                db_clock: true,
+            })
+            .await
+            .context("cannot open the PostgreSQL store (storage.url)")?;
+            (store.clone(), Some(store))
+        }
+    })
 }
 
 /// How long a claim holds a delivery on the PostgreSQL engine: longer than the longest attempt

@@ -39,6 +39,7 @@ pub mod state;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+pub mod transfer;
 pub mod ui;
 
 pub use app::Application;

@@ -68,6 +68,12 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Move a store between engines or machines: export it as JSON lines, import them into a
+    /// new store. hookd must not be running on either store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Apply the PostgreSQL engine's schema migrations and exit (`hookd run` applies them
     /// too, under the same advisory lock; this is for operators who migrate separately).
     Migrate {
@@ -90,6 +96,27 @@ enum Command {
     Subscriptions {
         #[command(subcommand)]
         command: SubscriptionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Write everything the config's store holds (events, deliveries with their attempts,
+    /// subscriptions created through the API, their states, the dashboard's keys).
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The file to write; `-` (the default) is stdout.
+        #[arg(long, short = 'o', default_value = "-")]
+        output: PathBuf,
+    },
+    /// Read an export into the config's store, which must be empty.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The file to read; `-` (the default) is stdin.
+        #[arg(long, short = 'i', default_value = "-")]
+        input: PathBuf,
     },
 }
 
@@ -237,6 +264,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Store { command } => store_command(command),
         Command::Migrate { config } => {
             let loaded = match Config::load(&config.config) {
                 Ok(c) => c,
@@ -512,6 +540,82 @@ fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
             )
         })
     })
+}
+
+/// `hookd store export|import`.
+fn store_command(command: StoreCommand) -> ExitCode {
+    let (path, exporting) = match &command {
+        StoreCommand::Export { config, .. } => (&config.config, true),
+        StoreCommand::Import { config, .. } => (&config.config, false),
+    };
+    let loaded = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            report_config_error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let engine = match loaded.storage.engine {
+        hookd::config::Engine::Sled => "sled",
+        hookd::config::Engine::Postgres { .. } => "postgres",
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (store, _) = hookd::app::open_store(&loaded).await?;
+        let mut progress = |s: &hookd::transfer::Summary| eprint!("\r{s}");
+        let done = match command {
+            StoreCommand::Export { output, .. } => {
+                let mut out: Box<dyn std::io::Write> = if output.as_os_str() == "-" {
+                    Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+                } else {
+                    Box::new(std::io::BufWriter::new(
+                        std::fs::File::create(&output).map_err(|e| {
+                            anyhow::anyhow!("cannot create {}: {e}", output.display())
+                        })?,
+                    ))
+                };
+                hookd::transfer::export(store.as_ref(), engine, &mut out, &mut progress).await
+            }
+            StoreCommand::Import { input, .. } => {
+                let mut reader: Box<dyn std::io::BufRead> = if input.as_os_str() == "-" {
+                    Box::new(std::io::BufReader::new(std::io::stdin().lock()))
+                } else {
+                    Box::new(std::io::BufReader::new(
+                        std::fs::File::open(&input)
+                            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", input.display()))?,
+                    ))
+                };
+                hookd::transfer::import(store.as_ref(), &mut reader, &mut progress).await
+            }
+        };
+        let closed = store.close().await;
+        let summary = done?;
+        closed?;
+        anyhow::Ok(summary)
+    });
+    eprintln!();
+    match result {
+        Ok(summary) => {
+            eprintln!(
+                "{} {summary} ({engine} store)",
+                if exporting { "exported" } else { "imported" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hookd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `hookd migrate`: the PostgreSQL schema brought up to date.

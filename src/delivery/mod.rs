@@ -42,6 +42,18 @@ impl Outcome {
         }
     }
 
+    /// The class named by [`Outcome::as_str`]; anything unknown is `Other`.
+    pub fn parse(text: &str) -> Outcome {
+        match text {
+            "success" => Outcome::Success,
+            "http_4xx" => Outcome::Http4xx,
+            "http_5xx" => Outcome::Http5xx,
+            "timeout" => Outcome::Timeout,
+            "connect" => Outcome::Connect,
+            _ => Outcome::Other,
+        }
+    }
+
     pub fn from_status(status: u16) -> Outcome {
         match status {
             200..=299 => Outcome::Success,

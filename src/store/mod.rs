@@ -336,6 +336,19 @@ pub trait AdminStore: Send + Sync {
     /// format version) and skips; each is logged once with its key.
     fn skipped_records(&self) -> u64;
 
+    /// One page of everything the store holds, in a form any engine can import: on the first
+    /// page (`after` = `None`) the keys, stored subscriptions and subscription states, then
+    /// events, each followed by its deliveries. Returns the cursor of the next page.
+    async fn export(
+        &self,
+        after: Option<String>,
+        events: usize,
+    ) -> Result<(Vec<Portable>, Option<String>), StoreError>;
+
+    /// Writes exported records as they are (for `hookd store import`, into a store no node
+    /// runs on). Deliveries that were in flight are due again.
+    async fn import(&self, records: Vec<Portable>) -> Result<(), StoreError>;
+
     /// Figures only some engines have, for the metrics.
     async fn engine_stats(&self) -> EngineStats {
         EngineStats::default()
@@ -361,6 +374,117 @@ pub struct StoredSubscription {
     pub toml: String,
     pub created_ms: u64,
     pub updated_ms: u64,
+}
+
+/// One attempt in an export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortableAttempt {
+    pub number: u32,
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    pub outcome: String,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+impl From<&Attempt> for PortableAttempt {
+    fn from(a: &Attempt) -> Self {
+        PortableAttempt {
+            number: a.number,
+            started_ms: a.started_ms,
+            duration_ms: a.duration_ms,
+            outcome: a.outcome.as_str().to_string(),
+            status_code: a.status_code,
+            error: a.error.clone(),
+            response_excerpt: a.response_excerpt.clone(),
+        }
+    }
+}
+
+impl From<&PortableAttempt> for Attempt {
+    fn from(a: &PortableAttempt) -> Self {
+        Attempt {
+            number: a.number,
+            started_ms: a.started_ms,
+            duration_ms: a.duration_ms,
+            outcome: Outcome::parse(&a.outcome),
+            status_code: a.status_code,
+            error: a.error.clone(),
+            response_excerpt: a.response_excerpt.clone(),
+        }
+    }
+}
+
+/// A record of `hookd store export` (one JSON line each): what moves a store between engines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Portable {
+    /// A signing key ([`AdminStore::signing_key`]), base64.
+    Key {
+        name: String,
+        value: String,
+    },
+    Subscription(StoredSubscription),
+    State {
+        subscription: String,
+        #[serde(flatten)]
+        state: SubscriptionState,
+    },
+    Event {
+        id: String,
+        request_id: String,
+        status: String,
+        event_type: String,
+        /// Hex SHA-256.
+        fingerprint: String,
+        created_ms: u64,
+        /// Base64 of the body as sent.
+        body: String,
+        deliveries: Vec<String>,
+    },
+    Delivery {
+        id: String,
+        event_id: String,
+        event_type: String,
+        subscription: String,
+        bucket: String,
+        adhoc: Option<AdhocTarget>,
+        /// `scheduled` (in flight is exported as scheduled), `delivered` or `dead`.
+        state: DeliveryState,
+        created_ms: u64,
+        due_ms: Option<u64>,
+        finished_ms: Option<u64>,
+        last_error: Option<String>,
+        attempts: Vec<PortableAttempt>,
+    },
+}
+
+impl Portable {
+    /// The export record of a delivery and its attempts.
+    pub fn delivery(d: &Delivery, attempts: &[Attempt]) -> Portable {
+        let state = match d.state {
+            DeliveryState::InFlight => DeliveryState::Scheduled,
+            s => s,
+        };
+        Portable::Delivery {
+            id: d.id.clone(),
+            event_id: d.event_id.clone(),
+            event_type: d.event_type.clone(),
+            subscription: d.subscription.clone(),
+            bucket: d.bucket.clone(),
+            adhoc: d.adhoc.clone(),
+            state,
+            created_ms: d.created_ms,
+            due_ms: match state {
+                DeliveryState::Scheduled => Some(d.due_ms.unwrap_or(d.created_ms)),
+                _ => None,
+            },
+            finished_ms: d.finished_ms,
+            last_error: d.last_error.clone(),
+            attempts: attempts.iter().map(PortableAttempt::from).collect(),
+        }
+    }
 }
 
 /// Engine-specific figures ([`AdminStore::engine_stats`]); `None` where the engine has none.

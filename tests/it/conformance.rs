@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hookd::event::{parse_event, AdhocTarget, IngestRules, NewEvent};
 use hookd::store::sled::SledStore;
 use hookd::store::{
@@ -102,6 +103,12 @@ impl Harness {
         self.store = Some((self.open)(self.dir.path()));
     }
 
+    /// Opens the same place again after the store was dropped without a close (an import
+    /// writes around the engine's in-memory state: it is read afresh, as a restart would).
+    async fn reopen_closed(&mut self) {
+        self.store = Some((self.open)(self.dir.path()));
+    }
+
     async fn close(&mut self) {
         if let Some(store) = self.store.take() {
             store.close().await.expect("close the store");
@@ -162,6 +169,7 @@ macro_rules! conformance_tests {
             a_request_id_and_status_lead_to_their_event,
             a_signing_key_is_made_once_and_kept,
             listing_filters_by_any_of_several_subscriptions,
+            an_export_imports_into_a_new_store_whole,
         ]);
     };
     (@engine $engine:ident, $open:expr, [$($test:ident),+ $(,)?]) => {
@@ -1883,4 +1891,126 @@ async fn listing_filters_by_any_of_several_subscriptions(h: &mut Harness) {
         page.is_empty(),
         "an owner with no subscription sees nothing"
     );
+}
+
+async fn an_export_imports_into_a_new_store_whole(h: &mut Harness) {
+    use hookd::store::{Portable, StoredSubscription};
+    let s = h.store();
+    let body = event_with_result("job-1", json!({"url": "https://cdn.example/x"}));
+    let first = ingest(
+        s,
+        body.clone(),
+        vec![sub("a"), sub("b"), adhoc("h.example")],
+        1000,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for want in ["a", "b", ADHOC] {
+        for id in meta_deliveries(s, &first.event_id).await {
+            if delivery(s, &id).await.subscription == want {
+                ids.push(id);
+            }
+        }
+    }
+    let lone = ingest(s, event("job-2", "failed"), vec![], 1100).await;
+    s.set_limits(limits(&[("a", 10), ("b", 10)]));
+    assert_eq!(sorted(claim_ids(s, 1000, 10).await), sorted(ids.clone()));
+    record(s, &ids[0], 1, Outcome::Success, Next::Delivered, 1200).await;
+    record(s, &ids[1], 1, Outcome::Http5xx, Next::RetryAt(9000), 1200).await;
+    s.release(&ids[2], 1000).await.unwrap();
+    s.set_paused("b", true).await.unwrap();
+    let key = s.signing_key("ui").await.unwrap();
+    let stored = StoredSubscription {
+        id: "sub-1".to_string(),
+        owner: Some("acme".to_string()),
+        toml: "[[subscription]]\nid = \"sub-1\"\n".to_string(),
+        created_ms: 1000,
+        updated_ms: 1000,
+    };
+    s.put_subscription(stored.clone()).await.unwrap();
+
+    // Exported in small pages, imported one page at a time, as `hookd store export|import` do.
+    let mut records = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = s.export(cursor, 1).await.unwrap();
+        records.extend(page);
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    let events = records
+        .iter()
+        .filter(|r| matches!(r, Portable::Event { .. }))
+        .count();
+    assert_eq!(events, 2, "every event, once: {records:#?}");
+    let mut other = Harness::new(h.open);
+    let t = other.store();
+    t.import(records).await.unwrap();
+    assert_eq!(counts(t).await, counts(s).await);
+    assert_eq!(
+        t.signing_key("ui").await.unwrap(),
+        key,
+        "the dashboard's key moves"
+    );
+    assert_eq!(t.stored_subscriptions().await.unwrap(), vec![stored]);
+    assert!(t.subscription_states().await.unwrap()["b"].paused);
+    for id in &ids {
+        let (before, after) = (delivery(s, id).await, delivery(t, id).await);
+        assert_eq!(
+            (
+                before.state,
+                before.attempts,
+                before.subscription.clone(),
+                before.adhoc.clone()
+            ),
+            (
+                after.state,
+                after.attempts,
+                after.subscription.clone(),
+                after.adhoc.clone()
+            ),
+            "{id}"
+        );
+        assert_eq!(
+            s.attempts(id).await.unwrap(),
+            t.attempts(id).await.unwrap(),
+            "{id}"
+        );
+    }
+    let moved = t
+        .event_by_request("job-1", "completed")
+        .await
+        .unwrap()
+        .expect("job-1");
+    assert_eq!(
+        t.event_body(&moved).await.unwrap().unwrap(),
+        Bytes::from(body.body.clone()),
+        "the body, byte for byte"
+    );
+    assert!(
+        t.event_by_request("job-2", "failed")
+            .await
+            .unwrap()
+            .is_some(),
+        "{lone:?}"
+    );
+    // The imported store goes on: the same event is a duplicate, and pending work is claimed.
+    let again = ingest(t, body, vec![sub("a")], 5000).await;
+    assert!(again.duplicate);
+    drop(other.store.take());
+    other.reopen_closed().await;
+    let t = other.store();
+    t.set_limits(Limits {
+        paused: HashSet::new(),
+        ..limits(&[("a", 10), ("b", 10)])
+    });
+    let claimed = claim_ids(t, 10_000, 10).await;
+    assert_eq!(
+        sorted(claimed),
+        sorted(vec![ids[1].clone(), ids[2].clone()]),
+        "b's retry and the per-request delivery"
+    );
+    other.close().await;
 }

@@ -43,7 +43,8 @@ use tokio_postgres::Row;
 use super::{
     delivery_id_string, event_id_string, new_delivery_id, Attempt, Claimed, Delivery,
     DeliveryFilter, DeliveryState, EventMeta, IngestError, Ingested, Limits, Next, Outcome,
-    PendingStats, RequeueError, StoreError, StoredSubscription, SubscriptionState, Target, ADHOC,
+    PendingStats, Portable, RequeueError, StoreError, StoredSubscription, SubscriptionState,
+    Target, ADHOC,
 };
 use crate::event::{AdhocTarget, NewEvent};
 
@@ -552,17 +553,6 @@ fn attempt_json(a: &Attempt) -> Value {
     })
 }
 
-fn outcome_of(text: &str) -> Outcome {
-    match text {
-        "success" => Outcome::Success,
-        "http_4xx" => Outcome::Http4xx,
-        "http_5xx" => Outcome::Http5xx,
-        "timeout" => Outcome::Timeout,
-        "connect" => Outcome::Connect,
-        _ => Outcome::Other,
-    }
-}
-
 fn attempts_of(history: &Value) -> Vec<Attempt> {
     history
         .as_array()
@@ -575,7 +565,7 @@ fn attempts_of(history: &Value) -> Vec<Attempt> {
                         .unwrap_or(0),
                     started_ms: a["started_ms"].as_u64().unwrap_or(0),
                     duration_ms: a["duration_ms"].as_u64().unwrap_or(0),
-                    outcome: outcome_of(a["outcome"].as_str().unwrap_or("")),
+                    outcome: Outcome::parse(a["outcome"].as_str().unwrap_or("")),
                     status_code: a["status_code"]
                         .as_u64()
                         .and_then(|n| u16::try_from(n).ok()),
@@ -1303,6 +1293,233 @@ impl super::AdminStore for PgStore {
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn export(
+        &self,
+        after: Option<String>,
+        events: usize,
+    ) -> Result<(Vec<Portable>, Option<String>), StoreError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let client = self.client().await?;
+        let mut out = Vec::new();
+        if after.is_none() {
+            for r in client
+                .query(
+                    "SELECT key, value FROM hookd_meta WHERE key LIKE 'key/%' ORDER BY key",
+                    &[],
+                )
+                .await?
+            {
+                let name: String = r.get(0);
+                out.push(Portable::Key {
+                    name: name.trim_start_matches("key/").to_string(),
+                    value: b64.encode(r.get::<_, Vec<u8>>(1)),
+                });
+            }
+            out.extend(
+                self.stored_subscriptions()
+                    .await?
+                    .into_iter()
+                    .map(Portable::Subscription),
+            );
+            for r in client
+                .query("SELECT subscription, paused, last_success_ms, last_failure_ms, consecutive_failures, last_error FROM hookd_subscription_state ORDER BY subscription", &[])
+                .await?
+            {
+                out.push(Portable::State {
+                    subscription: r.get(0),
+                    state: state_of(&r),
+                });
+            }
+        }
+        let limit = i64::try_from(events).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT id, request_id, status, event_type, fingerprint, created_ms, body, deliveries
+                 FROM hookd_events WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2",
+                &[&after, &limit],
+            )
+            .await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut by_event: HashMap<String, Vec<Portable>> = HashMap::new();
+        for r in client
+            .query(
+                &format!("SELECT {DELIVERY_COLUMNS}, leased, due_ms, history FROM hookd_queue WHERE event_id = ANY($1) ORDER BY id"),
+                &[&ids],
+            )
+            .await?
+        {
+            let mut d = delivery_of(&r, DeliveryState::Scheduled, Some(self.db_to_node(r.get(11))), None);
+            if r.get::<_, bool>(10) {
+                // In flight: due again after the move.
+                d.due_ms = Some(d.created_ms);
+            }
+            let attempts = attempts_of(&r.get::<_, Value>(12));
+            by_event.entry(d.event_id.clone()).or_default().push(Portable::delivery(&d, &attempts));
+        }
+        for r in client
+            .query(
+                &format!("SELECT {DELIVERY_COLUMNS}, dead, finished_ms, history FROM hookd_done WHERE event_id = ANY($1) ORDER BY id"),
+                &[&ids],
+            )
+            .await?
+        {
+            let state = if r.get::<_, bool>(10) { DeliveryState::Dead } else { DeliveryState::Delivered };
+            let d = delivery_of(&r, state, None, Some(unms(r.get(11))));
+            let attempts = attempts_of(&r.get::<_, Value>(12));
+            by_event.entry(d.event_id.clone()).or_default().push(Portable::delivery(&d, &attempts));
+        }
+        for r in &rows {
+            let id: String = r.get(0);
+            out.push(Portable::Event {
+                id: id.clone(),
+                request_id: r.get(1),
+                status: r.get(2),
+                event_type: r.get(3),
+                fingerprint: hex::encode(r.get::<_, Vec<u8>>(4)),
+                created_ms: unms(r.get(5)),
+                body: b64.encode(r.get::<_, Vec<u8>>(6)),
+                deliveries: r.get(7),
+            });
+            out.extend(by_event.remove(&id).unwrap_or_default());
+        }
+        let next = (rows.len() >= events)
+            .then(|| ids.last().cloned())
+            .flatten();
+        Ok((out, next))
+    }
+
+    async fn import(&self, records: Vec<Portable>) -> Result<(), StoreError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let bad = |what: &str, id: &str| StoreError::Backend(format!("import: bad {what} in {id}"));
+        for record in &records {
+            if let Portable::Delivery {
+                finished_ms: Some(at),
+                ..
+            } = record
+            {
+                self.ensure_partition(ms(*at)).await?;
+            }
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut added = 0u64;
+        for record in records {
+            match record {
+                Portable::Key { name, value } => {
+                    let value = b64.decode(&value).map_err(|_| bad("key", &name))?;
+                    tx.execute(
+                        "INSERT INTO hookd_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        &[&format!("key/{name}"), &value],
+                    )
+                    .await?;
+                }
+                Portable::Subscription(sub) => {
+                    tx.execute(
+                        "INSERT INTO hookd_subscriptions (id, owner, toml, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, toml = excluded.toml, updated_ms = excluded.updated_ms",
+                        &[&sub.id, &sub.owner, &sub.toml, &ms(sub.created_ms), &ms(sub.updated_ms)],
+                    )
+                    .await?;
+                }
+                Portable::State {
+                    subscription,
+                    state,
+                } => {
+                    tx.execute(
+                        "INSERT INTO hookd_subscription_state (subscription, paused, last_success_ms, last_failure_ms, consecutive_failures, last_error)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subscription) DO UPDATE SET paused = excluded.paused,
+                             last_success_ms = excluded.last_success_ms, last_failure_ms = excluded.last_failure_ms,
+                             consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error",
+                        &[
+                            &subscription,
+                            &state.paused,
+                            &state.last_success_ms.map(ms),
+                            &state.last_failure_ms.map(ms),
+                            &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
+                            &state.last_error,
+                        ],
+                    )
+                    .await?;
+                    lock(&self.health).states.insert(subscription, state);
+                }
+                Portable::Event {
+                    id,
+                    request_id,
+                    status,
+                    event_type,
+                    fingerprint,
+                    created_ms,
+                    body,
+                    deliveries,
+                } => {
+                    let fingerprint =
+                        hex::decode(&fingerprint).map_err(|_| bad("fingerprint", &id))?;
+                    let body = b64.decode(&body).map_err(|_| bad("body", &id))?;
+                    tx.execute(
+                        "INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                        &[&id, &request_id, &status, &event_type, &fingerprint, &ms(created_ms), &body, &deliveries],
+                    )
+                    .await?;
+                }
+                Portable::Delivery {
+                    id,
+                    event_id,
+                    event_type,
+                    subscription,
+                    bucket,
+                    adhoc,
+                    state,
+                    created_ms,
+                    due_ms,
+                    finished_ms,
+                    last_error,
+                    attempts,
+                } => {
+                    let history = Value::Array(
+                        attempts
+                            .iter()
+                            .map(|a| attempt_json(&Attempt::from(a)))
+                            .collect(),
+                    );
+                    let n = i32::try_from(attempts.len()).unwrap_or(i32::MAX);
+                    let (url, secret) = match &adhoc {
+                        Some(a) => (Some(a.url.as_str()), Some(a.secret.as_str())),
+                        None => (None, None),
+                    };
+                    match (state, finished_ms) {
+                        (DeliveryState::Delivered | DeliveryState::Dead, Some(at)) => {
+                            tx.execute(
+                                "INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                                     dead, attempts, created_ms, finished_ms, last_error, history)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                &[&id, &event_id, &event_type, &subscription, &bucket, &url, &secret,
+                                  &(state == DeliveryState::Dead), &n, &ms(created_ms), &ms(at), &last_error, &history],
+                            )
+                            .await?;
+                        }
+                        _ => {
+                            tx.execute(
+                                "INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                                     attempts, created_ms, due_ms, last_error, history)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
+                                &[&id, &event_id, &event_type, &subscription, &bucket, &url, &secret,
+                                  &n, &ms(created_ms), &ms(due_ms.unwrap_or(created_ms)), &last_error, &history],
+                            )
+                            .await?;
+                            added += 1;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        self.unfinished.fetch_add(added, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn signing_key(&self, name: &str) -> Result<Vec<u8>, StoreError> {

@@ -45,8 +45,8 @@ use super::index::{Id, Index};
 use super::{
     delivery_id_at, delivery_id_string, event_id_string, parse_delivery_id, parse_event_id,
     AdminStore, Attempt, Claimed, Delivery, DeliveryFilter, DeliveryState, EventMeta, IngestError,
-    Ingested, Limits, Next, PendingStats, QueueStore, RequeueError, StoreError, StoredSubscription,
-    SubscriptionState, Target,
+    Ingested, Limits, Next, PendingStats, Portable, QueueStore, RequeueError, StoreError,
+    StoredSubscription, SubscriptionState, Target,
 };
 use crate::delivery::Outcome;
 use crate::event::NewEvent;
@@ -1186,6 +1186,226 @@ impl AdminStore for SledStore {
             let e = EventRecord::decode(&v, false).map_err(|e| corrupt(&k, e))?;
             Ok((e.request_id == request_id && e.status == status)
                 .then(|| event_id_string(ulid::Ulid(e.id))))
+        })
+        .await
+    }
+
+    async fn export(
+        &self,
+        after: Option<String>,
+        events: usize,
+    ) -> Result<(Vec<Portable>, Option<String>), StoreError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let first = after.is_none();
+        let start = match after {
+            Some(cursor) => {
+                let mut k = hex::decode(&cursor)
+                    .map_err(|_| StoreError::Backend(format!("bad export cursor {cursor:?}")))?;
+                // The smallest key after the cursor's.
+                k.push(0);
+                k
+            }
+            None => vec![EVENT],
+        };
+        self.read(move |s| {
+            let mut out = Vec::new();
+            if first {
+                for entry in s.tree.scan_prefix([KEY]) {
+                    let (k, v) = entry?;
+                    out.push(Portable::Key {
+                        name: String::from_utf8_lossy(&k[1..]).into_owned(),
+                        value: b64.encode(&v),
+                    });
+                }
+                for entry in s.tree.scan_prefix([USER_SUBSCRIPTION]) {
+                    let (k, v) = entry?;
+                    match serde_json::from_slice(&v) {
+                        Ok(sub) => out.push(Portable::Subscription(sub)),
+                        Err(e) => s.skipped.skip(&k, e),
+                    }
+                }
+                for entry in s.tree.scan_prefix([SUBSCRIPTION]) {
+                    let (k, v) = entry?;
+                    match serde_json::from_slice(&v) {
+                        Ok(state) => out.push(Portable::State {
+                            subscription: String::from_utf8_lossy(&k[1..]).into_owned(),
+                            state,
+                        }),
+                        Err(e) => s.skipped.skip(&k, e),
+                    }
+                }
+            }
+            let mut n = 0;
+            for entry in s.tree.range(start..vec![EVENT + 1]) {
+                let (k, v) = entry?;
+                let last = hex::encode(&k);
+                let e = match EventRecord::decode(&v, true) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        s.skipped.skip(&k, e);
+                        continue;
+                    }
+                };
+                out.push(Portable::Event {
+                    id: event_id_string(ulid::Ulid(e.id)),
+                    request_id: e.request_id.clone(),
+                    status: e.status.clone(),
+                    event_type: e.event_type.clone(),
+                    fingerprint: hex::encode(e.fingerprint),
+                    created_ms: e.created_ms,
+                    body: b64.encode(&e.body),
+                    deliveries: e
+                        .deliveries
+                        .iter()
+                        .map(|d| delivery_id_string(ulid::Ulid(*d)))
+                        .collect(),
+                });
+                for &d in &e.deliveries {
+                    for prefix in [PENDING, DONE] {
+                        let dk = delivery_key(prefix, d);
+                        if let Some(v) = s.tree.get(&dk)? {
+                            match DeliveryRecord::decode(&v) {
+                                Ok(r) => {
+                                    let attempts = r.attempts.clone();
+                                    let delivery = to_delivery(d, r, false);
+                                    out.push(Portable::delivery(&delivery, &attempts));
+                                }
+                                Err(e) => s.skipped.skip(&dk, e),
+                            }
+                        }
+                    }
+                }
+                n += 1;
+                if n >= events {
+                    return Ok((out, Some(last)));
+                }
+            }
+            Ok((out, None))
+        })
+        .await
+    }
+
+    async fn import(&self, records: Vec<Portable>) -> Result<(), StoreError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut batch = ::sled::Batch::default();
+        // sled names an event by its (request_id, status): an imported event gets the id that
+        // names, and its deliveries follow it (an export lists them right after it).
+        let mut events: HashMap<String, u128> = HashMap::new();
+        let bad = |what: &str, id: &str| StoreError::Backend(format!("import: bad {what} in {id}"));
+        for record in records {
+            match record {
+                Portable::Key { name, value } => {
+                    let value = b64.decode(&value).map_err(|_| bad("key", &name))?;
+                    batch.insert(key(KEY, name.as_bytes()), value);
+                }
+                Portable::Subscription(sub) => {
+                    batch.insert(key(USER_SUBSCRIPTION, sub.id.as_bytes()), encode_json(&sub));
+                }
+                Portable::State {
+                    subscription,
+                    state,
+                } => {
+                    batch.insert(
+                        key(SUBSCRIPTION, subscription.as_bytes()),
+                        encode_json(&state),
+                    );
+                    lock(&self.health).states.insert(subscription, state);
+                }
+                Portable::Event {
+                    id: old,
+                    request_id,
+                    status,
+                    event_type,
+                    fingerprint,
+                    created_ms,
+                    body,
+                    deliveries,
+                } => {
+                    let id = ulid::Ulid::from_parts(created_ms, event_hash(&request_id, &status)).0;
+                    let fingerprint: [u8; 32] = hex::decode(&fingerprint)
+                        .ok()
+                        .and_then(|f| f.try_into().ok())
+                        .ok_or_else(|| bad("fingerprint", &old))?;
+                    let body = Bytes::from(b64.decode(&body).map_err(|_| bad("body", &old))?);
+                    let deliveries = deliveries
+                        .iter()
+                        .map(|d| {
+                            parse_delivery_id(d)
+                                .map(|u| u.0)
+                                .ok_or_else(|| bad("delivery id", &old))
+                        })
+                        .collect::<Result<Vec<u128>, _>>()?;
+                    if deliveries.is_empty() {
+                        let mut z = Vec::with_capacity(24);
+                        z.extend_from_slice(&created_ms.to_be_bytes());
+                        z.extend_from_slice(&id.to_be_bytes());
+                        batch.insert(key(ZERO, &z), &[]);
+                    }
+                    let record = EventRecord {
+                        id,
+                        created_ms,
+                        fingerprint,
+                        request_id,
+                        status,
+                        event_type,
+                        deliveries,
+                        body,
+                    };
+                    batch.insert(event_key(id), record.encode());
+                    events.insert(old, id);
+                }
+                Portable::Delivery {
+                    id,
+                    event_id,
+                    event_type,
+                    subscription,
+                    bucket,
+                    adhoc,
+                    state,
+                    created_ms,
+                    due_ms,
+                    finished_ms,
+                    last_error: _,
+                    attempts,
+                } => {
+                    let dlv = parse_delivery_id(&id)
+                        .map(|u| u.0)
+                        .ok_or_else(|| bad("delivery id", &id))?;
+                    let event = *events
+                        .get(&event_id)
+                        .ok_or_else(|| bad("order (a delivery before its event)", &id))?;
+                    let finished = matches!(state, DeliveryState::Delivered | DeliveryState::Dead);
+                    let record = DeliveryRecord {
+                        bucket,
+                        due_ms: if finished {
+                            0
+                        } else {
+                            due_ms.unwrap_or(created_ms)
+                        },
+                        event,
+                        created_ms,
+                        state: if finished {
+                            state
+                        } else {
+                            DeliveryState::Scheduled
+                        },
+                        finished_ms: if finished { finished_ms } else { None },
+                        subscription,
+                        event_type,
+                        adhoc,
+                        attempts: attempts.iter().map(Attempt::from).collect(),
+                    };
+                    let prefix = if finished { DONE } else { PENDING };
+                    batch.insert(delivery_key(prefix, dlv), record.encode());
+                }
+            }
+        }
+        // The index learns of imported deliveries when the store is next opened.
+        self.write(move |w: &Writer| {
+            w.tree.apply_batch(batch)?;
+            Ok::<_, StoreError>(((), None::<Done>))
         })
         .await
     }

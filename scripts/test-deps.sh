@@ -1,31 +1,37 @@
 #!/usr/bin/env bash
-# Install the external dependencies of hookd's integration tests:
+# Install the external dependencies of hookd's integration and browser tests:
 #   1. npm packages for the Express receiver  (tests/receivers/express/node_modules)
 #   2. a Python venv for the Flask receiver    (tests/receivers/flask/.venv)
 #   3. promtool (via apt-get install prometheus): the tests check metrics and alert rules with it
 #   4. go (via apt-get install golang-go): the tests build docs/snippets/go_receiver.go
+#   5. the dashboard's browser tests (tests/browser): Debian's chromium (apt-get install
+#      chromium fonts-liberation, when /usr/bin/chromium is missing) and their npm packages
+#      (playwright-core, which never downloads a browser, and axe-core)
 #
-# Idempotent: steps 1 and 2 are skipped when a stamp file records that the
+# Idempotent: the npm and pip steps are skipped when a stamp file records that the
 # current lockfile / requirements.txt (and node / python version) were already
 # installed, so after a first successful run this needs no network.
-# Force a reinstall with: rm -rf tests/receivers/express/node_modules tests/receivers/flask/.venv
+# Force a reinstall with:
+#   rm -rf tests/receivers/express/node_modules tests/receivers/flask/.venv tests/browser/node_modules
 #
-# Usage: scripts/test-deps.sh            all four steps (scripts/test.sh runs this)
+# Usage: scripts/test-deps.sh            all five steps (scripts/test.sh runs this)
 #        scripts/test-deps.sh express    step 1 only: what the README's walkthrough needs
+#        scripts/test-deps.sh browser    step 5 only: what `node --test tests/browser/` needs
 #
 # Env: PYTHON (default python3), SKIP_PROMTOOL=1 to skip step 3.
 set -euo pipefail
 
 ONLY="${1:-all}"
 case "$ONLY" in
-    all | express) ;;
-    *) printf 'usage: %s [express]\n' "$0" >&2; exit 2 ;;
+    all | express | browser) ;;
+    *) printf 'usage: %s [express|browser]\n' "$0" >&2; exit 2 ;;
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXPRESS_DIR="$ROOT/tests/receivers/express"
 FLASK_DIR="$ROOT/tests/receivers/flask"
 VENV="$FLASK_DIR/.venv"
+BROWSER_DIR="$ROOT/tests/browser"
 PYTHON="${PYTHON:-python3}"
 
 LOG="$(mktemp "${TMPDIR:-/tmp}/hookd-test-deps.XXXXXX")"
@@ -47,25 +53,80 @@ run() {
 
 sha() { sha256sum "$@" | awk '{print $1}' | tr '\n' ' '; }
 
-# ---------------------------------------------------------------- express
-command -v node >/dev/null 2>&1 || die "node not found (need Node.js >= 18)"
+# ---------------------------------------------------------------- npm packages
+command -v node >/dev/null 2>&1 || die "node not found (need Node.js >= 18; the browser tests need 20)"
 command -v npm >/dev/null 2>&1 || die "npm not found"
-[ -f "$EXPRESS_DIR/package-lock.json" ] || die "missing $EXPRESS_DIR/package-lock.json"
 
-NODE_STAMP="$EXPRESS_DIR/node_modules/.hookd-deps-stamp"
-node_want="node=$(node --version) lock=$(sha "$EXPRESS_DIR/package.json" "$EXPRESS_DIR/package-lock.json")"
-if [ -f "$NODE_STAMP" ] && [ "$(cat "$NODE_STAMP")" = "$node_want" ] \
-    && [ -f "$EXPRESS_DIR/node_modules/express/package.json" ]; then
-    say "express: node_modules up to date, skipped npm ci"
-else
-    (cd "$EXPRESS_DIR" && run npm ci --prefer-offline --no-audit --no-fund --loglevel=error) \
-        || die "npm ci failed in $EXPRESS_DIR"
-    printf '%s' "$node_want" >"$NODE_STAMP"
-    say "express: npm ci done (express $(cd "$EXPRESS_DIR" && node -p 'require("express/package.json").version'))"
-fi
+# npm_ci NAME DIR PACKAGE: `npm ci` in DIR unless its stamp file records the current
+# package.json, lockfile and node version and node_modules/PACKAGE is there.
+npm_ci() {
+    local name="$1" dir="$2" package="$3"
+    [ -f "$dir/package-lock.json" ] || die "missing $dir/package-lock.json"
+    local stamp="$dir/node_modules/.hookd-deps-stamp"
+    local want
+    want="node=$(node --version) lock=$(sha "$dir/package.json" "$dir/package-lock.json")"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+        && [ -f "$dir/node_modules/$package/package.json" ]; then
+        say "$name: node_modules up to date, skipped npm ci"
+        return 0
+    fi
+    # playwright-core downloads nothing; the variable makes sure no browser download happens.
+    (cd "$dir" && run env PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+        npm ci --prefer-offline --no-audit --no-fund --loglevel=error) \
+        || die "npm ci failed in $dir"
+    printf '%s' "$want" >"$stamp"
+    say "$name: npm ci done ($package $(cd "$dir" && node -p "require('$package/package.json').version"))"
+}
 
+# ---------------------------------------------------------------- apt packages
+# apt_install NAME COMMAND PACKAGE...: installs PACKAGE... with apt-get (noninteractive, no
+# recommends) unless COMMAND already exists; dies naming them when that is impossible or fails.
+apt_install() {
+    local name="$1" command="$2"
+    shift 2
+    if command -v "$command" >/dev/null 2>&1; then
+        say "$name: already installed, skipped"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 \
+        || die "$name: missing and apt-get not available; install it (Debian: apt-get install $*)"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+            sudo=(sudo -n)
+        else
+            die "$name: not root and no passwordless sudo, cannot apt-get install $*"
+        fi
+    fi
+    local apt_opts=(-o Acquire::Retries=1 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30)
+    # Only refresh package lists when apt does not know a candidate for the first package.
+    # (grep without -q reads all of it: with -q, apt-cache may die of SIGPIPE and pipefail
+    # would call the candidate missing.)
+    if ! apt-cache policy "$1" 2>/dev/null | grep "Candidate: [0-9]" >/dev/null; then
+        say "$name: no apt candidate for $1, running apt-get update"
+        run "${sudo[@]}" apt-get "${apt_opts[@]}" update || die "$name: apt-get update failed"
+    fi
+    run "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "$@" \
+        || die "$name: installation failed (apt-get install $*)"
+    command -v "$command" >/dev/null 2>&1 || die "$name: $* installed but $command not on PATH"
+    say "$name: installed via apt-get ($*)"
+}
+
+# ---------------------------------------------------------------- express
+npm_ci express "$EXPRESS_DIR" express
 if [ "$ONLY" = express ]; then
     say "express receiver ready: $EXPRESS_DIR/server.js"
+    exit 0
+fi
+
+# ---------------------------------------------------------------- browser
+# tests/browser drives Debian's chromium with playwright-core (executablePath /usr/bin/chromium);
+# fonts-liberation gives its pages and screenshots real fonts.
+apt_install chromium /usr/bin/chromium chromium fonts-liberation
+npm_ci browser "$BROWSER_DIR" playwright-core
+if [ "$ONLY" = browser ]; then
+    say "browser tests ready: node --test tests/browser/ ($(/usr/bin/chromium --version 2>/dev/null))"
     exit 0
 fi
 
@@ -92,79 +153,19 @@ else
     say "flask: pip install done (flask $("$VPY" -c 'import importlib.metadata as m; print(m.version("flask"))'))"
 fi
 
-# ---------------------------------------------------------------- promtool (optional)
-# Returns non-zero on failure; the caller turns that into a warning.
-install_promtool() {
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
-            sudo=(sudo -n)
-        else
-            say "promtool: not root and no passwordless sudo, cannot apt-get install"
-            return 1
-        fi
-    fi
-    local apt_opts=(-o Acquire::Retries=1 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30)
-    # Only refresh package lists when apt does not know a candidate for prometheus.
-    # (grep without -q: with pipefail, -q's early exit makes apt-cache fail with SIGPIPE.)
-    if ! apt-cache policy prometheus 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
-        say "promtool: no apt candidate for prometheus, running apt-get update"
-        run "${sudo[@]}" apt-get "${apt_opts[@]}" update || return 1
-    fi
-    run "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get "${apt_opts[@]}" install -y -q --no-install-recommends prometheus || return 1
-    command -v promtool >/dev/null 2>&1 || { say "promtool: package installed but promtool not on PATH"; return 1; }
-}
-
+# promtool: the tests check metrics and alert rules with it.
 if [ "${SKIP_PROMTOOL:-0}" = 1 ]; then
     say "promtool: skipped (SKIP_PROMTOOL=1)"
-elif command -v promtool >/dev/null 2>&1; then
-    say "promtool: already installed, skipped"
-elif ! command -v apt-get >/dev/null 2>&1; then
-    die "promtool: missing and apt-get not available; install Prometheus' promtool (Debian: apt-get install prometheus)"
-elif install_promtool; then
-    say "promtool: installed via apt-get (prometheus)"
 else
-    die "promtool: installation failed (apt-get install prometheus)"
+    apt_install promtool promtool prometheus
 fi
 
-# ---------------------------------------------------------------- go (for docs/snippets)
-# tests/it/receiving_docs.rs builds docs/snippets/go_receiver.go (standard library only) with
-# `go build`; Debian's golang-go is enough. Returns non-zero on failure.
-install_go() {
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
-            sudo=(sudo -n)
-        else
-            say "go: not root and no passwordless sudo, cannot apt-get install"
-            return 1
-        fi
-    fi
-    local apt_opts=(-o Acquire::Retries=1 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30)
-    # Only refresh package lists when apt does not know a candidate for golang-go.
-    # (grep without -q reads all of it: with -q, apt-cache may die of SIGPIPE and pipefail
-    # would call the candidate missing.)
-    if ! apt-cache policy golang-go 2>/dev/null | grep "Candidate: [0-9]" >/dev/null; then
-        say "go: no apt candidate for golang-go, running apt-get update"
-        run "${sudo[@]}" apt-get "${apt_opts[@]}" update || return 1
-    fi
-    run "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get "${apt_opts[@]}" install -y -q --no-install-recommends golang-go || return 1
-    command -v go >/dev/null 2>&1 || { say "go: package installed but go not on PATH"; return 1; }
-}
-
-if command -v go >/dev/null 2>&1; then
-    say "go: already installed, skipped"
-elif ! command -v apt-get >/dev/null 2>&1; then
-    die "go: missing and apt-get not available; install a Go toolchain (Debian: apt-get install golang-go)"
-elif install_go; then
-    say "go: installed via apt-get (golang-go)"
-else
-    die "go: installation failed (apt-get install golang-go)"
-fi
+# go: tests/it/receiving_docs.rs builds docs/snippets/go_receiver.go (standard library only)
+# with `go build`; Debian's golang-go is enough.
+apt_install go go golang-go
 
 # ---------------------------------------------------------------- summary
+say "chromium:       /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null))"
 say "node:           $(command -v node) ($(node --version))"
 say "express server: $EXPRESS_DIR/server.js"
 say "venv python:    $VPY ($("$VPY" --version 2>&1))"

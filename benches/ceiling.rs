@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench ceiling -- [--runs R] [--connections C] [--events N] [--batch B]
 //!     [--batch-clients K] [--single-clients K] [--rate E] [--latency-secs S]
-//!     [--disk-events D] [--ceiling-ms T]`
+//!     [--disk-events D] [--ceiling-ms T] [--postgres postgres://user@host:port]`
 //!
 //! Each run measures, in order:
 //! - **ceiling**: a reqwest client POSTing the same 1 KiB JSON body, over C keep-alive
@@ -20,6 +20,10 @@
 //! - **disk**: a fresh hookd with its subscription paused through the admin API takes D events in
 //!   batches of 1000, stops on SIGTERM; the store's bytes (the sum of its files' sizes) per
 //!   pending delivery.
+//!
+//! - with `--postgres` (or `$HOOKD_BENCH_POSTGRES`): batched and single again on the PostgreSQL
+//!   engine (one node, a fresh database), and batched with two nodes sharing one database, the
+//!   clients spread over both (the CPU figure is both nodes' together).
 //!
 //! Then the median of each figure over the runs. Under `cargo test --all-targets` (no --bench)
 //! it makes a small smoke run and asserts that every event was delivered.
@@ -50,6 +54,7 @@ const FLAGS: &[&str] = &[
     "--latency-secs",
     "--disk-events",
     "--ceiling-ms",
+    "--postgres",
 ];
 
 /// Every event posted is this many bytes of JSON.
@@ -70,6 +75,9 @@ struct Args {
     ceiling_ms: usize,
     /// How long deliveries may take to finish before the run fails.
     deadline: Duration,
+    /// A PostgreSQL server (`postgres://user@host:port`, no database): adds the PostgreSQL
+    /// engine's phases, each in a fresh database.
+    postgres: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -103,7 +111,48 @@ fn parse_args() -> Args {
         disk_events: pick("--disk-events", 20_000, 500),
         ceiling_ms: pick("--ceiling-ms", 5000, 300),
         deadline: Duration::from_secs(if bench { 600 } else { 60 }),
+        postgres: {
+            let args: Vec<String> = std::env::args().collect();
+            args.iter()
+                .position(|a| a == "--postgres")
+                .and_then(|i| args.get(i + 1).cloned())
+                .or_else(|| std::env::var("HOOKD_BENCH_POSTGRES").ok())
+                .filter(|u| !u.is_empty())
+        },
     }
+}
+
+/// Where a throughput phase keeps its queue.
+#[derive(Clone)]
+enum Engine {
+    Sled,
+    /// `nodes` hookd processes sharing one fresh database on this server.
+    Postgres {
+        server: String,
+        nodes: usize,
+    },
+}
+
+/// A fresh database on `server`, for one phase; its `url`.
+async fn fresh_database(server: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "hookd_bench_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = format!("{server}/postgres?sslmode=disable");
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
+        ))
+        .await
+        .expect("create the bench database");
+    format!("{server}/{name}?sslmode=disable")
 }
 
 // ------------------------------------------------------------------ events and the receiver
@@ -317,12 +366,47 @@ async fn ceiling(connections: usize, duration: Duration) -> f64 {
 
 /// A fresh `hookd run` (fresh store) with one subscription of `connections` slots to `receiver`.
 async fn start_hookd(dir: &Path, receiver: SocketAddr, connections: usize) -> HookdProcess {
+    start_on(dir, receiver, connections, "").await
+}
+
+/// [`start_hookd`] with `storage` keys (the engine).
+async fn start_on(
+    dir: &Path,
+    receiver: SocketAddr,
+    connections: usize,
+    storage: &str,
+) -> HookdProcess {
     let extra = format!(
         "[delivery]\nmax_in_flight = {}\nmax_in_flight_per_subscription = {connections}\n\n{}",
         connections.max(256),
         common::subscription(receiver)
     );
-    HookdProcess::start(dir, &extra).await
+    HookdProcess::start_with_storage(dir, storage, &extra).await
+}
+
+/// The hookd processes of one throughput phase.
+async fn start_engine(
+    engine: &Engine,
+    dir: &Path,
+    receiver: SocketAddr,
+    connections: usize,
+) -> Vec<HookdProcess> {
+    match engine {
+        Engine::Sled => vec![start_hookd(dir, receiver, connections).await],
+        Engine::Postgres { server, nodes } => {
+            let url = fresh_database(server).await;
+            let storage = format!("engine = \"postgres\"\nurl = {url:?}\n");
+            let mut all = Vec::new();
+            for node in 0..*nodes {
+                let dir = dir.join(format!("node{node}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                // The subscription's slots are shared by every node (the limit holds across
+                // them): the same total as one node's.
+                all.push(start_on(&dir, receiver, connections, &storage).await);
+            }
+            all
+        }
+    }
 }
 
 /// Waits until the receiver has seen `events` distinct events, or panics after `deadline`.
@@ -351,15 +435,17 @@ struct Throughput {
     rss_mib: f64,
 }
 
-/// `events` events from `clients` concurrent clients, `batch` per request, into a fresh hookd.
-async fn throughput(args: &Args, clients: usize, batch: usize) -> Throughput {
+/// `events` events from `clients` concurrent clients, `batch` per request, into a fresh hookd
+/// (or several nodes of one, their clients spread evenly).
+async fn throughput(args: &Args, clients: usize, batch: usize, engine: &Engine) -> Throughput {
     let events = args.events;
     let base = Instant::now();
     let (seen, addr) = receiver(base, events).await;
     let dir = tempfile::tempdir().unwrap();
-    let hookd = start_hookd(dir.path(), addr, args.connections).await;
-    let pid = hookd.process.id();
-    let url = hookd.events_url();
+    let nodes = start_engine(engine, dir.path(), addr, args.connections).await;
+    let pids: Vec<u32> = nodes.iter().map(|n| n.process.id()).collect();
+    let urls: Vec<String> = nodes.iter().map(HookdProcess::events_url).collect();
+    let hookd = &nodes[0];
 
     let requests: Arc<Vec<(usize, Bytes)>> = Arc::new(
         (0..events)
@@ -370,11 +456,12 @@ async fn throughput(args: &Args, clients: usize, batch: usize) -> Throughput {
     let accepted: Arc<Vec<AtomicU64>> = Arc::new((0..events).map(|_| AtomicU64::new(0)).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let client = reqwest::Client::new();
-    let cpu_before = cpu_seconds(pid);
+    let cpu_all = |pids: &[u32]| pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+    let cpu_before = cpu_all(&pids);
     let started = stamp(base);
     let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
+        .map(|c| {
+            let (client, url) = (client.clone(), urls[c % urls.len()].clone());
             let (requests, accepted, next) = (requests.clone(), accepted.clone(), next.clone());
             tokio::spawn(async move {
                 while let Some((first, body)) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
@@ -391,9 +478,9 @@ async fn throughput(args: &Args, clients: usize, batch: usize) -> Throughput {
     for task in tasks {
         task.await.unwrap();
     }
-    wait_delivered(&seen, events, args.deadline, &hookd).await;
-    let cpu = cpu_seconds(pid) - cpu_before;
-    let rss_mib = peak_rss_mib(pid);
+    wait_delivered(&seen, events, args.deadline, hookd).await;
+    let cpu = cpu_all(&pids) - cpu_before;
+    let rss_mib = pids.iter().map(|&p| peak_rss_mib(p)).fold(0.0, f64::max);
 
     let latencies = accepted_to_received_ms(&accepted, &seen);
     let per_s = |end: u64| events as f64 / ((end - started) as f64 / 1e9);
@@ -513,6 +600,9 @@ struct Run {
     ceiling_per_s: f64,
     batched: Throughput,
     single: Throughput,
+    /// The PostgreSQL engine, with `--postgres`: one node batched and single, two nodes
+    /// batched.
+    pg: Option<[Throughput; 3]>,
     latency: Latency,
     disk: Disk,
 }
@@ -531,6 +621,20 @@ fn print_run(label: &str, r: &Run) {
     );
     println!("{label}: {}", throughput_line("batched", &r.batched));
     println!("{label}: {}", throughput_line("single", &r.single));
+    if let Some([one_batched, one_single, two_batched]) = &r.pg {
+        println!(
+            "{label}: {}",
+            throughput_line("pg 1 node batched", one_batched)
+        );
+        println!(
+            "{label}: {}",
+            throughput_line("pg 1 node single", one_single)
+        );
+        println!(
+            "{label}: {}",
+            throughput_line("pg 2 nodes batched", two_batched)
+        );
+    }
     let l = &r.latency;
     println!(
         "{label}: latency  {:.0}/s offered  202 p50 {:.2} p99 {:.2} ms  accepted->received p50 {:.2} p99 {:.2} ms",
@@ -557,11 +661,16 @@ fn medians(runs: &[Run]) -> Run {
         cpu_per_1000: m(&|r| f(r).cpu_per_1000),
         rss_mib: m(&|r| f(r).rss_mib),
     };
+    let pg = runs.iter().all(|r| r.pg.is_some()).then(|| {
+        let phase = |i: usize| throughput(&|r: &Run| &r.pg.as_ref().expect("checked above")[i]);
+        [phase(0), phase(1), phase(2)]
+    });
     Run {
         load: m(&|r| r.load),
         ceiling_per_s: m(&|r| r.ceiling_per_s),
         batched: throughput(&|r| &r.batched),
         single: throughput(&|r| &r.single),
+        pg,
         latency: Latency {
             offered_per_s: m(&|r| r.latency.offered_per_s),
             ack_p50_ms: m(&|r| r.latency.ack_p50_ms),
@@ -592,10 +701,28 @@ async fn run_once(args: &Args) -> Run {
         Duration::from_millis(args.ceiling_ms as u64),
     )
     .await;
-    let mut batched = throughput(args, args.batch_clients, args.batch).await;
-    let mut single = throughput(args, args.single_clients, 1).await;
+    let mut batched = throughput(args, args.batch_clients, args.batch, &Engine::Sled).await;
+    let mut single = throughput(args, args.single_clients, 1, &Engine::Sled).await;
     batched.of_ceiling = batched.delivered_per_s / ceiling_per_s;
     single.of_ceiling = single.delivered_per_s / ceiling_per_s;
+    let pg = match &args.postgres {
+        Some(server) => {
+            let on = |nodes| Engine::Postgres {
+                server: server.clone(),
+                nodes,
+            };
+            let mut phases = [
+                throughput(args, args.batch_clients, args.batch, &on(1)).await,
+                throughput(args, args.single_clients, 1, &on(1)).await,
+                throughput(args, args.batch_clients, args.batch, &on(2)).await,
+            ];
+            for t in &mut phases {
+                t.of_ceiling = t.delivered_per_s / ceiling_per_s;
+            }
+            Some(phases)
+        }
+        None => None,
+    };
     let latency = latency(args).await;
     let disk = disk(args).await;
     Run {
@@ -603,6 +730,7 @@ async fn run_once(args: &Args) -> Run {
         ceiling_per_s,
         batched,
         single,
+        pg,
         latency,
         disk,
     }

@@ -19,6 +19,12 @@ use axum::Router;
 #[path = "../../tests/it/support/process.rs"]
 pub mod process;
 
+/// What `process` needs to run the tests' engine (`HOOKD_TEST_ENGINE`).
+#[path = "../../tests/it/support/engine.rs"]
+pub mod engine;
+#[path = "../../tests/it/support/pg.rs"]
+pub mod pg;
+
 /// Opens the target guard for the benchmarks' receivers on 127.0.0.1 (refused by default).
 pub const LOOPBACK_TARGETS: &str = "\n[targets]\nallow = [\"127.0.0.1\"]\nallow_http = true\n";
 

@@ -206,8 +206,9 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
 }
 
 /// Whether a POST comes from a page of this very server: its `Origin` (or, without one, its
-/// `Referer`) names this host. Browsers send `Origin` with every form POST; a request naming
-/// neither is refused.
+/// `Referer`) names this host, or, for a browser that sends `Origin: null`, its
+/// `Sec-Fetch-Site` says `same-origin`. Browsers send `Origin` with every form POST; a
+/// request naming neither is refused.
 fn same_origin(headers: &HeaderMap, shared: &Shared) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
@@ -216,7 +217,15 @@ fn same_origin(headers: &HeaderMap, shared: &Shared) -> bool {
     if let Some(public) = &shared.config().api.public_url {
         allowed.push(public.origin().ascii_serialization());
     }
+    let fetched_same_origin = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"same-origin");
     let origin = match headers.get(header::ORIGIN) {
+        // A browser whose referrer policy hides the origin sends `null`; its own
+        // `Sec-Fetch-Site` (which pages cannot set) still says where the form came from.
+        Some(o) if o.as_bytes() == b"null" => {
+            return fetched_same_origin;
+        }
         Some(o) => o.to_str().ok().map(str::to_string),
         None => headers
             .get(header::REFERER)
@@ -379,9 +388,11 @@ async fn security_headers(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Same-origin requests keep their Referer and a real Origin (the same-origin check of
+    // POSTs reads them); no other site ever learns a page's address, portal tokens included.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     if ancestors == "'none'" {
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

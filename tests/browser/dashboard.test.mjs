@@ -554,7 +554,7 @@ describe('admin dashboard', () => {
     const headers = res.headers();
     assert.deepEqual(cspDirectives(headers['content-security-policy']), CSP, `CSP: ${headers['content-security-policy']}`);
     assert.equal(headers['x-content-type-options'], 'nosniff');
-    assert.equal(headers['referrer-policy'], 'no-referrer');
+    assert.equal(headers['referrer-policy'], 'same-origin');
     assert.equal(headers['cache-control'], 'no-store');
     assert.equal(headers['x-frame-options'], 'DENY');
     const css = await context.request.get(`${hookd.base}/ui/static/style.css`);

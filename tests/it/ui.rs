@@ -525,7 +525,7 @@ fn assert_ui_headers(page: &Page, what: &str, admin: bool) {
     );
     assert!(
         page.header("referrer-policy")
-            .eq_ignore_ascii_case("no-referrer"),
+            .eq_ignore_ascii_case("same-origin"),
         "{what}: Referrer-Policy {:?}",
         page.header("referrer-policy")
     );

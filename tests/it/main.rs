@@ -19,6 +19,7 @@ mod isolation;
 mod limits;
 mod observability;
 mod overload;
+mod postgres;
 mod readme;
 mod receiving_docs;
 mod restart;

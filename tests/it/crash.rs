@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
-use hookd::store::sled::SledStore;
-use hookd::store::{AdminStore, DeliveryState};
+use hookd::store::DeliveryState;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
@@ -223,9 +222,9 @@ async fn sigterm_finishes_the_attempt_in_flight_and_exits_zero() {
 }
 
 /// The state and attempt count of the event's only delivery, read from the store of a stopped
-/// hookd.
+/// hookd (on the test engine).
 async fn delivery_state(path: &Path, event_id: &str) -> (DeliveryState, u32) {
-    let store = SledStore::open(path, 1 << 20).expect("open the store of the stopped hookd");
+    let store = crate::support::engine::open_store(path).await;
     let meta = store
         .event_meta(event_id)
         .await

@@ -81,6 +81,9 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows() {
+    if crate::support::sled_only("it damages records in sled's files between two runs") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let receiver = TestReceiver::start().await;
     let extra = format!(

@@ -638,6 +638,10 @@ async fn metrics_pass_promtool_and_have_every_spec_name_and_label() {
                 "subscription" => subscriptions.contains(value.as_str()),
                 "outcome" => outcomes.contains(&value.as_str()),
                 "result" => ["delivered", "dead"].contains(&value.as_str()),
+                // The PostgreSQL engine's pool (no series on sled).
+                "state" if series.name == "hookd_store_pool_connections" => {
+                    ["open", "idle", "waiting"].contains(&value.as_str())
+                }
                 "state" => ["ready", "scheduled", "in_flight"].contains(&value.as_str()),
                 "event_type" => value.strip_prefix("job.").is_some_and(|status| {
                     (1..=32).contains(&status.len())

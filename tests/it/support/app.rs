@@ -23,13 +23,14 @@ pub struct TestApp {
 
 /// A config for tests: loopback listeners on port 0, the store in `dir`, plus `extra` TOML
 /// (subscriptions, `[delivery]` keys...). `extra` must not repeat the `[api]`, `[metrics]` or
-/// `[storage]` tables.
+/// `[storage]` tables. With `HOOKD_TEST_ENGINE=postgres` the store is a database of the
+/// test's own (`support::engine`).
 pub fn test_config(dir: &std::path::Path, extra: &str) -> String {
-    format!(
+    super::engine::apply(&format!(
         "[api]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n{extra}\n{}",
         dir.join("db").display().to_string(),
         super::LOOPBACK_TARGETS
-    )
+    ))
 }
 
 pub async fn spawn_app(extra: &str) -> TestApp {
@@ -39,7 +40,8 @@ pub async fn spawn_app(extra: &str) -> TestApp {
 }
 
 /// Like [`spawn_app`], for tests that set `[api]` or `[storage]` keys: `full` gets the store
-/// path (a TOML string literal) and returns the whole file, listeners included.
+/// path (a TOML string literal) and returns the whole file, listeners included (the test
+/// engine's keys are added to its `[storage]` table).
 pub async fn spawn_app_full(full: impl FnOnce(&str) -> String) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let path = format!("{:?}", dir.path().join("db").display().to_string());
@@ -70,6 +72,8 @@ async fn start_with_clock(
     config_text: String,
     clock: Option<Arc<dyn hookd::clock::Clock>>,
 ) -> TestApp {
+    // Every in-process hookd comes here, whoever wrote its config: the test engine's keys.
+    let config_text = super::engine::apply(&config_text);
     let config = Config::from_toml(&config_text, "test.toml")
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{config_text}"));
     let app = match clock {

@@ -30,8 +30,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Picks the ports and writes `dir/hookd.toml`: the listeners, `[storage] path = dir/db`
-    /// plus `storage_keys`, then `extra`, then the target guard opened for loopback. Starts
-    /// nothing.
+    /// plus `storage_keys` (and the test engine's, `support::engine`), then `extra`, then the
+    /// target guard opened for loopback. Starts nothing.
     pub fn new(dir: &Path, storage_keys: &str, extra: &str) -> Daemon {
         let ports = free_ports(2);
         let daemon = Daemon {
@@ -60,13 +60,13 @@ impl Daemon {
     /// Rewrites the file with the same listeners and store and a new `extra` (for a SIGHUP or
     /// the next start).
     pub fn write_config(&self, extra: &str) {
-        let text = format!(
+        let text = super::engine::apply(&format!(
             "[api]\nlisten = \"{}\"\n\n[metrics]\nlisten = \"{}\"\n\n[storage]\npath = {:?}\n{}\n\n{extra}\n{LOOPBACK_TARGETS}",
             self.api,
             self.metrics,
             self.dir.join("db").display().to_string(),
             self.storage_keys,
-        );
+        ));
         std::fs::write(&self.config, text).expect("write hookd.toml");
     }
 
@@ -221,18 +221,25 @@ impl Daemon {
     }
 
     /// Waits until no delivery is scheduled or in flight: every one is delivered or dead.
+    /// Panics when their number has not gone down for `deadline` (stuck); a backlog that keeps
+    /// going down is waited for, at whatever pace the engine works it off.
     pub async fn wait_settled(&self, deadline: Duration) {
-        let start = Instant::now();
+        let mut progress = Instant::now();
+        let mut fewest = usize::MAX;
         loop {
             let scheduled = self.deliveries("status=scheduled").await.len();
             let in_flight = self.deliveries("status=in_flight").await.len();
             if scheduled + in_flight == 0 {
                 return;
             }
+            if scheduled + in_flight < fewest {
+                fewest = scheduled + in_flight;
+                progress = Instant::now();
+            }
             assert!(
-                start.elapsed() < deadline,
-                "after {deadline:?}, {scheduled} deliveries are still scheduled and {in_flight} \
-                 in flight: stuck"
+                progress.elapsed() < deadline,
+                "for {deadline:?} no delivery finished: {scheduled} are still scheduled and \
+                 {in_flight} in flight: stuck"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

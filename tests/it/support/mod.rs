@@ -10,6 +10,7 @@ pub const LOOPBACK_TARGETS: &str =
 pub mod app;
 pub mod bad_receivers;
 pub mod daemon;
+pub mod engine;
 pub mod events;
 pub mod fairness;
 pub mod ledger;
@@ -21,6 +22,7 @@ pub mod receiver;
 pub mod slow_receiver;
 
 use std::future::Future;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
@@ -39,4 +41,19 @@ where
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// For a test that is sled-specific by nature: on PostgreSQL, writes `NOT RUN on postgres:
+/// <why>` (to stderr itself, so that it shows in the run's output) and returns true, and the
+/// test returns at once; on sled returns false.
+pub fn sled_only(why: &str) -> bool {
+    if !engine::postgres() {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(std::io::stderr(), "{test}: NOT RUN on postgres: {why}");
+    true
 }

@@ -71,6 +71,21 @@ pub async fn create(tag: &str) -> TestDb {
     TestDb { name }
 }
 
+/// [`create`] for callers without a runtime, or inside one that must not be blocked on
+/// (a current-thread test runtime): made from a thread with a runtime of its own.
+pub fn create_blocking(tag: &str) -> TestDb {
+    let tag = tag.to_string();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for creating a test database")
+            .block_on(create(&tag))
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("creating a test database failed (see above)"))
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();

@@ -302,9 +302,9 @@ pub struct HookdProcess {
 }
 
 impl HookdProcess {
-    /// Writes `dir/hookd.toml` (both listeners on port 0, `[storage] path = dir/db`, then
-    /// `extra`), starts the binary, reads the addresses it bound from its log and waits until
-    /// `/readyz` answers 200.
+    /// Writes `dir/hookd.toml` (both listeners on port 0, `[storage] path = dir/db` and the
+    /// test engine's keys, then `extra`), starts the binary, reads the addresses it bound from
+    /// its log and waits until `/readyz` answers 200.
     pub async fn start(dir: &Path, extra: &str) -> HookdProcess {
         HookdProcess::start_with_storage(dir, "", extra).await
     }
@@ -312,11 +312,11 @@ impl HookdProcess {
     /// [`HookdProcess::start`] with `storage_keys` added to the `[storage]` table it writes.
     pub async fn start_with_storage(dir: &Path, storage_keys: &str, extra: &str) -> HookdProcess {
         let config_path = dir.join("hookd.toml");
-        let text = format!(
+        let text = super::engine::apply(&format!(
             "[api]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{storage_keys}\n\n{extra}\n{}",
             dir.join("db").display().to_string(),
             super::LOOPBACK_TARGETS
-        );
+        ));
         std::fs::write(&config_path, &text).expect("write hookd.toml");
         match launch(&config_path, &[]).await {
             Ok((process, api, metrics)) => HookdProcess {
@@ -356,9 +356,11 @@ pub async fn launch(
 }
 
 /// [`launch`] for a `hookd run` command the caller prepared (its arguments and environment).
+/// Its `--config` file gets the test engine's keys (`support::engine`), whoever wrote it.
 pub async fn launch_command(
     command: Command,
 ) -> Result<(ChildGuard, SocketAddr, SocketAddr), String> {
+    super::engine::apply_to_command(&command);
     let mut process = ChildGuard::spawn("hookd", command);
     let start = Instant::now();
     let (api, metrics) = loop {

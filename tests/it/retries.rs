@@ -294,10 +294,6 @@ async fn retry_after_postpones_the_next_attempt_up_to_the_cap() {
         TestReceiver::start().await,
     );
     seconds_429.plan([Reply::WithHeaders(429, vec![("retry-after", "1".into())])]);
-    // An HTTP-date three seconds ahead: whole seconds, so 2 to 3 seconds from now, and still at
-    // least a second after the first attempt when a loaded machine is slow to start hookd.
-    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
-    date_503.plan([Reply::WithHeaders(503, vec![("retry-after", date)])]);
     over_cap_503.plan([Reply::WithHeaders(
         503,
         vec![("retry-after", "3600".into())],
@@ -310,6 +306,11 @@ async fn retry_after_postpones_the_next_attempt_up_to_the_cap() {
         subscription_toml("c", &over_cap_503.url(), "s", &["*"], ""),
     ))
     .await;
+    // An HTTP-date three seconds ahead: whole seconds, so 2 to 3 seconds from now, and still at
+    // least a second after the first attempt when a loaded machine is slow to deliver. Made
+    // once hookd runs: starting it may take seconds (a database to create and migrate).
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
+    date_503.plan([Reply::WithHeaders(503, vec![("retry-after", date)])]);
     let (status, body) = app.post(&event("busy", "completed")).await;
     assert_eq!(status, 202, "{body}");
     let ids = delivery_ids(&app, body["event_id"].as_str().unwrap()).await;

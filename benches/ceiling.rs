@@ -146,10 +146,24 @@ async fn fresh_database(server: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
     tokio::spawn(connection);
+    if N.load(Ordering::Relaxed) == 1 {
+        // The databases of earlier runs go; one run's are kept until the next, to look into.
+        let old = client
+            .query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'hookd\\_bench\\_%'",
+                &[],
+            )
+            .await
+            .expect("list databases");
+        for row in old {
+            let old: String = row.get(0);
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {old} WITH (FORCE)"))
+                .await;
+        }
+    }
     client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-        ))
+        .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create the bench database");
     format!("{server}/{name}?sslmode=disable")

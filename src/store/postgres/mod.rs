@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -219,7 +219,15 @@ struct Health {
 }
 
 pub struct PgStore {
+    /// Connections for what must be durable when it returns: ingest, the operator's changes.
     pool: Pool,
+    /// Connections with `synchronous_commit = off`, for claims, outcomes and releases: what a
+    /// database crash may forget (the last few hundred ms), which at-least-once allows — a
+    /// forgotten claim is due again, a forgotten outcome makes the attempt again — as sled's
+    /// lazily flushed outcomes do.
+    fast: Pool,
+    /// Asks the announcer to tell other nodes of new work.
+    announce: Arc<Notify>,
     options: PgOptions,
     /// The database's clock minus the node's, in ms, as last measured by a claim.
     offset: AtomicI64,
@@ -246,22 +254,14 @@ impl PgStore {
     pub async fn open(options: PgOptions) -> Result<Arc<PgStore>, StoreError> {
         migrate(&options.url).await?;
         let config = parse_config(&options.url)?;
-        let manager = Manager::from_config(
-            config,
-            tls()?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(1))
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+        let mut lazy = config.clone();
+        lazy.options("-c synchronous_commit=off");
+        let pool = make_pool(config, options.pool_size.max(1))?;
+        let fast = make_pool(lazy, options.pool_size.max(1))?;
         let store = Arc::new(PgStore {
             pool,
+            fast,
+            announce: Arc::new(Notify::new()),
             options,
             offset: AtomicI64::new(0),
             limits: Mutex::new(Limits::default()),
@@ -291,9 +291,14 @@ impl PgStore {
                 .get(0);
             store.unfinished.store(unms(n), Ordering::Relaxed);
         }
-        let counter = tokio::spawn(count_unfinished(Arc::downgrade(&store)));
+        // The tasks hold pools, not the store: closing it leaves its owner the only holder.
+        let counter = tokio::spawn(count_unfinished(
+            store.fast.clone(),
+            store.unfinished.clone(),
+        ));
+        let announcer = tokio::spawn(announce(store.fast.clone(), store.announce.clone()));
         let listener = tokio::spawn(listen(store.options.url.clone(), store.waker.clone()));
-        lock(&store.background).extend([counter, listener]);
+        lock(&store.background).extend([counter, listener, announcer]);
         Ok(store)
     }
 
@@ -309,8 +314,8 @@ impl PgStore {
 
     /// (connections open, idle, callers waiting) of the pool.
     pub fn pool_status(&self) -> (usize, usize, usize) {
-        let s = self.pool.status();
-        (s.size, s.available, s.waiting)
+        let (a, b) = (self.pool.status(), self.fast.status());
+        (a.size + b.size, a.available + b.available, a.waiting + b.waiting)
     }
 
     /// Dead row versions in the live queue table, as PostgreSQL's statistics count them: what
@@ -332,6 +337,14 @@ impl PgStore {
             return Err(StoreError::Closed);
         }
         Ok(self.pool.get().await?)
+    }
+
+    /// A connection of the pool whose commits do not wait for the disk ([`PgStore::fast`]).
+    async fn fast_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        Ok(self.fast.get().await?)
     }
 
     /// The `now` parameter of a statement: the caller's time, or `None` for the database's
@@ -419,6 +432,37 @@ impl PgStore {
     }
 }
 
+fn make_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        tls()?,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))
+}
+
+/// Tells other nodes of new work: one `NOTIFY` at a time, however many commits asked for it
+/// meanwhile. (A `NOTIFY` inside each ingest transaction would serialize every commit on
+/// PostgreSQL's notification lock.)
+async fn announce(pool: Pool, asked: Arc<Notify>) {
+    loop {
+        asked.notified().await;
+        if let Ok(client) = pool.get().await {
+            let _ = client
+                .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+                .await;
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every value behind these locks is replaced whole: a poisoned one is still valid.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -435,15 +479,11 @@ fn state_of(row: &Row) -> SubscriptionState {
 }
 
 /// Keeps [`PgStore::unfinished`] within half a second of the truth (other nodes change it too).
-async fn count_unfinished(store: Weak<PgStore>) {
+async fn count_unfinished(pool: Pool, unfinished: Arc<AtomicU64>) {
     loop {
         tokio::time::sleep(COUNT_EVERY).await;
-        let Some(store) = store.upgrade() else { return };
-        if store.closed.load(Ordering::SeqCst) {
-            return;
-        }
         let counted = async {
-            let client = store.client().await?;
+            let client = pool.get().await?;
             let n: i64 = client
                 .query_one("SELECT count(*) FROM hookd_queue", &[])
                 .await?
@@ -452,7 +492,7 @@ async fn count_unfinished(store: Weak<PgStore>) {
         }
         .await;
         if let Ok(n) = counted {
-            store.unfinished.store(unms(n), Ordering::Relaxed);
+            unfinished.store(unms(n), Ordering::Relaxed);
         }
     }
 }
@@ -595,26 +635,14 @@ impl super::QueueStore for PgStore {
         events: Vec<(NewEvent, Vec<Target>)>,
         now_ms: u64,
     ) -> Result<Vec<Ingested>, IngestError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(StoreError::from)?;
-        let now: i64 = tx
-            .query_one(
-                &format!("SELECT coalesce($1::bigint, {DB_NOW})"),
-                &[&self.now_param(now_ms)],
-            )
-            .await
-            .map_err(StoreError::from)?
-            .get(0);
         // The first of each (request_id, status) in this call; a later one is its duplicate.
         let mut first: HashMap<(String, String), usize> = HashMap::new();
-        let mut answers: Vec<Option<Ingested>> = Vec::with_capacity(events.len());
-        let mut fresh: Vec<usize> = Vec::new();
         let mut ids: Vec<String> = Vec::with_capacity(events.len());
-        for (index, (event, targets)) in events.iter().enumerate() {
+        let mut fresh: Vec<usize> = Vec::new();
+        for (index, (event, _)) in events.iter().enumerate() {
             let key = (event.request_id.clone(), event.status.clone());
             if let Some(&at) = first.get(&key) {
-                let (earlier, _) = &events[at];
-                if earlier.fingerprint != event.fingerprint {
+                if events[at].0.fingerprint != event.fingerprint {
                     return Err(IngestError::Conflict {
                         index,
                         request_id: event.request_id.clone(),
@@ -623,170 +651,151 @@ impl super::QueueStore for PgStore {
                     });
                 }
                 ids.push(ids[at].clone());
-                answers.push(Some(Ingested {
-                    event_id: ids[at].clone(),
-                    deliveries: events[at].1.len(),
-                    duplicate: true,
-                }));
                 continue;
             }
             first.insert(key, index);
-            ids.push(event_id_string(ulid::Ulid::from_parts(
-                now_ms,
-                rand::random(),
-            )));
+            ids.push(event_id_string(ulid::Ulid::from_parts(now_ms, rand::random())));
             fresh.push(index);
-            answers.push(None);
-            let _ = targets;
         }
-        // Which of the new ones were accepted before?
-        let (req, st): (Vec<&str>, Vec<&str>) = fresh
-            .iter()
-            .map(|&i| (events[i].0.request_id.as_str(), events[i].0.status.as_str()))
-            .unzip();
-        let existing = tx
-            .query(
-                "SELECT e.request_id, e.status, e.id, e.fingerprint, cardinality(e.deliveries)
-                 FROM hookd_events e JOIN unnest($1::text[], $2::text[]) AS k(r, s)
-                 ON e.request_id = k.r AND e.status = k.s",
-                &[&req, &st],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        let mut known: HashMap<(String, String), (String, Vec<u8>, i32)> = existing
-            .into_iter()
-            .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4))))
-            .collect();
-        let mut new_events: Vec<usize> = Vec::new();
+        // Every fresh event and its deliveries, as columns.
+        let mut ev: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<&[u8]>, Vec<String>) =
+            Default::default();
+        let mut dl: (Vec<String>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<Option<&str>>, Vec<Option<&str>>) =
+            Default::default();
         for &i in &fresh {
-            let event = &events[i].0;
-            let key = (event.request_id.clone(), event.status.clone());
-            if let Some((id, fingerprint, n)) = known.remove(&key) {
-                ids[i] = id.clone();
-                if fingerprint != event.fingerprint {
-                    return Err(IngestError::Conflict {
-                        index: i,
-                        request_id: event.request_id.clone(),
-                        status: event.status.clone(),
-                        event_id: id,
-                    });
-                }
-                answers[i] = Some(Ingested {
-                    event_id: id,
-                    deliveries: usize::try_from(n).unwrap_or(0),
-                    duplicate: true,
-                });
-            } else {
-                new_events.push(i);
-            }
-        }
-        let mut e_cols: (
-            Vec<&str>,
-            Vec<&str>,
-            Vec<&str>,
-            Vec<&str>,
-            Vec<&[u8]>,
-            Vec<&[u8]>,
-            Vec<String>,
-        ) = Default::default();
-        let mut d_rows: Vec<(String, usize, &Target)> = Vec::new();
-        let mut delivery_lists: Vec<String> = Vec::new();
-        for &i in &new_events {
             let (event, targets) = &events[i];
             let dids: Vec<String> = targets
                 .iter()
                 .map(|_| delivery_id_string(new_delivery_id(now_ms)))
                 .collect();
-            for (d, t) in dids.iter().zip(targets) {
-                d_rows.push((d.clone(), i, t));
-            }
-            delivery_lists.push(format!(
+            ev.6.push(format!(
                 "{{{}}}",
-                dids.iter()
-                    .map(|d| format!("\"{d}\""))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                dids.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(",")
             ));
-            e_cols.0.push(ids[i].as_str());
-            e_cols.1.push(event.request_id.as_str());
-            e_cols.2.push(event.status.as_str());
-            e_cols.3.push(event.event_type.as_str());
-            e_cols.4.push(&event.fingerprint[..]);
-            e_cols.5.push(&event.body[..]);
-            answers[i] = Some(Ingested {
-                event_id: ids[i].clone(),
-                deliveries: targets.len(),
-                duplicate: false,
-            });
-        }
-        e_cols.6 = delivery_lists;
-        // Later duplicates inside the call answer as their first does.
-        for i in 0..answers.len() {
-            let key = (events[i].0.request_id.clone(), events[i].0.status.clone());
-            if let Some(&at) = first.get(&key).filter(|&&at| at != i) {
-                let deliveries = answers[at].as_ref().map_or(0, |a| a.deliveries);
-                answers[i] = Some(Ingested {
-                    event_id: ids[at].clone(),
-                    deliveries,
-                    duplicate: true,
-                });
+            for (d, t) in dids.into_iter().zip(targets) {
+                dl.0.push(d);
+                dl.1.push(ids[i].as_str());
+                dl.2.push(event.event_type.as_str());
+                dl.3.push(t.subscription.as_str());
+                dl.4.push(t.bucket.as_str());
+                dl.5.push(t.adhoc.as_ref().map(|a| a.url.as_str()));
+                dl.6.push(t.adhoc.as_ref().map(|a| a.secret.as_str()));
             }
+            ev.0.push(ids[i].as_str());
+            ev.1.push(event.request_id.as_str());
+            ev.2.push(event.status.as_str());
+            ev.3.push(event.event_type.as_str());
+            ev.4.push(&event.fingerprint[..]);
+            ev.5.push(&event.body[..]);
         }
-        if !new_events.is_empty() {
-            tx.execute(
-                "INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries)
-                 SELECT id, r, s, t, f, $6, b, d::text[]
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $7::bytea[], $8::text[])
-                   AS x(id, r, s, t, f, b, d)",
-                &[&e_cols.0, &e_cols.1, &e_cols.2, &e_cols.3, &e_cols.4, &now, &e_cols.5, &e_cols.6],
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(StoreError::from)?;
+        // One statement: the events not accepted before, and the deliveries of those only.
+        let inserted: HashSet<String> = tx
+            .query(
+                &format!(
+                    "WITH now AS (SELECT coalesce($15::bigint, {DB_NOW}) AS t),
+                     ins AS (
+                         INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries)
+                         SELECT x.id, x.r, x.s, x.t, x.f, now.t, x.b, x.d::text[]
+                         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[])
+                           AS x(id, r, s, t, f, b, d), now
+                         ON CONFLICT (request_id, status) DO NOTHING
+                         RETURNING id
+                     ),
+                     q AS (
+                         INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret, created_ms, due_ms)
+                         SELECT y.id, y.e, y.t, y.s, y.b, y.u, y.k, now.t, now.t
+                         FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+                           AS y(id, e, t, s, b, u, k), now
+                         WHERE y.e IN (SELECT id FROM ins)
+                         RETURNING 1
+                     )
+                     SELECT id FROM ins"
+                ),
+                &[
+                    &ev.0, &ev.1, &ev.2, &ev.3, &ev.4, &ev.5, &ev.6,
+                    &dl.0, &dl.1, &dl.2, &dl.3, &dl.4, &dl.5, &dl.6,
+                    &self.now_param(now_ms),
+                ],
             )
             .await
-            .map_err(|e| {
-                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                    // Another node took the same event at the same instant: the client's
-                    // retry answers as a duplicate (or a conflict).
-                    StoreError::Backend("the same event was accepted concurrently; retry".to_string())
-                } else {
-                    StoreError::from(e)
-                }
-            })?;
-        }
-        if !d_rows.is_empty() {
-            let mut c: (
-                Vec<&str>,
-                Vec<&str>,
-                Vec<&str>,
-                Vec<&str>,
-                Vec<&str>,
-                Vec<Option<&str>>,
-                Vec<Option<&str>>,
-            ) = Default::default();
-            for (id, i, t) in &d_rows {
-                c.0.push(id.as_str());
-                c.1.push(ids[*i].as_str());
-                c.2.push(events[*i].0.event_type.as_str());
-                c.3.push(t.subscription.as_str());
-                c.4.push(t.bucket.as_str());
-                c.5.push(t.adhoc.as_ref().map(|a| a.url.as_str()));
-                c.6.push(t.adhoc.as_ref().map(|a| a.secret.as_str()));
-            }
-            tx.execute(
-                "INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret, created_ms, due_ms)
-                 SELECT id, e, t, s, b, u, k, $8, $8
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-                   AS x(id, e, t, s, b, u, k)",
-                &[&c.0, &c.1, &c.2, &c.3, &c.4, &c.5, &c.6, &now],
-            )
-            .await
-            .map_err(StoreError::from)?;
-            tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
+            .map_err(StoreError::from)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        // The others were accepted before: the same body is a duplicate, another a conflict.
+        let before: Vec<usize> = fresh
+            .iter()
+            .copied()
+            .filter(|&i| !inserted.contains(&ids[i]))
+            .collect();
+        let mut known: HashMap<usize, usize> = HashMap::new();
+        if !before.is_empty() {
+            let (r, st): (Vec<&str>, Vec<&str>) = before
+                .iter()
+                .map(|&i| (events[i].0.request_id.as_str(), events[i].0.status.as_str()))
+                .unzip();
+            let rows = tx
+                .query(
+                    "SELECT e.request_id, e.status, e.id, e.fingerprint, cardinality(e.deliveries)
+                     FROM hookd_events e JOIN unnest($1::text[], $2::text[]) AS k(r, s)
+                     ON e.request_id = k.r AND e.status = k.s",
+                    &[&r, &st],
+                )
                 .await
                 .map_err(StoreError::from)?;
+            for row in rows {
+                let key: (String, String) = (row.get(0), row.get(1));
+                let Some(&i) = first.get(&key) else { continue };
+                let (id, fingerprint, n): (String, Vec<u8>, i32) = (row.get(2), row.get(3), row.get(4));
+                if fingerprint != events[i].0.fingerprint {
+                    return Err(IngestError::Conflict {
+                        index: i,
+                        request_id: key.0,
+                        status: key.1,
+                        event_id: id,
+                    });
+                }
+                ids[i] = id;
+                known.insert(i, usize::try_from(n).unwrap_or(0));
+            }
+            if before.iter().any(|i| !known.contains_key(i)) {
+                // Accepted by another node between the insert and the read: retried by the
+                // client, it answers as a duplicate.
+                return Err(StoreError::Backend(
+                    "the same event was accepted concurrently; retry".to_string(),
+                )
+                .into());
+            }
         }
         tx.commit().await.map_err(StoreError::from)?;
-        self.unfinished
-            .fetch_add(d_rows.len() as u64, Ordering::Relaxed);
-        Ok(answers.into_iter().flatten().collect())
+        let mut added = 0;
+        let answers = events
+            .iter()
+            .enumerate()
+            .map(|(i, (event, targets))| {
+                let key = (event.request_id.clone(), event.status.clone());
+                let at = first.get(&key).copied().unwrap_or(i);
+                let (deliveries, duplicate) = match known.get(&at) {
+                    Some(&n) => (n, true),
+                    None => (events[at].1.len(), at != i),
+                };
+                if !duplicate {
+                    added += targets.len();
+                }
+                Ingested {
+                    event_id: ids[at].clone(),
+                    deliveries,
+                    duplicate,
+                }
+            })
+            .collect();
+        if added > 0 {
+            self.unfinished.fetch_add(added as u64, Ordering::Relaxed);
+            self.announce.notify_one();
+        }
+        Ok(answers)
     }
 
     async fn claim(
@@ -809,7 +818,7 @@ impl super::QueueStore for PgStore {
         if !limits.paused.contains(ADHOC) {
             runnable.push(ADHOC.to_string());
         }
-        let mut client = self.client().await?;
+        let mut client = self.fast_client().await?;
         let tx = client.transaction().await?;
         let now: i64 = tx
             .query_one(
@@ -1003,28 +1012,12 @@ impl super::QueueStore for PgStore {
         };
         let now_param = self.now_param(now_ms);
         let history = Value::Array(vec![attempt_json(&attempt)]);
-        let mut client = self.client().await?;
-        let finished_at: i64 = match next {
-            Next::Delivered | Next::Dead => {
-                let at: i64 = client
-                    .query_one(
-                        &format!("SELECT coalesce($1::bigint, {DB_NOW})"),
-                        &[&now_param],
-                    )
-                    .await?
-                    .get(0);
-                drop(client);
-                self.ensure_partition(at).await?;
-                client = self.client().await?;
-                at
-            }
-            Next::RetryAt(_) => 0,
-        };
-        let tx = client.transaction().await?;
-        let (changed, subscription, at): (u64, Option<String>, i64) = match next {
+        let client = self.fast_client().await?;
+        // One statement each: atomic without a transaction, one round trip.
+        let row = match next {
             Next::RetryAt(due) => {
                 let delay = ms(due).saturating_sub(ms(now_ms));
-                let row = tx
+                client
                     .query_opt(
                         &format!(
                             "UPDATE hookd_queue SET leased = false,
@@ -1033,62 +1026,61 @@ impl super::QueueStore for PgStore {
                              WHERE id = $1 AND lease_token = $2
                              RETURNING subscription, coalesce($3::bigint, {DB_NOW})"
                         ),
-                        &[
-                            &delivery_id,
-                            &token,
-                            &now_param,
-                            &delay,
-                            &attempt.error,
-                            &history,
-                        ],
+                        &[&delivery_id, &token, &now_param, &delay, &attempt.error, &history],
                     )
-                    .await?;
-                match row {
-                    Some(r) => (1, Some(r.get(0)), r.get(1)),
-                    None => (0, None, 0),
-                }
+                    .await?
             }
             Next::Delivered | Next::Dead => {
                 let dead = next == Next::Dead;
                 let last_error = if dead { attempt.error.clone() } else { None };
-                let row = tx
-                    .query_opt(
-                        "WITH gone AS (
-                             DELETE FROM hookd_queue WHERE id = $1 AND lease_token = $2 RETURNING *
-                         )
-                         INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url,
-                             adhoc_secret, dead, attempts, created_ms, finished_ms, last_error, history)
-                         SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
-                             $3, attempts + 1, created_ms, $4, $5, history || $6 FROM gone
-                         RETURNING subscription",
-                        &[&delivery_id, &token, &dead, &finished_at, &last_error, &history],
-                    )
-                    .await?;
-                match row {
-                    Some(r) => (1, Some(r.get(0)), finished_at),
-                    None => (0, None, 0),
+                let sql = format!(
+                    "WITH gone AS (
+                         DELETE FROM hookd_queue WHERE id = $1 AND lease_token = $2 RETURNING *
+                     )
+                     INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url,
+                         adhoc_secret, dead, attempts, created_ms, finished_ms, last_error, history)
+                     SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                         $3, attempts + 1, created_ms, coalesce($4::bigint, {DB_NOW}), $5, history || $6
+                     FROM gone
+                     RETURNING subscription, finished_ms"
+                );
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [&delivery_id, &token, &dead, &now_param, &last_error, &history];
+                // The day's partition, as this node reckons the database's time; on a day
+                // boundary the database may disagree: then its day is made and it is tried again.
+                self.ensure_partition(self.to_db(now_ms)).await?;
+                match client.query_opt(&sql, &params).await {
+                    Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
+                        let at: i64 = client
+                            .query_one(&format!("SELECT coalesce($1::bigint, {DB_NOW})"), &[&now_param])
+                            .await?
+                            .get(0);
+                        self.ensure_partition(at).await?;
+                        client.query_opt(&sql, &params).await?
+                    }
+                    other => other?,
                 }
             }
         };
-        if changed == 0 {
-            tx.rollback().await?;
+        let Some(row) = row else {
             self.stale.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 delivery_id,
                 "postgres: outcome refused: the lease passed to another claim (this node stalled past it)"
             );
             return Ok(());
-        }
-        if let Some(sub) = &subscription {
-            if let Some(state) = self.fold_health(sub, &attempt, at) {
-                tx.execute(
+        };
+        let (subscription, at): (String, i64) = (row.get(0), row.get(1));
+        if let Some(state) = self.fold_health(&subscription, &attempt, at) {
+            client
+                .execute(
                     "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (subscription) DO UPDATE SET last_success_ms = excluded.last_success_ms,
                          last_failure_ms = excluded.last_failure_ms,
                          consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error",
                     &[
-                        sub,
+                        &subscription,
                         &state.last_success_ms.map(ms),
                         &state.last_failure_ms.map(ms),
                         &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
@@ -1096,9 +1088,7 @@ impl super::QueueStore for PgStore {
                     ],
                 )
                 .await?;
-            }
         }
-        tx.commit().await?;
         if matches!(next, Next::Delivered | Next::Dead) {
             let _ = self
                 .unfinished
@@ -1113,7 +1103,7 @@ impl super::QueueStore for PgStore {
         let Some((token, _, _)) = lock(&self.held).remove(delivery_id) else {
             return Ok(());
         };
-        let client = self.client().await?;
+        let client = self.fast_client().await?;
         client
             .execute(
                 "UPDATE hookd_queue SET leased = false, due_ms = $3 WHERE id = $1 AND lease_token = $2",
@@ -1650,10 +1640,8 @@ impl super::AdminStore for PgStore {
             )
             .await
             .map_err(StoreError::from)?;
-            tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
-                .await
-                .map_err(StoreError::from)?;
             tx.commit().await.map_err(StoreError::from)?;
+            self.announce.notify_one();
             return Ok(DeliveryState::Scheduled);
         }
         let row = tx
@@ -1673,10 +1661,8 @@ impl super::AdminStore for PgStore {
         let Some(row) = row else {
             return Err(RequeueError::NotFound(delivery_id.to_string()));
         };
-        tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
-            .await
-            .map_err(StoreError::from)?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.announce.notify_one();
         self.unfinished.fetch_add(1, Ordering::Relaxed);
         Ok(if row.get::<_, bool>(0) {
             DeliveryState::Dead
@@ -1722,11 +1708,7 @@ impl super::AdminStore for PgStore {
             }
         }
         if total > 0 {
-            let client = self.client().await?;
-            client
-                .batch_execute(&format!("NOTIFY {CHANNEL}"))
-                .await
-                .map_err(StoreError::from)?;
+            self.announce.notify_one();
         }
         Ok(total)
     }
@@ -1942,6 +1924,7 @@ impl super::AdminStore for PgStore {
             task.abort();
         }
         self.pool.close();
+        self.fast.close();
         Ok(())
     }
 }

@@ -221,25 +221,31 @@ impl Daemon {
     }
 
     /// Waits until no delivery is scheduled or in flight: every one is delivered or dead.
-    /// Panics when their number has not gone down for `deadline` (stuck); a backlog that keeps
-    /// going down is waited for, at whatever pace the engine works it off.
+    /// Panics when for `deadline` hookd made no attempt and finished no delivery (stuck); a
+    /// backlog that is being worked off is waited for, at whatever pace the engine takes it.
     pub async fn wait_settled(&self, deadline: Duration) {
         let mut progress = Instant::now();
-        let mut fewest = usize::MAX;
+        let mut last = None;
         loop {
             let scheduled = self.deliveries("status=scheduled").await.len();
             let in_flight = self.deliveries("status=in_flight").await.len();
             if scheduled + in_flight == 0 {
                 return;
             }
-            if scheduled + in_flight < fewest {
-                fewest = scheduled + in_flight;
+            let attempts = super::events::metric(
+                &super::events::scrape(&self.client, self.metrics).await,
+                "hookd_delivery_attempts_total",
+                &[],
+            );
+            let now = Some((scheduled + in_flight, attempts.map(f64::to_bits)));
+            if now != last {
+                last = now;
                 progress = Instant::now();
             }
             assert!(
                 progress.elapsed() < deadline,
-                "for {deadline:?} no delivery finished: {scheduled} are still scheduled and \
-                 {in_flight} in flight: stuck"
+                "for {deadline:?} hookd made no attempt and finished no delivery: {scheduled} \
+                 are still scheduled and {in_flight} in flight: stuck"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

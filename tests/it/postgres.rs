@@ -991,6 +991,17 @@ async fn recovered(
     ready
 }
 
+/// [`Cluster::start`], or `None` after printing `NOT RUN: <why>`.
+async fn private_cluster(extra: &str) -> Option<Cluster> {
+    match Cluster::start(extra).await {
+        Ok(c) => Some(c),
+        Err(why) => {
+            println!("NOT RUN: a private PostgreSQL cluster could not be started: {why}");
+            None
+        }
+    }
+}
+
 /// The answer of one ingest request while the database may be down: (status, Retry-After).
 async fn post_status(
     http: &reqwest::Client,
@@ -1015,12 +1026,8 @@ async fn post_status(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_load_loses_nothing_and_hookd_recovers() {
     let started = Instant::now();
-    let cluster = match Cluster::start("").await {
-        Ok(c) => c,
-        Err(why) => {
-            println!("NOT RUN: a private PostgreSQL cluster could not be started: {why}");
-            return;
-        }
+    let Some(cluster) = private_cluster("").await else {
+        return;
     };
     let cluster_up = started.elapsed();
     let url = cluster.database().await;
@@ -1141,12 +1148,9 @@ async fn postgres_restarted_under_load_loses_nothing_and_hookd_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_lost_in_a_database_crash_are_not_attempted_twice_at_once() {
     let started = Instant::now();
-    let cluster = match Cluster::start("-c wal_writer_delay=10s -c full_page_writes=off").await {
-        Ok(c) => c,
-        Err(why) => {
-            println!("NOT RUN: a private PostgreSQL cluster could not be started: {why}");
-            return;
-        }
+    let Some(cluster) = private_cluster("-c wal_writer_delay=10s -c full_page_writes=off").await
+    else {
+        return;
     };
     let url = cluster.database().await;
     let dir = tempfile::tempdir().expect("temp dir");

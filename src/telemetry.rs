@@ -58,6 +58,12 @@ where
 /// coloured only when it is a terminal.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The PostgreSQL driver logs every statement's parameters at debug: secrets among them.
+    // Whatever RUST_LOG asks, it says no more than info.
+    let filter = match "tokio_postgres=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -60,6 +60,8 @@ const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 const DAY_MS: i64 = 86_400_000;
 /// Finished deliveries a bulk requeue moves per transaction.
 const BULK_CHUNK: i64 = 1000;
+/// How often the partitions of `hookd_done` are made ahead of need.
+const PARTITIONS_EVERY: Duration = Duration::from_secs(600);
 /// How often the cached count of unfinished deliveries is read again.
 const COUNT_EVERY: Duration = Duration::from_millis(500);
 /// How often an unchanged subscription health is written at most (successes in a row).
@@ -221,13 +223,17 @@ struct Health {
 pub struct PgStore {
     /// Connections for what must be durable when it returns: ingest, the operator's changes.
     pool: Pool,
-    /// Connections with `synchronous_commit = off`, for claims, outcomes and releases: what a
-    /// database crash may forget (the last few hundred ms), which at-least-once allows — a
-    /// forgotten claim is due again, a forgotten outcome makes the attempt again — as sled's
-    /// lazily flushed outcomes do.
+    /// Connections with `synchronous_commit = off`, for outcomes and releases: what a database
+    /// crash may forget (the last few hundred ms), which at-least-once allows — a forgotten
+    /// outcome makes the attempt again, after the first has ended — as sled's lazily flushed
+    /// outcomes do. Claims are durable: a lost claim would let a second attempt start beside
+    /// the first.
     fast: Pool,
     /// Asks the announcer to tell other nodes of new work.
     announce: Arc<Notify>,
+    /// Outcomes waiting for the outcome writer, and its wake-up.
+    outcomes: Arc<Mutex<Vec<PendingOutcome>>>,
+    outcome_ready: Arc<Notify>,
     options: PgOptions,
     /// The database's clock minus the node's, in ms, as last measured by a claim.
     offset: AtomicI64,
@@ -237,8 +243,6 @@ pub struct PgStore {
     held: Mutex<HashMap<String, (i64, bool, i64)>>,
     /// Unfinished deliveries, as last counted (plus this node's changes since).
     unfinished: Arc<AtomicU64>,
-    /// The `hookd_done` partitions known to exist (day numbers).
-    partitions: Mutex<HashSet<i64>>,
     health: Mutex<Health>,
     /// Woken when another node announces new deliveries.
     waker: Arc<Mutex<Option<Arc<Notify>>>>,
@@ -262,12 +266,13 @@ impl PgStore {
             pool,
             fast,
             announce: Arc::new(Notify::new()),
+            outcomes: Arc::new(Mutex::new(Vec::new())),
+            outcome_ready: Arc::new(Notify::new()),
             options,
             offset: AtomicI64::new(0),
             limits: Mutex::new(Limits::default()),
             held: Mutex::new(HashMap::new()),
             unfinished: Arc::new(AtomicU64::new(0)),
-            partitions: Mutex::new(HashSet::new()),
             health: Mutex::new(Health::default()),
             waker: Arc::new(Mutex::new(None)),
             stale: AtomicU64::new(0),
@@ -297,8 +302,19 @@ impl PgStore {
             store.unfinished.clone(),
         ));
         let announcer = tokio::spawn(announce(store.fast.clone(), store.announce.clone()));
+        let partitions = tokio::spawn(maintain_partitions(store.pool.clone()));
         let listener = tokio::spawn(listen(store.options.url.clone(), store.waker.clone()));
-        lock(&store.background).extend([counter, listener, announcer]);
+        let writers: Vec<_> = (0..OUTCOME_WRITERS)
+            .map(|_| {
+                tokio::spawn(write_outcomes(
+                    store.fast.clone(),
+                    store.outcomes.clone(),
+                    store.outcome_ready.clone(),
+                ))
+            })
+            .collect();
+        lock(&store.background).extend([counter, listener, announcer, partitions]);
+        lock(&store.background).extend(writers);
         Ok(store)
     }
 
@@ -315,7 +331,11 @@ impl PgStore {
     /// (connections open, idle, callers waiting) of the pool.
     pub fn pool_status(&self) -> (usize, usize, usize) {
         let (a, b) = (self.pool.status(), self.fast.status());
-        (a.size + b.size, a.available + b.available, a.waiting + b.waiting)
+        (
+            a.size + b.size,
+            a.available + b.available,
+            a.waiting + b.waiting,
+        )
     }
 
     /// Dead row versions in the live queue table, as PostgreSQL's statistics count them: what
@@ -371,30 +391,6 @@ impl PgStore {
         }
     }
 
-    /// Creates the `hookd_done` partition for `finished_ms`'s day, if this node has not seen
-    /// it. Nodes may race to create it: the loser's error is the sign it exists.
-    async fn ensure_partition(&self, finished_ms: i64) -> Result<(), StoreError> {
-        let day = finished_ms.div_euclid(DAY_MS);
-        if lock(&self.partitions).contains(&day) {
-            return Ok(());
-        }
-        let client = self.client().await?;
-        let sql = format!(
-            "CREATE TABLE IF NOT EXISTS hookd_done_d{day} PARTITION OF hookd_done FOR VALUES FROM ({}) TO ({})",
-            day * DAY_MS,
-            (day + 1) * DAY_MS
-        );
-        match client.batch_execute(&sql).await {
-            Ok(()) => {}
-            Err(e)
-                if e.code() == Some(&SqlState::DUPLICATE_TABLE)
-                    || e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
-            Err(e) => return Err(e.into()),
-        }
-        lock(&self.partitions).insert(day);
-        Ok(())
-    }
-
     /// Folds an attempt into its subscription's health; returns the state to write, when it
     /// changed or was last written a second ago.
     fn fold_health(
@@ -429,6 +425,192 @@ impl PgStore {
         } else {
             None
         }
+    }
+}
+
+/// An attempt's outcome on its way to the database, and where its answer goes: the
+/// subscription and the time it was written at, or `None` when the lease token no longer
+/// matched.
+struct PendingOutcome {
+    id: String,
+    token: i64,
+    /// A retry, due this many ms after now; `None`: finished.
+    delay: Option<i64>,
+    dead: bool,
+    now: Option<i64>,
+    history: Value,
+    error: Option<String>,
+    reply: tokio::sync::oneshot::Sender<Result<Option<(String, i64)>, StoreError>>,
+}
+
+/// Writers taking turns with the outcomes: while one waits for the database, the next
+/// gathers.
+const OUTCOME_WRITERS: usize = 2;
+/// Outcomes one statement writes at most.
+const OUTCOME_BATCH: usize = 512;
+
+/// Writes attempt outcomes in batches: every outcome waiting becomes part of one statement for
+/// the retries and one for the finished deliveries, each row only if its lease token still
+/// matches. Many attempts finishing together cost a couple of round trips, not one each.
+async fn write_outcomes(pool: Pool, queue: Arc<Mutex<Vec<PendingOutcome>>>, ready: Arc<Notify>) {
+    loop {
+        ready.notified().await;
+        loop {
+            let batch: Vec<PendingOutcome> = {
+                let mut q = lock(&queue);
+                let n = q.len().min(OUTCOME_BATCH);
+                q.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                break;
+            }
+            if !lock(&queue).is_empty() {
+                // More than one batch waits: let another writer start on it meanwhile.
+                ready.notify_one();
+            }
+            let (retries, finished): (Vec<PendingOutcome>, Vec<PendingOutcome>) =
+                batch.into_iter().partition(|o| o.delay.is_some());
+            for (part, is_retry) in [(retries, true), (finished, false)] {
+                if part.is_empty() {
+                    continue;
+                }
+                let result = match pool.get().await {
+                    Ok(client) => write_batch(&client, &part, is_retry).await,
+                    Err(e) => Err(StoreError::from(e)),
+                };
+                match result {
+                    Ok(mut written) => {
+                        for o in part {
+                            let _ = o.reply.send(Ok(written.remove(&o.id)));
+                        }
+                    }
+                    Err(e) => {
+                        for o in part {
+                            let _ = o.reply.send(Err(StoreError::Backend(e.to_string())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One batch of retries or of finished deliveries; returns what was written, by delivery id.
+async fn write_batch(
+    client: &deadpool_postgres::Object,
+    part: &[PendingOutcome],
+    is_retry: bool,
+) -> Result<HashMap<String, (String, i64)>, StoreError> {
+    let ids: Vec<&str> = part.iter().map(|o| o.id.as_str()).collect();
+    let tokens: Vec<i64> = part.iter().map(|o| o.token).collect();
+    let errors: Vec<Option<&str>> = part.iter().map(|o| o.error.as_deref()).collect();
+    let histories: Vec<&Value> = part.iter().map(|o| &o.history).collect();
+    // All outcomes of one node share its clock: the first one's `now` stands for the batch.
+    let now = part.first().and_then(|o| o.now);
+    let rows = if is_retry {
+        let delays: Vec<i64> = part.iter().map(|o| o.delay.unwrap_or(0)).collect();
+        client
+            .query(
+                &format!(
+                    "WITH now AS (SELECT coalesce($6::bigint, {DB_NOW}) AS t)
+                     UPDATE hookd_queue q SET leased = false, due_ms = now.t + x.delay,
+                         attempts = q.attempts + 1, last_error = x.err, history = q.history || x.h
+                     FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::jsonb[])
+                         AS x(id, token, delay, err, h), now
+                     WHERE q.id = x.id AND q.lease_token = x.token
+                     RETURNING q.id, q.subscription, now.t"
+                ),
+                &[&ids, &tokens, &delays, &errors, &histories, &now],
+            )
+            .await?
+    } else {
+        let dead: Vec<bool> = part.iter().map(|o| o.dead).collect();
+        let sql = format!(
+            "WITH now AS (SELECT coalesce($6::bigint, {DB_NOW}) AS t),
+             x AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::jsonb[])
+                   AS x(id, token, dead, err, h)),
+             gone AS (
+                 DELETE FROM hookd_queue q USING x WHERE q.id = x.id AND q.lease_token = x.token
+                 RETURNING q.*, x.dead AS x_dead, x.err AS x_err, x.h AS x_h
+             )
+             INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url,
+                 adhoc_secret, dead, attempts, created_ms, finished_ms, last_error, history)
+             SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                 x_dead, attempts + 1, created_ms, now.t, CASE WHEN x_dead THEN x_err END, history || x_h
+             FROM gone, now
+             RETURNING id, subscription, finished_ms"
+        );
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&ids, &tokens, &dead, &errors, &histories, &now];
+        client.query(&sql, &params).await?
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
+        .collect())
+}
+
+/// Creates the `hookd_done` partition of `day` (days since 1970) unless it exists. Creating a
+/// partition locks the parent table: it gives up after a second rather than wait behind a long
+/// transaction (a report, a dump) and holds nothing meanwhile; finished deliveries go to the
+/// default partition until it exists. Nodes may race to create it: the loser's error is the
+/// sign it exists.
+async fn create_partition(
+    client: &mut deadpool_postgres::Object,
+    day: i64,
+) -> Result<(), StoreError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("hookd_done_d{day}")],
+        )
+        .await?
+        .get(0);
+    if exists {
+        return Ok(());
+    }
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '1s';
+         CREATE TABLE IF NOT EXISTS hookd_done_d{day} PARTITION OF hookd_done FOR VALUES FROM ({}) TO ({})",
+        day * DAY_MS,
+        (day + 1) * DAY_MS
+    ))
+    .await?;
+    match tx.commit().await {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.code() == Some(&SqlState::DUPLICATE_TABLE)
+                || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Keeps the partitions of today and tomorrow (by the database's clock) made ahead of need:
+/// at start, then every ten minutes. A failure (a long transaction holding the lock) is
+/// logged and tried again next time; meanwhile the default partition takes the rows.
+async fn maintain_partitions(pool: Pool) {
+    loop {
+        let made = async {
+            let mut client = pool.get().await?;
+            let now: i64 = client
+                .query_one(&format!("SELECT {DB_NOW}"), &[])
+                .await?
+                .get(0);
+            let today = now.div_euclid(DAY_MS);
+            for day in [today, today + 1] {
+                create_partition(&mut client, day).await?;
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if let Err(e) = made {
+            tracing::warn!(error = %e, "postgres: cannot make the day's partition of hookd_done yet; finished deliveries go to its default partition meanwhile");
+        }
+        tokio::time::sleep(PARTITIONS_EVERY).await;
     }
 }
 
@@ -654,14 +836,31 @@ impl super::QueueStore for PgStore {
                 continue;
             }
             first.insert(key, index);
-            ids.push(event_id_string(ulid::Ulid::from_parts(now_ms, rand::random())));
+            ids.push(event_id_string(ulid::Ulid::from_parts(
+                now_ms,
+                rand::random(),
+            )));
             fresh.push(index);
         }
         // Every fresh event and its deliveries, as columns.
-        let mut ev: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<&[u8]>, Vec<String>) =
-            Default::default();
-        let mut dl: (Vec<String>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<Option<&str>>, Vec<Option<&str>>) =
-            Default::default();
+        let mut ev: (
+            Vec<&str>,
+            Vec<&str>,
+            Vec<&str>,
+            Vec<&str>,
+            Vec<&[u8]>,
+            Vec<&[u8]>,
+            Vec<String>,
+        ) = Default::default();
+        let mut dl: (
+            Vec<String>,
+            Vec<&str>,
+            Vec<&str>,
+            Vec<&str>,
+            Vec<&str>,
+            Vec<Option<&str>>,
+            Vec<Option<&str>>,
+        ) = Default::default();
         for &i in &fresh {
             let (event, targets) = &events[i];
             let dids: Vec<String> = targets
@@ -670,7 +869,10 @@ impl super::QueueStore for PgStore {
                 .collect();
             ev.6.push(format!(
                 "{{{}}}",
-                dids.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(",")
+                dids.iter()
+                    .map(|d| format!("\"{d}\""))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ));
             for (d, t) in dids.into_iter().zip(targets) {
                 dl.0.push(d);
@@ -748,7 +950,8 @@ impl super::QueueStore for PgStore {
             for row in rows {
                 let key: (String, String) = (row.get(0), row.get(1));
                 let Some(&i) = first.get(&key) else { continue };
-                let (id, fingerprint, n): (String, Vec<u8>, i32) = (row.get(2), row.get(3), row.get(4));
+                let (id, fingerprint, n): (String, Vec<u8>, i32) =
+                    (row.get(2), row.get(3), row.get(4));
                 if fingerprint != events[i].0.fingerprint {
                     return Err(IngestError::Conflict {
                         index: i,
@@ -818,7 +1021,7 @@ impl super::QueueStore for PgStore {
         if !limits.paused.contains(ADHOC) {
             runnable.push(ADHOC.to_string());
         }
-        let mut client = self.fast_client().await?;
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let now: i64 = tx
             .query_one(
@@ -974,15 +1177,17 @@ impl super::QueueStore for PgStore {
                 }
             }
             let taken: Vec<&String> = claims.iter().map(|(d, _)| &d.id).collect();
+            // Walks the due-time index from the front: the first row that qualifies ends it.
             next = tx
-                .query_one(
-                    "SELECT min(due_ms) FROM hookd_queue
+                .query_opt(
+                    "SELECT due_ms FROM hookd_queue
                      WHERE subscription = ANY($1) AND bucket <> ALL($2) AND id <> ALL($3)
-                       AND NOT (leased AND due_ms > $4)",
+                       AND NOT (leased AND due_ms > $4)
+                     ORDER BY due_ms LIMIT 1",
                     &[&runnable, &busy, &taken, &now],
                 )
                 .await?
-                .get(0);
+                .map(|r| r.get(0));
         }
         tx.commit().await?;
         if held + claims.len() >= limits.global {
@@ -1010,59 +1215,24 @@ impl super::QueueStore for PgStore {
             );
             return Ok(());
         };
-        let now_param = self.now_param(now_ms);
-        let history = Value::Array(vec![attempt_json(&attempt)]);
-        let client = self.fast_client().await?;
-        // One statement each: atomic without a transaction, one round trip.
-        let row = match next {
-            Next::RetryAt(due) => {
-                let delay = ms(due).saturating_sub(ms(now_ms));
-                client
-                    .query_opt(
-                        &format!(
-                            "UPDATE hookd_queue SET leased = false,
-                                 due_ms = coalesce($3::bigint, {DB_NOW}) + $4,
-                                 attempts = attempts + 1, last_error = $5, history = history || $6
-                             WHERE id = $1 AND lease_token = $2
-                             RETURNING subscription, coalesce($3::bigint, {DB_NOW})"
-                        ),
-                        &[&delivery_id, &token, &now_param, &delay, &attempt.error, &history],
-                    )
-                    .await?
-            }
-            Next::Delivered | Next::Dead => {
-                let dead = next == Next::Dead;
-                let last_error = if dead { attempt.error.clone() } else { None };
-                let sql = format!(
-                    "WITH gone AS (
-                         DELETE FROM hookd_queue WHERE id = $1 AND lease_token = $2 RETURNING *
-                     )
-                     INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url,
-                         adhoc_secret, dead, attempts, created_ms, finished_ms, last_error, history)
-                     SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
-                         $3, attempts + 1, created_ms, coalesce($4::bigint, {DB_NOW}), $5, history || $6
-                     FROM gone
-                     RETURNING subscription, finished_ms"
-                );
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                    [&delivery_id, &token, &dead, &now_param, &last_error, &history];
-                // The day's partition, as this node reckons the database's time; on a day
-                // boundary the database may disagree: then its day is made and it is tried again.
-                self.ensure_partition(self.to_db(now_ms)).await?;
-                match client.query_opt(&sql, &params).await {
-                    Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
-                        let at: i64 = client
-                            .query_one(&format!("SELECT coalesce($1::bigint, {DB_NOW})"), &[&now_param])
-                            .await?
-                            .get(0);
-                        self.ensure_partition(at).await?;
-                        client.query_opt(&sql, &params).await?
-                    }
-                    other => other?,
-                }
-            }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let outcome = PendingOutcome {
+            id: delivery_id.to_string(),
+            token,
+            delay: match next {
+                Next::RetryAt(due) => Some(ms(due).saturating_sub(ms(now_ms))),
+                _ => None,
+            },
+            dead: next == Next::Dead,
+            now: self.now_param(now_ms),
+            history: attempt_json(&attempt),
+            error: attempt.error.clone(),
+            reply,
         };
-        let Some(row) = row else {
+        lock(&self.outcomes).push(outcome);
+        self.outcome_ready.notify_one();
+        let written = answer.await.map_err(|_| StoreError::Closed)??;
+        let Some((subscription, at)) = written else {
             self.stale.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 delivery_id,
@@ -1070,8 +1240,8 @@ impl super::QueueStore for PgStore {
             );
             return Ok(());
         };
-        let (subscription, at): (String, i64) = (row.get(0), row.get(1));
         if let Some(state) = self.fold_health(&subscription, &attempt, at) {
+            let client = self.fast_client().await?;
             client
                 .execute(
                     "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error)
@@ -1147,7 +1317,6 @@ impl super::QueueStore for PgStore {
             client
                 .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
                 .await?;
-            lock(&self.partitions).remove(&day);
             removed += n;
         }
         if removed < limit {
@@ -1204,12 +1373,7 @@ impl super::AdminStore for PgStore {
             return Ok(Some(if leased {
                 delivery_of(&r, DeliveryState::InFlight, None, None)
             } else {
-                delivery_of(
-                    &r,
-                    DeliveryState::Scheduled,
-                    Some(self.db_to_node(r.get(11))),
-                    None,
-                )
+                delivery_of(&r, DeliveryState::Scheduled, Some(unms(r.get(11))), None)
             }));
         }
         let r = client
@@ -1341,7 +1505,7 @@ impl super::AdminStore for PgStore {
             )
             .await?
         {
-            let mut d = delivery_of(&r, DeliveryState::Scheduled, Some(self.db_to_node(r.get(11))), None);
+            let mut d = delivery_of(&r, DeliveryState::Scheduled, Some(unms(r.get(11))), None);
             if r.get::<_, bool>(10) {
                 // In flight: due again after the move.
                 d.due_ms = Some(d.created_ms);
@@ -1385,15 +1549,7 @@ impl super::AdminStore for PgStore {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
         let bad = |what: &str, id: &str| StoreError::Backend(format!("import: bad {what} in {id}"));
-        for record in &records {
-            if let Portable::Delivery {
-                finished_ms: Some(at),
-                ..
-            } = record
-            {
-                self.ensure_partition(ms(*at)).await?;
-            }
-        }
+        // Finished deliveries of days without a partition go to the default one.
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let mut added = 0u64;
@@ -1581,8 +1737,8 @@ impl super::AdminStore for PgStore {
                     &filter.subscription,
                     &filter.any_subscription,
                     &filter.event_type,
-                    &filter.since_ms.map(|t| self.to_db(t)),
-                    &filter.until_ms.map(|t| self.to_db(t)),
+                    &filter.since_ms.map(ms),
+                    &filter.until_ms.map(ms),
                     &state,
                     &take,
                 ],
@@ -1601,12 +1757,7 @@ impl super::AdminStore for PgStore {
                 };
                 let due: Option<i64> = r.get(11);
                 let finished: Option<i64> = r.get(12);
-                delivery_of(
-                    r,
-                    state,
-                    due.map(|t| self.db_to_node(t)),
-                    finished.map(unms),
-                )
+                delivery_of(r, state, due.map(unms), finished.map(unms))
             })
             .collect();
         let next = if more {
@@ -1677,7 +1828,8 @@ impl super::AdminStore for PgStore {
         since_ms: u64,
         now_ms: u64,
     ) -> Result<usize, RequeueError> {
-        let since = self.to_db(since_ms);
+        // Times people read and give back (created_at, finished_at) are the database's.
+        let since = ms(since_ms);
         let now_param = self.now_param(now_ms);
         let mut total = 0usize;
         loop {

@@ -62,6 +62,8 @@ CREATE TABLE hookd_done (
     last_error   text,
     history      jsonb NOT NULL
 ) PARTITION BY RANGE (finished_ms);
+-- Rows of a day whose partition is not made yet (its creation waits for no one).
+CREATE TABLE hookd_done_default PARTITION OF hookd_done DEFAULT;
 CREATE INDEX hookd_done_id ON hookd_done (id);
 CREATE INDEX hookd_done_event ON hookd_done (event_id);
 

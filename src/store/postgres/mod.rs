@@ -1023,25 +1023,25 @@ impl super::QueueStore for PgStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let now: i64 = tx
-            .query_one(
-                &format!("SELECT coalesce($1::bigint, {DB_NOW})"),
+        // The database's now, and what is in flight now per bucket across every node.
+        let rows = tx
+            .query(
+                &format!(
+                    "WITH now AS (SELECT coalesce($1::bigint, {DB_NOW}) AS t)
+                     SELECT now.t, q.bucket, count(q.id) FROM now
+                     LEFT JOIN hookd_queue q ON q.leased AND q.due_ms > now.t
+                     GROUP BY now.t, q.bucket"
+                ),
                 &[&self.now_param(now_ms)],
             )
-            .await?
-            .get(0);
+            .await?;
+        let now: i64 = rows.first().map_or(ms(now_ms), |r| r.get(0));
         if self.options.db_clock {
             self.offset.store(now - ms(now_ms), Ordering::Relaxed);
         }
-        // In flight now, per bucket, across every node.
-        let in_flight: HashMap<String, i64> = tx
-            .query(
-                "SELECT bucket, count(*) FROM hookd_queue WHERE leased AND due_ms > $1 GROUP BY bucket",
-                &[&now],
-            )
-            .await?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1)))
+        let in_flight: HashMap<String, i64> = rows
+            .iter()
+            .filter_map(|r| Some((r.get::<_, Option<String>>(1)?, r.get(2))))
             .collect();
         let limit_of = |bucket: &str, subscription: &str| -> i64 {
             let _ = bucket;
@@ -1139,34 +1139,25 @@ impl super::QueueStore for PgStore {
                 let lease_end = now.saturating_add(
                     i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX),
                 );
+                // Leased, with their events' bodies, in one statement.
                 let rows = tx
                     .query(
                         &format!(
-                            "UPDATE hookd_queue SET leased = true, lease_token = lease_token + 1, due_ms = $2
-                             WHERE id = ANY($1) RETURNING {DELIVERY_COLUMNS}, lease_token"
+                            "WITH u AS (
+                                 UPDATE hookd_queue SET leased = true, lease_token = lease_token + 1, due_ms = $2
+                                 WHERE id = ANY($1) RETURNING {DELIVERY_COLUMNS}, lease_token
+                             )
+                             SELECT u.*, e.body FROM u JOIN hookd_events e ON e.id = u.event_id"
                         ),
                         &[&chosen, &lease_end],
                     )
                     .await?;
-                let event_ids: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
-                let bodies: HashMap<String, Vec<u8>> = tx
-                    .query(
-                        "SELECT id, body FROM hookd_events WHERE id = ANY($1)",
-                        &[&event_ids],
-                    )
-                    .await?
-                    .into_iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
                 let mut held = lock(&self.held);
                 for row in &rows {
                     let delivery = delivery_of(row, DeliveryState::InFlight, None, None);
                     let token: i64 = row.get(10);
                     held.insert(delivery.id.clone(), (token, delivery.adhoc.is_some(), now));
-                    let body = bodies
-                        .get(&delivery.event_id)
-                        .map(|b| Bytes::copy_from_slice(b))
-                        .unwrap_or_default();
+                    let body = Bytes::from(row.get::<_, Vec<u8>>(11));
                     claims.push((delivery, body));
                 }
             }

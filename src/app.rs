@@ -228,6 +228,10 @@ pub fn lease_for(config: &Config) -> Duration {
     longest + Duration::from_secs(5)
 }
 
+/// How often a node of a shared store reads the subscriptions and pause switches again (what
+/// other nodes' APIs change).
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
 /// How often the store's health is checked for [`watch_store`].
 const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long the store must have failed before hookd restarts to reopen it.
@@ -241,8 +245,15 @@ async fn background(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::time::interval((retention / 4).clamp(Duration::from_millis(100), SWEEP_EVERY));
     let mut store_check = tokio::time::interval(STORE_CHECK_EVERY);
     let mut failing_since = None;
+    let shared_store = !matches!(shared.config().storage.engine, config::Engine::Sled);
+    let mut sync = tokio::time::interval(SYNC_EVERY);
     loop {
         tokio::select! {
+            _ = sync.tick(), if shared_store => {
+                if let Err(e) = shared.sync_from_store().await {
+                    tracing::debug!(error = %e, "cannot read subscriptions from the store");
+                }
+            }
             _ = gauges.tick() => shared.update_gauges().await,
             _ = sweep.tick() => sweep_finished(&shared).await,
             _ = store_check.tick() => watch_store(&shared, &mut failing_since, &stop).await,

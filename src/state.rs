@@ -100,6 +100,14 @@ impl Settings {
         set.len()
     }
 
+    /// Replaces the paused set; whether it changed.
+    fn replace_paused(&self, paused: HashSet<String>) -> bool {
+        let mut set = self.paused.write().unwrap_or_else(|e| e.into_inner());
+        let changed = *set != paused;
+        *set = paused;
+        changed
+    }
+
     /// The limits the store's claims apply: from the running config and the paused set.
     pub fn limits(&self) -> crate::store::Limits {
         let paused = self.paused.read().unwrap_or_else(|e| e.into_inner());
@@ -200,6 +208,41 @@ impl Shared {
         self.apply_limits();
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Reads the subscriptions created through the API and the pause switches again from the
+    /// store, and applies what changed: on a store that several nodes share, what another
+    /// node's API changed. Returns whether anything did.
+    pub async fn sync_from_store(&self) -> Result<bool, crate::store::StoreError> {
+        let stored = self.store.stored_subscriptions().await?;
+        let paused: HashSet<String> = self
+            .store
+            .subscription_states()
+            .await?
+            .into_iter()
+            .filter(|(_, state)| state.paused)
+            .map(|(id, _)| id)
+            .collect();
+        let mut changed = false;
+        if stored != self.settings.stored() {
+            self.metrics
+                .init_subscriptions(stored.iter().map(|s| s.id.as_str()));
+            self.settings.set_stored(stored);
+            changed = true;
+        }
+        let count = paused.len();
+        if self.settings.replace_paused(paused) {
+            self.metrics
+                .subscriptions_paused
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+            changed = true;
+        }
+        if changed {
+            tracing::info!("subscriptions or pause switches changed by another node; applied");
+            self.apply_limits();
+            self.wake.notify_one();
+        }
+        Ok(changed)
     }
 
     /// Gives the store the limits of the running config and the paused subscriptions.

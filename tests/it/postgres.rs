@@ -1575,3 +1575,85 @@ async fn nodes_with_skewed_clocks_deliver_nothing_early_and_nothing_late() {
         secs(started.elapsed())
     );
 }
+
+/// A subscription created through one node's API, and its pause switch, apply on every node
+/// within a second or two: the other node routes events to it and holds them while it is paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_pauses_made_on_one_node_apply_on_every_node() {
+    let db = pg::create("subsync").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let probe = Probe::start(|_, _| (Duration::ZERO, 200)).await;
+    let body = delivery_toml(&["0s"], "");
+    let a = Node::start(dir.path(), "a", &db.url(), &body).await;
+    let b = Node::start(dir.path(), "b", &db.url(), &body).await;
+    let http = http();
+    let created = http
+        .post(a.url("/v1/subscriptions"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({
+                "id": "made-on-a", "url": probe.url("b"), "events": ["*"], "secret": SECRET,
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("create on a");
+    assert_eq!(created.status().as_u16(), 201);
+    wait_until(
+        "node b knows the subscription made on a",
+        Duration::from_secs(10),
+        || async { (b.get(&http, "/v1/subscriptions/made-on-a").await.0 == 200).then_some(()) },
+    )
+    .await;
+    let first = ids("subsync-1", 1);
+    b.post_ok(&http, &first).await;
+    assert_all_arrive(
+        &probe,
+        &first.iter().cloned().collect(),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let paused = http
+        .post(a.url("/v1/subscriptions/made-on-a/pause"))
+        .send()
+        .await
+        .expect("pause on a");
+    assert_eq!(paused.status().as_u16(), 200);
+    wait_until(
+        "node b sees the pause made on a",
+        Duration::from_secs(10),
+        || async {
+            let (_, s) = b.get(&http, "/v1/subscriptions/made-on-a").await;
+            (s["paused"] == true).then_some(())
+        },
+    )
+    .await;
+    let held = ids("subsync-2", 1);
+    b.post_ok(&http, &held).await;
+    // Held by the pause on both nodes: still scheduled after both have turned many times.
+    wait_until(
+        "the held delivery is listed",
+        Duration::from_secs(10),
+        || async { (b.unfinished(&http).await == 1).then_some(()) },
+    )
+    .await;
+    let resumed = http
+        .post(b.url("/v1/subscriptions/made-on-a/resume"))
+        .send()
+        .await
+        .expect("resume on b");
+    assert_eq!(resumed.status().as_u16(), 200);
+    assert_all_arrive(
+        &probe,
+        &held.iter().cloned().collect(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        probe.by_delivery().len(),
+        2,
+        "one delivery per event, nothing sent while paused"
+    );
+}

@@ -242,7 +242,7 @@ pub struct PgStore {
     /// database's time).
     held: Mutex<HashMap<String, (i64, bool, i64)>>,
     /// Unfinished deliveries, as last counted (plus this node's changes since).
-    unfinished: Arc<AtomicU64>,
+    unfinished: Arc<Unfinished>,
     health: Mutex<Health>,
     /// Woken when another node announces new deliveries.
     waker: Arc<Mutex<Option<Arc<Notify>>>>,
@@ -272,7 +272,7 @@ impl PgStore {
             offset: AtomicI64::new(0),
             limits: Mutex::new(Limits::default()),
             held: Mutex::new(HashMap::new()),
-            unfinished: Arc::new(AtomicU64::new(0)),
+            unfinished: Arc::new(Unfinished::default()),
             health: Mutex::new(Health::default()),
             waker: Arc::new(Mutex::new(None)),
             stale: AtomicU64::new(0),
@@ -294,7 +294,7 @@ impl PgStore {
                 .query_one("SELECT count(*) FROM hookd_queue", &[])
                 .await?
                 .get(0);
-            store.unfinished.store(unms(n), Ordering::Relaxed);
+            store.unfinished.base.store(n, Ordering::Relaxed);
         }
         // The tasks hold pools, not the store: closing it leaves its owner the only holder.
         let counter = tokio::spawn(count_unfinished(
@@ -660,10 +660,41 @@ fn state_of(row: &Row) -> SubscriptionState {
     }
 }
 
+/// The count of unfinished deliveries ingest's backlog limit reads: the last count of the
+/// table (every node's work) plus this node's changes since that count began.
+#[derive(Default)]
+struct Unfinished {
+    base: AtomicI64,
+    delta: AtomicI64,
+}
+
+impl Unfinished {
+    fn add(&self, n: u64) {
+        self.delta
+            .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: u64) {
+        self.delta
+            .fetch_sub(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        let total = self
+            .base
+            .load(Ordering::Relaxed)
+            .saturating_add(self.delta.load(Ordering::Relaxed));
+        unms(total)
+    }
+}
+
 /// Keeps [`PgStore::unfinished`] within half a second of the truth (other nodes change it too).
-async fn count_unfinished(pool: Pool, unfinished: Arc<AtomicU64>) {
+/// The changes this node made while a count ran are kept on top of it, not lost: a count that
+/// began before an ingest committed does not see it.
+async fn count_unfinished(pool: Pool, unfinished: Arc<Unfinished>) {
     loop {
         tokio::time::sleep(COUNT_EVERY).await;
+        let before = unfinished.delta.load(Ordering::Relaxed);
         let counted = async {
             let client = pool.get().await?;
             let n: i64 = client
@@ -674,7 +705,8 @@ async fn count_unfinished(pool: Pool, unfinished: Arc<AtomicU64>) {
         }
         .await;
         if let Ok(n) = counted {
-            unfinished.store(unms(n), Ordering::Relaxed);
+            unfinished.base.store(n, Ordering::Relaxed);
+            unfinished.delta.fetch_sub(before, Ordering::Relaxed);
         }
     }
 }
@@ -995,7 +1027,7 @@ impl super::QueueStore for PgStore {
             })
             .collect();
         if added > 0 {
-            self.unfinished.fetch_add(added as u64, Ordering::Relaxed);
+            self.unfinished.add(added as u64);
             self.announce.notify_one();
         }
         Ok(answers)
@@ -1251,11 +1283,7 @@ impl super::QueueStore for PgStore {
                 .await?;
         }
         if matches!(next, Next::Delivered | Next::Dead) {
-            let _ = self
-                .unfinished
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_sub(1))
-                });
+            self.unfinished.sub(1);
         }
         Ok(())
     }
@@ -1340,7 +1368,7 @@ impl super::QueueStore for PgStore {
     }
 
     fn unfinished(&self) -> u64 {
-        self.unfinished.load(Ordering::Relaxed)
+        self.unfinished.get()
     }
 }
 
@@ -1655,7 +1683,7 @@ impl super::AdminStore for PgStore {
             }
         }
         tx.commit().await?;
-        self.unfinished.fetch_add(added, Ordering::Relaxed);
+        self.unfinished.add(added);
         Ok(())
     }
 
@@ -1805,7 +1833,7 @@ impl super::AdminStore for PgStore {
         };
         tx.commit().await.map_err(StoreError::from)?;
         self.announce.notify_one();
-        self.unfinished.fetch_add(1, Ordering::Relaxed);
+        self.unfinished.add(1);
         Ok(if row.get::<_, bool>(0) {
             DeliveryState::Dead
         } else {
@@ -1845,7 +1873,7 @@ impl super::AdminStore for PgStore {
                 .map_err(StoreError::from)?;
             let n = usize::try_from(n).unwrap_or(0);
             total += n;
-            self.unfinished.fetch_add(n as u64, Ordering::Relaxed);
+            self.unfinished.add(n as u64);
             if n < usize::try_from(BULK_CHUNK).unwrap_or(usize::MAX) {
                 break;
             }

@@ -6,8 +6,9 @@
 # integration tests (the README walkthrough among them), the dashboard's browser tests
 # (tests/browser, on the binary `cargo test` built), and builds and checks the Debian package
 # (scripts/package-check.sh, which runs `cargo install cargo-deb` when cargo-deb is missing).
-# Takes about 5 minutes on 2 cores once the dependencies are installed and the build is cached;
-# a first run also compiles everything and installs the above.
+# Then the integration tests again on PostgreSQL. Takes about 15 minutes on 2 cores once the
+# dependencies are installed and the build is cached; a first run also compiles everything and
+# installs the above.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,7 +22,7 @@ echo "[test] cargo test"
 cargo test --all-targets "$@"
 echo "[test] browser tests (node --test tests/browser/)"
 # `cargo test` has just built target/debug/hookd; HOOKD_BIN may name another binary.
-HOOKD_BIN="${HOOKD_BIN:-$PWD/target/debug/hookd}" node --test tests/browser/
+HOOKD_BIN="${HOOKD_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/hookd}" node --test tests/browser/
 # ---- PostgreSQL engine (issue 12): the integration tests again, on PostgreSQL --------------
 # HOOKD_TEST_ENGINE=postgres gives every hookd a test starts a database of its own on the
 # server at 127.0.0.1:5432 (trust auth, user postgres; tests/it/support/engine.rs); the tests

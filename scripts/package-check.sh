@@ -31,6 +31,7 @@ expected=$(sort <<'LIST'
 /usr/share/doc/hookd/benchmarks.md
 /usr/share/doc/hookd/configuration.md
 /usr/share/doc/hookd/copyright
+/usr/share/doc/hookd/dashboard.md
 /usr/share/doc/hookd/grafana/hookd-dashboard.json
 /usr/share/doc/hookd/hookd.example.toml
 /usr/share/doc/hookd/install.md
@@ -40,12 +41,14 @@ expected=$(sort <<'LIST'
 /usr/share/doc/hookd/prometheus/prometheus.yml
 /usr/share/doc/hookd/receiving-webhooks.md
 /usr/share/doc/hookd/reliability.md
+/usr/share/doc/hookd/scaling.md
 /usr/share/doc/hookd/security.md
 LIST
 )
 expected=$(sort <<LIST
 $expected
 $(for f in docs/snippets/*; do echo "/usr/share/doc/hookd/snippets/${f##*/}"; done)
+$(for f in docs/img/*; do echo "/usr/share/doc/hookd/img/${f##*/}"; done)
 LIST
 )
 same_files() { diff <(echo "$expected") <(echo "$files"); }

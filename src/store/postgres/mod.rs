@@ -550,6 +550,32 @@ async fn write_batch(
         .collect())
 }
 
+/// Writes a subscription's health (not its pause switch); the later of two nodes' times wins.
+async fn write_health(
+    client: &deadpool_postgres::Object,
+    subscription: &str,
+    state: &SubscriptionState,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (subscription) DO UPDATE
+             SET last_success_ms = greatest(hookd_subscription_state.last_success_ms, excluded.last_success_ms),
+                 last_failure_ms = greatest(hookd_subscription_state.last_failure_ms, excluded.last_failure_ms),
+                 consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error",
+            &[
+                &subscription,
+                &state.last_success_ms.map(ms),
+                &state.last_failure_ms.map(ms),
+                &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
+                &state.last_error,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Creates the `hookd_done` partition of `day` (days since 1970) unless it exists. Creating a
 /// partition locks the parent table: it gives up after a second rather than wait behind a long
 /// transaction (a report, a dump) and holds nothing meanwhile; finished deliveries go to the
@@ -1265,22 +1291,7 @@ impl super::QueueStore for PgStore {
         };
         if let Some(state) = self.fold_health(&subscription, &attempt, at) {
             let client = self.fast_client().await?;
-            client
-                .execute(
-                    "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (subscription) DO UPDATE SET last_success_ms = excluded.last_success_ms,
-                         last_failure_ms = excluded.last_failure_ms,
-                         consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error",
-                    &[
-                        &subscription,
-                        &state.last_success_ms.map(ms),
-                        &state.last_failure_ms.map(ms),
-                        &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
-                        &state.last_error,
-                    ],
-                )
-                .await?;
+            write_health(&client, &subscription, &state).await?;
         }
         if matches!(next, Next::Delivered | Next::Dead) {
             self.unfinished.sub(1);
@@ -2072,22 +2083,7 @@ impl super::AdminStore for PgStore {
             .collect();
         if let Ok(client) = self.pool.get().await {
             for (sub, state) in states {
-                let _ = client
-                    .execute(
-                        "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error)
-                         VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT (subscription) DO UPDATE SET last_success_ms = greatest(hookd_subscription_state.last_success_ms, excluded.last_success_ms),
-                             last_failure_ms = greatest(hookd_subscription_state.last_failure_ms, excluded.last_failure_ms),
-                             consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error",
-                        &[
-                            &sub,
-                            &state.last_success_ms.map(ms),
-                            &state.last_failure_ms.map(ms),
-                            &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
-                            &state.last_error,
-                        ],
-                    )
-                    .await;
+                let _ = write_health(&client, &sub, &state).await;
             }
         }
         self.closed.store(true, Ordering::SeqCst);

@@ -1657,3 +1657,53 @@ async fn subscriptions_and_pauses_made_on_one_node_apply_on_every_node() {
         "one delivery per event, nothing sent while paused"
     );
 }
+
+/// A delivery whose lease ran out (its node stopped mid-attempt) reads as scheduled, due since
+/// the lease's end, not as in flight: any node's next claim takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_lease_ran_out_reads_as_scheduled() {
+    let db = pg::create("expired").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let probe = Probe::start(|_, _| (Duration::from_secs(6), 200)).await;
+    // timeout 5s: the lease is 10 s, room for node b to start while it runs.
+    let body = config(&probe.url("a"), &["1m"], "5s", 4);
+    let a = Node::start(dir.path(), "a", &db.url(), &body).await;
+    let http = http();
+    let event = ids("expired", 1);
+    a.post_ok(&http, &event).await;
+    wait_until(
+        "node a's attempt in flight",
+        Duration::from_secs(15),
+        || async { (probe.in_progress("a") >= 1).then_some(()) },
+    )
+    .await;
+    let id = probe.hits()[0].delivery.clone();
+    a.process.signal("STOP");
+    // A second node, started now, reads the shared queue; the subscription is paused first, so
+    // that it does not take the delivery over.
+    let paused = http
+        .post(a.url("/v1/subscriptions/main/pause"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(paused.is_err(), "node a is stopped and cannot answer");
+    let b_body = config(&probe.url("b"), &["1m"], "5s", 4);
+    let b = Node::start(dir.path(), "b", &db.url(), &b_body).await;
+    let answer = http
+        .post(b.url("/v1/subscriptions/main/pause"))
+        .send()
+        .await
+        .expect("pause on b");
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(
+        b.delivery(&http, &id).await["state"],
+        "in_flight",
+        "the lease runs"
+    );
+    wait_until("the lease to run out", Duration::from_secs(20), || async {
+        let d = b.delivery(&http, &id).await;
+        (d["state"] == "scheduled").then_some(d)
+    })
+    .await;
+    a.process.signal("CONT");
+}

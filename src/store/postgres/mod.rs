@@ -1384,7 +1384,9 @@ impl super::QueueStore for PgStore {
 }
 
 /// The state a live queue row shows: in flight while its lease runs.
-const QUEUE_STATE: &str = "CASE WHEN leased THEN 'in_flight' ELSE 'scheduled' END";
+/// A lease that has run out shows as scheduled (due since the lease's end): the next claim, on
+/// any node, takes it.
+const QUEUE_STATE: &str = "CASE WHEN leased AND due_ms > (extract(epoch from clock_timestamp()) * 1000)::bigint THEN 'in_flight' ELSE 'scheduled' END";
 
 #[async_trait]
 impl super::AdminStore for PgStore {
@@ -1393,7 +1395,7 @@ impl super::AdminStore for PgStore {
         if let Some(r) = client
             .query_opt(
                 &format!(
-                    "SELECT {DELIVERY_COLUMNS}, leased, due_ms FROM hookd_queue WHERE id = $1"
+                    "SELECT {DELIVERY_COLUMNS}, leased AND due_ms > {DB_NOW}, due_ms FROM hookd_queue WHERE id = $1"
                 ),
                 &[&id],
             )
@@ -1737,7 +1739,7 @@ impl super::AdminStore for PgStore {
         let mut parts = Vec::new();
         if live {
             parts.push(format!(
-                "SELECT {DELIVERY_COLUMNS}, {QUEUE_STATE} AS state, CASE WHEN leased THEN NULL ELSE due_ms END AS due, NULL::bigint AS finished
+                "SELECT {DELIVERY_COLUMNS}, {QUEUE_STATE} AS state, CASE WHEN {QUEUE_STATE} = 'in_flight' THEN NULL ELSE due_ms END AS due, NULL::bigint AS finished
                  FROM hookd_queue WHERE {conditions} AND ($7::text IS NULL OR {QUEUE_STATE} = $7)
                  ORDER BY id DESC LIMIT $8"
             ));

@@ -265,24 +265,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Store { command } => store_command(command),
-        Command::Migrate { config } => {
-            let loaded = match Config::load(&config.config) {
-                Ok(c) => c,
-                Err(e) => {
-                    report_config_error(&e);
-                    return ExitCode::from(2);
-                }
-            };
-            migrate(&loaded)
-        }
+        Command::Migrate { config } => match load_config(&config.config) {
+            Ok(loaded) => migrate(&loaded),
+            Err(code) => code,
+        },
         Command::Run { config, log_format } => {
             telemetry::init(log_format);
-            let loaded = match Config::load(&config.config) {
+            let loaded = match load_config(&config.config) {
                 Ok(c) => c,
-                Err(e) => {
-                    report_config_error(&e);
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match run(loaded, config.config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -542,32 +533,42 @@ fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
     })
 }
 
+/// The config at `path`, or the exit code of a bad one (its errors are printed).
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        report_config_error(&e);
+        ExitCode::from(2)
+    })
+}
+
+/// The runtime of a one-shot command (`migrate`, `store`), or the exit code when it cannot start.
+fn command_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("hookd: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 /// `hookd store export|import`.
 fn store_command(command: StoreCommand) -> ExitCode {
     let (path, exporting) = match &command {
         StoreCommand::Export { config, .. } => (&config.config, true),
         StoreCommand::Import { config, .. } => (&config.config, false),
     };
-    let loaded = match Config::load(path) {
+    let loaded = match load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            report_config_error(&e);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let engine = match loaded.storage.engine {
         hookd::config::Engine::Sled => "sled",
         hookd::config::Engine::Postgres { .. } => "postgres",
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match command_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hookd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let (store, _) = hookd::app::open_store(&loaded).await?;
@@ -624,15 +625,9 @@ fn migrate(config: &Config) -> ExitCode {
         println!("storage.engine is \"sled\": its store is converted when hookd opens it; nothing to migrate");
         return ExitCode::SUCCESS;
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match command_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hookd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(hookd::store::postgres::migrate(url.expose())) {
         Ok((before, after)) if before == after => {

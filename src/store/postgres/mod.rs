@@ -687,7 +687,10 @@ fn state_of(row: &Row) -> SubscriptionState {
 }
 
 /// The count of unfinished deliveries ingest's backlog limit reads: the last count of the
-/// table (every node's work) plus this node's changes since that count began.
+/// table (every node's work) plus what this node added since that count began. Finished
+/// deliveries show at the next count, not before: counted twice (an outcome written before
+/// the count's snapshot, subtracted after it) they would let ingest past the limit; late,
+/// they only refuse a little early.
 #[derive(Default)]
 struct Unfinished {
     base: AtomicI64,
@@ -698,11 +701,6 @@ impl Unfinished {
     fn add(&self, n: u64) {
         self.delta
             .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
-    }
-
-    fn sub(&self, n: u64) {
-        self.delta
-            .fetch_sub(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     fn get(&self) -> u64 {
@@ -1292,9 +1290,6 @@ impl super::QueueStore for PgStore {
         if let Some(state) = self.fold_health(&subscription, &attempt, at) {
             let client = self.fast_client().await?;
             write_health(&client, &subscription, &state).await?;
-        }
-        if matches!(next, Next::Delivered | Next::Dead) {
-            self.unfinished.sub(1);
         }
         Ok(())
     }

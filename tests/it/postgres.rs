@@ -668,10 +668,9 @@ async fn a_node_stopped_past_its_lease_cannot_overwrite_the_later_attempt() {
     .await;
     let body = |node: &str| config(&probe.url(node), &["1m"], "2s", 8);
     let (url, body_a, body_b) = (db.url(), body("a"), body("b"));
-    let (a, b) = tokio::join!(
-        Node::start(dir.path(), "a", &url, &body_a),
-        Node::start(dir.path(), "b", &url, &body_b),
-    );
+    // Node b starts once a is stopped with attempts in flight: started beside a busy node, a
+    // node may win no freed slot in time (the freeing node usually does).
+    let a = Node::start(dir.path(), "a", &url, &body_a).await;
     let http = http();
     let events = ids("stop", 8);
     a.post_ok(&http, &events[..4]).await;
@@ -694,6 +693,7 @@ async fn a_node_stopped_past_its_lease_cannot_overwrite_the_later_attempt() {
         !held.is_empty(),
         "node a's attempts were all answered before SIGSTOP (rerun)"
     );
+    let b = Node::start(dir.path(), "b", &url, &body_b).await;
 
     // b takes them over once the lease has run out, and records its (failed) attempt.
     wait_until(

@@ -274,6 +274,52 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / per_second
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name, from field 3 (state) on; `None` when
+/// the process is gone.
+fn stat_fields(pid: u32) -> Option<(String, Vec<String>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let comm = stat[stat.find('(')? + 1..stat.rfind(')')?].to_string();
+    let fields = stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    Some((comm, fields))
+}
+
+/// CPU seconds of the PostgreSQL server on this machine so far: the postmaster's own and its
+/// reaped children's (cutime + cstime), plus its live children's (the backends of hookd's
+/// pools among them). 0 when no `postgres` process is visible.
+fn postgres_cpu_seconds() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |f: &[String], i: usize| f[i].parse::<f64>().unwrap_or(0.0);
+    let all: Vec<(u32, String, Vec<String>)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|pid| stat_fields(pid).map(|(comm, f)| (pid, comm, f)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let postgres: std::collections::HashSet<u32> = all
+        .iter()
+        .filter(|(_, comm, _)| comm == "postgres")
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    let mut total = 0.0;
+    for (_, comm, f) in &all {
+        if comm != "postgres" {
+            continue;
+        }
+        // Field 4 is the parent; 14/15 utime/stime, 16/17 the reaped children's.
+        let parent: u32 = f[1].parse().unwrap_or(0);
+        total += ticks(f, 11) + ticks(f, 12);
+        if !postgres.contains(&parent) {
+            total += ticks(f, 13) + ticks(f, 14);
+        }
+    }
+    total / per_second
+}
+
 /// Peak resident memory (VmHWM) of process `pid`, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
     let status =
@@ -446,6 +492,8 @@ struct Throughput {
     p99_ms: f64,
     p999_ms: f64,
     cpu_per_1000: f64,
+    /// The PostgreSQL server's CPU seconds per 1000 deliveries (PostgreSQL phases only).
+    db_cpu_per_1000: Option<f64>,
     rss_mib: f64,
 }
 
@@ -472,6 +520,7 @@ async fn throughput(args: &Args, clients: usize, batch: usize, engine: &Engine) 
     let client = reqwest::Client::new();
     let cpu_all = |pids: &[u32]| pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
     let cpu_before = cpu_all(&pids);
+    let db_before = postgres_cpu_seconds();
     let started = stamp(base);
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
@@ -494,6 +543,7 @@ async fn throughput(args: &Args, clients: usize, batch: usize, engine: &Engine) 
     }
     wait_delivered(&seen, events, args.deadline, hookd).await;
     let cpu = cpu_all(&pids) - cpu_before;
+    let db_cpu = postgres_cpu_seconds() - db_before;
     let rss_mib = pids.iter().map(|&p| peak_rss_mib(p)).fold(0.0, f64::max);
 
     let latencies = accepted_to_received_ms(&accepted, &seen);
@@ -506,6 +556,8 @@ async fn throughput(args: &Args, clients: usize, batch: usize, engine: &Engine) 
         p99_ms: quantile(&latencies, 0.99),
         p999_ms: quantile(&latencies, 0.999),
         cpu_per_1000: cpu / events as f64 * 1000.0,
+        db_cpu_per_1000: matches!(engine, Engine::Postgres { .. })
+            .then(|| db_cpu / events as f64 * 1000.0),
         rss_mib,
     }
 }
@@ -622,8 +674,12 @@ struct Run {
 }
 
 fn throughput_line(label: &str, t: &Throughput) -> String {
+    let db = t
+        .db_cpu_per_1000
+        .map(|c| format!("  postgres cpu {c:.3} s/1000"))
+        .unwrap_or_default();
     format!(
-        "{label:<8} ingest {:>6.0}/s  delivered {:>5.0}/s = {:.3} of ceiling  accepted->received p50 {:.1} p99 {:.1} p999 {:.1} ms  cpu {:.3} s/1000  peak RSS {:.1} MiB",
+        "{label:<8} ingest {:>6.0}/s  delivered {:>5.0}/s = {:.3} of ceiling  accepted->received p50 {:.1} p99 {:.1} p999 {:.1} ms  cpu {:.3} s/1000{db}  peak RSS {:.1} MiB",
         t.ingest_per_s, t.delivered_per_s, t.of_ceiling, t.p50_ms, t.p99_ms, t.p999_ms, t.cpu_per_1000, t.rss_mib
     )
 }
@@ -673,6 +729,10 @@ fn medians(runs: &[Run]) -> Run {
         p99_ms: m(&|r| f(r).p99_ms),
         p999_ms: m(&|r| f(r).p999_ms),
         cpu_per_1000: m(&|r| f(r).cpu_per_1000),
+        db_cpu_per_1000: runs
+            .iter()
+            .all(|r| f(r).db_cpu_per_1000.is_some())
+            .then(|| m(&|r| f(r).db_cpu_per_1000.unwrap_or(0.0))),
         rss_mib: m(&|r| f(r).rss_mib),
     };
     let pg = runs.iter().all(|r| r.pg.is_some()).then(|| {

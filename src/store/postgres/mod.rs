@@ -67,6 +67,38 @@ const COUNT_EVERY: Duration = Duration::from_millis(500);
 /// How often an unchanged subscription health is written at most (successes in a row).
 const HEALTH_WRITE_EVERY: Duration = Duration::from_secs(1);
 
+/// Runs `sql` as a statement prepared once per connection: parsed and planned once, not on every
+/// run, and one round trip per run instead of two. For the statements of the delivery path; a
+/// statement built from filters stays unprepared (each form would be cached for good).
+async fn query<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
+}
+
+/// [`query`] for a statement whose rows are not needed: the number of rows it changed.
+async fn execute<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.execute(&statement, params).await
+}
+
+/// [`query`] for at most one row.
+async fn query_opt<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_opt(&statement, params).await
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
         match e.as_db_error() {
@@ -509,20 +541,20 @@ async fn write_batch(
     let now = part.first().and_then(|o| o.now);
     let rows = if is_retry {
         let delays: Vec<i64> = part.iter().map(|o| o.delay.unwrap_or(0)).collect();
-        client
-            .query(
-                &format!(
-                    "WITH now AS (SELECT coalesce($6::bigint, {DB_NOW}) AS t)
+        query(
+            client,
+            &format!(
+                "WITH now AS (SELECT coalesce($6::bigint, {DB_NOW}) AS t)
                      UPDATE hookd_queue q SET leased = false, due_ms = now.t + x.delay,
                          attempts = q.attempts + 1, last_error = x.err, history = q.history || x.h
                      FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::jsonb[])
                          AS x(id, token, delay, err, h), now
                      WHERE q.id = x.id AND q.lease_token = x.token
                      RETURNING q.id, q.subscription, now.t"
-                ),
-                &[&ids, &tokens, &delays, &errors, &histories, &now],
-            )
-            .await?
+            ),
+            &[&ids, &tokens, &delays, &errors, &histories, &now],
+        )
+        .await?
     } else {
         let dead: Vec<bool> = part.iter().map(|o| o.dead).collect();
         let sql = format!(
@@ -542,7 +574,7 @@ async fn write_batch(
         );
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
             [&ids, &tokens, &dead, &errors, &histories, &now];
-        client.query(&sql, &params).await?
+        query(client, &sql, &params).await?
     };
     Ok(rows
         .into_iter()
@@ -556,8 +588,7 @@ async fn write_health(
     subscription: &str,
     state: &SubscriptionState,
 ) -> Result<(), StoreError> {
-    client
-        .execute(
+    execute(client,
             "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (subscription) DO UPDATE
@@ -949,8 +980,7 @@ impl super::QueueStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
         // One statement: the events not accepted before, and the deliveries of those only.
-        let inserted: HashSet<String> = tx
-            .query(
+        let inserted: HashSet<String> = query(&tx,
                 &format!(
                     "WITH now AS (SELECT coalesce($15::bigint, {DB_NOW}) AS t),
                      ins AS (
@@ -994,15 +1024,15 @@ impl super::QueueStore for PgStore {
                 .iter()
                 .map(|&i| (events[i].0.request_id.as_str(), events[i].0.status.as_str()))
                 .unzip();
-            let rows = tx
-                .query(
-                    "SELECT e.request_id, e.status, e.id, e.fingerprint, cardinality(e.deliveries)
+            let rows = query(
+                &tx,
+                "SELECT e.request_id, e.status, e.id, e.fingerprint, cardinality(e.deliveries)
                      FROM hookd_events e JOIN unnest($1::text[], $2::text[]) AS k(r, s)
                      ON e.request_id = k.r AND e.status = k.s",
-                    &[&r, &st],
-                )
-                .await
-                .map_err(StoreError::from)?;
+                &[&r, &st],
+            )
+            .await
+            .map_err(StoreError::from)?;
             for row in rows {
                 let key: (String, String) = (row.get(0), row.get(1));
                 let Some(&i) = first.get(&key) else { continue };
@@ -1080,17 +1110,17 @@ impl super::QueueStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // The database's now, and what is in flight now per bucket across every node.
-        let rows = tx
-            .query(
-                &format!(
-                    "WITH now AS (SELECT coalesce($1::bigint, {DB_NOW}) AS t)
+        let rows = query(
+            &tx,
+            &format!(
+                "WITH now AS (SELECT coalesce($1::bigint, {DB_NOW}) AS t)
                      SELECT now.t, q.bucket, count(q.id) FROM now
                      LEFT JOIN hookd_queue q ON q.leased AND q.due_ms > now.t
                      GROUP BY now.t, q.bucket"
-                ),
-                &[&self.now_param(now_ms)],
-            )
-            .await?;
+            ),
+            &[&self.now_param(now_ms)],
+        )
+        .await?;
         let now: i64 = rows.first().map_or(ms(now_ms), |r| r.get(0));
         if self.options.db_clock {
             self.offset.store(now - ms(now_ms), Ordering::Relaxed);
@@ -1118,19 +1148,19 @@ impl super::QueueStore for PgStore {
         let mut claims = Vec::new();
         let mut next: Option<i64> = None;
         if room > 0 && !runnable.is_empty() {
-            let candidates = tx
-                .query(
-                    "SELECT id, bucket, subscription FROM hookd_queue
+            let candidates = query(
+                &tx,
+                "SELECT id, bucket, subscription FROM hookd_queue
                      WHERE due_ms <= $1 AND subscription = ANY($2) AND bucket <> ALL($3)
                      ORDER BY due_ms LIMIT $4 FOR UPDATE SKIP LOCKED",
-                    &[
-                        &now,
-                        &runnable,
-                        &full,
-                        &i64::try_from(room.saturating_mul(2)).unwrap_or(i64::MAX),
-                    ],
-                )
-                .await?;
+                &[
+                    &now,
+                    &runnable,
+                    &full,
+                    &i64::try_from(room.saturating_mul(2)).unwrap_or(i64::MAX),
+                ],
+            )
+            .await?;
             let buckets: Vec<String> = {
                 let mut seen = HashSet::new();
                 candidates
@@ -1144,7 +1174,7 @@ impl super::QueueStore for PgStore {
             let locked: HashSet<String> = if buckets.is_empty() {
                 HashSet::new()
             } else {
-                tx.query(
+                query(&tx,
                     "SELECT b FROM unnest($1::text[]) AS b WHERE pg_try_advisory_xact_lock(hashtextextended(b, 7))",
                     &[&buckets],
                 )
@@ -1157,7 +1187,7 @@ impl super::QueueStore for PgStore {
             let mut counts: HashMap<String, i64> = if locked_list.is_empty() {
                 HashMap::new()
             } else {
-                tx.query(
+                query(&tx,
                     "SELECT bucket, count(*) FROM hookd_queue WHERE leased AND due_ms > $1 AND bucket = ANY($2) GROUP BY bucket",
                     &[&now, &locked_list],
                 )
@@ -1196,8 +1226,7 @@ impl super::QueueStore for PgStore {
                     i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX),
                 );
                 // Leased, with their events' bodies, in one statement.
-                let rows = tx
-                    .query(
+                let rows = query(&tx,
                         &format!(
                             "WITH u AS (
                                  UPDATE hookd_queue SET leased = true, lease_token = lease_token + 1, due_ms = $2
@@ -1225,16 +1254,16 @@ impl super::QueueStore for PgStore {
             }
             let taken: Vec<&String> = claims.iter().map(|(d, _)| &d.id).collect();
             // Walks the due-time index from the front: the first row that qualifies ends it.
-            next = tx
-                .query_opt(
-                    "SELECT due_ms FROM hookd_queue
+            next = query_opt(
+                &tx,
+                "SELECT due_ms FROM hookd_queue
                      WHERE subscription = ANY($1) AND bucket <> ALL($2) AND id <> ALL($3)
                        AND NOT (leased AND due_ms > $4)
                      ORDER BY due_ms LIMIT 1",
-                    &[&runnable, &busy, &taken, &now],
-                )
-                .await?
-                .map(|r| r.get(0));
+                &[&runnable, &busy, &taken, &now],
+            )
+            .await?
+            .map(|r| r.get(0));
         }
         tx.commit().await?;
         if held + claims.len() >= limits.global {
@@ -1299,12 +1328,12 @@ impl super::QueueStore for PgStore {
             return Ok(());
         };
         let client = self.fast_client().await?;
-        client
-            .execute(
-                "UPDATE hookd_queue SET leased = false, due_ms = $3 WHERE id = $1 AND lease_token = $2",
-                &[&delivery_id, &token, &self.to_db(due_ms)],
-            )
-            .await?;
+        execute(
+            &client,
+            "UPDATE hookd_queue SET leased = false, due_ms = $3 WHERE id = $1 AND lease_token = $2",
+            &[&delivery_id, &token, &self.to_db(due_ms)],
+        )
+        .await?;
         Ok(())
     }
 

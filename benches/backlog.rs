@@ -182,14 +182,7 @@ async fn run(events: usize, step: usize, probes: usize, cache_mib: usize) {
         sent += n;
         if sent % step == 0 || sent == events {
             let t = Instant::now();
-            let text = client
-                .get(format!("http://{metrics}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = common::metrics_text(&client, metrics).await;
             let scrape = t.elapsed();
             assert!(text.contains("hookd_deliveries_pending{state=\"ready\"}"));
             let disk = shared.store.size_on_disk().await.unwrap_or(0) as f64 / (1024.0 * 1024.0);

@@ -492,6 +492,10 @@ struct Throughput {
     p99_ms: f64,
     p999_ms: f64,
     cpu_per_1000: f64,
+    /// Scheduler turns (claims) per 1000 deliveries, and their mean duration in ms, over every
+    /// node (`hookd_store_claim_duration_seconds`).
+    claims_per_1000: f64,
+    claim_ms: f64,
     /// The PostgreSQL server's CPU seconds per 1000 deliveries (PostgreSQL phases only).
     db_cpu_per_1000: Option<f64>,
     rss_mib: f64,
@@ -544,6 +548,17 @@ async fn throughput(args: &Args, clients: usize, batch: usize, engine: &Engine) 
     wait_delivered(&seen, events, args.deadline, hookd).await;
     let cpu = cpu_all(&pids) - cpu_before;
     let db_cpu = postgres_cpu_seconds() - db_before;
+    let (mut claims, mut claim_seconds) = (0.0, 0.0);
+    for node in &nodes {
+        let text = common::metrics_text(&client, node.metrics).await;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        claims += value("hookd_store_claim_duration_seconds_count");
+        claim_seconds += value("hookd_store_claim_duration_seconds_sum");
+    }
     let rss_mib = pids.iter().map(|&p| peak_rss_mib(p)).fold(0.0, f64::max);
 
     let latencies = accepted_to_received_ms(&accepted, &seen);
@@ -556,6 +571,8 @@ async fn throughput(args: &Args, clients: usize, batch: usize, engine: &Engine) 
         p99_ms: quantile(&latencies, 0.99),
         p999_ms: quantile(&latencies, 0.999),
         cpu_per_1000: cpu / events as f64 * 1000.0,
+        claims_per_1000: claims / events as f64 * 1000.0,
+        claim_ms: claim_seconds / claims.max(1.0) * 1000.0,
         db_cpu_per_1000: matches!(engine, Engine::Postgres { .. })
             .then(|| db_cpu / events as f64 * 1000.0),
         rss_mib,
@@ -679,8 +696,8 @@ fn throughput_line(label: &str, t: &Throughput) -> String {
         .map(|c| format!("  postgres cpu {c:.3} s/1000"))
         .unwrap_or_default();
     format!(
-        "{label:<8} ingest {:>6.0}/s  delivered {:>5.0}/s = {:.3} of ceiling  accepted->received p50 {:.1} p99 {:.1} p999 {:.1} ms  cpu {:.3} s/1000{db}  peak RSS {:.1} MiB",
-        t.ingest_per_s, t.delivered_per_s, t.of_ceiling, t.p50_ms, t.p99_ms, t.p999_ms, t.cpu_per_1000, t.rss_mib
+        "{label:<8} ingest {:>6.0}/s  delivered {:>5.0}/s = {:.3} of ceiling  accepted->received p50 {:.1} p99 {:.1} p999 {:.1} ms  cpu {:.3} s/1000{db}  claims {:.0}/1000 of {:.2} ms  peak RSS {:.1} MiB",
+        t.ingest_per_s, t.delivered_per_s, t.of_ceiling, t.p50_ms, t.p99_ms, t.p999_ms, t.cpu_per_1000, t.claims_per_1000, t.claim_ms, t.rss_mib
     )
 }
 
@@ -729,6 +746,8 @@ fn medians(runs: &[Run]) -> Run {
         p99_ms: m(&|r| f(r).p99_ms),
         p999_ms: m(&|r| f(r).p999_ms),
         cpu_per_1000: m(&|r| f(r).cpu_per_1000),
+        claims_per_1000: m(&|r| f(r).claims_per_1000),
+        claim_ms: m(&|r| f(r).claim_ms),
         db_cpu_per_1000: runs
             .iter()
             .all(|r| f(r).db_cpu_per_1000.is_some())

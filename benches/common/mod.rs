@@ -129,6 +129,18 @@ pub async fn post_seed_batch(
     assert_eq!(response.status(), 202);
 }
 
+/// The `/metrics` text of the metrics listener at `addr`.
+pub async fn metrics_text(client: &reqwest::Client, addr: impl std::fmt::Display) -> String {
+    client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Resident memory (VmRSS) of process `pid`, or of this process, in MiB.
 pub fn rss_mib(pid: Option<u32>) -> f64 {
     let path = pid.map_or_else(

@@ -49,7 +49,10 @@ use super::{
 use crate::event::{AdhocTarget, NewEvent};
 
 /// The schema versions, in order; each is applied once, in one transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema_v1.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("schema_v1.sql")),
+    (2, include_str!("schema_v2.sql")),
+];
 /// The advisory lock migrations hold: nodes starting together apply them once.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6400_0001;
 /// The channel new deliveries are announced on.
@@ -87,16 +90,6 @@ async fn execute<C: GenericClient>(
 ) -> Result<u64, tokio_postgres::Error> {
     let statement = client.prepare_cached(sql).await?;
     client.execute(&statement, params).await
-}
-
-/// [`query`] for at most one row.
-async fn query_opt<C: GenericClient>(
-    client: &C,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Option<Row>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(sql).await?;
-    client.query_opt(&statement, params).await
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -1098,182 +1091,61 @@ impl super::QueueStore for PgStore {
             (h.len(), h.values().filter(|(_, adhoc, _)| *adhoc).count())
         };
         let room = max.min(limits.global.saturating_sub(held));
-        let mut runnable: Vec<String> = limits
+        let mut runnable: Vec<&str> = Vec::new();
+        let mut runnable_limits: Vec<i64> = Vec::new();
+        let subscriptions = limits
             .subscriptions
             .keys()
-            .filter(|s| !limits.paused.contains(*s))
-            .cloned()
-            .collect();
-        if !limits.paused.contains(ADHOC) {
-            runnable.push(ADHOC.to_string());
+            .map(String::as_str)
+            .chain(std::iter::once(ADHOC));
+        for subscription in subscriptions {
+            if let Some(n) = bucket_limit(&limits, subscription) {
+                runnable.push(subscription);
+                runnable_limits.push(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // The database's now, and what is in flight now per bucket across every node.
+        let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let lease_ms = i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        // One round trip, its own (durable) transaction: see schema_v2.sql.
         let rows = query(
-            &tx,
-            &format!(
-                "WITH now AS (SELECT coalesce($1::bigint, {DB_NOW}) AS t)
-                     SELECT now.t, q.bucket, count(q.id) FROM now
-                     LEFT JOIN hookd_queue q ON q.leased AND q.due_ms > now.t
-                     GROUP BY now.t, q.bucket"
-            ),
-            &[&self.now_param(now_ms)],
+            &client,
+            "SELECT * FROM hookd_claim($1, $2, $3, $4, $5, $6)",
+            &[
+                &self.now_param(now_ms),
+                &runnable,
+                &runnable_limits,
+                &as_i64(limits.adhoc_total.saturating_sub(held_adhoc)),
+                &as_i64(room),
+                &lease_ms,
+            ],
         )
         .await?;
-        let now: i64 = rows.first().map_or(ms(now_ms), |r| r.get(0));
+        let mut claims = Vec::new();
+        let mut next: Option<i64> = None;
+        let mut now = ms(now_ms);
+        {
+            let mut held = lock(&self.held);
+            for row in &rows {
+                now = row.get(12);
+                if row.get::<_, Option<String>>(0).is_none() {
+                    next = row.get(13);
+                    continue;
+                }
+                let delivery = delivery_of(row, DeliveryState::InFlight, None, None);
+                let token: i64 = row.get(10);
+                held.insert(delivery.id.clone(), (token, delivery.adhoc.is_some(), now));
+                let body = Bytes::from(row.get::<_, Vec<u8>>(11));
+                claims.push(Claimed { delivery, body });
+            }
+        }
         if self.options.db_clock {
             self.offset.store(now - ms(now_ms), Ordering::Relaxed);
         }
-        let in_flight: HashMap<String, i64> = rows
-            .iter()
-            .filter_map(|r| Some((r.get::<_, Option<String>>(1)?, r.get(2))))
-            .collect();
-        let limit_of = |bucket: &str, subscription: &str| -> i64 {
-            let _ = bucket;
-            bucket_limit(&limits, subscription).map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
-        };
-        let subscription_of = |bucket: &str| -> String {
-            if bucket.starts_with("adhoc/") {
-                ADHOC.to_string()
-            } else {
-                bucket.to_string()
-            }
-        };
-        let full: Vec<&str> = in_flight
-            .iter()
-            .filter(|(b, n)| **n >= limit_of(b, &subscription_of(b)))
-            .map(|(b, _)| b.as_str())
-            .collect();
-        let mut claims = Vec::new();
-        let mut next: Option<i64> = None;
-        if room > 0 && !runnable.is_empty() {
-            let candidates = query(
-                &tx,
-                "SELECT id, bucket, subscription FROM hookd_queue
-                     WHERE due_ms <= $1 AND subscription = ANY($2) AND bucket <> ALL($3)
-                     ORDER BY due_ms LIMIT $4 FOR UPDATE SKIP LOCKED",
-                &[
-                    &now,
-                    &runnable,
-                    &full,
-                    &i64::try_from(room.saturating_mul(2)).unwrap_or(i64::MAX),
-                ],
-            )
-            .await?;
-            let buckets: Vec<String> = {
-                let mut seen = HashSet::new();
-                candidates
-                    .iter()
-                    .map(|r| r.get::<_, String>(1))
-                    .filter(|b| seen.insert(b.clone()))
-                    .collect()
-            };
-            // One claimer per bucket at a time, on every node: a bucket another claim holds is
-            // left for the next turn.
-            let locked: HashSet<String> = if buckets.is_empty() {
-                HashSet::new()
-            } else {
-                query(&tx,
-                    "SELECT b FROM unnest($1::text[]) AS b WHERE pg_try_advisory_xact_lock(hashtextextended(b, 7))",
-                    &[&buckets],
-                )
-                .await?
-                .into_iter()
-                .map(|r| r.get(0))
-                .collect()
-            };
-            let locked_list: Vec<&str> = locked.iter().map(String::as_str).collect();
-            let mut counts: HashMap<String, i64> = if locked_list.is_empty() {
-                HashMap::new()
-            } else {
-                query(&tx,
-                    "SELECT bucket, count(*) FROM hookd_queue WHERE leased AND due_ms > $1 AND bucket = ANY($2) GROUP BY bucket",
-                    &[&now, &locked_list],
-                )
-                .await?
-                .into_iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect()
-            };
-            let mut chosen: Vec<String> = Vec::new();
-            let mut adhoc_taken = 0usize;
-            for row in &candidates {
-                if chosen.len() >= room {
-                    break;
-                }
-                let (id, bucket, subscription): (String, String, String) =
-                    (row.get(0), row.get(1), row.get(2));
-                if !locked.contains(&bucket) {
-                    continue;
-                }
-                let is_adhoc = subscription == ADHOC;
-                if is_adhoc && held_adhoc + adhoc_taken >= limits.adhoc_total {
-                    continue;
-                }
-                let n = counts.entry(bucket.clone()).or_insert(0);
-                if *n >= limit_of(&bucket, &subscription) {
-                    continue;
-                }
-                *n += 1;
-                if is_adhoc {
-                    adhoc_taken += 1;
-                }
-                chosen.push(id);
-            }
-            if !chosen.is_empty() {
-                let lease_end = now.saturating_add(
-                    i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX),
-                );
-                // Leased, with their events' bodies, in one statement.
-                let rows = query(&tx,
-                        &format!(
-                            "WITH u AS (
-                                 UPDATE hookd_queue SET leased = true, lease_token = lease_token + 1, due_ms = $2
-                                 WHERE id = ANY($1) RETURNING {DELIVERY_COLUMNS}, lease_token
-                             )
-                             SELECT u.*, e.body FROM u JOIN hookd_events e ON e.id = u.event_id"
-                        ),
-                        &[&chosen, &lease_end],
-                    )
-                    .await?;
-                let mut held = lock(&self.held);
-                for row in &rows {
-                    let delivery = delivery_of(row, DeliveryState::InFlight, None, None);
-                    let token: i64 = row.get(10);
-                    held.insert(delivery.id.clone(), (token, delivery.adhoc.is_some(), now));
-                    let body = Bytes::from(row.get::<_, Vec<u8>>(11));
-                    claims.push((delivery, body));
-                }
-            }
-            let mut busy: Vec<String> = full.iter().map(|b| b.to_string()).collect();
-            for (bucket, n) in &counts {
-                if *n >= limit_of(bucket, &subscription_of(bucket)) {
-                    busy.push(bucket.clone());
-                }
-            }
-            let taken: Vec<&String> = claims.iter().map(|(d, _)| &d.id).collect();
-            // Walks the due-time index from the front: the first row that qualifies ends it.
-            next = query_opt(
-                &tx,
-                "SELECT due_ms FROM hookd_queue
-                     WHERE subscription = ANY($1) AND bucket <> ALL($2) AND id <> ALL($3)
-                       AND NOT (leased AND due_ms > $4)
-                     ORDER BY due_ms LIMIT 1",
-                &[&runnable, &busy, &taken, &now],
-            )
-            .await?
-            .map(|r| r.get(0));
-        }
-        tx.commit().await?;
         if held + claims.len() >= limits.global {
             // No room: nothing is due for this node until an attempt finishes.
             next = None;
         }
-        let claims = claims
-            .into_iter()
-            .map(|(delivery, body)| Claimed { delivery, body })
-            .collect();
         Ok((claims, next.map(|t| self.db_to_node(t))))
     }
 
@@ -1389,7 +1261,7 @@ impl super::QueueStore for PgStore {
                 "DELETE FROM hookd_events WHERE id IN (
                      SELECT e.id FROM hookd_events e
                      WHERE e.created_ms < $1
-                       AND NOT EXISTS (SELECT 1 FROM hookd_queue q WHERE q.event_id = e.id)
+                       AND NOT EXISTS (SELECT 1 FROM hookd_queue q WHERE q.id = ANY(e.deliveries))
                        AND NOT EXISTS (SELECT 1 FROM hookd_done d WHERE d.event_id = e.id)
                      LIMIT $2)",
                 &[&cutoff, &limit],
@@ -1556,7 +1428,10 @@ impl super::AdminStore for PgStore {
         let mut by_event: HashMap<String, Vec<Portable>> = HashMap::new();
         for r in client
             .query(
-                &format!("SELECT {DELIVERY_COLUMNS}, leased, due_ms, history FROM hookd_queue WHERE event_id = ANY($1) ORDER BY id"),
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS}, leased, due_ms, history FROM hookd_queue
+                     WHERE id IN (SELECT unnest(deliveries) FROM hookd_events WHERE id = ANY($1)) ORDER BY id"
+                ),
                 &[&ids],
             )
             .await?

@@ -125,6 +125,83 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
+/// A custom header's value as written: a plain string (shown by the API and the dashboard), or a
+/// secret: `{ secret = "..." }`, `{ env = "NAME" }`, `{ file = "/path" }` or
+/// `{ credential = "NAME" }` (never shown, never logged).
+#[derive(Debug, Clone)]
+enum HeaderSource {
+    Plain(String),
+    Secret(SecretSource),
+}
+
+impl<'de> Deserialize<'de> for HeaderSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IntoDeserializer};
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(HeaderSource::Plain(s)),
+            toml::Value::Table(table) if table.len() == 1 && table.contains_key("secret") => {
+                match table.get("secret") {
+                    Some(toml::Value::String(s)) => {
+                        Ok(HeaderSource::Secret(SecretSource::Literal(s.clone())))
+                    }
+                    _ => Err(D::Error::custom("`secret` must be a string")),
+                }
+            }
+            toml::Value::Table(table) => SecretSource::deserialize(
+                toml::Value::Table(table).into_deserializer(),
+            )
+            .map(HeaderSource::Secret)
+            .map_err(|e| D::Error::custom(format!("{e}, or {{ secret = \"...\" }}"))),
+            other => Err(D::Error::custom(format!(
+                "found a {}: a header value is a string or a secret ({SECRET_FORMS}, or {{ secret = \"...\" }})",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+/// One header a subscription adds to each of its deliveries.
+#[derive(Debug, Clone)]
+pub struct CustomHeader {
+    pub name: reqwest::header::HeaderName,
+    pub value: Secret,
+    /// Given as a secret: shown nowhere, redacted like every other secret.
+    pub secret: bool,
+}
+
+/// Headers a subscription may not set: hop-by-hop headers, what hookd itself decides (the body's
+/// type and length, the host), and the headers under hookd's prefix and Standard Webhooks'
+/// `webhook-` (the signatures, ids and attempt numbers) or the trace context.
+fn reserved_header(name: &str, prefix: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "expect",
+        "traceparent",
+        "tracestate",
+    ];
+    let name = name.to_ascii_lowercase();
+    RESERVED.contains(&name.as_str())
+        || name.starts_with("webhook-")
+        || name.starts_with(&format!("{}-", prefix.to_ascii_lowercase()))
+}
+
+/// Custom headers per subscription, at most.
+pub const MAX_CUSTOM_HEADERS: usize = 32;
+/// The longest custom header value, in bytes.
+const MAX_HEADER_VALUE: usize = 4096;
+
 /// An API token as written: a secret, or `{ secret = <secret>, scopes = [...] }`.
 #[derive(Debug, Clone)]
 enum RawToken {
@@ -321,6 +398,7 @@ struct RawSubscription {
     signature: Option<SignatureScheme>,
     previous_secret: Option<Spanned<SecretSource>>,
     previous_secret_expires: Option<Spanned<String>>,
+    headers: Option<Spanned<std::collections::BTreeMap<String, HeaderSource>>>,
 }
 
 /// A document of `[[subscription]]` tables only: what a stored subscription holds.
@@ -458,6 +536,8 @@ pub struct Subscription {
     pub signature: SignatureScheme,
     /// The secret before the current one, during a rotation.
     pub previous_secret: Option<PreviousSecret>,
+    /// Headers added to each delivery (`headers`), in name order.
+    pub headers: Vec<CustomHeader>,
 }
 
 impl Subscription {
@@ -918,6 +998,77 @@ impl Validator<'_> {
         })
     }
 
+    /// A subscription's `headers`: valid names and values, none reserved ([`reserved_header`]).
+    fn headers(
+        &mut self,
+        raw: &Spanned<std::collections::BTreeMap<String, HeaderSource>>,
+        key: &str,
+        prefix: &str,
+    ) -> Vec<CustomHeader> {
+        let span = raw.span();
+        if raw.get_ref().len() > MAX_CUSTOM_HEADERS {
+            self.error(
+                span.clone(),
+                key,
+                format!("at most {MAX_CUSTOM_HEADERS} headers"),
+            );
+        }
+        let mut headers = Vec::new();
+        for (name, source) in raw.get_ref() {
+            let here = format!("{key}.{name}");
+            let Ok(header) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) else {
+                self.error(
+                    span.clone(),
+                    &here,
+                    format!("{name:?} is not a header name (letters, digits and !#$%&'*+-.^_`|~)"),
+                );
+                continue;
+            };
+            if reserved_header(name, prefix) {
+                self.error(
+                    span.clone(),
+                    &here,
+                    format!("{name} is reserved: hop-by-hop headers, Host, Content-Type/-Length/-Encoding, Expect, the trace context and every {prefix}-* and webhook-* header (the signatures) are hookd's"),
+                );
+                continue;
+            }
+            let (value, secret) = match source {
+                HeaderSource::Plain(v) => (Secret(v.clone()), false),
+                HeaderSource::Secret(source) => match source.resolve() {
+                    Ok(v) => (v, true),
+                    Err(message) => {
+                        self.error(span.clone(), &here, message);
+                        continue;
+                    }
+                },
+            };
+            let bytes = value.expose().len();
+            if bytes == 0 || bytes > MAX_HEADER_VALUE {
+                self.error(
+                    span.clone(),
+                    &here,
+                    format!("a header value is 1 to {MAX_HEADER_VALUE} bytes"),
+                );
+                continue;
+            }
+            if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+                // The value itself is not repeated: it may be a secret.
+                self.error(
+                    span.clone(),
+                    &here,
+                    "a header value is visible ASCII, spaces and tabs only (no line breaks)",
+                );
+                continue;
+            }
+            headers.push(CustomHeader {
+                name: header,
+                value,
+                secret,
+            });
+        }
+        headers
+    }
+
     fn resolve(mut self, raw: RawConfig, d: RawConfig) -> Result<Config, ConfigError> {
         // `d` is the built-in example: every key of it is present (a unit test checks).
         let RawConfig {
@@ -1246,6 +1397,10 @@ impl Validator<'_> {
                 None
             }
         };
+        let headers = match &s.headers {
+            Some(h) => self.headers(h, &key("headers"), &delivery.header_prefix),
+            None => Vec::new(),
+        };
         url.map(|url| Subscription {
             id: id.clone(),
             url,
@@ -1255,6 +1410,7 @@ impl Validator<'_> {
             max_in_flight,
             signature,
             previous_secret,
+            headers,
         })
     }
 }

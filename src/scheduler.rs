@@ -198,6 +198,8 @@ enum Resolved {
         url: reqwest::Url,
         keys: SigningKeys,
         policy: crate::config::DeliveryPolicy,
+        /// The subscription's custom headers (none for per-request URLs).
+        headers: Vec<crate::config::CustomHeader>,
     },
     /// The per-request URL no longer parses: the attempt fails without a request.
     Invalid(String),
@@ -212,10 +214,16 @@ impl AttemptTask {
         let started_ms = self.deps.clock.now_ms();
         let config = self.deps.settings.config();
         let (result, schedule) = match resolve(&config, &delivery, started_ms) {
-            Resolved::Send { url, keys, policy } => {
+            Resolved::Send {
+                url,
+                keys,
+                policy,
+                headers,
+            } => {
                 let request = AttemptRequest {
                     url: &url,
                     keys: &keys,
+                    headers: &headers,
                     delivery_id: &delivery.id,
                     event_type: &delivery.event_type,
                     attempt: number,
@@ -364,6 +372,7 @@ fn resolve(config: &Config, delivery: &Delivery, now_ms: u64) -> Resolved {
                     standard: Vec::new(),
                 },
                 policy: config.delivery.policy.clone(),
+                headers: Vec::new(),
             },
             Err(e) => Resolved::Invalid(format!("invalid webhook_url: {e}")),
         },
@@ -372,6 +381,7 @@ fn resolve(config: &Config, delivery: &Delivery, now_ms: u64) -> Resolved {
                 url: s.url.clone(),
                 keys: s.signing_keys(now_ms),
                 policy: s.policy.clone(),
+                headers: s.headers.clone(),
             },
             None => Resolved::Gone,
         },

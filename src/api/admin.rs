@@ -340,6 +340,14 @@ pub fn subscription_json(
         "last_failure_at": time(state.last_failure_ms),
         "consecutive_failures": state.consecutive_failures,
         "last_error": state.last_error,
+        "headers": s
+            .headers
+            .iter()
+            .map(|h| {
+                let value = if h.secret { "[REDACTED]" } else { h.value.expose() };
+                (h.name.as_str().to_string(), Value::String(value.to_string()))
+            })
+            .collect::<serde_json::Map<String, Value>>(),
     })
 }
 

@@ -10,7 +10,7 @@
 //! out, so its size costs nothing worth boxing.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -41,6 +41,16 @@ struct NewSubscription {
     timeout: Option<String>,
     max_in_flight: Option<u64>,
     signature: Option<String>,
+    headers: Option<BTreeMap<String, HeaderInput>>,
+}
+
+/// A custom header's value as the API takes it: a string (shown when the subscription is
+/// read), or `{"secret": "..."}` (kept like the signing secret: never shown again).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderInput {
+    Plain(String),
+    Secret { secret: String },
 }
 
 /// The longest owner id: the provider's customer id, not a document.
@@ -120,6 +130,7 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> String {
         timeout: new.timeout.clone(),
         max_in_flight: new.max_in_flight,
         signature: new.signature.clone(),
+        headers: new.headers.clone(),
     };
     changes.apply(&mut table);
     document(table)
@@ -130,7 +141,7 @@ pub async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
     let new: NewSubscription = match body_as(
         &body,
         "a subscription",
-        "id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature",
+        "id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature, headers ({\"Name\": \"value\"} or {\"Name\": {\"secret\": \"value\"}})",
     )
     .and_then(|new: NewSubscription| check_owner(new.owner.as_ref()).map(|()| new))
     {
@@ -256,6 +267,8 @@ struct Changes {
     timeout: Option<String>,
     max_in_flight: Option<u64>,
     signature: Option<String>,
+    /// Replaces every custom header; `{}` removes them all.
+    headers: Option<BTreeMap<String, HeaderInput>>,
 }
 
 impl Changes {
@@ -281,6 +294,29 @@ impl Changes {
         }
         if let Some(signature) = &self.signature {
             table.insert("signature".into(), signature.as_str().into());
+        }
+        match &self.headers {
+            Some(headers) if headers.is_empty() => {
+                table.remove("headers");
+            }
+            Some(headers) => {
+                let headers: toml::Table = headers
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = match value {
+                            HeaderInput::Plain(v) => v.as_str().into(),
+                            HeaderInput::Secret { secret } => {
+                                let mut t = toml::Table::new();
+                                t.insert("secret".into(), secret.as_str().into());
+                                toml::Value::Table(t)
+                            }
+                        };
+                        (name.clone(), value)
+                    })
+                    .collect();
+                table.insert("headers".into(), toml::Value::Table(headers));
+            }
+            None => {}
         }
     }
 }
@@ -385,7 +421,7 @@ pub async fn update(
         let changes: Changes = body_as(
             &body,
             "a change",
-            "owner, url, events, retry_schedule, timeout, max_in_flight, signature; the secret changes by POST .../rotate-secret",
+            "owner, url, events, retry_schedule, timeout, max_in_flight, signature, headers; the secret changes by POST .../rotate-secret",
         )?;
         check_owner(changes.owner.as_ref())?;
         Ok((stored, changes))

@@ -82,6 +82,8 @@ pub struct AttemptResult {
 pub struct AttemptRequest<'a> {
     pub url: &'a reqwest::Url,
     pub keys: &'a signing::SigningKeys,
+    /// The subscription's own headers, checked by the config: none is hookd's.
+    pub headers: &'a [crate::config::CustomHeader],
     pub delivery_id: &'a str,
     pub event_type: &'a str,
     pub attempt: u32,
@@ -147,10 +149,14 @@ impl Deliverer {
                 blocked: true,
             };
         }
-        let mut request = self
-            .client
-            .post(req.url.clone())
-            .timeout(req.timeout)
+        let mut request = self.client.post(req.url.clone()).timeout(req.timeout);
+        for header in req.headers {
+            if let Ok(mut value) = HeaderValue::from_str(header.value.expose()) {
+                value.set_sensitive(header.secret);
+                request = request.header(&header.name, value);
+            }
+        }
+        let mut request = request
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, self.user_agent.clone())
             .header(&self.event, req.event_type)

@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use super::session::{UiState, COOKIE};
 use super::{html, message, see_other, store_down, Action, Nav, Params, Scope, Viewer};
 use crate::api::admin::{parse_state, secret_fingerprint, state_name};
-use crate::config::{ApiToken, EventFilter, Scope as TokenScope, SignatureScheme, Subscription};
+use crate::config::{
+    ApiToken, CustomHeader, EventFilter, Scope as TokenScope, SignatureScheme, Subscription,
+};
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
 use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryState};
@@ -233,6 +235,25 @@ pub struct SubRow {
     pub last_error: String,
     pub fingerprint: String,
     pub signature: &'static str,
+    /// Custom headers as shown: a secret's value is masked.
+    pub headers: Vec<(String, String)>,
+    /// The plain (not secret) headers as the edit form's lines.
+    pub plain_headers: String,
+}
+
+/// Custom headers as a page shows them: a secret one's value masked.
+fn shown_headers(custom: &[CustomHeader]) -> Vec<(String, String)> {
+    custom
+        .iter()
+        .map(|h| {
+            let shown = if h.secret {
+                "•••••••• (secret)".to_string()
+            } else {
+                h.value.expose().to_string()
+            };
+            (h.name.as_str().to_string(), shown)
+        })
+        .collect()
 }
 
 fn events_text(events: &EventFilter) -> String {
@@ -283,6 +304,14 @@ async fn rows(shared: &Shared, viewer: &Viewer) -> Result<Vec<SubRow>, Response>
                 last_error: truncate(state.last_error.as_deref().unwrap_or(""), CELL_CHARS),
                 fingerprint: secret_fingerprint(s.secret.expose()),
                 signature: signature_name(s.signature),
+                headers: shown_headers(&s.headers),
+                plain_headers: s
+                    .headers
+                    .iter()
+                    .filter(|h| !h.secret)
+                    .map(|h| format!("{}: {}", h.name.as_str(), h.value.expose()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             }
         })
         .collect())
@@ -825,9 +854,15 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// The headers a delivery is sent with, signatures masked.
-fn sent_headers(prefix: &str, d: &Delivery, scheme: SignatureScheme) -> Vec<(String, String)> {
-    let mut out = vec![
+/// The headers a delivery is sent with, signatures and secret custom headers masked.
+fn sent_headers(
+    prefix: &str,
+    d: &Delivery,
+    scheme: SignatureScheme,
+    custom: &[CustomHeader],
+) -> Vec<(String, String)> {
+    let mut out = shown_headers(custom);
+    out.extend([
         ("Content-Type".to_string(), "application/json".to_string()),
         (
             "User-Agent".to_string(),
@@ -839,7 +874,7 @@ fn sent_headers(prefix: &str, d: &Delivery, scheme: SignatureScheme) -> Vec<(Str
             format!("{prefix}-Attempt"),
             "the attempt's number, from 1".to_string(),
         ),
-    ];
+    ]);
     if scheme != SignatureScheme::Standard {
         out.push((
             format!("{prefix}-Signature"),
@@ -860,14 +895,56 @@ fn sent_headers(prefix: &str, d: &Delivery, scheme: SignatureScheme) -> Vec<(Str
     out
 }
 
+/// The shell variable a secret custom header's value is taken from in [`curl`].
+fn header_variable(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("HEADER_{name}")
+}
+
 /// A shell snippet that sends the delivery again as hookd would, signing with
-/// `$WEBHOOK_SECRET` (never filled in here).
-fn curl(prefix: &str, url: &str, d: &Delivery, scheme: SignatureScheme, body: &str) -> String {
+/// `$WEBHOOK_SECRET` (never filled in here); secret custom headers come from variables too.
+fn curl(
+    prefix: &str,
+    url: &str,
+    d: &Delivery,
+    scheme: SignatureScheme,
+    body: &str,
+    custom: &[CustomHeader],
+) -> String {
     let mut out = String::from(
         "# Set WEBHOOK_SECRET to the subscription's secret first: it is never shown here.\n",
     );
+    for h in custom.iter().filter(|h| h.secret) {
+        out.push_str(&format!(
+            "# Set {} to the value of the secret header {} too.\n",
+            header_variable(h.name.as_str()),
+            h.name
+        ));
+    }
     out.push_str(&format!("printf '%s' {} > body.json\n", shell_quote(body)));
-    let mut headers = vec![
+    let mut headers: Vec<String> = custom
+        .iter()
+        .map(|h| {
+            if h.secret {
+                format!("-H \"{}: ${}\"", h.name, header_variable(h.name.as_str()))
+            } else {
+                format!(
+                    "-H {}",
+                    shell_quote(&format!("{}: {}", h.name, h.value.expose()))
+                )
+            }
+        })
+        .collect();
+    headers.extend([
         "-H 'Content-Type: application/json'".to_string(),
         format!(
             "-H {}",
@@ -881,7 +958,7 @@ fn curl(prefix: &str, url: &str, d: &Delivery, scheme: SignatureScheme, body: &s
             "-H {}",
             shell_quote(&format!("{prefix}-Attempt: {}", d.attempts + 1))
         ),
-    ];
+    ]);
     if scheme != SignatureScheme::Standard {
         out.push_str(
             "signature=$(openssl dgst -sha256 -hmac \"$WEBHOOK_SECRET\" -hex < body.json | sed 's/^.*= //')\n",
@@ -945,11 +1022,15 @@ pub async fn delivery(
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let prefix = &config.delivery.header_prefix;
+    let custom: &[CustomHeader] = match (&d.adhoc, sub) {
+        (None, Some(s)) => &s.headers,
+        _ => &[],
+    };
     let page = DeliveryPage {
         nav: viewer.nav("deliveries", q.notice),
         d: row(&d),
-        headers: sent_headers(prefix, &d, scheme),
-        curl: curl(prefix, &url, &d, scheme, &body),
+        headers: sent_headers(prefix, &d, scheme, custom),
+        curl: curl(prefix, &url, &d, scheme, &body, custom),
         body: truncate(&body, BODY_CHARS),
         url,
         next_attempt: when(d.due_ms.filter(|_| d.state == DeliveryState::Scheduled)),
@@ -1020,6 +1101,8 @@ pub struct Draft {
     pub other_events: String,
     pub signature: String,
     pub owner: String,
+    /// Custom headers, one `Name: value` per line.
+    pub headers: String,
     pub errors: Vec<(String, String)>,
 }
 
@@ -1046,7 +1129,15 @@ impl Draft {
 
     /// Errors that belong to no field of the form.
     pub fn general(&self) -> Vec<&str> {
-        const FIELDS: [&str; 6] = ["id", "url", "events", "secret", "signature", "owner"];
+        const FIELDS: [&str; 7] = [
+            "id",
+            "url",
+            "events",
+            "secret",
+            "signature",
+            "owner",
+            "headers",
+        ];
         self.errors
             .iter()
             .filter(|(f, _)| !FIELDS.contains(&f.as_str()))
@@ -1062,8 +1153,32 @@ impl Draft {
             other_events: f.get("other_events").unwrap_or("").to_string(),
             signature: f.get("signature").unwrap_or("abstrakt").to_string(),
             owner: f.get("owner").unwrap_or("").to_string(),
+            headers: f.get("headers").unwrap_or("").to_string(),
             errors: Vec::new(),
         }
+    }
+
+    /// The header lines as the API's `headers` object; a line without a colon is an error of
+    /// the `headers` field.
+    fn header_map(&mut self) -> serde_json::Map<String, Value> {
+        let mut map = serde_json::Map::new();
+        for line in self
+            .headers
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            match line.split_once(':') {
+                Some((name, value)) => {
+                    map.insert(name.trim().to_string(), json!(value.trim()));
+                }
+                None => self.errors.push((
+                    "headers".to_string(),
+                    format!("{line:?}: write each header as Name: value"),
+                )),
+            }
+        }
+        map
     }
 
     /// Every event type asked for: the boxes ticked and the others typed.
@@ -1154,12 +1269,21 @@ pub async fn create_subscription(State(shared): State<Arc<Shared>>, action: Acti
     if let Some(owner) = owner {
         body["owner"] = json!(owner);
     }
-    let request = Bytes::from(body.to_string());
-    let (status, answer) =
-        answer(crate::api::subscriptions::create(State(shared.clone()), request).await).await;
+    let headers = draft.header_map();
+    if !headers.is_empty() {
+        body["headers"] = Value::Object(headers);
+    }
     let nav = action.viewer.nav("subscriptions", None);
+    let (status, answer) = if draft.errors.is_empty() {
+        let request = Bytes::from(body.to_string());
+        answer(crate::api::subscriptions::create(State(shared.clone()), request).await).await
+    } else {
+        (StatusCode::UNPROCESSABLE_ENTITY, Value::Null)
+    };
     if status != StatusCode::CREATED {
-        draft.take_errors(&answer);
+        if !answer.is_null() {
+            draft.take_errors(&answer);
+        }
         let code = if status.is_server_error() {
             status
         } else {
@@ -1298,6 +1422,7 @@ pub async fn subscription(
         other_events: other.join(", "),
         signature: s.signature.to_string(),
         owner: s.owner.clone(),
+        headers: s.plain_headers.clone(),
         errors: Vec::new(),
     };
     html(
@@ -1330,8 +1455,27 @@ pub async fn update_subscription(
     if !may_see(&shared, &action.viewer, &id) {
         return not_found("such subscription");
     }
-    let draft = Draft::from_fields(&action.fields);
-    let body = json!({ "url": draft.url, "events": draft.all_events() });
+    let mut draft = Draft::from_fields(&action.fields);
+    let mut body = json!({ "url": draft.url, "events": draft.all_events() });
+    if action.fields.get("headers").is_some() {
+        // The form shows the plain headers only: the secret ones are kept as they are.
+        let mut headers = draft.header_map();
+        if let Some(current) = shared.config().subscription(&id) {
+            for h in current.headers.iter().filter(|h| h.secret) {
+                headers.insert(
+                    h.name.as_str().to_string(),
+                    json!({ "secret": h.value.expose() }),
+                );
+            }
+        }
+        if let Some((_, e)) = draft.errors.first() {
+            return see_other(&with_notice(
+                &format!("{}/subscriptions/{id}", action.viewer.base),
+                &format!("Not saved: {e}"),
+            ));
+        }
+        body["headers"] = Value::Object(headers);
+    }
     let (status, answer) = answer(
         crate::api::subscriptions::update(
             State(shared.clone()),

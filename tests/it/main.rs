@@ -9,6 +9,7 @@ mod clock_jumps;
 mod conformance;
 mod crash;
 mod damaged_store;
+mod delivery_controls;
 mod fairness;
 mod faults;
 mod first_run;

@@ -1,0 +1,201 @@
+//! Delivery controls a subscription or the operator sets: custom headers per subscription.
+
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::receiver::TestReceiver;
+
+fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+async fn call(app: &TestApp, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .request(method, format!("http://{}{path}", app.api))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn patch(app: &TestApp, body: Value) -> (u16, Value) {
+    call(
+        app,
+        reqwest::Method::PATCH,
+        "/v1/subscriptions/api-headers",
+        body,
+    )
+    .await
+}
+
+/// The config's diagnostics for `subscription_extra` added to a valid subscription, as
+/// (key, message).
+fn config_errors(subscription_extra: &str) -> Vec<(String, String)> {
+    let text = format!(
+        "[[subscription]]\nid = \"a\"\nurl = \"https://example.invalid/hook\"\nsecret = \"s\"\nevents = [\"*\"]\n{subscription_extra}\n"
+    );
+    match hookd::Config::from_toml(&text, "hookd.toml") {
+        Ok(_) => Vec::new(),
+        Err(hookd::config::ConfigError::Invalid(d)) => {
+            d.into_iter().map(|d| (d.key, d.message)).collect()
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_headers_from_the_config_arrive_beside_a_valid_signature() {
+    std::env::set_var("HOOKD_TEST_RECEIVER_TOKEN", "Bearer tok-123");
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app(&format!(
+        "[[subscription]]\nid = \"tenant\"\nurl = \"{}\"\nsecret = \"file-secret\"\nevents = [\"*\"]\n\
+         headers = {{ \"X-Tenant\" = \"acme\", \"Authorization\" = {{ env = \"HOOKD_TEST_RECEIVER_TOKEN\" }} }}\n",
+        receiver.url()
+    ))
+    .await;
+    let (status, body) = app
+        .post(&json!({ "request_id": "job-h1", "status": "completed" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("x-tenant"), "acme");
+    assert_eq!(got[0].header("authorization"), "Bearer tok-123");
+    assert_eq!(
+        got[0].header("x-abstrakt-signature"),
+        signature("file-secret", &got[0].body),
+        "the signature is hookd's, over the body as sent"
+    );
+    assert_eq!(got[0].header("content-type"), "application/json");
+
+    // The API shows the plain value and hides the secret one.
+    let shown = app.api_json("/v1/subscriptions/tenant").await;
+    assert_eq!(shown["headers"]["x-tenant"], "acme", "{shown}");
+    assert_eq!(shown["headers"]["authorization"], "[REDACTED]", "{shown}");
+    assert!(
+        !shown.to_string().contains("tok-123"),
+        "a secret header is never shown: {shown}"
+    );
+}
+
+#[test]
+fn reserved_and_malformed_headers_are_refused_by_name() {
+    for name in [
+        "X-Abstrakt-Signature",
+        "x-abstrakt-delivery",
+        "X-Abstrakt-Anything",
+        "webhook-signature",
+        "Webhook-Id",
+        "Content-Type",
+        "Content-Length",
+        "Host",
+        "Connection",
+        "Transfer-Encoding",
+        "Upgrade",
+        "traceparent",
+    ] {
+        let errors = config_errors(&format!("headers = {{ {name:?} = \"x\" }}"));
+        assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+        assert_eq!(errors[0].0, format!("subscription[0].headers.{name}"));
+        assert!(errors[0].1.contains("reserved"), "{name}: {errors:?}");
+    }
+    let errors = config_errors("headers = { \"Bad Name\" = \"x\" }");
+    assert!(errors[0].1.contains("not a header name"), "{errors:?}");
+    let errors = config_errors("headers = { \"X-A\" = \"one\\r\\nX-Injected: two\" }");
+    assert!(errors[0].1.contains("no line breaks"), "{errors:?}");
+    let errors = config_errors("headers = { \"X-A\" = \"\" }");
+    assert!(errors[0].1.contains("1 to 4096 bytes"), "{errors:?}");
+    let errors = config_errors("headers = { \"X-A\" = { env = \"HOOKD_TEST_UNSET_VARIABLE\" } }");
+    assert!(errors[0].1.contains("is not set"), "{errors:?}");
+    let errors = config_errors("headers = { \"X-A\" = 3 }");
+    assert!(
+        errors[0].1.contains("a header value is a string"),
+        "{errors:?}"
+    );
+    let many: Vec<String> = (0..33).map(|i| format!("\"X-H{i}\" = \"v\"")).collect();
+    let errors = config_errors(&format!("headers = {{ {} }}", many.join(", ")));
+    assert!(errors[0].1.contains("at most 32"), "{errors:?}");
+    assert!(
+        config_errors("headers = { \"X-Fine\" = \"v\", \"User-Agent\" = \"acme-hooks\" }")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_headers_are_set_changed_and_removed_through_the_api() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app("").await;
+    let (status, created) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/subscriptions",
+        json!({
+            "id": "api-headers", "url": receiver.url(), "events": ["*"],
+            "headers": { "X-Tenant": "acme", "Authorization": { "secret": "Bearer s3cret" } }
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["headers"]["x-tenant"], "acme");
+    assert_eq!(created["headers"]["authorization"], "[REDACTED]");
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    app.post(&json!({ "request_id": "job-a1", "status": "completed" }))
+        .await;
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("x-tenant"), "acme");
+    assert_eq!(got[0].header("authorization"), "Bearer s3cret");
+    assert_eq!(
+        got[0].header("x-abstrakt-signature"),
+        signature(&secret, &got[0].body)
+    );
+
+    // A reserved name is a 422 naming the header; nothing changes.
+    let (status, refused) = patch(
+        &app,
+        json!({ "headers": { "X-Abstrakt-Signature": "forged" } }),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["field"], "headers.X-Abstrakt-Signature",
+        "{refused}"
+    );
+    let (status, refused) = patch(
+        &app,
+        json!({ "headers": { "X-A": "line\r\nX-B: injected" } }),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+
+    // Replaced: the new set only.
+    let (status, changed) = patch(&app, json!({ "headers": { "X-Region": "eu" } })).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["headers"], json!({ "x-region": "eu" }));
+    app.post(&json!({ "request_id": "job-a2", "status": "completed" }))
+        .await;
+    let got = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got[1].header("x-region"), "eu");
+    assert_eq!(got[1].header("x-tenant"), "", "the old set is gone");
+    assert_eq!(got[1].header("authorization"), "");
+
+    // Removed, across a restart.
+    let (status, changed) = patch(&app, json!({ "headers": {} })).await;
+    assert_eq!(status, 200, "{changed}");
+    let app = app.restart().await;
+    let shown = app.api_json("/v1/subscriptions/api-headers").await;
+    assert_eq!(shown["headers"], json!({}), "{shown}");
+    app.post(&json!({ "request_id": "job-a3", "status": "completed" }))
+        .await;
+    let got = receiver.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(got[2].header("x-region"), "");
+}

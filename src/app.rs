@@ -59,7 +59,14 @@ impl Application {
                 format!("cannot listen on metrics.listen {}", config.metrics.listen)
             })?;
         let guard = Arc::new(RwLock::new(config.targets.guard()));
-        let deliverer = Deliverer::new(&config.delivery.header_prefix, guard.clone())?;
+        if let Some(proxy) = &config.delivery.proxy {
+            tracing::info!(proxy = %proxy.shown(), "attempts go through the configured proxy");
+        }
+        let deliverer = Deliverer::new(
+            &config.delivery.header_prefix,
+            guard.clone(),
+            config.delivery.proxy.as_ref(),
+        )?;
         let paused: HashSet<String> = store
             .subscription_states()
             .await

@@ -383,6 +383,7 @@ struct RawDelivery {
     header_prefix: Option<Spanned<String>>,
     allow_adhoc_targets: Option<bool>,
     shutdown_grace: Option<HumanDuration>,
+    proxy: Option<Spanned<SecretSource>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -516,6 +517,33 @@ pub struct DeliveryConfig {
     pub header_prefix: String,
     pub allow_adhoc_targets: bool,
     pub shutdown_grace: Duration,
+    /// Every attempt goes through this HTTP(S) proxy (`delivery.proxy`); the environment's
+    /// proxy variables are never used. A secret: its URL may hold credentials.
+    pub proxy: Option<Proxy>,
+}
+
+/// `delivery.proxy`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    /// The whole URL, credentials included.
+    pub url: Secret,
+    /// Its host (a name or an address), which the target guard does not judge: the operator
+    /// chose it.
+    pub host: String,
+}
+
+impl Proxy {
+    /// The URL without its credentials, for logs and pages.
+    pub fn shown(&self) -> String {
+        match reqwest::Url::parse(self.url.expose()) {
+            Ok(mut url) => {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Err(_) => "[REDACTED]".to_string(),
+        }
+    }
 }
 
 /// What decides the attempts of one delivery: global, or overridden per subscription.
@@ -647,6 +675,7 @@ impl Config {
         keep!(storage.cache_capacity_bytes, "storage.cache_capacity_bytes");
         keep!(delivery.max_in_flight, "delivery.max_in_flight");
         keep!(delivery.header_prefix, "delivery.header_prefix");
+        keep!(delivery.proxy, "delivery.proxy");
         Kept { config: self, keys }
     }
 
@@ -1243,6 +1272,41 @@ impl Validator<'_> {
             header_prefix: prefix.into_inner(),
             allow_adhoc_targets: pick!(raw, d, allow_adhoc_targets),
             shutdown_grace: pick!(raw, d, shutdown_grace).0,
+            proxy: raw.proxy.as_ref().and_then(|p| self.proxy(p)),
+        }
+    }
+
+    /// `delivery.proxy`: an http:// or https:// URL with a host, and no path.
+    fn proxy(&mut self, raw: &Spanned<SecretSource>) -> Option<Proxy> {
+        let url = self.secret(raw, "delivery.proxy");
+        if url.expose().is_empty() {
+            return None;
+        }
+        // The value is not repeated in an error: it may hold a password.
+        let parsed = match reqwest::Url::parse(url.expose()) {
+            Ok(u) => u,
+            Err(e) => {
+                self.error(raw.span(), "delivery.proxy", format!("not a URL: {e}"));
+                return None;
+            }
+        };
+        let host = parsed.host_str().map(str::to_string);
+        match host {
+            Some(host)
+                if matches!(parsed.scheme(), "http" | "https")
+                    && matches!(parsed.path(), "" | "/")
+                    && parsed.query().is_none() =>
+            {
+                Some(Proxy { url, host })
+            }
+            _ => {
+                self.error(
+                    raw.span(),
+                    "delivery.proxy",
+                    "must be an http:// or https:// proxy URL with a host and no path, like \"http://proxy.internal:3128\"",
+                );
+                None
+            }
         }
     }
 

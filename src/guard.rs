@@ -132,21 +132,59 @@ pub struct BlockedAddress;
 #[derive(Debug, Clone)]
 pub struct GuardedResolver {
     guard: Arc<std::sync::RwLock<Guard>>,
+    /// The configured proxy's host name: the operator chose it, so it is resolved as it is.
+    exempt: Option<String>,
 }
 
 impl GuardedResolver {
     pub fn new(guard: Arc<std::sync::RwLock<Guard>>) -> GuardedResolver {
-        GuardedResolver { guard }
+        GuardedResolver {
+            guard,
+            exempt: None,
+        }
+    }
+
+    /// A resolver that leaves the name `host` (the proxy's) to the system, unjudged.
+    pub fn with_exempt(guard: Arc<std::sync::RwLock<Guard>>, host: &str) -> GuardedResolver {
+        GuardedResolver {
+            guard,
+            exempt: Some(host.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Resolves `host` and checks every address it has: the check for a target reached through a
+/// proxy, which connects by itself to any of them. `Err` with the reason when one is refused
+/// or the name does not resolve here.
+pub async fn check_name(guard: &std::sync::RwLock<Guard>, host: &str) -> Result<(), String> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| format!("cannot resolve {host} to check it against the target guard: {e}"))?
+        .collect();
+    let guard = guard.read().unwrap_or_else(|e| e.into_inner()).clone();
+    match found.iter().find(|a| !guard.permits(a.ip())) {
+        Some(a) => Err(format!(
+            "{BLOCKED}: {host} resolves to {} (among its addresses), refused by the target guard",
+            a.ip()
+        )),
+        None => Ok(()),
     }
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let guard = self.guard.clone();
+        let exempt = self
+            .exempt
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case(name.as_str()));
         Box::pin(async move {
             let host = name.as_str().to_string();
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if exempt {
+                return Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs);
+            }
             let guard = guard.read().unwrap_or_else(|e| e.into_inner()).clone();
             let allowed: Vec<SocketAddr> = found
                 .into_iter()

@@ -103,20 +103,37 @@ pub struct Deliverer {
     user_agent: HeaderValue,
     /// Checks URLs with a literal IP, which never reach the resolver.
     guard: Arc<RwLock<Guard>>,
+    /// `delivery.proxy` is set: the proxy resolves the targets' names, so each is resolved
+    /// and checked here first.
+    proxied: bool,
 }
 
 impl Deliverer {
     /// `header_prefix` is checked by the config (letters, digits and '-'). `guard` decides
     /// which addresses may be connected to; the caller may update it (on reload).
-    pub fn new(header_prefix: &str, guard: Arc<RwLock<Guard>>) -> anyhow::Result<Deliverer> {
-        let client = reqwest::Client::builder()
+    pub fn new(
+        header_prefix: &str,
+        guard: Arc<RwLock<Guard>>,
+        proxy: Option<&crate::config::Proxy>,
+    ) -> anyhow::Result<Deliverer> {
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            // Every name goes through the guard; proxies from the environment would bypass it.
-            .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
-            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
+            .connect_timeout(Duration::from_secs(10));
+        // Every name goes through the guard; proxies from the environment would bypass it, so
+        // they are never used: only the configured one is (and its host is the operator's).
+        let builder = match proxy {
+            Some(p) => builder
+                .dns_resolver(Arc::new(GuardedResolver::with_exempt(
+                    guard.clone(),
+                    &p.host,
+                )))
+                .proxy(reqwest::Proxy::all(p.url.expose())?),
+            None => builder
+                .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
+                .no_proxy(),
+        };
+        let client = builder.build()?;
         let name =
             |suffix: &str| HeaderName::from_bytes(format!("{header_prefix}-{suffix}").as_bytes());
         Ok(Deliverer {
@@ -127,6 +144,7 @@ impl Deliverer {
             attempt: name("Attempt")?,
             user_agent: HeaderValue::from_static(concat!("hookd/", env!("CARGO_PKG_VERSION"))),
             guard,
+            proxied: proxy.is_some(),
         })
     }
 
@@ -148,6 +166,22 @@ impl Deliverer {
                 duration: started.elapsed(),
                 blocked: true,
             };
+        }
+        if self.proxied {
+            if let Some(url::Host::Domain(host)) = req.url.host() {
+                if let Err(reason) = guard::check_name(&self.guard, host).await {
+                    let blocked = reason.starts_with(guard::BLOCKED);
+                    return AttemptResult {
+                        outcome: Outcome::Other,
+                        status_code: None,
+                        retry_after: None,
+                        error: Some(reason),
+                        response_excerpt: None,
+                        duration: started.elapsed(),
+                        blocked,
+                    };
+                }
+            }
         }
         let mut request = self.client.post(req.url.clone()).timeout(req.timeout);
         for header in req.headers {

@@ -1,4 +1,5 @@
-//! Delivery controls a subscription or the operator sets: custom headers per subscription.
+//! Delivery controls a subscription or the operator sets: custom headers per subscription, and
+//! egress through an explicit proxy (`delivery.proxy`).
 
 use std::time::Duration;
 
@@ -6,7 +7,12 @@ use hmac::{KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::support::app::{spawn_app, TestApp};
+use hookd::store::DeliveryState;
+
+use crate::support::app::{spawn_app, spawn_app_guarded, TestApp};
+use crate::support::events::{delivery_ids, wait_for_state};
+use crate::support::process::HookdProcess;
+use crate::support::proxy::TestProxy;
 use crate::support::receiver::TestReceiver;
 
 fn signature(secret: &str, body: &[u8]) -> String {
@@ -56,12 +62,16 @@ fn config_errors(subscription_extra: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_headers_from_the_config_arrive_beside_a_valid_signature() {
-    std::env::set_var("HOOKD_TEST_RECEIVER_TOKEN", "Bearer tok-123");
+    // A secret value from a file, as a systemd credential or a mounted secret would be.
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("receiver-token");
+    std::fs::write(&token_file, "Bearer tok-123\n").expect("write the token");
     let receiver = TestReceiver::start().await;
     let app = spawn_app(&format!(
         "[[subscription]]\nid = \"tenant\"\nurl = \"{}\"\nsecret = \"file-secret\"\nevents = [\"*\"]\n\
-         headers = {{ \"X-Tenant\" = \"acme\", \"Authorization\" = {{ env = \"HOOKD_TEST_RECEIVER_TOKEN\" }} }}\n",
-        receiver.url()
+         headers = {{ \"X-Tenant\" = \"acme\", \"Authorization\" = {{ file = {:?} }} }}\n",
+        receiver.url(),
+        token_file.display().to_string()
     ))
     .await;
     let (status, body) = app
@@ -198,4 +208,167 @@ async fn custom_headers_are_set_changed_and_removed_through_the_api() {
         .await;
     let got = receiver.wait_for(3, Duration::from_secs(10)).await;
     assert_eq!(got[2].header("x-region"), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_go_through_the_configured_proxy_with_its_credentials() {
+    let proxy = TestProxy::start().await;
+    let receiver = TestReceiver::start().await;
+    let proxied = format!("http://hookd:pw-9f2@{}", proxy.addr);
+    // One target by address, one by name: both reach the receiver through the proxy.
+    let by_name = receiver.url().replace("127.0.0.1", "localhost");
+    let app = spawn_app(&format!(
+        "[delivery]\nproxy = {proxied:?}\n\n\
+         [[subscription]]\nid = \"by-address\"\nurl = \"{}\"\nsecret = \"s1\"\nevents = [\"*\"]\n\n\
+         [[subscription]]\nid = \"by-name\"\nurl = \"{by_name}\"\nsecret = \"s2\"\nevents = [\"*\"]\n",
+        receiver.url()
+    ))
+    .await;
+    let (status, body) = app
+        .post(&json!({ "request_id": "job-p1", "status": "completed" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let got = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(proxy.carried(), 2, "each delivery went through the proxy");
+    // Each signed with its subscription's secret, as sent.
+    let mut signed_by: Vec<&str> = got
+        .iter()
+        .map(|g| {
+            let sig = g.header("x-abstrakt-signature");
+            ["s1", "s2"]
+                .into_iter()
+                .find(|s| signature(s, &g.body) == sig)
+                .unwrap_or("neither")
+        })
+        .collect();
+    signed_by.sort_unstable();
+    assert_eq!(signed_by, ["s1", "s2"]);
+    // reqwest sends the URL's credentials as Basic proxy authorization.
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "hookd:pw-9f2")
+    );
+    assert_eq!(proxy.authorizations(), [basic.clone(), basic]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_proxy_the_target_guard_still_judges_the_targets_names() {
+    let proxy = TestProxy::start().await;
+    let receiver = TestReceiver::start().await;
+    // The guard as shipped (loopback refused), the proxy on loopback: the operator's proxy is
+    // reached, a target named `localhost` is resolved here, found on loopback and refused.
+    let app = spawn_app_guarded(&format!(
+        "[delivery]\nproxy = \"{}\"\n\n\
+         [[subscription]]\nid = \"named\"\nurl = \"{}\"\nsecret = \"s\"\nevents = [\"*\"]\n",
+        proxy.url(),
+        receiver.url().replace("127.0.0.1", "localhost")
+    ))
+    .await;
+    let (status, body) = app
+        .post(&json!({ "request_id": "job-g1", "status": "completed" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let event = body["event_id"].as_str().expect("event id");
+    let ids = delivery_ids(&app, event).await;
+    let dead = wait_for_state(&app, &ids[0], DeliveryState::Dead, Duration::from_secs(10)).await;
+    assert!(
+        dead.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("blocked address"),
+        "{dead:?}"
+    );
+    assert_eq!(proxy.carried(), 0, "nothing was sent to the proxy");
+    assert_eq!(receiver.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_from_the_environment_are_never_used() {
+    let proxy = TestProxy::start().await;
+    let receiver = TestReceiver::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("hookd.toml"),
+        format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n\
+             [[subscription]]\nid = \"direct\"\nurl = \"{}\"\nsecret = \"s\"\nevents = [\"*\"]\n{}",
+            dir.path().join("db").display().to_string(),
+            receiver.url(),
+            crate::support::LOOPBACK_TARGETS
+        ),
+    )
+    .expect("write config");
+    let url = proxy.url();
+    let env: Vec<(&str, &str)> = [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|k| (k, url.as_str()))
+    .chain([("NO_PROXY", ""), ("no_proxy", "")])
+    .collect();
+    let (process, api, metrics) =
+        crate::support::process::launch(&dir.path().join("hookd.toml"), &env)
+            .await
+            .expect("hookd starts");
+    let hookd = HookdProcess {
+        process,
+        api,
+        metrics,
+    };
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(hookd.events_url())
+        .header("content-type", "application/json")
+        .body(json!({ "request_id": "job-e1", "status": "completed" }).to_string())
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(answer.status(), 202);
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        got[0].header("x-abstrakt-signature"),
+        signature("s", &got[0].body)
+    );
+    assert_eq!(proxy.carried(), 0, "the environment's proxy was used");
+}
+
+#[test]
+fn a_proxy_url_is_checked_and_never_repeated_in_an_error() {
+    let text = |proxy: &str| {
+        format!(
+            "[delivery]\nproxy = {proxy:?}\n\n[[subscription]]\nid = \"a\"\nurl = \"https://example.invalid/\"\nsecret = \"s\"\nevents = [\"*\"]\n"
+        )
+    };
+    for bad in [
+        "socks5://user:hunter2@proxy.internal:1080",
+        "http://user:hunter2@proxy.internal:3128/some/path",
+        "not a url hunter2",
+    ] {
+        let Err(hookd::config::ConfigError::Invalid(d)) =
+            hookd::Config::from_toml(&text(bad), "hookd.toml")
+        else {
+            panic!("{bad} was accepted");
+        };
+        assert_eq!(d[0].key, "delivery.proxy", "{d:?}");
+        assert!(
+            !d[0].to_string().contains("hunter2"),
+            "the password is shown: {}",
+            d[0]
+        );
+    }
+    let config = hookd::Config::from_toml(
+        &text("http://user:hunter2@proxy.internal:3128"),
+        "hookd.toml",
+    )
+    .expect("a good proxy URL");
+    let proxy = config.delivery.proxy.clone().expect("the proxy");
+    assert_eq!(proxy.shown(), "http://proxy.internal:3128/");
+    assert!(!format!("{config:?}").contains("hunter2"));
 }

@@ -18,6 +18,7 @@ pub mod load;
 pub mod notify;
 pub mod pg;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 pub mod slow_receiver;
 

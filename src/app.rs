@@ -3,7 +3,6 @@
 //! Tests build it on port 0 with a fresh data directory and own its shutdown token
 //! (`Application::build`, then `run_until_stopped`).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -67,14 +66,11 @@ impl Application {
             guard.clone(),
             config.delivery.proxy.as_ref(),
         )?;
-        let paused: HashSet<String> = store
+        let states = store
             .subscription_states()
             .await
-            .context("cannot read subscription states")?
-            .into_iter()
-            .filter(|(_, state)| state.paused)
-            .map(|(id, _)| id)
-            .collect();
+            .context("cannot read subscription states")?;
+        let paused = states.values().filter(|state| state.paused).count();
         let metrics = Metrics::new();
         metrics.init_subscriptions(
             config
@@ -85,7 +81,7 @@ impl Application {
         );
         metrics
             .subscriptions_paused
-            .set(i64::try_from(paused.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(paused).unwrap_or(i64::MAX));
         let listening = format!(
             "api {}, metrics {}",
             api_listener.local_addr()?,
@@ -96,7 +92,7 @@ impl Application {
             .await
             .context("cannot read the subscriptions created through the API")?;
         metrics.init_subscriptions(stored.iter().map(|s| s.id.as_str()));
-        let settings = Settings::new(config, stored, paused);
+        let settings = Settings::new(config, stored, states);
         let shared = Arc::new(Shared::new(
             store, clock, metrics, settings, guard, listening,
         ));
@@ -162,6 +158,15 @@ impl Application {
             limits,
         ));
         let background = tokio::spawn(background(shared.clone(), shutdown.clone()));
+        // Stopped after the scheduler, so that what its last attempts report is served.
+        let stop_control = CancellationToken::new();
+        let control = shared.take_control().map(|requests| {
+            tokio::spawn(crate::operator::serve(
+                shared.clone(),
+                requests,
+                stop_control.clone(),
+            ))
+        });
         let scheduler = Scheduler::new(shared.scheduler_deps(), deliverer);
         let grace = config.delivery.shutdown_grace;
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone(), grace));
@@ -176,7 +181,11 @@ impl Application {
         tracing::info!("shutting down: no new events accepted, finishing attempts in flight");
         api.await.context("api task")?;
         scheduler.await.context("scheduler task")?;
+        stop_control.cancel();
         background.await.context("background task")?;
+        if let Some(control) = control {
+            control.await.context("control task")?;
+        }
         watchdog.await.context("watchdog task")?;
         stop_metrics.cancel();
         metrics.await.context("metrics task")?;

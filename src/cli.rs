@@ -294,10 +294,10 @@ pub fn subscriptions_table(items: &[Value]) -> String {
                 .unwrap_or_default();
             vec![
                 cell(&s["id"]),
-                if s["paused"].as_bool() == Some(true) {
-                    "paused".into()
-                } else {
-                    "active".into()
+                match s["state"].as_str() {
+                    Some(state) => state.to_string(),
+                    None if s["paused"].as_bool() == Some(true) => "paused".into(),
+                    None => "active".into(),
                 },
                 cell(&s["url"]),
                 events,

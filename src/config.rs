@@ -327,6 +327,7 @@ pub struct RawConfig {
     targets: RawTargets,
     #[serde(default)]
     subscription: Vec<RawSubscription>,
+    operator: Option<RawOperator>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +385,10 @@ struct RawDelivery {
     allow_adhoc_targets: Option<bool>,
     shutdown_grace: Option<HumanDuration>,
     proxy: Option<Spanned<SecretSource>>,
+    breaker_failures: Option<u32>,
+    breaker_probe_interval: Option<HumanDuration>,
+    disable_after: Option<HumanDuration>,
+    disable_after_failures: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,7 +405,33 @@ struct RawSubscription {
     previous_secret: Option<Spanned<SecretSource>>,
     previous_secret_expires: Option<Spanned<String>>,
     headers: Option<Spanned<std::collections::BTreeMap<String, HeaderSource>>>,
+    breaker_failures: Option<u32>,
+    breaker_probe_interval: Option<HumanDuration>,
+    disable_after: Option<HumanDuration>,
+    disable_after_failures: Option<u32>,
 }
+
+/// `[operator]`: where hookd sends the events about itself (operator events).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperator {
+    url: Spanned<String>,
+    secret: Spanned<SecretSource>,
+    events: Option<Spanned<Vec<String>>>,
+    signature: Option<SignatureScheme>,
+    headers: Option<Spanned<std::collections::BTreeMap<String, HeaderSource>>>,
+}
+
+/// The id of the subscription `[operator]` becomes: its deliveries are signed, retried and
+/// guarded like every other.
+pub const OPERATOR_SUBSCRIPTION: &str = "operator";
+
+/// The operator events hookd sends.
+pub const OPERATOR_EVENTS: [&str; 3] = [
+    "subscription.disabled",
+    "subscription.recovered",
+    "delivery.dead",
+];
 
 /// A document of `[[subscription]]` tables only: what a stored subscription holds.
 #[derive(Debug, Deserialize)]
@@ -517,9 +548,25 @@ pub struct DeliveryConfig {
     pub header_prefix: String,
     pub allow_adhoc_targets: bool,
     pub shutdown_grace: Duration,
+    /// The circuit breaker every subscription starts from.
+    pub breaker: BreakerPolicy,
     /// Every attempt goes through this HTTP(S) proxy (`delivery.proxy`); the environment's
     /// proxy variables are never used. A secret: its URL may hold credentials.
     pub proxy: Option<Proxy>,
+}
+
+/// When a failing subscription is probed one attempt at a time, and when it is disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Failed attempts in a row that open the breaker (one probe at a time); 0: never.
+    pub failures: u32,
+    /// While open, the least time between a failed probe and the next one.
+    pub probe_interval: Duration,
+    /// Failing for this long (since the first failure after the last success) disables the
+    /// subscription; zero: never.
+    pub disable_after: Duration,
+    /// This many failed attempts in a row disable it; 0: never.
+    pub disable_after_failures: u32,
 }
 
 /// `delivery.proxy`, validated.
@@ -566,6 +613,8 @@ pub struct Subscription {
     pub previous_secret: Option<PreviousSecret>,
     /// Headers added to each delivery (`headers`), in name order.
     pub headers: Vec<CustomHeader>,
+    /// Its circuit breaker: `[delivery]`'s, with its own overrides.
+    pub breaker: BreakerPolicy,
 }
 
 impl Subscription {
@@ -769,8 +818,13 @@ impl Config {
             errors: Vec::new(),
         };
         let mut ids = taken.clone();
-        let subscription =
-            validator.subscription(0, one, &self.delivery, &self.targets.guard(), &mut ids);
+        let subscription = validator.subscription(
+            "subscription[0]",
+            one,
+            &self.delivery,
+            &self.targets.guard(),
+            &mut ids,
+        );
         match subscription {
             Some(s) if validator.errors.is_empty() => Ok(s),
             _ => Err(validator.errors),
@@ -1027,6 +1081,58 @@ impl Validator<'_> {
         })
     }
 
+    /// `[operator]` as the subscription `operator`: its breaker never opens (hookd's own news
+    /// must not wait behind it) and its events are operator events only.
+    fn operator(
+        &mut self,
+        op: &RawOperator,
+        delivery: &DeliveryConfig,
+        guard: &crate::guard::Guard,
+        ids: &mut HashSet<String>,
+    ) -> Option<Subscription> {
+        let events = match &op.events {
+            Some(events) => {
+                if let Some(bad) = events
+                    .get_ref()
+                    .iter()
+                    .find(|e| !OPERATOR_EVENTS.contains(&e.as_str()))
+                {
+                    self.error(
+                        events.span(),
+                        "operator.events",
+                        format!(
+                            "{bad:?} is not an operator event: {}",
+                            OPERATOR_EVENTS.join(", ")
+                        ),
+                    );
+                }
+                events.clone()
+            }
+            None => Spanned::new(
+                0..0,
+                OPERATOR_EVENTS.iter().map(|e| e.to_string()).collect(),
+            ),
+        };
+        let raw = RawSubscription {
+            id: Spanned::new(0..0, OPERATOR_SUBSCRIPTION.to_string()),
+            url: op.url.clone(),
+            secret: op.secret.clone(),
+            events,
+            retry_schedule: None,
+            timeout: None,
+            max_in_flight: None,
+            signature: op.signature,
+            previous_secret: None,
+            previous_secret_expires: None,
+            headers: op.headers.clone(),
+            breaker_failures: Some(0),
+            breaker_probe_interval: None,
+            disable_after: Some(HumanDuration(Duration::ZERO)),
+            disable_after_failures: Some(0),
+        };
+        self.subscription("operator", &raw, delivery, guard, ids)
+    }
+
     /// A subscription's `headers`: valid names and values, none reserved ([`reserved_header`]).
     fn headers(
         &mut self,
@@ -1107,6 +1213,7 @@ impl Validator<'_> {
             delivery,
             targets,
             subscription,
+            operator,
         } = raw;
         let RawConfig {
             api: d_api,
@@ -1125,8 +1232,22 @@ impl Validator<'_> {
         let subscriptions: Vec<Subscription> = subscription
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| self.subscription(i, s, &delivery, &guard, &mut ids))
+            .filter_map(|(i, s)| {
+                self.subscription(
+                    &format!("subscription[{i}]"),
+                    s,
+                    &delivery,
+                    &guard,
+                    &mut ids,
+                )
+            })
             .collect();
+        let mut subscriptions = subscriptions;
+        if let Some(op) = &operator {
+            if let Some(s) = self.operator(op, &delivery, &guard, &mut ids) {
+                subscriptions.push(s);
+            }
+        }
         let engine = self.engine(&storage, &d_storage);
         let mut storage = storage_config(storage, d_storage);
         storage.engine = engine;
@@ -1273,6 +1394,12 @@ impl Validator<'_> {
             allow_adhoc_targets: pick!(raw, d, allow_adhoc_targets),
             shutdown_grace: pick!(raw, d, shutdown_grace).0,
             proxy: raw.proxy.as_ref().and_then(|p| self.proxy(p)),
+            breaker: BreakerPolicy {
+                failures: pick!(raw, d, breaker_failures),
+                probe_interval: pick!(raw, d, breaker_probe_interval).0,
+                disable_after: pick!(raw, d, disable_after).0,
+                disable_after_failures: pick!(raw, d, disable_after_failures),
+            },
         }
     }
 
@@ -1337,13 +1464,13 @@ impl Validator<'_> {
     /// and the ids seen so far. `None` when its URL is unusable (reported).
     fn subscription(
         &mut self,
-        i: usize,
+        at: &str,
         s: &RawSubscription,
         delivery: &DeliveryConfig,
         guard: &crate::guard::Guard,
         ids: &mut HashSet<String>,
     ) -> Option<Subscription> {
-        let key = |name: &str| format!("subscription[{i}].{name}");
+        let key = |name: &str| format!("{at}.{name}");
         let id = s.id.get_ref();
         let id_ok = !id.is_empty()
             && id.len() <= 64
@@ -1361,6 +1488,12 @@ impl Validator<'_> {
                 s.id.span(),
                 &key("id"),
                 "\"adhoc\" is reserved for per-request webhook_url targets",
+            );
+        } else if id == OPERATOR_SUBSCRIPTION && at != "operator" {
+            self.error(
+                s.id.span(),
+                &key("id"),
+                "\"operator\" is reserved for the [operator] endpoint (operator events)",
             );
         } else if !ids.insert(id.clone()) {
             self.error(
@@ -1391,7 +1524,13 @@ impl Validator<'_> {
             }
         };
         let secret = self.secret(&s.secret, &key("secret"));
-        let events = match parse_events(s.events.get_ref()) {
+        let parsed = if at == "operator" {
+            // Checked by `operator`: operator event types, not jobs'.
+            Ok(EventFilter::Only(s.events.get_ref().clone()))
+        } else {
+            parse_events(s.events.get_ref())
+        };
+        let events = match parsed {
             Ok(events) => events,
             Err(message) => {
                 self.error(s.events.span(), &key("events"), message);
@@ -1465,6 +1604,13 @@ impl Validator<'_> {
             Some(h) => self.headers(h, &key("headers"), &delivery.header_prefix),
             None => Vec::new(),
         };
+        let d = delivery.breaker;
+        let breaker = BreakerPolicy {
+            failures: s.breaker_failures.unwrap_or(d.failures),
+            probe_interval: s.breaker_probe_interval.map_or(d.probe_interval, |t| t.0),
+            disable_after: s.disable_after.map_or(d.disable_after, |t| t.0),
+            disable_after_failures: s.disable_after_failures.unwrap_or(d.disable_after_failures),
+        };
         url.map(|url| Subscription {
             id: id.clone(),
             url,
@@ -1475,6 +1621,7 @@ impl Validator<'_> {
             signature,
             previous_secret,
             headers,
+            breaker,
         })
     }
 }
@@ -1575,6 +1722,10 @@ mod tests {
                 && d.header_prefix.is_some()
                 && d.allow_adhoc_targets.is_some()
                 && d.shutdown_grace.is_some()
+                && d.breaker_failures.is_some()
+                && d.breaker_probe_interval.is_some()
+                && d.disable_after.is_some()
+                && d.disable_after_failures.is_some()
         );
         let config = Config::from_toml(EXAMPLE, "example").unwrap();
         assert_eq!(

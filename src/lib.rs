@@ -25,6 +25,7 @@
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod breaker;
 pub mod canonical;
 pub mod cli;
 pub mod clock;
@@ -33,6 +34,7 @@ pub mod delivery;
 pub mod event;
 pub mod guard;
 pub mod metrics;
+pub mod operator;
 pub mod scheduler;
 pub mod signing;
 pub mod state;

@@ -191,6 +191,12 @@ enum SubscriptionsCommand {
         client: ClientArgs,
         id: String,
     },
+    /// Enable a subscription its circuit breaker disabled: its waiting deliveries go out again.
+    Enable {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
     /// Create a subscription at run time (kept in the store; the config file's rules apply).
     Add {
         #[command(flatten)]
@@ -428,6 +434,12 @@ fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
             Method::POST,
             None,
         ),
+        SubscriptionsCommand::Enable { client, id } => (
+            client,
+            format!("/v1/subscriptions/{}/enable", path_segment(id)),
+            Method::POST,
+            None,
+        ),
         SubscriptionsCommand::Add {
             client,
             endpoint,
@@ -519,6 +531,8 @@ fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
             )
         } else if let Some(delivery) = value["delivery_id"].as_str() {
             format!("sent job.test: {delivery} (hookd deliveries show {delivery})")
+        } else if let Some(state) = value["state"].as_str() {
+            format!("{} {state}", cli::cell(&value["id"]))
         } else {
             format!(
                 "{} {}",

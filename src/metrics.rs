@@ -33,6 +33,8 @@ pub struct Metrics {
     pub store_claim_duration: HistogramVec,
     pub store_stale_outcomes: IntGauge,
     pub store_dead_rows: IntGauge,
+    /// Each subscription's circuit breaker: 0 closed, 1 open, 2 disabled.
+    pub breaker: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -190,6 +192,20 @@ impl Metrics {
                 "hookd_store_skipped_records",
                 "Records the store could not decode and skips (each is logged with its key).",
             ),
+            breaker: {
+                let metric = IntGaugeVec::new(
+                    Opts::new(
+                        "hookd_subscription_breaker",
+                        "Each subscription's circuit breaker: 0 closed, 1 open (one probe at a time), 2 disabled (deliveries wait for an admin to enable it).",
+                    ),
+                    &["subscription"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("registered once");
+                metric
+            },
             store_pool: {
                 let metric = IntGaugeVec::new(
                     Opts::new(
@@ -247,6 +263,13 @@ impl Metrics {
                 self.deliveries.with_label_values(&[id, result]);
             }
             self.retries_scheduled.with_label_values(&[id]);
+        }
+    }
+
+    /// Sets the breaker gauge of every configured subscription.
+    pub fn set_breakers(&self, gates: &[(String, crate::breaker::Gate)]) {
+        for (id, gate) in gates {
+            self.breaker.with_label_values(&[id]).set(gate.gauge());
         }
     }
 

@@ -57,6 +57,8 @@ pub fn limits(config: &Config, paused: &HashSet<String>) -> Limits {
 /// clock, the metrics, the settings, the wake-up and the heartbeat the watchdog reads. Built by
 /// [`crate::state::Shared::scheduler_deps`].
 pub struct SchedulerDeps {
+    /// Disabling a subscription and operator events, done by the daemon off the attempt path.
+    pub control: tokio::sync::mpsc::UnboundedSender<crate::state::Control>,
     pub queue: Arc<dyn QueueStore>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
@@ -67,7 +69,9 @@ pub struct SchedulerDeps {
 
 impl SchedulerDeps {
     fn apply_limits(&self) {
-        self.queue.set_limits(self.settings.limits());
+        let now = self.clock.now_ms();
+        self.queue.set_limits(self.settings.limits(now));
+        self.metrics.set_breakers(&self.settings.gates(now));
     }
 }
 
@@ -127,6 +131,10 @@ impl Scheduler {
     /// earliest due time of what is left, if anything may run.
     pub async fn run_once(&self) -> anyhow::Result<Option<u64>> {
         let now = self.deps.clock.now_ms();
+        if self.deps.settings.breaker_open(now) {
+            // An open breaker's next probe is a matter of time.
+            self.deps.apply_limits();
+        }
         let started = std::time::Instant::now();
         let (claimed, next_due) = self.deps.queue.claim(now, usize::MAX).await?;
         self.deps
@@ -264,6 +272,7 @@ impl AttemptTask {
             response_excerpt: result.response_excerpt.clone(),
         };
         self.observe(&delivery, &attempt, &result, next, finished_ms);
+        let error = attempt.error.clone();
         if let Err(e) = self
             .deps
             .queue
@@ -272,7 +281,58 @@ impl AttemptTask {
         {
             tracing::error!(delivery_id = %delivery.id, error = %e, "cannot record attempt outcome; the delivery will be retried after a restart");
         }
+        if delivery.adhoc.is_none() {
+            self.breaker(&delivery.subscription, &result, error.as_ref(), finished_ms);
+        }
+        if next == Next::Dead {
+            let _ = self.deps.control.send(crate::state::Control::Dead {
+                delivery: Box::new(delivery.clone()),
+                attempts: number,
+                error,
+            });
+        }
         self.free_slot();
+    }
+
+    /// Folds the outcome into the subscription's breaker: a change of gate applies to the
+    /// limits at once; a disabling takes effect here at once and durably through the daemon.
+    fn breaker(
+        &self,
+        subscription: &str,
+        result: &AttemptResult,
+        error: Option<&String>,
+        at_ms: u64,
+    ) {
+        let settings = &self.deps.settings;
+        let observed = settings.observe(
+            subscription,
+            result.outcome == Outcome::Success,
+            error,
+            at_ms,
+        );
+        if let Some(reason) = observed.disable {
+            tracing::warn!(
+                subscription,
+                reason = reason.as_str(),
+                "subscription disabled by its circuit breaker; its deliveries wait until it is enabled"
+            );
+            settings.set_disabled(subscription, Some((at_ms, reason.clone())));
+            self.deps.apply_limits();
+            let _ = self.deps.control.send(crate::state::Control::Disabled {
+                subscription: subscription.to_string(),
+                reason,
+            });
+            return;
+        }
+        if observed.changed {
+            self.deps.apply_limits();
+        }
+        if observed.recovered {
+            tracing::info!(subscription, "circuit breaker closed: a probe succeeded");
+            let _ = self.deps.control.send(crate::state::Control::Recovered {
+                subscription: subscription.to_string(),
+            });
+        }
     }
 
     /// Metrics and the log line of one attempt.

@@ -2,17 +2,18 @@
 //! metrics, the running configuration and the switches that change at run time. Built by
 //! [`crate::app`]; nothing here knows how the daemon is wired.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::breaker::{self, Gate};
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoredSubscription};
+use crate::store::{Store, StoredSubscription, SubscriptionState};
 use crate::systemd;
 
 /// The running configuration and the switches that change at run time: what the scheduler
@@ -25,18 +26,57 @@ pub struct Settings {
     parts: std::sync::Mutex<(Arc<Config>, Vec<StoredSubscription>)>,
     /// Paused subscriptions (`adhoc` pauses every per-request target); mirrors the store.
     paused: RwLock<HashSet<String>>,
+    /// Each subscription's health and disabled switch, as the store has them plus this node's
+    /// latest outcomes: what the circuit breaker decides by.
+    health: RwLock<HashMap<String, SubscriptionState>>,
+}
+
+/// What the scheduler asks the daemon to do about a subscription or a delivery, off the
+/// attempt's path: disable a subscription durably, and tell the operator (operator events).
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// The breaker disabled it (already in effect on this node).
+    Disabled {
+        subscription: String,
+        reason: String,
+    },
+    /// A success closed its open breaker.
+    Recovered { subscription: String },
+    /// A delivery ended dead after its last attempt.
+    Dead {
+        delivery: Box<crate::store::Delivery>,
+        attempts: u32,
+        error: Option<String>,
+    },
+}
+
+/// What one attempt's outcome did to its subscription's breaker.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The breaker closed again (a success after it was open).
+    pub recovered: bool,
+    /// The gate changed (the scheduler's limits must follow).
+    pub changed: bool,
+    /// The subscription is to be disabled, and why.
+    pub disable: Option<String>,
 }
 
 impl Settings {
     pub fn new(
         config: Config,
         stored: Vec<StoredSubscription>,
-        paused: HashSet<String>,
+        states: HashMap<String, SubscriptionState>,
     ) -> Settings {
+        let paused = states
+            .iter()
+            .filter(|(_, state)| state.paused)
+            .map(|(id, _)| id.clone())
+            .collect();
         let settings = Settings {
             config: RwLock::new(Arc::new(config.clone())),
             parts: std::sync::Mutex::new((Arc::new(config), stored)),
             paused: RwLock::new(paused),
+            health: RwLock::new(states),
         };
         settings.merge();
         settings
@@ -109,15 +149,133 @@ impl Settings {
     }
 
     /// The limits the store's claims apply: from the running config and the paused set.
-    pub fn limits(&self) -> crate::store::Limits {
-        let paused = self.paused.read().unwrap_or_else(|e| e.into_inner());
-        crate::scheduler::limits(&self.config(), &paused)
+    /// The scheduler's limits at `now_ms`: the config's, less what is paused, disabled or
+    /// waiting for its next probe, and one at a time where the breaker is open.
+    pub fn limits(&self, now_ms: u64) -> crate::store::Limits {
+        let config = self.config();
+        let mut limits = {
+            let paused = self.paused.read().unwrap_or_else(|e| e.into_inner());
+            crate::scheduler::limits(&config, &paused)
+        };
+        let health = self.health.read().unwrap_or_else(|e| e.into_inner());
+        for s in &config.subscriptions {
+            let Some(state) = health.get(&s.id) else {
+                continue;
+            };
+            match breaker::gate(&s.breaker, state, now_ms) {
+                Gate::Closed => {}
+                Gate::Probe => {
+                    limits.subscriptions.insert(s.id.clone(), 1);
+                }
+                Gate::Wait { .. } | Gate::Disabled => {
+                    limits.paused.insert(s.id.clone());
+                }
+            }
+        }
+        limits
+    }
+
+    /// Each configured subscription's breaker at `now_ms`.
+    pub fn gates(&self, now_ms: u64) -> Vec<(String, Gate)> {
+        let config = self.config();
+        let health = self.health.read().unwrap_or_else(|e| e.into_inner());
+        config
+            .subscriptions
+            .iter()
+            .map(|s| {
+                let gate = health.get(&s.id).map_or(Gate::Closed, |state| {
+                    breaker::gate(&s.breaker, state, now_ms)
+                });
+                (s.id.clone(), gate)
+            })
+            .collect()
+    }
+
+    /// The breaker of subscription `id` at `now_ms` (closed for one not configured).
+    pub fn gate(&self, id: &str, now_ms: u64) -> Gate {
+        let config = self.config();
+        let Some(s) = config.subscription(id) else {
+            return Gate::Closed;
+        };
+        self.health
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map_or(Gate::Closed, |state| {
+                breaker::gate(&s.breaker, state, now_ms)
+            })
+    }
+
+    /// Whether some breaker is open (probing or waiting): the limits change with time then.
+    pub fn breaker_open(&self, now_ms: u64) -> bool {
+        self.gates(now_ms)
+            .iter()
+            .any(|(_, g)| matches!(g, Gate::Probe | Gate::Wait { .. }))
+    }
+
+    /// Folds an attempt's outcome into subscription `id`'s health here (the store folds it
+    /// too) and says what that did to its breaker.
+    pub fn observe(&self, id: &str, success: bool, error: Option<&String>, at_ms: u64) -> Observed {
+        let config = self.config();
+        let Some(s) = config.subscription(id) else {
+            return Observed::default();
+        };
+        let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
+        let state = health.entry(id.to_string()).or_default();
+        let before = breaker::gate(&s.breaker, state, at_ms);
+        state.fold(success, error, at_ms);
+        let after = breaker::gate(&s.breaker, state, at_ms);
+        Observed {
+            recovered: success && before != Gate::Closed && before != Gate::Disabled,
+            changed: before.name() != after.name() || matches!(after, Gate::Wait { .. }),
+            disable: breaker::disable_reason(&s.breaker, state, at_ms),
+        }
+    }
+
+    /// Marks subscription `id` disabled (`Some`) or enabled here (after the store has it).
+    pub fn set_disabled(&self, id: &str, disabled: Option<(u64, String)>) {
+        self.health
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .set_disabled(disabled);
+    }
+
+    /// Subscription `id`'s health and switches as this node knows them.
+    pub fn state(&self, id: &str) -> SubscriptionState {
+        self.health
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces the health with the store's (which includes this node's latest); whether a
+    /// disabled switch changed.
+    fn replace_health(&self, states: HashMap<String, SubscriptionState>) -> bool {
+        let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
+        let disabled = |h: &HashMap<String, SubscriptionState>| -> HashSet<String> {
+            h.iter()
+                .filter(|(_, s)| s.disabled_ms.is_some())
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let changed = disabled(&health) != disabled(&states);
+        *health = states;
+        changed
     }
 }
 
 /// What the API and the background tasks share; the scheduler gets a narrower view of it,
 /// [`crate::scheduler::SchedulerDeps`].
 pub struct Shared {
+    /// The scheduler's requests ([`Control`]) and, until the daemon takes it, their reader.
+    control: (
+        tokio::sync::mpsc::UnboundedSender<Control>,
+        std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Control>>>,
+    ),
     /// The store, behind its traits.
     pub store: Arc<dyn Store>,
     /// Every time the daemon decides by.
@@ -169,8 +327,22 @@ impl Shared {
             gauge_clock: std::sync::Mutex::new(None),
             admission: crate::admission::Admission::new(),
             ui: crate::ui::UiState::default(),
+            control: {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (tx, std::sync::Mutex::new(Some(rx)))
+            },
             clock,
         }
+    }
+
+    /// The receiving end of the scheduler's [`Control`] requests, for the task that serves
+    /// them; `None` once taken.
+    pub fn take_control(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Control>> {
+        self.control
+            .1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -185,6 +357,7 @@ impl Shared {
     /// settings, the wake-up and the heartbeat.
     pub fn scheduler_deps(&self) -> crate::scheduler::SchedulerDeps {
         crate::scheduler::SchedulerDeps {
+            control: self.control.0.clone(),
             queue: self.store.clone(),
             clock: self.clock.clone(),
             metrics: self.metrics.clone(),
@@ -215,15 +388,13 @@ impl Shared {
     /// node's API changed. Returns whether anything did.
     pub async fn sync_from_store(&self) -> Result<bool, crate::store::StoreError> {
         let stored = self.store.stored_subscriptions().await?;
-        let paused: HashSet<String> = self
-            .store
-            .subscription_states()
-            .await?
-            .into_iter()
+        let states = self.store.subscription_states().await?;
+        let paused: HashSet<String> = states
+            .iter()
             .filter(|(_, state)| state.paused)
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.clone())
             .collect();
-        let mut changed = false;
+        let mut changed = self.settings.replace_health(states);
         if stored != self.settings.stored() {
             self.metrics
                 .init_subscriptions(stored.iter().map(|s| s.id.as_str()));
@@ -238,7 +409,9 @@ impl Shared {
             changed = true;
         }
         if changed {
-            tracing::info!("subscriptions or pause switches changed by another node; applied");
+            tracing::info!(
+                "subscriptions, pause or disabled switches changed by another node; applied"
+            );
             self.apply_limits();
             self.wake.notify_one();
         }
@@ -247,7 +420,25 @@ impl Shared {
 
     /// Gives the store the limits of the running config and the paused subscriptions.
     pub fn apply_limits(&self) {
-        self.store.set_limits(self.settings.limits());
+        let now = self.clock.now_ms();
+        self.store.set_limits(self.settings.limits(now));
+        self.metrics.set_breakers(&self.settings.gates(now));
+    }
+
+    /// Disables (`Some(reason)`) or enables a subscription, durably, and applies it at once.
+    pub async fn set_disabled(
+        &self,
+        subscription: &str,
+        reason: Option<String>,
+    ) -> Result<(), crate::store::StoreError> {
+        let disabled = reason.map(|r| (self.clock.now_ms(), r));
+        self.store
+            .set_disabled(subscription, disabled.clone())
+            .await?;
+        self.settings.set_disabled(subscription, disabled);
+        self.apply_limits();
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// Re-reads the config file: a valid file replaces the running configuration (what needs a

@@ -336,6 +336,10 @@ pub fn subscription_json(
         "owner": stored.and_then(|st| st.owner.clone()),
         "created_at": time(stored.map(|st| st.created_ms)),
         "paused": shared.is_paused(&s.id),
+        "state": if state.disabled_ms.is_some() { "disabled" } else if shared.is_paused(&s.id) { "paused" } else { "active" },
+        "disabled_at": time(state.disabled_ms),
+        "disabled_reason": state.disabled_reason,
+        "breaker": shared.settings.gate(&s.id, shared.clock.now_ms()).name(),
         "last_success_at": time(state.last_success_ms),
         "last_failure_at": time(state.last_failure_ms),
         "consecutive_failures": state.consecutive_failures,
@@ -430,6 +434,29 @@ pub async fn pause(State(shared): State<Arc<Shared>>, Path(id): Path<String>) ->
 /// `POST /v1/subscriptions/{id}/resume`.
 pub async fn resume(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     set_paused(&shared, &id, false).await
+}
+
+/// `POST /v1/subscriptions/{id}/enable`: a subscription its circuit breaker disabled takes
+/// deliveries again, its health started afresh. `200` with the subscription; one that was not
+/// disabled is left as it is.
+pub async fn enable(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let config = shared.config();
+    let Some(s) = config.subscription(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no subscription {id:?}"));
+    };
+    let was = shared.settings.state(&id);
+    if was.disabled_ms.is_some() {
+        if let Err(e) = shared.set_disabled(&id, None).await {
+            return store_failed(&e);
+        }
+        tracing::info!(
+            subscription = id.as_str(),
+            "subscription enabled by the admin API"
+        );
+    }
+    let state = shared.settings.state(&id);
+    let stored = shared.settings.stored().into_iter().find(|st| st.id == id);
+    Json(subscription_json(&shared, s, &state, stored.as_ref())).into_response()
 }
 
 #[cfg(test)]

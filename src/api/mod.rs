@@ -55,6 +55,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/portal-links", post(portal::create))
         .route("/v1/subscriptions/{id}/pause", post(admin::pause))
         .route("/v1/subscriptions/{id}/resume", post(admin::resume))
+        .route("/v1/subscriptions/{id}/enable", post(admin::enable))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see docs/api.md") })
         // axum answers a known route with another method by 405 and an empty body: the same
         // JSON error shape as every other answer (axum still sets `Allow`).

@@ -181,6 +181,50 @@ pub struct SubscriptionState {
     pub last_failure_ms: Option<u64>,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// The first failure since the last success (the failing span's start).
+    #[serde(default)]
+    pub failing_since_ms: Option<u64>,
+    /// Disabled by hookd (the circuit breaker), with when and why; distinct from `paused`,
+    /// which is an operator's switch. Only an admin action enables it again.
+    #[serde(default)]
+    pub disabled_ms: Option<u64>,
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+}
+
+impl SubscriptionState {
+    /// Folds one attempt's outcome at `at_ms` into the health figures.
+    pub fn fold(&mut self, success: bool, error: Option<&String>, at_ms: u64) {
+        if success {
+            self.last_success_ms = Some(at_ms);
+            self.consecutive_failures = 0;
+            self.failing_since_ms = None;
+        } else {
+            self.last_failure_ms = Some(at_ms);
+            if self.consecutive_failures == 0 || self.failing_since_ms.is_none() {
+                self.failing_since_ms = Some(at_ms);
+            }
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            self.last_error = error.cloned();
+        }
+    }
+
+    /// Disables (`Some((at, reason))`) or enables the subscription. Enabling starts its health
+    /// afresh: the failures that led to the switch do not count against it again.
+    pub fn set_disabled(&mut self, disabled: Option<(u64, String)>) {
+        match disabled {
+            Some((at, reason)) => {
+                self.disabled_ms = Some(at);
+                self.disabled_reason = Some(reason);
+            }
+            None => {
+                self.disabled_ms = None;
+                self.disabled_reason = None;
+                self.consecutive_failures = 0;
+                self.failing_since_ms = None;
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +353,14 @@ pub trait AdminStore: Send + Sync {
 
     /// Pauses or resumes a subscription; durable.
     async fn set_paused(&self, subscription: &str, paused: bool) -> Result<(), StoreError>;
+
+    /// Disables a subscription (`Some((at_ms, reason))`: the circuit breaker) or enables it
+    /// again ([`SubscriptionState::set_disabled`]); durable.
+    async fn set_disabled(
+        &self,
+        subscription: &str,
+        disabled: Option<(u64, String)>,
+    ) -> Result<(), StoreError>;
 
     /// Every subscription's stored state (paused, health), by id.
     async fn subscription_states(&self) -> Result<HashMap<String, SubscriptionState>, StoreError>;

@@ -239,6 +239,10 @@ pub struct SubRow {
     pub headers: Vec<(String, String)>,
     /// The plain (not secret) headers as the edit form's lines.
     pub plain_headers: String,
+    /// Disabled by its circuit breaker: when and why (empty when it is not).
+    pub disabled: String,
+    /// Its circuit breaker: closed, open or disabled.
+    pub breaker: &'static str,
 }
 
 /// Custom headers as a page shows them: a secret one's value masked.
@@ -305,6 +309,15 @@ async fn rows(shared: &Shared, viewer: &Viewer) -> Result<Vec<SubRow>, Response>
                 fingerprint: secret_fingerprint(s.secret.expose()),
                 signature: signature_name(s.signature),
                 headers: shown_headers(&s.headers),
+                disabled: match (state.disabled_ms, &state.disabled_reason) {
+                    (Some(at), reason) => format!(
+                        "since {}: {}",
+                        when(Some(at)),
+                        reason.as_deref().unwrap_or("")
+                    ),
+                    _ => String::new(),
+                },
+                breaker: shared.settings.gate(&s.id, shared.clock.now_ms()).name(),
                 plain_headers: s
                     .headers
                     .iter()
@@ -1535,6 +1548,15 @@ pub async fn subscription_action(
                 "Paused: its deliveries wait until it is resumed.".to_string()
             } else {
                 "Resumed.".to_string()
+            };
+            see_other(&with_notice(&page, &notice))
+        }
+        "enable" if matches!(action.viewer.scope, Scope::Admin) => {
+            let (status, body) = answer(crate::api::admin::enable(s, p).await).await;
+            let notice = if status.is_success() {
+                "Enabled: its waiting deliveries go out again.".to_string()
+            } else {
+                error_text(&body)
             };
             see_other(&with_notice(&page, &notice))
         }

@@ -52,6 +52,7 @@ use crate::event::{AdhocTarget, NewEvent};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("schema_v1.sql")),
     (2, include_str!("schema_v2.sql")),
+    (3, include_str!("schema_v3.sql")),
 ];
 /// The advisory lock migrations hold: nodes starting together apply them once.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6400_0001;
@@ -307,7 +308,10 @@ impl PgStore {
         {
             let client = store.client().await?;
             let states = client
-                .query("SELECT subscription, paused, last_success_ms, last_failure_ms, consecutive_failures, last_error FROM hookd_subscription_state", &[])
+                .query(
+                    &format!("SELECT {STATE_COLUMNS} FROM hookd_subscription_state"),
+                    &[],
+                )
                 .await?;
             {
                 let mut health = lock(&store.health);
@@ -427,14 +431,11 @@ impl PgStore {
         let mut health = lock(&self.health);
         let state = health.states.entry(subscription.to_string()).or_default();
         let before = (state.consecutive_failures, state.last_error.clone());
-        if attempt.outcome == Outcome::Success {
-            state.last_success_ms = Some(unms(at));
-            state.consecutive_failures = 0;
-        } else {
-            state.last_failure_ms = Some(unms(at));
-            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-            state.last_error = attempt.error.clone();
-        }
+        state.fold(
+            attempt.outcome == Outcome::Success,
+            attempt.error.as_ref(),
+            unms(at),
+        );
         let changed = before != (state.consecutive_failures, state.last_error.clone());
         let state = state.clone();
         let due = changed
@@ -582,18 +583,22 @@ async fn write_health(
     state: &SubscriptionState,
 ) -> Result<(), StoreError> {
     execute(client,
-            "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO hookd_subscription_state (subscription, last_success_ms, last_failure_ms, consecutive_failures, last_error, failing_since_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (subscription) DO UPDATE
              SET last_success_ms = greatest(hookd_subscription_state.last_success_ms, excluded.last_success_ms),
                  last_failure_ms = greatest(hookd_subscription_state.last_failure_ms, excluded.last_failure_ms),
-                 consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error",
+                 consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error,
+                 failing_since_ms = CASE WHEN excluded.failing_since_ms IS NULL THEN NULL
+                     ELSE least(coalesce(hookd_subscription_state.failing_since_ms, excluded.failing_since_ms),
+                                excluded.failing_since_ms) END",
             &[
                 &subscription,
                 &state.last_success_ms.map(ms),
                 &state.last_failure_ms.map(ms),
                 &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
                 &state.last_error,
+                &state.failing_since_ms.map(ms),
             ],
         )
         .await?;
@@ -700,6 +705,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The columns [`state_of`] reads, in its order.
+const STATE_COLUMNS: &str = "subscription, paused, last_success_ms, last_failure_ms, consecutive_failures, last_error, failing_since_ms, disabled_ms, disabled_reason";
+
 fn state_of(row: &Row) -> SubscriptionState {
     SubscriptionState {
         paused: row.get(1),
@@ -707,6 +715,9 @@ fn state_of(row: &Row) -> SubscriptionState {
         last_failure_ms: row.get::<_, Option<i64>>(3).map(unms),
         consecutive_failures: u32::try_from(row.get::<_, i32>(4)).unwrap_or(0),
         last_error: row.get(5),
+        failing_since_ms: row.get::<_, Option<i64>>(6).map(unms),
+        disabled_ms: row.get::<_, Option<i64>>(7).map(unms),
+        disabled_reason: row.get(8),
     }
 }
 
@@ -1407,7 +1418,10 @@ impl super::AdminStore for PgStore {
                     .map(Portable::Subscription),
             );
             for r in client
-                .query("SELECT subscription, paused, last_success_ms, last_failure_ms, consecutive_failures, last_error FROM hookd_subscription_state ORDER BY subscription", &[])
+                .query(
+                    &format!("SELECT {STATE_COLUMNS} FROM hookd_subscription_state ORDER BY subscription"),
+                    &[],
+                )
                 .await?
             {
                 out.push(Portable::State {
@@ -1507,10 +1521,13 @@ impl super::AdminStore for PgStore {
                     state,
                 } => {
                     tx.execute(
-                        "INSERT INTO hookd_subscription_state (subscription, paused, last_success_ms, last_failure_ms, consecutive_failures, last_error)
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subscription) DO UPDATE SET paused = excluded.paused,
+                        "INSERT INTO hookd_subscription_state (subscription, paused, last_success_ms, last_failure_ms,
+                             consecutive_failures, last_error, failing_since_ms, disabled_ms, disabled_reason)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (subscription) DO UPDATE SET paused = excluded.paused,
                              last_success_ms = excluded.last_success_ms, last_failure_ms = excluded.last_failure_ms,
-                             consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error",
+                             consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error,
+                             failing_since_ms = excluded.failing_since_ms, disabled_ms = excluded.disabled_ms,
+                             disabled_reason = excluded.disabled_reason",
                         &[
                             &subscription,
                             &state.paused,
@@ -1518,6 +1535,9 @@ impl super::AdminStore for PgStore {
                             &state.last_failure_ms.map(ms),
                             &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
                             &state.last_error,
+                            &state.failing_since_ms.map(ms),
+                            &state.disabled_ms.map(ms),
+                            &state.disabled_reason,
                         ],
                     )
                     .await?;
@@ -1796,6 +1816,37 @@ impl super::AdminStore for PgStore {
         Ok(total)
     }
 
+    async fn set_disabled(
+        &self,
+        subscription: &str,
+        disabled: Option<(u64, String)>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let (at, reason) = match &disabled {
+            Some((at, reason)) => (Some(ms(*at)), Some(reason.as_str())),
+            None => (None, None),
+        };
+        // Enabling starts the health afresh, as on sled.
+        client
+            .execute(
+                "INSERT INTO hookd_subscription_state (subscription, disabled_ms, disabled_reason) VALUES ($1, $2, $3)
+                 ON CONFLICT (subscription) DO UPDATE SET disabled_ms = excluded.disabled_ms,
+                     disabled_reason = excluded.disabled_reason,
+                     consecutive_failures = CASE WHEN excluded.disabled_ms IS NULL THEN 0
+                         ELSE hookd_subscription_state.consecutive_failures END,
+                     failing_since_ms = CASE WHEN excluded.disabled_ms IS NULL THEN NULL
+                         ELSE hookd_subscription_state.failing_since_ms END",
+                &[&subscription, &at, &reason],
+            )
+            .await?;
+        lock(&self.health)
+            .states
+            .entry(subscription.to_string())
+            .or_default()
+            .set_disabled(disabled);
+        Ok(())
+    }
+
     async fn set_paused(&self, subscription: &str, paused: bool) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
@@ -1817,7 +1868,7 @@ impl super::AdminStore for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT subscription, paused, last_success_ms, last_failure_ms, consecutive_failures, last_error FROM hookd_subscription_state",
+                &format!("SELECT {STATE_COLUMNS} FROM hookd_subscription_state"),
                 &[],
             )
             .await?;
@@ -1826,12 +1877,19 @@ impl super::AdminStore for PgStore {
         // This node's latest health, not yet written (successes in a row), wins.
         for (id, state) in &lock(&self.health).states {
             let entry = out.entry(id.clone()).or_default();
-            let paused = entry.paused;
+            let (paused, disabled_ms, disabled_reason) = (
+                entry.paused,
+                entry.disabled_ms,
+                entry.disabled_reason.clone(),
+            );
             if state.last_success_ms >= entry.last_success_ms
                 && state.last_failure_ms >= entry.last_failure_ms
             {
                 *entry = state.clone();
+                // The switches are the database's: another node may have set them.
                 entry.paused = paused;
+                entry.disabled_ms = disabled_ms;
+                entry.disabled_reason = disabled_reason;
             }
         }
         Ok(out)

@@ -774,14 +774,11 @@ impl Writer {
         let mut health = lock(&self.health);
         let state = health.states.entry(subscription.to_string()).or_default();
         let before = (state.consecutive_failures, state.last_error.clone());
-        if attempt.outcome == Outcome::Success {
-            state.last_success_ms = Some(now_ms);
-            state.consecutive_failures = 0;
-        } else {
-            state.last_failure_ms = Some(now_ms);
-            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-            state.last_error = attempt.error.clone();
-        }
+        state.fold(
+            attempt.outcome == Outcome::Success,
+            attempt.error.as_ref(),
+            now_ms,
+        );
         let changed = before != (state.consecutive_failures, state.last_error.clone());
         let encoded = encode_json(state);
         let due = changed
@@ -1487,6 +1484,25 @@ impl AdminStore for SledStore {
                 None => return Ok(total),
             }
         }
+    }
+
+    async fn set_disabled(
+        &self,
+        subscription: &str,
+        disabled: Option<(u64, String)>,
+    ) -> Result<(), StoreError> {
+        let id = subscription.to_string();
+        let health = self.health.clone();
+        self.write(move |w: &Writer| {
+            let mut health = lock(&health);
+            let state = health.states.entry(id.clone()).or_default();
+            state.set_disabled(disabled);
+            w.tree
+                .insert(key(SUBSCRIPTION, id.as_bytes()), encode_json(state))?;
+            health.dirty.remove(&id);
+            Ok::<_, StoreError>(((), None::<Done>))
+        })
+        .await
     }
 
     async fn set_paused(&self, subscription: &str, paused: bool) -> Result<(), StoreError> {

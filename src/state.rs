@@ -207,10 +207,21 @@ impl Settings {
     }
 
     /// Whether some breaker is open (probing or waiting): the limits change with time then.
+    /// Asked on every scheduler turn, so it allocates nothing.
     pub fn breaker_open(&self, now_ms: u64) -> bool {
-        self.gates(now_ms)
-            .iter()
-            .any(|(_, g)| matches!(g, Gate::Probe | Gate::Wait { .. }))
+        let health = self.health.read().unwrap_or_else(|e| e.into_inner());
+        if health.values().all(|state| state.consecutive_failures == 0) {
+            return false;
+        }
+        let config = self.config();
+        config.subscriptions.iter().any(|s| {
+            health.get(&s.id).is_some_and(|state| {
+                matches!(
+                    breaker::gate(&s.breaker, state, now_ms),
+                    Gate::Probe | Gate::Wait { .. }
+                )
+            })
+        })
     }
 
     /// Folds an attempt's outcome into subscription `id`'s health here (the store folds it

@@ -148,9 +148,8 @@ impl Settings {
         changed
     }
 
-    /// The limits the store's claims apply: from the running config and the paused set.
-    /// The scheduler's limits at `now_ms`: the config's, less what is paused, disabled or
-    /// waiting for its next probe, and one at a time where the breaker is open.
+    /// The limits the store's claims apply at `now_ms`: the config's, less what is paused,
+    /// disabled or waiting for its next probe, and one at a time where the breaker is open.
     pub fn limits(&self, now_ms: u64) -> crate::store::Limits {
         let config = self.config();
         let mut limits = {

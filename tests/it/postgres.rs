@@ -1716,3 +1716,82 @@ async fn a_delivery_whose_lease_ran_out_reads_as_scheduled() {
     .await;
     a.process.signal("CONT");
 }
+
+/// The circuit breaker on two nodes: a subscription disabled by one node's failures is
+/// disabled on both (neither attempts it), and enabled through the other node its waiting
+/// deliveries go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_disabled_by_one_node_is_disabled_on_every_node() {
+    let db = pg::create("breaker").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answer = up.clone();
+    let probe = Probe::start(move |_, _| {
+        let status = if answer.load(std::sync::atomic::Ordering::SeqCst) {
+            200
+        } else {
+            503
+        };
+        (Duration::from_millis(20), status)
+    })
+    .await;
+    let body = |node: &str| {
+        delivery_toml(
+            &["0s", "0s", "0s", "0s", "0s", "0s", "0s", "0s"],
+            "disable_after_failures = 3",
+        ) + &subscription_toml(
+            "main",
+            &probe.url(node),
+            SECRET,
+            &["*"],
+            "max_in_flight = 1",
+        )
+    };
+    let a = Node::start(dir.path(), "a", &db.url(), &body("a")).await;
+    let b = Node::start(dir.path(), "b", &db.url(), &body("b")).await;
+    let http = http();
+    let events = ids("breaker", 4);
+    a.post_ok(&http, &events[..2]).await;
+    b.post_ok(&http, &events[2..]).await;
+    for node in [&a, &b] {
+        wait_until(
+            &format!("node {} shows the subscription disabled", node.name),
+            Duration::from_secs(20),
+            || async {
+                let (_, s) = node.get(&http, "/v1/subscriptions/main").await;
+                (s["state"] == "disabled").then_some(s)
+            },
+        )
+        .await;
+    }
+    // Both know it: from now on neither attempts it (a node may have made one more attempt
+    // before its next read of the shared state, a second at most).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let attempted = probe.hits().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        probe.hits().len(),
+        attempted,
+        "a disabled subscription was attempted"
+    );
+    assert_eq!(b.unfinished(&http).await, 4, "all four wait, none dead");
+
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let enabled = http
+        .post(b.url("/v1/subscriptions/main/enable"))
+        .send()
+        .await
+        .expect("enable on b");
+    assert_eq!(enabled.status().as_u16(), 200);
+    assert_all_arrive(
+        &probe,
+        &events.iter().cloned().collect(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let (_, s) = a.get(&http, "/v1/subscriptions/main").await;
+    assert_eq!(
+        s["state"], "active",
+        "node a sees the enable made on b: {s}"
+    );
+}

@@ -30,6 +30,7 @@ async fn run(events: usize) {
         adhoc_per_host: 0,
         subscriptions: [("bench".to_string(), usize::MAX)].into(),
         paused: Default::default(),
+        rates: Default::default(),
     });
     let rules = IngestRules {
         allow_adhoc_targets: false,

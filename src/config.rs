@@ -389,6 +389,7 @@ struct RawDelivery {
     breaker_probe_interval: Option<HumanDuration>,
     disable_after: Option<HumanDuration>,
     disable_after_failures: Option<u32>,
+    adhoc_rate_limit: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,6 +410,7 @@ struct RawSubscription {
     breaker_probe_interval: Option<HumanDuration>,
     disable_after: Option<HumanDuration>,
     disable_after_failures: Option<u32>,
+    rate_limit: Option<Spanned<f64>>,
 }
 
 /// `[operator]`: where hookd sends the events about itself (operator events).
@@ -550,6 +552,8 @@ pub struct DeliveryConfig {
     pub shutdown_grace: Duration,
     /// The circuit breaker every subscription starts from.
     pub breaker: BreakerPolicy,
+    /// Attempts per second to each per-request host, at most; 0: no limit.
+    pub adhoc_rate_limit: f64,
     /// Every attempt goes through this HTTP(S) proxy (`delivery.proxy`); the environment's
     /// proxy variables are never used. A secret: its URL may hold credentials.
     pub proxy: Option<Proxy>,
@@ -615,6 +619,8 @@ pub struct Subscription {
     pub headers: Vec<CustomHeader>,
     /// Its circuit breaker: `[delivery]`'s, with its own overrides.
     pub breaker: BreakerPolicy,
+    /// Attempts per second at most (`rate_limit`), smoothed; `None`: no limit.
+    pub rate_limit: Option<f64>,
 }
 
 impl Subscription {
@@ -1081,6 +1087,27 @@ impl Validator<'_> {
         })
     }
 
+    /// A rate limit in attempts per second: 0.001 to 100000 (or 0, "none", where `zero_is_none`).
+    fn rate(&mut self, value: &Spanned<f64>, key: &str, zero_is_none: bool) -> Option<f64> {
+        let rate = *value.get_ref();
+        if zero_is_none && rate == 0.0 {
+            return None;
+        }
+        if !(0.001..=100_000.0).contains(&rate) {
+            self.error(
+                value.span(),
+                key,
+                if zero_is_none {
+                    "attempts per second, from 0.001 to 100000, or 0 for no limit"
+                } else {
+                    "attempts per second, from 0.001 to 100000 (leave it out for no limit)"
+                },
+            );
+            return None;
+        }
+        Some(rate)
+    }
+
     /// `[operator]` as the subscription `operator`: its breaker never opens (hookd's own news
     /// must not wait behind it) and its events are operator events only.
     fn operator(
@@ -1129,6 +1156,7 @@ impl Validator<'_> {
             breaker_probe_interval: None,
             disable_after: Some(HumanDuration(Duration::ZERO)),
             disable_after_failures: Some(0),
+            rate_limit: None,
         };
         self.subscription("operator", &raw, delivery, guard, ids)
     }
@@ -1394,6 +1422,11 @@ impl Validator<'_> {
             allow_adhoc_targets: pick!(raw, d, allow_adhoc_targets),
             shutdown_grace: pick!(raw, d, shutdown_grace).0,
             proxy: raw.proxy.as_ref().and_then(|p| self.proxy(p)),
+            adhoc_rate_limit: {
+                let rate = pick!(raw, d, adhoc_rate_limit);
+                self.rate(&rate, "delivery.adhoc_rate_limit", true)
+                    .unwrap_or(0.0)
+            },
             breaker: BreakerPolicy {
                 failures: pick!(raw, d, breaker_failures),
                 probe_interval: pick!(raw, d, breaker_probe_interval).0,
@@ -1611,6 +1644,10 @@ impl Validator<'_> {
             disable_after: s.disable_after.map_or(d.disable_after, |t| t.0),
             disable_after_failures: s.disable_after_failures.unwrap_or(d.disable_after_failures),
         };
+        let rate_limit = s
+            .rate_limit
+            .as_ref()
+            .and_then(|r| self.rate(r, &key("rate_limit"), false));
         url.map(|url| Subscription {
             id: id.clone(),
             url,
@@ -1622,6 +1659,7 @@ impl Validator<'_> {
             previous_secret,
             headers,
             breaker,
+            rate_limit,
         })
     }
 }
@@ -1726,6 +1764,7 @@ mod tests {
                 && d.breaker_probe_interval.is_some()
                 && d.disable_after.is_some()
                 && d.disable_after_failures.is_some()
+                && d.adhoc_rate_limit.is_some()
         );
         let config = Config::from_toml(EXAMPLE, "example").unwrap();
         assert_eq!(

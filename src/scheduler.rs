@@ -50,7 +50,25 @@ pub fn limits(config: &Config, paused: &HashSet<String>) -> Limits {
             .map(|s| (s.id.clone(), s.max_in_flight))
             .collect(),
         paused: paused.clone(),
+        rates: config
+            .subscriptions
+            .iter()
+            .filter_map(|s| Some((s.id.clone(), interval_us(s.rate_limit?))))
+            .chain((config.delivery.adhoc_rate_limit > 0.0).then(|| {
+                (
+                    ADHOC_SUBSCRIPTION.to_string(),
+                    interval_us(config.delivery.adhoc_rate_limit),
+                )
+            }))
+            .collect(),
     }
+}
+
+/// The least time between two attempts at `per_second`, in µs (the config keeps rates in
+/// 0.001..=100000).
+fn interval_us(per_second: f64) -> u64 {
+    // In range: at most 1e9 µs, at least 10.
+    (1_000_000.0 / per_second).round() as u64
 }
 
 /// What the scheduler and its attempt tasks use of the daemon: the queue side of the store, the

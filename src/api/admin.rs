@@ -340,6 +340,7 @@ pub fn subscription_json(
         "disabled_at": time(state.disabled_ms),
         "disabled_reason": state.disabled_reason,
         "breaker": shared.settings.gate(&s.id, shared.clock.now_ms()).name(),
+        "rate_limit": s.rate_limit,
         "last_success_at": time(state.last_success_ms),
         "last_failure_at": time(state.last_failure_ms),
         "consecutive_failures": state.consecutive_failures,

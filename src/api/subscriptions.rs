@@ -42,6 +42,7 @@ struct NewSubscription {
     max_in_flight: Option<u64>,
     signature: Option<String>,
     headers: Option<BTreeMap<String, HeaderInput>>,
+    rate_limit: Option<f64>,
 }
 
 /// A custom header's value as the API takes it: a string (shown when the subscription is
@@ -131,6 +132,7 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> String {
         max_in_flight: new.max_in_flight,
         signature: new.signature.clone(),
         headers: new.headers.clone(),
+        rate_limit: new.rate_limit,
     };
     changes.apply(&mut table);
     document(table)
@@ -141,7 +143,7 @@ pub async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
     let new: NewSubscription = match body_as(
         &body,
         "a subscription",
-        "id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature, headers ({\"Name\": \"value\"} or {\"Name\": {\"secret\": \"value\"}})",
+        "id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature, headers ({\"Name\": \"value\"} or {\"Name\": {\"secret\": \"value\"}}), rate_limit",
     )
     .and_then(|new: NewSubscription| check_owner(new.owner.as_ref()).map(|()| new))
     {
@@ -269,6 +271,8 @@ struct Changes {
     signature: Option<String>,
     /// Replaces every custom header; `{}` removes them all.
     headers: Option<BTreeMap<String, HeaderInput>>,
+    /// Attempts per second at most; 0 removes the limit.
+    rate_limit: Option<f64>,
 }
 
 impl Changes {
@@ -294,6 +298,13 @@ impl Changes {
         }
         if let Some(signature) = &self.signature {
             table.insert("signature".into(), signature.as_str().into());
+        }
+        if let Some(rate) = self.rate_limit {
+            if rate == 0.0 {
+                table.remove("rate_limit");
+            } else {
+                table.insert("rate_limit".into(), toml::Value::Float(rate));
+            }
         }
         match &self.headers {
             Some(headers) if headers.is_empty() => {
@@ -421,7 +432,7 @@ pub async fn update(
         let changes: Changes = body_as(
             &body,
             "a change",
-            "owner, url, events, retry_schedule, timeout, max_in_flight, signature, headers; the secret changes by POST .../rotate-secret",
+            "owner, url, events, retry_schedule, timeout, max_in_flight, signature, headers, rate_limit; the secret changes by POST .../rotate-secret",
         )?;
         check_owner(changes.owner.as_ref())?;
         Ok((stored, changes))

@@ -50,6 +50,9 @@ pub struct Index {
     adhoc_in_flight: usize,
     queued: usize,
     limits: Limits,
+    /// Rate-limited buckets' next allowed attempt (Unix µs): kept apart from the buckets,
+    /// which are forgotten when they empty, so that a bucket refilled at once still waits.
+    next_allowed: HashMap<Arc<str>, u64>,
 }
 
 /// One bucket's queued deliveries, ordered by (due time, id), in about 24 bytes each: a
@@ -216,10 +219,32 @@ impl Index {
 
     /// Puts a bucket in its ready set under its earliest due time, or takes it out; forgets a
     /// bucket that holds nothing.
+    /// The least time between two attempts of bucket `b`, in µs, if it is rate limited.
+    fn rate_of(&self, b: &Bucket) -> Option<u64> {
+        let key = if b.adhoc { ADHOC } else { &*b.name };
+        self.limits.rates.get(key).copied().filter(|&us| us > 0)
+    }
+
+    /// When bucket `b` may next make an attempt by its rate limit (Unix ms, rounded up): its
+    /// theoretical arrival time less half an interval (GCRA with that tolerance, so that a turn
+    /// taken a little late does not slow the rate down).
+    fn allowed_ms(&self, b: &Bucket) -> u64 {
+        match self.rate_of(b) {
+            Some(interval) => self
+                .next_allowed
+                .get(&b.name)
+                .map_or(0, |tat| tat.saturating_sub(interval / 2).div_ceil(1000)),
+            None => 0,
+        }
+    }
+
     fn relist(&mut self, n: BucketNo) {
         let Some(b) = self.bucket(n) else { return };
+        // A rate-limited bucket is listed under the later of its front's due time and the
+        // time its rate allows: it is simply not due before.
         let want = if self.may_run(b) {
-            b.queue.first().map(|(due, _)| due)
+            let allowed = self.allowed_ms(b);
+            b.queue.first().map(|(due, _)| due.max(allowed))
         } else {
             None
         };
@@ -319,6 +344,19 @@ impl Index {
             };
             b.in_flight += 1;
             let (adhoc, name) = (b.adhoc, b.name.clone());
+            let rate = self.bucket(n).and_then(|b| self.rate_of(b));
+            if let Some(interval) = rate {
+                // The theoretical arrival time moves one interval past this turn's (or past
+                // now, after idle time: it does not bank a burst).
+                let now_us = now_ms.saturating_mul(1000);
+                let tat = self.next_allowed.get(&name).copied().unwrap_or(0);
+                self.next_allowed
+                    .insert(name.clone(), tat.max(now_us).saturating_add(interval));
+                if self.next_allowed.len() > 10_000 {
+                    // Many per-request hosts came and went: forget the times already past.
+                    self.next_allowed.retain(|_, us| *us > now_us);
+                }
+            }
             self.queued -= 1;
             self.in_flight += 1;
             if adhoc {
@@ -426,11 +464,43 @@ mod tests {
             adhoc_per_host: 2,
             subscriptions: subs.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
             paused: Default::default(),
+            rates: Default::default(),
         }
     }
 
     fn ids(taken: &[Taken]) -> Vec<Id> {
         taken.iter().map(|t| t.id).collect()
+    }
+
+    #[test]
+    fn a_rate_limited_bucket_is_due_one_interval_after_its_last_turn() {
+        let mut index = Index::default();
+        let mut l = limits(&[("slow", 10), ("fast", 10)]);
+        // 4 per second: 250 ms apart.
+        l.rates.insert("slow".to_string(), 250_000);
+        index.set_limits(l);
+        for id in 1..=5 {
+            index.insert("slow", 1000, id);
+        }
+        for id in 11..=13 {
+            index.insert("fast", 1000, id);
+        }
+        let (taken, next) = index.claim(2000, 100);
+        let slow: Vec<&Taken> = taken.iter().filter(|t| &*t.bucket == "slow").collect();
+        assert_eq!(slow.len(), 1, "one turn of the limited bucket");
+        assert_eq!(taken.len(), 4, "the other goes at full speed");
+        // Its theoretical next turn is 2250; it may come half an interval early.
+        assert_eq!(next, Some(2125));
+        assert!(index.claim(2124, 100).0.is_empty());
+        assert_eq!(ids(&index.claim(2125, 100).0), [2]);
+        // A turn taken late does not slow the rate: the one after is still due by 2750.
+        assert_eq!(ids(&index.claim(2400, 100).0), [3]);
+        assert_eq!(index.next_due(), Some(2625));
+        assert_eq!(ids(&index.claim(2600, 100).0), []);
+        // Idle time does not bank a burst: after a long pause, one now, the next later.
+        assert_eq!(ids(&index.claim(9000, 100).0), [4]);
+        assert_eq!(ids(&index.claim(9001, 100).0), []);
+        assert_eq!(index.next_due(), Some(9125));
     }
 
     #[test]

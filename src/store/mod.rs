@@ -255,6 +255,9 @@ pub struct Limits {
     pub subscriptions: HashMap<String, usize>,
     /// Paused subscriptions; [`ADHOC`] pauses every per-request target.
     pub paused: HashSet<String>,
+    /// Rate limits: the least time between two attempts of a subscription's bucket, in
+    /// microseconds; under [`ADHOC`], of each per-request host's. Absent: no limit.
+    pub rates: HashMap<String, u64>,
 }
 
 /// The delivery side of the store.

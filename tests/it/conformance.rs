@@ -250,6 +250,7 @@ fn limits(subs: &[(&str, usize)]) -> Limits {
         adhoc_per_host: 1000,
         subscriptions: subs.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
         paused: HashSet::new(),
+        rates: Default::default(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Delivery controls a subscription or the operator sets: custom headers per subscription, and
 //! egress through an explicit proxy (`delivery.proxy`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
 use serde_json::{json, Value};
@@ -371,4 +371,38 @@ fn a_proxy_url_is_checked_and_never_repeated_in_an_error() {
     let proxy = config.delivery.proxy.clone().expect("the proxy");
     assert_eq!(proxy.shown(), "http://proxy.internal:3128/");
     assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_within_ten_percent_over_ten_seconds_without_bursts() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app(&format!(
+        "[[subscription]]\nid = \"limited\"\nurl = \"{}\"\nsecret = \"s\"\nevents = [\"*\"]\nrate_limit = 20\n",
+        receiver.url()
+    ))
+    .await;
+    // A backlog far beyond 10 s of the limit, queued at once, as after an outage.
+    for batch in 0..3 {
+        let ids: Vec<String> = (0..100).map(|i| format!("rate-{batch}-{i}")).collect();
+        let (status, body) = app
+            .post_raw(crate::support::load::events_body(&ids).to_string())
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let first = receiver.wait_for(1, Duration::from_secs(10)).await[0].at;
+    crate::support::wait_until(
+        "arrivals past 10 s after the first",
+        Duration::from_secs(30),
+        || async {
+            let last = receiver.last_at()?;
+            (last.duration_since(first) >= Duration::from_secs(10)).then_some(())
+        },
+    )
+    .await;
+    let arrivals: Vec<Instant> = receiver.received().iter().map(|r| r.at).collect();
+    crate::support::assert_rate(&arrivals, 20.0);
+    assert_eq!(
+        app.api_json("/v1/subscriptions/limited").await["rate_limit"],
+        20.0
+    );
 }

@@ -1795,3 +1795,45 @@ async fn a_subscription_disabled_by_one_node_is_disabled_on_every_node() {
         "node a sees the enable made on b: {s}"
     );
 }
+
+/// A rate limit holds across nodes: two nodes with the same `rate_limit = 20` and a shared
+/// backlog make 20 attempts a second together, not 20 each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_across_two_nodes() {
+    let db = pg::create("rate").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let probe = Probe::start(|_, _| (Duration::ZERO, 200)).await;
+    let body = |node: &str| {
+        delivery_toml(&["0s"], "")
+            + &subscription_toml("main", &probe.url(node), SECRET, &["*"], "rate_limit = 20")
+    };
+    let a = Node::start(dir.path(), "a", &db.url(), &body("a")).await;
+    let b = Node::start(dir.path(), "b", &db.url(), &body("b")).await;
+    let http = http();
+    let events = ids("rate", 300);
+    for chunk in events.chunks(100) {
+        a.post_ok(&http, &chunk[..50]).await;
+        b.post_ok(&http, &chunk[50..]).await;
+    }
+    wait_until(
+        "arrivals past 10 s after the first",
+        Duration::from_secs(30),
+        || async {
+            let hits = probe.hits();
+            let first = hits.iter().map(|h| h.start).min()?;
+            let last = hits.iter().map(|h| h.start).max()?;
+            (last.duration_since(first) >= Duration::from_secs(10)).then_some(())
+        },
+    )
+    .await;
+    let hits = probe.hits();
+    let arrivals: Vec<Instant> = hits.iter().map(|h| h.start).collect();
+    crate::support::assert_rate(&arrivals, 20.0);
+    let by_node = |n: &str| hits.iter().filter(|h| h.node == n).count();
+    assert!(
+        by_node("a") > 0 && by_node("b") > 0,
+        "both nodes took turns: a {}, b {}",
+        by_node("a"),
+        by_node("b")
+    );
+}

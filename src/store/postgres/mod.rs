@@ -53,6 +53,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("schema_v1.sql")),
     (2, include_str!("schema_v2.sql")),
     (3, include_str!("schema_v3.sql")),
+    (4, include_str!("schema_v4.sql")),
 ];
 /// The advisory lock migrations hold: nodes starting together apply them once.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6400_0001;
@@ -1104,6 +1105,7 @@ impl super::QueueStore for PgStore {
         let room = max.min(limits.global.saturating_sub(held));
         let mut runnable: Vec<&str> = Vec::new();
         let mut runnable_limits: Vec<i64> = Vec::new();
+        let mut runnable_rates: Vec<i64> = Vec::new();
         let subscriptions = limits
             .subscriptions
             .keys()
@@ -1113,15 +1115,21 @@ impl super::QueueStore for PgStore {
             if let Some(n) = bucket_limit(&limits, subscription) {
                 runnable.push(subscription);
                 runnable_limits.push(i64::try_from(n).unwrap_or(i64::MAX));
+                runnable_rates.push(
+                    limits
+                        .rates
+                        .get(subscription)
+                        .map_or(0, |&us| i64::try_from(us).unwrap_or(i64::MAX)),
+                );
             }
         }
         let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let lease_ms = i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        // One round trip, its own (durable) transaction: see schema_v2.sql.
+        // One round trip, its own (durable) transaction: see schema_v2.sql and schema_v4.sql.
         let rows = query(
             &client,
-            "SELECT * FROM hookd_claim($1, $2, $3, $4, $5, $6)",
+            "SELECT * FROM hookd_claim($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &self.now_param(now_ms),
                 &runnable,
@@ -1129,6 +1137,7 @@ impl super::QueueStore for PgStore {
                 &as_i64(limits.adhoc_total.saturating_sub(held_adhoc)),
                 &as_i64(room),
                 &lease_ms,
+                &runnable_rates,
             ],
         )
         .await?;

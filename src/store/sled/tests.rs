@@ -34,6 +34,7 @@ fn limits() -> Limits {
         adhoc_per_host: 8,
         subscriptions: [("main".to_string(), 8)].into(),
         paused: Default::default(),
+        rates: Default::default(),
     }
 }
 

@@ -58,3 +58,36 @@ pub fn sled_only(why: &str) -> bool {
     let _ = writeln!(std::io::stderr(), "{test}: NOT RUN on postgres: {why}");
     true
 }
+
+/// Checks arrivals against a rate limit of `per_second`: over the 10 s from the first, the
+/// count is within 10 % of the rate, and no second after any arrival holds more than the rate
+/// plus 10 % (no burst). Returns the 10 s count.
+pub fn assert_rate(arrivals: &[Instant], per_second: f64) -> usize {
+    let mut at = arrivals.to_vec();
+    at.sort_unstable();
+    let first = *at.first().expect("arrivals");
+    let window = Duration::from_secs(10);
+    let in_window = at
+        .iter()
+        .filter(|t| t.duration_since(first) < window)
+        .count();
+    let expected = per_second * 10.0;
+    assert!(
+        (in_window as f64 - expected).abs() <= expected * 0.1,
+        "{in_window} attempts in 10 s at a limit of {per_second}/s"
+    );
+    let most = at
+        .iter()
+        .map(|t| {
+            at.iter()
+                .filter(|u| *u >= t && u.duration_since(*t) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most as f64 <= per_second * 1.1,
+        "{most} attempts within one second at a limit of {per_second}/s"
+    );
+    in_window
+}

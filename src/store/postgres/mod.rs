@@ -1234,6 +1234,14 @@ impl super::QueueStore for PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
         let mut removed: i64 = 0;
+        // Rate limits' next times long past say nothing any more (per-request hosts come and
+        // go): an hour is far beyond any interval that matters.
+        client
+            .execute(
+                &format!("DELETE FROM hookd_rate WHERE next_us < {DB_NOW} * 1000 - 3600000000"),
+                &[],
+            )
+            .await?;
         // Whole partitions first: a day that ended before the cutoff goes in one statement.
         let parts = client
             .query(

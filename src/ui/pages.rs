@@ -243,6 +243,8 @@ pub struct SubRow {
     pub disabled: String,
     /// Its circuit breaker: closed, open or disabled.
     pub breaker: &'static str,
+    /// Its rate limit, as shown ("20/s"; empty: none).
+    pub rate_limit: String,
 }
 
 /// Custom headers as a page shows them: a secret one's value masked.
@@ -318,6 +320,7 @@ async fn rows(shared: &Shared, viewer: &Viewer) -> Result<Vec<SubRow>, Response>
                     _ => String::new(),
                 },
                 breaker: shared.settings.gate(&s.id, shared.clock.now_ms()).name(),
+                rate_limit: s.rate_limit.map(|r| format!("{r}/s")).unwrap_or_default(),
                 plain_headers: s
                     .headers
                     .iter()

@@ -1098,7 +1098,8 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
     hookd
         .create_subscription(json!({
             "id": "with-headers", "url": receiver.url(), "events": ["*"],
-            "headers": { "X-Tenant": "acme", "Authorization": { "secret": TOKEN } }
+            "headers": { "X-Tenant": "acme", "Authorization": { "secret": TOKEN } },
+            "rate_limit": 20
         }))
         .await;
     let session = hookd.sign_in().await;
@@ -1107,6 +1108,11 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
         .await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("x-tenant: acme"), "{}", page.body);
+    assert!(
+        page.body.contains("20/s"),
+        "the rate limit is shown: {}",
+        page.body
+    );
     assert!(page.body.contains("authorization: "), "{}", page.body);
     assert!(
         !page.body.contains(TOKEN),

@@ -183,14 +183,10 @@ impl Deliverer {
                 }
             }
         }
-        let mut request = self.client.post(req.url.clone()).timeout(req.timeout);
-        for header in req.headers {
-            if let Ok(mut value) = HeaderValue::from_str(header.value.expose()) {
-                value.set_sensitive(header.secret);
-                request = request.header(&header.name, value);
-            }
-        }
-        let mut request = request
+        let mut request = self
+            .client
+            .post(req.url.clone())
+            .timeout(req.timeout)
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, self.user_agent.clone())
             .header(&self.event, req.event_type)
@@ -217,6 +213,18 @@ impl Deliverer {
                 .header("webhook-id", req.delivery_id)
                 .header("webhook-timestamp", timestamp.to_string())
                 .header("webhook-signature", signature);
+        }
+        if !req.headers.is_empty() {
+            // The subscription's own headers replace hookd's of the same name (User-Agent, say);
+            // the config refuses every name that carries a signature, an id or the body's type.
+            let mut custom = reqwest::header::HeaderMap::new();
+            for header in req.headers {
+                if let Ok(mut value) = HeaderValue::from_str(header.value.expose()) {
+                    value.set_sensitive(header.secret);
+                    custom.append(header.name.clone(), value);
+                }
+            }
+            request = request.headers(custom);
         }
         let sent = request.body(req.body).send().await;
         let mut response = match sent {

@@ -69,7 +69,7 @@ async fn custom_headers_from_the_config_arrive_beside_a_valid_signature() {
     let receiver = TestReceiver::start().await;
     let app = spawn_app(&format!(
         "[[subscription]]\nid = \"tenant\"\nurl = \"{}\"\nsecret = \"file-secret\"\nevents = [\"*\"]\n\
-         headers = {{ \"X-Tenant\" = \"acme\", \"Authorization\" = {{ file = {:?} }} }}\n",
+         headers = {{ \"X-Tenant\" = \"acme\", \"User-Agent\" = \"acme-hooks/1\", \"Authorization\" = {{ file = {:?} }} }}\n",
         receiver.url(),
         token_file.display().to_string()
     ))
@@ -81,6 +81,12 @@ async fn custom_headers_from_the_config_arrive_beside_a_valid_signature() {
     let got = receiver.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].header("x-tenant"), "acme");
     assert_eq!(got[0].header("authorization"), "Bearer tok-123");
+    let agents: Vec<_> = got[0].headers.get_all("user-agent").iter().collect();
+    assert_eq!(
+        agents,
+        ["acme-hooks/1"],
+        "the subscription's User-Agent replaces hookd's"
+    );
     assert_eq!(
         got[0].header("x-abstrakt-signature"),
         signature("file-secret", &got[0].body),

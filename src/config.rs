@@ -169,6 +169,17 @@ pub struct CustomHeader {
     pub secret: bool,
 }
 
+impl CustomHeader {
+    /// The value as the API and the pages show it: a secret one as `mask`.
+    pub fn shown<'a>(&'a self, mask: &'a str) -> &'a str {
+        if self.secret {
+            mask
+        } else {
+            self.value.expose()
+        }
+    }
+}
+
 /// Headers a subscription may not set: hop-by-hop headers, what hookd itself decides (the body's
 /// type and length, the host), and the headers under hookd's prefix and Standard Webhooks'
 /// `webhook-` (the signatures, ids and attempt numbers) or the trace context.

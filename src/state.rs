@@ -230,8 +230,15 @@ impl Settings {
         let Some(s) = config.subscription(id) else {
             return Observed::default();
         };
+        // Folded even while the breaker is off, so that a reload turning it on starts from
+        // the truth; the id is copied only the first time.
         let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
-        let state = health.entry(id.to_string()).or_default();
+        if !health.contains_key(id) {
+            health.insert(id.to_string(), SubscriptionState::default());
+        }
+        let Some(state) = health.get_mut(id) else {
+            return Observed::default();
+        };
         let before = breaker::gate(&s.breaker, state, at_ms);
         state.fold(success, error, at_ms);
         let after = breaker::gate(&s.breaker, state, at_ms);

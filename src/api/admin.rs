@@ -348,10 +348,7 @@ pub fn subscription_json(
         "headers": s
             .headers
             .iter()
-            .map(|h| {
-                let value = if h.secret { "[REDACTED]" } else { h.value.expose() };
-                (h.name.as_str().to_string(), Value::String(value.to_string()))
-            })
+            .map(|h| (h.name.to_string(), Value::from(h.shown("[REDACTED]"))))
             .collect::<serde_json::Map<String, Value>>(),
     })
 }

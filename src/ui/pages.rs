@@ -251,14 +251,7 @@ pub struct SubRow {
 fn shown_headers(custom: &[CustomHeader]) -> Vec<(String, String)> {
     custom
         .iter()
-        .map(|h| {
-            let shown = if h.secret {
-                "•••••••• (secret)".to_string()
-            } else {
-                h.value.expose().to_string()
-            };
-            (h.name.as_str().to_string(), shown)
-        })
+        .map(|h| (h.name.to_string(), h.shown("•••••••• (secret)").to_string()))
         .collect()
 }
 

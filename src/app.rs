@@ -93,8 +93,13 @@ impl Application {
             .context("cannot read the subscriptions created through the API")?;
         metrics.init_subscriptions(stored.iter().map(|s| s.id.as_str()));
         let settings = Settings::new(config, stored, states);
+        let traces = crate::traces::Traces::start(&settings.config().traces)
+            .context("cannot start the OTLP exporter ([traces])")?;
+        if let Some(endpoint) = &settings.config().traces.endpoint {
+            tracing::info!(%endpoint, "exporting OpenTelemetry spans");
+        }
         let shared = Arc::new(Shared::new(
-            store, clock, metrics, settings, guard, listening,
+            store, clock, metrics, settings, guard, listening, traces,
         ));
         if let Some(pg) = pg {
             // Other nodes' new deliveries wake this node's scheduler.
@@ -189,6 +194,11 @@ impl Application {
         watchdog.await.context("watchdog task")?;
         stop_metrics.cancel();
         metrics.await.context("metrics task")?;
+        let traces = shared.traces.clone();
+        if traces.exporting() {
+            // Exports the spans still buffered; blocking, so off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
         let closed = shared.store.close().await;
         if shared.restart.load(Ordering::SeqCst) {
             // The store had stopped writing: what it could not flush is redone after the

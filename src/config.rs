@@ -339,6 +339,19 @@ pub struct RawConfig {
     #[serde(default)]
     subscription: Vec<RawSubscription>,
     operator: Option<RawOperator>,
+    #[serde(default)]
+    traces: RawTraces,
+}
+
+/// `[traces]`: OpenTelemetry spans, exported over OTLP/HTTP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTraces {
+    otlp_endpoint: Option<Spanned<String>>,
+    otlp_headers: Option<Spanned<std::collections::BTreeMap<String, HeaderSource>>>,
+    sample_ratio: Option<Spanned<f64>>,
+    service_name: Option<Spanned<String>>,
+    traceparent: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -482,6 +495,22 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub targets: TargetsConfig,
     pub subscriptions: Vec<Subscription>,
+    pub traces: TracesConfig,
+}
+
+/// `[traces]`, validated (see [`crate::traces`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracesConfig {
+    /// Where spans are POSTed (OTLP/HTTP, protobuf): `otlp_endpoint` with `/v1/traces`
+    /// appended; `None`: no spans are made.
+    pub endpoint: Option<url::Url>,
+    /// Sent with each export (a collector's API key, say): secrets.
+    pub headers: Vec<(String, Secret)>,
+    /// The share of traces kept, 0 to 1, decided by trace id.
+    pub sample_ratio: f64,
+    pub service_name: String,
+    /// Each attempt carries a W3C `traceparent` header naming its span.
+    pub traceparent: bool,
 }
 
 /// Where hookd may send deliveries (the target guard, see [`crate::guard`]).
@@ -742,6 +771,7 @@ impl Config {
         keep!(delivery.max_in_flight, "delivery.max_in_flight");
         keep!(delivery.header_prefix, "delivery.header_prefix");
         keep!(delivery.proxy, "delivery.proxy");
+        keep!(traces, "traces");
         Kept { config: self, keys }
     }
 
@@ -1172,6 +1202,45 @@ impl Validator<'_> {
         self.subscription("operator", &raw, delivery, guard, ids)
     }
 
+    /// A header's value from its source, and whether it is a secret: 1 to 4 KiB of visible
+    /// ASCII, spaces and tabs. `None` when it is not (reported, without the value: it may be a
+    /// secret).
+    fn header_value(
+        &mut self,
+        source: &HeaderSource,
+        span: &Range<usize>,
+        here: &str,
+    ) -> Option<(Secret, bool)> {
+        let (value, secret) = match source {
+            HeaderSource::Plain(v) => (Secret(v.clone()), false),
+            HeaderSource::Secret(source) => match source.resolve() {
+                Ok(v) => (v, true),
+                Err(message) => {
+                    self.error(span.clone(), here, message);
+                    return None;
+                }
+            },
+        };
+        let bytes = value.expose().len();
+        if bytes == 0 || bytes > MAX_HEADER_VALUE {
+            self.error(
+                span.clone(),
+                here,
+                format!("a header value is 1 to {MAX_HEADER_VALUE} bytes"),
+            );
+            return None;
+        }
+        if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+            self.error(
+                span.clone(),
+                here,
+                "a header value is visible ASCII, spaces and tabs only (no line breaks)",
+            );
+            return None;
+        }
+        Some((value, secret))
+    }
+
     /// A subscription's `headers`: valid names and values, none reserved ([`reserved_header`]).
     fn headers(
         &mut self,
@@ -1206,34 +1275,9 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            let (value, secret) = match source {
-                HeaderSource::Plain(v) => (Secret(v.clone()), false),
-                HeaderSource::Secret(source) => match source.resolve() {
-                    Ok(v) => (v, true),
-                    Err(message) => {
-                        self.error(span.clone(), &here, message);
-                        continue;
-                    }
-                },
+            let Some((value, secret)) = self.header_value(source, &span, &here) else {
+                continue;
             };
-            let bytes = value.expose().len();
-            if bytes == 0 || bytes > MAX_HEADER_VALUE {
-                self.error(
-                    span.clone(),
-                    &here,
-                    format!("a header value is 1 to {MAX_HEADER_VALUE} bytes"),
-                );
-                continue;
-            }
-            if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
-                // The value itself is not repeated: it may be a secret.
-                self.error(
-                    span.clone(),
-                    &here,
-                    "a header value is visible ASCII, spaces and tabs only (no line breaks)",
-                );
-                continue;
-            }
             headers.push(CustomHeader {
                 name: header,
                 value,
@@ -1253,6 +1297,7 @@ impl Validator<'_> {
             targets,
             subscription,
             operator,
+            traces,
         } = raw;
         let RawConfig {
             api: d_api,
@@ -1260,8 +1305,10 @@ impl Validator<'_> {
             storage: d_storage,
             delivery: d_delivery,
             targets: d_targets,
+            traces: d_traces,
             ..
         } = d;
+        let traces = self.traces(traces, d_traces);
         let api = self.api(api, d_api);
         let metrics_listen = self.addr(&pick!(metrics, d_metrics, listen), "metrics.listen");
         let delivery = self.delivery(delivery, d_delivery);
@@ -1307,7 +1354,73 @@ impl Validator<'_> {
             delivery,
             targets,
             subscriptions,
+            traces,
         })
+    }
+
+    /// `[traces]`: an http(s) endpoint (or none), valid headers, a ratio in 0..=1.
+    fn traces(&mut self, raw: RawTraces, d: RawTraces) -> TracesConfig {
+        let endpoint_text = pick!(raw, d, otlp_endpoint);
+        let endpoint = match endpoint_text.get_ref().trim() {
+            "" => None,
+            text => match url::Url::parse(text) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.host_str().is_some()
+                        && url.query().is_none() =>
+                {
+                    Some(otlp_traces_url(url))
+                }
+                _ => {
+                    self.error(
+                        endpoint_text.span(),
+                        "traces.otlp_endpoint",
+                        format!("{text:?} is not an OTLP/HTTP endpoint like \"http://127.0.0.1:4318\" (an http:// or https:// URL; /v1/traces is appended)"),
+                    );
+                    None
+                }
+            },
+        };
+        let raw_headers = pick!(raw, d, otlp_headers);
+        let mut headers = Vec::new();
+        for (name, source) in raw_headers.get_ref() {
+            let here = format!("traces.otlp_headers.{name}");
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.error(
+                    raw_headers.span(),
+                    &here,
+                    format!("{name:?} is not a header name"),
+                );
+                continue;
+            }
+            let Some((value, _)) = self.header_value(source, &raw_headers.span(), &here) else {
+                continue;
+            };
+            headers.push((name.clone(), value));
+        }
+        let ratio = pick!(raw, d, sample_ratio);
+        if !(0.0..=1.0).contains(ratio.get_ref()) {
+            self.error(
+                ratio.span(),
+                "traces.sample_ratio",
+                "must be from 0 (no trace kept) to 1 (every trace)",
+            );
+        }
+        let service_name = pick!(raw, d, service_name);
+        if service_name.get_ref().trim().is_empty() {
+            self.error(
+                service_name.span(),
+                "traces.service_name",
+                "must not be empty",
+            );
+        }
+        TracesConfig {
+            endpoint,
+            headers,
+            sample_ratio: ratio.get_ref().clamp(0.0, 1.0),
+            service_name: service_name.get_ref().clone(),
+            traceparent: pick!(raw, d, traceparent),
+        }
     }
 
     /// `[api]`: `None` when the listen address is invalid (reported).
@@ -1676,6 +1789,16 @@ impl Validator<'_> {
 }
 
 /// `[storage]`; an empty path is `$STATE_DIRECTORY` (systemd) or `./hookd-data`.
+/// `otlp_endpoint` is the collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is: spans go
+/// to its `/v1/traces`, unless the URL already ends so.
+fn otlp_traces_url(mut url: url::Url) -> url::Url {
+    if !url.path().ends_with("/v1/traces") {
+        let path = format!("{}/v1/traces", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+    }
+    url
+}
+
 fn storage_config(raw: RawStorage, d: RawStorage) -> StorageConfig {
     let path = pick!(raw, d, path);
     let path = if !path.is_empty() {
@@ -1751,6 +1874,14 @@ mod tests {
                 && raw.api.body_read_timeout.is_some()
         );
         assert!(raw.metrics.listen.is_some());
+        let t = &raw.traces;
+        assert!(
+            t.otlp_endpoint.is_some()
+                && t.otlp_headers.is_some()
+                && t.sample_ratio.is_some()
+                && t.service_name.is_some()
+                && t.traceparent.is_some()
+        );
         assert!(raw.targets.allow.is_some() && raw.targets.allow_http.is_some());
         assert!(
             raw.storage.path.is_some()

@@ -41,6 +41,7 @@ pub mod state;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+pub mod traces;
 pub mod transfer;
 pub mod ui;
 

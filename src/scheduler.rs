@@ -83,6 +83,8 @@ pub struct SchedulerDeps {
     pub settings: Arc<Settings>,
     pub wake: Arc<Notify>,
     pub heartbeat: Arc<AtomicU64>,
+    /// A span for each attempt, when `[traces]` exports them.
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 impl SchedulerDeps {
@@ -239,6 +241,7 @@ impl AttemptTask {
         let number = delivery.attempts + 1;
         let started_ms = self.deps.clock.now_ms();
         let config = self.deps.settings.config();
+        let mut span = crate::traces::AttemptSpan::default();
         let (result, schedule) = match resolve(&config, &delivery, started_ms) {
             Resolved::Send {
                 url,
@@ -246,7 +249,9 @@ impl AttemptTask {
                 policy,
                 headers,
             } => {
+                span = self.deps.traces.attempt(&delivery, number, &url);
                 let request = AttemptRequest {
+                    traceparent: span.traceparent.as_deref(),
                     url: &url,
                     keys: &keys,
                     headers: &headers,
@@ -290,6 +295,7 @@ impl AttemptTask {
             response_excerpt: result.response_excerpt.clone(),
         };
         self.observe(&delivery, &attempt, &result, next, finished_ms);
+        span.end(&result, next);
         let error = attempt.error.clone();
         if let Err(e) = self
             .deps

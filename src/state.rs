@@ -320,6 +320,8 @@ pub struct Shared {
     pub listening: String,
     /// The dashboard's signing key and signed-out sessions.
     pub ui: crate::ui::UiState,
+    /// OpenTelemetry spans (`[traces]`); off unless configured.
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 impl Shared {
@@ -330,9 +332,11 @@ impl Shared {
         settings: Settings,
         guard: Arc<RwLock<crate::guard::Guard>>,
         listening: String,
+        traces: crate::traces::Traces,
     ) -> Shared {
         Shared {
             listening,
+            traces: Arc::new(traces),
             store,
             metrics: Arc::new(metrics),
             settings: Arc::new(settings),
@@ -381,6 +385,7 @@ impl Shared {
             settings: self.settings.clone(),
             wake: self.wake.clone(),
             heartbeat: self.scheduler_heartbeat.clone(),
+            traces: self.traces.clone(),
         }
     }
 

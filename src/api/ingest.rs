@@ -19,12 +19,20 @@ use crate::event::{parse_event, rfc3339_millis, IngestRules, NewEvent};
 use crate::scheduler::adhoc_bucket;
 use crate::state::Shared;
 use crate::store::{IngestError, Ingested, Target};
+use crate::traces::{AcceptedEvent, IngestSpan};
 
 pub async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(response) = require_json(&headers) {
-        return *response;
-    }
-    handle(&shared, body).await
+    let mut span = shared.traces.ingest(
+        headers
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok()),
+    );
+    let response = match require_json(&headers) {
+        Err(response) => *response,
+        Ok(()) => handle(&shared, body, &mut span).await,
+    };
+    span.end(response.status().as_u16());
+    response
 }
 
 /// Ingest takes JSON only: `application/json` or `application/<something>+json`, with any
@@ -68,13 +76,13 @@ fn is_json_media_type(value: &str) -> bool {
 }
 
 /// The steps of one ingest request; each refuses with the response to send.
-async fn handle(shared: &Shared, body: Body) -> Response {
-    match accept(shared, body).await {
+async fn handle(shared: &Shared, body: Body, span: &mut IngestSpan) -> Response {
+    match accept(shared, body, span).await {
         Ok(response) | Err(response) => response,
     }
 }
 
-async fn accept(shared: &Shared, body: Body) -> Result<Response, Response> {
+async fn accept(shared: &Shared, body: Body, span: &mut IngestSpan) -> Result<Response, Response> {
     let config = shared.config();
     let bytes = read_body(&config, body).await?;
     let value = parse_json(&bytes)?;
@@ -84,6 +92,20 @@ async fn accept(shared: &Shared, body: Body) -> Result<Response, Response> {
     let types: Vec<String> = events.iter().map(|(e, _)| e.event_type.clone()).collect();
     admit(shared, &config)?;
     let ingested = commit(shared, events, batch, now).await?;
+    if span.is_on() {
+        span.events(
+            &ingested
+                .iter()
+                .zip(&types)
+                .map(|(answer, event_type)| AcceptedEvent {
+                    event_id: &answer.event_id,
+                    event_type,
+                    deliveries: answer.deliveries,
+                    duplicate: answer.duplicate,
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
     Ok(answer(shared, &ingested, &types, batch))
 }
 

@@ -89,6 +89,8 @@ pub struct AttemptRequest<'a> {
     pub attempt: u32,
     pub body: bytes::Bytes,
     pub timeout: Duration,
+    /// The W3C trace context of the attempt's span (`traces.traceparent`).
+    pub traceparent: Option<&'a str>,
 }
 
 /// The HTTP client and the header names, shared by every attempt.
@@ -225,6 +227,9 @@ impl Deliverer {
                 }
             }
             request = request.headers(custom);
+        }
+        if let Some(traceparent) = req.traceparent {
+            request = request.header("traceparent", traceparent);
         }
         let sent = request.body(req.body).send().await;
         let mut response = match sent {

@@ -32,5 +32,6 @@ mod standard_webhooks;
 mod subscriptions_api;
 mod systemd;
 mod tokens;
+mod traces;
 mod ui;
 mod upgrade;

@@ -16,6 +16,7 @@ pub mod fairness;
 pub mod ledger;
 pub mod load;
 pub mod notify;
+pub mod otlp;
 pub mod pg;
 pub mod process;
 pub mod proxy;

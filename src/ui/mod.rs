@@ -264,6 +264,11 @@ impl Fields {
             .filter(|v| !v.is_empty())
     }
 
+    /// Whether the form sent `name` at all, empty or not: an emptied field clears a value.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.0
             .iter()

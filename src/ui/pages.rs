@@ -1112,6 +1112,8 @@ pub struct Draft {
     pub owner: String,
     /// Custom headers, one `Name: value` per line.
     pub headers: String,
+    /// Attempts per second, as typed; empty: no limit.
+    pub rate_limit: String,
     pub errors: Vec<(String, String)>,
 }
 
@@ -1138,7 +1140,7 @@ impl Draft {
 
     /// Errors that belong to no field of the form.
     pub fn general(&self) -> Vec<&str> {
-        const FIELDS: [&str; 7] = [
+        const FIELDS: [&str; 8] = [
             "id",
             "url",
             "events",
@@ -1146,6 +1148,7 @@ impl Draft {
             "signature",
             "owner",
             "headers",
+            "rate_limit",
         ];
         self.errors
             .iter()
@@ -1163,7 +1166,29 @@ impl Draft {
             signature: f.get("signature").unwrap_or("abstrakt").to_string(),
             owner: f.get("owner").unwrap_or("").to_string(),
             headers: f.get("headers").unwrap_or("").to_string(),
+            rate_limit: f.get("rate_limit").unwrap_or("").trim().to_string(),
             errors: Vec::new(),
+        }
+    }
+
+    /// The rate limit as the API takes it: `0` (none) when empty; `None`, with an error of the
+    /// field, when it is not a number (the API checks its range).
+    fn rate_limit_value(&mut self) -> Option<Value> {
+        if self.rate_limit.is_empty() {
+            return Some(json!(0));
+        }
+        match self.rate_limit.parse::<f64>() {
+            Ok(rate) if rate.is_finite() => Some(json!(rate)),
+            _ => {
+                self.errors.push((
+                    "rate_limit".to_string(),
+                    format!(
+                        "{:?} is not a number of attempts per second, like 20 or 0.5",
+                        self.rate_limit
+                    ),
+                ));
+                None
+            }
         }
     }
 
@@ -1281,6 +1306,11 @@ pub async fn create_subscription(State(shared): State<Arc<Shared>>, action: Acti
     let headers = draft.header_map();
     if !headers.is_empty() {
         body["headers"] = Value::Object(headers);
+    }
+    if !draft.rate_limit.is_empty() {
+        if let Some(rate) = draft.rate_limit_value() {
+            body["rate_limit"] = rate;
+        }
     }
     let nav = action.viewer.nav("subscriptions", None);
     let (status, answer) = if draft.errors.is_empty() {
@@ -1432,6 +1462,7 @@ pub async fn subscription(
         signature: s.signature.to_string(),
         owner: s.owner.clone(),
         headers: s.plain_headers.clone(),
+        rate_limit: s.rate_limit.trim_end_matches("/s").to_string(),
         errors: Vec::new(),
     };
     html(
@@ -1466,7 +1497,7 @@ pub async fn update_subscription(
     }
     let mut draft = Draft::from_fields(&action.fields);
     let mut body = json!({ "url": draft.url, "events": draft.all_events() });
-    if action.fields.get("headers").is_some() {
+    if action.fields.has("headers") {
         // The form shows the plain headers only: the secret ones are kept as they are.
         let mut headers = draft.header_map();
         if let Some(current) = shared.config().subscription(&id) {
@@ -1484,6 +1515,22 @@ pub async fn update_subscription(
             ));
         }
         body["headers"] = Value::Object(headers);
+    }
+    if action.fields.has("rate_limit") {
+        match draft.rate_limit_value() {
+            Some(rate) => body["rate_limit"] = rate,
+            None => {
+                let e = draft
+                    .errors
+                    .first()
+                    .map(|(_, e)| e.clone())
+                    .unwrap_or_default();
+                return see_other(&with_notice(
+                    &format!("{}/subscriptions/{id}", action.viewer.base),
+                    &format!("Not saved: {e}"),
+                ));
+            }
+        }
     }
     let (status, answer) = answer(
         crate::api::subscriptions::update(

@@ -1185,6 +1185,130 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
     let after = hookd.get(&refused.location(), Some(&session.cookie)).await;
     assert!(after.body.contains("Not saved"), "{}", after.body);
     assert!(after.body.contains("reserved"), "{}", after.body);
+
+    // An emptied box removes the plain headers; the secret one stays.
+    let emptied = hookd
+        .post_form(
+            "/ui/subscriptions/with-headers",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[
+                ("csrf", session.csrf.as_str()),
+                ("url", receiver.url().as_str()),
+                ("events", "*"),
+                ("other_events", ""),
+                ("headers", ""),
+            ],
+        )
+        .await;
+    assert!(
+        emptied.location().contains("Saved"),
+        "{}",
+        emptied.location()
+    );
+    let (_, answer) = hookd
+        .api(
+            Method::GET,
+            "/v1/subscriptions/with-headers",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    let names: Vec<&String> = answer["headers"]
+        .as_object()
+        .expect("headers")
+        .keys()
+        .collect();
+    assert_eq!(names, ["authorization"], "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_set_changed_and_removed_in_the_form() {
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    let session = hookd.sign_in().await;
+    let rate_of = |answer: &Value| answer["rate_limit"].clone();
+    let created = hookd
+        .post_form(
+            "/ui/subscriptions",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[
+                ("csrf", session.csrf.as_str()),
+                ("id", "limited"),
+                ("url", receiver.url().as_str()),
+                ("events", "*"),
+                ("rate_limit", "20"),
+            ],
+        )
+        .await;
+    assert!(
+        [200, 303].contains(&created.status),
+        "create: {} {}",
+        created.status,
+        created.body
+    );
+    let (_, answer) = hookd
+        .api(Method::GET, "/v1/subscriptions/limited", Some(ADMIN), None)
+        .await;
+    assert_eq!(rate_of(&answer), json!(20.0), "{answer}");
+    let page = hookd
+        .get("/ui/subscriptions/limited", Some(&session.cookie))
+        .await;
+    assert!(
+        page.body
+            .contains(r#"name="rate_limit" id="rate_limit" value="20""#),
+        "the edit form holds the rate: {}",
+        page.body
+    );
+
+    let edit = |rate: &'static str| {
+        let fields = [
+            ("csrf", session.csrf.clone()),
+            ("url", receiver.url()),
+            ("events", "*".to_string()),
+            ("other_events", String::new()),
+            ("rate_limit", rate.to_string()),
+        ];
+        let hookd = &hookd;
+        let cookie = session.cookie.clone();
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let answer = hookd
+                .post_form(
+                    "/ui/subscriptions/limited",
+                    Some(&cookie),
+                    hookd.same_origin(),
+                    &fields,
+                )
+                .await;
+            assert_eq!(answer.status, 303, "{}", answer.body);
+            answer.location()
+        }
+    };
+    assert!(edit("0.5").await.contains("Saved"));
+    let (_, answer) = hookd
+        .api(Method::GET, "/v1/subscriptions/limited", Some(ADMIN), None)
+        .await;
+    assert_eq!(rate_of(&answer), json!(0.5), "{answer}");
+    for bad in ["fast", "-3", "1000000"] {
+        let location = edit(bad).await;
+        let after = hookd.get(&location, Some(&session.cookie)).await;
+        assert!(after.body.contains("Not saved"), "{bad}: {}", after.body);
+        let (_, answer) = hookd
+            .api(Method::GET, "/v1/subscriptions/limited", Some(ADMIN), None)
+            .await;
+        assert_eq!(
+            rate_of(&answer),
+            json!(0.5),
+            "{bad} changed nothing: {answer}"
+        );
+    }
+    assert!(edit("").await.contains("Saved"));
+    let (_, answer) = hookd
+        .api(Method::GET, "/v1/subscriptions/limited", Some(ADMIN), None)
+        .await;
+    assert!(answer["rate_limit"].is_null(), "removed: {answer}");
 }
 
 // ------------------------------------------------------------------ the portal

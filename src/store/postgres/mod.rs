@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("schema_v2.sql")),
     (3, include_str!("schema_v3.sql")),
     (4, include_str!("schema_v4.sql")),
+    (5, include_str!("schema_v5.sql")),
 ];
 /// The advisory lock migrations hold: nodes starting together apply them once.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6400_0001;

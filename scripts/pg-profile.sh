@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Where PostgreSQL's time goes while one hookd node drains a backlog (docs/benchmarks.md).
+#
+#   scripts/pg-profile.sh [--perf] [--explain MS] [--events N]
+#
+# Builds the release binary, creates a fresh database `hookd_profile` on
+# $HOOKD_BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432), starts a Node receiver
+# that answers 200 and one hookd with the ceiling benchmark's limits (64 in flight), posts N
+# events (default 20000) in batches of 100 from 16 clients, and prints the deliveries per
+# second from the first post to the last delivery.
+#   --perf         also records `perf record -a -g -F 999` for 3 s of the drain and prints the
+#                  postgres processes' share of the samples and their hottest functions
+#                  (inclusive), hookd_claim's PL/pgSQL among them.
+#   --explain MS   logs every statement of hookd's (nested ones inside hookd_claim included)
+#                  slower than MS ms with auto_explain, and prints their total time, count
+#                  and median by statement. Needs the server log readable at
+#                  /var/log/postgresql/postgresql-15-main.log (Debian's default).
+# Loopback only. Not part of the test command: it takes a minute and perf needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PERF=0
+EXPLAIN=""
+EVENTS=20000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --perf) PERF=1 ;;
+    --explain) EXPLAIN="$2"; shift ;;
+    --events) EVENTS="$2"; shift ;;
+    *) echo "usage: $0 [--perf] [--explain MS] [--events N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+SERVER="${HOOKD_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+DB=hookd_profile
+LOG=/var/log/postgresql/postgresql-15-main.log
+
+cargo build --release --quiet
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+psql "$SERVER/postgres" -qc "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" 2>/dev/null
+if [ -n "$EXPLAIN" ]; then
+  psql "$SERVER/postgres" -q \
+    -c "ALTER DATABASE $DB SET session_preload_libraries = 'auto_explain'" \
+    -c "ALTER DATABASE $DB SET auto_explain.log_min_duration = $EXPLAIN" \
+    -c "ALTER DATABASE $DB SET auto_explain.log_nested_statements = on" \
+    -c "ALTER DATABASE $DB SET auto_explain.log_analyze = on" \
+    -c "ALTER DATABASE $DB SET auto_explain.log_buffers = on"
+  LOG_FROM=$(($(wc -l < "$LOG") + 1))
+fi
+
+# The receiver: counts requests into a file every 100 ms.
+cat > "$WORK/receiver.js" <<'JS'
+const http = require('http');
+const fs = require('fs');
+let n = 0;
+const server = http.createServer((req, res) => {
+  req.on('data', () => {});
+  req.on('end', () => { n++; res.writeHead(200); res.end('ok'); });
+});
+server.listen(0, '127.0.0.1', () => {
+  fs.writeFileSync(process.argv[2] + '.port', String(server.address().port));
+});
+setInterval(() => fs.writeFileSync(process.argv[2] + '.tmp', String(n)) ||
+  fs.renameSync(process.argv[2] + '.tmp', process.argv[2]), 100);
+JS
+echo 0 > "$WORK/count"
+node "$WORK/receiver.js" "$WORK/count" & PIDS+=($!)
+until [ -s "$WORK/count.port" ]; do sleep 0.05; done
+RPORT=$(cat "$WORK/count.port")
+
+cat > "$WORK/hookd.toml" <<TOML
+[api]
+listen = "127.0.0.1:0"
+[metrics]
+listen = "127.0.0.1:0"
+[storage]
+engine = "postgres"
+url = "$SERVER/$DB"
+[delivery]
+max_in_flight = 256
+max_in_flight_per_subscription = 64
+[targets]
+allow = ["127.0.0.0/8"]
+allow_http = true
+[[subscription]]
+id = "bench"
+url = "http://127.0.0.1:$RPORT/hook"
+secret = "profile-secret"
+events = ["*"]
+TOML
+RUST_LOG=info target/release/hookd run --config "$WORK/hookd.toml" > "$WORK/hookd.log" 2>&1 & PIDS+=($!)
+until grep -q "hookd started" "$WORK/hookd.log"; do sleep 0.05; done
+API=$(sed -n 's/.*hookd started api=\([0-9.:]*\).*/\1/p' "$WORK/hookd.log" | head -1)
+
+# Batches of 100 events of about 1 KiB each.
+PAD=$(head -c 900 /dev/zero | tr '\0' x)
+BATCHES=$(( (EVENTS + 99) / 100 ))
+for b in $(seq 0 $((BATCHES - 1))); do
+  {
+    printf '['
+    for i in $(seq 0 99); do
+      [ "$i" -gt 0 ] && printf ','
+      printf '{"request_id":"job-%d-%d","status":"completed","result":{"pad":"%s"}}' "$b" "$i" "$PAD"
+    done
+    printf ']'
+  } > "$WORK/batch$b.json"
+done
+
+start=$(date +%s.%N)
+post() {
+  for b in $(seq "$1" 16 $((BATCHES - 1))); do
+    curl -sf -o /dev/null -H 'content-type: application/json' \
+      --data-binary "@$WORK/batch$b.json" "http://$API/v1/events"
+  done
+}
+for c in $(seq 0 15); do post "$c" & done
+if [ "$PERF" = 1 ]; then
+  perf record -a -g -F 999 -o "$WORK/perf.data" -- sleep 3 > /dev/null 2>&1
+fi
+wait $(jobs -p | grep -v -x -e "${PIDS[0]}" -e "${PIDS[1]}") 2>/dev/null || true
+until [ "$(cat "$WORK/count")" -ge $((BATCHES * 100)) ]; do sleep 0.02; done
+end=$(date +%s.%N)
+awk -v n=$((BATCHES * 100)) -v s="$start" -v e="$end" \
+  'BEGIN { printf "delivered %d in %.2f s = %.0f/s (first post to last delivery)\n", n, e - s, n / (e - s) }'
+
+if [ "$PERF" = 1 ]; then
+  echo "--- perf: share of all samples by process"
+  perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -8
+  echo "--- perf: postgres's hottest functions, inclusive (% of all samples)"
+  perf report -i "$WORK/perf.data" --comm postgres --children --sort symbol --stdio -g none 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | grep -v '0x0000' | head -25
+fi
+if [ -n "$EXPLAIN" ]; then
+  echo "--- auto_explain: statements slower than $EXPLAIN ms (total, count, median)"
+  tail -n +"$LOG_FROM" "$LOG" | python3 -c '
+import re, sys, collections
+text = sys.stdin.read()
+times = collections.defaultdict(list)
+for block in re.split(r"\n(?=\S.*LOG:  duration)", text):
+    d = re.search(r"duration: ([\d.]+) ms", block)
+    q = re.search(r"Query Text: (.{0,70})", block)
+    if d and q and "'"$DB"'" in block.split("\n")[0]:
+        times[q.group(1).strip()].append(float(d.group(1)))
+for q, t in sorted(times.items(), key=lambda kv: -sum(kv[1])):
+    t.sort()
+    print(f"{sum(t):8.0f} ms  n={len(t):5d}  p50={t[len(t)//2]:6.2f} ms  {q}")
+'
+fi

@@ -1837,3 +1837,66 @@ async fn a_rate_limit_holds_across_two_nodes() {
         by_node("b")
     );
 }
+
+/// Traces need nothing stored: an attempt made by another node than the one that accepted the
+/// event, after that node stopped, joins the event's trace as a child of its span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_made_by_another_node_joins_the_events_trace() {
+    let db = pg::create("traces").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let collector = crate::support::otlp::TestCollector::start().await;
+    let receiver = crate::support::receiver::TestReceiver::start().await;
+    let body = |node: &str| {
+        format!(
+            "[traces]\notlp_endpoint = {:?}\nservice_name = \"hookd-{node}\"\n\n",
+            collector.endpoint()
+        ) + &subscription_toml("main", &receiver.url(), SECRET, &["*"], "")
+    };
+    let http = http();
+    let mut a = Node::start(dir.path(), "a", &db.url(), &body("a")).await;
+    // Paused, so that node a makes no attempt: it accepts the event and stops.
+    let paused = http
+        .post(a.url("/v1/subscriptions/main/pause"))
+        .send()
+        .await
+        .expect("pause on a");
+    assert_eq!(paused.status().as_u16(), 200);
+    a.post_ok(&http, &ids("traced", 1)).await;
+    let queued = a.deliveries(&http, "status=scheduled").await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let event_id = queued[0]["event_id"]
+        .as_str()
+        .expect("event_id")
+        .to_string();
+    a.process.signal("TERM");
+    assert!(a.process.wait_exit(Duration::from_secs(20)).await.success());
+
+    let mut b = Node::start(dir.path(), "b", &db.url(), &body("b")).await;
+    let resumed = http
+        .post(b.url("/v1/subscriptions/main/resume"))
+        .send()
+        .await
+        .expect("resume on b");
+    assert_eq!(resumed.status().as_u16(), 200);
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    b.process.signal("TERM");
+    assert!(b.process.wait_exit(Duration::from_secs(20)).await.success());
+
+    let spans = collector.spans();
+    let event = spans
+        .iter()
+        .find(|s| s.name == "hookd.event")
+        .unwrap_or_else(|| panic!("no event span: {spans:?}"));
+    let attempt = spans
+        .iter()
+        .find(|s| s.name == "hookd.attempt")
+        .unwrap_or_else(|| panic!("no attempt span: {spans:?}"));
+    assert_eq!(
+        (event.service.as_str(), attempt.service.as_str()),
+        ("hookd-a", "hookd-b")
+    );
+    assert_eq!(event.attr("hookd.event_id"), event_id);
+    assert_eq!(attempt.attr("hookd.event_id"), event_id);
+    assert_eq!(attempt.trace_id, event.trace_id);
+    assert_eq!(attempt.parent_span_id, event.span_id);
+}

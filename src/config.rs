@@ -1364,6 +1364,15 @@ impl Validator<'_> {
         let endpoint = match endpoint_text.get_ref().trim() {
             "" => None,
             text => match url::Url::parse(text) {
+                Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                    // Not repeated: it holds a password.
+                    self.error(
+                        endpoint_text.span(),
+                        "traces.otlp_endpoint",
+                        "credentials do not belong in the URL, which is logged: give them as otlp_headers (\"Authorization\" = { env = \"...\" })",
+                    );
+                    None
+                }
                 Ok(url)
                     if matches!(url.scheme(), "http" | "https")
                         && url.host_str().is_some()

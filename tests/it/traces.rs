@@ -365,6 +365,14 @@ fn bad_traces_settings_are_config_errors() {
         key_of("otlp_endpoint = \"ftp://127.0.0.1/\""),
         ["traces.otlp_endpoint"]
     );
+    let with_password = errors("otlp_endpoint = \"https://user:hunter2@otel.internal\"");
+    assert_eq!(with_password.len(), 1);
+    assert_eq!(with_password[0].0, "traces.otlp_endpoint");
+    assert!(
+        !with_password[0].1.contains("hunter2"),
+        "{}",
+        with_password[0].1
+    );
     assert_eq!(key_of("sample_ratio = 1.5"), ["traces.sample_ratio"]);
     assert_eq!(key_of("sample_ratio = -0.1"), ["traces.sample_ratio"]);
     assert_eq!(key_of("service_name = \" \""), ["traces.service_name"]);

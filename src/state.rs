@@ -322,6 +322,11 @@ pub struct Shared {
     pub ui: crate::ui::UiState,
     /// OpenTelemetry spans (`[traces]`); off unless configured.
     pub traces: Arc<crate::traces::Traces>,
+    /// Taken by each change of the subscriptions, pause or disabled switches made here (the
+    /// store's write and the settings' update) and by [`Shared::sync_from_store`] from its read
+    /// to its apply: a sync that read the store just before a change here would otherwise apply
+    /// what it read over the change, until the next sync (a subscription's old URL, say).
+    pub writes: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -337,6 +342,7 @@ impl Shared {
         Shared {
             listening,
             traces: Arc::new(traces),
+            writes: tokio::sync::Mutex::new(()),
             store,
             metrics: Arc::new(metrics),
             settings: Arc::new(settings),
@@ -395,6 +401,7 @@ impl Shared {
         subscription: &str,
         paused: bool,
     ) -> Result<(), crate::store::StoreError> {
+        let _turn = self.writes.lock().await;
         self.store.set_paused(subscription, paused).await?;
         let count = self.settings.set_paused(subscription, paused);
         self.metrics
@@ -409,6 +416,7 @@ impl Shared {
     /// store, and applies what changed: on a store that several nodes share, what another
     /// node's API changed. Returns whether anything did.
     pub async fn sync_from_store(&self) -> Result<bool, crate::store::StoreError> {
+        let _turn = self.writes.lock().await;
         let stored = self.store.stored_subscriptions().await?;
         let states = self.store.subscription_states().await?;
         let paused: HashSet<String> = states
@@ -454,6 +462,7 @@ impl Shared {
         reason: Option<String>,
     ) -> Result<(), crate::store::StoreError> {
         let disabled = reason.map(|r| (self.clock.now_ms(), r));
+        let _turn = self.writes.lock().await;
         self.store
             .set_disabled(subscription, disabled.clone())
             .await?;

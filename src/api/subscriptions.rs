@@ -178,6 +178,7 @@ pub async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
         created_ms: now,
         updated_ms: now,
     };
+    let _turn = shared.writes.lock().await;
     if let Err(e) = shared.store.put_subscription(stored.clone()).await {
         tracing::error!(error = %e, "cannot store a new subscription");
         return error(
@@ -230,6 +231,7 @@ pub async fn show(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> 
 /// `DELETE /v1/subscriptions/{id}`: 204. Its queued deliveries wait, as those of a
 /// subscription removed from the config file do, until a subscription of that id returns.
 pub async fn delete(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let _turn = shared.writes.lock().await;
     let mut stored = shared.settings.stored();
     let Some(at) = stored.iter().position(|s| s.id == id) else {
         return if shared.config().subscription(&id).is_some() {
@@ -397,6 +399,7 @@ async fn replace(
     }
     stored.toml = text;
     stored.updated_ms = shared.clock.now_ms();
+    let _turn = shared.writes.lock().await;
     if let Err(e) = shared.store.put_subscription(stored.clone()).await {
         tracing::error!(error = %e, "cannot store a changed subscription");
         return error(

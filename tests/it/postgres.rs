@@ -1900,3 +1900,55 @@ async fn an_attempt_made_by_another_node_joins_the_events_trace() {
     assert_eq!(attempt.trace_id, event.trace_id);
     assert_eq!(attempt.parent_span_id, event.span_id);
 }
+
+/// A node re-reads the subscriptions from the database every second (what other nodes'
+/// APIs changed); a change made through its own API in the middle of such a read must not be
+/// undone by it: each event goes to the URL set just before it was posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_the_api_is_not_undone_by_the_nodes_own_sync() {
+    let db = pg::create("sync_race").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receivers = [
+        crate::support::receiver::TestReceiver::start().await,
+        crate::support::receiver::TestReceiver::start().await,
+    ];
+    let node = Node::start(dir.path(), "a", &db.url(), "").await;
+    let http = http();
+    let created = http
+        .post(node.url("/v1/subscriptions"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({ "id": "moving", "url": receivers[0].url(), "events": ["*"] })
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status().as_u16(), 201);
+    let started = Instant::now();
+    let mut n = 0;
+    // Over three seconds of syncs, one change and one event after another.
+    while started.elapsed() < Duration::from_secs(3) {
+        let to = n % 2;
+        let changed = http
+            .patch(node.url("/v1/subscriptions/moving"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "url": receivers[to].url() }).to_string())
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(changed.status().as_u16(), 200);
+        let before = receivers.iter().map(|r| r.count()).collect::<Vec<_>>();
+        node.post_ok(&http, &[format!("sync-{n}")]).await;
+        receivers[to]
+            .wait_for(before[to] + 1, Duration::from_secs(10))
+            .await;
+        assert_eq!(
+            receivers[1 - to].count(),
+            before[1 - to],
+            "event {n} went to the URL before the change"
+        );
+        n += 1;
+    }
+    assert!(n >= 10, "only {n} rounds in three seconds");
+}

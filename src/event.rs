@@ -103,6 +103,13 @@ pub fn parse_event(
     map.retain(|k, v| !v.is_null() || k == "request_id" || k == "status");
 
     let request_id = match map.get("request_id") {
+        // U+0000 is refused: PostgreSQL's text cannot hold it, and no id needs it.
+        Some(Value::String(s)) if s.contains('\0') => {
+            return Err(field_error(
+                "request_id",
+                "must not contain U+0000 (\\u0000)",
+            ))
+        }
         Some(Value::String(s)) if (1..=256).contains(&s.len()) => s.clone(),
         Some(Value::String(_)) => {
             return Err(field_error("request_id", "must be 1 to 256 bytes long"))
@@ -158,6 +165,11 @@ pub fn parse_event(
                     "webhook_secret",
                     "must be 1 to 1024 bytes long",
                 ));
+            }
+            for (field, text) in [("webhook_url", url), ("webhook_secret", secret)] {
+                if text.contains('\0') {
+                    return Err(field_error(field, "must not contain U+0000 (\\u0000)"));
+                }
             }
             Some(AdhocTarget {
                 url: url.clone(),
@@ -364,6 +376,10 @@ mod tests {
             (
                 json!({"request_id": "r", "status": "done", "timestamp": "yesterday"}),
                 "timestamp",
+            ),
+            (
+                json!({"request_id": "a\u{0}b", "status": "done"}),
+                "request_id",
             ),
             (
                 json!({"request_id": "r", "status": "done", "webhook_url": "https://x/"}),

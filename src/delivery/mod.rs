@@ -276,10 +276,20 @@ impl Deliverer {
             retry_after,
             error,
             blocked: false,
-            response_excerpt: (!excerpt.is_empty())
-                .then(|| String::from_utf8_lossy(&excerpt).into_owned()),
+            response_excerpt: (!excerpt.is_empty()).then(|| excerpt_text(&excerpt)),
             duration: started.elapsed(),
         }
+    }
+}
+
+/// The kept start of a receiver's answer as text: invalid UTF-8 and U+0000 become U+FFFD
+/// (PostgreSQL's text and jsonb cannot hold U+0000; the excerpt is for people to read).
+fn excerpt_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.into_owned()
     }
 }
 
@@ -334,6 +344,13 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_excerpt_keeps_no_nul_and_no_invalid_utf8() {
+        assert_eq!(excerpt_text(b"ok"), "ok");
+        assert_eq!(excerpt_text(b"a\0b"), "a\u{FFFD}b");
+        assert_eq!(excerpt_text(b"a\xffb"), "a\u{FFFD}b");
+    }
 
     #[test]
     fn statuses_map_to_outcome_classes() {

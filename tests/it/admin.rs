@@ -545,6 +545,31 @@ async fn bad_list_queries_are_400_with_a_json_error() {
 
 // ------------------------------------------------------------------ GET /v1/deliveries/{id}
 
+/// A receiver's answer may hold any bytes; PostgreSQL's text and jsonb cannot hold U+0000, so
+/// the excerpt keeps U+FFFD in its place (as it does for invalid UTF-8), on both engines, and
+/// the outcome is recorded.
+#[tokio::test]
+async fn an_answer_with_a_nul_byte_is_kept_with_a_replacement_character() {
+    let receiver = BodyReceiver::start(vec![(500, "bad\0news"), (200, "ok\0")]).await;
+    let app = spawn_app(&format!(
+        "{}{}",
+        delivery_toml(&["0s"], ""),
+        subscription_toml("nul", &receiver.url(), "nul-secret", &["*"], ""),
+    ))
+    .await;
+    let event_id = post_event(
+        &app,
+        &json!({ "request_id": "req-nul", "status": "completed" }),
+    )
+    .await;
+    let id = deliveries_of(&app, &event_id).await["nul"].clone();
+    let d = wait_state(&app, &id, "delivered").await;
+    let history = d["attempt_history"].as_array().expect("attempt_history");
+    assert_eq!(history.len(), 2, "{d:#}");
+    assert_eq!(history[0]["response_excerpt"], "bad\u{FFFD}news");
+    assert_eq!(history[1]["response_excerpt"], "ok\u{FFFD}");
+}
+
 #[tokio::test]
 async fn show_lists_every_attempt_with_its_response_excerpt_and_the_event() {
     let receiver = BodyReceiver::start(vec![

@@ -595,7 +595,7 @@ fn valid_without_adhoc(map: &serde_json::Map<String, Value>) -> bool {
     map.keys().all(|k| ALLOWED.contains(&k.as_str()))
         && present("webhook_url").is_none()
         && present("webhook_secret").is_none()
-        && matches!(map.get("request_id"), Some(Value::String(s)) if (1..=256).contains(&s.len()))
+        && matches!(map.get("request_id"), Some(Value::String(s)) if (1..=256).contains(&s.len()) && !s.contains('\0'))
         && matches!(map.get("status"), Some(Value::String(s)) if valid_status(s))
         && ["result", "error", "metrics"]
             .iter()
@@ -673,7 +673,8 @@ fn parse_event_answers_every_object_sensibly() {
                     prop_assert!(unknown.is_empty(), "accepted unknown fields: {}", text);
                     let request_id = map.get("request_id").and_then(Value::as_str);
                     prop_assert!(
-                        request_id.is_some_and(|s| (1..=256).contains(&s.len())),
+                        request_id
+                            .is_some_and(|s| (1..=256).contains(&s.len()) && !s.contains('\0')),
                         "accepted request_id of {}",
                         text
                     );

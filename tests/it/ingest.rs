@@ -94,6 +94,45 @@ async fn assert_nothing_stored_but_sentinel(app: &TestApp, receiver: &TestReceiv
     assert_eq!(app.shared.store.counts().await.unwrap(), (1, 1));
 }
 
+/// U+0000 in an id or a per-request secret is refused with the field named, on both engines
+/// (PostgreSQL's text cannot hold it), never a 503.
+#[tokio::test]
+async fn a_nul_in_an_id_or_a_secret_is_422_and_stores_nothing() {
+    let (app, receiver) = app_with_receiver().await;
+    for (event, field) in [
+        (
+            json!({ "request_id": "a\u{0}b", "status": "completed" }),
+            "request_id",
+        ),
+        (
+            json!({ "request_id": "x", "status": "completed", "request_id": "\u{0}" }),
+            "request_id",
+        ),
+        (
+            json!({ "request_id": "nul-secret", "status": "completed",
+                    "webhook_url": receiver.url(), "webhook_secret": "s\u{0}" }),
+            "webhook_secret",
+        ),
+    ] {
+        let (status, body) = app.post(&event).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (422, Some(field)),
+            "{event}: {body}"
+        );
+    }
+    let (status, body) = app
+        .post(&json!({ "request_id": "nul-url", "status": "completed",
+                       "webhook_url": format!("{}\u{0}", receiver.url()), "webhook_secret": "s" }))
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("webhook_url")),
+        "{body}"
+    );
+    assert_nothing_stored_but_sentinel(&app, &receiver).await;
+}
+
 #[tokio::test]
 async fn malformed_json_is_400_and_stores_nothing() {
     let (app, receiver) = app_with_receiver().await;

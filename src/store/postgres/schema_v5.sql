@@ -138,6 +138,11 @@ BEGIN
           FROM unnest(l_buckets, l_rates, l_next) AS l(b, rate, next_us)
           WHERE l.rate > 0 AND l.b = ANY(chosen_b)
           ON CONFLICT (bucket) DO UPDATE SET next_us = excluded.next_us;
+        -- A bucket another claim holds (another node's, at this instant) is that claim's to
+        -- fill: it gives no next turn here, or the two nodes would take turns spinning on it.
+        SELECT busy || coalesce(array_agg(DISTINCT c.b), '{}') INTO busy
+          FROM unnest(c_buckets) AS c(b)
+          WHERE c.b <> ALL(l_buckets);
         -- Rate-limited buckets give the next turn's time themselves, below.
         SELECT busy || coalesce(array_agg(l.b), '{}'),
                min(CASE WHEN l.b = ANY(chosen_b) THEN greatest(l.next_us, t_us) + l.rate ELSE l.next_us END

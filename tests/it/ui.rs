@@ -271,6 +271,30 @@ impl Hookd {
     }
 
     /// Signs in with the admin token; the session cookie and the csrf value of `/ui`.
+    /// Posts a subscription's edit form as `session`: its CSRF token, `url`, no other event
+    /// types, and `fields` (the events, headers, rate limit...).
+    async fn edit_subscription(
+        &self,
+        session: &Session,
+        id: &str,
+        url: &str,
+        fields: &[(&str, &str)],
+    ) -> Page {
+        let mut all = vec![
+            ("csrf", session.csrf.as_str()),
+            ("url", url),
+            ("other_events", ""),
+        ];
+        all.extend_from_slice(fields);
+        self.post_form(
+            &format!("/ui/subscriptions/{id}"),
+            Some(&session.cookie),
+            self.same_origin(),
+            &all,
+        )
+        .await
+    }
+
     async fn sign_in(&self) -> Session {
         let answer = self
             .post_form("/ui/login", None, self.same_origin(), &[("token", ADMIN)])
@@ -1016,17 +1040,11 @@ async fn a_subscriptions_secret_is_shown_once_by_the_form_that_created_it_and_ne
 
     // The edit form keeps the secret out of its answer and of the page it leads to.
     let edited = hookd
-        .post_form(
-            "/ui/subscriptions/api-made",
-            Some(&session.cookie),
-            hookd.same_origin(),
-            &[
-                ("csrf", session.csrf.as_str()),
-                ("url", receiver.url().as_str()),
-                ("events", "job.completed"),
-                ("events", "job.failed"),
-                ("other_events", ""),
-            ],
+        .edit_subscription(
+            &session,
+            "api-made",
+            &receiver.url(),
+            &[("events", "job.completed"), ("events", "job.failed")],
         )
         .await;
     assert_eq!(edited.status, 303, "edit: {}", edited.body);
@@ -1122,17 +1140,11 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
 
     // The form edits the plain headers and keeps the secret one, unseen.
     let edited = hookd
-        .post_form(
-            "/ui/subscriptions/with-headers",
-            Some(&session.cookie),
-            hookd.same_origin(),
-            &[
-                ("csrf", session.csrf.as_str()),
-                ("url", receiver.url().as_str()),
-                ("events", "*"),
-                ("other_events", ""),
-                ("headers", "X-Region: eu\r\n"),
-            ],
+        .edit_subscription(
+            &session,
+            "with-headers",
+            &receiver.url(),
+            &[("events", "*"), ("headers", "X-Region: eu\r\n")],
         )
         .await;
     assert_eq!(edited.status, 303, "edit: {}", edited.body);
@@ -1168,17 +1180,11 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
 
     // A reserved name is refused, and said so.
     let refused = hookd
-        .post_form(
-            "/ui/subscriptions/with-headers",
-            Some(&session.cookie),
-            hookd.same_origin(),
-            &[
-                ("csrf", session.csrf.as_str()),
-                ("url", receiver.url().as_str()),
-                ("events", "*"),
-                ("other_events", ""),
-                ("headers", "X-Abstrakt-Signature: forged"),
-            ],
+        .edit_subscription(
+            &session,
+            "with-headers",
+            &receiver.url(),
+            &[("events", "*"), ("headers", "X-Abstrakt-Signature: forged")],
         )
         .await;
     assert_eq!(refused.status, 303);
@@ -1188,17 +1194,11 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
 
     // An emptied box removes the plain headers; the secret one stays.
     let emptied = hookd
-        .post_form(
-            "/ui/subscriptions/with-headers",
-            Some(&session.cookie),
-            hookd.same_origin(),
-            &[
-                ("csrf", session.csrf.as_str()),
-                ("url", receiver.url().as_str()),
-                ("events", "*"),
-                ("other_events", ""),
-                ("headers", ""),
-            ],
+        .edit_subscription(
+            &session,
+            "with-headers",
+            &receiver.url(),
+            &[("events", "*"), ("headers", "")],
         )
         .await;
     assert!(
@@ -1263,23 +1263,14 @@ async fn the_rate_limit_is_set_changed_and_removed_in_the_form() {
     );
 
     let edit = |rate: &'static str| {
-        let fields = [
-            ("csrf", session.csrf.clone()),
-            ("url", receiver.url()),
-            ("events", "*".to_string()),
-            ("other_events", String::new()),
-            ("rate_limit", rate.to_string()),
-        ];
-        let hookd = &hookd;
-        let cookie = session.cookie.clone();
+        let (hookd, session, url) = (&hookd, &session, receiver.url());
         async move {
-            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let answer = hookd
-                .post_form(
-                    "/ui/subscriptions/limited",
-                    Some(&cookie),
-                    hookd.same_origin(),
-                    &fields,
+                .edit_subscription(
+                    session,
+                    "limited",
+                    &url,
+                    &[("events", "*"), ("rate_limit", rate)],
                 )
                 .await;
             assert_eq!(answer.status, 303, "{}", answer.body);

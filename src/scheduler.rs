@@ -5,9 +5,13 @@
 //! gives it ([`limits`]), at O(log n) per delivery whatever the number of buckets. Each claimed
 //! delivery runs as its own task. Between turns the loop sleeps until the earliest due time the
 //! store reported, or until woken: by ingest (new work), or by a finished attempt (a free
-//! slot).
+//! slot). A store may hand a delivered attempt's slot straight on to its subscription's next
+//! due delivery, in the write that records the outcome
+//! ([`QueueStore::record_outcome_and_follow`]; PostgreSQL does, where a claim costs a round
+//! trip and a lock): the attempt's task then runs that one, and the loop is not woken.
 //!
 //! [`QueueStore::claim`]: crate::store::QueueStore::claim
+//! [`QueueStore::record_outcome_and_follow`]: crate::store::QueueStore::record_outcome_and_follow
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
@@ -100,6 +104,8 @@ pub struct Scheduler {
     deliverer: Deliverer,
     /// Every attempt task, so that shutdown can wait for them.
     tracker: TaskTracker,
+    /// Cancelled when the daemon stops: a finished attempt then takes no next delivery.
+    stop: CancellationToken,
 }
 
 impl Scheduler {
@@ -108,11 +114,13 @@ impl Scheduler {
             deps: Arc::new(deps),
             deliverer,
             tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
         }
     }
 
     /// Runs turns until `stop` is cancelled, then waits up to `grace` for attempts in flight.
-    pub async fn run(self, stop: CancellationToken, grace: Duration) {
+    pub async fn run(mut self, stop: CancellationToken, grace: Duration) {
+        self.stop = stop.clone();
         self.deps.apply_limits();
         while !stop.is_cancelled() {
             let now = self.deps.clock.now_ms();
@@ -166,6 +174,7 @@ impl Scheduler {
             let task = AttemptTask {
                 deps: self.deps.clone(),
                 deliverer: self.deliverer.clone(),
+                stop: self.stop.clone(),
             };
             self.tracker.spawn(task.run(claim));
         }
@@ -213,10 +222,12 @@ pub fn decide_next(
     }
 }
 
-/// One attempt of one claimed delivery, run as its own task.
+/// One attempt of one claimed delivery, run as its own task; and the next one in its slot,
+/// when the store hands one on with the outcome ([`QueueStore::record_outcome_and_follow`]).
 struct AttemptTask {
     deps: Arc<SchedulerDeps>,
     deliverer: Deliverer,
+    stop: CancellationToken,
 }
 
 /// Where an attempt goes, resolved when it starts: a queued delivery follows its subscription's
@@ -237,6 +248,15 @@ enum Resolved {
 
 impl AttemptTask {
     async fn run(self, claim: Claimed) {
+        let mut claim = claim;
+        while let Some(next) = self.attempt(claim).await {
+            claim = next;
+        }
+        self.free_slot();
+    }
+
+    /// One attempt; returns the delivery the store handed on in its slot, if any.
+    async fn attempt(&self, claim: Claimed) -> Option<Claimed> {
         let Claimed { delivery, body } = claim;
         let number = delivery.attempts + 1;
         let started_ms = self.deps.clock.now_ms();
@@ -268,7 +288,7 @@ impl AttemptTask {
                 // The delivery waits for the subscription to come back, without spending an
                 // attempt: the store holds its bucket back until it is configured again.
                 self.release(&delivery.id, started_ms).await;
-                return;
+                return None;
             }
         };
         let finished_ms = self.deps.clock.now_ms();
@@ -297,14 +317,24 @@ impl AttemptTask {
         self.observe(&delivery, &attempt, &result, next, finished_ms);
         span.end(&result, next);
         let error = attempt.error.clone();
-        if let Err(e) = self
-            .deps
-            .queue
-            .record_outcome(&delivery.id, attempt, next, finished_ms)
-            .await
-        {
-            tracing::error!(delivery_id = %delivery.id, error = %e, "cannot record attempt outcome; the delivery will be retried after a restart");
-        }
+        let queue = &self.deps.queue;
+        let recorded = if self.stop.is_cancelled() {
+            queue
+                .record_outcome(&delivery.id, attempt, next, finished_ms)
+                .await
+                .map(|()| None)
+        } else {
+            queue
+                .record_outcome_and_follow(&delivery.id, attempt, next, finished_ms)
+                .await
+        };
+        let following = match recorded {
+            Ok(following) => following,
+            Err(e) => {
+                tracing::error!(delivery_id = %delivery.id, error = %e, "cannot record attempt outcome; the delivery will be retried after a restart");
+                None
+            }
+        };
         if delivery.adhoc.is_none() {
             self.breaker(&delivery.subscription, &result, error.as_ref(), finished_ms);
         }
@@ -315,7 +345,7 @@ impl AttemptTask {
                 error,
             });
         }
-        self.free_slot();
+        following
     }
 
     /// Folds the outcome into the subscription's breaker: a change of gate applies to the
@@ -433,11 +463,10 @@ impl AttemptTask {
     }
 
     /// Puts a claimed delivery back in the queue without an attempt.
-    async fn release(self, delivery_id: &str, due_ms: u64) {
+    async fn release(&self, delivery_id: &str, due_ms: u64) {
         if let Err(e) = self.deps.queue.release(delivery_id, due_ms).await {
             tracing::error!(delivery_id, error = %e, "cannot put a delivery back in the queue; it will be retried after a restart");
         }
-        self.free_slot();
     }
 
     /// The store freed the slot with the outcome: wake the loop so that its next turn uses it.

@@ -79,13 +79,21 @@ struct Harness {
     dir: tempfile::TempDir,
     open: Open,
     store: Option<Arc<dyn Store>>,
+    /// The engine hands a delivered outcome's slot on to the next delivery
+    /// (`record_outcome_and_follow`); an engine may instead leave every slot to the claims.
+    hands_on: bool,
 }
 
 impl Harness {
-    fn new(open: Open) -> Harness {
+    fn new(open: Open, hands_on: bool) -> Harness {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = Some(open(dir.path()));
-        Harness { dir, open, store }
+        Harness {
+            dir,
+            open,
+            store,
+            hands_on,
+        }
     }
 
     fn store(&self) -> &dyn Store {
@@ -123,8 +131,8 @@ impl Harness {
 
 /// Instantiates every conformance test for one engine.
 macro_rules! conformance_tests {
-    ($engine:ident, $open:expr) => {
-        conformance_tests!(@engine $engine, $open, [
+    ($engine:ident, $open:expr, hands_on = $hands_on:expr) => {
+        conformance_tests!(@engine $engine, $open, $hands_on, [
             a_repeat_with_the_same_body_is_a_duplicate,
             a_repeat_with_another_body_is_a_conflict_and_rejects_the_whole_batch,
             the_same_request_id_with_another_status_is_another_event,
@@ -170,15 +178,16 @@ macro_rules! conformance_tests {
             a_signing_key_is_made_once_and_kept,
             listing_filters_by_any_of_several_subscriptions,
             an_export_imports_into_a_new_store_whole,
+            a_slot_is_handed_on_only_within_the_limits,
         ]);
     };
-    (@engine $engine:ident, $open:expr, [$($test:ident),+ $(,)?]) => {
+    (@engine $engine:ident, $open:expr, $hands_on:expr, [$($test:ident),+ $(,)?]) => {
         mod $engine {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    let mut h = Harness::new($open);
+                    let mut h = Harness::new($open, $hands_on);
                     super::$test(&mut h).await;
                     h.close().await;
                 }
@@ -187,8 +196,9 @@ macro_rules! conformance_tests {
     };
 }
 
-conformance_tests!(sled, open_sled);
-conformance_tests!(postgres, open_pg);
+// sled's claims are local and cheap: it leaves every slot to them.
+conformance_tests!(sled, open_sled, hands_on = false);
+conformance_tests!(postgres, open_pg, hands_on = true);
 
 // ---------------------------------------------------------------------------------------------
 // Builders
@@ -1709,6 +1719,128 @@ async fn a_lowered_limit_holds_back_until_in_flight_drops_below_it(h: &mut Harne
     assert_eq!(claim_ids(s, 2300, 10).await.len(), 1);
 }
 
+/// Records a delivered outcome of `id` and returns the delivery handed on in its slot, checked
+/// to be in flight, and not claimable again.
+async fn deliver_and_follow(s: &dyn Store, id: &str, now_ms: u64) -> Option<String> {
+    let attempt = attempt(1, Outcome::Success, now_ms - 7);
+    let next = s
+        .record_outcome_and_follow(id, attempt, Next::Delivered, now_ms)
+        .await
+        .expect("record outcome");
+    assert_eq!(delivery(s, id).await.state, DeliveryState::Delivered);
+    let next = next?;
+    assert_eq!(
+        delivery(s, &next.delivery.id).await.state,
+        DeliveryState::InFlight,
+        "a delivery handed on is in flight"
+    );
+    assert_eq!(
+        next.body,
+        Bytes::from(event_body(s, &next.delivery.event_id).await)
+    );
+    Some(next.delivery.id)
+}
+
+async fn event_body(s: &dyn Store, event_id: &str) -> Vec<u8> {
+    s.event_body(event_id)
+        .await
+        .expect("read the event body")
+        .expect("the event is stored")
+        .to_vec()
+}
+
+async fn a_slot_is_handed_on_only_within_the_limits(h: &mut Harness) {
+    let hands_on = h.hands_on;
+    let s = h.store();
+    let mut a = Vec::new();
+    for i in 0..6 {
+        a.extend(deliveries_of(s, &format!("job-{i}"), &["a"], 1000 + i).await);
+    }
+    let b: Vec<String> = [
+        deliveries_of(s, "job-b0", &["b"], 1100).await.remove(0),
+        deliveries_of(s, "job-b1", &["b"], 1101).await.remove(0),
+    ]
+    .into();
+    s.set_limits(limits(&[("a", 2), ("b", 1)]));
+    assert_eq!(
+        sorted(claim_ids(s, 2000, 10).await),
+        sorted(vec![a[0].clone(), a[1].clone(), b[0].clone()])
+    );
+
+    // A delivered outcome: the next due delivery of the same subscription, in its slot.
+    let next = deliver_and_follow(s, &a[0], 2100).await;
+    if hands_on {
+        assert_eq!(
+            next.as_deref(),
+            Some(a[2].as_str()),
+            "a's next due delivery"
+        );
+    } else {
+        assert_eq!(next, None);
+        claim_one(s, &a[2], 2100).await;
+    }
+    assert!(
+        claim_ids(s, 2100, 10).await.is_empty(),
+        "a's two slots are both taken, and b's one"
+    );
+
+    // A failed attempt hands nothing on: its slot goes to the claims (the breaker decides
+    // how many may run).
+    let failed = attempt(1, Outcome::Http5xx, 2193);
+    let next = s
+        .record_outcome_and_follow(&a[1], failed, Next::RetryAt(9000), 2200)
+        .await
+        .expect("record outcome");
+    assert!(next.is_none(), "a failure hands nothing on");
+    assert_eq!(claim_ids(s, 2200, 10).await, vec![a[3].clone()]);
+
+    // A lowered limit: a delivered outcome above it hands nothing on.
+    s.set_limits(limits(&[("a", 1), ("b", 1)]));
+    assert_eq!(
+        deliver_and_follow(s, &a[2], 2300).await,
+        None,
+        "limit 1, 2 in flight"
+    );
+    assert!(claim_ids(s, 2300, 10).await.is_empty());
+
+    // A paused subscription, and a rate-limited one, hand nothing on.
+    let mut paused = limits(&[("a", 2), ("b", 1)]);
+    paused.paused.insert("b".to_string());
+    s.set_limits(paused);
+    assert_eq!(
+        deliver_and_follow(s, &b[0], 2400).await,
+        None,
+        "b is paused"
+    );
+    let mut rated = limits(&[("a", 2), ("b", 1)]);
+    rated.rates.insert("a".to_string(), 1_000);
+    s.set_limits(rated);
+    assert_eq!(
+        deliver_and_follow(s, &a[3], 2500).await,
+        None,
+        "a is rate-limited"
+    );
+
+    // At the node's global limit, the claims decide in due order.
+    s.set_limits(Limits {
+        global: 1,
+        ..limits(&[("a", 2), ("b", 1)])
+    });
+    // a[4] (due 1004) before b[1] (due 1101).
+    assert_eq!(claim_ids(s, 2600, 10).await, vec![a[4].clone()]);
+    assert_eq!(
+        deliver_and_follow(s, &a[4], 2700).await,
+        None,
+        "the node is full"
+    );
+    assert_eq!(claim_ids(s, 2700, 10).await, vec![a[5].clone()]);
+    // Nothing was handed out twice: every delivery ends once.
+    s.set_limits(limits(&[("a", 2), ("b", 1)]));
+    let mut rest = claim_ids(s, 2800, 10).await;
+    rest.sort();
+    assert_eq!(rest, vec![b[1].clone()]);
+}
+
 async fn releasing_a_delivery_that_is_not_claimed_changes_nothing(h: &mut Harness) {
     let s = h.store();
     let id = deliveries_of(s, "job-1", &["a"], 1000).await.remove(0);
@@ -1946,7 +2078,7 @@ async fn an_export_imports_into_a_new_store_whole(h: &mut Harness) {
         .filter(|r| matches!(r, Portable::Event { .. }))
         .count();
     assert_eq!(events, 2, "every event, once: {records:#?}");
-    let mut other = Harness::new(h.open);
+    let mut other = Harness::new(h.open, h.hands_on);
     let t = other.store();
     t.import(records).await.unwrap();
     assert_eq!(counts(t).await, counts(s).await);

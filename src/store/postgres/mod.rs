@@ -28,7 +28,7 @@
 //! suite), the times passed in are used as they are.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -276,6 +276,11 @@ pub struct PgStore {
     waker: Arc<Mutex<Option<Arc<Notify>>>>,
     /// Outcomes refused because another claim took the delivery over.
     stale: AtomicU64,
+    /// What an outcome's freed slot may be handed on to (from the limits).
+    follow: Mutex<Arc<Followable>>,
+    /// Slots of outcomes on their way to the database that may come back with a delivery in
+    /// them: counted as held, so that a claim meanwhile keeps the node within its limit.
+    reserved: AtomicUsize,
     closed: AtomicBool,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -304,6 +309,8 @@ impl PgStore {
             health: Mutex::new(Health::default()),
             waker: Arc::new(Mutex::new(None)),
             stale: AtomicU64::new(0),
+            follow: Mutex::new(Arc::new(Followable::default())),
+            reserved: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             background: Mutex::new(Vec::new()),
         });
@@ -338,6 +345,7 @@ impl PgStore {
         let writers: Vec<_> = (0..OUTCOME_WRITERS)
             .map(|_| {
                 tokio::spawn(write_outcomes(
+                    store.pool.clone(),
                     store.fast.clone(),
                     store.outcomes.clone(),
                     store.outcome_ready.clone(),
@@ -347,6 +355,92 @@ impl PgStore {
         lock(&store.background).extend([counter, listener, announcer, partitions]);
         lock(&store.background).extend(writers);
         Ok(store)
+    }
+
+    /// Records an outcome through the outcome writer; with `follow`, a delivered outcome's
+    /// slot may come back with the next delivery of its subscription in it (see
+    /// [`finish_sql`]).
+    async fn record(
+        &self,
+        delivery_id: &str,
+        attempt: Attempt,
+        next: Next,
+        now_ms: u64,
+        follow: bool,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let follow = {
+            let mut held = lock(&self.held);
+            let Some((token, adhoc, _)) = held.remove(delivery_id) else {
+                tracing::warn!(
+                    delivery_id,
+                    "postgres: outcome of a delivery this node does not hold; ignored"
+                );
+                return Ok(None);
+            };
+            let limits = lock(&self.follow).clone();
+            // The slot is handed on only while the node is below its own limit: at it, other
+            // subscriptions may be waiting for a slot, and the claim decides in due order.
+            let before = held.len() + 1 + self.reserved.load(Ordering::Relaxed);
+            let room = before < limits.global;
+            let follow = (follow && next == Next::Delivered && !adhoc && room).then(|| {
+                self.reserved.fetch_add(1, Ordering::Relaxed);
+                limits
+            });
+            (token, follow)
+        };
+        let (token, follow) = follow;
+        let following = follow.is_some();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let outcome = PendingOutcome {
+            id: delivery_id.to_string(),
+            token,
+            delay: match next {
+                Next::RetryAt(due) => Some(ms(due).saturating_sub(ms(now_ms))),
+                _ => None,
+            },
+            dead: next == Next::Dead,
+            now: self.now_param(now_ms),
+            history: attempt_json(&attempt),
+            error: attempt.error.clone(),
+            follow,
+            reply,
+        };
+        lock(&self.outcomes).push(outcome);
+        self.outcome_ready.notify_one();
+        let answered = answer.await.map_err(|_| StoreError::Closed);
+        let written = {
+            // The reservation ends with the answer, whatever it is: a delivery in the slot
+            // is held from here.
+            let mut held = lock(&self.held);
+            if following {
+                self.reserved.fetch_sub(1, Ordering::Relaxed);
+            }
+            let written = answered??;
+            if let Some((claimed, token, at)) = &written.next {
+                held.insert(claimed.delivery.id.clone(), (*token, false, *at));
+            }
+            written
+        };
+        let Some((subscription, at)) = written.recorded else {
+            self.stale.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                delivery_id,
+                "postgres: outcome refused: the lease passed to another claim (this node stalled past it)"
+            );
+            return Ok(None);
+        };
+        if let Some(state) = self.fold_health(&subscription, &attempt, at) {
+            // The outcome is written: a failed health write (kept here, written again with a
+            // later outcome) must not lose the delivery now held in the slot.
+            let wrote = match self.fast_client().await {
+                Ok(client) => write_health(&client, &subscription, &state).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = wrote {
+                tracing::warn!(subscription, error = %e, "postgres: cannot write the subscription's health; written with a later outcome");
+            }
+        }
+        Ok(written.next.map(|(claimed, _, _)| claimed))
     }
 
     /// Where to announce that other nodes have new work: the scheduler's wake-up.
@@ -456,9 +550,7 @@ impl PgStore {
     }
 }
 
-/// An attempt's outcome on its way to the database, and where its answer goes: the
-/// subscription and the time it was written at, or `None` when the lease token no longer
-/// matched.
+/// An attempt's outcome on its way to the database, and where its answer goes.
 struct PendingOutcome {
     id: String,
     token: i64,
@@ -468,7 +560,30 @@ struct PendingOutcome {
     now: Option<i64>,
     history: Value,
     error: Option<String>,
-    reply: tokio::sync::oneshot::Sender<Result<Option<(String, i64)>, StoreError>>,
+    /// Hand the freed slot on, within these limits (a delivered outcome only).
+    follow: Option<Arc<Followable>>,
+    reply: tokio::sync::oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// What the outcome writer answers for one outcome.
+#[derive(Default)]
+struct Written {
+    /// The subscription and the time the outcome was written at; `None` when the lease token
+    /// no longer matched.
+    recorded: Option<(String, i64)>,
+    /// The delivery leased in its freed slot, its lease token and the database's time.
+    next: Option<(Claimed, i64, i64)>,
+}
+
+/// The subscriptions a freed slot may be handed on within: configured, not paused, not
+/// rate-limited (a rate-limited one takes turns through claims), with their limits.
+#[derive(Default)]
+struct Followable {
+    subscriptions: Vec<String>,
+    limits: Vec<i64>,
+    /// The node's limit on attempts in flight.
+    global: usize,
+    lease_ms: i64,
 }
 
 /// Writers taking turns with the outcomes: while one waits for the database, the next
@@ -480,7 +595,15 @@ const OUTCOME_BATCH: usize = 512;
 /// Writes attempt outcomes in batches: every outcome waiting becomes part of one statement for
 /// the retries and one for the finished deliveries, each row only if its lease token still
 /// matches. Many attempts finishing together cost a couple of round trips, not one each.
-async fn write_outcomes(pool: Pool, queue: Arc<Mutex<Vec<PendingOutcome>>>, ready: Arc<Notify>) {
+///
+/// A batch that hands slots on is written on a durable connection: a lease a database crash
+/// forgot would let a second attempt start beside the first (see [`PgStore::fast`]).
+async fn write_outcomes(
+    durable: Pool,
+    fast: Pool,
+    queue: Arc<Mutex<Vec<PendingOutcome>>>,
+    ready: Arc<Notify>,
+) {
     loop {
         ready.notified().await;
         loop {
@@ -502,6 +625,11 @@ async fn write_outcomes(pool: Pool, queue: Arc<Mutex<Vec<PendingOutcome>>>, read
                 if part.is_empty() {
                     continue;
                 }
+                let pool = if part.iter().any(|o| o.follow.is_some()) {
+                    &durable
+                } else {
+                    &fast
+                };
                 let result = match pool.get().await {
                     Ok(client) => write_batch(&client, &part, is_retry).await,
                     Err(e) => Err(StoreError::from(e)),
@@ -509,7 +637,7 @@ async fn write_outcomes(pool: Pool, queue: Arc<Mutex<Vec<PendingOutcome>>>, read
                 match result {
                     Ok(mut written) => {
                         for o in part {
-                            let _ = o.reply.send(Ok(written.remove(&o.id)));
+                            let _ = o.reply.send(Ok(written.remove(&o.id).unwrap_or_default()));
                         }
                     }
                     Err(e) => {
@@ -528,16 +656,16 @@ async fn write_batch(
     client: &deadpool_postgres::Object,
     part: &[PendingOutcome],
     is_retry: bool,
-) -> Result<HashMap<String, (String, i64)>, StoreError> {
+) -> Result<HashMap<String, Written>, StoreError> {
     let ids: Vec<&str> = part.iter().map(|o| o.id.as_str()).collect();
     let tokens: Vec<i64> = part.iter().map(|o| o.token).collect();
     let errors: Vec<Option<&str>> = part.iter().map(|o| o.error.as_deref()).collect();
     let histories: Vec<&Value> = part.iter().map(|o| &o.history).collect();
     // All outcomes of one node share its clock: the first one's `now` stands for the batch.
     let now = part.first().and_then(|o| o.now);
-    let rows = if is_retry {
+    if is_retry {
         let delays: Vec<i64> = part.iter().map(|o| o.delay.unwrap_or(0)).collect();
-        query(
+        let rows = query(
             client,
             &format!(
                 "WITH now AS (SELECT coalesce($6::bigint, {DB_NOW}) AS t)
@@ -550,32 +678,133 @@ async fn write_batch(
             ),
             &[&ids, &tokens, &delays, &errors, &histories, &now],
         )
-        .await?
-    } else {
-        let dead: Vec<bool> = part.iter().map(|o| o.dead).collect();
-        let sql = format!(
-            "WITH now AS (SELECT coalesce($6::bigint, {DB_NOW}) AS t),
-             x AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::jsonb[])
-                   AS x(id, token, dead, err, h)),
-             gone AS (
-                 DELETE FROM hookd_queue q USING x WHERE q.id = x.id AND q.lease_token = x.token
-                 RETURNING q.*, x.dead AS x_dead, x.err AS x_err, x.h AS x_h
-             )
+        .await?;
+        return Ok(rows
+            .into_iter()
+            .map(|r| {
+                let recorded = Some((r.get(1), r.get(2)));
+                let next = None;
+                (r.get::<_, String>(0), Written { recorded, next })
+            })
+            .collect());
+    }
+    let dead: Vec<bool> = part.iter().map(|o| o.dead).collect();
+    let follow: Vec<bool> = part.iter().map(|o| o.follow.is_some()).collect();
+    // The latest limits among the batch's stand for it.
+    let limits = part
+        .iter()
+        .rev()
+        .find_map(|o| o.follow.clone())
+        .unwrap_or_default();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+        &ids,
+        &tokens,
+        &dead,
+        &errors,
+        &histories,
+        &now,
+        &follow,
+        &limits.subscriptions,
+        &limits.limits,
+        &limits.lease_ms,
+    ];
+    let rows = query(client, &finish_sql(), &params).await?;
+    let mut written: HashMap<String, Written> = HashMap::new();
+    // The leased deliveries of each subscription, handed to its outcomes that asked.
+    let mut leased: HashMap<String, Vec<(Claimed, i64, i64)>> = HashMap::new();
+    for row in &rows {
+        let id: String = row.get(0);
+        let at: i64 = row.get(12);
+        if row.get::<_, Option<String>>(1).is_none() {
+            let recorded = Some((row.get(3), at));
+            written.insert(
+                id,
+                Written {
+                    recorded,
+                    next: None,
+                },
+            );
+        } else {
+            let delivery = delivery_of(row, DeliveryState::InFlight, None, None);
+            let body = Bytes::from(row.get::<_, Vec<u8>>(11));
+            leased
+                .entry(delivery.subscription.clone())
+                .or_default()
+                .push((Claimed { delivery, body }, row.get(10), at));
+        }
+    }
+    for o in part.iter().filter(|o| o.follow.is_some()) {
+        if let Some(w) = written.get_mut(&o.id) {
+            if let Some((subscription, _)) = &w.recorded {
+                w.next = leased.get_mut(subscription).and_then(Vec::pop);
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Finished deliveries move to `hookd_done`, and each one that asks hands its slot on to the
+/// next due delivery of its subscription, leased in the same statement. A slot handed on
+/// leaves the subscription's count of attempts in flight as it was, so no claim's lock is
+/// needed: at most as many are leased as were freed (fewer when the subscription is above its
+/// limit, after the limit was lowered), whatever other claims do meanwhile. Rows come back in
+/// the claim's columns; a finished delivery's has no event id, and column 12 is the time.
+fn finish_sql() -> String {
+    format!(
+        "WITH now AS (SELECT coalesce($6::bigint, {DB_NOW}) AS t),
+         x AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::jsonb[],
+                                    $7::bool[]) AS x(id, token, dead, err, h, follow)),
+         gone AS (
+             DELETE FROM hookd_queue q USING x WHERE q.id = x.id AND q.lease_token = x.token
+             RETURNING q.*, x.dead AS x_dead, x.err AS x_err, x.h AS x_h, x.follow AS x_follow
+         ),
+         done AS (
              INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url,
                  adhoc_secret, dead, attempts, created_ms, finished_ms, last_error, history)
              SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
-                 x_dead, attempts + 1, created_ms, now.t, CASE WHEN x_dead THEN x_err END, history || x_h
+                 x_dead, attempts + 1, created_ms, now.t, CASE WHEN x_dead THEN x_err END,
+                 history || x_h
              FROM gone, now
-             RETURNING id, subscription, finished_ms"
-        );
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-            [&ids, &tokens, &dead, &errors, &histories, &now];
-        query(client, &sql, &params).await?
-    };
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
-        .collect())
+             RETURNING id, subscription, finished_ms
+         ),
+         freed AS (
+             SELECT g.subscription AS s, l.lim,
+                    count(*) FILTER (WHERE g.x_follow) AS k, count(*) AS n
+             FROM gone g
+             CROSS JOIN now
+             JOIN unnest($8::text[], $9::bigint[]) AS l(s, lim) ON l.s = g.subscription
+             WHERE g.bucket = g.subscription AND g.leased AND g.due_ms > now.t
+             GROUP BY g.subscription, l.lim
+         ),
+         room AS (
+             SELECT f.s, least(f.k, f.lim + f.n - (SELECT count(*) FROM hookd_queue q
+                                                   WHERE q.leased AND q.due_ms > now.t
+                                                     AND q.bucket = f.s)) AS n
+             FROM freed f, now WHERE f.k > 0
+         ),
+         pick AS (
+             SELECT c.id FROM room r CROSS JOIN now
+             CROSS JOIN LATERAL (SELECT q.id FROM hookd_queue q
+                                 WHERE q.subscription = r.s AND q.due_ms <= now.t
+                                   AND q.id <> ALL($1::text[])
+                                 ORDER BY q.due_ms LIMIT greatest(r.n, 0)
+                                 FOR UPDATE SKIP LOCKED) c
+         ),
+         lease AS (
+             UPDATE hookd_queue q
+             SET leased = true, lease_token = q.lease_token + 1, due_ms = now.t + $10::bigint
+             FROM pick, now WHERE q.id = pick.id
+             RETURNING q.id, q.event_id, q.event_type, q.subscription, q.bucket, q.adhoc_url,
+                       q.adhoc_secret, q.attempts, q.created_ms, q.last_error, q.lease_token
+         )
+         SELECT d.id, NULL::text, NULL::text, d.subscription, NULL::text, NULL::text, NULL::text,
+                NULL::integer, NULL::bigint, NULL::text, NULL::bigint, NULL::bytea, d.finished_ms
+         FROM done d
+         UNION ALL
+         SELECT l.id, l.event_id, l.event_type, l.subscription, l.bucket, l.adhoc_url,
+                l.adhoc_secret, l.attempts, l.created_ms, l.last_error, l.lease_token, e.body, now.t
+         FROM lease l JOIN hookd_events e ON e.id = l.event_id CROSS JOIN now"
+    )
 }
 
 /// Writes a subscription's health (not its pause switch); the later of two nodes' times wins.
@@ -1101,7 +1330,11 @@ impl super::QueueStore for PgStore {
         let limits = lock(&self.limits).clone();
         let (held, held_adhoc) = {
             let h = lock(&self.held);
-            (h.len(), h.values().filter(|(_, adhoc, _)| *adhoc).count())
+            let reserved = self.reserved.load(Ordering::Relaxed);
+            (
+                h.len() + reserved,
+                h.values().filter(|(_, adhoc, _)| *adhoc).count(),
+            )
         };
         let room = max.min(limits.global.saturating_sub(held));
         let mut runnable: Vec<&str> = Vec::new();
@@ -1177,43 +1410,19 @@ impl super::QueueStore for PgStore {
         next: Next,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        let Some((token, _, _)) = lock(&self.held).remove(delivery_id) else {
-            tracing::warn!(
-                delivery_id,
-                "postgres: outcome of a delivery this node does not hold; ignored"
-            );
-            return Ok(());
-        };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let outcome = PendingOutcome {
-            id: delivery_id.to_string(),
-            token,
-            delay: match next {
-                Next::RetryAt(due) => Some(ms(due).saturating_sub(ms(now_ms))),
-                _ => None,
-            },
-            dead: next == Next::Dead,
-            now: self.now_param(now_ms),
-            history: attempt_json(&attempt),
-            error: attempt.error.clone(),
-            reply,
-        };
-        lock(&self.outcomes).push(outcome);
-        self.outcome_ready.notify_one();
-        let written = answer.await.map_err(|_| StoreError::Closed)??;
-        let Some((subscription, at)) = written else {
-            self.stale.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                delivery_id,
-                "postgres: outcome refused: the lease passed to another claim (this node stalled past it)"
-            );
-            return Ok(());
-        };
-        if let Some(state) = self.fold_health(&subscription, &attempt, at) {
-            let client = self.fast_client().await?;
-            write_health(&client, &subscription, &state).await?;
-        }
-        Ok(())
+        self.record(delivery_id, attempt, next, now_ms, false)
+            .await
+            .map(|_| ())
+    }
+
+    async fn record_outcome_and_follow(
+        &self,
+        delivery_id: &str,
+        attempt: Attempt,
+        next: Next,
+        now_ms: u64,
+    ) -> Result<Option<Claimed>, StoreError> {
+        self.record(delivery_id, attempt, next, now_ms, true).await
     }
 
     async fn release(&self, delivery_id: &str, due_ms: u64) -> Result<(), StoreError> {
@@ -1300,6 +1509,21 @@ impl super::QueueStore for PgStore {
     }
 
     fn set_limits(&self, limits: Limits) {
+        let mut follow = Followable {
+            global: limits.global,
+            lease_ms: i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX),
+            ..Followable::default()
+        };
+        for (subscription, &n) in &limits.subscriptions {
+            if subscription != ADHOC
+                && !limits.rates.contains_key(subscription)
+                && bucket_limit(&limits, subscription).is_some()
+            {
+                follow.subscriptions.push(subscription.clone());
+                follow.limits.push(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        *lock(&self.follow) = Arc::new(follow);
         *lock(&self.limits) = limits;
     }
 

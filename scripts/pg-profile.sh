@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where PostgreSQL's time goes while one hookd node drains a backlog (docs/benchmarks.md).
 #
-#   scripts/pg-profile.sh [--perf] [--explain MS] [--events N]
+#   scripts/pg-profile.sh [--perf] [--explain MS] [--events N] [--drain]
 #
 # Builds the release binary, creates a fresh database `hookd_profile` on
 # $HOOKD_BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432), starts a Node receiver
@@ -15,6 +15,9 @@
 #                  slower than MS ms with auto_explain, and prints their total time, count
 #                  and median by statement. Needs the server log readable at
 #                  /var/log/postgresql/postgresql-15-main.log (Debian's default).
+#   --drain        posts every event with the subscription paused, then resumes it and times
+#                  the drain alone (resume to last delivery): the delivery path without ingest
+#                  beside it. Also prints the claims made per 1000 deliveries.
 # Loopback only. Not part of the test command: it takes a minute and perf needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,12 +25,14 @@ cd "$(dirname "$0")/.."
 PERF=0
 EXPLAIN=""
 EVENTS=20000
+DRAIN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --perf) PERF=1 ;;
     --explain) EXPLAIN="$2"; shift ;;
     --events) EVENTS="$2"; shift ;;
-    *) echo "usage: $0 [--perf] [--explain MS] [--events N]" >&2; exit 2 ;;
+    --drain) DRAIN=1 ;;
+    *) echo "usage: $0 [--perf] [--explain MS] [--events N] [--drain]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -99,6 +104,10 @@ TOML
 RUST_LOG=info target/release/hookd run --config "$WORK/hookd.toml" > "$WORK/hookd.log" 2>&1 & PIDS+=($!)
 until grep -q "hookd started" "$WORK/hookd.log"; do sleep 0.05; done
 API=$(sed -n 's/.*hookd started api=\([0-9.:]*\).*/\1/p' "$WORK/hookd.log" | head -1)
+METRICS=$(sed -n 's/.*hookd started .*metrics=\([0-9.:]*\).*/\1/p' "$WORK/hookd.log" | head -1)
+if [ "$DRAIN" = 1 ]; then
+  curl -sf -o /dev/null -X POST "http://$API/v1/subscriptions/bench/pause"
+fi
 
 # Batches of 100 events of about 1 KiB each.
 PAD=$(head -c 900 /dev/zero | tr '\0' x)
@@ -122,14 +131,27 @@ post() {
   done
 }
 for c in $(seq 0 15); do post "$c" & done
+if [ "$DRAIN" = 1 ]; then
+  wait $(jobs -p | grep -v -x -e "${PIDS[0]}" -e "${PIDS[1]}") 2>/dev/null || true
+  start=$(date +%s.%N)
+  curl -sf -o /dev/null -X POST "http://$API/v1/subscriptions/bench/resume"
+fi
 if [ "$PERF" = 1 ]; then
   perf record -a -g -F 999 -o "$WORK/perf.data" -- sleep 3 > /dev/null 2>&1
 fi
-wait $(jobs -p | grep -v -x -e "${PIDS[0]}" -e "${PIDS[1]}") 2>/dev/null || true
+if [ "$DRAIN" = 0 ]; then
+  wait $(jobs -p | grep -v -x -e "${PIDS[0]}" -e "${PIDS[1]}") 2>/dev/null || true
+fi
 until [ "$(cat "$WORK/count")" -ge $((BATCHES * 100)) ]; do sleep 0.02; done
 end=$(date +%s.%N)
-awk -v n=$((BATCHES * 100)) -v s="$start" -v e="$end" \
-  'BEGIN { printf "delivered %d in %.2f s = %.0f/s (first post to last delivery)\n", n, e - s, n / (e - s) }'
+FROM="first post"
+[ "$DRAIN" = 1 ] && FROM="resume"
+awk -v n=$((BATCHES * 100)) -v s="$start" -v e="$end" -v from="$FROM" \
+  'BEGIN { printf "delivered %d in %.2f s = %.0f/s (%s to last delivery)\n", n, e - s, n / (e - s), from }'
+curl -sf "http://$METRICS/metrics" | awk -v n=$((BATCHES * 100)) '
+  /^hookd_store_claim_duration_seconds_count/ { c = $2 }
+  /^hookd_store_claim_duration_seconds_sum/ { t = $2 }
+  END { if (c > 0) printf "claims: %d (%.1f per 1000 deliveries), %.2f ms each\n", c, c * 1000 / n, t * 1000 / c }'
 
 if [ "$PERF" = 1 ]; then
   echo "--- perf: share of all samples by process"

@@ -749,6 +749,11 @@ async fn write_batch(
 /// needed: at most as many are leased as were freed (fewer when the subscription is above its
 /// limit, after the limit was lowered), whatever other claims do meanwhile. Rows come back in
 /// the claim's columns; a finished delivery's has no event id, and column 12 is the time.
+///
+/// The count of a subscription's leases stops at the most that matters: with the LIMIT the
+/// planner walks `hookd_queue_leased` with a plain index scan, which marks the entries of
+/// deleted rows dead as it passes them (a bitmap scan, its choice without the LIMIT, visits
+/// every delivered row's entry again on every count until vacuum comes).
 fn finish_sql() -> String {
     format!(
         "WITH now AS (SELECT coalesce($6::bigint, {DB_NOW}) AS t),
@@ -777,9 +782,11 @@ fn finish_sql() -> String {
              GROUP BY g.subscription, l.lim
          ),
          room AS (
-             SELECT f.s, least(f.k, f.lim + f.n - (SELECT count(*) FROM hookd_queue q
-                                                   WHERE q.leased AND q.due_ms > now.t
-                                                     AND q.bucket = f.s)) AS n
+             SELECT f.s, least(f.k, f.lim + f.n - (SELECT count(*) FROM (
+                                                       SELECT FROM hookd_queue q
+                                                       WHERE q.leased AND q.due_ms > now.t
+                                                         AND q.bucket = f.s
+                                                       LIMIT f.lim + f.n) c)) AS n
              FROM freed f, now WHERE f.k > 0
          ),
          pick AS (

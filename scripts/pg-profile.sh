@@ -17,7 +17,9 @@
 #                  /var/log/postgresql/postgresql-15-main.log (Debian's default).
 #   --drain        posts every event with the subscription paused, then resumes it and times
 #                  the drain alone (resume to last delivery): the delivery path without ingest
-#                  beside it. Also prints the claims made per 1000 deliveries.
+#                  beside it.
+# Also prints the claims made per 1000 deliveries and the PostgreSQL processes' CPU seconds per
+# 1000 deliveries.
 # Loopback only. Not part of the test command: it takes a minute and perf needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -123,7 +125,13 @@ for b in $(seq 0 $((BATCHES - 1))); do
   } > "$WORK/batch$b.json"
 done
 
+# CPU seconds (user + system) of the PostgreSQL processes alive now.
+pg_cpu() {
+  for pid in $(pgrep -x postgres); do cat "/proc/$pid/stat" 2>/dev/null; done \
+    | awk -v hz="$(getconf CLK_TCK)" '{ s += $14 + $15 } END { print s / hz }'
+}
 start=$(date +%s.%N)
+PG_CPU0=$(pg_cpu)
 post() {
   for b in $(seq "$1" 16 $((BATCHES - 1))); do
     curl -sf -o /dev/null -H 'content-type: application/json' \
@@ -134,6 +142,7 @@ for c in $(seq 0 15); do post "$c" & done
 if [ "$DRAIN" = 1 ]; then
   wait $(jobs -p | grep -v -x -e "${PIDS[0]}" -e "${PIDS[1]}") 2>/dev/null || true
   start=$(date +%s.%N)
+  PG_CPU0=$(pg_cpu)
   curl -sf -o /dev/null -X POST "http://$API/v1/subscriptions/bench/resume"
 fi
 if [ "$PERF" = 1 ]; then
@@ -144,10 +153,13 @@ if [ "$DRAIN" = 0 ]; then
 fi
 until [ "$(cat "$WORK/count")" -ge $((BATCHES * 100)) ]; do sleep 0.02; done
 end=$(date +%s.%N)
+PG_CPU1=$(pg_cpu)
 FROM="first post"
 [ "$DRAIN" = 1 ] && FROM="resume"
 awk -v n=$((BATCHES * 100)) -v s="$start" -v e="$end" -v from="$FROM" \
   'BEGIN { printf "delivered %d in %.2f s = %.0f/s (%s to last delivery)\n", n, e - s, n / (e - s), from }'
+awk -v n=$((BATCHES * 100)) -v a="$PG_CPU0" -v b="$PG_CPU1" \
+  'BEGIN { printf "postgres cpu: %.3f s per 1000 deliveries (its processes alive at both ends)\n", (b - a) * 1000 / n }'
 curl -sf "http://$METRICS/metrics" | awk -v n=$((BATCHES * 100)) '
   /^hookd_store_claim_duration_seconds_count/ { c = $2 }
   /^hookd_store_claim_duration_seconds_sum/ { t = $2 }

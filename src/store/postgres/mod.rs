@@ -20,6 +20,10 @@
 //! under the lock, and the rows within its limit leased. So a subscription's `max_in_flight`
 //! holds across every node. No transaction stays open across an HTTP attempt.
 //!
+//! Under a backlog most slots never go back to a claim: the outcome writer's statement for
+//! delivered outcomes leases each one's successor in its subscription ([`finish_sql`]), which
+//! leaves the count of leases as it was and so needs no lock.
+//!
 //! # Time
 //!
 //! With `db_clock` (every real node), the database's clock decides what is due: a node's own

@@ -3,7 +3,7 @@
 #
 #   scripts/pg-profile.sh [--perf] [--explain MS] [--events N] [--drain]
 #
-# Builds the release binary, creates a fresh database `hookd_profile` on
+# Builds the release binary (or takes $HOOKD_BIN), creates a fresh database `hookd_profile` on
 # $HOOKD_BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432), starts a Node receiver
 # that answers 200 and one hookd with the ceiling benchmark's limits (64 in flight), posts N
 # events (default 20000) in batches of 100 from 16 clients, and prints the deliveries per
@@ -42,7 +42,11 @@ SERVER="${HOOKD_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 DB=hookd_profile
 LOG=/var/log/postgresql/postgresql-15-main.log
 
-cargo build --release --quiet
+# HOOKD_BIN names another binary to profile (say, one built from an earlier commit).
+if [ -z "${HOOKD_BIN:-}" ]; then
+  cargo build --release --quiet
+  HOOKD_BIN=target/release/hookd
+fi
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -103,7 +107,7 @@ url = "http://127.0.0.1:$RPORT/hook"
 secret = "profile-secret"
 events = ["*"]
 TOML
-RUST_LOG=info target/release/hookd run --config "$WORK/hookd.toml" > "$WORK/hookd.log" 2>&1 & PIDS+=($!)
+RUST_LOG=info "$HOOKD_BIN" run --config "$WORK/hookd.toml" > "$WORK/hookd.log" 2>&1 & PIDS+=($!)
 until grep -q "hookd started" "$WORK/hookd.log"; do sleep 0.05; done
 API=$(sed -n 's/.*hookd started api=\([0-9.:]*\).*/\1/p' "$WORK/hookd.log" | head -1)
 METRICS=$(sed -n 's/.*hookd started .*metrics=\([0-9.:]*\).*/\1/p' "$WORK/hookd.log" | head -1)
@@ -160,6 +164,7 @@ awk -v n=$((BATCHES * 100)) -v s="$start" -v e="$end" -v from="$FROM" \
   'BEGIN { printf "delivered %d in %.2f s = %.0f/s (%s to last delivery)\n", n, e - s, n / (e - s), from }'
 awk -v n=$((BATCHES * 100)) -v a="$PG_CPU0" -v b="$PG_CPU1" \
   'BEGIN { printf "postgres cpu: %.3f s per 1000 deliveries (its processes alive at both ends)\n", (b - a) * 1000 / n }'
+echo "hookd peak RSS: $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${PIDS[1]}/status")"
 curl -sf "http://$METRICS/metrics" | awk -v n=$((BATCHES * 100)) '
   /^hookd_store_claim_duration_seconds_count/ { c = $2 }
   /^hookd_store_claim_duration_seconds_sum/ { t = $2 }

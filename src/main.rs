@@ -253,6 +253,13 @@ enum SubscriptionsCommand {
     },
 }
 
+/// mimalloc rather than glibc's malloc: under load glibc's allocator (`_int_malloc`,
+/// `malloc_consolidate`, `_int_free`, ...) took about a fifth of hookd's CPU samples
+/// (docs/benchmarks.md). Built without transparent huge pages, which would round its arenas up
+/// to 2 MiB pages of resident memory on kernels that enable them always.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

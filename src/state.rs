@@ -504,27 +504,28 @@ impl Shared {
         self.settings.set_config(config);
     }
 
-    /// Recomputes the pending gauges and the store size. Counting the ready deliveries walks
-    /// their part of the queue, so with a large due backlog (a paused subscription with a million
-    /// deliveries takes about a second) the gauges are recomputed at most every twenty times what
-    /// the last count cost: at most 5% of a core, at the price of older values.
+    /// Recomputes the pending gauges, the engine's gauges and the store size. Counting the
+    /// ready deliveries walks their part of the queue, so with a large due backlog (a paused
+    /// subscription with a million deliveries takes about a second) the pending gauges are
+    /// recomputed at most every twenty times what the last count cost: at most 5% of a core, at
+    /// the price of older values. The others cost little and are read every time, so that a
+    /// count made slow by a busy machine does not also freeze them.
     pub async fn update_gauges(&self) {
         let started = std::time::Instant::now();
-        {
+        let count = {
             let clock = self.gauge_clock.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((last, cost)) = *clock {
-                if cost >= Duration::from_millis(50) && last.elapsed() < cost * 20 {
-                    return;
-                }
+            !matches!(*clock, Some((last, cost))
+                if cost >= Duration::from_millis(50) && last.elapsed() < cost * 20)
+        };
+        if count {
+            let now = self.clock.now_ms();
+            match self.store.pending_stats(now).await {
+                Ok(stats) => self.metrics.set_pending(stats, now),
+                Err(e) => tracing::warn!(error = %e, "cannot count pending deliveries"),
             }
+            *self.gauge_clock.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((started, started.elapsed()));
         }
-        let now = self.clock.now_ms();
-        match self.store.pending_stats(now).await {
-            Ok(stats) => self.metrics.set_pending(stats, now),
-            Err(e) => tracing::warn!(error = %e, "cannot count pending deliveries"),
-        }
-        *self.gauge_clock.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((started, started.elapsed()));
         self.metrics
             .store_skipped_records
             .set(i64::try_from(self.store.skipped_records()).unwrap_or(i64::MAX));

@@ -372,7 +372,7 @@ impl PgStore {
         now_ms: u64,
         follow: bool,
     ) -> Result<Option<Claimed>, StoreError> {
-        let follow = {
+        let (token, follow) = {
             let mut held = lock(&self.held);
             let Some((token, adhoc, _)) = held.remove(delivery_id) else {
                 tracing::warn!(
@@ -381,18 +381,21 @@ impl PgStore {
                 );
                 return Ok(None);
             };
-            let limits = lock(&self.follow).clone();
-            // The slot is handed on only while the node is below its own limit: at it, other
-            // subscriptions may be waiting for a slot, and the claim decides in due order.
-            let before = held.len() + 1 + self.reserved.load(Ordering::Relaxed);
-            let room = before < limits.global;
-            let follow = (follow && next == Next::Delivered && !adhoc && room).then(|| {
-                self.reserved.fetch_add(1, Ordering::Relaxed);
-                limits
-            });
+            let follow = if follow && next == Next::Delivered && !adhoc {
+                let limits = lock(&self.follow).clone();
+                // The slot is handed on only while the node is below its own limit: at it,
+                // other subscriptions may be waiting for a slot, and the claim decides in due
+                // order.
+                let before = held.len() + 1 + self.reserved.load(Ordering::Relaxed);
+                (before < limits.global).then(|| {
+                    self.reserved.fetch_add(1, Ordering::Relaxed);
+                    limits
+                })
+            } else {
+                None
+            };
             (token, follow)
         };
-        let (token, follow) = follow;
         let following = follow.is_some();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let outcome = PendingOutcome {

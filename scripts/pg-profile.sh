@@ -10,7 +10,8 @@
 # second from the first post to the last delivery.
 #   --perf         also records `perf record -a -g -F 999` for 3 s of the drain and prints the
 #                  postgres processes' share of the samples and their hottest functions
-#                  (inclusive), hookd_claim's PL/pgSQL among them.
+#                  (inclusive), hookd_claim's PL/pgSQL among them, and hookd's hottest
+#                  functions (self).
 #   --explain MS   logs every statement of hookd's (nested ones inside hookd_claim included)
 #                  slower than MS ms with auto_explain, and prints their total time, count
 #                  and median by statement. Needs the server log readable at
@@ -174,6 +175,9 @@ if [ "$PERF" = 1 ]; then
   echo "--- perf: share of all samples by process"
   perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | head -8
+  echo "--- perf: hookd's hottest functions, self (% of all samples)"
+  perf report -i "$WORK/perf.data" --pid "${PIDS[1]}" --no-children --sort symbol --stdio -g none 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -12
   echo "--- perf: postgres's hottest functions, inclusive (% of all samples)"
   perf report -i "$WORK/perf.data" --comm postgres --children --sort symbol --stdio -g none 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | grep -v '0x0000' | head -25

@@ -19,8 +19,8 @@
 #   --drain        posts every event with the subscription paused, then resumes it and times
 #                  the drain alone (resume to last delivery): the delivery path without ingest
 #                  beside it.
-# Also prints the claims made per 1000 deliveries and the PostgreSQL processes' CPU seconds per
-# 1000 deliveries.
+# Also prints the claims made per 1000 deliveries, the PostgreSQL processes' CPU seconds per
+# 1000 deliveries and the WAL bytes per delivery.
 # Loopback only. Not part of the test command: it takes a minute and perf needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -135,8 +135,11 @@ pg_cpu() {
   for pid in $(pgrep -x postgres); do cat "/proc/$pid/stat" 2>/dev/null; done \
     | awk -v hz="$(getconf CLK_TCK)" '{ s += $14 + $15 } END { print s / hz }'
 }
+# WAL written so far, in bytes: the write volume per delivery, which a busy machine does not blur.
+wal() { psql "$SERVER/$DB" -Atc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"; }
 start=$(date +%s.%N)
 PG_CPU0=$(pg_cpu)
+WAL0=$(wal)
 post() {
   for b in $(seq "$1" 16 $((BATCHES - 1))); do
     curl -sf -o /dev/null -H 'content-type: application/json' \
@@ -148,6 +151,7 @@ if [ "$DRAIN" = 1 ]; then
   wait $(jobs -p | grep -v -x -e "${PIDS[0]}" -e "${PIDS[1]}") 2>/dev/null || true
   start=$(date +%s.%N)
   PG_CPU0=$(pg_cpu)
+  WAL0=$(wal)
   curl -sf -o /dev/null -X POST "http://$API/v1/subscriptions/bench/resume"
 fi
 if [ "$PERF" = 1 ]; then
@@ -159,12 +163,15 @@ fi
 until [ "$(cat "$WORK/count")" -ge $((BATCHES * 100)) ]; do sleep 0.02; done
 end=$(date +%s.%N)
 PG_CPU1=$(pg_cpu)
+WAL1=$(wal)
 FROM="first post"
 [ "$DRAIN" = 1 ] && FROM="resume"
 awk -v n=$((BATCHES * 100)) -v s="$start" -v e="$end" -v from="$FROM" \
   'BEGIN { printf "delivered %d in %.2f s = %.0f/s (%s to last delivery)\n", n, e - s, n / (e - s), from }'
 awk -v n=$((BATCHES * 100)) -v a="$PG_CPU0" -v b="$PG_CPU1" \
   'BEGIN { printf "postgres cpu: %.3f s per 1000 deliveries (its processes alive at both ends)\n", (b - a) * 1000 / n }'
+awk -v n=$((BATCHES * 100)) -v a="$WAL0" -v b="$WAL1" \
+  'BEGIN { printf "postgres WAL: %.0f bytes per delivery\n", (b - a) / n }'
 echo "hookd peak RSS: $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${PIDS[1]}/status")"
 curl -sf "http://$METRICS/metrics" | awk -v n=$((BATCHES * 100)) '
   /^hookd_store_claim_duration_seconds_count/ { c = $2 }

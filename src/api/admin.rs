@@ -341,6 +341,11 @@ pub fn subscription_json(
         "disabled_reason": state.disabled_reason,
         "breaker": shared.settings.gate(&s.id, shared.clock.now_ms()).name(),
         "rate_limit": s.rate_limit,
+        // The breaker's settings in effect: the subscription's own, else [delivery]'s.
+        "breaker_failures": s.breaker.failures,
+        "breaker_probe_interval": humantime::format_duration(s.breaker.probe_interval).to_string(),
+        "disable_after": humantime::format_duration(s.breaker.disable_after).to_string(),
+        "disable_after_failures": s.breaker.disable_after_failures,
         "last_success_at": time(state.last_success_ms),
         "last_failure_at": time(state.last_failure_ms),
         "consecutive_failures": state.consecutive_failures,

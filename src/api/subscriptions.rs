@@ -43,7 +43,22 @@ struct NewSubscription {
     signature: Option<String>,
     headers: Option<BTreeMap<String, HeaderInput>>,
     rate_limit: Option<f64>,
+    breaker_failures: Option<Value>,
+    breaker_probe_interval: Option<Value>,
+    disable_after: Option<Value>,
+    disable_after_failures: Option<Value>,
 }
+
+/// The circuit breaker's keys, as in `[[subscription]]`: two counts of failed attempts in a
+/// row (`..._failures`) and two durations. Absent or `null` leaves one as it is; `""`
+/// removes it, so that the subscription follows `[delivery]`'s; `0` (`"0s"`) means never,
+/// as in the config file.
+pub const BREAKER_KEYS: [&str; 4] = [
+    "breaker_failures",
+    "breaker_probe_interval",
+    "disable_after",
+    "disable_after_failures",
+];
 
 /// A custom header's value as the API takes it: a string (shown when the subscription is
 /// read), or `{"secret": "..."}` (kept like the signing secret: never shown again).
@@ -95,15 +110,60 @@ fn body_as<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A 422 for one field the config file's rules do not see (they see the TOML only).
+fn refused(field: &str, message: String) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({ "error": message, "field": field })),
+    )
+        .into_response()
+}
+
 /// `owner` is the provider's customer id: 1 to [`MAX_OWNER`] printable characters.
 fn check_owner(owner: Option<&String>) -> Result<(), Response> {
     match owner {
-        Some(o) if o.is_empty() || o.len() > MAX_OWNER || o.chars().any(char::is_control) => Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": format!("owner must be 1 to {MAX_OWNER} printable characters"), "field": "owner" })),
-        )
-            .into_response()),
+        Some(o) if o.is_empty() || o.len() > MAX_OWNER || o.chars().any(char::is_control) => {
+            Err(refused(
+                "owner",
+                format!("owner must be 1 to {MAX_OWNER} printable characters"),
+            ))
+        }
         _ => Ok(()),
+    }
+}
+
+/// A circuit-breaker key's JSON value as its TOML value, or `None` for `""` (remove it).
+/// Checked here, as the answer must name the key: a count is a whole number of attempts, a
+/// duration is parsed as the config file parses it.
+fn breaker_value(key: &str, value: &Value) -> Result<Option<toml::Value>, Response> {
+    let count = key.ends_with("_failures");
+    match value {
+        Value::String(text) if text.is_empty() => Ok(None),
+        Value::Number(n) if count => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(|n| Some(toml::Value::Integer(i64::from(n))))
+            .ok_or_else(|| {
+                refused(
+                    key,
+                    format!("{key}: {n} is not a count of failed attempts in a row from 0 (never) to {}", u32::MAX),
+                )
+            }),
+        Value::String(text) if !count => match humantime::parse_duration(text) {
+            Ok(_) => Ok(Some(text.as_str().into())),
+            Err(e) => Err(refused(
+                key,
+                format!("{key}: invalid duration {text:?}: {e} (a duration like \"30s\", \"5m\" or \"5d\"; \"0s\": never)"),
+            )),
+        },
+        _ if count => Err(refused(
+            key,
+            format!("{key}: {value} is not a count of failed attempts in a row (a whole number; 0: never; \"\": the default)"),
+        )),
+        _ => Err(refused(
+            key,
+            format!("{key}: {value} is not a duration (a string like \"30s\", \"5m\" or \"5d\"; \"0s\": never; \"\": the default)"),
+        )),
     }
 }
 
@@ -116,8 +176,9 @@ fn new_secret() -> String {
     )
 }
 
-/// The `[[subscription]]` table for `new`, with its id and secret decided.
-fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> String {
+/// The `[[subscription]]` table for `new`, with its id and secret decided, or the 422 for a
+/// breaker key.
+fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> Result<String, Response> {
     let mut table = toml::Table::new();
     table.insert("id".into(), id.into());
     table.insert("url".into(), new.url.as_str().into());
@@ -133,9 +194,13 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> String {
         signature: new.signature.clone(),
         headers: new.headers.clone(),
         rate_limit: new.rate_limit,
+        breaker_failures: new.breaker_failures.clone(),
+        breaker_probe_interval: new.breaker_probe_interval.clone(),
+        disable_after: new.disable_after.clone(),
+        disable_after_failures: new.disable_after_failures.clone(),
     };
-    changes.apply(&mut table);
-    document(table)
+    changes.apply(&mut table)?;
+    Ok(document(table))
 }
 
 /// `POST /v1/subscriptions`: 201 with the subscription and its secret (shown this once).
@@ -143,7 +208,7 @@ pub async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
     let new: NewSubscription = match body_as(
         &body,
         "a subscription",
-        "id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature, headers ({\"Name\": \"value\"} or {\"Name\": {\"secret\": \"value\"}}), rate_limit",
+        "id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature, headers ({\"Name\": \"value\"} or {\"Name\": {\"secret\": \"value\"}}), rate_limit, breaker_failures, breaker_probe_interval, disable_after, disable_after_failures",
     )
     .and_then(|new: NewSubscription| check_owner(new.owner.as_ref()).map(|()| new))
     {
@@ -165,7 +230,10 @@ pub async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
             .into_response();
     }
     let secret = new.secret.clone().unwrap_or_else(new_secret);
-    let text = toml_table(&new, &id, &secret);
+    let text = match toml_table(&new, &id, &secret) {
+        Ok(text) => text,
+        Err(refusal) => return refusal,
+    };
     let taken: HashSet<String> = config.subscriptions.iter().map(|s| s.id.clone()).collect();
     if let Err(errors) = config.subscription_from_toml(&text, &taken) {
         return invalid(&errors);
@@ -275,11 +343,31 @@ struct Changes {
     headers: Option<BTreeMap<String, HeaderInput>>,
     /// Attempts per second at most; 0 removes the limit.
     rate_limit: Option<f64>,
+    /// The circuit breaker's keys ([`BREAKER_KEYS`]); `""` removes one.
+    breaker_failures: Option<Value>,
+    breaker_probe_interval: Option<Value>,
+    disable_after: Option<Value>,
+    disable_after_failures: Option<Value>,
 }
 
 impl Changes {
-    /// Writes the given keys into a `[[subscription]]` table.
-    fn apply(&self, table: &mut toml::Table) {
+    /// The breaker keys given, with their values.
+    fn breaker(&self) -> impl Iterator<Item = (&'static str, &Value)> {
+        let values = [
+            &self.breaker_failures,
+            &self.breaker_probe_interval,
+            &self.disable_after,
+            &self.disable_after_failures,
+        ];
+        BREAKER_KEYS
+            .into_iter()
+            .zip(values)
+            .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+    }
+
+    /// Writes the given keys into a `[[subscription]]` table; the 422 for a breaker key that
+    /// is not a count or a duration (the config file's rules check the rest).
+    fn apply(&self, table: &mut toml::Table) -> Result<(), Response> {
         if let Some(url) = &self.url {
             table.insert("url".into(), url.as_str().into());
         }
@@ -331,6 +419,13 @@ impl Changes {
             }
             None => {}
         }
+        for (key, value) in self.breaker() {
+            match breaker_value(key, value)? {
+                Some(value) => table.insert(key.into(), value),
+                None => table.remove(key),
+            };
+        }
+        Ok(())
     }
 }
 
@@ -435,7 +530,7 @@ pub async fn update(
         let changes: Changes = body_as(
             &body,
             "a change",
-            "owner, url, events, retry_schedule, timeout, max_in_flight, signature, headers, rate_limit; the secret changes by POST .../rotate-secret",
+            "owner, url, events, retry_schedule, timeout, max_in_flight, signature, headers, rate_limit, breaker_failures, breaker_probe_interval, disable_after, disable_after_failures; the secret changes by POST .../rotate-secret",
         )?;
         check_owner(changes.owner.as_ref())?;
         Ok((stored, changes))
@@ -445,7 +540,9 @@ pub async fn update(
         Err(refusal) => return refusal,
     };
     let mut table = table_of(&stored);
-    changes.apply(&mut table);
+    if let Err(refusal) = changes.apply(&mut table) {
+        return refusal;
+    }
     let mut stored = stored;
     if let Some(owner) = changes.owner {
         stored.owner = Some(owner);
@@ -487,18 +584,16 @@ pub async fn rotate_secret(
         Ok(found) => found,
         Err(refusal) => return refusal,
     };
-    let keep = match humantime::parse_duration(
-        rotation.previous_expires_in.as_deref().unwrap_or("24h"),
-    ) {
-        Ok(d) => d,
-        Err(e) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({ "error": format!("previous_expires_in: {e} (a duration like \"24h\")"), "field": "previous_expires_in" })),
-            )
-                .into_response()
-        }
-    };
+    let keep =
+        match humantime::parse_duration(rotation.previous_expires_in.as_deref().unwrap_or("24h")) {
+            Ok(d) => d,
+            Err(e) => {
+                return refused(
+                    "previous_expires_in",
+                    format!("previous_expires_in: {e} (a duration like \"24h\")"),
+                )
+            }
+        };
     let mut table = table_of(&stored);
     let Some(old) = table.get("secret").cloned() else {
         return error(

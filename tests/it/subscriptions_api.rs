@@ -407,3 +407,222 @@ async fn a_subscription_created_through_the_api_satisfies_the_seed_receivers() {
         );
     }
 }
+
+/// `POST /v1/subscriptions` that must succeed: the subscription as created.
+async fn create(app: &TestApp, body: Value) -> Value {
+    let (status, created) = call(app, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+/// `PATCH /v1/subscriptions/{id}` that must succeed: the breaker keys as changed.
+async fn change_breaker(app: &TestApp, id: &str, body: Value) -> Value {
+    let (status, changed) = patch(app, id, body).await;
+    assert_eq!(status, 200, "{changed}");
+    breaker_settings(&changed)
+}
+
+async fn patch(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
+    call(
+        app,
+        reqwest::Method::PATCH,
+        &format!("/v1/subscriptions/{id}"),
+        Some(body),
+    )
+    .await
+}
+
+/// The four circuit-breaker keys as the API shows them: counts, durations as written back.
+fn settings(failures: u32, probe_interval: &str, after: &str, after_failures: u32) -> Value {
+    json!({
+        "breaker_failures": failures,
+        "breaker_probe_interval": probe_interval,
+        "disable_after": after,
+        "disable_after_failures": after_failures,
+    })
+}
+
+/// The four circuit-breaker keys of a subscription as the API shows them.
+fn breaker_settings(shown: &Value) -> Value {
+    json!({
+        "breaker_failures": shown["breaker_failures"],
+        "breaker_probe_interval": shown["breaker_probe_interval"],
+        "disable_after": shown["disable_after"],
+        "disable_after_failures": shown["disable_after_failures"],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_settings_are_set_changed_and_removed_through_the_api_and_kept_across_a_restart() {
+    let app = spawn_app(
+        "[delivery]\nbreaker_failures = 7\nbreaker_probe_interval = \"45s\"\n\
+         disable_after = \"2d\"\ndisable_after_failures = 100\n",
+    )
+    .await;
+    let defaults = settings(7, "45s", "2days", 100);
+    let created = create(
+        &app,
+        json!({
+            "id": "guarded", "url": "https://x.example/hook", "events": ["*"],
+            "breaker_failures": 3, "breaker_probe_interval": "1m",
+            "disable_after": "5d", "disable_after_failures": 0,
+        }),
+    )
+    .await;
+    assert_eq!(
+        breaker_settings(&created),
+        settings(3, "1m", "5days", 0),
+        "{created}"
+    );
+    // One that sets none shows [delivery]'s.
+    let plain = create(
+        &app,
+        json!({ "id": "plain", "url": "https://x.example/hook", "events": ["*"] }),
+    )
+    .await;
+    assert_eq!(breaker_settings(&plain), defaults, "{plain}");
+
+    // Absent or null leaves a key as it is; a value changes it.
+    let changed_set = settings(4, "1m", "5days", 12);
+    assert_eq!(
+        change_breaker(
+            &app,
+            "guarded",
+            json!({ "breaker_failures": 4, "disable_after": null, "disable_after_failures": 12 }),
+        )
+        .await,
+        changed_set
+    );
+
+    // Kept across a restart, as changed.
+    let app = app.restart().await;
+    let (status, shown) = get(&app, "/v1/subscriptions/guarded").await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(breaker_settings(&shown), changed_set, "{shown}");
+
+    // "" removes a key: [delivery]'s applies again; 0 and "0s" mean never.
+    assert_eq!(
+        change_breaker(
+            &app,
+            "guarded",
+            json!({ "breaker_failures": "", "breaker_probe_interval": "", "disable_after": "0s" }),
+        )
+        .await,
+        settings(7, "45s", "0s", 12)
+    );
+    assert_eq!(
+        change_breaker(
+            &app,
+            "guarded",
+            json!({ "disable_after": "", "disable_after_failures": "" })
+        )
+        .await,
+        defaults
+    );
+    let app = app.restart().await;
+    let (_, shown) = get(&app, "/v1/subscriptions/guarded").await;
+    assert_eq!(
+        breaker_settings(&shown),
+        defaults,
+        "removed for good: {shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_breaker_settings_are_refused_naming_the_field() {
+    let app = spawn_app("").await;
+    create(
+        &app,
+        json!({ "id": "kept", "url": "https://x.example/hook", "events": ["*"], "breaker_failures": 5 }),
+    )
+    .await;
+    let cases = [
+        ("breaker_failures", json!(-1)),
+        ("breaker_failures", json!(2.5)),
+        ("breaker_failures", json!("five")),
+        ("breaker_failures", json!(5_000_000_000u64)),
+        ("disable_after_failures", json!(true)),
+        ("disable_after_failures", json!("3")),
+        ("breaker_probe_interval", json!("soon")),
+        ("breaker_probe_interval", json!(30)),
+        ("disable_after", json!("5x")),
+        ("disable_after", json!(["5d"])),
+    ];
+    for (field, value) in cases {
+        let mut body = json!({ "url": "https://x.example/hook", "events": ["*"] });
+        body[field] = value.clone();
+        for (what, (status, answer)) in [
+            (
+                "create",
+                call(&app, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await,
+            ),
+            ("change", patch(&app, "kept", json!({ field: value })).await),
+        ] {
+            assert_eq!(status, 422, "{what} {field} = {value}: {answer}");
+            assert_eq!(answer["field"], field, "{what} {field} = {value}: {answer}");
+            let error = answer["error"].as_str().unwrap_or("");
+            assert!(
+                error.contains(field),
+                "{what} {field} = {value}: the message names the field: {answer}"
+            );
+        }
+    }
+    // Nothing of the above was kept.
+    let (_, all) = get(&app, "/v1/subscriptions").await;
+    assert_eq!(
+        all["subscriptions"].as_array().map(Vec::len),
+        Some(2),
+        "kept and adhoc: {all}"
+    );
+    let (_, shown) = get(&app, "/v1/subscriptions/kept").await;
+    assert_eq!(shown["breaker_failures"], 5, "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_set_through_the_api_opens_and_a_change_applies_at_once() {
+    use crate::support::receiver::Reply;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let app =
+        spawn_app("[delivery]\nretry_schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\"]\n")
+            .await;
+    // Off by default ([delivery] sets no breaker); this one opens after 2 failures in a row
+    // and, once open, probes again only an hour after a failure.
+    let created = create(
+        &app,
+        json!({
+            "id": "fragile", "url": receiver.url(), "events": ["*"],
+            "breaker_failures": 2, "breaker_probe_interval": "1h",
+        }),
+    )
+    .await;
+    assert_eq!(created["breaker"], "closed", "{created}");
+    let (status, body) = app
+        .post(&json!({ "request_id": "fragile-1", "status": "completed" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let shown = crate::support::wait_until(
+        "the breaker open after 2 failures",
+        Duration::from_secs(15),
+        || async {
+            let (_, shown) = get(&app, "/v1/subscriptions/fragile").await;
+            (shown["breaker"] == "open").then_some(shown)
+        },
+    )
+    .await;
+    assert_eq!(shown["consecutive_failures"], 2, "{shown}");
+    // Open, it holds the retry that is due 300 ms after the second failure.
+    tokio::time::timeout(Duration::from_millis(1500), async {
+        while receiver.count() == 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect_err("an attempt went out while the breaker was open");
+
+    // Turned off through the API, the running breaker closes at once and the retries go on.
+    let (status, changed) = patch(&app, "fragile", json!({ "breaker_failures": 0 })).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["breaker"], "closed", "{changed}");
+    receiver.wait_for(3, Duration::from_secs(10)).await;
+}

@@ -1,5 +1,6 @@
-//! Delivery controls a subscription or the operator sets: custom headers per subscription, and
-//! egress through an explicit proxy (`delivery.proxy`).
+//! Delivery controls a subscription or the operator sets: custom headers per subscription,
+//! egress through an explicit proxy (`delivery.proxy`), and rate limits (a subscription's
+//! `rate_limit`, `delivery.adhoc_rate_limit` for per-request hosts) beside `Retry-After`.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use crate::support::app::{spawn_app, spawn_app_guarded, TestApp};
 use crate::support::events::{delivery_ids, wait_for_state};
 use crate::support::process::HookdProcess;
 use crate::support::proxy::TestProxy;
-use crate::support::receiver::TestReceiver;
+use crate::support::receiver::{Received, Reply, TestReceiver};
 
 fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
@@ -43,6 +44,18 @@ async fn patch(app: &TestApp, body: Value) -> (u16, Value) {
         body,
     )
     .await
+}
+
+/// Posts an event with one delivery and waits until that delivery is dead.
+async fn post_until_dead(app: &TestApp, request_id: &str) -> hookd::store::Delivery {
+    let (status, body) = app
+        .post(&json!({ "request_id": request_id, "status": "completed" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let event = body["event_id"].as_str().expect("event id");
+    let ids = delivery_ids(app, event).await;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    wait_for_state(app, &ids[0], DeliveryState::Dead, Duration::from_secs(10)).await
 }
 
 /// The config's diagnostics for `subscription_extra` added to a valid subscription, as
@@ -270,13 +283,7 @@ async fn through_a_proxy_the_target_guard_still_judges_the_targets_names() {
         receiver.url().replace("127.0.0.1", "localhost")
     ))
     .await;
-    let (status, body) = app
-        .post(&json!({ "request_id": "job-g1", "status": "completed" }))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let event = body["event_id"].as_str().expect("event id");
-    let ids = delivery_ids(&app, event).await;
-    let dead = wait_for_state(&app, &ids[0], DeliveryState::Dead, Duration::from_secs(10)).await;
+    let dead = post_until_dead(&app, "job-g1").await;
     assert!(
         dead.last_error
             .as_deref()
@@ -292,12 +299,16 @@ async fn through_a_proxy_the_target_guard_still_judges_the_targets_names() {
 async fn proxies_from_the_environment_are_never_used() {
     let proxy = TestProxy::start().await;
     let receiver = TestReceiver::start().await;
+    // An https:// target too, which would go through HTTPS_PROXY as a CONNECT; it does not
+    // speak TLS, so its one attempt fails in the handshake.
+    let secure = crate::support::bad_receivers::not_tls().await;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(
         dir.path().join("hookd.toml"),
         format!(
             "[api]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n\
-             [[subscription]]\nid = \"direct\"\nurl = \"{}\"\nsecret = \"s\"\nevents = [\"*\"]\n{}",
+             [[subscription]]\nid = \"direct\"\nurl = \"{}\"\nsecret = \"s\"\nevents = [\"*\"]\n\n\
+             [[subscription]]\nid = \"secure\"\nurl = \"https://{secure}/hook\"\nsecret = \"s\"\nevents = [\"*\"]\nretry_schedule = []\n{}",
             dir.path().join("db").display().to_string(),
             receiver.url(),
             crate::support::LOOPBACK_TARGETS
@@ -326,10 +337,11 @@ async fn proxies_from_the_environment_are_never_used() {
         api,
         metrics,
     };
-    let answer = reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .no_proxy()
         .build()
-        .expect("client")
+        .expect("client");
+    let answer = client
         .post(hookd.events_url())
         .header("content-type", "application/json")
         .body(json!({ "request_id": "job-e1", "status": "completed" }).to_string())
@@ -342,6 +354,20 @@ async fn proxies_from_the_environment_are_never_used() {
         got[0].header("x-abstrakt-signature"),
         signature("s", &got[0].body)
     );
+    let dead = format!(
+        "http://{}/v1/deliveries?subscription=secure&status=dead",
+        hookd.api
+    );
+    crate::support::wait_until(
+        "the https delivery to end dead",
+        Duration::from_secs(10),
+        || async {
+            let text = client.get(&dead).send().await.ok()?.text().await.ok()?;
+            let listed: Value = serde_json::from_str(&text).ok()?;
+            (listed["deliveries"].as_array()?.len() == 1).then_some(())
+        },
+    )
+    .await;
     assert_eq!(proxy.carried(), 0, "the environment's proxy was used");
 }
 
@@ -395,9 +421,19 @@ async fn a_rate_limit_holds_within_ten_percent_over_ten_seconds_without_bursts()
             .await;
         assert_eq!(status, 202, "{body}");
     }
+    crate::support::assert_rate(&ten_seconds_of_arrivals(&receiver).await, 20.0);
+    assert_eq!(
+        app.api_json("/v1/subscriptions/limited").await["rate_limit"],
+        20.0
+    );
+}
+
+/// Waits until `receiver` has had requests for 10 s from its first (at most 30 s); returns when
+/// each arrived.
+async fn ten_seconds_of_arrivals(receiver: &TestReceiver) -> Vec<Instant> {
     let first = receiver.wait_for(1, Duration::from_secs(10)).await[0].at;
     crate::support::wait_until(
-        "arrivals past 10 s after the first",
+        &format!("arrivals past 10 s after the first at {}", receiver.addr),
         Duration::from_secs(30),
         || async {
             let last = receiver.last_at()?;
@@ -405,10 +441,132 @@ async fn a_rate_limit_holds_within_ten_percent_over_ten_seconds_without_bursts()
         },
     )
     .await;
-    let arrivals: Vec<Instant> = receiver.received().iter().map(|r| r.at).collect();
-    crate::support::assert_rate(&arrivals, 20.0);
+    receiver.received().iter().map(|r| r.at).collect()
+}
+
+/// The time from one attempt to the next of the same delivery, as the receiver saw them.
+fn retry_gap(first: &Received, retry: &Received) -> Duration {
     assert_eq!(
-        app.api_json("/v1/subscriptions/limited").await["rate_limit"],
-        20.0
+        first.header("x-abstrakt-delivery"),
+        retry.header("x-abstrakt-delivery"),
+        "one delivery's two attempts"
     );
+    assert_eq!(
+        (
+            first.header("x-abstrakt-attempt"),
+            retry.header("x-abstrakt-attempt")
+        ),
+        ("1", "2")
+    );
+    retry.at.duration_since(first.at)
+}
+
+/// A subscription `limited` on `receiver` at `rate_limit`, retried once at once.
+async fn rate_limited_app(receiver: &TestReceiver, rate_limit: f64) -> TestApp {
+    spawn_app(&format!(
+        "[[subscription]]\nid = \"limited\"\nurl = \"{}\"\nsecret = \"s\"\nevents = [\"*\"]\n\
+         rate_limit = {rate_limit}\nretry_schedule = [\"0s\"]\n",
+        receiver.url()
+    ))
+    .await
+}
+
+/// Posts an event whose first attempt `receiver` answers with `first` (then 200); returns the
+/// time from that attempt to its retry.
+async fn retry_gap_after(app: &TestApp, receiver: &TestReceiver, first: Reply) -> Duration {
+    let before = receiver.count();
+    receiver.plan([first]);
+    let (status, body) = app
+        .post(&json!({ "request_id": format!("job-r{before}"), "status": "completed" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let got = receiver.wait_for(before + 2, Duration::from_secs(10)).await;
+    retry_gap(&got[before], &got[before + 1])
+}
+
+fn retry_after(status: u16, seconds: &str) -> Reply {
+    Reply::WithHeaders(status, vec![("retry-after", seconds.to_string())])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_longer_than_the_rate_limit_wins() {
+    let receiver = TestReceiver::start().await;
+    let app = rate_limited_app(&receiver, 20.0).await;
+    // Without Retry-After, a failed attempt's immediate retry comes as soon as the rate
+    // allows: 50 ms apart at 20/s.
+    let by_rate = retry_gap_after(&app, &receiver, Reply::Status(503)).await;
+    assert!(
+        by_rate < Duration::from_secs(1),
+        "the rate limit alone allows the retry at once: {by_rate:?}"
+    );
+    // With `Retry-After: 2` on the 503, the retry waits the 2 s the receiver asked for.
+    let asked = retry_gap_after(&app, &receiver, retry_after(503, "2")).await;
+    assert!(
+        asked >= Duration::from_millis(1950) && asked < Duration::from_secs(5),
+        "Retry-After: 2 postpones the retry to 2 s: {asked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_shorter_than_the_rate_limit_does_not_break_it() {
+    let receiver = TestReceiver::start().await;
+    // One attempt every 5 s: by the limit's half-interval tolerance, a retry 2.5 s after the
+    // first attempt at the soonest.
+    let app = rate_limited_app(&receiver, 0.2).await;
+    let gap = retry_gap_after(&app, &receiver, retry_after(429, "1")).await;
+    assert!(
+        gap >= Duration::from_millis(2300),
+        "the rate limit holds the retry back past Retry-After's 1 s: {gap:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_request_rate_limit_holds_for_each_host_and_port() {
+    // Two receivers on one address, two ports: per-request targets are limited per host and
+    // port (the bucket `adhoc/127.0.0.1:<port>`), each at the whole rate.
+    let receivers = [TestReceiver::start().await, TestReceiver::start().await];
+    let app = spawn_app("[delivery]\nadhoc_rate_limit = 20\n").await;
+    // A backlog far beyond 10 s of the limit for each, queued at once.
+    for batch in 0..3 {
+        for (r, receiver) in receivers.iter().enumerate() {
+            let events: Vec<Value> = (0..100)
+                .map(|i| {
+                    json!({
+                        "request_id": format!("adhoc-{r}-{batch}-{i}"), "status": "completed",
+                        "webhook_url": receiver.url(), "webhook_secret": "s"
+                    })
+                })
+                .collect();
+            let (status, body) = app.post(&Value::Array(events)).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+    let (one, two) = tokio::join!(
+        ten_seconds_of_arrivals(&receivers[0]),
+        ten_seconds_of_arrivals(&receivers[1])
+    );
+    crate::support::assert_rate(&one, 20.0);
+    crate::support::assert_rate(&two, 20.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_targets_are_tunnelled_through_the_proxy() {
+    let proxy = TestProxy::start().await;
+    // TLS is not spoken there, so the attempt fails in the handshake, through the tunnel.
+    let target = crate::support::bad_receivers::not_tls().await;
+    let app = spawn_app(&format!(
+        "[delivery]\nproxy = \"{}\"\n\n\
+         [[subscription]]\nid = \"secure\"\nurl = \"https://{target}/hook\"\nsecret = \"s\"\n\
+         events = [\"*\"]\nretry_schedule = []\n",
+        proxy.url()
+    ))
+    .await;
+    let dead = post_until_dead(&app, "job-t1").await;
+    assert_eq!(dead.attempts, 1, "{dead:?}");
+    assert_eq!(
+        proxy.tunnels(),
+        [target.to_string()],
+        "one CONNECT to the target"
+    );
+    assert_eq!(proxy.forwarded(), 0, "nothing went in the clear");
 }

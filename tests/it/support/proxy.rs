@@ -16,6 +16,8 @@ use hyper_util::rt::TokioIo;
 struct Counts {
     forwarded: AtomicUsize,
     connects: AtomicUsize,
+    /// The authority (`host:port`) of each CONNECT, in order, loopback or not.
+    tunnels: Mutex<Vec<String>>,
     /// The `Proxy-Authorization` of each request or CONNECT ("" when absent).
     authorizations: Mutex<Vec<String>>,
 }
@@ -59,6 +61,11 @@ async fn handle(
         .push(authorization);
     if request.method() == Method::CONNECT {
         counts.connects.fetch_add(1, Ordering::SeqCst);
+        let authority = request
+            .uri()
+            .authority()
+            .map_or_else(String::new, |a| a.to_string());
+        counts.tunnels.lock().expect("lock").push(authority);
         let Some(target) = request.uri().authority().and_then(|a| loopback(a.as_str())) else {
             return Ok(reply(StatusCode::FORBIDDEN, "loopback only"));
         };
@@ -147,6 +154,17 @@ impl TestProxy {
     /// Requests forwarded plus tunnels opened.
     pub fn carried(&self) -> usize {
         self.counts.forwarded.load(Ordering::SeqCst) + self.counts.connects.load(Ordering::SeqCst)
+    }
+
+    /// Requests forwarded in absolute form (http:// targets), tunnels aside.
+    pub fn forwarded(&self) -> usize {
+        self.counts.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// The `host:port` each CONNECT asked for (https:// targets), in order: counted when the
+    /// CONNECT arrives, before any TLS handshake through the tunnel.
+    pub fn tunnels(&self) -> Vec<String> {
+        self.counts.tunnels.lock().expect("lock").clone()
     }
 
     pub fn authorizations(&self) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! The circuit breaker against real receivers: one probe at a time while a subscription fails,
-//! full speed after a success; disabled after its failures, its deliveries kept queued, enabled
-//! again by an admin; and the operator events that say so, signed and verified.
+//! full speed after a success; disabled after its failures or its span of failing, its
+//! deliveries kept queued, enabled again by an admin; and the operator events that say so,
+//! signed and verified, retried like any delivery and held to the target guard.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -16,9 +17,9 @@ use hmac::{KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::support::app::{spawn_app, TestApp};
+use crate::support::app::{spawn_app, spawn_app_guarded, TestApp};
 use crate::support::events::metric;
-use crate::support::receiver::TestReceiver;
+use crate::support::receiver::{Reply, TestReceiver};
 use crate::support::wait_until;
 
 const OPERATOR_SECRET: &str = "operator-secret-1";
@@ -126,10 +127,38 @@ async fn subscription(app: &TestApp, id: &str) -> Value {
     app.api_json(&format!("/v1/subscriptions/{id}")).await
 }
 
-fn post_events(n: usize, prefix: &str) -> Vec<Value> {
-    (0..n)
-        .map(|i| json!({ "request_id": format!("{prefix}-{i}"), "status": "completed" }))
-        .collect()
+/// Posts `n` events (request ids `prefix-0`...), each accepted; returns the answers.
+async fn post_accepted(app: &TestApp, n: usize, prefix: &str) -> Vec<Value> {
+    let mut answers = Vec::new();
+    for i in 0..n {
+        let event = json!({ "request_id": format!("{prefix}-{i}"), "status": "completed" });
+        let (status, body) = app.post(&event).await;
+        assert_eq!(status, 202, "{body}");
+        answers.push(body);
+    }
+    answers
+}
+
+/// A subscription its breaker disabled, and what saw it happen.
+struct Disabled {
+    /// The subscription's receiver.
+    flaky: Flaky,
+    app: TestApp,
+    /// The `subscription.disabled` operator event.
+    event: Value,
+}
+
+/// hookd with `delivery` keys and subscription `id` to a receiver answering `status`, once `n`
+/// events posted have got it disabled: the operator event names it.
+async fn disabled_by_its_breaker(status: u16, delivery: &str, id: &str, n: usize) -> Disabled {
+    let (flaky, addr) = Flaky::start(status).await;
+    let operator = TestReceiver::start().await;
+    let app = spawn_with_operator(delivery, &operator, id, addr).await;
+    post_accepted(&app, n, id).await;
+    let event = wait_operator_event(&operator, "subscription.disabled").await;
+    assert_eq!(event["data"]["subscription"], id, "{event}");
+    assert!(event["id"].as_str().unwrap_or("").starts_with("op_"));
+    Disabled { flaky, app, event }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,10 +174,7 @@ async fn an_open_breaker_probes_one_attempt_at_a_time_then_goes_full_speed_after
         addr,
     )
     .await;
-    for event in post_events(12, "probe") {
-        let (status, body) = app.post(&event).await;
-        assert_eq!(status, 202, "{body}");
-    }
+    post_accepted(&app, 12, "probe").await;
     // The first burst fails; then probes, one at a time, a second apart: two fail.
     wait_until("two failed probes", Duration::from_secs(20), || async {
         let spans = flaky.spans();
@@ -253,25 +279,20 @@ async fn an_open_breaker_probes_one_attempt_at_a_time_then_goes_full_speed_after
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_failing_too_long_is_disabled_keeps_its_deliveries_and_is_enabled_by_an_admin(
 ) {
-    let (flaky, addr) = Flaky::start(503).await;
-    let operator = TestReceiver::start().await;
-    let app = spawn_with_operator(
+    let Disabled {
+        flaky,
+        app,
+        event: disabled,
+    } = disabled_by_its_breaker(
+        503,
         "retry_schedule = [\"0s\", \"0s\", \"0s\", \"0s\", \"0s\", \"0s\"]\n\
          max_in_flight_per_subscription = 1\nbreaker_failures = 0\ndisable_after_failures = 3",
-        &operator,
         "down",
-        addr,
+        4,
     )
     .await;
-    for event in post_events(4, "down") {
-        let (status, _) = app.post(&event).await;
-        assert_eq!(status, 202);
-    }
-    let disabled = wait_operator_event(&operator, "subscription.disabled").await;
-    assert_eq!(disabled["data"]["subscription"], "down", "{disabled}");
     let reason = disabled["data"]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("3 failed attempts in a row"), "{disabled}");
-    assert!(disabled["id"].as_str().unwrap_or("").starts_with("op_"));
     let shown = subscription(&app, "down").await;
     assert_eq!(shown["state"], "disabled", "{shown}");
     assert_eq!(shown["disabled_reason"], reason);
@@ -384,4 +405,215 @@ async fn a_dead_delivery_raises_an_operator_event_and_the_operator_endpoint_is_r
         "hookd.toml",
     );
     assert!(bad.is_err_and(|e| e.to_string().contains("not an operator event")));
+}
+
+/// The deliveries of subscription `id`, from the API.
+async fn deliveries_of(app: &TestApp, id: &str) -> Vec<Value> {
+    app.api_json(&format!("/v1/deliveries?subscription={id}"))
+        .await["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_failing_for_its_span_is_disabled_and_spends_no_more_attempts() {
+    // Retries 100 ms apart, one at a time: a dozen failures in the 2 s span, and far more
+    // retries left than that, so that only the span can stop them.
+    let schedule = vec!["\"100ms\""; 60].join(", ");
+    let Disabled {
+        flaky,
+        app,
+        event: disabled,
+    } = disabled_by_its_breaker(
+        500,
+        &format!(
+            "retry_schedule = [{schedule}]\nmax_in_flight_per_subscription = 1\n\
+             breaker_failures = 0\ndisable_after = \"2s\"\ndisable_after_failures = 0"
+        ),
+        "span",
+        3,
+    )
+    .await;
+    let reason = disabled["data"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("failing for ") && reason.contains("(disable_after = 2s)"),
+        "the reason names the span: {disabled}"
+    );
+    // The span, not a count: the failures went on for the 2 s, and several came within it.
+    let spans = flaky.spans();
+    let (first, last) = (spans.first().expect("attempts"), spans.last().unwrap());
+    assert!(
+        last.1.duration_since(first.1) >= Duration::from_millis(1900),
+        "disabled after failing for {:?}",
+        last.1.duration_since(first.1)
+    );
+    assert!(spans.len() >= 4, "{} attempts", spans.len());
+    assert!(spans.iter().all(|s| s.2 == 500));
+
+    let shown = subscription(&app, "span").await;
+    assert_eq!(shown["state"], "disabled", "{shown}");
+    assert_eq!(shown["breaker"], "disabled", "{shown}");
+    assert_eq!(shown["disabled_reason"], reason, "{shown}");
+    let labels = [("subscription", "span")];
+    assert_eq!(
+        metric(
+            &app.metrics_text().await,
+            "hookd_subscription_breaker",
+            &labels
+        ),
+        Some(2.0),
+        "the breaker gauge shows disabled"
+    );
+
+    // Queued, none dead, every attempt the receiver saw counted, and none after the disabling:
+    // every delivery overdue by a second (its retry was 100 ms away) is still not attempted.
+    let attempted = flaky.count();
+    let waiting = deliveries_of(&app, "span").await;
+    assert_eq!(waiting.len(), 3, "{waiting:?}");
+    assert!(
+        waiting.iter().all(|d| d["state"] == "scheduled"),
+        "queued, none dead: {waiting:?}"
+    );
+    let counted: u64 = waiting.iter().filter_map(|d| d["attempts"].as_u64()).sum();
+    assert_eq!(counted, attempted as u64, "{waiting:?}");
+    let due_ms = {
+        let mut due = Vec::new();
+        for d in &waiting {
+            let id = d["id"].as_str().expect("delivery id");
+            let delivery = app.shared.store.delivery(id).await.unwrap().unwrap();
+            due.push(
+                delivery
+                    .due_ms
+                    .expect("a scheduled delivery is due some time"),
+            );
+        }
+        due.into_iter().max().unwrap()
+    };
+    wait_until(
+        "every waiting delivery a second overdue",
+        Duration::from_secs(5),
+        || async { (hookd::scheduler::now_ms() > due_ms + 1000).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        flaky.count(),
+        attempted,
+        "a disabled subscription was attempted"
+    );
+    let after = deliveries_of(&app, "span").await;
+    let counted_after: u64 = after.iter().filter_map(|d| d["attempts"].as_u64()).sum();
+    assert_eq!(counted_after, counted, "{after:?}");
+    let text = app.metrics_text().await;
+    let attempts_metric = metric(
+        &text,
+        "hookd_delivery_attempts_total",
+        &[("subscription", "span"), ("outcome", "http_5xx")],
+    );
+    assert_eq!(attempts_metric, Some(attempted as f64), "{text}");
+    assert_eq!(
+        metric(&text, "hookd_subscription_breaker", &labels),
+        Some(2.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_event_refused_once_is_sent_again_signed_with_the_same_id() {
+    let (_flaky, addr) = Flaky::start(400).await;
+    let operator = TestReceiver::start().await;
+    operator.plan([Reply::Status(500)]);
+    // The operator's retries follow [delivery]; the subscription's own schedule has none, so
+    // that its one delivery ends dead at once.
+    let app = spawn_app(&format!(
+        "[delivery]\nretry_schedule = [\"100ms\", \"100ms\"]\n\n\
+         [operator]\nurl = \"{}\"\nsecret = \"{OPERATOR_SECRET}\"\n\n\
+         [[subscription]]\nid = \"gone\"\nurl = \"http://{addr}/\"\nsecret = \"s\"\nevents = [\"*\"]\nretry_schedule = []\n",
+        operator.url()
+    ))
+    .await;
+    let body = post_accepted(&app, 1, "again").await.remove(0);
+    let received = operator.wait_for(2, Duration::from_secs(15)).await;
+    // Both verified against [operator].secret, the same event both times.
+    let events = operator_events(&operator);
+    assert_eq!(events[0]["type"], "delivery.dead", "{}", events[0]);
+    assert_eq!(events[0]["data"]["event_id"], body["event_id"]);
+    assert!(events[0]["id"].as_str().unwrap_or("").starts_with("op_"));
+    assert_eq!(
+        events[1]["id"], events[0]["id"],
+        "the retry is the same event"
+    );
+    assert_eq!(received[1].body, received[0].body, "the same body, resent");
+    assert_eq!(
+        received[1].header("x-abstrakt-delivery"),
+        received[0].header("x-abstrakt-delivery")
+    );
+    assert_eq!(received[0].header("x-abstrakt-attempt"), "1");
+    assert_eq!(received[1].header("x-abstrakt-attempt"), "2");
+    let delivered = wait_until(
+        "the operator delivery delivered",
+        Duration::from_secs(10),
+        || async {
+            let operator = deliveries_of(&app, "operator").await;
+            operator.into_iter().find(|d| d["state"] == "delivered")
+        },
+    )
+    .await;
+    assert_eq!(delivered["attempts"], 2, "{delivered}");
+    assert_eq!(delivered["id"], received[0].header("x-abstrakt-delivery"));
+    assert_eq!(operator.count(), 2, "delivered once it was accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_target_guard_applies_to_the_operator_url() {
+    let operator = TestReceiver::start().await;
+    // A loopback address is refused when the config is read: hookd does not start with it.
+    let refused = hookd::Config::from_toml(
+        &format!(
+            "[operator]\nurl = \"{}\"\nsecret = \"{OPERATOR_SECRET}\"\n",
+            operator.url()
+        ),
+        "hookd.toml",
+    )
+    .map(|_| ())
+    .expect_err("a loopback [operator] url is refused")
+    .to_string();
+    assert!(
+        refused.contains("operator.url") && refused.contains("blocked address"),
+        "{refused}"
+    );
+
+    // A name is judged where it resolves: the operator's delivery ends dead at its first
+    // attempt without a connection, and raises no event of its own.
+    let port = operator.addr.port();
+    let subscriber = TestReceiver::start().await;
+    let app = spawn_app_guarded(&format!(
+        "[delivery]\nretry_schedule = [\"100ms\"]\n\n\
+         [operator]\nurl = \"http://localhost:{port}/hook\"\nsecret = \"{OPERATOR_SECRET}\"\n\n\
+         [[subscription]]\nid = \"local\"\nurl = \"http://localhost:{}/hook\"\nsecret = \"s\"\nevents = [\"*\"]\nretry_schedule = []\n",
+        subscriber.addr.port()
+    ))
+    .await;
+    post_accepted(&app, 1, "guarded").await;
+    let dead = wait_until(
+        "the operator delivery dead",
+        Duration::from_secs(10),
+        || async {
+            deliveries_of(&app, "operator")
+                .await
+                .into_iter()
+                .find(|d| d["state"] == "dead")
+        },
+    )
+    .await;
+    assert_eq!(dead["attempts"], 1, "{dead}");
+    assert_eq!(dead["last_error"], "blocked address", "{dead}");
+    assert_eq!(deliveries_of(&app, "operator").await.len(), 1);
+    assert!(
+        subscriber.received().is_empty(),
+        "hookd connected to loopback"
+    );
+    assert!(
+        operator.received().is_empty(),
+        "hookd connected to loopback"
+    );
 }

@@ -460,6 +460,17 @@ fn table_of(stored: &StoredSubscription) -> toml::Table {
         .unwrap_or_default()
 }
 
+/// The breaker keys ([`BREAKER_KEYS`]) a stored subscription sets itself, as the edit form
+/// shows them ("5", "30s"); empty where it follows `[delivery]`'s.
+pub fn own_breaker(stored: &StoredSubscription) -> [String; 4] {
+    let table = table_of(stored);
+    BREAKER_KEYS.map(|key| match table.get(key) {
+        Some(toml::Value::String(text)) => text.clone(),
+        Some(toml::Value::Integer(n)) => n.to_string(),
+        _ => String::new(),
+    })
+}
+
 fn document(table: toml::Table) -> String {
     let mut doc = toml::Table::new();
     doc.insert(

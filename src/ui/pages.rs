@@ -17,8 +17,10 @@ use serde_json::{json, Value};
 use super::session::{UiState, COOKIE};
 use super::{html, message, see_other, store_down, Action, Nav, Params, Scope, Viewer};
 use crate::api::admin::{parse_state, secret_fingerprint, state_name};
+use crate::api::subscriptions::{own_breaker, BREAKER_KEYS};
 use crate::config::{
-    ApiToken, CustomHeader, EventFilter, Scope as TokenScope, SignatureScheme, Subscription,
+    ApiToken, BreakerPolicy, CustomHeader, EventFilter, Scope as TokenScope, SignatureScheme,
+    Subscription,
 };
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
@@ -245,6 +247,54 @@ pub struct SubRow {
     pub breaker: &'static str,
     /// Its rate limit, as shown ("20/s"; empty: none).
     pub rate_limit: String,
+    /// Its circuit breaker's settings in effect (its own, else `[delivery]`'s), labelled.
+    pub breaker_settings: Vec<(&'static str, String)>,
+}
+
+/// The circuit breaker's keys ([`BREAKER_KEYS`], in that order) as the form and the
+/// subscription page name them, and what each means.
+const BREAKER_LABELS: [(&str, &str); 4] = [
+    (
+        "Breaker opens after",
+        "Failed attempts in a row; while open, one attempt at a time until one succeeds. 0: never.",
+    ),
+    (
+        "Breaker probe interval",
+        "While open, the least time from a failed probe to the next, like 30s or 5m.",
+    ),
+    (
+        "Disabled after failing for",
+        "From the first failure after the last success, like 5d; a disabled subscription's deliveries wait until an admin enables it. 0s: never.",
+    ),
+    ("Disabled after", "Failed attempts in a row. 0: never."),
+];
+
+/// A breaker policy as the form writes its keys: "5", "30s", "5days", "0".
+fn breaker_texts(policy: &BreakerPolicy) -> [String; 4] {
+    [
+        policy.failures.to_string(),
+        humantime::format_duration(policy.probe_interval).to_string(),
+        humantime::format_duration(policy.disable_after).to_string(),
+        policy.disable_after_failures.to_string(),
+    ]
+}
+
+/// A breaker policy as the subscription page shows it, labelled.
+fn breaker_settings(policy: &BreakerPolicy) -> Vec<(&'static str, String)> {
+    BREAKER_KEYS
+        .iter()
+        .zip(BREAKER_LABELS)
+        .zip(breaker_texts(policy))
+        .map(|((key, (label, _)), text)| {
+            let count = key.ends_with("_failures");
+            let shown = match text.as_str() {
+                "0" | "0s" if *key != "breaker_probe_interval" => "never".to_string(),
+                _ if count => format!("{text} failed attempts in a row"),
+                _ => text,
+            };
+            (label, shown)
+        })
+        .collect()
 }
 
 /// Custom headers as a page shows them: a secret one's value masked.
@@ -314,6 +364,7 @@ async fn rows(shared: &Shared, viewer: &Viewer) -> Result<Vec<SubRow>, Response>
                 },
                 breaker: shared.settings.gate(&s.id, shared.clock.now_ms()).name(),
                 rate_limit: s.rate_limit.map(|r| format!("{r}/s")).unwrap_or_default(),
+                breaker_settings: breaker_settings(&s.breaker),
                 plain_headers: s
                     .headers
                     .iter()
@@ -1114,7 +1165,23 @@ pub struct Draft {
     pub headers: String,
     /// Attempts per second, as typed; empty: no limit.
     pub rate_limit: String,
+    /// The circuit breaker's keys ([`BREAKER_KEYS`]), as typed; empty: `[delivery]`'s.
+    pub breaker: [String; 4],
+    /// `[delivery]`'s breaker keys: what an empty field means.
+    pub breaker_defaults: [String; 4],
     pub errors: Vec<(String, String)>,
+}
+
+/// One circuit-breaker field of the subscription form.
+#[derive(Debug)]
+pub struct BreakerInput<'a> {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub hint: &'static str,
+    /// A count of attempts (else a duration).
+    pub count: bool,
+    pub value: &'a str,
+    pub default: &'a str,
 }
 
 impl Draft {
@@ -1138,6 +1205,23 @@ impl Draft {
         self.events.iter().any(|e| e == event)
     }
 
+    /// The circuit breaker's fields, with their values.
+    pub fn breaker_inputs(&self) -> Vec<BreakerInput<'_>> {
+        BREAKER_KEYS
+            .iter()
+            .zip(BREAKER_LABELS)
+            .zip(self.breaker.iter().zip(&self.breaker_defaults))
+            .map(|((key, (label, hint)), (value, default))| BreakerInput {
+                key,
+                label,
+                hint,
+                count: key.ends_with("_failures"),
+                value,
+                default,
+            })
+            .collect()
+    }
+
     /// Errors that belong to no field of the form.
     pub fn general(&self) -> Vec<&str> {
         const FIELDS: [&str; 8] = [
@@ -1152,7 +1236,7 @@ impl Draft {
         ];
         self.errors
             .iter()
-            .filter(|(f, _)| !FIELDS.contains(&f.as_str()))
+            .filter(|(f, _)| !FIELDS.contains(&f.as_str()) && !BREAKER_KEYS.contains(&f.as_str()))
             .map(|(_, e)| e.as_str())
             .collect()
     }
@@ -1167,7 +1251,23 @@ impl Draft {
             owner: f.get("owner").unwrap_or("").to_string(),
             headers: f.get("headers").unwrap_or("").to_string(),
             rate_limit: f.get("rate_limit").unwrap_or("").trim().to_string(),
+            breaker: BREAKER_KEYS.map(|key| f.get(key).unwrap_or("").to_string()),
+            breaker_defaults: Default::default(),
             errors: Vec::new(),
+        }
+    }
+
+    /// The breaker fields the form sent, as the API takes them: a count as a number, a
+    /// duration (or what is neither, for the API to refuse) as typed, and an emptied field as
+    /// `""`, which removes the subscription's own value.
+    fn breaker_json(&self, fields: &super::Fields, body: &mut Value) {
+        for (key, text) in BREAKER_KEYS.iter().zip(&self.breaker) {
+            if !fields.has(key) {
+                continue;
+            }
+            body[*key] = text
+                .parse::<u64>()
+                .map_or_else(|_| json!(text), |n| json!(n));
         }
     }
 
@@ -1259,7 +1359,7 @@ struct FormPage {
     common: [&'static str; 3],
 }
 
-pub async fn new_subscription(viewer: Viewer) -> Response {
+pub async fn new_subscription(viewer: Viewer, State(shared): State<Arc<Shared>>) -> Response {
     html(
         StatusCode::OK,
         &FormPage {
@@ -1267,6 +1367,7 @@ pub async fn new_subscription(viewer: Viewer) -> Response {
             draft: Draft {
                 signature: "abstrakt".to_string(),
                 events: vec!["job.completed".to_string(), "job.failed".to_string()],
+                breaker_defaults: breaker_texts(&shared.config().delivery.breaker),
                 ..Default::default()
             },
             common: COMMON_EVENTS,
@@ -1312,6 +1413,7 @@ pub async fn create_subscription(State(shared): State<Arc<Shared>>, action: Acti
             body["rate_limit"] = rate;
         }
     }
+    draft.breaker_json(&action.fields, &mut body);
     let nav = action.viewer.nav("subscriptions", None);
     let (status, answer) = if draft.errors.is_empty() {
         let request = Bytes::from(body.to_string());
@@ -1323,6 +1425,7 @@ pub async fn create_subscription(State(shared): State<Arc<Shared>>, action: Acti
         if !answer.is_null() {
             draft.take_errors(&answer);
         }
+        draft.breaker_defaults = breaker_texts(&shared.config().delivery.breaker);
         let code = if status.is_server_error() {
             status
         } else {
@@ -1454,6 +1557,13 @@ pub async fn subscription(
         .cloned()
         .collect();
     events.retain(|e| COMMON_EVENTS.contains(&e.as_str()));
+    let own = shared
+        .settings
+        .stored()
+        .iter()
+        .find(|st| st.id == id)
+        .map(own_breaker)
+        .unwrap_or_default();
     let draft = Draft {
         id: s.id.clone(),
         url: s.url.clone(),
@@ -1463,6 +1573,8 @@ pub async fn subscription(
         owner: s.owner.clone(),
         headers: s.plain_headers.clone(),
         rate_limit: s.rate_limit.trim_end_matches("/s").to_string(),
+        breaker: own,
+        breaker_defaults: breaker_texts(&shared.config().delivery.breaker),
         errors: Vec::new(),
     };
     html(
@@ -1532,6 +1644,7 @@ pub async fn update_subscription(
             }
         }
     }
+    draft.breaker_json(&action.fields, &mut body);
     let (status, answer) = answer(
         crate::api::subscriptions::update(
             State(shared.clone()),

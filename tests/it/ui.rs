@@ -255,16 +255,22 @@ impl Hookd {
         .await
     }
 
-    async fn paused(&self, subscription: &str) -> bool {
+    /// `GET /v1/subscriptions/{id}` with the admin token, which must answer 200.
+    async fn subscription(&self, id: &str) -> Value {
         let (status, shown) = self
             .api(
                 Method::GET,
-                &format!("/v1/subscriptions/{subscription}"),
+                &format!("/v1/subscriptions/{id}"),
                 Some(ADMIN),
                 None,
             )
             .await;
         assert_eq!(status, 200, "{shown}");
+        shown
+    }
+
+    async fn paused(&self, subscription: &str) -> bool {
+        let shown = self.subscription(subscription).await;
         shown["paused"]
             .as_bool()
             .unwrap_or_else(|| panic!("no paused flag: {shown}"))
@@ -1300,6 +1306,210 @@ async fn the_rate_limit_is_set_changed_and_removed_in_the_form() {
         .api(Method::GET, "/v1/subscriptions/limited", Some(ADMIN), None)
         .await;
     assert!(answer["rate_limit"].is_null(), "removed: {answer}");
+}
+
+/// The four circuit-breaker keys of subscription `id` as the API shows them.
+async fn breaker_of(hookd: &Hookd, id: &str) -> Value {
+    let shown = hookd.subscription(id).await;
+    json!([
+        shown["breaker_failures"],
+        shown["breaker_probe_interval"],
+        shown["disable_after"],
+        shown["disable_after_failures"],
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_settings_are_set_changed_and_removed_in_the_form() {
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    let session = hookd.sign_in().await;
+    let form = hookd
+        .get("/ui/subscriptions/new", Some(&session.cookie))
+        .await;
+    assert!(
+        form.body.contains(r#"placeholder="default: 30s""#),
+        "an empty field says what it means: {}",
+        form.body
+    );
+    let create = |fields: Vec<(&'static str, &'static str)>| {
+        let (hookd, session, url) = (&hookd, &session, receiver.url());
+        async move {
+            let mut all = vec![
+                ("csrf", session.csrf.as_str()),
+                ("url", url.as_str()),
+                ("events", "*"),
+            ];
+            all.extend(fields);
+            hookd
+                .post_form(
+                    "/ui/subscriptions",
+                    Some(&session.cookie),
+                    hookd.same_origin(),
+                    &all,
+                )
+                .await
+        }
+    };
+    // A value the API refuses is marked at its field, and nothing is created.
+    let refused = create(vec![("id", "refused"), ("breaker_probe_interval", "soon")]).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains(r#"id="breaker_probe_interval-error""#),
+        "the error at its field: {}",
+        refused.body
+    );
+    let created = create(vec![
+        ("id", "guarded"),
+        ("breaker_failures", "3"),
+        ("breaker_probe_interval", "1m"),
+        ("disable_after", "5d"),
+        ("disable_after_failures", "10"),
+    ])
+    .await;
+    assert_eq!(created.status, 200, "create: {}", created.body);
+    assert_eq!(
+        breaker_of(&hookd, "guarded").await,
+        json!([3, "1m", "5days", 10])
+    );
+    let page = hookd
+        .get("/ui/subscriptions/guarded", Some(&session.cookie))
+        .await;
+    for shown in [
+        r#"name="breaker_failures" id="breaker_failures" value="3""#,
+        r#"name="disable_after" id="disable_after" value="5d""#,
+        "Breaker opens after: 3 failed attempts in a row",
+        "Disabled after failing for: 5days",
+    ] {
+        assert!(page.body.contains(shown), "{shown}: {}", page.body);
+    }
+
+    let edit = |fields: Vec<(&'static str, &'static str)>| {
+        let (hookd, session, url) = (&hookd, &session, receiver.url());
+        async move {
+            let mut all = vec![("events", "*")];
+            all.extend(fields);
+            let answer = hookd
+                .edit_subscription(session, "guarded", &url, &all)
+                .await;
+            assert_eq!(answer.status, 303, "{}", answer.body);
+            hookd.get(&answer.location(), Some(&session.cookie)).await
+        }
+    };
+    let saved = edit(vec![("breaker_failures", "5"), ("disable_after", "2h")]).await;
+    assert!(saved.body.contains("Saved"), "{}", saved.body);
+    assert_eq!(
+        breaker_of(&hookd, "guarded").await,
+        json!([5, "1m", "2h", 10])
+    );
+    for (field, bad) in [
+        ("breaker_failures", "often"),
+        ("disable_after_failures", "-1"),
+        ("disable_after", "soon"),
+    ] {
+        let after = edit(vec![(field, bad)]).await;
+        assert!(
+            after.body.contains("Not saved") && after.body.contains(field),
+            "{field} = {bad}: {}",
+            after.body
+        );
+        assert_eq!(
+            breaker_of(&hookd, "guarded").await,
+            json!([5, "1m", "2h", 10]),
+            "{field} = {bad} changed nothing"
+        );
+    }
+    // Emptied, a field follows hookd's default again: off.
+    let removed = edit(vec![
+        ("breaker_failures", ""),
+        ("breaker_probe_interval", ""),
+        ("disable_after", ""),
+        ("disable_after_failures", ""),
+    ])
+    .await;
+    assert!(removed.body.contains("Saved"), "{}", removed.body);
+    assert_eq!(
+        breaker_of(&hookd, "guarded").await,
+        json!([0, "30s", "0s", 0])
+    );
+    for shown in [
+        r#"name="breaker_failures" id="breaker_failures" value="""#,
+        "Breaker opens after: never",
+        "Disabled after failing for: never",
+    ] {
+        assert!(removed.body.contains(shown), "{shown}: {}", removed.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_subscriptions_page_says_why_and_its_enable_button_enables_it() {
+    use crate::support::receiver::Reply;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({
+            "id": "down", "url": receiver.url(), "events": ["*"], "disable_after_failures": 1
+        }))
+        .await;
+    hookd
+        .ingest(json!({ "request_id": "down-1", "status": "completed" }))
+        .await;
+    wait_until("the subscription disabled", DEADLINE, || async {
+        (hookd.subscription("down").await["state"] == "disabled").then_some(())
+    })
+    .await;
+    // This one waits in the queue while the subscription is disabled.
+    hookd
+        .ingest(json!({ "request_id": "down-2", "status": "completed" }))
+        .await;
+
+    let session = hookd.sign_in().await;
+    let page = hookd
+        .get("/ui/subscriptions/down", Some(&session.cookie))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let text = decode_entities(&page.body);
+    assert!(
+        text.contains("This subscription was disabled by its circuit breaker"),
+        "the banner: {text}"
+    );
+    assert!(
+        text.contains("1 failed attempts in a row (disable_after_failures = 1)"),
+        "the reason: {text}"
+    );
+    assert!(
+        page.body
+            .contains(r#"action="/ui/subscriptions/down/enable""#),
+        "the Enable button: {}",
+        page.body
+    );
+
+    receiver.set_default(Reply::Status(200));
+    let enabled = hookd
+        .post_form(
+            "/ui/subscriptions/down/enable",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[("csrf", session.csrf.as_str())],
+        )
+        .await;
+    assert_eq!(enabled.status, 303, "{}", enabled.body);
+    let after = hookd.get(&enabled.location(), Some(&session.cookie)).await;
+    assert!(after.body.contains("Enabled"), "{}", after.body);
+    assert!(
+        !after.body.contains("was disabled by its circuit breaker"),
+        "{}",
+        after.body
+    );
+    let shown = hookd.subscription("down").await;
+    assert_eq!(shown["state"], "active", "{shown}");
+    // The delivery that waited goes out.
+    let got = receiver.wait_for(2, DEADLINE).await;
+    let body: Value = serde_json::from_slice(&got[1].body).expect("JSON");
+    assert_eq!(body["request_id"], "down-2");
 }
 
 // ------------------------------------------------------------------ the portal

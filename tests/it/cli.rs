@@ -1,6 +1,6 @@
 //! The `hookd` binary's client commands against an in-process hookd: `deliveries
-//! list|show|retry`, `subscriptions list|pause|resume`, `send`, `check-config`, and the exit
-//! codes (0 ok, 1 the API answered an error, 2 usage or config, 3 hookd unreachable).
+//! list|show|retry`, `subscriptions list|pause|resume|enable`, `send`, `check-config`, and the
+//! exit codes (0 ok, 1 the API answered an error, 2 usage or config, 3 hookd unreachable).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -528,6 +528,16 @@ async fn deliveries_retry_one_and_every_dead_one_of_a_subscription_since_a_time(
 
 // ------------------------------------------------------------------ subscriptions
 
+/// The words of the row of subscription `id` in a `subscriptions list` table.
+fn row(out: &str, id: &str) -> Vec<String> {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .unwrap_or_else(|| panic!("no row for {id} in\n{out}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 #[tokio::test]
 async fn subscriptions_list_pause_and_resume() {
     let receiver = TestReceiver::start().await;
@@ -544,14 +554,6 @@ async fn subscriptions_list_pause_and_resume() {
     ))
     .await;
     let url = base(&app);
-    let row = |out: &str, id: &str| -> Vec<String> {
-        out.lines()
-            .find(|l| l.split_whitespace().next() == Some(id))
-            .unwrap_or_else(|| panic!("no row for {id} in\n{out}"))
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
-    };
 
     let run = hookd(&["subscriptions", "list", "--url", &url], None).await;
     let out = run.ok().to_string();
@@ -617,7 +619,7 @@ async fn subscriptions_list_pause_and_resume() {
         false
     );
 
-    for action in ["pause", "resume"] {
+    for action in ["pause", "resume", "enable"] {
         let run = hookd(&["subscriptions", action, "nobody", "--url", &url], None).await;
         assert_eq!(run.code, 1, "{action}: {run:#?}");
         assert!(
@@ -626,6 +628,50 @@ async fn subscriptions_list_pause_and_resume() {
         );
         assert!(run.stdout.is_empty(), "{run:#?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_enable_brings_back_a_subscription_its_breaker_disabled() {
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let app = spawn_app(&format!(
+        "{}{}",
+        delivery_toml(&["0s", "0s", "0s", "0s"], "disable_after_failures = 2"),
+        subscription_toml("down", &receiver.url(), "s", &["*"], ""),
+    ))
+    .await;
+    let url = base(&app);
+    let ids = post_event(&app, &event("down-1", "completed")).await;
+    let id = &ids["down"];
+    wait_until("down disabled", DEADLINE, || async {
+        let shown = api_get(&app, "/v1/subscriptions/down").await;
+        (shown["state"] == "disabled").then_some(())
+    })
+    .await;
+    let run = hookd(&["subscriptions", "list", "--url", &url], None).await;
+    assert_eq!(row(run.ok(), "down")[1], "disabled", "{run:#?}");
+    assert_eq!(state_of(&app, id).await, "scheduled", "queued, not dead");
+    assert_eq!(receiver.count(), 2, "no attempt after the second failure");
+
+    receiver.set_default(Reply::Status(200));
+    let run = hookd(&["subscriptions", "enable", "down", "--url", &url], None).await;
+    assert_eq!(run.ok().trim(), "down active");
+    let run = hookd(&["subscriptions", "list", "--url", &url], None).await;
+    assert_eq!(row(run.ok(), "down")[1], "active", "{run:#?}");
+    let delivered = wait_state(&app, id, "delivered").await;
+    assert_eq!(delivered["attempts"], 3, "{delivered}");
+    assert_eq!(receiver.count(), 3);
+
+    // Enabling an active subscription changes nothing; --json prints the API's subscription.
+    let out = hookd(
+        &["subscriptions", "enable", "down", "--url", &url, "--json"],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(out["id"], "down", "{out}");
+    assert_eq!(out["state"], "active", "{out}");
+    assert_eq!(out["consecutive_failures"], 0, "{out}");
 }
 
 // ------------------------------------------------------------------ send

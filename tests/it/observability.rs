@@ -1034,6 +1034,7 @@ async fn deploy_files_use_only_metrics_hookd_exports() {
         "hookd_oldest_pending_delivery_age_seconds",
         "hookd_store_size_bytes",
         "hookd_subscriptions_paused",
+        "hookd_subscription_breaker",
     ] {
         assert!(
             dashboard.contains(name),
@@ -1061,7 +1062,7 @@ async fn prometheus_config_and_alert_rules_pass_promtool() {
     )
     .await;
     assert!(
-        rules.success && rules.stdout.contains("SUCCESS: 4 rules found"),
+        rules.success && rules.stdout.contains("SUCCESS: 5 rules found"),
         "promtool check rules:\n{}",
         rules.describe()
     );
@@ -1107,6 +1108,7 @@ async fn prometheus_config_and_alert_rules_pass_promtool() {
             "HookdDeadDeliveries",
             "HookdOldestPendingDeliveryOld",
             "HookdSubscriptionFailing",
+            "HookdSubscriptionDisabled",
             "HookdDown"
         ]
     );

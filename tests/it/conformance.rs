@@ -687,18 +687,27 @@ async fn concurrent_claims_never_share_a_delivery(h: &mut Harness) {
         all.extend(deliveries_of(s, &format!("job-{i}"), &[target], 1000 + i).await);
     }
     s.set_limits(limits(&[("a", 100), ("b", 100)]));
+    // A claim may come back empty while another claim holds a bucket (PostgreSQL's claims take
+    // turns per bucket), so the claimers stop once all twenty are out, or at a deadline.
+    let out = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let store = h.shared();
+        let out = out.clone();
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            loop {
+            while out.load(std::sync::atomic::Ordering::SeqCst) < 20
+                && tokio::time::Instant::now() < deadline
+            {
                 let ids = claim_ids(&*store, 2000, 3).await;
+                out.fetch_add(ids.len(), std::sync::atomic::Ordering::SeqCst);
                 if ids.is_empty() {
-                    return got;
+                    tokio::task::yield_now().await;
                 }
                 got.extend(ids);
             }
+            got
         }));
     }
     let mut claimed = Vec::new();

@@ -131,9 +131,18 @@ for b in $(seq 0 $((BATCHES - 1))); do
 done
 
 # CPU seconds (user + system) of the PostgreSQL processes alive now.
+# Two figures: every PostgreSQL process, and only the backends serving $DB (whose titles name
+# it), which other clients of the same server (a test suite, say) do not inflate.
 pg_cpu() {
-  for pid in $(pgrep -x postgres); do cat "/proc/$pid/stat" 2>/dev/null; done \
-    | awk -v hz="$(getconf CLK_TCK)" '{ s += $14 + $15 } END { print s / hz }'
+  local all=0 own=0 pid t
+  for pid in $(pgrep -x postgres); do
+    t=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$pid/stat" 2>/dev/null) || continue
+    all=$(awk -v a="$all" -v t="$t" 'BEGIN { print a + t }')
+    if grep -q " $DB " "/proc/$pid/cmdline" 2>/dev/null || tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q " $DB "; then
+      own=$(awk -v a="$own" -v t="$t" 'BEGIN { print a + t }')
+    fi
+  done
+  echo "$all $own"
 }
 # WAL written so far, in bytes: the write volume per delivery, which a busy machine does not blur.
 wal() { psql "$SERVER/$DB" -Atc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"; }
@@ -169,7 +178,9 @@ FROM="first post"
 awk -v n=$((BATCHES * 100)) -v s="$start" -v e="$end" -v from="$FROM" \
   'BEGIN { printf "delivered %d in %.2f s = %.0f/s (%s to last delivery)\n", n, e - s, n / (e - s), from }'
 awk -v n=$((BATCHES * 100)) -v a="$PG_CPU0" -v b="$PG_CPU1" \
-  'BEGIN { printf "postgres cpu: %.3f s per 1000 deliveries (its processes alive at both ends)\n", (b - a) * 1000 / n }'
+  'BEGIN { split(a, x, " "); split(b, y, " ");
+           printf "postgres cpu: %.3f s per 1000 deliveries (its processes alive at both ends); %s'"'"'s backends: %.3f s\n",
+                  (y[1] - x[1]) * 1000 / n, "'"$DB"'", (y[2] - x[2]) * 1000 / n }'
 awk -v n=$((BATCHES * 100)) -v a="$WAL0" -v b="$WAL1" \
   'BEGIN { printf "postgres WAL: %.0f bytes per delivery\n", (b - a) / n }'
 echo "hookd peak RSS: $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${PIDS[1]}/status")"

@@ -18,7 +18,7 @@
 #                  /var/log/postgresql/postgresql-15-main.log (Debian's default).
 #   --drain        posts every event with the subscription paused, then resumes it and times
 #                  the drain alone (resume to last delivery): the delivery path without ingest
-#                  beside it.
+#                  beside it. Also prints what the ingest alone cost PostgreSQL.
 # Also prints the claims made per 1000 deliveries, the PostgreSQL processes' CPU seconds per
 # 1000 deliveries and the WAL bytes per delivery.
 # Loopback only. Not part of the test command: it takes a minute and perf needs root.
@@ -158,9 +158,15 @@ post() {
 for c in $(seq 0 15); do post "$c" & done
 if [ "$DRAIN" = 1 ]; then
   wait $(jobs -p | grep -v -x -e "${PIDS[0]}" -e "${PIDS[1]}") 2>/dev/null || true
+  INGEST_CPU=$(pg_cpu)
+  INGEST_WAL=$(wal)
+  awk -v n=$((BATCHES * 100)) -v a="$PG_CPU0" -v b="$INGEST_CPU" -v w0="$WAL0" -v w1="$INGEST_WAL" \
+    'BEGIN { split(a, x, " "); split(b, y, " ");
+             printf "ingest alone: %s'"'"'s backends %.3f s of CPU per 1000 events, %.0f WAL bytes per event\n",
+                    "'"$DB"'", (y[2] - x[2]) * 1000 / n, (w1 - w0) / n }'
   start=$(date +%s.%N)
-  PG_CPU0=$(pg_cpu)
-  WAL0=$(wal)
+  PG_CPU0=$INGEST_CPU
+  WAL0=$INGEST_WAL
   curl -sf -o /dev/null -X POST "http://$API/v1/subscriptions/bench/resume"
 fi
 if [ "$PERF" = 1 ]; then

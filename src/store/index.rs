@@ -50,9 +50,30 @@ pub struct Index {
     adhoc_in_flight: usize,
     queued: usize,
     limits: Limits,
-    /// Rate-limited buckets' next allowed attempt (Unix µs): kept apart from the buckets,
-    /// which are forgotten when they empty, so that a bucket refilled at once still waits.
-    next_allowed: HashMap<Arc<str>, u64>,
+    /// Rate-limited buckets' next allowed attempt: kept apart from the buckets, which are
+    /// forgotten when they empty, so that a bucket refilled at once still waits.
+    next_allowed: HashMap<Arc<str>, Arrival>,
+}
+
+/// A rate-limited bucket's theoretical arrival time (GCRA) and the interval it was computed
+/// with, so that a changed limit can be applied to it at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Arrival {
+    /// Unix µs: one interval past the slot of the bucket's last attempt.
+    at_us: u64,
+    /// The least time between two attempts (µs) when `at_us` was computed.
+    interval_us: u64,
+}
+
+impl Arrival {
+    /// The theoretical arrival time under the limit in force, `interval_us` apart: counted
+    /// from the last attempt's slot, so that a raised or lowered limit applies at once and a
+    /// raised one allows no burst.
+    fn under(self, interval_us: u64) -> u64 {
+        self.at_us
+            .saturating_sub(self.interval_us)
+            .saturating_add(interval_us)
+    }
 }
 
 /// One bucket's queued deliveries, ordered by (due time, id), in about 24 bytes each: a
@@ -162,6 +183,13 @@ pub fn is_adhoc(bucket: &str) -> bool {
     bucket.starts_with("adhoc/")
 }
 
+/// The least time between two attempts of `bucket` under `limits`, in µs, if it is rate
+/// limited.
+fn rate_in(limits: &Limits, bucket: &str) -> Option<u64> {
+    let key = if is_adhoc(bucket) { ADHOC } else { bucket };
+    limits.rates.get(key).copied().filter(|&us| us > 0)
+}
+
 impl Index {
     pub fn new(limits: Limits) -> Index {
         Index {
@@ -217,12 +245,9 @@ impl Index {
         }
     }
 
-    /// Puts a bucket in its ready set under its earliest due time, or takes it out; forgets a
-    /// bucket that holds nothing.
     /// The least time between two attempts of bucket `b`, in µs, if it is rate limited.
     fn rate_of(&self, b: &Bucket) -> Option<u64> {
-        let key = if b.adhoc { ADHOC } else { &*b.name };
-        self.limits.rates.get(key).copied().filter(|&us| us > 0)
+        rate_in(&self.limits, &b.name)
     }
 
     /// When bucket `b` may next make an attempt by its rate limit (Unix ms, rounded up): its
@@ -230,14 +255,17 @@ impl Index {
     /// taken a little late does not slow the rate down).
     fn allowed_ms(&self, b: &Bucket) -> u64 {
         match self.rate_of(b) {
-            Some(interval) => self
-                .next_allowed
-                .get(&b.name)
-                .map_or(0, |tat| tat.saturating_sub(interval / 2).div_ceil(1000)),
+            Some(interval) => self.next_allowed.get(&b.name).map_or(0, |tat| {
+                tat.under(interval)
+                    .saturating_sub(interval / 2)
+                    .div_ceil(1000)
+            }),
             None => 0,
         }
     }
 
+    /// Puts a bucket in its ready set under its earliest due time, or takes it out; forgets a
+    /// bucket that holds nothing.
     fn relist(&mut self, n: BucketNo) {
         let Some(b) = self.bucket(n) else { return };
         // A rate-limited bucket is listed under the later of its front's due time and the
@@ -346,15 +374,25 @@ impl Index {
             let (adhoc, name) = (b.adhoc, b.name.clone());
             let rate = self.bucket(n).and_then(|b| self.rate_of(b));
             if let Some(interval) = rate {
-                // The theoretical arrival time moves one interval past this turn's (or past
-                // now, after idle time: it does not bank a burst).
+                // The theoretical arrival time (under the limit in force) moves one interval
+                // past this turn's (or past now, after idle time: it does not bank a burst).
                 let now_us = now_ms.saturating_mul(1000);
-                let tat = self.next_allowed.get(&name).copied().unwrap_or(0);
-                self.next_allowed
-                    .insert(name.clone(), tat.max(now_us).saturating_add(interval));
+                let tat = self
+                    .next_allowed
+                    .get(&name)
+                    .map_or(0, |tat| tat.under(interval));
+                let next = Arrival {
+                    at_us: tat.max(now_us).saturating_add(interval),
+                    interval_us: interval,
+                };
+                self.next_allowed.insert(name.clone(), next);
                 if self.next_allowed.len() > 10_000 {
                     // Many per-request hosts came and went: forget the times already past.
-                    self.next_allowed.retain(|_, us| *us > now_us);
+                    let limits = &self.limits;
+                    self.next_allowed.retain(|name, tat| {
+                        let interval = rate_in(limits, name).unwrap_or(tat.interval_us);
+                        tat.under(interval) > now_us
+                    });
                 }
             }
             self.queued -= 1;
@@ -501,6 +539,44 @@ mod tests {
         assert_eq!(ids(&index.claim(9000, 100).0), [4]);
         assert_eq!(ids(&index.claim(9001, 100).0), []);
         assert_eq!(index.next_due(), Some(9125));
+    }
+
+    #[test]
+    fn a_changed_rate_limit_applies_at_once_from_the_last_turn() {
+        let mut index = Index::default();
+        let rated = |interval_us: u64| {
+            let mut l = limits(&[("slow", 10)]);
+            l.rates.insert("slow".to_string(), interval_us);
+            l
+        };
+        // One attempt per 20 s.
+        index.set_limits(rated(20_000_000));
+        for id in 1..=5 {
+            index.insert("slow", 1000, id);
+        }
+        assert_eq!(ids(&index.claim(1000, 100).0), [1]);
+        assert_eq!(index.next_due(), Some(11_000), "half an interval early");
+        // Raised to 20/s 10 ms later: the next turn counts from the last one's slot with the
+        // new interval, 50 ms (25 ms early), not the old 20 s.
+        index.set_limits(rated(50_000));
+        assert_eq!(index.next_due(), Some(1025));
+        assert_eq!(ids(&index.claim(1024, 100).0), []);
+        assert_eq!(ids(&index.claim(1025, 100).0), [2]);
+        // No burst: one turn per interval after the raise too.
+        assert_eq!(ids(&index.claim(1026, 100).0), []);
+        assert_eq!(index.next_due(), Some(1075));
+        // Lowered back to one per 20 s: also at once, from the last turn's slot (1050 ms).
+        index.set_limits(rated(20_000_000));
+        assert_eq!(index.next_due(), Some(11_050));
+        assert_eq!(ids(&index.claim(11_049, 100).0), []);
+        assert_eq!(ids(&index.claim(11_050, 100).0), [3]);
+        assert_eq!(index.next_due(), Some(31_050));
+        // The limit removed: the bucket runs freely; set again, it counts from the last
+        // turn's slot (21.05 s: that turn came half an interval early).
+        index.set_limits(limits(&[("slow", 10)]));
+        assert_eq!(index.next_due(), Some(1000));
+        index.set_limits(rated(1_000_000));
+        assert_eq!(index.next_due(), Some(21_550));
     }
 
     #[test]

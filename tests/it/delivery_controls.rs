@@ -570,3 +570,54 @@ async fn https_targets_are_tunnelled_through_the_proxy() {
     );
     assert_eq!(proxy.forwarded(), 0, "nothing went in the clear");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_a_rate_limit_applies_at_once() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app("").await;
+    // One attempt per 20 s.
+    let (status, created) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/subscriptions",
+        json!({ "id": "raised", "url": receiver.url(), "events": ["*"], "rate_limit": 0.05 }),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let events: Vec<Value> = (0..4)
+        .map(|i| json!({ "request_id": format!("job-raise-{i}"), "status": "completed" }))
+        .collect();
+    let (status, body) = app.post(&Value::Array(events)).await;
+    assert_eq!(status, 202, "{body}");
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+
+    // Raised to 20/s right after the first attempt: the next ones do not wait out the old
+    // limit's 20 s (10 s with its half-interval tolerance).
+    let changed_at = Instant::now();
+    let (status, changed) = call(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/subscriptions/raised",
+        json!({ "rate_limit": 20.0 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["rate_limit"], 20.0, "{changed}");
+    let got = receiver.wait_for(4, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 4, "one attempt each: {got:?}");
+    let after: Vec<Duration> = got[1..]
+        .iter()
+        .map(|r| r.at.saturating_duration_since(changed_at))
+        .collect();
+    assert!(
+        after.iter().all(|d| *d < Duration::from_secs(1)),
+        "the raised limit applies within a second of the change: {after:?}"
+    );
+    // Without a burst: two turns at least 75 ms apart at 20/s (two intervals less the
+    // half-interval tolerance); 50 ms at the receiver leaves room for jitter.
+    let span = got[3].at.duration_since(got[1].at);
+    assert!(
+        span >= Duration::from_millis(50),
+        "the three after the change keep the new rate: {span:?}"
+    );
+}

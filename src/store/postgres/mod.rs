@@ -60,6 +60,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("schema_v4.sql")),
     (5, include_str!("schema_v5.sql")),
     (6, include_str!("schema_v6.sql")),
+    (7, include_str!("schema_v7.sql")),
 ];
 /// The advisory lock migrations hold: nodes starting together apply them once.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6400_0001;

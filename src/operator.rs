@@ -67,6 +67,11 @@ async fn handle(shared: &Shared, request: Control) {
             .await;
         }
         Control::Recovered { subscription } => {
+            // The closed breaker's limits are in force, but the scheduler may be asleep: on an
+            // engine that hands each freed slot on (PostgreSQL) no slot comes free to wake it,
+            // and the backlog would go one at a time until its next turn. A turn now claims
+            // at the subscription's full `max_in_flight`.
+            shared.wake.notify_one();
             emit(
                 shared,
                 "subscription.recovered",

@@ -1964,3 +1964,131 @@ async fn a_change_through_the_api_is_not_undone_by_the_nodes_own_sync() {
     }
     assert!(n >= 10, "only {n} rounds in three seconds");
 }
+
+/// The circuit breaker's probe holds across nodes: once both nodes see the breaker open, the
+/// subscription's `max_in_flight` of 1 is counted over both, so no two probes, from whichever
+/// nodes, are at the receiver at once; after a success both send at full speed again.
+///
+/// Ignored until a stall is fixed: on a loaded machine (about one run in six beside a busy
+/// core, none in fifty on a quiet one) both nodes show the breaker open and, after one failed
+/// probe, neither probes again for the 20 s the test waits. Run it with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "an open breaker on two PostgreSQL nodes can stop probing under load (see the doc comment)"]
+async fn an_open_breaker_on_two_nodes_sends_one_probe_at_a_time() {
+    let db = pg::create("probes").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answer = up.clone();
+    let probe = Probe::start(move |_, _| {
+        let up = answer.load(std::sync::atomic::Ordering::SeqCst);
+        (Duration::from_millis(100), if up { 200 } else { 503 })
+    })
+    .await;
+    let breaker =
+        "breaker_failures = 2\nbreaker_probe_interval = \"200ms\"\ndisable_after_failures = 0";
+    let body = |node: &str| {
+        delivery_toml(&["0s"; 40], breaker)
+            + &subscription_toml(
+                "main",
+                &probe.url(node),
+                SECRET,
+                &["*"],
+                "max_in_flight = 4",
+            )
+    };
+    let a = Node::start(dir.path(), "a", &db.url(), &body("a")).await;
+    let b = Node::start(dir.path(), "b", &db.url(), &body("b")).await;
+    let http = http();
+    let events = ids("probes", 8);
+    a.post_ok(&http, &events[..4]).await;
+    b.post_ok(&http, &events[4..]).await;
+    wait_breaker(&[&a, &b], &http, "open").await;
+    let open = Instant::now();
+    // Probes from both nodes, several each: each node claims whenever the other's is done.
+    let probed = wait_until_some(Duration::from_secs(20), || async {
+        let hits = probe.hits();
+        let from = |node: &str| {
+            hits.iter()
+                .filter(|h| h.start > open && h.node == node && h.end.is_some())
+                .count()
+        };
+        (from("a") >= 3 && from("b") >= 3).then_some(())
+    })
+    .await;
+    let hits = probe.hits();
+    let base = hits.iter().map(|h| h.start).min().expect("hits");
+    let ms = |t: Instant| t.duration_since(base).as_millis();
+    let shown = |hits: &[Hit]| -> Vec<_> {
+        hits.iter()
+            .map(|h| {
+                (
+                    h.node.clone(),
+                    h.attempt,
+                    ms(h.start),
+                    h.end.map(ms),
+                    h.answered,
+                )
+            })
+            .collect()
+    };
+    assert!(
+        probed.is_some(),
+        "no three probes from each node within 20 s of the breaker opening on both (at {} ms); all (node, attempt, start, end, status) in ms: {:?}",
+        ms(open),
+        shown(&hits)
+    );
+    for later in hits.iter().filter(|h| h.start > open) {
+        let beside = hits
+            .iter()
+            .filter(|h| h.start < later.start && h.end.is_none_or(|end| end > later.start))
+            .count();
+        assert_eq!(
+            beside,
+            0,
+            "a probe from node {} (at {} ms) ran beside another request; all (node, attempt, start, end, status) in ms: {:?}",
+            later.node,
+            ms(later.start),
+            shown(&hits)
+        );
+    }
+
+    // A success closes the breaker: every event arrives, several at once again.
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_all_arrive(
+        &probe,
+        &events.iter().cloned().collect(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let hits = probe.hits();
+    let first_success = hits
+        .iter()
+        .filter(|h| h.answered == Some(200))
+        .map(|h| h.start)
+        .min()
+        .expect("a success");
+    let after: Vec<&Hit> = hits.iter().filter(|h| h.start > first_success).collect();
+    assert!(
+        after.iter().any(|h| after
+            .iter()
+            .any(|o| o.start < h.start && o.end.is_some_and(|end| end > h.start))),
+        "after the success the deliveries still went one at a time: {:?}",
+        shown(&hits)
+    );
+    wait_breaker(&[&a, &b], &http, "closed").await;
+}
+
+/// Waits until every one of `nodes` shows the breaker of subscription `main` as `shown`.
+async fn wait_breaker(nodes: &[&Node], http: &reqwest::Client, shown: &str) {
+    for node in nodes {
+        wait_until(
+            &format!("node {} shows the breaker {shown}", node.name),
+            Duration::from_secs(20),
+            || async {
+                let (_, s) = node.get(http, "/v1/subscriptions/main").await;
+                (s["breaker"] == shown).then_some(s)
+            },
+        )
+        .await;
+    }
+}

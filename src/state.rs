@@ -270,8 +270,9 @@ impl Settings {
     }
 
     /// Replaces the health with the store's (which includes this node's latest); whether a
-    /// disabled switch changed.
-    fn replace_health(&self, states: HashMap<String, SubscriptionState>) -> bool {
+    /// disabled switch changed, and whether anything a breaker decides by did (its failures in
+    /// a row, its last failure).
+    fn replace_health(&self, states: HashMap<String, SubscriptionState>) -> (bool, bool) {
         let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
         let disabled = |h: &HashMap<String, SubscriptionState>| -> HashSet<String> {
             h.iter()
@@ -279,9 +280,16 @@ impl Settings {
                 .map(|(id, _)| id.clone())
                 .collect()
         };
-        let changed = disabled(&health) != disabled(&states);
+        let gates =
+            |h: &HashMap<String, SubscriptionState>| -> HashMap<String, (u32, Option<u64>)> {
+                h.iter()
+                    .map(|(id, s)| (id.clone(), (s.consecutive_failures, s.last_failure_ms)))
+                    .collect()
+            };
+        let switches = disabled(&health) != disabled(&states);
+        let breakers = gates(&health) != gates(&states);
         *health = states;
-        changed
+        (switches, breakers)
     }
 }
 
@@ -424,7 +432,7 @@ impl Shared {
             .filter(|(_, state)| state.paused)
             .map(|(id, _)| id.clone())
             .collect();
-        let mut changed = self.settings.replace_health(states);
+        let (mut changed, breakers) = self.settings.replace_health(states);
         if stored != self.settings.stored() {
             self.metrics
                 .init_subscriptions(stored.iter().map(|s| s.id.as_str()));
@@ -442,6 +450,11 @@ impl Shared {
             tracing::info!(
                 "subscriptions, pause or disabled switches changed by another node; applied"
             );
+            self.apply_limits();
+            self.wake.notify_one();
+        } else if breakers {
+            // Another node's attempts moved a breaker (closed it, say): the limits this node's
+            // claims apply follow, or it would keep waiting for a probe that is no longer due.
             self.apply_limits();
             self.wake.notify_one();
         }

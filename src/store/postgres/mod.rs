@@ -826,7 +826,34 @@ fn finish_sql() -> String {
     )
 }
 
+/// Folds `other`'s health (another node's attempts) into `mine`, as [`write_health`] does in
+/// the database: the later times win; the failures in a row are those of whichever saw the
+/// later success, or the greater count when neither did.
+fn merge_health(mine: &mut SubscriptionState, other: &SubscriptionState) {
+    let (count, since) = match mine.last_success_ms.cmp(&other.last_success_ms) {
+        std::cmp::Ordering::Greater => (mine.consecutive_failures, mine.failing_since_ms),
+        std::cmp::Ordering::Less => (other.consecutive_failures, other.failing_since_ms),
+        std::cmp::Ordering::Equal => (
+            mine.consecutive_failures.max(other.consecutive_failures),
+            match (mine.failing_since_ms, other.failing_since_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        ),
+    };
+    if other.last_failure_ms > mine.last_failure_ms {
+        mine.last_error = other.last_error.clone();
+    }
+    mine.failing_since_ms = since;
+    mine.consecutive_failures = count;
+    mine.last_success_ms = mine.last_success_ms.max(other.last_success_ms);
+    mine.last_failure_ms = mine.last_failure_ms.max(other.last_failure_ms);
+}
+
 /// Writes a subscription's health (not its pause switch); the later of two nodes' times wins.
+/// The failures in a row are the writer's when it saw a later success than the database holds,
+/// else the greater of the two: a node that has not yet read another's failures does not take
+/// the count back (which would close an open breaker on every node).
 async fn write_health(
     client: &deadpool_postgres::Object,
     subscription: &str,
@@ -838,7 +865,11 @@ async fn write_health(
              ON CONFLICT (subscription) DO UPDATE
              SET last_success_ms = greatest(hookd_subscription_state.last_success_ms, excluded.last_success_ms),
                  last_failure_ms = greatest(hookd_subscription_state.last_failure_ms, excluded.last_failure_ms),
-                 consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error,
+                 consecutive_failures = CASE
+                     WHEN coalesce(excluded.last_success_ms, -1) > coalesce(hookd_subscription_state.last_success_ms, -1)
+                     THEN excluded.consecutive_failures
+                     ELSE greatest(hookd_subscription_state.consecutive_failures, excluded.consecutive_failures) END,
+                 last_error = excluded.last_error,
                  failing_since_ms = CASE WHEN excluded.failing_since_ms IS NULL THEN NULL
                      ELSE least(coalesce(hookd_subscription_state.failing_since_ms, excluded.failing_since_ms),
                                 excluded.failing_since_ms) END",
@@ -2136,23 +2167,22 @@ impl super::AdminStore for PgStore {
             .await?;
         let mut out: HashMap<String, SubscriptionState> =
             rows.iter().map(|r| (r.get(0), state_of(r))).collect();
-        // This node's latest health, not yet written (successes in a row), wins.
-        for (id, state) in &lock(&self.health).states {
+        // This node's latest health, not yet written, is merged with the database's (another
+        // node's attempts), and this node's count goes on from the merge, so that its next
+        // write does not take the failures in a row back to its own.
+        for (id, state) in &mut lock(&self.health).states {
             let entry = out.entry(id.clone()).or_default();
+            merge_health(state, entry);
             let (paused, disabled_ms, disabled_reason) = (
                 entry.paused,
                 entry.disabled_ms,
                 entry.disabled_reason.clone(),
             );
-            if state.last_success_ms >= entry.last_success_ms
-                && state.last_failure_ms >= entry.last_failure_ms
-            {
-                *entry = state.clone();
-                // The switches are the database's: another node may have set them.
-                entry.paused = paused;
-                entry.disabled_ms = disabled_ms;
-                entry.disabled_reason = disabled_reason;
-            }
+            *entry = state.clone();
+            // The switches are the database's: another node may have set them.
+            entry.paused = paused;
+            entry.disabled_ms = disabled_ms;
+            entry.disabled_reason = disabled_reason;
         }
         Ok(out)
     }

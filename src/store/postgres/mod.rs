@@ -1028,10 +1028,17 @@ impl Unfinished {
     }
 }
 
-/// Keeps [`PgStore::unfinished`] within half a second of the truth (other nodes change it too).
+/// Keeps [`PgStore::unfinished`] within half a second of the truth (other nodes change it too;
+/// two seconds at most while this node's ingests keep landing, see below).
 /// The changes this node made while a count ran are kept on top of it, not lost: a count that
 /// began before an ingest committed does not see it.
+///
+/// An ingest that commits while the count runs may be in the count and in the changes both,
+/// counted twice until the next count (a node at `max_pending` would refuse one event early):
+/// such a count is set aside, unless three in a row were (under a steady flow of ingests the
+/// count must still land, and an error of one batch for half a second is the lesser harm).
 async fn count_unfinished(pool: Pool, unfinished: Arc<Unfinished>) {
+    let mut set_aside = 0;
     loop {
         tokio::time::sleep(COUNT_EVERY).await;
         let before = unfinished.delta.load(Ordering::Relaxed);
@@ -1045,6 +1052,11 @@ async fn count_unfinished(pool: Pool, unfinished: Arc<Unfinished>) {
         }
         .await;
         if let Ok(n) = counted {
+            if unfinished.delta.load(Ordering::Relaxed) != before && set_aside < 3 {
+                set_aside += 1;
+                continue;
+            }
+            set_aside = 0;
             unfinished.base.store(n, Ordering::Relaxed);
             unfinished.delta.fetch_sub(before, Ordering::Relaxed);
         }

@@ -93,6 +93,9 @@ impl Application {
             .context("cannot read the subscriptions created through the API")?;
         metrics.init_subscriptions(stored.iter().map(|s| s.id.as_str()));
         let settings = Settings::new(config, stored, states);
+        if !matches!(settings.config().storage.engine, config::Engine::Sled) {
+            settings.set_probe_yield(PROBE_YIELD);
+        }
         let traces = crate::traces::Traces::start(&settings.config().traces)
             .context("cannot start the OTLP exporter ([traces])")?;
         if let Some(endpoint) = &settings.config().traces.endpoint {
@@ -257,6 +260,11 @@ pub fn lease_for(config: &Config) -> Duration {
 /// How often a node of a shared store reads the subscriptions and pause switches again (what
 /// other nodes' APIs change).
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// On a shared store, how much later than the other nodes a node whose probe failed probes
+/// again: longer than a sync period, so that the others have learnt of the failure by then
+/// ([`Settings::set_probe_yield`]).
+const PROBE_YIELD: Duration = Duration::from_millis(1500);
 
 /// How often the store's health is checked for [`watch_store`].
 const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);

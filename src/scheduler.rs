@@ -128,9 +128,22 @@ impl Scheduler {
                 .heartbeat
                 .store(now, std::sync::atomic::Ordering::Relaxed);
             let sleep = match self.run_once().await {
-                Ok(next_due) => next_due.map_or(MAX_IDLE, |due| {
-                    Duration::from_millis(due.saturating_sub(self.deps.clock.now_ms()))
-                }),
+                Ok(next_due) => {
+                    let now = self.deps.clock.now_ms();
+                    // A breaker waiting for its next probe: look again when it is due.
+                    let probe = if self.deps.settings.breaker_open(now) {
+                        self.deps.settings.next_probe_ms(now)
+                    } else {
+                        None
+                    };
+                    [next_due, probe]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .map_or(MAX_IDLE, |due| {
+                            Duration::from_millis(due.saturating_sub(now))
+                        })
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "scheduler turn failed; retrying in 1s");
                     Duration::from_secs(1)

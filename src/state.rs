@@ -29,6 +29,12 @@ pub struct Settings {
     /// Each subscription's health and disabled switch, as the store has them plus this node's
     /// latest outcomes: what the circuit breaker decides by.
     health: RwLock<HashMap<String, SubscriptionState>>,
+    /// On a store shared by several nodes: the subscriptions whose latest failure, with the
+    /// breaker open, was this node's, and that failure's time (Unix ms).
+    own_failures: RwLock<HashMap<String, u64>>,
+    /// How much later than the others a node whose probe failed may probe again (ms); 0 on
+    /// a store of its own. See [`Settings::set_probe_yield`].
+    probe_yield_ms: AtomicU64,
 }
 
 /// What the scheduler asks the daemon to do about a subscription or a delivery, off the
@@ -77,6 +83,8 @@ impl Settings {
             parts: std::sync::Mutex::new((Arc::new(config), stored)),
             paused: RwLock::new(paused),
             health: RwLock::new(states),
+            own_failures: RwLock::new(HashMap::new()),
+            probe_yield_ms: AtomicU64::new(0),
         };
         settings.merge();
         settings
@@ -129,6 +137,64 @@ impl Settings {
             .contains(subscription)
     }
 
+    /// Sets how much later than the other nodes a node whose probe failed probes again (zero,
+    /// the default, on a store of its own). Each node learns of the others' outcomes only at
+    /// its next sync, so without it the node that made a failed probe always knew first when
+    /// the next one was due and kept the probes to itself: a node that cannot reach the
+    /// receiver (its own network or route) would keep the breaker open while another node
+    /// could deliver. Longer than a sync period, it hands the next probe to another node
+    /// when there is one; a node alone probes this much later.
+    pub fn set_probe_yield(&self, wait: Duration) {
+        self.probe_yield_ms.store(
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Subscription `s`'s breaker at `now_ms`: [`breaker::gate`], where the failure that
+    /// opened it or failed its probe was this node's (`own`) plus the probe yield.
+    fn gate_of(
+        &self,
+        s: &config::Subscription,
+        state: &SubscriptionState,
+        own: &HashMap<String, u64>,
+        now_ms: u64,
+    ) -> Gate {
+        let gate = breaker::gate(&s.breaker, state, now_ms);
+        let wait = self
+            .probe_yield_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let Some(last) = state.last_failure_ms else {
+            return gate;
+        };
+        if wait == 0
+            || matches!(gate, Gate::Closed | Gate::Disabled)
+            || own.get(&s.id) != Some(&last)
+        {
+            return gate;
+        }
+        let until = last
+            .saturating_add(u64::try_from(s.breaker.probe_interval.as_millis()).unwrap_or(u64::MAX))
+            .saturating_add(wait);
+        if now_ms < until {
+            Gate::Wait { until_ms: until }
+        } else {
+            Gate::Probe
+        }
+    }
+
+    /// The earliest time (Unix ms) after `now_ms` at which a waiting breaker may probe: when
+    /// the scheduler should look again.
+    pub fn next_probe_ms(&self, now_ms: u64) -> Option<u64> {
+        self.gates(now_ms)
+            .into_iter()
+            .filter_map(|(_, gate)| match gate {
+                Gate::Wait { until_ms } => Some(until_ms),
+                _ => None,
+            })
+            .min()
+    }
+
     /// Marks a subscription paused or not; returns how many are paused.
     fn set_paused(&self, subscription: &str, paused: bool) -> usize {
         let mut set = self.paused.write().unwrap_or_else(|e| e.into_inner());
@@ -157,11 +223,12 @@ impl Settings {
             crate::scheduler::limits(&config, &paused)
         };
         let health = self.health.read().unwrap_or_else(|e| e.into_inner());
+        let own = self.own_failures.read().unwrap_or_else(|e| e.into_inner());
         for s in &config.subscriptions {
             let Some(state) = health.get(&s.id) else {
                 continue;
             };
-            match breaker::gate(&s.breaker, state, now_ms) {
+            match self.gate_of(s, state, &own, now_ms) {
                 Gate::Closed => {}
                 Gate::Probe => {
                     limits.subscriptions.insert(s.id.clone(), 1);
@@ -178,13 +245,14 @@ impl Settings {
     pub fn gates(&self, now_ms: u64) -> Vec<(String, Gate)> {
         let config = self.config();
         let health = self.health.read().unwrap_or_else(|e| e.into_inner());
+        let own = self.own_failures.read().unwrap_or_else(|e| e.into_inner());
         config
             .subscriptions
             .iter()
             .map(|s| {
-                let gate = health.get(&s.id).map_or(Gate::Closed, |state| {
-                    breaker::gate(&s.breaker, state, now_ms)
-                });
+                let gate = health
+                    .get(&s.id)
+                    .map_or(Gate::Closed, |state| self.gate_of(s, state, &own, now_ms));
                 (s.id.clone(), gate)
             })
             .collect()
@@ -196,13 +264,12 @@ impl Settings {
         let Some(s) = config.subscription(id) else {
             return Gate::Closed;
         };
-        self.health
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        // The health lock first, then this node's failures: the order every user takes.
+        let health = self.health.read().unwrap_or_else(|e| e.into_inner());
+        let own = self.own_failures.read().unwrap_or_else(|e| e.into_inner());
+        health
             .get(id)
-            .map_or(Gate::Closed, |state| {
-                breaker::gate(&s.breaker, state, now_ms)
-            })
+            .map_or(Gate::Closed, |state| self.gate_of(s, state, &own, now_ms))
     }
 
     /// Whether some breaker is open (probing or waiting): the limits change with time then.
@@ -242,6 +309,18 @@ impl Settings {
         let before = breaker::gate(&s.breaker, state, at_ms);
         state.fold(success, error, at_ms);
         let after = breaker::gate(&s.breaker, state, at_ms);
+        if self
+            .probe_yield_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            let mut own = self.own_failures.write().unwrap_or_else(|e| e.into_inner());
+            if matches!(after, Gate::Probe | Gate::Wait { .. }) && !success {
+                own.insert(id.to_string(), at_ms);
+            } else {
+                own.remove(id);
+            }
+        }
         Observed {
             recovered: success && before != Gate::Closed && before != Gate::Disabled,
             changed: before.name() != after.name() || matches!(after, Gate::Wait { .. }),
@@ -564,5 +643,89 @@ impl Shared {
                 .store_size
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: u64 = 1_000_000;
+
+    fn settings(probe_yield: Duration) -> Settings {
+        let config = Config::from_toml(
+            r#"
+[delivery]
+breaker_failures = 2
+breaker_probe_interval = "10s"
+
+[[subscription]]
+id = "main"
+url = "https://receiver.example/hooks"
+secret = "s"
+events = ["*"]
+"#,
+            "t.toml",
+        )
+        .expect("a valid config");
+        let settings = Settings::new(config, Vec::new(), HashMap::new());
+        settings.set_probe_yield(probe_yield);
+        settings
+    }
+
+    /// Two failures open the breaker, the second at `T + 100`.
+    fn opened(settings: &Settings) {
+        settings.observe("main", false, None, T);
+        settings.observe("main", false, None, T + 100);
+    }
+
+    #[test]
+    fn a_node_whose_probe_failed_lets_the_other_nodes_probe_first() {
+        let s = settings(Duration::from_millis(1500));
+        opened(&s);
+        let until = T + 100 + 10_000 + 1500;
+        assert_eq!(s.gate("main", T + 200), Gate::Wait { until_ms: until });
+        assert_eq!(s.next_probe_ms(T + 200), Some(until));
+        assert!(s.limits(until - 1).paused.contains("main"));
+        assert_eq!(s.gate("main", until), Gate::Probe);
+        assert_eq!(s.limits(until).subscriptions.get("main"), Some(&1));
+        assert_eq!(s.next_probe_ms(until), None);
+
+        // Another node's failed probe, learnt at a sync: this node may probe as soon as the
+        // interval has passed.
+        let mut theirs = s.state("main");
+        theirs.fold(false, None, T + 20_000);
+        s.replace_health(HashMap::from([("main".to_string(), theirs)]));
+        assert_eq!(
+            s.gate("main", T + 20_001),
+            Gate::Wait {
+                until_ms: T + 30_000
+            }
+        );
+        assert_eq!(s.gate("main", T + 30_000), Gate::Probe);
+
+        // This node's next failed probe is its own again; a success closes the breaker and
+        // forgets it.
+        s.observe("main", false, None, T + 30_100);
+        assert_eq!(
+            s.gate("main", T + 30_200),
+            Gate::Wait {
+                until_ms: T + 41_600
+            }
+        );
+        s.observe("main", true, None, T + 41_600);
+        assert_eq!(s.gate("main", T + 41_601), Gate::Closed);
+        assert!(s.own_failures.read().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn a_node_alone_probes_as_soon_as_the_interval_has_passed() {
+        let s = settings(Duration::ZERO);
+        opened(&s);
+        let until = T + 100 + 10_000;
+        assert_eq!(s.gate("main", T + 200), Gate::Wait { until_ms: until });
+        assert_eq!(s.next_probe_ms(T + 200), Some(until));
+        assert_eq!(s.gate("main", until), Gate::Probe);
+        assert!(s.own_failures.read().expect("lock").is_empty());
     }
 }

@@ -338,7 +338,15 @@ impl PgStore {
                 .query_one("SELECT count(*) FROM hookd_queue", &[])
                 .await?
                 .get(0);
-            store.unfinished.base.store(n, Ordering::Relaxed);
+            store.unfinished.counted(
+                n,
+                0,
+                &Snapshot {
+                    xmin: 0,
+                    xmax: 0,
+                    in_progress: Vec::new(),
+                },
+            );
         }
         // The tasks hold pools, not the store: closing it leaves its owner the only holder.
         let counter = tokio::spawn(count_unfinished(
@@ -1003,62 +1011,131 @@ fn state_of(row: &Row) -> SubscriptionState {
 }
 
 /// The count of unfinished deliveries ingest's backlog limit reads: the last count of the
-/// table (every node's work) plus what this node added since that count began. Finished
+/// table (every node's work) plus what this node added that the count did not see. Finished
 /// deliveries show at the next count, not before: counted twice (an outcome written before
 /// the count's snapshot, subtracted after it) they would let ingest past the limit; late,
 /// they only refuse a little early.
 #[derive(Default)]
 struct Unfinished {
-    base: AtomicI64,
-    delta: AtomicI64,
+    inner: Mutex<Counted>,
+}
+
+#[derive(Default)]
+struct Counted {
+    /// The last count of the table.
+    base: i64,
+    /// What this node added since: its transaction's id where known, and how many.
+    changes: Vec<(Option<u64>, i64)>,
+    /// The sum of `changes`.
+    delta: i64,
 }
 
 impl Unfinished {
-    fn add(&self, n: u64) {
-        self.delta
-            .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    /// `n` deliveries added by the committed transaction `xid` (`None`: not known).
+    fn add(&self, xid: Option<u64>, n: u64) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        c.changes.push((xid, n));
+        c.delta = c.delta.saturating_add(n);
     }
 
     fn get(&self) -> u64 {
-        let total = self
-            .base
-            .load(Ordering::Relaxed)
-            .saturating_add(self.delta.load(Ordering::Relaxed));
-        unms(total)
+        let c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        unms(c.base.saturating_add(c.delta))
+    }
+
+    /// How many changes there are now: those were committed before a count that starts
+    /// after this, so it sees them.
+    fn mark(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .changes
+            .len()
+    }
+
+    /// A count `n` of the table under `snapshot`, begun after [`Unfinished::mark`] returned
+    /// `seen`: the changes the count saw are dropped, the others kept on top of it. A change
+    /// whose transaction is not known and that came after the mark is kept this once (the next
+    /// count sees it), counted twice meanwhile at worst: refusing a little early.
+    fn counted(&self, n: i64, seen: usize, snapshot: &Snapshot) {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let kept: Vec<(Option<u64>, i64)> = c
+            .changes
+            .iter()
+            .enumerate()
+            .filter(|&(i, (xid, _))| i >= seen && xid.is_none_or(|xid| !snapshot.sees(xid)))
+            .map(|(_, &change)| change)
+            .collect();
+        c.delta = kept.iter().map(|&(_, n)| n).sum();
+        c.changes = kept;
+        c.base = n;
     }
 }
 
-/// Keeps [`PgStore::unfinished`] within half a second of the truth (other nodes change it too;
-/// two seconds at most while this node's ingests keep landing, see below).
-/// The changes this node made while a count ran are kept on top of it, not lost: a count that
-/// began before an ingest committed does not see it.
-///
-/// An ingest that commits while the count runs may be in the count and in the changes both,
-/// counted twice until the next count (a node at `max_pending` would refuse one event early):
-/// such a count is set aside, unless three in a row were (under a steady flow of ingests the
-/// count must still land, and an error of one batch for half a second is the lesser harm).
+/// A PostgreSQL snapshot (`pg_current_snapshot()`, as text `xmin:xmax:xip,...`): which
+/// transactions' effects a statement saw.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    xmin: u64,
+    xmax: u64,
+    in_progress: Vec<u64>,
+}
+
+impl Snapshot {
+    fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.split(':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let in_progress = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Snapshot {
+            xmin,
+            xmax,
+            in_progress,
+        })
+    }
+
+    /// Whether a statement under this snapshot saw what committed transaction `xid` wrote.
+    fn sees(&self, xid: u64) -> bool {
+        xid < self.xmin || (xid < self.xmax && !self.in_progress.contains(&xid))
+    }
+}
+
+/// Keeps [`PgStore::unfinished`] within half a second of the truth (other nodes change it
+/// too). Each count reads the snapshot it ran under, and this node's changes are kept on top
+/// of it exactly when it did not see them: an ingest that committed while the count ran is
+/// neither lost nor counted twice.
 async fn count_unfinished(pool: Pool, unfinished: Arc<Unfinished>) {
-    let mut set_aside = 0;
     loop {
         tokio::time::sleep(COUNT_EVERY).await;
-        let before = unfinished.delta.load(Ordering::Relaxed);
+        let seen = unfinished.mark();
         let counted = async {
             let client = pool.get().await?;
-            let n: i64 = client
-                .query_one("SELECT count(*) FROM hookd_queue", &[])
-                .await?
-                .get(0);
-            Ok::<_, StoreError>(n)
+            let row = client
+                .query_one(
+                    "SELECT count(*), pg_current_snapshot()::text FROM hookd_queue",
+                    &[],
+                )
+                .await?;
+            Ok::<_, StoreError>((row.get::<_, i64>(0), row.get::<_, String>(1)))
         }
         .await;
-        if let Ok(n) = counted {
-            if unfinished.delta.load(Ordering::Relaxed) != before && set_aside < 3 {
-                set_aside += 1;
-                continue;
-            }
-            set_aside = 0;
-            unfinished.base.store(n, Ordering::Relaxed);
-            unfinished.delta.fetch_sub(before, Ordering::Relaxed);
+        match counted {
+            Ok((n, snapshot)) => match Snapshot::parse(&snapshot) {
+                Some(snapshot) => unfinished.counted(n, seen, &snapshot),
+                None => tracing::warn!(snapshot, "cannot read PostgreSQL's snapshot"),
+            },
+            Err(e) => tracing::debug!(error = %e, "cannot count the unfinished deliveries"),
         }
     }
 }
@@ -1277,7 +1354,7 @@ impl super::QueueStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
         // One statement: the events not accepted before, and the deliveries of those only.
-        let inserted: HashSet<String> = query(&tx,
+        let rows = query(&tx,
                 &format!(
                     "WITH now AS (SELECT coalesce($15::bigint, {DB_NOW}) AS t),
                      ins AS (
@@ -1296,7 +1373,7 @@ impl super::QueueStore for PgStore {
                          WHERE y.e IN (SELECT id FROM ins)
                          RETURNING 1
                      )
-                     SELECT id FROM ins"
+                     SELECT id, pg_current_xact_id()::text::int8 FROM ins"
                 ),
                 &[
                     &ev.0, &ev.1, &ev.2, &ev.3, &ev.4, &ev.5, &ev.6,
@@ -1305,10 +1382,12 @@ impl super::QueueStore for PgStore {
                 ],
             )
             .await
-            .map_err(StoreError::from)?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map_err(StoreError::from)?;
+        // The transaction's id: the backlog count tells by it whether it saw these deliveries.
+        let xid = rows
+            .first()
+            .and_then(|r| u64::try_from(r.get::<_, i64>(1)).ok());
+        let inserted: HashSet<String> = rows.into_iter().map(|r| r.get(0)).collect();
         // The others were accepted before: the same body is a duplicate, another a conflict.
         let before: Vec<usize> = fresh
             .iter()
@@ -1378,7 +1457,7 @@ impl super::QueueStore for PgStore {
             })
             .collect();
         if added > 0 {
-            self.unfinished.add(added as u64);
+            self.unfinished.add(xid, added as u64);
             self.announce.notify_one();
         }
         Ok(answers)
@@ -1920,7 +1999,7 @@ impl super::AdminStore for PgStore {
             }
         }
         tx.commit().await?;
-        self.unfinished.add(added);
+        self.unfinished.add(None, added);
         Ok(())
     }
 
@@ -2070,7 +2149,7 @@ impl super::AdminStore for PgStore {
         };
         tx.commit().await.map_err(StoreError::from)?;
         self.announce.notify_one();
-        self.unfinished.add(1);
+        self.unfinished.add(None, 1);
         Ok(if row.get::<_, bool>(0) {
             DeliveryState::Dead
         } else {
@@ -2110,7 +2189,7 @@ impl super::AdminStore for PgStore {
                 .map_err(StoreError::from)?;
             let n = usize::try_from(n).unwrap_or(0);
             total += n;
-            self.unfinished.add(n as u64);
+            self.unfinished.add(None, n as u64);
             if n < usize::try_from(BULK_CHUNK).unwrap_or(usize::MAX) {
                 break;
             }
@@ -2362,6 +2441,47 @@ impl super::AdminStore for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_is_read_and_tells_what_it_saw() {
+        let snap = Snapshot::parse("100:110:102,105").expect("parses");
+        assert_eq!(snap.in_progress, [102, 105]);
+        assert!(snap.sees(99) && snap.sees(101) && snap.sees(109));
+        assert!(!snap.sees(102) && !snap.sees(105) && !snap.sees(110) && !snap.sees(200));
+        assert_eq!(
+            Snapshot::parse("7:7:"),
+            Some(Snapshot {
+                xmin: 7,
+                xmax: 7,
+                in_progress: Vec::new()
+            })
+        );
+        for bad in ["", "1", "1:2", "a:2:", "1:2:x", "1:2:3:4"] {
+            assert_eq!(Snapshot::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// An ingest that commits while the backlog is counted is counted once: by the count when
+    /// its snapshot saw it, on top of the count when it did not.
+    #[test]
+    fn the_backlog_count_keeps_exactly_what_it_did_not_see() {
+        let u = Unfinished::default();
+        u.add(Some(90), 5);
+        let seen = u.mark();
+        // Committed during the count: 101 before its snapshot, 104 after it (in progress).
+        u.add(Some(101), 3);
+        u.add(Some(104), 4);
+        // A requeue whose transaction is not known, after the mark: kept this once.
+        u.add(None, 1);
+        let snap = Snapshot::parse("100:106:104").expect("parses");
+        // The table held 20 others, 5 of transaction 90 and 3 of 101.
+        u.counted(28, seen, &snap);
+        assert_eq!(u.get(), 28 + 4 + 1);
+        // The next count sees them all.
+        let seen = u.mark();
+        u.counted(33, seen, &Snapshot::parse("200:200:").expect("parses"));
+        assert_eq!(u.get(), 33);
+    }
 
     #[test]
     fn tls_is_off_for_local_hosts_and_required_elsewhere() {

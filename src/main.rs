@@ -198,28 +198,7 @@ enum SubscriptionsCommand {
         id: String,
     },
     /// Create a subscription at run time (kept in the store; the config file's rules apply).
-    Add {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// Where deliveries go (the receiver's URL; --url is hookd's own address).
-        #[arg(long)]
-        endpoint: String,
-        /// Event types, comma-separated (job.completed,job.failed), or '*'.
-        #[arg(long, value_delimiter = ',', required = true)]
-        events: Vec<String>,
-        /// Its id (generated when left out).
-        #[arg(long)]
-        id: Option<String>,
-        /// The provider's customer it belongs to.
-        #[arg(long)]
-        owner: Option<String>,
-        /// Its signing secret (generated when left out, and printed once).
-        #[arg(long)]
-        secret: Option<String>,
-        /// Signature headers: abstrakt, standard or both.
-        #[arg(long)]
-        signature: Option<String>,
-    },
+    Add(Box<AddSubscription>),
     /// Delete a subscription created at run time.
     Remove {
         #[command(flatten)]
@@ -251,6 +230,72 @@ enum SubscriptionsCommand {
         #[arg(long)]
         expires_in: Option<String>,
     },
+}
+
+/// A `--header` argument, "Name: value": the name and the value, trimmed. The API judges the
+/// name (hop-by-hop and signature headers are refused there, naming it).
+fn header_arg(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("expected \"Name: value\", got {arg:?}")),
+    }
+}
+
+/// `hookd subscriptions add`: the API's keys as flags.
+#[derive(Args)]
+struct AddSubscription {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Where deliveries go (the receiver's URL; --url is hookd's own address).
+    #[arg(long)]
+    endpoint: String,
+    /// Event types, comma-separated (job.completed,job.failed), or '*'.
+    #[arg(long, value_delimiter = ',', required = true)]
+    events: Vec<String>,
+    /// Its id (generated when left out).
+    #[arg(long)]
+    id: Option<String>,
+    /// The provider's customer it belongs to.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Its signing secret (generated when left out, and printed once).
+    #[arg(long)]
+    secret: Option<String>,
+    /// Signature headers: abstrakt, standard or both.
+    #[arg(long)]
+    signature: Option<String>,
+    /// Its own retry schedule, comma-separated delays ("0s,1m,5m").
+    #[arg(long, value_delimiter = ',')]
+    retry_schedule: Option<Vec<String>>,
+    /// Its own attempt timeout ("10s").
+    #[arg(long)]
+    timeout: Option<String>,
+    /// At most this many attempts to it at once.
+    #[arg(long)]
+    max_in_flight: Option<u32>,
+    /// At most this many attempts per second, smoothed.
+    #[arg(long)]
+    rate_limit: Option<f64>,
+    /// A header sent with each delivery, "Name: value"; repeat for more.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = header_arg)]
+    headers: Vec<(String, String)>,
+    /// The same for a secret value (never logged, shown as [REDACTED]).
+    #[arg(long = "secret-header", value_name = "NAME: VALUE", value_parser = header_arg)]
+    secret_headers: Vec<(String, String)>,
+    /// Failed attempts in a row that open its circuit breaker (0: never).
+    #[arg(long)]
+    breaker_failures: Option<u32>,
+    /// While its breaker is open, the least time between probes ("30s").
+    #[arg(long)]
+    breaker_probe_interval: Option<String>,
+    /// Failing this long disables it ("5d"; "0s": never).
+    #[arg(long)]
+    disable_after: Option<String>,
+    /// This many failed attempts in a row disable it (0: never).
+    #[arg(long)]
+    disable_after_failures: Option<u32>,
 }
 
 /// mimalloc rather than glibc's malloc: under load glibc's allocator (`_int_malloc`,
@@ -447,25 +492,65 @@ fn subscriptions(command: SubscriptionsCommand) -> ExitCode {
             Method::POST,
             None,
         ),
-        SubscriptionsCommand::Add {
-            client,
-            endpoint,
-            events,
-            id,
-            owner,
-            secret,
-            signature,
-        } => {
-            let mut body = serde_json::json!({ "url": endpoint, "events": events });
+        SubscriptionsCommand::Add(add) => {
+            let AddSubscription {
+                client,
+                endpoint,
+                events,
+                id,
+                owner,
+                secret,
+                signature,
+                retry_schedule,
+                timeout,
+                max_in_flight,
+                rate_limit,
+                headers,
+                secret_headers,
+                breaker_failures,
+                breaker_probe_interval,
+                disable_after,
+                disable_after_failures,
+            } = add.as_ref();
+            use serde_json::{json, Value};
+            let mut body = json!({ "url": endpoint, "events": events });
             for (key, value) in [
                 ("id", id),
                 ("owner", owner),
                 ("secret", secret),
                 ("signature", signature),
+                ("timeout", timeout),
+                ("breaker_probe_interval", breaker_probe_interval),
+                ("disable_after", disable_after),
             ] {
                 if let Some(value) = value {
-                    body[key] = serde_json::Value::String(value.clone());
+                    body[key] = Value::String(value.clone());
                 }
+            }
+            for (key, value) in [
+                ("max_in_flight", max_in_flight),
+                ("breaker_failures", breaker_failures),
+                ("disable_after_failures", disable_after_failures),
+            ] {
+                if let Some(value) = value {
+                    body[key] = json!(value);
+                }
+            }
+            if let Some(schedule) = retry_schedule {
+                body["retry_schedule"] = json!(schedule);
+            }
+            if let Some(rate) = rate_limit {
+                body["rate_limit"] = json!(rate);
+            }
+            if !headers.is_empty() || !secret_headers.is_empty() {
+                let mut set = serde_json::Map::new();
+                for (name, value) in headers {
+                    set.insert(name.clone(), json!(value));
+                }
+                for (name, value) in secret_headers {
+                    set.insert(name.clone(), json!({ "secret": value }));
+                }
+                body["headers"] = Value::Object(set);
             }
             (
                 client,

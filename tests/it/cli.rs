@@ -1048,3 +1048,97 @@ async fn subscriptions_add_test_rotate_and_remove() {
     let run = hookd(&["subscriptions", "remove", "--url", &url, "cust7"], None).await;
     assert_eq!(run.code, 1, "already gone: {run:#?}");
 }
+
+/// `subscriptions add` takes the delivery controls the API takes: custom headers (plain and
+/// secret), a rate limit, the breaker's settings and the per-subscription delivery keys.
+#[tokio::test]
+async fn subscriptions_add_sets_headers_rate_limit_and_breaker() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app("").await;
+    let url = base(&app);
+    let endpoint = receiver.url();
+    let flags = [
+        ("--id", "ctl"),
+        ("--endpoint", endpoint.as_str()),
+        ("--events", "*"),
+        ("--header", "X-Tenant: acme"),
+        ("--secret-header", "Authorization: Bearer tok-123"),
+        ("--rate-limit", "20"),
+        ("--max-in-flight", "3"),
+        ("--timeout", "4s"),
+        ("--retry-schedule", "0s,2s"),
+        ("--breaker-failures", "4"),
+        ("--breaker-probe-interval", "15s"),
+        ("--disable-after", "2d"),
+        ("--disable-after-failures", "50"),
+    ];
+    let mut args = vec!["subscriptions", "add", "--url", url.as_str()];
+    args.extend(flags.iter().flat_map(|&(flag, value)| [flag, value]));
+    let run = hookd(&args, None).await;
+    assert!(run.ok().starts_with("ctl secret whsec_"), "{run:#?}");
+    let s = api_get(&app, "/v1/subscriptions/ctl").await;
+    assert_eq!(s["headers"]["x-tenant"], "acme", "{s}");
+    assert_eq!(s["headers"]["authorization"], "[REDACTED]", "{s}");
+    assert_eq!(s["rate_limit"], 20.0, "{s}");
+    assert_eq!(s["breaker_failures"], 4, "{s}");
+    assert_eq!(s["breaker_probe_interval"], "15s", "{s}");
+    assert_eq!(s["disable_after"], "2days", "{s}");
+    assert_eq!(s["disable_after_failures"], 50, "{s}");
+    // The API does not show these three; the running configuration has them.
+    let config = app.shared.config();
+    let running = config
+        .subscription("ctl")
+        .expect("the subscription is running");
+    assert_eq!(running.max_in_flight, 3);
+    assert_eq!(running.policy.timeout, Duration::from_secs(4));
+    assert_eq!(
+        running.policy.retry_schedule,
+        [Duration::ZERO, Duration::from_secs(2)]
+    );
+
+    // Both headers arrive with a delivery.
+    let run = hookd(&["subscriptions", "test", "--url", &url, "ctl"], None).await;
+    run.ok();
+    let got = receiver.wait_for(1, DEADLINE).await;
+    assert_eq!(got[0].header("x-tenant"), "acme");
+    assert_eq!(got[0].header("authorization"), "Bearer tok-123");
+
+    // A header without a colon is a usage error; a signature header is refused by the API,
+    // which names it, and nothing is created.
+    let add_bad = |header: &'static str| {
+        let (url, endpoint) = (url.clone(), endpoint.clone());
+        async move {
+            let args = [
+                "subscriptions",
+                "add",
+                "--url",
+                &url,
+                "--id",
+                "bad",
+                "--endpoint",
+                &endpoint,
+                "--events",
+                "*",
+                "--header",
+                header,
+            ];
+            hookd(&args, None).await
+        }
+    };
+    let run = add_bad("X-Tenant").await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("Name: value"), "{run:#?}");
+    let run = add_bad("X-Abstrakt-Signature: forged").await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr
+            .to_ascii_lowercase()
+            .contains("x-abstrakt-signature"),
+        "{run:#?}"
+    );
+    let list = api_get(&app, "/v1/subscriptions").await;
+    assert!(
+        !list.to_string().contains("\"bad\""),
+        "nothing was created: {list}"
+    );
+}

@@ -330,6 +330,12 @@ impl AttemptTask {
         self.observe(&delivery, &attempt, &result, next, finished_ms);
         span.end(&result, next);
         let error = attempt.error.clone();
+        // The breaker first: a failure that opens or disables it must hold the limits back
+        // before the outcome makes the delivery due again, or the store would hand it (or the
+        // next one) on in this slot at once.
+        if delivery.adhoc.is_none() {
+            self.breaker(&delivery.subscription, &result, error.as_ref(), finished_ms);
+        }
         let queue = &self.deps.queue;
         let recorded = if self.stop.is_cancelled() {
             queue
@@ -348,9 +354,6 @@ impl AttemptTask {
                 None
             }
         };
-        if delivery.adhoc.is_none() {
-            self.breaker(&delivery.subscription, &result, error.as_ref(), finished_ms);
-        }
         if next == Next::Dead {
             let _ = self.deps.control.send(crate::state::Control::Dead {
                 delivery: Box::new(delivery.clone()),

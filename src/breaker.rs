@@ -53,6 +53,17 @@ fn millis(d: Duration) -> u64 {
 }
 
 pub fn gate(policy: &BreakerPolicy, state: &SubscriptionState, now_ms: u64) -> Gate {
+    gate_after(policy, state, now_ms, 0)
+}
+
+/// [`gate`], with a failed probe followed by `extra_ms` more than the interval (a node that
+/// made it lets the other nodes probe first).
+pub fn gate_after(
+    policy: &BreakerPolicy,
+    state: &SubscriptionState,
+    now_ms: u64,
+    extra_ms: u64,
+) -> Gate {
     if state.disabled_ms.is_some() {
         return Gate::Disabled;
     }
@@ -62,7 +73,8 @@ pub fn gate(policy: &BreakerPolicy, state: &SubscriptionState, now_ms: u64) -> G
     let next = state
         .last_failure_ms
         .unwrap_or(0)
-        .saturating_add(millis(policy.probe_interval));
+        .saturating_add(millis(policy.probe_interval))
+        .saturating_add(extra_ms);
     if now_ms < next {
         Gate::Wait { until_ms: next }
     } else {

@@ -160,27 +160,12 @@ impl Settings {
         own: &HashMap<String, u64>,
         now_ms: u64,
     ) -> Gate {
-        let gate = breaker::gate(&s.breaker, state, now_ms);
         let wait = self
             .probe_yield_ms
             .load(std::sync::atomic::Ordering::Relaxed);
-        let Some(last) = state.last_failure_ms else {
-            return gate;
-        };
-        if wait == 0
-            || matches!(gate, Gate::Closed | Gate::Disabled)
-            || own.get(&s.id) != Some(&last)
-        {
-            return gate;
-        }
-        let until = last
-            .saturating_add(u64::try_from(s.breaker.probe_interval.as_millis()).unwrap_or(u64::MAX))
-            .saturating_add(wait);
-        if now_ms < until {
-            Gate::Wait { until_ms: until }
-        } else {
-            Gate::Probe
-        }
+        let mine =
+            state.last_failure_ms.is_some() && own.get(&s.id) == state.last_failure_ms.as_ref();
+        breaker::gate_after(&s.breaker, state, now_ms, if mine { wait } else { 0 })
     }
 
     /// The earliest time (Unix ms) after `now_ms` at which a waiting breaker may probe: when

@@ -178,6 +178,46 @@ pub fn shown_state(d: &Value) -> String {
     }
 }
 
+/// `hookd send --owner`: the events of `body` (one object or an array) with `owner` set. An
+/// event that names another owner is refused rather than changed.
+pub fn with_owner(body: &[u8], owner: &str) -> Result<Vec<u8>, CliError> {
+    let mut value: Value = serde_json::from_slice(body)
+        .map_err(|e| CliError::Usage(format!("--owner needs the events as JSON: {e}")))?;
+    let events: Vec<&mut Value> = match &mut value {
+        Value::Array(items) => items.iter_mut().collect(),
+        one => vec![one],
+    };
+    for (i, event) in events.into_iter().enumerate() {
+        let Value::Object(map) = event else {
+            return Err(CliError::Usage(format!("event {i} is not a JSON object")));
+        };
+        match map.get("owner") {
+            Some(Value::String(given)) if given != owner => {
+                return Err(CliError::Usage(format!(
+                    "event {i} names owner {given:?}; --owner {owner:?} would change it"
+                )))
+            }
+            _ => {
+                map.insert("owner".to_string(), Value::String(owner.to_string()));
+            }
+        }
+    }
+    Ok(value.to_string().into_bytes())
+}
+
+/// The line `hookd owners erase` prints.
+pub fn erased_summary(value: &Value) -> String {
+    let n = |k: &str| usize::try_from(value[k].as_u64().unwrap_or(0)).unwrap_or(usize::MAX);
+    format!(
+        "erased owner {}: {}, {}, {}, {}",
+        cell(&value["owner"]),
+        count(n("subscriptions"), "subscription", "subscriptions"),
+        count(n("events"), "event", "events"),
+        count(n("deliveries"), "delivery", "deliveries"),
+        count(n("attempts"), "attempt", "attempts"),
+    )
+}
+
 pub fn deliveries_table(items: &[Value]) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
@@ -225,6 +265,7 @@ pub fn delivery_details(d: &Value) -> String {
         "state",
         "subscription",
         "url",
+        "owner",
         "event_type",
         "event_id",
         "attempts",

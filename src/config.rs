@@ -341,6 +341,15 @@ pub struct RawConfig {
     operator: Option<RawOperator>,
     #[serde(default)]
     traces: RawTraces,
+    #[serde(default)]
+    portal: RawPortal,
+}
+
+/// `[portal]`: what a customer may do through a portal link.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPortal {
+    max_subscriptions_per_owner: Option<usize>,
 }
 
 /// `[traces]`: OpenTelemetry spans, exported over OTLP/HTTP.
@@ -374,6 +383,7 @@ struct RawApi {
     ui_session_ttl: Option<HumanDuration>,
     public_url: Option<Spanned<String>>,
     ui_frame_ancestors: Option<Vec<Spanned<String>>>,
+    require_owner: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -496,6 +506,15 @@ pub struct Config {
     pub targets: TargetsConfig,
     pub subscriptions: Vec<Subscription>,
     pub traces: TracesConfig,
+    pub portal: PortalConfig,
+}
+
+/// `[portal]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalConfig {
+    /// Subscriptions one owner may have before a portal refuses the next; the admin API is not
+    /// limited.
+    pub max_subscriptions_per_owner: usize,
 }
 
 /// `[traces]`, validated (see [`crate::traces`]).
@@ -544,6 +563,9 @@ pub struct ApiConfig {
     pub public_url: Option<url::Url>,
     /// Origins allowed to frame the customer portal (CSP `frame-ancestors`).
     pub ui_frame_ancestors: Vec<String>,
+    /// Ingest refuses an event without an `owner` (422): for operators whose subscriptions
+    /// belong to customers.
+    pub require_owner: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -661,6 +683,9 @@ pub struct Subscription {
     pub breaker: BreakerPolicy,
     /// Attempts per second at most (`rate_limit`), smoothed; `None`: no limit.
     pub rate_limit: Option<f64>,
+    /// The provider's customer it belongs to (subscriptions made through the API or a portal
+    /// may have one; the config file's have none): it receives only that owner's events.
+    pub owner: Option<String>,
 }
 
 impl Subscription {
@@ -890,8 +915,9 @@ impl Config {
         let mut taken: HashSet<String> = self.subscriptions.iter().map(|s| s.id.clone()).collect();
         for s in stored {
             match self.subscription_from_toml(&s.toml, &taken) {
-                Ok(subscription) => {
+                Ok(mut subscription) => {
                     taken.insert(subscription.id.clone());
+                    subscription.owner = s.owner.clone();
                     config.subscriptions.push(subscription);
                 }
                 Err(errors) => {
@@ -903,14 +929,22 @@ impl Config {
         (config, skipped)
     }
 
-    /// The subscriptions that want `event_type`.
+    /// The subscriptions that receive an event of `event_type` owned by `owner`: those that
+    /// want the type and either have no owner (the provider's own) or have that owner. An
+    /// event without an owner goes to the subscriptions without one only.
     pub fn subscriptions_for<'a>(
         &'a self,
         event_type: &'a str,
+        owner: Option<&'a str>,
     ) -> impl Iterator<Item = &'a Subscription> + 'a {
-        self.subscriptions
-            .iter()
-            .filter(move |s| s.events.matches(event_type))
+        self.subscriptions.iter().filter(move |s| {
+            s.events.matches(event_type) && (s.owner.is_none() || s.owner.as_deref() == owner)
+        })
+    }
+
+    /// Whether any subscription in force has an owner.
+    pub fn has_owned_subscriptions(&self) -> bool {
+        self.subscriptions.iter().any(|s| s.owner.is_some())
     }
 
     pub fn subscription(&self, id: &str) -> Option<&Subscription> {
@@ -1298,6 +1332,7 @@ impl Validator<'_> {
             subscription,
             operator,
             traces,
+            portal,
         } = raw;
         let RawConfig {
             api: d_api,
@@ -1306,6 +1341,7 @@ impl Validator<'_> {
             delivery: d_delivery,
             targets: d_targets,
             traces: d_traces,
+            portal: d_portal,
             ..
         } = d;
         let traces = self.traces(traces, d_traces);
@@ -1355,6 +1391,9 @@ impl Validator<'_> {
             targets,
             subscriptions,
             traces,
+            portal: PortalConfig {
+                max_subscriptions_per_owner: pick!(portal, d_portal, max_subscriptions_per_owner),
+            },
         })
     }
 
@@ -1511,6 +1550,7 @@ impl Validator<'_> {
             max_header_bytes: pick!(raw, d, max_header_bytes),
             header_read_timeout: pick!(raw, d, header_read_timeout).0,
             body_read_timeout: pick!(raw, d, body_read_timeout).0,
+            require_owner: pick!(raw, d, require_owner),
         })
     }
 
@@ -1793,6 +1833,7 @@ impl Validator<'_> {
             headers,
             breaker,
             rate_limit,
+            owner: None,
         })
     }
 }

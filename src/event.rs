@@ -17,8 +17,9 @@ const BODY_FIELDS: [&str; 6] = [
     "metrics",
     "timestamp",
 ];
-/// Every field an ingested event may have.
-const ALLOWED_FIELDS: [&str; 8] = [
+/// Every field an ingested event may have. `owner`, `webhook_url` and `webhook_secret` are for
+/// hookd: they are never part of the delivered body.
+const ALLOWED_FIELDS: [&str; 9] = [
     "request_id",
     "status",
     "result",
@@ -27,7 +28,23 @@ const ALLOWED_FIELDS: [&str; 8] = [
     "timestamp",
     "webhook_url",
     "webhook_secret",
+    "owner",
 ];
+
+/// The longest owner id (the provider's customer id): as long as a `request_id`.
+pub const MAX_OWNER: usize = 256;
+
+/// An owner id, on an event or a subscription: 1 to [`MAX_OWNER`] bytes, no control
+/// characters (U+0000 included), no space at either end.
+pub fn valid_owner(owner: &str) -> bool {
+    (1..=MAX_OWNER).contains(&owner.len())
+        && !owner.chars().any(char::is_control)
+        && owner.trim() == owner
+}
+
+/// What [`valid_owner`] asks, in words, for error messages.
+pub const OWNER_RULE: &str =
+    "1 to 256 bytes, no control characters and no space at either end: the provider's customer id";
 
 /// A rejected field: becomes a `422 {"error", "field"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +80,9 @@ pub struct NewEvent {
     /// `(request_id, status)` are the same event only when their fingerprints agree.
     pub fingerprint: [u8; 32],
     pub adhoc: Option<AdhocTarget>,
+    /// The provider's customer the event belongs to: it goes to that owner's subscriptions and
+    /// to the subscriptions without an owner. `None`: only to those without an owner.
+    pub owner: Option<String>,
 }
 
 /// The rules ingest enforces beyond the field types.
@@ -194,6 +214,15 @@ pub fn parse_event(
         (Some(_), _) => return Err(field_error("webhook_url", "must be a string")),
     };
 
+    let owner = match map.get("owner") {
+        None => None,
+        Some(Value::String(s)) if valid_owner(s) => Some(s.clone()),
+        Some(Value::String(_)) => {
+            return Err(field_error("owner", format!("must be {OWNER_RULE}")))
+        }
+        Some(_) => return Err(field_error("owner", "must be a string")),
+    };
+
     let fingerprint = fingerprint(&map);
     if !map.contains_key("timestamp") {
         map.insert(
@@ -208,6 +237,7 @@ pub fn parse_event(
         body: body_bytes(&map),
         fingerprint,
         adhoc,
+        owner,
     })
 }
 

@@ -31,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod erasure;
 pub mod event;
 pub mod guard;
 pub mod metrics;

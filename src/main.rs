@@ -86,6 +86,11 @@ enum Command {
         client: ClientArgs,
         /// The file to send; `-` or nothing reads stdin.
         file: Option<PathBuf>,
+        /// The owner (the provider's customer id) of every event sent: each goes to that
+        /// owner's subscriptions and to those without an owner. An event that names another
+        /// owner is an error.
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// List, show and retry deliveries.
     Deliveries {
@@ -96,6 +101,22 @@ enum Command {
     Subscriptions {
         #[command(subcommand)]
         command: SubscriptionsCommand,
+    },
+    /// Owners (the provider's customers): erase one.
+    Owners {
+        #[command(subcommand)]
+        command: OwnersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OwnersCommand {
+    /// Erase one owner: their subscriptions, their events, and every delivery and attempt of
+    /// those, pending or finished (a GDPR-style request; docs/operations.md). Prints the counts.
+    Erase {
+        #[command(flatten)]
+        client: ClientArgs,
+        owner: String,
     },
 }
 
@@ -135,6 +156,9 @@ enum DeliveriesCommand {
         /// e.g. job.failed
         #[arg(long)]
         event_type: Option<String>,
+        /// Only the deliveries of this owner's events.
+        #[arg(long)]
+        owner: Option<String>,
         /// Created at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
@@ -341,15 +365,39 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Send { client, file } => {
-            with_client(&client, Scope::Ingest, |target| async move {
-                let body = read_input(file.as_deref())?;
-                let (_, value) = cli::call(&target, Method::POST, "/v1/events", Some(body)).await?;
-                Ok(value.to_string())
-            })
-        }
+        Command::Send {
+            client,
+            file,
+            owner,
+        } => with_client(&client, Scope::Ingest, |target| async move {
+            let mut body = read_input(file.as_deref())?;
+            if let Some(owner) = owner {
+                body = cli::with_owner(&body, &owner)?;
+            }
+            let (_, value) = cli::call(&target, Method::POST, "/v1/events", Some(body)).await?;
+            Ok(value.to_string())
+        }),
         Command::Deliveries { command } => deliveries(command),
         Command::Subscriptions { command } => subscriptions(command),
+        Command::Owners {
+            command: OwnersCommand::Erase { client, owner },
+        } => {
+            let json_out = client.json;
+            admin(&client, |target| async move {
+                let (_, value) = cli::call(
+                    &target,
+                    Method::DELETE,
+                    &format!("/v1/owners/{}", path_segment(&owner)),
+                    None,
+                )
+                .await?;
+                Ok(if json_out {
+                    value.to_string()
+                } else {
+                    cli::erased_summary(&value)
+                })
+            })
+        }
     }
 }
 
@@ -360,6 +408,7 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             status,
             subscription,
             event_type,
+            owner,
             since,
             until,
             limit,
@@ -371,6 +420,7 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
                     ("status", status),
                     ("subscription", subscription),
                     ("event_type", event_type),
+                    ("owner", owner),
                     ("since", since),
                     ("until", until),
                     ("limit", Some(limit.to_string())),

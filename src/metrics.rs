@@ -14,6 +14,8 @@ use crate::store::PendingStats;
 pub struct Metrics {
     registry: Registry,
     pub events_received: IntCounterVec,
+    /// Events accepted without an owner while owned subscriptions are in force.
+    pub events_without_owner: prometheus::IntCounter,
     pub delivery_attempts: IntCounterVec,
     pub deliveries: IntCounterVec,
     pub attempt_duration: HistogramVec,
@@ -138,6 +140,17 @@ impl Metrics {
                 "Events accepted at ingest (repeats not counted).",
                 &["event_type"],
             ),
+            events_without_owner: {
+                let metric = prometheus::IntCounter::new(
+                    "hookd_events_without_owner_total",
+                    "Events accepted without an owner while subscriptions with an owner are in force: they reach only the subscriptions without one (a job runner that sends no owner shows here).",
+                )
+                .expect("metric names are valid");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("each metric is registered once");
+                metric
+            },
             delivery_attempts: counter(
                 &registry,
                 "hookd_delivery_attempts_total",

@@ -142,6 +142,7 @@ async fn emit(shared: &Shared, event_type: &str, data: Value) {
         fingerprint: Sha256::digest(&body).into(),
         body,
         adhoc: None,
+        owner: None,
     };
     let target = Target {
         subscription: OPERATOR_SUBSCRIPTION.to_string(),

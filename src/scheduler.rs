@@ -89,6 +89,8 @@ pub struct SchedulerDeps {
     pub heartbeat: Arc<AtomicU64>,
     /// A span for each attempt, when `[traces]` exports them.
     pub traces: Arc<crate::traces::Traces>,
+    /// The attempts sending now: an erased delivery is not sent ([`crate::erasure`]).
+    pub sending: Arc<crate::erasure::Sending>,
 }
 
 impl SchedulerDeps {
@@ -282,6 +284,12 @@ impl AttemptTask {
                 policy,
                 headers,
             } => {
+                let Some(_sending) = self.deps.sending.start(&delivery.id) else {
+                    // Its owner was erased since the claim: nothing is sent or recorded, and
+                    // the slot is freed (the store has no record left to put back).
+                    self.release(&delivery.id, started_ms).await;
+                    return None;
+                };
                 span = self.deps.traces.attempt(&delivery, number, &url);
                 let request = AttemptRequest {
                     traceparent: span.traceparent.as_deref(),

@@ -399,6 +399,8 @@ pub struct Shared {
     /// to its apply: a sync that read the store just before a change here would otherwise apply
     /// what it read over the change, until the next sync (a subscription's old URL, say).
     pub writes: tokio::sync::Mutex<()>,
+    /// The attempts sending now, which an erasure waits for ([`crate::erasure`]).
+    pub sending: Arc<crate::erasure::Sending>,
 }
 
 impl Shared {
@@ -415,6 +417,7 @@ impl Shared {
             listening,
             traces: Arc::new(traces),
             writes: tokio::sync::Mutex::new(()),
+            sending: Arc::default(),
             store,
             metrics: Arc::new(metrics),
             settings: Arc::new(settings),
@@ -464,6 +467,7 @@ impl Shared {
             wake: self.wake.clone(),
             heartbeat: self.scheduler_heartbeat.clone(),
             traces: self.traces.clone(),
+            sending: self.sending.clone(),
         }
     }
 

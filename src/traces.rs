@@ -253,6 +253,9 @@ impl Traces {
             KeyValue::new("http.request.method", "POST"),
             KeyValue::new("url.scheme", url.scheme().to_string()),
         ];
+        if let Some(owner) = &delivery.owner {
+            attributes.push(KeyValue::new("hookd.owner", owner.clone()));
+        }
         // The host and port only: a URL's path or query may hold a receiver's token.
         if let Some(host) = url.host_str() {
             attributes.push(KeyValue::new("server.address", host.to_string()));
@@ -281,6 +284,8 @@ pub struct IngestSpan(Option<(opentelemetry_sdk::trace::Span, SdkTracer)>);
 pub struct AcceptedEvent<'a> {
     pub event_id: &'a str,
     pub event_type: &'a str,
+    /// The owner the event named, if any (`hookd.owner`).
+    pub owner: Option<&'a str>,
     pub deliveries: usize,
     pub duplicate: bool,
 }
@@ -309,15 +314,19 @@ impl IngestSpan {
                 SpanContext::new(trace, root, TraceFlags::SAMPLED, false, TraceState::NONE)
             } else {
                 NEXT_IDS.with(|ids| ids.set(Some((trace, root))));
+                let mut attributes = vec![
+                    KeyValue::new("hookd.event_id", event.event_id.to_string()),
+                    KeyValue::new("hookd.event_type", event.event_type.to_string()),
+                    KeyValue::new("hookd.deliveries", event.deliveries as i64),
+                ];
+                if let Some(owner) = event.owner {
+                    attributes.push(KeyValue::new("hookd.owner", owner.to_string()));
+                }
                 let mut event_span = tracer
                     .span_builder(EVENT_SPAN)
                     .with_kind(SpanKind::Producer)
                     .with_links(vec![Link::with_context(request.clone())])
-                    .with_attributes([
-                        KeyValue::new("hookd.event_id", event.event_id.to_string()),
-                        KeyValue::new("hookd.event_type", event.event_type.to_string()),
-                        KeyValue::new("hookd.deliveries", event.deliveries as i64),
-                    ])
+                    .with_attributes(attributes)
                     .start_with_context(tracer, &Context::new());
                 NEXT_IDS.with(|ids| ids.set(None));
                 let context = event_span.span_context().clone();
@@ -416,6 +425,7 @@ mod tests {
             due_ms: None,
             finished_ms: None,
             last_error: None,
+            owner: None,
         };
         let url = reqwest::Url::parse("http://127.0.0.1:1/").unwrap();
         let span = traces.attempt(&delivery, 1, &url);

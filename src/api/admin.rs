@@ -112,6 +112,7 @@ fn delivery_json(shared: &Shared, d: &Delivery) -> Value {
         "event_id": d.event_id,
         "event_type": d.event_type,
         "subscription": d.subscription,
+        "owner": d.owner,
         "url": url,
         "state": state_name(d.state),
         "paused": is_held_by_pause(shared, d),
@@ -129,13 +130,14 @@ pub struct ListQuery {
     status: Option<String>,
     subscription: Option<String>,
     event_type: Option<String>,
+    owner: Option<String>,
     since: Option<String>,
     until: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
 
-/// `GET /v1/deliveries?status=&subscription=&event_type=&since=&until=&limit=&cursor=`
+/// `GET /v1/deliveries?status=&subscription=&event_type=&owner=&since=&until=&limit=&cursor=`
 pub async fn list_deliveries(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -189,6 +191,7 @@ pub async fn list_deliveries(
         subscription: q.subscription,
         any_subscription: None,
         event_type: q.event_type,
+        owner: q.owner,
         since_ms,
         until_ms,
     };

@@ -90,16 +90,20 @@ async fn accept(shared: &Shared, body: Body, span: &mut IngestSpan) -> Result<Re
     let now = shared.clock.now_ms();
     let events = validate_and_fan_out(&config, items, batch, now)?;
     let types: Vec<String> = events.iter().map(|(e, _)| e.event_type.clone()).collect();
+    let owners: Vec<Option<String>> = events.iter().map(|(e, _)| e.owner.clone()).collect();
     admit(shared, &config)?;
     let ingested = commit(shared, events, batch, now).await?;
+    count_unowned(shared, &config, &ingested, &owners);
     if span.is_on() {
         span.events(
             &ingested
                 .iter()
                 .zip(&types)
-                .map(|(answer, event_type)| AcceptedEvent {
+                .zip(&owners)
+                .map(|((answer, event_type), owner)| AcceptedEvent {
                     event_id: &answer.event_id,
                     event_type,
+                    owner: owner.as_deref(),
                     deliveries: answer.deliveries,
                     duplicate: answer.duplicate,
                 })
@@ -193,24 +197,33 @@ fn validate_and_fan_out(
     };
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let event = parse_event(item, &rules, &accepted_at).map_err(|e| {
-            let field = if batch {
-                let dot = if e.field.is_empty() { "" } else { "." };
-                format!("[{i}]{dot}{}", e.field)
+        let at = |field: &str| {
+            if batch {
+                let dot = if field.is_empty() { "" } else { "." };
+                format!("[{i}]{dot}{field}")
             } else {
-                e.field
-            };
-            unprocessable(e.error, &field)
-        })?;
+                field.to_string()
+            }
+        };
+        let event = parse_event(item, &rules, &accepted_at)
+            .map_err(|e| unprocessable(e.error, &at(&e.field)))?;
+        if config.api.require_owner && event.owner.is_none() {
+            return Err(unprocessable(
+                "is required: this server routes events by owner (api.require_owner); name the provider's customer the job belongs to".to_string(),
+                &at("owner"),
+            ));
+        }
         let targets = targets(config, &event);
         events.push((event, targets));
     }
     Ok(events)
 }
 
+/// The targets of one event: the subscriptions that want its type and its owner's (see
+/// [`Config::subscriptions_for`]), then its `webhook_url`, whoever owns it.
 fn targets(config: &Config, event: &NewEvent) -> Vec<Target> {
     let mut targets: Vec<Target> = config
-        .subscriptions_for(&event.event_type)
+        .subscriptions_for(&event.event_type, event.owner.as_deref())
         .map(|s| Target {
             subscription: s.id.clone(),
             bucket: s.id.clone(),
@@ -229,6 +242,27 @@ fn targets(config: &Config, event: &NewEvent) -> Vec<Target> {
         });
     }
     targets
+}
+
+/// Counts the new events that named no owner while owned subscriptions are in force: a job
+/// runner that does not send owners shows in `hookd_events_without_owner_total`.
+fn count_unowned(
+    shared: &Shared,
+    config: &Config,
+    ingested: &[Ingested],
+    owners: &[Option<String>],
+) {
+    if !config.has_owned_subscriptions() {
+        return;
+    }
+    let unowned = ingested
+        .iter()
+        .zip(owners)
+        .filter(|(answer, owner)| !answer.duplicate && owner.is_none())
+        .count();
+    if unowned > 0 {
+        shared.metrics.events_without_owner.inc_by(unowned as u64);
+    }
 }
 
 /// 503 with `Retry-After` past the backlog limit or with too little free disk space.

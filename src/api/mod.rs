@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 mod ingest;
+mod owners;
 mod portal;
 pub mod serve;
 pub(crate) mod subscriptions;
@@ -53,6 +54,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(subscriptions::send_test),
         )
         .route("/v1/portal-links", post(portal::create))
+        .route("/v1/owners/{owner}", axum::routing::delete(owners::erase))
         .route("/v1/subscriptions/{id}/pause", post(admin::pause))
         .route("/v1/subscriptions/{id}/resume", post(admin::resume))
         .route("/v1/subscriptions/{id}/enable", post(admin::enable))

@@ -50,13 +50,14 @@ pub async fn create(
         }
     };
     let owner = match request.owner.as_deref().map(str::trim) {
-        Some(o) if !o.is_empty() && o.len() <= 128 && !o.chars().any(char::is_control) => {
-            o.to_string()
-        }
+        Some(o) if crate::event::valid_owner(o) => o.to_string(),
         _ => {
             return invalid(
                 "owner",
-                "owner is required: 1 to 128 printable characters, the customer id its subscriptions carry".to_string(),
+                format!(
+                    "owner is required: {}, as its subscriptions and events carry it",
+                    crate::event::OWNER_RULE
+                ),
             )
         }
     };

@@ -69,9 +69,6 @@ pub enum HeaderInput {
     Secret { secret: String },
 }
 
-/// The longest owner id: the provider's customer id, not a document.
-const MAX_OWNER: usize = 128;
-
 /// A 422 naming the field (the config key without its `subscription[0].` prefix), with every
 /// error found.
 fn invalid(errors: &[Diagnostic]) -> Response {
@@ -119,15 +116,14 @@ fn refused(field: &str, message: String) -> Response {
         .into_response()
 }
 
-/// `owner` is the provider's customer id: 1 to [`MAX_OWNER`] printable characters.
+/// `owner` is the provider's customer id, as an event's `owner` names it
+/// ([`crate::event::valid_owner`]).
 fn check_owner(owner: Option<&String>) -> Result<(), Response> {
     match owner {
-        Some(o) if o.is_empty() || o.len() > MAX_OWNER || o.chars().any(char::is_control) => {
-            Err(refused(
-                "owner",
-                format!("owner must be 1 to {MAX_OWNER} printable characters"),
-            ))
-        }
+        Some(o) if !crate::event::valid_owner(o) => Err(refused(
+            "owner",
+            format!("owner must be {}", crate::event::OWNER_RULE),
+        )),
         _ => Ok(()),
     }
 }

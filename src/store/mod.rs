@@ -73,6 +73,8 @@ pub struct Delivery {
     pub due_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// The owner of its event (the provider's customer), if the event named one.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +82,7 @@ pub struct EventMeta {
     pub request_id: String,
     pub status: String,
     pub event_type: String,
+    pub owner: Option<String>,
     /// Hex SHA-256 of the event as posted.
     pub fingerprint: String,
     pub created_ms: u64,
@@ -152,6 +155,8 @@ pub struct DeliveryFilter {
     /// Only deliveries to one of these subscriptions (a portal's owner's).
     pub any_subscription: Option<Vec<String>>,
     pub event_type: Option<String>,
+    /// Only deliveries of events of this owner.
+    pub owner: Option<String>,
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
 }
@@ -168,6 +173,10 @@ impl DeliveryFilter {
                 .as_ref()
                 .is_none_or(|any| any.contains(&d.subscription))
             && self.event_type.as_ref().is_none_or(|t| *t == d.event_type)
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|o| d.owner.as_ref() == Some(o))
             && self.since_ms.is_none_or(|t| d.created_ms >= t)
             && self.until_ms.is_none_or(|t| d.created_ms < t)
     }
@@ -400,6 +409,13 @@ pub trait AdminStore: Send + Sync {
     /// Creates or replaces a stored subscription; durable when it returns.
     async fn put_subscription(&self, subscription: StoredSubscription) -> Result<(), StoreError>;
 
+    /// Erases one owner (the provider's customer): its stored subscriptions and their states,
+    /// every delivery to them, the events of the owner, and every delivery of those events
+    /// (attempts inside), pending or finished, in one durable step. An unfinished delivery it
+    /// removes is never claimed again; one already claimed is named in [`Erased::unfinished`]
+    /// for the caller to hold back.
+    async fn erase_owner(&self, owner: &str) -> Result<Erased, StoreError>;
+
     /// Deletes a stored subscription; false if there was none. Its queued deliveries stay, as
     /// those of a subscription removed from the config file do.
     async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError>;
@@ -446,6 +462,20 @@ pub struct StoredSubscription {
     pub toml: String,
     pub created_ms: u64,
     pub updated_ms: u64,
+}
+
+/// What [`AdminStore::erase_owner`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Erased {
+    pub subscriptions: u64,
+    pub events: u64,
+    /// Deliveries, pending and finished.
+    pub deliveries: u64,
+    /// Their recorded attempts.
+    pub attempts: u64,
+    /// The ids of the unfinished deliveries removed (some may be in flight on this node).
+    #[serde(skip)]
+    pub unfinished: Vec<String>,
 }
 
 /// One attempt in an export.
@@ -508,6 +538,9 @@ pub enum Portable {
         request_id: String,
         status: String,
         event_type: String,
+        /// The event's owner; absent in exports of stores older than owners.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
         /// Hex SHA-256.
         fingerprint: String,
         created_ms: u64,
@@ -528,6 +561,9 @@ pub enum Portable {
         due_ms: Option<u64>,
         finished_ms: Option<u64>,
         last_error: Option<String>,
+        /// Its event's owner; absent in exports of stores older than owners.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
         attempts: Vec<PortableAttempt>,
     },
 }
@@ -554,6 +590,7 @@ impl Portable {
             },
             finished_ms: d.finished_ms,
             last_error: d.last_error.clone(),
+            owner: d.owner.clone(),
             attempts: attempts.iter().map(PortableAttempt::from).collect(),
         }
     }

@@ -430,7 +430,10 @@ async fn count(shared: &Shared, filter: &DeliveryFilter) -> Result<Counts, Respo
 /// The delivery filter that limits a listing to what `viewer` may see.
 fn scoped(shared: &Shared, viewer: &Viewer, mut filter: DeliveryFilter) -> DeliveryFilter {
     if let Scope::Owner(owner) = &viewer.scope {
+        // Its subscriptions, and its events only: never another owner's event, even one that
+        // reached a subscription of the same id before it was this owner's.
         filter.any_subscription = Some(owned(shared, owner));
+        filter.owner = Some(owner.clone());
     }
     filter
 }
@@ -533,6 +536,8 @@ pub struct DeliveriesQuery {
     status: Option<String>,
     subscription: Option<String>,
     event_type: Option<String>,
+    /// Operators only: the deliveries of one owner's events.
+    owner: Option<String>,
     since: Option<String>,
     until: Option<String>,
     q: Option<String>,
@@ -593,6 +598,7 @@ fn filter_of(
             subscription,
             any_subscription: None,
             event_type: nonempty(&q.event_type).map(str::to_string),
+            owner: nonempty(&q.owner).map(str::to_string),
             since_ms: time("Since", &q.since)?,
             until_ms: time("Until", &q.until)?,
         },
@@ -604,6 +610,7 @@ pub struct DeliveryRow {
     pub id: String,
     pub event_type: String,
     pub subscription: String,
+    pub owner: String,
     pub state: &'static str,
     pub attempts: u32,
     pub created: String,
@@ -615,6 +622,7 @@ fn row(d: &Delivery) -> DeliveryRow {
         id: d.id.clone(),
         event_type: d.event_type.clone(),
         subscription: d.subscription.clone(),
+        owner: d.owner.clone().unwrap_or_default(),
         state: state_name(d.state),
         attempts: d.attempts,
         created: rfc3339_millis(d.created_ms),
@@ -629,6 +637,7 @@ struct DeliveriesPage {
     status: String,
     subscription: String,
     event_type: String,
+    owner: String,
     since: String,
     until: String,
     q: String,
@@ -657,6 +666,7 @@ fn filter_query(q: &DeliveriesQuery) -> String {
         ("status", &q.status),
         ("subscription", &q.subscription),
         ("event_type", &q.event_type),
+        ("owner", &q.owner),
         ("since", &q.since),
         ("until", &q.until),
         ("q", &q.q),
@@ -672,7 +682,11 @@ fn filter_query(q: &DeliveriesQuery) -> String {
 fn may_see_delivery(shared: &Shared, viewer: &Viewer, d: &Delivery) -> bool {
     match &viewer.scope {
         Scope::Admin => true,
-        Scope::Owner(_) => d.adhoc.is_none() && may_see(shared, viewer, &d.subscription),
+        Scope::Owner(owner) => {
+            d.adhoc.is_none()
+                && d.owner.as_ref() == Some(owner)
+                && may_see(shared, viewer, &d.subscription)
+        }
     }
 }
 
@@ -750,6 +764,7 @@ pub async fn deliveries(
         status: nonempty(&q.status).unwrap_or("").to_string(),
         subscription: nonempty(&q.subscription).unwrap_or("").to_string(),
         event_type: nonempty(&q.event_type).unwrap_or("").to_string(),
+        owner: nonempty(&q.owner).unwrap_or("").to_string(),
         since: nonempty(&q.since).unwrap_or("").to_string(),
         until: nonempty(&q.until).unwrap_or("").to_string(),
         q: nonempty(&q.q).unwrap_or("").to_string(),
@@ -1415,6 +1430,21 @@ pub async fn create_subscription(State(shared): State<Arc<Shared>>, action: Acti
     }
     draft.breaker_json(&action.fields, &mut body);
     let nav = action.viewer.nav("subscriptions", None);
+    if let Scope::Owner(o) = &action.viewer.scope {
+        let max = shared.config().portal.max_subscriptions_per_owner;
+        let has = shared
+            .settings
+            .stored()
+            .iter()
+            .filter(|s| s.owner.as_deref() == Some(o.as_str()))
+            .count();
+        if has >= max {
+            draft.errors.push((
+                String::new(),
+                format!("You have {has} subscriptions, the most this portal allows ({max}): delete one before adding another, or ask your provider to raise the limit."),
+            ));
+        }
+    }
     let (status, answer) = if draft.errors.is_empty() {
         let request = Bytes::from(body.to_string());
         answer(crate::api::subscriptions::create(State(shared.clone()), request).await).await

@@ -31,6 +31,7 @@ mod seed_receivers;
 mod standard_webhooks;
 mod subscriptions_api;
 mod systemd;
+mod tenancy;
 mod tokens;
 mod traces;
 mod ui;

@@ -46,7 +46,7 @@ use tokio_postgres::Row;
 
 use super::{
     delivery_id_string, event_id_string, new_delivery_id, Attempt, Claimed, Delivery,
-    DeliveryFilter, DeliveryState, EventMeta, IngestError, Ingested, Limits, Next, Outcome,
+    DeliveryFilter, DeliveryState, Erased, EventMeta, IngestError, Ingested, Limits, Next, Outcome,
     PendingStats, Portable, RequeueError, StoreError, StoredSubscription, SubscriptionState,
     Target, ADHOC,
 };
@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("schema_v5.sql")),
     (6, include_str!("schema_v6.sql")),
     (7, include_str!("schema_v7.sql")),
+    (8, include_str!("schema_v8.sql")),
 ];
 /// The advisory lock migrations hold: nodes starting together apply them once.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6400_0001;
@@ -785,10 +786,10 @@ fn finish_sql() -> String {
          ),
          done AS (
              INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url,
-                 adhoc_secret, dead, attempts, created_ms, finished_ms, last_error, history)
+                 adhoc_secret, dead, attempts, created_ms, finished_ms, last_error, history, owner)
              SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
                  x_dead, attempts + 1, created_ms, now.t, CASE WHEN x_dead THEN x_err END,
-                 history || x_h
+                 history || x_h, owner
              FROM gone, now
              RETURNING id, subscription, finished_ms
          ),
@@ -1221,6 +1222,8 @@ fn delivery_of(
         due_ms: due,
         finished_ms: finished,
         last_error: row.get(9),
+        // Selected by name where a listing wants it (claims leave it out).
+        owner: row.try_get::<_, Option<String>>("owner").ok().flatten(),
     }
 }
 
@@ -1312,6 +1315,7 @@ impl super::QueueStore for PgStore {
             Vec<&[u8]>,
             Vec<&[u8]>,
             Vec<String>,
+            Vec<Option<&str>>,
         ) = Default::default();
         let mut dl: (
             Vec<String>,
@@ -1319,6 +1323,7 @@ impl super::QueueStore for PgStore {
             Vec<&str>,
             Vec<&str>,
             Vec<&str>,
+            Vec<Option<&str>>,
             Vec<Option<&str>>,
             Vec<Option<&str>>,
         ) = Default::default();
@@ -1343,7 +1348,9 @@ impl super::QueueStore for PgStore {
                 dl.4.push(t.bucket.as_str());
                 dl.5.push(t.adhoc.as_ref().map(|a| a.url.as_str()));
                 dl.6.push(t.adhoc.as_ref().map(|a| a.secret.as_str()));
+                dl.7.push(event.owner.as_deref());
             }
+            ev.7.push(event.owner.as_deref());
             ev.0.push(ids[i].as_str());
             ev.1.push(event.request_id.as_str());
             ev.2.push(event.status.as_str());
@@ -1358,18 +1365,18 @@ impl super::QueueStore for PgStore {
                 &format!(
                     "WITH now AS (SELECT coalesce($15::bigint, {DB_NOW}) AS t),
                      ins AS (
-                         INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries)
-                         SELECT x.id, x.r, x.s, x.t, x.f, now.t, x.b, x.d::text[]
-                         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[])
-                           AS x(id, r, s, t, f, b, d), now
+                         INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries, owner)
+                         SELECT x.id, x.r, x.s, x.t, x.f, now.t, x.b, x.d::text[], x.o
+                         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[], $16::text[])
+                           AS x(id, r, s, t, f, b, d, o), now
                          ON CONFLICT (request_id, status) DO NOTHING
                          RETURNING id
                      ),
                      q AS (
-                         INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret, created_ms, due_ms)
-                         SELECT y.id, y.e, y.t, y.s, y.b, y.u, y.k, now.t, now.t
-                         FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
-                           AS y(id, e, t, s, b, u, k), now
+                         INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret, created_ms, due_ms, owner)
+                         SELECT y.id, y.e, y.t, y.s, y.b, y.u, y.k, now.t, now.t, y.o
+                         FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $17::text[])
+                           AS y(id, e, t, s, b, u, k, o), now
                          WHERE y.e IN (SELECT id FROM ins)
                          RETURNING 1
                      )
@@ -1379,6 +1386,7 @@ impl super::QueueStore for PgStore {
                     &ev.0, &ev.1, &ev.2, &ev.3, &ev.4, &ev.5, &ev.6,
                     &dl.0, &dl.1, &dl.2, &dl.3, &dl.4, &dl.5, &dl.6,
                     &self.now_param(now_ms),
+                    &ev.7, &dl.7,
                 ],
             )
             .await
@@ -1685,7 +1693,7 @@ impl super::AdminStore for PgStore {
         if let Some(r) = client
             .query_opt(
                 &format!(
-                    "SELECT {DELIVERY_COLUMNS}, leased AND due_ms > {DB_NOW}, due_ms FROM hookd_queue WHERE id = $1"
+                    "SELECT {DELIVERY_COLUMNS}, leased AND due_ms > {DB_NOW}, due_ms, owner FROM hookd_queue WHERE id = $1"
                 ),
                 &[&id],
             )
@@ -1701,7 +1709,7 @@ impl super::AdminStore for PgStore {
         let r = client
             .query_opt(
                 &format!(
-                    "SELECT {DELIVERY_COLUMNS}, dead, finished_ms FROM hookd_done WHERE id = $1"
+                    "SELECT {DELIVERY_COLUMNS}, dead, finished_ms, owner FROM hookd_done WHERE id = $1"
                 ),
                 &[&id],
             )
@@ -1734,7 +1742,7 @@ impl super::AdminStore for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT request_id, status, event_type, fingerprint, created_ms, deliveries FROM hookd_events WHERE id = $1",
+                "SELECT request_id, status, event_type, fingerprint, created_ms, deliveries, owner FROM hookd_events WHERE id = $1",
                 &[&event_id],
             )
             .await?;
@@ -1745,6 +1753,7 @@ impl super::AdminStore for PgStore {
             fingerprint: hex::encode(r.get::<_, Vec<u8>>(3)),
             created_ms: unms(r.get(4)),
             deliveries: r.get(5),
+            owner: r.get(6),
         }))
     }
 
@@ -1816,7 +1825,7 @@ impl super::AdminStore for PgStore {
         let limit = i64::try_from(events).unwrap_or(i64::MAX);
         let rows = client
             .query(
-                "SELECT id, request_id, status, event_type, fingerprint, created_ms, body, deliveries
+                "SELECT id, request_id, status, event_type, fingerprint, created_ms, body, deliveries, owner
                  FROM hookd_events WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2",
                 &[&after, &limit],
             )
@@ -1826,7 +1835,7 @@ impl super::AdminStore for PgStore {
         for r in client
             .query(
                 &format!(
-                    "SELECT {DELIVERY_COLUMNS}, leased, due_ms, history FROM hookd_queue
+                    "SELECT {DELIVERY_COLUMNS}, leased, due_ms, history, owner FROM hookd_queue
                      WHERE id IN (SELECT unnest(deliveries) FROM hookd_events WHERE id = ANY($1)) ORDER BY id"
                 ),
                 &[&ids],
@@ -1843,7 +1852,7 @@ impl super::AdminStore for PgStore {
         }
         for r in client
             .query(
-                &format!("SELECT {DELIVERY_COLUMNS}, dead, finished_ms, history FROM hookd_done
+                &format!("SELECT {DELIVERY_COLUMNS}, dead, finished_ms, history, owner FROM hookd_done
                      WHERE id IN (SELECT unnest(deliveries) FROM hookd_events WHERE id = ANY($1)) ORDER BY id"),
                 &[&ids],
             )
@@ -1865,6 +1874,7 @@ impl super::AdminStore for PgStore {
                 created_ms: unms(r.get(5)),
                 body: b64.encode(r.get::<_, Vec<u8>>(6)),
                 deliveries: r.get(7),
+                owner: r.get(8),
             });
             out.extend(by_event.remove(&id).unwrap_or_default());
         }
@@ -1932,6 +1942,7 @@ impl super::AdminStore for PgStore {
                     request_id,
                     status,
                     event_type,
+                    owner,
                     fingerprint,
                     created_ms,
                     body,
@@ -1941,9 +1952,9 @@ impl super::AdminStore for PgStore {
                         hex::decode(&fingerprint).map_err(|_| bad("fingerprint", &id))?;
                     let body = b64.decode(&body).map_err(|_| bad("body", &id))?;
                     tx.execute(
-                        "INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-                        &[&id, &request_id, &status, &event_type, &fingerprint, &ms(created_ms), &body, &deliveries],
+                        "INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries, owner)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                        &[&id, &request_id, &status, &event_type, &fingerprint, &ms(created_ms), &body, &deliveries, &owner],
                     )
                     .await?;
                 }
@@ -1959,6 +1970,7 @@ impl super::AdminStore for PgStore {
                     due_ms,
                     finished_ms,
                     last_error,
+                    owner,
                     attempts,
                 } => {
                     let history = Value::Array(
@@ -1976,20 +1988,20 @@ impl super::AdminStore for PgStore {
                         (DeliveryState::Delivered | DeliveryState::Dead, Some(at)) => {
                             tx.execute(
                                 "INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
-                                     dead, attempts, created_ms, finished_ms, last_error, history)
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                     dead, attempts, created_ms, finished_ms, last_error, history, owner)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                                 &[&id, &event_id, &event_type, &subscription, &bucket, &url, &secret,
-                                  &(state == DeliveryState::Dead), &n, &ms(created_ms), &ms(at), &last_error, &history],
+                                  &(state == DeliveryState::Dead), &n, &ms(created_ms), &ms(at), &last_error, &history, &owner],
                             )
                             .await?;
                         }
                         _ => {
                             tx.execute(
                                 "INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
-                                     attempts, created_ms, due_ms, last_error, history)
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
+                                     attempts, created_ms, due_ms, last_error, history, owner)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
                                 &[&id, &event_id, &event_type, &subscription, &bucket, &url, &secret,
-                                  &n, &ms(created_ms), &ms(due_ms.unwrap_or(created_ms)), &last_error, &history],
+                                  &n, &ms(created_ms), &ms(due_ms.unwrap_or(created_ms)), &last_error, &history, &owner],
                             )
                             .await?;
                             added += 1;
@@ -2038,18 +2050,19 @@ impl super::AdminStore for PgStore {
         });
         let conditions = "($1::text IS NULL OR id < $1) AND ($2::text IS NULL OR subscription = $2)
             AND ($3::text[] IS NULL OR subscription = ANY($3)) AND ($4::text IS NULL OR event_type = $4)
-            AND ($5::bigint IS NULL OR created_ms >= $5) AND ($6::bigint IS NULL OR created_ms < $6)";
+            AND ($5::bigint IS NULL OR created_ms >= $5) AND ($6::bigint IS NULL OR created_ms < $6)
+            AND ($9::text IS NULL OR owner = $9)";
         let mut parts = Vec::new();
         if live {
             parts.push(format!(
-                "SELECT {DELIVERY_COLUMNS}, {QUEUE_STATE} AS state, CASE WHEN {QUEUE_STATE} = 'in_flight' THEN NULL ELSE due_ms END AS due, NULL::bigint AS finished
+                "SELECT {DELIVERY_COLUMNS}, {QUEUE_STATE} AS state, CASE WHEN {QUEUE_STATE} = 'in_flight' THEN NULL ELSE due_ms END AS due, NULL::bigint AS finished, owner
                  FROM hookd_queue WHERE {conditions} AND ($7::text IS NULL OR {QUEUE_STATE} = $7)
                  ORDER BY id DESC LIMIT $8"
             ));
         }
         if done {
             parts.push(format!(
-                "SELECT {DELIVERY_COLUMNS}, CASE WHEN dead THEN 'dead' ELSE 'delivered' END AS state, NULL::bigint AS due, finished_ms AS finished
+                "SELECT {DELIVERY_COLUMNS}, CASE WHEN dead THEN 'dead' ELSE 'delivered' END AS state, NULL::bigint AS due, finished_ms AS finished, owner
                  FROM hookd_done WHERE {conditions} AND ($7::text IS NULL OR (CASE WHEN dead THEN 'dead' ELSE 'delivered' END) = $7)
                  ORDER BY id DESC LIMIT $8"
             ));
@@ -2076,6 +2089,7 @@ impl super::AdminStore for PgStore {
                     &filter.until_ms.map(ms),
                     &state,
                     &take,
+                    &filter.owner,
                 ],
             )
             .await?;
@@ -2135,9 +2149,9 @@ impl super::AdminStore for PgStore {
                 &format!(
                     "WITH back AS (DELETE FROM hookd_done WHERE id = $1 RETURNING *)
                      INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url,
-                         adhoc_secret, attempts, created_ms, due_ms, last_error, history)
+                         adhoc_secret, attempts, created_ms, due_ms, last_error, history, owner)
                      SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
-                         attempts, created_ms, coalesce($2::bigint, {DB_NOW}), last_error, history FROM back
+                         attempts, created_ms, coalesce($2::bigint, {DB_NOW}), last_error, history, owner FROM back
                      RETURNING (SELECT dead FROM back LIMIT 1)"
                 ),
                 &[&delivery_id, &now_param],
@@ -2179,9 +2193,9 @@ impl super::AdminStore for PgStore {
                              ) x WHERE d.id = x.id RETURNING d.*
                          )
                          INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url,
-                             adhoc_secret, attempts, created_ms, due_ms, last_error, history)
+                             adhoc_secret, attempts, created_ms, due_ms, last_error, history, owner)
                          SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
-                             attempts, created_ms, coalesce($3::bigint, {DB_NOW}), last_error, history FROM back"
+                             attempts, created_ms, coalesce($3::bigint, {DB_NOW}), last_error, history, owner FROM back"
                     ),
                     &[&subscription, &since, &now_param, &BULK_CHUNK],
                 )
@@ -2356,6 +2370,69 @@ impl super::AdminStore for PgStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn erase_owner(&self, owner: &str) -> Result<Erased, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let subscriptions: Vec<String> = tx
+            .query(
+                "DELETE FROM hookd_subscriptions WHERE owner = $1 RETURNING id",
+                &[&owner],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.execute(
+            "DELETE FROM hookd_subscription_state WHERE subscription = ANY($1)",
+            &[&subscriptions],
+        )
+        .await?;
+        let events = tx
+            .query(
+                "DELETE FROM hookd_events WHERE owner = $1 RETURNING id",
+                &[&owner],
+            )
+            .await?;
+        let event_ids: Vec<String> = events.iter().map(|r| r.get(0)).collect();
+        // Deliveries of the owner's events (owner set since schema v8, or found through the
+        // event), and every delivery to the owner's subscriptions.
+        let owned = "owner = $1 OR event_id = ANY($2)
+                     OR (adhoc_url IS NULL AND subscription = ANY($3))";
+        let live = tx
+            .query(
+                &format!(
+                    "DELETE FROM hookd_queue WHERE {owned} RETURNING id, jsonb_array_length(history)"
+                ),
+                &[&owner, &event_ids, &subscriptions],
+            )
+            .await?;
+        let done = tx
+            .query(
+                &format!(
+                    "DELETE FROM hookd_done WHERE {owned} RETURNING id, jsonb_array_length(history)"
+                ),
+                &[&owner, &event_ids, &subscriptions],
+            )
+            .await?;
+        tx.commit().await?;
+        let attempts = |rows: &[Row]| -> u64 {
+            rows.iter()
+                .map(|r| u64::try_from(r.get::<_, i32>(1)).unwrap_or(0))
+                .sum()
+        };
+        let mut health = lock(&self.health);
+        for id in &subscriptions {
+            health.states.remove(id);
+        }
+        Ok(Erased {
+            subscriptions: subscriptions.len() as u64,
+            events: event_ids.len() as u64,
+            deliveries: (live.len() + done.len()) as u64,
+            attempts: attempts(&live) + attempts(&done),
+            unfinished: live.iter().map(|r| r.get(0)).collect(),
+        })
     }
 
     async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {

@@ -1,7 +1,9 @@
 //! The binary records of the sled engine: versioned, compact, no JSON on the hot path.
 //!
 //! Every record starts with a format byte ([`VERSION`]); a record with another byte is refused
-//! as corrupt rather than misread. Strings are a u16 length and UTF-8 bytes, integers
+//! as corrupt rather than misread. Format 1 (before owners) is still read, as a record
+//! without an owner: a store written by an older hookd opens as it is, and its records take
+//! format 2 when they are next written. Strings are a u16 length and UTF-8 bytes, integers
 //! big-endian. The delivery record puts the bucket and due time first so that the index is
 //! rebuilt at open without decoding the rest.
 
@@ -11,7 +13,10 @@ use crate::delivery::Outcome;
 use crate::event::AdhocTarget;
 use crate::store::{Attempt, DeliveryState};
 
-pub const VERSION: u8 = 1;
+/// The format written: 2 adds the owner to events and deliveries.
+pub const VERSION: u8 = 2;
+/// The oldest format read.
+const OLDEST: u8 = 1;
 
 /// An event as stored under `E`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +28,8 @@ pub struct EventRecord {
     pub status: String,
     pub event_type: String,
     pub deliveries: Vec<u128>,
+    /// The owner the event named (format 2).
+    pub owner: Option<String>,
     pub body: Bytes,
 }
 
@@ -39,6 +46,8 @@ pub struct DeliveryRecord {
     pub subscription: String,
     pub event_type: String,
     pub adhoc: Option<AdhocTarget>,
+    /// Its event's owner (format 2).
+    pub owner: Option<String>,
     pub attempts: Vec<Attempt>,
 }
 
@@ -128,11 +137,12 @@ impl<'a> In<'a> {
             b => Err(DecodeError(format!("bad option tag {b}"))),
         }
     }
-    fn version(&mut self) -> Result<(), DecodeError> {
+    /// The record's format: one this hookd reads, or an error.
+    fn version(&mut self) -> Result<u8, DecodeError> {
         match self.u8()? {
-            VERSION => Ok(()),
+            v @ OLDEST..=VERSION => Ok(v),
             v => Err(DecodeError(format!(
-                "record format {v}, this hookd reads format {VERSION}"
+                "record format {v}, this hookd reads formats {OLDEST} to {VERSION}"
             ))),
         }
     }
@@ -183,6 +193,7 @@ impl EventRecord {
         for d in self.deliveries.iter().take(u16::MAX as usize) {
             out.u128(*d);
         }
+        out.opt_str(self.owner.as_deref());
         out.0.extend_from_slice(&self.body);
         out.0
     }
@@ -190,7 +201,7 @@ impl EventRecord {
     /// Decodes everything but copies the body only when `body` is set.
     pub fn decode(bytes: &[u8], body: bool) -> Result<EventRecord, DecodeError> {
         let mut r = In(bytes);
-        r.version()?;
+        let version = r.version()?;
         let id = r.u128()?;
         let created_ms = r.u64()?;
         let fingerprint = r.array()?;
@@ -202,6 +213,7 @@ impl EventRecord {
         for _ in 0..n {
             deliveries.push(r.u128()?);
         }
+        let owner = if version >= 2 { r.opt_str()? } else { None };
         Ok(EventRecord {
             id,
             created_ms,
@@ -210,6 +222,7 @@ impl EventRecord {
             status,
             event_type,
             deliveries,
+            owner,
             body: if body {
                 Bytes::copy_from_slice(r.0)
             } else {
@@ -239,6 +252,7 @@ impl DeliveryRecord {
             }
             None => out.u8(0),
         }
+        out.opt_str(self.owner.as_deref());
         out.u16(u16::try_from(self.attempts.len()).unwrap_or(u16::MAX));
         for a in self.attempts.iter().take(u16::MAX as usize) {
             out.u32(a.number);
@@ -261,7 +275,7 @@ impl DeliveryRecord {
 
     pub fn decode(bytes: &[u8]) -> Result<DeliveryRecord, DecodeError> {
         let mut r = In(bytes);
-        r.version()?;
+        let version = r.version()?;
         let bucket = r.str()?;
         let due_ms = r.u64()?;
         let event = r.u128()?;
@@ -282,6 +296,7 @@ impl DeliveryRecord {
                 secret: r.str()?,
             }),
         };
+        let owner = if version >= 2 { r.opt_str()? } else { None };
         let n = r.u16()? as usize;
         let mut attempts = Vec::with_capacity(n);
         for _ in 0..n {
@@ -305,6 +320,7 @@ impl DeliveryRecord {
             subscription,
             event_type,
             adhoc,
+            owner,
             attempts,
         })
     }
@@ -313,6 +329,16 @@ impl DeliveryRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl DeliveryRecord {
+        /// Bytes of the encoded attempts and their count: what follows the owner.
+        fn attempts_len_and_after(&self) -> usize {
+            let mut probe = self.clone();
+            let with = probe.encode().len();
+            probe.attempts.clear();
+            with - probe.encode().len() + 2
+        }
+    }
 
     fn delivery() -> DeliveryRecord {
         DeliveryRecord {
@@ -328,6 +354,7 @@ mod tests {
                 url: "https://example.com/h".into(),
                 secret: "s".into(),
             }),
+            owner: Some("cust-a".into()),
             attempts: vec![Attempt {
                 number: 1,
                 started_ms: 1001,
@@ -356,6 +383,7 @@ mod tests {
             status: "completed".into(),
             event_type: "job.completed".into(),
             deliveries: vec![1, 2],
+            owner: Some("cust-b".into()),
             body: Bytes::from_static(b"{\"a\":1}"),
         };
         assert_eq!(EventRecord::decode(&e.encode(), true).unwrap(), e);
@@ -365,12 +393,41 @@ mod tests {
             .is_empty());
     }
 
+    /// A format 1 record (written before owners) reads as one without an owner.
+    #[test]
+    fn format_one_records_read_without_an_owner() {
+        let mut d = delivery();
+        d.owner = None;
+        let mut v2 = d.encode();
+        // Format 1 is format 2 without the owner's option byte (0 for `None`).
+        let at = v2.len() - d.attempts_len_and_after();
+        assert_eq!(v2.remove(at - 1), 0);
+        v2[0] = 1;
+        assert_eq!(DeliveryRecord::decode(&v2).unwrap(), d);
+        let e = EventRecord {
+            id: 5,
+            created_ms: 9,
+            fingerprint: [7; 32],
+            request_id: "r".into(),
+            status: "completed".into(),
+            event_type: "job.completed".into(),
+            deliveries: vec![1],
+            owner: None,
+            body: Bytes::from_static(b"{}"),
+        };
+        let mut v2 = e.encode();
+        let at = v2.len() - 2;
+        assert_eq!(v2.remove(at - 1), 0);
+        v2[0] = 1;
+        assert_eq!(EventRecord::decode(&v2, true).unwrap(), e);
+    }
+
     #[test]
     fn damaged_or_future_records_are_refused() {
         let mut bytes = delivery().encode();
-        bytes[0] = 2;
+        bytes[0] = 3;
         let err = DeliveryRecord::decode(&bytes).unwrap_err();
-        assert!(err.0.contains("format 2"), "{err}");
+        assert!(err.0.contains("format 3"), "{err}");
         let bytes = delivery().encode();
         assert!(DeliveryRecord::decode(&bytes[..bytes.len() - 3]).is_err());
     }
@@ -382,6 +439,7 @@ mod tests {
         d.bucket = "main".into();
         d.subscription = "main".into();
         d.attempts[0].error = None;
+        d.owner = None;
         assert!(d.encode().len() < 100, "{} bytes", d.encode().len());
     }
 }

@@ -153,6 +153,8 @@ pub fn from_v1(db: &::sled::Db, tree: &::sled::Tree) -> Result<usize, StoreError
                 subscription: d.subscription,
                 event_type: meta.event_type.clone(),
                 adhoc: d.adhoc,
+                // The first layout had no owners.
+                owner: None,
                 attempts: history,
             };
             let prefix = if finished { DONE } else { PENDING };
@@ -172,6 +174,7 @@ pub fn from_v1(db: &::sled::Db, tree: &::sled::Tree) -> Result<usize, StoreError
             status: meta.status,
             event_type: meta.event_type,
             deliveries: ids,
+            owner: None,
             body,
         };
         batch.insert(event_key(id), record.encode());

@@ -44,9 +44,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::index::{Id, Index};
 use super::{
     delivery_id_at, delivery_id_string, event_id_string, parse_delivery_id, parse_event_id,
-    AdminStore, Attempt, Claimed, Delivery, DeliveryFilter, DeliveryState, EventMeta, IngestError,
-    Ingested, Limits, Next, PendingStats, Portable, QueueStore, RequeueError, StoreError,
-    StoredSubscription, SubscriptionState, Target,
+    AdminStore, Attempt, Claimed, Delivery, DeliveryFilter, DeliveryState, Erased, EventMeta,
+    IngestError, Ingested, Limits, Next, PendingStats, Portable, QueueStore, RequeueError,
+    StoreError, StoredSubscription, SubscriptionState, Target,
 };
 use crate::delivery::Outcome;
 use crate::event::NewEvent;
@@ -493,6 +493,7 @@ fn to_delivery(id: Id, r: DeliveryRecord, leased: bool) -> Delivery {
         due_ms: (state == DeliveryState::Scheduled).then_some(r.due_ms),
         finished_ms: r.finished_ms,
         last_error: r.attempts.last().and_then(|a| a.error.clone()),
+        owner: r.owner,
     }
 }
 
@@ -722,6 +723,7 @@ impl Writer {
                     subscription: target.subscription,
                     event_type: event.event_type.clone(),
                     adhoc: target.adhoc,
+                    owner: event.owner.clone(),
                     attempts: Vec::new(),
                 };
                 batch.insert(delivery_key(PENDING, dlv), record.encode());
@@ -746,6 +748,7 @@ impl Writer {
                 status: event.status,
                 event_type: event.event_type,
                 deliveries: ids,
+                owner: event.owner,
                 body,
             };
             batch.insert(k.clone(), record.encode());
@@ -910,6 +913,75 @@ impl Writer {
         }
         self.tree.apply_batch(batch)?;
         Ok((reopened.len(), next, reopened))
+    }
+
+    /// [`AdminStore::erase_owner`]'s writes, as one batch: reads every subscription, event and
+    /// delivery record (erasure is rare; its cost is a scan of the store). Returns the counts
+    /// and the unfinished deliveries the index must forget.
+    fn erase_owner(&self, owner: &str) -> Result<(Erased, Reopened), StoreError> {
+        let mut batch = ::sled::Batch::default();
+        let mut erased = Erased::default();
+        let mut subscriptions = HashSet::new();
+        for entry in self.tree.scan_prefix([USER_SUBSCRIPTION]) {
+            let (k, v) = entry?;
+            let Ok(sub) = serde_json::from_slice::<StoredSubscription>(&v) else {
+                continue;
+            };
+            if sub.owner.as_deref() == Some(owner) {
+                batch.remove(k.to_vec());
+                batch.remove(key(SUBSCRIPTION, sub.id.as_bytes()));
+                subscriptions.insert(sub.id);
+            }
+        }
+        erased.subscriptions = subscriptions.len() as u64;
+        let mut events = HashSet::new();
+        for entry in self.tree.scan_prefix([EVENT]) {
+            let (k, v) = entry?;
+            let Ok(e) = EventRecord::decode(&v, false) else {
+                continue;
+            };
+            if e.owner.as_deref() == Some(owner) {
+                batch.remove(k.to_vec());
+                if e.deliveries.is_empty() {
+                    let mut z = e.created_ms.to_be_bytes().to_vec();
+                    z.extend_from_slice(&e.id.to_be_bytes());
+                    batch.remove(key(ZERO, &z));
+                }
+                events.insert(e.id);
+            }
+        }
+        erased.events = events.len() as u64;
+        let mut unqueue = Vec::new();
+        for prefix in [PENDING, DONE] {
+            for entry in self.tree.scan_prefix([prefix]) {
+                let (k, v) = entry?;
+                let Ok(r) = DeliveryRecord::decode(&v) else {
+                    continue;
+                };
+                let owned = r.owner.as_deref() == Some(owner)
+                    || events.contains(&r.event)
+                    || (r.adhoc.is_none() && subscriptions.contains(&r.subscription));
+                if !owned {
+                    continue;
+                }
+                batch.remove(k.to_vec());
+                erased.deliveries += 1;
+                erased.attempts += r.attempts.len() as u64;
+                if prefix == PENDING {
+                    let id = id_of(&k)?;
+                    erased.unfinished.push(delivery_id_string(ulid::Ulid(id)));
+                    unqueue.push((r.bucket, r.due_ms, id));
+                }
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        let mut health = lock(&self.health);
+        for id in &subscriptions {
+            health.states.remove(id);
+            health.dirty.remove(id);
+            health.written.remove(id);
+        }
+        Ok((erased, unqueue))
     }
 
     fn sweep(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
@@ -1099,14 +1171,21 @@ impl QueueStore for SledStore {
         let queue = self.queue.clone();
         self.write(move |w: &Writer| {
             // The stored due time follows, so that reads and a later requeue see it.
-            if let Some(mut r) = w.pending(id)? {
-                r.due_ms = due_ms;
-                w.tree.insert(delivery_key(PENDING, id), r.encode())?;
-            }
+            let exists = match w.pending(id)? {
+                Some(mut r) => {
+                    r.due_ms = due_ms;
+                    w.tree.insert(delivery_key(PENDING, id), r.encode())?;
+                    true
+                }
+                // Erased meanwhile: only the slot is left to free.
+                None => false,
+            };
             let after: Done = Box::new(move |_| {
                 let mut q = lock(&queue);
                 if let Some(bucket) = q.index.unlease(id) {
-                    q.index.insert(&bucket, due_ms, id);
+                    if exists {
+                        q.index.insert(&bucket, due_ms, id);
+                    }
                 }
             });
             Ok::<_, StoreError>(((), Some(after)))
@@ -1156,6 +1235,7 @@ impl AdminStore for SledStore {
                 request_id: e.request_id,
                 status: e.status,
                 event_type: e.event_type,
+                owner: e.owner,
                 fingerprint: hex::encode(e.fingerprint),
                 created_ms: e.created_ms,
                 deliveries: e
@@ -1249,6 +1329,7 @@ impl AdminStore for SledStore {
                     request_id: e.request_id.clone(),
                     status: e.status.clone(),
                     event_type: e.event_type.clone(),
+                    owner: e.owner.clone(),
                     fingerprint: hex::encode(e.fingerprint),
                     created_ms: e.created_ms,
                     body: b64.encode(&e.body),
@@ -1315,6 +1396,7 @@ impl AdminStore for SledStore {
                     request_id,
                     status,
                     event_type,
+                    owner,
                     fingerprint,
                     created_ms,
                     body,
@@ -1348,6 +1430,7 @@ impl AdminStore for SledStore {
                         status,
                         event_type,
                         deliveries,
+                        owner,
                         body,
                     };
                     batch.insert(event_key(id), record.encode());
@@ -1365,6 +1448,7 @@ impl AdminStore for SledStore {
                     due_ms,
                     finished_ms,
                     last_error: _,
+                    owner,
                     attempts,
                 } => {
                     let dlv = parse_delivery_id(&id)
@@ -1392,6 +1476,7 @@ impl AdminStore for SledStore {
                         subscription,
                         event_type,
                         adhoc,
+                        owner,
                         attempts: attempts.iter().map(Attempt::from).collect(),
                     };
                     let prefix = if finished { DONE } else { PENDING };
@@ -1542,6 +1627,25 @@ impl AdminStore for SledStore {
                 encode_json(&subscription),
             )?;
             Ok::<_, StoreError>(((), None::<Done>))
+        })
+        .await
+    }
+
+    async fn erase_owner(&self, owner: &str) -> Result<Erased, StoreError> {
+        let owner = owner.to_string();
+        self.write(move |w: &Writer| {
+            let (erased, unqueue) = w.erase_owner(&owner)?;
+            let queue = w.queue.clone();
+            // The index lets go of the removed deliveries once they are durably gone; one in
+            // flight frees its slot with its outcome (or release), which finds no record.
+            let after: Done = Box::new(move |_| {
+                let mut q = lock(&queue);
+                for (bucket, due, id) in unqueue {
+                    q.fresh.remove(&id);
+                    q.index.remove(&bucket, due, id);
+                }
+            });
+            Ok::<_, StoreError>((erased, Some(after)))
         })
         .await
     }

@@ -57,14 +57,18 @@ describe('customer portal', () => {
       });
       assert.equal(res.status, 201, `POST /v1/subscriptions ${id}: ${JSON.stringify(res.body)}`);
     }
-    const sent = await hookd.api('POST', '/v1/events', jobEvent('portal-job-1'), INGEST_TOKEN);
-    assert.equal(sent.status, 202, JSON.stringify(sent.body));
-    const listed = await waitFor('the four deliveries of portal-job-1 delivered', async () => {
-      const res = await hookd.api('GET', '/v1/deliveries?status=delivered');
-      const mine = res.body.deliveries.filter((d) => d.event_id === sent.body.event_id);
-      return mine.length === 4 && mine;
-    });
-    for (const d of listed) deliveries[d.subscription] = d.id;
+    // An event of each owner: acme's reaches acme-1, acme-2 and from-config (no owner);
+    // globex's reaches globex-1 and from-config.
+    for (const [requestId, owner, count] of [['portal-job-1', 'acme', 3], ['portal-job-2', 'globex', 2]]) {
+      const sent = await hookd.api('POST', '/v1/events', { ...jobEvent(requestId), owner }, INGEST_TOKEN);
+      assert.equal(sent.status, 202, JSON.stringify(sent.body));
+      const listed = await waitFor(`the ${count} deliveries of ${requestId} delivered`, async () => {
+        const res = await hookd.api('GET', '/v1/deliveries?status=delivered');
+        const mine = res.body.deliveries.filter((d) => d.event_id === sent.body.event_id);
+        return mine.length === count && mine;
+      });
+      for (const d of listed) deliveries[d.subscription] ??= d.id;
+    }
   }, { timeout: 60_000 });
 
   after(() => stopStack(stack));

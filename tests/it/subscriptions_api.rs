@@ -80,7 +80,7 @@ async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_s
 
     // It applies at once: an event reaches it, signed with its secret.
     let (status, body) = app
-        .post(&json!({ "request_id": "job-1", "status": "completed" }))
+        .post(&json!({ "request_id": "job-1", "status": "completed", "owner": "cust-1" }))
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(
@@ -117,7 +117,7 @@ async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_s
     let (status, shown) = get(&app, "/v1/subscriptions/acme-prod").await;
     assert_eq!(status, 200, "{shown}");
     let (status, _) = app
-        .post(&json!({ "request_id": "job-2", "status": "completed" }))
+        .post(&json!({ "request_id": "job-2", "status": "completed", "owner": "cust-1" }))
         .await;
     assert_eq!(status, 202);
     receiver.wait_for(2, Duration::from_secs(10)).await;
@@ -130,7 +130,7 @@ async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_s
     let (status, _) = get(&app, "/v1/subscriptions/acme-prod").await;
     assert_eq!(status, 404);
     let (status, body) = app
-        .post(&json!({ "request_id": "job-3", "status": "completed" }))
+        .post(&json!({ "request_id": "job-3", "status": "completed", "owner": "cust-1" }))
         .await;
     assert_eq!(status, 202);
     assert_eq!(
@@ -279,7 +279,7 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["owner"], "cust-9");
     let (status, _) = app
-        .post(&json!({ "request_id": "job-1", "status": "completed" }))
+        .post(&json!({ "request_id": "job-1", "status": "completed", "owner": "cust-9" }))
         .await;
     assert_eq!(status, 202);
     let got = second.wait_for(1, Duration::from_secs(10)).await;
@@ -307,7 +307,7 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
     let (_, shown) = get(&app, "/v1/subscriptions/moving").await;
     assert!(shown.get("secret").is_none(), "{shown}");
     let (status, _) = app
-        .post(&json!({ "request_id": "job-2", "status": "completed" }))
+        .post(&json!({ "request_id": "job-2", "status": "completed", "owner": "cust-9" }))
         .await;
     assert_eq!(status, 202);
     let got = second.wait_for(2, Duration::from_secs(10)).await;

@@ -1618,15 +1618,21 @@ async fn a_portal_shows_its_owners_subscriptions_and_deliveries_only_and_survive
             .create_subscription(json!({ "id": id, "owner": owner, "url": receiver.url(), "events": ["*"], "secret": format!("{id}-secret") }))
             .await;
     }
+    // Each owner's events reach its subscription and the config file's (which has no owner).
     hookd
-        .ingest(json!({ "request_id": "portal-1", "status": "completed" }))
+        .ingest(json!({ "request_id": "portal-1", "status": "completed", "owner": "acme" }))
         .await;
     hookd
-        .ingest(json!({ "request_id": "portal-2", "status": "failed", "webhook_url": receiver.url(), "webhook_secret": "adhoc-secret" }))
+        .ingest(json!({ "request_id": "portal-2", "status": "failed", "owner": "acme", "webhook_url": receiver.url(), "webhook_secret": "adhoc-secret" }))
         .await;
+    for id in ["portal-3", "portal-4"] {
+        hookd
+            .ingest(json!({ "request_id": id, "status": "completed", "owner": "globex" }))
+            .await;
+    }
     let acme = hookd.wait_finished("acme-sub", 2).await;
     let globex = hookd.wait_finished("globex-sub", 2).await;
-    let config = hookd.wait_finished("cfg-sub", 2).await;
+    let config = hookd.wait_finished("cfg-sub", 4).await;
     let adhoc = hookd.wait_finished("adhoc", 1).await;
     let foreign_subscriptions = ["globex-sub", "cfg-sub"];
     let foreign_deliveries: Vec<&String> = globex.iter().chain(&config).chain(&adhoc).collect();

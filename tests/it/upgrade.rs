@@ -99,6 +99,22 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
             "{id} was {state}, is {now_state}"
         );
     }
+    // Events of a store older than owners are unowned: they reach the subscriptions without
+    // an owner only, and no owner's listing shows them.
+    let listing = get(&hookd, "/v1/deliveries?limit=100").await;
+    let owners: Vec<&Value> = listing["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| &d["owner"])
+        .collect();
+    assert!(owners.iter().all(|o| o.is_null()), "{owners:?}");
+    let owned = get(&hookd, "/v1/deliveries?owner=cust-a").await;
+    assert_eq!(
+        owned["deliveries"].as_array().map(Vec::len),
+        Some(0),
+        "{owned}"
+    );
     // Their attempt history too.
     for id in expected.keys() {
         let shown = get(&hookd, &format!("/v1/deliveries/{id}")).await;

@@ -259,6 +259,9 @@ enum Resolved {
     Invalid(String),
     /// Its subscription was removed by a reload after the claim.
     Gone,
+    /// Its subscription is not the one it was made for: a subscription of the same id now
+    /// belongs to another owner. It ends dead without a request.
+    Ended(String),
 }
 
 impl AttemptTask {
@@ -309,6 +312,10 @@ impl AttemptTask {
                 // The delivery waits for the subscription to come back, without spending an
                 // attempt: the store holds its bucket back until it is configured again.
                 self.release(&delivery.id, started_ms).await;
+                return None;
+            }
+            Resolved::Ended(reason) => {
+                self.end(&delivery, number, started_ms, reason).await;
                 return None;
             }
         };
@@ -486,6 +493,39 @@ impl AttemptTask {
         }
     }
 
+    /// Ends a delivery dead without a request (its error says why), and without counting
+    /// against the subscription now under its id, whose breaker it is no business of.
+    async fn end(&self, delivery: &Delivery, number: u32, at_ms: u64, reason: String) {
+        tracing::warn!(
+            delivery_id = %delivery.id,
+            subscription = delivery.subscription.as_str(),
+            reason = reason.as_str(),
+            "delivery ended without a request"
+        );
+        let attempt = Attempt {
+            number,
+            started_ms: at_ms,
+            duration_ms: 0,
+            outcome: Outcome::Other,
+            status_code: None,
+            error: Some(reason),
+            response_excerpt: None,
+        };
+        self.deps
+            .metrics
+            .deliveries
+            .with_label_values(&[delivery.subscription.as_str(), "dead"])
+            .inc();
+        if let Err(e) = self
+            .deps
+            .queue
+            .record_outcome(&delivery.id, attempt, Next::Dead, at_ms)
+            .await
+        {
+            tracing::error!(delivery_id = %delivery.id, error = %e, "cannot record a delivery's end; it will be looked at again after a restart");
+        }
+    }
+
     /// Puts a claimed delivery back in the queue without an attempt.
     async fn release(&self, delivery_id: &str, due_ms: u64) {
         if let Err(e) = self.deps.queue.release(delivery_id, due_ms).await {
@@ -514,6 +554,12 @@ fn resolve(config: &Config, delivery: &Delivery, now_ms: u64) -> Resolved {
             Err(e) => Resolved::Invalid(format!("invalid webhook_url: {e}")),
         },
         None => match config.subscription(&delivery.subscription) {
+            // An owned subscription takes its owner's events only: a delivery of another
+            // owner's (or of none) was made for an earlier subscription of the same id.
+            Some(s) if s.owner.is_some() && s.owner != delivery.owner => Resolved::Ended(format!(
+                "not sent: its event's owner is not subscription {:?}'s (a deleted subscription's id taken by another owner, or an event from before owners)",
+                delivery.subscription
+            )),
             Some(s) => Resolved::Send {
                 url: s.url.clone(),
                 keys: s.signing_keys(now_ms),

@@ -323,6 +323,20 @@ impl Settings {
             .set_disabled(disabled);
     }
 
+    /// Forgets what this node knows of subscription `id` (paused, health, breaker): it was
+    /// deleted, and a later one of the same id starts afresh. Returns the paused count.
+    pub fn forget(&self, id: &str) -> usize {
+        self.health
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.own_failures
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.set_paused(id, false)
+    }
+
     /// Subscription `id`'s health and switches as this node knows them.
     pub fn state(&self, id: &str) -> SubscriptionState {
         self.health

@@ -316,9 +316,29 @@ pub async fn delete(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
     }
     stored.remove(at);
     shared.settings.set_stored(stored);
+    let paused = shared.settings.forget(&id);
+    shared
+        .metrics
+        .subscriptions_paused
+        .set(i64::try_from(paused).unwrap_or(i64::MAX));
     shared.apply_limits();
+    // Its queued deliveries end, once no claim can take them (the limits above no longer name
+    // it): a later subscription of the same id, another owner's perhaps, never inherits them.
+    let reason = format!("not sent: subscription {id:?} was deleted");
+    let ended = match shared
+        .store
+        .end_queued(&id, &reason, shared.clock.now_ms())
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, subscription = id.as_str(), "cannot end a deleted subscription's queued deliveries; they wait, and never go to another owner's subscription");
+            0
+        }
+    };
     tracing::info!(
         subscription = id.as_str(),
+        ended,
         "subscription deleted through the API"
     );
     StatusCode::NO_CONTENT.into_response()
@@ -636,9 +656,11 @@ pub async fn rotate_secret(
 /// subscriptions too.
 pub async fn send_test(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let config = shared.config();
-    if config.subscription(&id).is_none() {
+    let Some(subscription) = config.subscription(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no subscription {id:?}"));
-    }
+    };
+    // The subscription's own owner's event, as any event it receives.
+    let owner = subscription.owner.clone();
     let now = shared.clock.now_ms();
     let request_id = format!(
         "test_{}",
@@ -651,7 +673,7 @@ pub async fn send_test(State(shared): State<Arc<Shared>>, Path(id): Path<String>
     };
     let accepted_at = crate::event::rfc3339_millis(now);
     let event = match crate::event::parse_event(
-        json!({ "request_id": request_id, "status": "test" }),
+        json!({ "request_id": request_id, "status": "test", "owner": owner }),
         &rules,
         &accepted_at,
     ) {

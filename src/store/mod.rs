@@ -416,9 +416,20 @@ pub trait AdminStore: Send + Sync {
     /// for the caller to hold back.
     async fn erase_owner(&self, owner: &str) -> Result<Erased, StoreError>;
 
-    /// Deletes a stored subscription; false if there was none. Its queued deliveries stay, as
-    /// those of a subscription removed from the config file do.
+    /// Deletes a stored subscription and its state (paused, health, breaker): a later
+    /// subscription of the same id starts afresh. False if there was none. Its queued
+    /// deliveries stay until [`AdminStore::end_queued`] ends them.
     async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Ends the queued deliveries of `subscription` (not those in flight, nor per-request
+    /// ones): dead at `now_ms`, with an attempt that made no request and says `reason`.
+    /// Returns how many.
+    async fn end_queued(
+        &self,
+        subscription: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<u64, StoreError>;
 
     /// How many records the store found it cannot decode (damaged, or written by a later
     /// format version) and skips; each is logged once with its key.

@@ -437,3 +437,206 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["field"], "owner");
 }
+
+/// A portal page's status and HTML.
+async fn portal_page(app: &TestApp, url: &str) -> (u16, String) {
+    let response = app.client.get(url).send().await.expect("portal page");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("page body"))
+}
+
+async fn portal_link(app: &TestApp, owner: &str) -> String {
+    let (status, link) = call(
+        app,
+        reqwest::Method::POST,
+        "/v1/portal-links",
+        Some(json!({ "owner": owner, "expires_in": "1h" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{link}");
+    link["url"].as_str().expect("url").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_first() {
+    let (a, b) = (TestReceiver::start().await, TestReceiver::start().await);
+    let app = spawn_app("[delivery]\nretry_schedule = [\"200ms\"]\n").await;
+    // Owner a's suba, paused, with one delivered and one queued delivery.
+    owned_subscription(&app, "suba", "cust-a", &a.url()).await;
+    let (_, first) = app
+        .post(&json!({ "request_id": "a-delivered", "status": "completed", "owner": "cust-a" }))
+        .await;
+    a.wait_for(1, DEADLINE).await;
+    wait_idle(&app, DEADLINE).await;
+    let (status, _) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/subscriptions/suba/pause",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, queued) = app
+        .post(
+            &json!({ "request_id": "a-queued", "status": "completed", "owner": "cust-a",
+                       "result": { "items": [{ "url": "https://cdn.example/a-private.mp4" }] } }),
+        )
+        .await;
+    let a_delivered =
+        crate::support::events::delivery_ids(&app, first["event_id"].as_str().unwrap()).await;
+    let a_queued =
+        crate::support::events::delivery_ids(&app, queued["event_id"].as_str().unwrap()).await;
+    let (status, _) = call(
+        &app,
+        reqwest::Method::DELETE,
+        "/v1/subscriptions/suba",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+
+    // The deleted subscription's queued delivery ended, and says why.
+    let (status, ended) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/v1/deliveries/{}", a_queued[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ended["state"], "dead", "{ended}");
+    assert!(
+        ended["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("was deleted"),
+        "{ended}"
+    );
+
+    // Owner b takes the id.
+    owned_subscription(&app, "suba", "cust-b", &b.url()).await;
+    let (_, shown) = call(&app, reqwest::Method::GET, "/v1/subscriptions/suba", None).await;
+    assert_eq!(
+        shown["paused"], false,
+        "the new suba inherits no pause: {shown}"
+    );
+    assert_eq!(shown["consecutive_failures"], 0, "{shown}");
+
+    // b's portal shows none of a's deliveries, listed, searched or typed in.
+    let portal = portal_link(&app, "cust-b").await;
+    for path in [
+        "/deliveries",
+        "/deliveries?subscription=suba",
+        "/deliveries?q=a-queued",
+        "/deliveries?q=a-delivered",
+    ] {
+        let (_, html) = portal_page(&app, &format!("{portal}{path}")).await;
+        for id in a_delivered.iter().chain(&a_queued) {
+            assert!(
+                !html.contains(id.as_str()),
+                "{path} lists owner a's {id}:\n{html}"
+            );
+        }
+        assert!(!html.contains("a-private"), "{path}:\n{html}");
+    }
+    for id in a_delivered.iter().chain(&a_queued) {
+        let (status, html) = portal_page(&app, &format!("{portal}/deliveries/{id}")).await;
+        assert_eq!(status, 404, "owner a's {id} through b's portal:\n{html}");
+    }
+
+    // Requeued by an operator, a's delivery still never reaches b's endpoint.
+    let (status, body) = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/deliveries/{}/retry", a_queued[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (_, fresh) = app
+        .post(&json!({ "request_id": "b-own", "status": "completed", "owner": "cust-b" }))
+        .await;
+    assert_eq!(fresh["deliveries"], 1);
+    b.wait_for(1, DEADLINE).await;
+    wait_idle(&app, DEADLINE).await;
+    assert_eq!(
+        request_ids(&b),
+        set(&["b-own"]),
+        "b's endpoint got owner a's event"
+    );
+    let (_, again) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/v1/deliveries/{}", a_queued[0]),
+        None,
+    )
+    .await;
+    assert_eq!(again["state"], "dead", "{again}");
+    assert!(
+        again["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not sent"),
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_adds_at_most_max_subscriptions_per_owner_and_the_admin_api_more() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app("[portal]\nmax_subscriptions_per_owner = 2\n").await;
+    let portal = portal_link(&app, "cust-a").await;
+    let (_, form) = portal_page(&app, &format!("{portal}/subscriptions/new")).await;
+    let csrf = form
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's csrf")
+        .to_string();
+    let origin = format!("http://{}", app.api);
+    let add = |id: String| {
+        let (client, url, csrf, origin, target) = (
+            app.client.clone(),
+            format!("{portal}/subscriptions"),
+            csrf.clone(),
+            origin.clone(),
+            receiver.url(),
+        );
+        async move {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([
+                    ("csrf", csrf.as_str()),
+                    ("url", target.as_str()),
+                    ("events", "*"),
+                    ("id", id.as_str()),
+                    ("signature", "abstrakt"),
+                ])
+                .finish();
+            let response = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("origin", origin)
+                .body(body)
+                .send()
+                .await
+                .expect("post the form");
+            let status = response.status().as_u16();
+            (status, response.text().await.expect("page"))
+        }
+    };
+    for i in 0..2 {
+        let (status, html) = add(format!("a-{i}")).await;
+        assert_eq!(status, 200, "{html}");
+    }
+    let (status, html) = add("a-2".to_string()).await;
+    assert_eq!(status, 422, "{html}");
+    assert!(html.contains("the most this portal allows (2)"), "{html}");
+    let listed = app.api_json("/v1/subscriptions?owner=cust-a").await;
+    assert_eq!(
+        listed["subscriptions"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    // The admin API is not limited.
+    owned_subscription(&app, "a-admin", "cust-a", &receiver.url()).await;
+}

@@ -823,14 +823,17 @@ fn finish_sql() -> String {
              SET leased = true, lease_token = q.lease_token + 1, due_ms = now.t + $10::bigint
              FROM pick, now WHERE q.id = pick.id
              RETURNING q.id, q.event_id, q.event_type, q.subscription, q.bucket, q.adhoc_url,
-                       q.adhoc_secret, q.attempts, q.created_ms, q.last_error, q.lease_token
+                       q.adhoc_secret, q.attempts, q.created_ms, q.last_error, q.lease_token,
+                       q.owner
          )
          SELECT d.id, NULL::text, NULL::text, d.subscription, NULL::text, NULL::text, NULL::text,
-                NULL::integer, NULL::bigint, NULL::text, NULL::bigint, NULL::bytea, d.finished_ms
+                NULL::integer, NULL::bigint, NULL::text, NULL::bigint, NULL::bytea, d.finished_ms,
+                NULL::text AS owner
          FROM done d
          UNION ALL
          SELECT l.id, l.event_id, l.event_type, l.subscription, l.bucket, l.adhoc_url,
-                l.adhoc_secret, l.attempts, l.created_ms, l.last_error, l.lease_token, e.body, now.t
+                l.adhoc_secret, l.attempts, l.created_ms, l.last_error, l.lease_token, e.body, now.t,
+                l.owner
          FROM lease l JOIN hookd_events e ON e.id = l.event_id CROSS JOIN now"
     )
 }
@@ -1222,7 +1225,7 @@ fn delivery_of(
         due_ms: due,
         finished_ms: finished,
         last_error: row.get(9),
-        // Selected by name where a listing wants it (claims leave it out).
+        // By name: the column after those of each query.
         owner: row.try_get::<_, Option<String>>("owner").ok().flatten(),
     }
 }
@@ -1512,7 +1515,7 @@ impl super::QueueStore for PgStore {
         // One round trip, its own (durable) transaction: see schema_v2.sql and schema_v4.sql.
         let rows = query(
             &client,
-            "SELECT * FROM hookd_claim($1, $2, $3, $4, $5, $6, $7)",
+            "SELECT * FROM hookd_claim_owned($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &self.now_param(now_ms),
                 &runnable,
@@ -2436,11 +2439,55 @@ impl super::AdminStore for PgStore {
     }
 
     async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
             .execute("DELETE FROM hookd_subscriptions WHERE id = $1", &[&id])
             .await?;
+        tx.execute(
+            "DELETE FROM hookd_subscription_state WHERE subscription = $1",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await?;
+        let mut health = lock(&self.health);
+        health.states.remove(id);
+        health.written.remove(id);
         Ok(n > 0)
+    }
+
+    async fn end_queued(
+        &self,
+        subscription: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &format!(
+                    "WITH now AS (SELECT coalesce($3::bigint, {DB_NOW}) AS t),
+                     gone AS (
+                         DELETE FROM hookd_queue q USING now
+                         WHERE q.subscription = $1 AND q.adhoc_url IS NULL
+                           AND NOT (q.leased AND q.due_ms > now.t)
+                         RETURNING q.*
+                     )
+                     INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url,
+                         adhoc_secret, dead, attempts, created_ms, finished_ms, last_error, history, owner)
+                     SELECT id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                         true, attempts + 1, created_ms, now.t, $2::text,
+                         history || jsonb_build_array(jsonb_build_object(
+                             'number', attempts + 1, 'started_ms', now.t, 'duration_ms', 0,
+                             'outcome', 'other', 'status_code', NULL, 'error', $2::text,
+                             'response_excerpt', NULL)),
+                         owner
+                     FROM gone, now"
+                ),
+                &[&subscription, &reason, &self.now_param(now_ms)],
+            )
+            .await?;
+        Ok(n)
     }
 
     fn skipped_records(&self) -> u64 {

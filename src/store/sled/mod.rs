@@ -183,8 +183,30 @@ struct Health {
     dirty: HashSet<String>,
 }
 
-/// Deliveries moved back to the queue: bucket, due time, id.
+impl Health {
+    /// Forgets a deleted subscription's state.
+    fn forget(&mut self, id: &str) {
+        self.states.remove(id);
+        self.dirty.remove(id);
+        self.written.remove(id);
+    }
+}
+
+/// Deliveries moved back to the queue (or out of it): bucket, due time, id.
 type Reopened = Vec<(String, u64, Id)>;
+
+/// What to do once removed deliveries are durably gone: the index and the fresh cache let go of
+/// them. One in flight frees its slot with its outcome (or release), which finds no record.
+fn unqueued(queue: &Arc<Mutex<Queue>>, gone: Reopened) -> Done {
+    let queue = queue.clone();
+    Box::new(move |_| {
+        let mut q = lock(&queue);
+        for (bucket, due, id) in gone {
+            q.fresh.remove(&id);
+            q.index.remove(&bucket, due, id);
+        }
+    })
+}
 
 /// A reply to send once the round is durable.
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -915,6 +937,52 @@ impl Writer {
         Ok((reopened.len(), next, reopened))
     }
 
+    /// [`AdminStore::end_queued`]'s writes, as one batch: the subscription's unfinished
+    /// deliveries that are not leased move to `D`, dead. Returns how many, and what the index
+    /// must forget.
+    fn end_queued(
+        &self,
+        subscription: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<(u64, Reopened), StoreError> {
+        let mut batch = ::sled::Batch::default();
+        let mut unqueue = Vec::new();
+        for entry in self.tree.scan_prefix([PENDING]) {
+            let (k, v) = entry?;
+            let Ok(mut r) = DeliveryRecord::decode(&v) else {
+                continue;
+            };
+            if r.subscription != subscription || r.adhoc.is_some() {
+                continue;
+            }
+            // In flight: its attempt records its own outcome. (The caller took the
+            // subscription out of the limits first, so no claim leases one meanwhile.)
+            let id = id_of(&k)?;
+            if lock(&self.queue).index.is_leased(id) {
+                continue;
+            }
+            let due = r.due_ms;
+            r.attempts.push(Attempt {
+                number: r.attempts.last().map_or(1, |a| a.number + 1),
+                started_ms: now_ms,
+                duration_ms: 0,
+                outcome: Outcome::Other,
+                status_code: None,
+                error: Some(reason.to_string()),
+                response_excerpt: None,
+            });
+            r.state = DeliveryState::Dead;
+            r.due_ms = 0;
+            r.finished_ms = Some(now_ms);
+            batch.remove(k.to_vec());
+            batch.insert(delivery_key(DONE, id), r.encode());
+            unqueue.push((r.bucket, due, id));
+        }
+        self.tree.apply_batch(batch)?;
+        Ok((unqueue.len() as u64, unqueue))
+    }
+
     /// [`AdminStore::erase_owner`]'s writes, as one batch: reads every subscription, event and
     /// delivery record (erasure is rare; its cost is a scan of the store). Returns the counts
     /// and the unfinished deliveries the index must forget.
@@ -977,9 +1045,7 @@ impl Writer {
         self.tree.apply_batch(batch)?;
         let mut health = lock(&self.health);
         for id in &subscriptions {
-            health.states.remove(id);
-            health.dirty.remove(id);
-            health.written.remove(id);
+            health.forget(id);
         }
         Ok((erased, unqueue))
     }
@@ -1635,26 +1701,35 @@ impl AdminStore for SledStore {
         let owner = owner.to_string();
         self.write(move |w: &Writer| {
             let (erased, unqueue) = w.erase_owner(&owner)?;
-            let queue = w.queue.clone();
-            // The index lets go of the removed deliveries once they are durably gone; one in
-            // flight frees its slot with its outcome (or release), which finds no record.
-            let after: Done = Box::new(move |_| {
-                let mut q = lock(&queue);
-                for (bucket, due, id) in unqueue {
-                    q.fresh.remove(&id);
-                    q.index.remove(&bucket, due, id);
-                }
-            });
-            Ok::<_, StoreError>((erased, Some(after)))
+            Ok::<_, StoreError>((erased, Some(unqueued(&w.queue, unqueue))))
         })
         .await
     }
 
     async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
-        let k = key(USER_SUBSCRIPTION, id.as_bytes());
+        let id = id.to_string();
         self.write(move |w: &Writer| {
-            let existed = w.tree.remove(k)?.is_some();
+            let mut batch = ::sled::Batch::default();
+            let existed = w.tree.contains_key(key(USER_SUBSCRIPTION, id.as_bytes()))?;
+            batch.remove(key(USER_SUBSCRIPTION, id.as_bytes()));
+            batch.remove(key(SUBSCRIPTION, id.as_bytes()));
+            w.tree.apply_batch(batch)?;
+            lock(&w.health).forget(&id);
             Ok::<_, StoreError>((existed, None::<Done>))
+        })
+        .await
+    }
+
+    async fn end_queued(
+        &self,
+        subscription: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let (subscription, reason) = (subscription.to_string(), reason.to_string());
+        self.write(move |w: &Writer| {
+            let (ended, unqueue) = w.end_queued(&subscription, &reason, now_ms)?;
+            Ok::<_, StoreError>((ended, Some(unqueued(&w.queue, unqueue))))
         })
         .await
     }

@@ -374,6 +374,7 @@ struct RawApi {
     ui_session_ttl: Option<HumanDuration>,
     public_url: Option<Spanned<String>>,
     ui_frame_ancestors: Option<Vec<Spanned<String>>>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -544,6 +545,9 @@ pub struct ApiConfig {
     pub public_url: Option<url::Url>,
     /// Origins allowed to frame the customer portal (CSP `frame-ancestors`).
     pub ui_frame_ancestors: Vec<String>,
+    /// Host names an open (token-less) listener answers to besides its own address and
+    /// localhost, lowercased (`src/api/origin.rs`).
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -1496,6 +1500,21 @@ impl Validator<'_> {
                 ok.then(|| origin.get_ref().trim_end_matches('/').to_string())
             })
             .collect();
+        let allowed_hosts: Vec<String> = pick!(raw, d, allowed_hosts)
+            .into_iter()
+            .filter_map(|name| {
+                let text = name.get_ref().trim().to_ascii_lowercase();
+                let ok = !text.is_empty() && url::Host::parse(&text).is_ok();
+                if !ok {
+                    self.error(
+                        name.span(),
+                        "api.allowed_hosts",
+                        "each must be a host name or IP address without a port, like \"hookd.internal\"",
+                    );
+                }
+                ok.then_some(text)
+            })
+            .collect();
         let ui_session_ttl = pick!(raw, d, ui_session_ttl).0;
         if ui_session_ttl.is_zero() {
             self.error(0..0, "api.ui_session_ttl", "must be longer than 0s");
@@ -1504,6 +1523,7 @@ impl Validator<'_> {
             ui_session_ttl,
             public_url,
             ui_frame_ancestors,
+            allowed_hosts,
             listen: listen?,
             tokens,
             max_body_bytes: pick!(raw, d, max_body_bytes),

@@ -210,13 +210,10 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
 /// `Sec-Fetch-Site` says `same-origin`. Browsers send `Origin` with every form POST; a
 /// request naming neither is refused.
 fn same_origin(headers: &HeaderMap, shared: &Shared) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    if !headers.contains_key(header::HOST) {
         return false;
-    };
-    let mut allowed = vec![format!("http://{host}"), format!("https://{host}")];
-    if let Some(public) = &shared.config().api.public_url {
-        allowed.push(public.origin().ascii_serialization());
     }
+    let allowed = crate::api::origin::own_origins(headers, &shared.config());
     let fetched_same_origin = headers
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes() == b"same-origin");

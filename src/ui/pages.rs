@@ -18,6 +18,7 @@ use super::session::{UiState, COOKIE};
 use super::{html, message, see_other, store_down, Action, Nav, Params, Scope, Viewer};
 use crate::api::admin::{parse_state, secret_fingerprint, state_name};
 use crate::api::subscriptions::{own_breaker, BREAKER_KEYS};
+use crate::api::JsonBody;
 use crate::config::{
     ApiToken, BreakerPolicy, CustomHeader, EventFilter, Scope as TokenScope, SignatureScheme,
     Subscription,
@@ -1416,7 +1417,7 @@ pub async fn create_subscription(State(shared): State<Arc<Shared>>, action: Acti
     draft.breaker_json(&action.fields, &mut body);
     let nav = action.viewer.nav("subscriptions", None);
     let (status, answer) = if draft.errors.is_empty() {
-        let request = Bytes::from(body.to_string());
+        let request = JsonBody(Bytes::from(body.to_string()));
         answer(crate::api::subscriptions::create(State(shared.clone()), request).await).await
     } else {
         (StatusCode::UNPROCESSABLE_ENTITY, Value::Null)
@@ -1649,7 +1650,7 @@ pub async fn update_subscription(
         crate::api::subscriptions::update(
             State(shared.clone()),
             Path(id.clone()),
-            Bytes::from(body.to_string()),
+            JsonBody(Bytes::from(body.to_string())),
         )
         .await,
     )
@@ -1717,8 +1718,10 @@ pub async fn subscription_action(
             see_other(&with_notice(&page, &notice))
         }
         "rotate-secret" => {
-            let (status, body) =
-                answer(crate::api::subscriptions::rotate_secret(s, p, Bytes::new()).await).await;
+            let (status, body) = answer(
+                crate::api::subscriptions::rotate_secret(s, p, JsonBody(Bytes::new())).await,
+            )
+            .await;
             if !status.is_success() {
                 return see_other(&with_notice(&page, &error_text(&body)));
             }

@@ -188,12 +188,22 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
                 )),
             };
         }
-        let session = cookie(&parts.headers, COOKIE).and_then(|c| shared.ui.session(key, c, now));
+        let tokens = &shared.config().api.tokens;
+        let session = match cookie(&parts.headers, COOKIE)
+            .and_then(|c| UiState::session(key, c, now, tokens))
+        {
+            Some(session) => match shared.ui.signed_out(shared.store.as_ref(), &session).await {
+                Ok(false) => Some(session),
+                Ok(true) => None,
+                Err(_) => return Err(store_down()),
+            },
+            None => None,
+        };
         match session {
-            Some(nonce) => Ok(Viewer {
+            Some(session) => Ok(Viewer {
                 scope: Scope::Admin,
                 base: "/ui".to_string(),
-                csrf: csrf_token(key, &nonce),
+                csrf: csrf_token(key, &session.nonce),
             }),
             None if parts.method == Method::GET => Err(see_other("/ui/login")),
             None => Err(message(

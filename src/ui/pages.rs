@@ -183,7 +183,8 @@ pub async fn login(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
         .clock
         .now_ms()
         .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-    let value = UiState::new_session(key, expires);
+    // The session names the token that opened it, and ends when that token is removed.
+    let value = UiState::new_session(key, expires, if open { "" } else { presented });
     let secure = if over_tls(&headers, &shared) {
         "; Secure"
     } else {
@@ -207,11 +208,17 @@ pub async fn logout(
     // Extracted for its checks only: same origin, and the session's CSRF token.
     _checked: Action,
 ) -> Response {
-    if let (Ok(key), Some(cookie)) = (
-        shared.ui.key(shared.store.as_ref()).await,
-        super::cookie(&headers, COOKIE),
-    ) {
-        shared.ui.revoke(key, cookie, shared.clock.now_ms());
+    let now = shared.clock.now_ms();
+    let Ok(key) = shared.ui.key(shared.store.as_ref()).await else {
+        return store_down();
+    };
+    let session = super::cookie(&headers, COOKIE)
+        .and_then(|c| UiState::session(key, c, now, &shared.config().api.tokens));
+    if let Some(session) = session {
+        if let Err(e) = shared.ui.revoke(shared.store.as_ref(), &session, now).await {
+            tracing::error!(error = %e, "dashboard: sign-out could not be stored");
+            return store_down();
+        }
     }
     let mut response = see_other("/ui/login");
     response.headers_mut().insert(

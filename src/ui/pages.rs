@@ -1003,7 +1003,11 @@ fn curl(
         .iter()
         .map(|h| {
             if h.secret {
-                format!("-H \"{}: ${}\"", h.name, header_variable(h.name.as_str()))
+                format!(
+                    "-H {}\"${}\"",
+                    shell_quote(&format!("{}: ", h.name)),
+                    header_variable(h.name.as_str())
+                )
             } else {
                 format!(
                     "-H {}",
@@ -1031,7 +1035,10 @@ fn curl(
         out.push_str(
             "signature=$(openssl dgst -sha256 -hmac \"$WEBHOOK_SECRET\" -hex < body.json | sed 's/^.*= //')\n",
         );
-        headers.push(format!("-H \"{prefix}-Signature: $signature\""));
+        headers.push(format!(
+            "-H {}\"$signature\"",
+            shell_quote(&format!("{prefix}-Signature: "))
+        ));
     }
     if scheme != SignatureScheme::Abstrakt {
         out.push_str("timestamp=$(date +%s)\n");
@@ -1044,8 +1051,8 @@ fn curl(
             "-H {}",
             shell_quote(&format!("webhook-id: {}", d.id))
         ));
-        headers.push("-H \"webhook-timestamp: $timestamp\"".to_string());
-        headers.push("-H \"webhook-signature: v1,$standard\"".to_string());
+        headers.push("-H 'webhook-timestamp: '\"$timestamp\"".to_string());
+        headers.push("-H 'webhook-signature: v1,'\"$standard\"".to_string());
     }
     out.push_str(&format!("curl -sS -X POST {} \\\n", shell_quote(url)));
     for h in headers {
@@ -1779,6 +1786,94 @@ pub async fn subscription_action(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether every backtick and `$` of `line` (a shell command) sits inside single quotes,
+    /// apart from `"$name"` variable expansions the snippet makes itself.
+    fn nothing_runs_outside_single_quotes(line: &str) -> bool {
+        let (mut single, mut double) = (false, false);
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                // Outside quotes, a backslash makes the next character literal (`'\''`).
+                '\\' if !single && !double => {
+                    chars.next();
+                }
+                '\'' if !double => single = !single,
+                '"' if !single => double = !double,
+                '`' if !single => return false,
+                // Only `$name` or `${name...}` expansions, never `$(`.
+                '$' if !single
+                    && !chars
+                        .peek()
+                        .is_some_and(|n| n.is_ascii_alphabetic() || *n == '{') =>
+                {
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        !single && !double
+    }
+
+    #[test]
+    fn copy_as_curl_quotes_header_names_and_values_for_the_shell() {
+        let header = |name: &str, value: &str, secret: bool| CustomHeader {
+            // Built here past validation, which refuses such names today.
+            name: reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("a token"),
+            value: crate::config::Secret::new(value.to_string()),
+            secret,
+        };
+        let custom = [
+            header("X-`hostname`", "v", true),
+            header("X-Plain`id`", "it's `id` $(id)", false),
+        ];
+        let d = Delivery {
+            id: "dlv_1".to_string(),
+            event_id: "evt_1".to_string(),
+            event_type: "job.completed".to_string(),
+            subscription: "s".to_string(),
+            bucket: "s".to_string(),
+            adhoc: None,
+            state: DeliveryState::Dead,
+            attempts: 1,
+            created_ms: 0,
+            due_ms: None,
+            finished_ms: None,
+            last_error: None,
+        };
+        for scheme in [
+            SignatureScheme::Abstrakt,
+            SignatureScheme::Standard,
+            SignatureScheme::Both,
+        ] {
+            let snippet = curl(
+                "X-Abstrakt",
+                "https://example.com/$(id)",
+                &d,
+                scheme,
+                "{\"a\":\"`id`\"}",
+                &custom,
+            );
+            // The lines that carry what the delivery holds: the body, the URL, the headers.
+            let carrying = snippet.lines().filter(|l| {
+                l.starts_with("printf") || l.starts_with("curl") || l.starts_with("  ")
+            });
+            for line in carrying {
+                assert!(
+                    nothing_runs_outside_single_quotes(line),
+                    "{line}\n{snippet}"
+                );
+            }
+            assert!(
+                snippet.contains(r#"-H 'x-`hostname`: '"$HEADER_X__HOSTNAME_""#),
+                "{snippet}"
+            );
+            assert!(
+                snippet.contains(r"-H 'x-plain`id`: it'\''s `id` $(id)'"),
+                "{snippet}"
+            );
+        }
+    }
 
     #[test]
     fn truncation_counts_characters() {

@@ -7,7 +7,8 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::app::{spawn_app, spawn_app_full, TestApp};
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::events::spawn_app_with_api;
 
 const EVIL: &str = "http://evil.example";
 
@@ -48,17 +49,6 @@ fn assert_error_says(answer: &Value, text: &str) {
         answer["error"].as_str().is_some_and(|e| e.contains(text)),
         "an error saying {text:?}: {answer}"
     );
-}
-
-/// An in-process hookd with `api_keys` in its `[api]` table.
-async fn spawn_with_api(api_keys: &str) -> TestApp {
-    spawn_app_full(|store| {
-        format!(
-            "[api]\nlisten = \"127.0.0.1:0\"\n{api_keys}\n\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {store}\n"
-        )
-    })
-    .await
 }
 
 async fn paused(app: &TestApp) -> bool {
@@ -246,7 +236,7 @@ async fn an_open_listener_answers_only_its_own_names_with_421_for_others() {
 
 #[tokio::test]
 async fn allowed_hosts_adds_names_an_open_listener_answers_to() {
-    let app = spawn_with_api("allowed_hosts = [\"Hookd.Internal\"]").await;
+    let app = spawn_app_with_api("allowed_hosts = [\"Hookd.Internal\"]", "").await;
     let port = app.api.port();
     for (host, expected) in [
         (format!("hookd.internal:{port}"), 200),
@@ -270,7 +260,7 @@ async fn allowed_hosts_adds_names_an_open_listener_answers_to() {
 async fn with_tokens_any_host_is_answered_but_cross_site_requests_are_still_refused() {
     // A page has no token to send, and a proxy may forward any name: only the open listener
     // checks Host. The browser's own headers are checked all the same.
-    let app = spawn_with_api("tokens = [\"cross-site-t0ken\"]").await;
+    let app = spawn_app_with_api("tokens = [\"cross-site-t0ken\"]", "").await;
     let bearer = "Bearer cross-site-t0ken";
     let (status, answer) = send(
         &app,

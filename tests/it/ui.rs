@@ -1291,7 +1291,7 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
     assert!(page.body.contains("x-region"), "{}", page.body);
     assert!(!page.body.contains(TOKEN), "{}", page.body);
     assert!(
-        decode_entities(&page.body).contains("authorization: $HEADER_AUTHORIZATION"),
+        decode_entities(&page.body).contains(r#"-H 'authorization: '"$HEADER_AUTHORIZATION""#),
         "{}",
         page.body
     );

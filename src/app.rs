@@ -151,12 +151,8 @@ impl Application {
             max_headers: 100,
             drain_timeout: config.delivery.shutdown_grace,
         };
-        let api = tokio::spawn(serve(
-            api_listener,
-            api::router(shared.clone()),
-            shutdown.clone(),
-            limits,
-        ));
+        let api_router = api::router(shared.clone(), api_listener.local_addr()?);
+        let api = tokio::spawn(serve(api_listener, api_router, shutdown.clone(), limits));
         // The metrics listener outlives the API so that the drain can be watched.
         let stop_metrics = CancellationToken::new();
         let metrics = tokio::spawn(serve(

@@ -208,6 +208,17 @@ fn reserved_header(name: &str, prefix: &str) -> bool {
         || name.starts_with(&format!("{}-", prefix.to_ascii_lowercase()))
 }
 
+/// Whether a custom header's name keeps to letters, digits, `-`, `_` and `.`: the part of RFC
+/// 9110's token characters that real header names use, and that means nothing to a shell, a
+/// log reader or a template (a name like ``X-`hostname` `` is a valid token, and was a command
+/// in the dashboard's "Copy as curl").
+fn plain_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Custom headers per subscription, at most.
 pub const MAX_CUSTOM_HEADERS: usize = 32;
 /// The longest custom header value, in bytes.
@@ -384,6 +395,7 @@ struct RawApi {
     public_url: Option<Spanned<String>>,
     ui_frame_ancestors: Option<Vec<Spanned<String>>>,
     require_owner: Option<bool>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -566,6 +578,9 @@ pub struct ApiConfig {
     /// Ingest refuses an event without an `owner` (422): for operators whose subscriptions
     /// belong to customers.
     pub require_owner: bool,
+    /// Host names an open (token-less) listener answers to besides its own address and
+    /// localhost, lowercased (`src/api/origin.rs`).
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -1293,11 +1308,16 @@ impl Validator<'_> {
         let mut headers = Vec::new();
         for (name, source) in raw.get_ref() {
             let here = format!("{key}.{name}");
-            let Ok(header) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) else {
+            let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .filter(|_| plain_header_name(name));
+            let Some(header) = header else {
                 self.error(
                     span.clone(),
                     &here,
-                    format!("{name:?} is not a header name (letters, digits and !#$%&'*+-.^_`|~)"),
+                    format!(
+                        "{name:?} is not a header name: letters, digits, '-', '_' and '.' only"
+                    ),
                 );
                 continue;
             };
@@ -1535,6 +1555,21 @@ impl Validator<'_> {
                 ok.then(|| origin.get_ref().trim_end_matches('/').to_string())
             })
             .collect();
+        let allowed_hosts: Vec<String> = pick!(raw, d, allowed_hosts)
+            .into_iter()
+            .filter_map(|name| {
+                let text = name.get_ref().trim().to_ascii_lowercase();
+                let ok = !text.is_empty() && url::Host::parse(&text).is_ok();
+                if !ok {
+                    self.error(
+                        name.span(),
+                        "api.allowed_hosts",
+                        "each must be a host name or IP address without a port, like \"hookd.internal\"",
+                    );
+                }
+                ok.then_some(text)
+            })
+            .collect();
         let ui_session_ttl = pick!(raw, d, ui_session_ttl).0;
         if ui_session_ttl.is_zero() {
             self.error(0..0, "api.ui_session_ttl", "must be longer than 0s");
@@ -1543,6 +1578,7 @@ impl Validator<'_> {
             ui_session_ttl,
             public_url,
             ui_frame_ancestors,
+            allowed_hosts,
             listen: listen?,
             tokens,
             max_body_bytes: pick!(raw, d, max_body_bytes),

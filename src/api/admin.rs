@@ -276,17 +276,14 @@ pub struct BulkRetry {
 /// dead deliveries of a subscription that died since a time.
 pub async fn retry_dead(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<BulkRetry>, axum::extract::rejection::JsonRejection>,
+    super::JsonBody(body): super::JsonBody,
 ) -> Response {
-    let Json(req) = match body {
-        Ok(b) => b,
+    let req: BulkRetry = match serde_json::from_slice(&body) {
+        Ok(req) => req,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "expected {{\"subscription\": \"..\", \"since\": \"RFC 3339\"}}: {}",
-                    e.body_text()
-                ),
+                format!("expected {{\"subscription\": \"..\", \"since\": \"RFC 3339\"}}: {e}"),
             )
         }
     };

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::error;
+use super::{error, require_json};
 use crate::config::{Config, ADHOC_SUBSCRIPTION};
 use crate::event::{parse_event, rfc3339_millis, IngestRules, NewEvent};
 use crate::scheduler::adhoc_bucket;
@@ -27,52 +27,12 @@ pub async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body:
             .get("traceparent")
             .and_then(|value| value.to_str().ok()),
     );
-    let response = match require_json(&headers) {
+    let response = match require_json(&headers, "events are JSON") {
         Err(response) => *response,
         Ok(()) => handle(&shared, body, &mut span).await,
     };
     span.end(response.status().as_u16());
     response
-}
-
-/// Ingest takes JSON only: `application/json` or `application/<something>+json`, with any
-/// parameters (`; charset=utf-8`). Anything else, a missing Content-Type included, is 415: a
-/// form post (what `curl -d` sends without `-H`) is a mistake to report, not to guess at, and a
-/// browser cannot send a JSON type across origins without a CORS preflight, which hookd never
-/// grants, so a web page cannot post events to a loopback hookd.
-fn require_json(headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let given = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let is_json = given.as_deref().is_some_and(is_json_media_type);
-    if is_json {
-        return Ok(());
-    }
-    let what = given.map_or_else(
-        || "no Content-Type".to_string(),
-        |t| format!("Content-Type {t:?}"),
-    );
-    Err(Box::new(error(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        format!("events are JSON: send Content-Type: application/json (got {what})"),
-    )))
-}
-
-/// `application/json` or `application/*+json`, parameters ignored, case-insensitive.
-fn is_json_media_type(value: &str) -> bool {
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let Some(subtype) = essence.strip_prefix("application/") else {
-        return false;
-    };
-    subtype == "json"
-        || subtype
-            .strip_suffix("+json")
-            .is_some_and(|prefix| !prefix.is_empty() && !prefix.contains('/'))
 }
 
 /// The steps of one ingest request; each refuses with the response to send.
@@ -379,32 +339,4 @@ fn has_surrogate_escape(body: &[u8]) -> bool {
             && matches!(w[2], b'd' | b'D')
             && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn json_media_types() {
-        for ok in [
-            "application/json",
-            "Application/JSON",
-            "application/json; charset=utf-8",
-            "application/json;charset=UTF-8",
-            "application/vnd.api+json",
-            "application/cloudevents+json; charset=utf-8",
-        ] {
-            assert!(super::is_json_media_type(ok), "{ok}");
-        }
-        for refused in [
-            "",
-            "application/x-www-form-urlencoded",
-            "text/plain",
-            "text/json",
-            "application/+json",
-            "application/jsonx",
-            "multipart/form-data; boundary=x",
-        ] {
-            assert!(!super::is_json_media_type(refused), "{refused}");
-        }
-    }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 mod ingest;
+pub(crate) mod origin;
 mod owners;
 mod portal;
 pub mod serve;
@@ -11,8 +12,9 @@ pub(crate) mod subscriptions;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,7 +30,71 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The JSON API's body: its `Content-Type` must say JSON ([`require_json`]), or else 415. A
+/// request with no body and no `Content-Type` (pause, resume, test...) passes, empty.
+pub struct JsonBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<JsonBody, Response> {
+        let declared = request.headers().contains_key(header::CONTENT_TYPE);
+        if declared {
+            require_json(request.headers(), "request bodies are JSON").map_err(|r| *r)?;
+        }
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if !declared && !body.is_empty() {
+            require_json(&HeaderMap::new(), "request bodies are JSON").map_err(|r| *r)?;
+        }
+        Ok(JsonBody(body))
+    }
+}
+
+/// A JSON route takes JSON only: `application/json` or `application/<something>+json`, with
+/// any parameters (`; charset=utf-8`); anything else is 415, with `what` leading the message.
+/// A form post (what `curl -d` sends without `-H`) is a mistake to report, not to guess at, and
+/// a browser cannot send a JSON type across origins without a CORS preflight, which hookd never
+/// grants: a web page's form cannot post to a loopback hookd.
+pub(crate) fn require_json(headers: &HeaderMap, what: &str) -> Result<(), Box<Response>> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let is_json = given.as_deref().is_some_and(is_json_media_type);
+    if is_json {
+        return Ok(());
+    }
+    let got = given.map_or_else(
+        || "no Content-Type".to_string(),
+        |t| format!("Content-Type {t:?}"),
+    );
+    Err(Box::new(error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!("{what}: send Content-Type: application/json (got {got})"),
+    )))
+}
+
+/// `application/json` or `application/*+json`, parameters ignored, case-insensitive.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let Some(subtype) = essence.strip_prefix("application/") else {
+        return false;
+    };
+    subtype == "json"
+        || subtype
+            .strip_suffix("+json")
+            .is_some_and(|prefix| !prefix.is_empty() && !prefix.contains('/'))
+}
+
+/// Every route of the API listener; `bound` is its address (the open listener answers only
+/// names of it, [`origin`]).
+pub fn router(shared: Arc<Shared>, bound: std::net::SocketAddr) -> Router {
     Router::new()
         .route("/v1/events", post(ingest::ingest))
         .route("/v1/deliveries", get(admin::list_deliveries))
@@ -74,6 +140,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         // The dashboard signs in with a token once and then uses its own session cookie or
         // portal link (src/ui): outside the bearer-token check.
         .merge(crate::ui::router(shared.clone()))
+        .layer(middleware::from_fn_with_state(
+            (shared.clone(), bound),
+            origin::check,
+        ))
         // Outermost, so that ingest requests refused for their token are counted too.
         .layer(middleware::from_fn_with_state(shared.clone(), count_ingest))
         .with_state(shared)
@@ -203,5 +273,30 @@ mod tests {
         assert!(super::constant_time_eq(b"abc", b"abc"));
         assert!(!super::constant_time_eq(b"abc", b"abd"));
         assert!(!super::constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn json_media_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "application/vnd.api+json",
+            "application/cloudevents+json; charset=utf-8",
+        ] {
+            assert!(super::is_json_media_type(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "application/x-www-form-urlencoded",
+            "text/plain",
+            "text/json",
+            "application/+json",
+            "application/jsonx",
+            "multipart/form-data; boundary=x",
+        ] {
+            assert!(!super::is_json_media_type(refused), "{refused}");
+        }
     }
 }

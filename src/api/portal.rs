@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,7 +37,7 @@ fn invalid(field: &str, message: String) -> Response {
 pub async fn create(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: Bytes,
+    super::JsonBody(body): super::JsonBody,
 ) -> Response {
     let request: LinkRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

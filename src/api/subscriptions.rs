@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::admin::subscription_json;
-use super::error;
+use super::{error, JsonBody};
 use crate::config::{Diagnostic, ADHOC_SUBSCRIPTION};
 use crate::state::Shared;
 use crate::store::StoredSubscription;
@@ -200,7 +199,7 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> Result<String, R
 }
 
 /// `POST /v1/subscriptions`: 201 with the subscription and its secret (shown this once).
-pub async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+pub async fn create(State(shared): State<Arc<Shared>>, JsonBody(body): JsonBody) -> Response {
     let new: NewSubscription = match body_as(
         &body,
         "a subscription",
@@ -551,7 +550,7 @@ async fn replace(
 pub async fn update(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Response {
     let found = stored_or_refusal(&shared, &id).and_then(|stored| {
         let changes: Changes = body_as(
@@ -597,7 +596,7 @@ struct Rotation {
 pub async fn rotate_secret(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Response {
     let found = stored_or_refusal(&shared, &id).and_then(|stored| {
         let rotation: Rotation = if body.is_empty() {

@@ -358,6 +358,14 @@ pub trait AdminStore: Send + Sync {
     /// hold on every node sharing the store.
     async fn signing_key(&self, name: &str) -> Result<Vec<u8>, StoreError>;
 
+    /// Records that the dashboard session `nonce` was signed out: refused by every node, after
+    /// any restart, until `until` (Unix ms, when it would have ended anyway). Durable when it
+    /// returns. Signed-out sessions already past their expiry at `now` may be forgotten.
+    async fn revoke_session(&self, nonce: &str, until: u64, now: u64) -> Result<(), StoreError>;
+
+    /// Whether the dashboard session `nonce` was signed out ([`AdminStore::revoke_session`]).
+    async fn session_revoked(&self, nonce: &str) -> Result<bool, StoreError>;
+
     /// Deliveries matching `filter`, newest first, after `cursor` (the last id of the previous
     /// page). Returns the page and the cursor of the next one, if there may be more.
     async fn list_deliveries(

@@ -188,12 +188,22 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
                 )),
             };
         }
-        let session = cookie(&parts.headers, COOKIE).and_then(|c| shared.ui.session(key, c, now));
+        let tokens = &shared.config().api.tokens;
+        let session = match cookie(&parts.headers, COOKIE)
+            .and_then(|c| UiState::session(key, c, now, tokens))
+        {
+            Some(session) => match shared.ui.signed_out(shared.store.as_ref(), &session).await {
+                Ok(false) => Some(session),
+                Ok(true) => None,
+                Err(_) => return Err(store_down()),
+            },
+            None => None,
+        };
         match session {
-            Some(nonce) => Ok(Viewer {
+            Some(session) => Ok(Viewer {
                 scope: Scope::Admin,
                 base: "/ui".to_string(),
-                csrf: csrf_token(key, &nonce),
+                csrf: csrf_token(key, &session.nonce),
             }),
             None if parts.method == Method::GET => Err(see_other("/ui/login")),
             None => Err(message(
@@ -210,13 +220,10 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
 /// `Sec-Fetch-Site` says `same-origin`. Browsers send `Origin` with every form POST; a
 /// request naming neither is refused.
 fn same_origin(headers: &HeaderMap, shared: &Shared) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    if !headers.contains_key(header::HOST) {
         return false;
-    };
-    let mut allowed = vec![format!("http://{host}"), format!("https://{host}")];
-    if let Some(public) = &shared.config().api.public_url {
-        allowed.push(public.origin().ascii_serialization());
     }
+    let allowed = crate::api::origin::own_origins(headers, &shared.config());
     let fetched_same_origin = headers
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes() == b"same-origin");

@@ -18,6 +18,7 @@ use super::session::{UiState, COOKIE};
 use super::{html, message, see_other, store_down, Action, Nav, Params, Scope, Viewer};
 use crate::api::admin::{parse_state, secret_fingerprint, state_name};
 use crate::api::subscriptions::{own_breaker, BREAKER_KEYS};
+use crate::api::JsonBody;
 use crate::config::{
     ApiToken, BreakerPolicy, CustomHeader, EventFilter, Scope as TokenScope, SignatureScheme,
     Subscription,
@@ -182,7 +183,8 @@ pub async fn login(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
         .clock
         .now_ms()
         .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-    let value = UiState::new_session(key, expires);
+    // The session names the token that opened it, and ends when that token is removed.
+    let value = UiState::new_session(key, expires, if open { "" } else { presented });
     let secure = if over_tls(&headers, &shared) {
         "; Secure"
     } else {
@@ -206,11 +208,17 @@ pub async fn logout(
     // Extracted for its checks only: same origin, and the session's CSRF token.
     _checked: Action,
 ) -> Response {
-    if let (Ok(key), Some(cookie)) = (
-        shared.ui.key(shared.store.as_ref()).await,
-        super::cookie(&headers, COOKIE),
-    ) {
-        shared.ui.revoke(key, cookie, shared.clock.now_ms());
+    let now = shared.clock.now_ms();
+    let Ok(key) = shared.ui.key(shared.store.as_ref()).await else {
+        return store_down();
+    };
+    let session = super::cookie(&headers, COOKIE)
+        .and_then(|c| UiState::session(key, c, now, &shared.config().api.tokens));
+    if let Some(session) = session {
+        if let Err(e) = shared.ui.revoke(shared.store.as_ref(), &session, now).await {
+            tracing::error!(error = %e, "dashboard: sign-out could not be stored");
+            return store_down();
+        }
     }
     let mut response = see_other("/ui/login");
     response.headers_mut().insert(
@@ -1010,7 +1018,11 @@ fn curl(
         .iter()
         .map(|h| {
             if h.secret {
-                format!("-H \"{}: ${}\"", h.name, header_variable(h.name.as_str()))
+                format!(
+                    "-H {}\"${}\"",
+                    shell_quote(&format!("{}: ", h.name)),
+                    header_variable(h.name.as_str())
+                )
             } else {
                 format!(
                     "-H {}",
@@ -1038,7 +1050,10 @@ fn curl(
         out.push_str(
             "signature=$(openssl dgst -sha256 -hmac \"$WEBHOOK_SECRET\" -hex < body.json | sed 's/^.*= //')\n",
         );
-        headers.push(format!("-H \"{prefix}-Signature: $signature\""));
+        headers.push(format!(
+            "-H {}\"$signature\"",
+            shell_quote(&format!("{prefix}-Signature: "))
+        ));
     }
     if scheme != SignatureScheme::Abstrakt {
         out.push_str("timestamp=$(date +%s)\n");
@@ -1051,8 +1066,8 @@ fn curl(
             "-H {}",
             shell_quote(&format!("webhook-id: {}", d.id))
         ));
-        headers.push("-H \"webhook-timestamp: $timestamp\"".to_string());
-        headers.push("-H \"webhook-signature: v1,$standard\"".to_string());
+        headers.push("-H 'webhook-timestamp: '\"$timestamp\"".to_string());
+        headers.push("-H 'webhook-signature: v1,'\"$standard\"".to_string());
     }
     out.push_str(&format!("curl -sS -X POST {} \\\n", shell_quote(url)));
     for h in headers {
@@ -1446,7 +1461,7 @@ pub async fn create_subscription(State(shared): State<Arc<Shared>>, action: Acti
         }
     }
     let (status, answer) = if draft.errors.is_empty() {
-        let request = Bytes::from(body.to_string());
+        let request = JsonBody(Bytes::from(body.to_string()));
         answer(crate::api::subscriptions::create(State(shared.clone()), request).await).await
     } else {
         (StatusCode::UNPROCESSABLE_ENTITY, Value::Null)
@@ -1679,7 +1694,7 @@ pub async fn update_subscription(
         crate::api::subscriptions::update(
             State(shared.clone()),
             Path(id.clone()),
-            Bytes::from(body.to_string()),
+            JsonBody(Bytes::from(body.to_string())),
         )
         .await,
     )
@@ -1747,8 +1762,10 @@ pub async fn subscription_action(
             see_other(&with_notice(&page, &notice))
         }
         "rotate-secret" => {
-            let (status, body) =
-                answer(crate::api::subscriptions::rotate_secret(s, p, Bytes::new()).await).await;
+            let (status, body) = answer(
+                crate::api::subscriptions::rotate_secret(s, p, JsonBody(Bytes::new())).await,
+            )
+            .await;
             if !status.is_success() {
                 return see_other(&with_notice(&page, &error_text(&body)));
             }
@@ -1799,6 +1816,95 @@ pub async fn subscription_action(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether every backtick and `$` of `line` (a shell command) sits inside single quotes,
+    /// apart from `"$name"` variable expansions the snippet makes itself.
+    fn nothing_runs_outside_single_quotes(line: &str) -> bool {
+        let (mut single, mut double) = (false, false);
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                // Outside quotes, a backslash makes the next character literal (`'\''`).
+                '\\' if !single && !double => {
+                    chars.next();
+                }
+                '\'' if !double => single = !single,
+                '"' if !single => double = !double,
+                '`' if !single => return false,
+                // Only `$name` or `${name...}` expansions, never `$(`.
+                '$' if !single
+                    && !chars
+                        .peek()
+                        .is_some_and(|n| n.is_ascii_alphabetic() || *n == '{') =>
+                {
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        !single && !double
+    }
+
+    #[test]
+    fn copy_as_curl_quotes_header_names_and_values_for_the_shell() {
+        let header = |name: &str, value: &str, secret: bool| CustomHeader {
+            // Built here past validation, which refuses such names today.
+            name: reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("a token"),
+            value: crate::config::Secret::new(value.to_string()),
+            secret,
+        };
+        let custom = [
+            header("X-`hostname`", "v", true),
+            header("X-Plain`id`", "it's `id` $(id)", false),
+        ];
+        let d = Delivery {
+            id: "dlv_1".to_string(),
+            event_id: "evt_1".to_string(),
+            event_type: "job.completed".to_string(),
+            subscription: "s".to_string(),
+            bucket: "s".to_string(),
+            adhoc: None,
+            state: DeliveryState::Dead,
+            attempts: 1,
+            created_ms: 0,
+            due_ms: None,
+            finished_ms: None,
+            last_error: None,
+            owner: None,
+        };
+        for scheme in [
+            SignatureScheme::Abstrakt,
+            SignatureScheme::Standard,
+            SignatureScheme::Both,
+        ] {
+            let snippet = curl(
+                "X-Abstrakt",
+                "https://example.com/$(id)",
+                &d,
+                scheme,
+                "{\"a\":\"`id`\"}",
+                &custom,
+            );
+            // The lines that carry what the delivery holds: the body, the URL, the headers.
+            let carrying = snippet.lines().filter(|l| {
+                l.starts_with("printf") || l.starts_with("curl") || l.starts_with("  ")
+            });
+            for line in carrying {
+                assert!(
+                    nothing_runs_outside_single_quotes(line),
+                    "{line}\n{snippet}"
+                );
+            }
+            assert!(
+                snippet.contains(r#"-H 'x-`hostname`: '"$HEADER_X__HOSTNAME_""#),
+                "{snippet}"
+            );
+            assert!(
+                snippet.contains(r"-H 'x-plain`id`: it'\''s `id` $(id)'"),
+                "{snippet}"
+            );
+        }
+    }
 
     #[test]
     fn truncation_counts_characters() {

@@ -1,11 +1,16 @@
 //! What a dashboard visitor is, and the signed strings that say so: the admin session cookie
 //! and the customer portal link. Both are `<payload>.<mac>` in URL-safe base64, the MAC an
 //! HMAC-SHA256 under a key kept in the store ([`crate::store::AdminStore::signing_key`]), so
-//! that they outlive a restart and hold on every node sharing the store. Nothing here reads
-//! the clock: times are passed in.
+//! that they outlive a restart and hold on every node sharing the store. A session names the
+//! admin token that opened it by a keyed fingerprint (never the token) and ends when that token
+//! leaves the config; a sign-out is kept in the store, so that it too holds across restarts and
+//! nodes. Nothing here reads the clock: times are passed in.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use crate::config::{ApiToken, Scope as TokenScope};
+use crate::store::{Store, StoreError};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -33,6 +38,16 @@ struct SessionClaims {
     n: String,
     /// Expiry, Unix ms.
     e: u64,
+    /// The fingerprint of the admin token that opened it ([`token_fingerprint`]); empty for a
+    /// sign-in to an API without tokens.
+    t: String,
+}
+
+/// A session the cookie stands for: its nonce (for sign-out and its CSRF token) and expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub nonce: String,
+    pub expires_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,11 +57,13 @@ struct PortalClaims {
     n: String,
 }
 
-/// The dashboard's key and the sessions signed out before their expiry.
+/// The dashboard's key, and the sign-outs this node has seen.
 #[derive(Default)]
 pub struct UiState {
     key: tokio::sync::OnceCell<Vec<u8>>,
-    /// Signed-out session nonces and their expiry: refused until then.
+    /// Signed-out session nonces and their expiry, as the store said: a sign-out is for good,
+    /// so the store need not be asked about these again. Whether any other session was signed
+    /// out (on another node, before a restart) is the store's to say.
     revoked: Mutex<HashMap<String, u64>>,
 }
 
@@ -101,35 +118,91 @@ impl UiState {
             .map(Vec::as_slice)
     }
 
-    /// A new session cookie value lasting until `expires_ms`.
-    pub fn new_session(key: &[u8], expires_ms: u64) -> String {
+    /// A new session cookie value lasting until `expires_ms`, opened with `token` (empty when
+    /// the API has no tokens).
+    pub fn new_session(key: &[u8], expires_ms: u64, token: &str) -> String {
         sign(
             key,
             "session",
             &SessionClaims {
                 n: nonce(),
                 e: expires_ms,
+                t: if token.is_empty() {
+                    String::new()
+                } else {
+                    token_fingerprint(key, token)
+                },
             },
         )
     }
 
-    /// The session's nonce if `cookie` is a valid, unexpired, not signed-out session.
-    pub fn session(&self, key: &[u8], cookie: &str, now_ms: u64) -> Option<String> {
+    /// The session `cookie` stands for, if it is signed with `key`, unexpired at `now_ms` and
+    /// opened with a token that `tokens` still holds with the admin scope (or, when `tokens`
+    /// is empty, opened without one). Whether it was signed out is [`UiState::signed_out`]'s.
+    pub fn session(key: &[u8], cookie: &str, now_ms: u64, tokens: &[ApiToken]) -> Option<Session> {
         let claims: SessionClaims = verify(key, "session", cookie)?;
         if now_ms >= claims.e {
             return None;
         }
-        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-        (!revoked.contains_key(&claims.n)).then_some(claims.n)
+        let bound = if tokens.is_empty() {
+            claims.t.is_empty()
+        } else {
+            // Every token is compared, so the time taken does not tell which one matched.
+            tokens
+                .iter()
+                .filter(|t| t.allows(TokenScope::Admin))
+                .map(|t| token_fingerprint(key, t.secret.expose()))
+                .fold(false, |found, f| {
+                    found | crate::api::constant_time_eq(f.as_bytes(), claims.t.as_bytes())
+                })
+        };
+        bound.then_some(Session {
+            nonce: claims.n,
+            expires_ms: claims.e,
+        })
     }
 
-    /// Refuses `cookie`'s session from now on (sign-out).
-    pub fn revoke(&self, key: &[u8], cookie: &str, now_ms: u64) {
-        if let Some(claims) = verify::<SessionClaims>(key, "session", cookie) {
-            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-            revoked.retain(|_, expires| *expires > now_ms);
-            revoked.insert(claims.n, claims.e);
+    /// Whether `session` was signed out, on any node, before or after a restart.
+    pub async fn signed_out(
+        &self,
+        store: &dyn Store,
+        session: &Session,
+    ) -> Result<bool, StoreError> {
+        if self.known_revoked(&session.nonce) {
+            return Ok(true);
         }
+        let revoked = store.session_revoked(&session.nonce).await?;
+        if revoked {
+            self.remember(session);
+        }
+        Ok(revoked)
+    }
+
+    /// Signs `session` out for good: stored, so that every node refuses it from now on, and
+    /// after a restart, until it would have expired.
+    pub async fn revoke(
+        &self,
+        store: &dyn Store,
+        session: &Session,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        store
+            .revoke_session(&session.nonce, session.expires_ms, now_ms)
+            .await?;
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.retain(|_, expires| *expires > now_ms);
+        revoked.insert(session.nonce.clone(), session.expires_ms);
+        Ok(())
+    }
+
+    fn known_revoked(&self, nonce: &str) -> bool {
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.contains_key(nonce)
+    }
+
+    fn remember(&self, session: &Session) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.insert(session.nonce.clone(), session.expires_ms);
     }
 
     /// A portal token for `owner` lasting until `expires_ms`.
@@ -155,6 +228,12 @@ impl UiState {
     }
 }
 
+/// What a session keeps of the token that opened it: a MAC of the token under the dashboard's
+/// key, so that the cookie (readable by whoever holds it) tells nothing about the token.
+fn token_fingerprint(key: &[u8], token: &str) -> String {
+    hex::encode(&mac(key, "token", token.as_bytes())[..16])
+}
+
 /// The CSRF token of a session (its nonce) or a portal link (its token): derived, so nothing
 /// is stored, and useless without the key.
 pub fn csrf_token(key: &[u8], session: &str) -> String {
@@ -167,22 +246,59 @@ mod tests {
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
+    fn admin(token: &str) -> ApiToken {
+        ApiToken {
+            secret: crate::config::Secret::new(token.to_string()),
+            scopes: vec![TokenScope::Admin],
+        }
+    }
+
     #[test]
-    fn a_session_holds_until_it_expires_or_is_revoked() {
-        let ui = UiState::default();
-        let cookie = UiState::new_session(KEY, 2_000);
-        let nonce = ui.session(KEY, &cookie, 1_000).expect("valid");
-        assert_eq!(ui.session(KEY, &cookie, 2_000), None, "expired");
-        assert_eq!(ui.session(b"another key", &cookie, 1_000), None);
-        let mut tampered = cookie.clone().into_bytes();
-        tampered[3] ^= 1;
+    fn a_session_holds_until_it_expires_while_its_token_is_configured() {
+        let tokens = [admin("first-token"), admin("second-token")];
+        let cookie = UiState::new_session(KEY, 2_000, "second-token");
+        let session = UiState::session(KEY, &cookie, 1_000, &tokens).expect("valid");
+        assert_eq!(session.expires_ms, 2_000);
+        assert!(
+            !cookie.contains("second-token"),
+            "the token is not in the cookie"
+        );
         assert_eq!(
-            ui.session(KEY, &String::from_utf8(tampered).expect("ascii"), 1_000),
+            UiState::session(KEY, &cookie, 2_000, &tokens),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            UiState::session(b"another key", &cookie, 1_000, &tokens),
             None
         );
-        ui.revoke(KEY, &cookie, 1_500);
-        assert_eq!(ui.session(KEY, &cookie, 1_600), None, "signed out");
-        assert_ne!(csrf_token(KEY, &nonce), csrf_token(KEY, "other"));
+        let mut tampered = cookie.clone().into_bytes();
+        tampered[3] ^= 1;
+        let tampered = String::from_utf8(tampered).expect("ascii");
+        assert_eq!(UiState::session(KEY, &tampered, 1_000, &tokens), None);
+        assert_eq!(
+            UiState::session(KEY, &cookie, 1_000, &tokens[..1]),
+            None,
+            "its token was removed"
+        );
+        let ingest_only = ApiToken {
+            scopes: vec![TokenScope::Ingest],
+            ..admin("second-token")
+        };
+        assert_eq!(UiState::session(KEY, &cookie, 1_000, &[ingest_only]), None);
+        assert_eq!(
+            UiState::session(KEY, &cookie, 1_000, &[]),
+            None,
+            "the API opened"
+        );
+        let open = UiState::new_session(KEY, 2_000, "");
+        assert!(UiState::session(KEY, &open, 1_000, &[]).is_some());
+        assert_eq!(
+            UiState::session(KEY, &open, 1_000, &tokens),
+            None,
+            "tokens were configured since"
+        );
+        assert_ne!(csrf_token(KEY, &session.nonce), csrf_token(KEY, "other"));
     }
 
     #[test]
@@ -193,7 +309,7 @@ mod tests {
             UiState::portal(KEY, &token, 5_000),
             Err(PortalRefusal::Expired)
         );
-        let session = UiState::new_session(KEY, 5_000);
+        let session = UiState::new_session(KEY, 5_000, "");
         assert_eq!(
             UiState::portal(KEY, &session, 1),
             Err(PortalRefusal::Invalid),

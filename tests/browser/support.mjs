@@ -214,19 +214,23 @@ function boundAddresses(stderr) {
 
 /**
  * `hookd run --config <dir>/hookd.toml` with both listeners on 127.0.0.1:0, the store in
- * `<dir>/db`, the admin and ingest tokens, loopback targets, a short retry schedule
- * (0 s then 1 s: a failing delivery is dead after about a second) and `extra` TOML appended.
+ * `<dir>/db`, the admin and ingest tokens (none with `open`: the local, token-less API),
+ * loopback targets, a short retry schedule (0 s then 1 s: a failing delivery is dead after
+ * about a second) and `extra` TOML appended.
  * Reads the bound addresses from the `hookd started api=... metrics=...` log line, then waits
  * for `/readyz` to answer 200.
  */
-export async function startHookd({ extra = '' } = {}) {
+export async function startHookd({ extra = '', open = false } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'hookd-browser-'));
-  const config = `[api]
-listen = "127.0.0.1:0"
-tokens = [
+  const tokens = open
+    ? ''
+    : `tokens = [
   { secret = "${ADMIN_TOKEN}", scopes = ["admin", "ingest"] },
   { secret = "${INGEST_TOKEN}", scopes = ["ingest"] },
-]
+]`;
+  const config = `[api]
+listen = "127.0.0.1:0"
+${tokens}
 
 [metrics]
 listen = "127.0.0.1:0"
@@ -311,12 +315,13 @@ export function jobEvent(requestId, status = 'completed') {
 
 // ------------------------------------------------------------------ the browser
 
-export async function launchBrowser() {
+/** Chromium, with `args` beside `--no-sandbox` (e.g. `--host-resolver-rules=...`). */
+export async function launchBrowser(args = []) {
   assert.ok(
     existsSync(CHROMIUM),
     `${CHROMIUM} is missing: run scripts/test-deps.sh browser (apt-get install chromium)`,
   );
-  return chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  return chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', ...args] });
 }
 
 export const VIEWPORT = { width: 1280, height: 800 };

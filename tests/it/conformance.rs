@@ -176,6 +176,7 @@ macro_rules! conformance_tests {
             stored_subscriptions_are_created_replaced_deleted_and_durable,
             a_request_id_and_status_lead_to_their_event,
             a_signing_key_is_made_once_and_kept,
+            a_signed_out_session_is_kept_until_it_expires,
             listing_filters_by_any_of_several_subscriptions,
             an_export_imports_into_a_new_store_whole,
             a_slot_is_handed_on_only_within_the_limits,
@@ -2003,6 +2004,23 @@ async fn a_signing_key_is_made_once_and_kept(h: &mut Harness) {
         first,
         "the key outlives a restart"
     );
+}
+
+async fn a_signed_out_session_is_kept_until_it_expires(h: &mut Harness) {
+    let s = h.store();
+    assert!(!s.session_revoked("n1").await.expect("read"));
+    s.revoke_session("n1", 5_000, 1_000).await.expect("revoke");
+    s.revoke_session("n2", 2_000, 1_000).await.expect("revoke");
+    assert!(s.session_revoked("n1").await.expect("read"));
+    assert!(!s.session_revoked("n3").await.expect("read"));
+    h.reopen().await;
+    let s = h.store();
+    assert!(s.session_revoked("n1").await.expect("read"), "durable");
+    assert!(s.session_revoked("n2").await.expect("read"), "durable");
+    // A sign-out after n2's expiry may forget it; never one still running.
+    s.revoke_session("n3", 9_000, 3_000).await.expect("revoke");
+    assert!(s.session_revoked("n1").await.expect("read"));
+    assert!(s.session_revoked("n3").await.expect("read"));
 }
 
 async fn listing_filters_by_any_of_several_subscriptions(h: &mut Harness) {

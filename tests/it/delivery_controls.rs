@@ -160,6 +160,42 @@ fn reserved_and_malformed_headers_are_refused_by_name() {
     );
 }
 
+#[tokio::test]
+async fn a_header_name_a_shell_would_run_is_refused_naming_the_field() {
+    // ``X-`hostname` `` is an RFC 9110 token, and ran `hostname` from the dashboard's "Copy
+    // as curl" (issue 28). Names keep to letters, digits, '-', '_' and '.'.
+    let app = spawn_app("").await;
+    for name in ["X-`hostname`", "X-$(id)", "X-Tenant'", "X-A|B"] {
+        let (status, refused) = call(
+            &app,
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            json!({
+                "id": "shell", "url": "http://127.0.0.1:9/hook", "events": ["*"],
+                "headers": { name: { "secret": "s" } }
+            }),
+        )
+        .await;
+        assert_eq!(status, 422, "{name}: {refused}");
+        assert_eq!(refused["field"], format!("headers.{name}"), "{refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not a header name")),
+            "{refused}"
+        );
+        let errors = config_errors(&format!("headers = {{ {name:?} = \"x\" }}"));
+        assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+        assert_eq!(errors[0].0, format!("subscription[0].headers.{name}"));
+    }
+    let shown = app
+        .client
+        .get(format!("http://{}/v1/subscriptions/shell", app.api));
+    let status = shown.send().await.expect("request").status();
+    assert_eq!(status, 404, "nothing was created");
+    assert!(config_errors("headers = { \"X-Tenant_Id.v2\" = \"v\" }").is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_headers_are_set_changed_and_removed_through_the_api() {
     let receiver = TestReceiver::start().await;

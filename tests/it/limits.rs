@@ -44,7 +44,7 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     let app = app_with_short_timeouts().await;
     let mut stream = TcpStream::connect(app.api).await.unwrap();
     stream
-        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     let started = Instant::now();
@@ -62,7 +62,7 @@ async fn a_client_that_never_finishes_its_body_gets_408() {
     let app = app_with_short_timeouts().await;
     let mut stream = TcpStream::connect(app.api).await.unwrap();
     stream
-        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"request_id\":")
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"request_id\":")
         .await
         .unwrap();
     let answer = read_until_closed(&mut stream, Duration::from_secs(5))

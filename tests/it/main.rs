@@ -9,6 +9,7 @@ mod cli;
 mod clock_jumps;
 mod conformance;
 mod crash;
+mod cross_site;
 mod damaged_store;
 mod delivery_controls;
 mod fairness;

@@ -163,6 +163,34 @@ impl Hookd {
         page(request.send().await.expect("POST a form")).await
     }
 
+    /// Writes `config` and reloads it (SIGHUP); returns once `token` gets `status` on the API.
+    async fn reload_until(&self, config: &str, token: &str, status: u16) {
+        std::fs::write(&self.config, config).expect("write the config");
+        self.process.signal("HUP");
+        wait_until(
+            &format!("the reloaded config to answer {status}"),
+            DEADLINE,
+            || async {
+                let (got, _) = self
+                    .api(Method::GET, "/v1/deliveries", Some(token), None)
+                    .await;
+                (got == status).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// A button's form (its CSRF token only) posted to `path` as `session`, same-origin.
+    async fn action(&self, session: &Session, path: &str) -> Page {
+        self.post_form(
+            path,
+            Some(&session.cookie),
+            self.same_origin(),
+            &[("csrf", session.csrf.as_str())],
+        )
+        .await
+    }
+
     /// A JSON API call; the body parsed (or as a string when it is not JSON).
     async fn api(
         &self,
@@ -257,11 +285,16 @@ impl Hookd {
 
     /// `GET /v1/subscriptions/{id}` with the admin token, which must answer 200.
     async fn subscription(&self, id: &str) -> Value {
+        self.subscription_as(id, ADMIN).await
+    }
+
+    /// `GET /v1/subscriptions/{id}` with the admin token `token`, which must answer 200.
+    async fn subscription_as(&self, id: &str, token: &str) -> Value {
         let (status, shown) = self
             .api(
                 Method::GET,
                 &format!("/v1/subscriptions/{id}"),
-                Some(ADMIN),
+                Some(token),
                 None,
             )
             .await;
@@ -302,8 +335,13 @@ impl Hookd {
     }
 
     async fn sign_in(&self) -> Session {
+        self.sign_in_with(ADMIN).await
+    }
+
+    /// Signs in with `token`; the session cookie and the csrf value of `/ui`.
+    async fn sign_in_with(&self, token: &str) -> Session {
         let answer = self
-            .post_form("/ui/login", None, self.same_origin(), &[("token", ADMIN)])
+            .post_form("/ui/login", None, self.same_origin(), &[("token", token)])
             .await;
         assert_eq!(answer.status, 303, "sign in: {}", answer.body);
         let cookie = answer
@@ -747,6 +785,80 @@ async fn an_admin_signs_in_with_an_admin_token_only_and_the_session_ends_at_sign
     );
 }
 
+/// `session` no longer opens a page or pauses subscription `kept` (seen with `token`).
+async fn assert_session_refused(hookd: &Hookd, session: &Session, token: &str, what: &str) {
+    assert_to_login(&hookd.get("/ui", Some(&session.cookie)).await, what);
+    assert_to_login(
+        &hookd.get("/ui/subscriptions", Some(&session.cookie)).await,
+        what,
+    );
+    let pause = hookd.action(session, "/ui/subscriptions/kept/pause").await;
+    assert_eq!(pause.status, 403, "{what}: POST pause: {}", pause.body);
+    let kept = hookd.subscription_as("kept", token).await;
+    assert_eq!(kept["paused"], false, "{what}: it paused");
+}
+
+/// hookd with a subscription `kept` (whose URL is never called) to pause.
+async fn start_with_kept() -> Hookd {
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(
+            json!({ "id": "kept", "url": "http://127.0.0.1:9/hook", "events": ["*"] }),
+        )
+        .await;
+    hookd
+}
+
+/// `session` opens pages.
+async fn assert_session_holds(hookd: &Hookd, session: &Session, what: &str) {
+    let page = hookd.get("/ui", Some(&session.cookie)).await;
+    assert_eq!(page.status, 200, "{what}: {}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_holds_across_a_restart() {
+    let hookd = start_with_kept().await;
+    let signed_out = hookd.sign_in().await;
+    let other = hookd.sign_in().await;
+    let out = hookd
+        .post_form(
+            "/ui/logout",
+            Some(&signed_out.cookie),
+            hookd.same_origin(),
+            &[("csrf", signed_out.csrf.as_str())],
+        )
+        .await;
+    assert_to_login(&out, "POST /ui/logout");
+    assert_session_refused(&hookd, &signed_out, ADMIN, "signed out").await;
+
+    let hookd = hookd.restart().await;
+    assert_session_refused(&hookd, &signed_out, ADMIN, "signed out, after a restart").await;
+    assert_session_holds(&hookd, &other, "another session, after a restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_admin_token_ends_the_sessions_it_opened() {
+    const SECOND: &str = "ui-second-admin-token-5d21";
+    let hookd = start_with_kept().await;
+    let first = hookd.sign_in().await;
+    let original = std::fs::read_to_string(&hookd.config).expect("read the config");
+    let admin_entry = format!("{{ secret = {ADMIN:?}, scopes = [\"admin\"] }}");
+    let second_entry = format!("{{ secret = {SECOND:?}, scopes = [\"admin\"] }}");
+    assert!(original.contains(&admin_entry), "{original}");
+
+    // A reload that keeps the first token keeps its session.
+    let both = original.replace(&admin_entry, &format!("{admin_entry}, {second_entry}"));
+    hookd.reload_until(&both, SECOND, 200).await;
+    assert_session_holds(&hookd, &first, "the first token's session, both configured").await;
+    let second = hookd.sign_in_with(SECOND).await;
+
+    // The first token removed: its session ends, the second token's holds.
+    let only_second = original.replace(&admin_entry, &second_entry);
+    hookd.reload_until(&only_second, ADMIN, 401).await;
+    assert_session_refused(&hookd, &first, SECOND, "the removed token's session").await;
+    assert_session_holds(&hookd, &second, "the remaining token's session").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_session_expires_after_ui_session_ttl() {
     let hookd = Hookd::start("ui_session_ttl = \"2s\"", "").await;
@@ -1179,7 +1291,7 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
     assert!(page.body.contains("x-region"), "{}", page.body);
     assert!(!page.body.contains(TOKEN), "{}", page.body);
     assert!(
-        decode_entities(&page.body).contains("authorization: $HEADER_AUTHORIZATION"),
+        decode_entities(&page.body).contains(r#"-H 'authorization: '"$HEADER_AUTHORIZATION""#),
         "{}",
         page.body
     );
@@ -1489,12 +1601,7 @@ async fn a_disabled_subscriptions_page_says_why_and_its_enable_button_enables_it
 
     receiver.set_default(Reply::Status(200));
     let enabled = hookd
-        .post_form(
-            "/ui/subscriptions/down/enable",
-            Some(&session.cookie),
-            hookd.same_origin(),
-            &[("csrf", session.csrf.as_str())],
-        )
+        .action(&session, "/ui/subscriptions/down/enable")
         .await;
     assert_eq!(enabled.status, 303, "{}", enabled.body);
     let after = hookd.get(&enabled.location(), Some(&session.cookie)).await;

@@ -2034,6 +2034,39 @@ impl super::AdminStore for PgStore {
         Ok(row.get(0))
     }
 
+    async fn revoke_session(&self, nonce: &str, until: u64, now: u64) -> Result<(), StoreError> {
+        // In hookd_meta, the expiry as 8 big-endian bytes: bytea compares byte by byte, so
+        // the ended ones are those below now's bytes.
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM hookd_meta WHERE key LIKE 'session-revoked/%' AND value <= $1",
+                &[&&now.to_be_bytes()[..]],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO hookd_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[
+                    &format!("session-revoked/{nonce}"),
+                    &&until.to_be_bytes()[..],
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn session_revoked(&self, nonce: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM hookd_meta WHERE key = $1",
+                &[&format!("session-revoked/{nonce}")],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     async fn list_deliveries(
         &self,
         filter: &DeliveryFilter,

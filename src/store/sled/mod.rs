@@ -11,6 +11,9 @@
 //! | `D{id}` | [`codec::DeliveryRecord`] of a finished one (delivered or dead) |
 //! | `Z{created_ms}{event}` | empty: an event that matched no target, for the retention sweep |
 //! | `S{subscription}` | [`SubscriptionState`] as JSON: paused, health (written at most once a second) |
+//! | `U{id}` | a subscription created through the API, as JSON |
+//! | `K{name}` | a signing key of the dashboard |
+//! | `R{nonce}` | a signed-out dashboard session: its expiry, Unix ms, 8 bytes big-endian |
 //!
 //! An event delivered on its first attempt to one subscription costs four writes: `E` and `P`
 //! at ingest, then `P` removed and `D` written with the attempt inside. A retry rewrites `P`.
@@ -62,6 +65,9 @@ const SUBSCRIPTION: u8 = b'S';
 const USER_SUBSCRIPTION: u8 = b'U';
 /// `K{name}`: a signing key of the dashboard ([`AdminStore::signing_key`]).
 const KEY: u8 = b'K';
+/// `R{nonce}`: a signed-out dashboard session, its expiry (Unix ms, 8 bytes big-endian) the
+/// value ([`AdminStore::revoke_session`]).
+const REVOKED: u8 = b'R';
 
 /// Held by the writer for a round (its writes and their flush) and by every read. sled 0.34
 /// takes a process-wide lock of its own in batches and flushes, and a flush waits, holding it,
@@ -1570,6 +1576,30 @@ impl AdminStore for SledStore {
             Ok((fresh.to_vec(), None))
         })
         .await
+    }
+
+    async fn revoke_session(&self, nonce: &str, until: u64, now: u64) -> Result<(), StoreError> {
+        let k = key(REVOKED, nonce.as_bytes());
+        self.write(move |w: &Writer| {
+            let mut batch = ::sled::Batch::default();
+            for entry in w.tree.scan_prefix([REVOKED]) {
+                let (old, expires) = entry?;
+                let ended = <[u8; 8]>::try_from(expires.as_ref())
+                    .map_or(true, |e| u64::from_be_bytes(e) <= now);
+                if ended {
+                    batch.remove(old);
+                }
+            }
+            batch.insert(k, &until.to_be_bytes()[..]);
+            w.tree.apply_batch(batch)?;
+            Ok::<_, StoreError>(((), None::<Done>))
+        })
+        .await
+    }
+
+    async fn session_revoked(&self, nonce: &str) -> Result<bool, StoreError> {
+        let k = key(REVOKED, nonce.as_bytes());
+        self.read(move |s| Ok(s.tree.contains_key(k)?)).await
     }
 
     async fn event_body(&self, event_id: &str) -> Result<Option<Bytes>, StoreError> {

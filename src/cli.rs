@@ -192,13 +192,16 @@ pub fn with_owner(body: &[u8], owner: &str) -> Result<Vec<u8>, CliError> {
             return Err(CliError::Usage(format!("event {i} is not a JSON object")));
         };
         match map.get("owner") {
-            Some(Value::String(given)) if given != owner => {
-                return Err(CliError::Usage(format!(
-                    "event {i} names owner {given:?}; --owner {owner:?} would change it"
-                )))
-            }
-            _ => {
+            None => {
                 map.insert("owner".to_string(), Value::String(owner.to_string()));
+            }
+            Some(Value::String(given)) if given == owner => {}
+            // Another owner, or one that is not a string (which the API refuses): changing it
+            // would hide a mistake in the file.
+            Some(given) => {
+                return Err(CliError::Usage(format!(
+                    "event {i} names owner {given}; --owner {owner:?} would change it"
+                )))
             }
         }
     }
@@ -400,6 +403,42 @@ mod tests {
             list.lines().nth(1).is_some_and(|l| l.contains(" paused ")),
             "{list}"
         );
+    }
+
+    #[test]
+    fn with_owner_sets_a_missing_owner_and_refuses_another() {
+        let one = with_owner(br#"{"request_id":"r","status":"completed"}"#, "cust-a").unwrap();
+        assert_eq!(
+            String::from_utf8(one).unwrap(),
+            r#"{"request_id":"r","status":"completed","owner":"cust-a"}"#
+        );
+        let same =
+            br#"[{"request_id":"r","status":"s","owner":"cust-a","result":{"z":1,"a":1.50}}]"#;
+        assert_eq!(
+            String::from_utf8(with_owner(same, "cust-a").unwrap()).unwrap(),
+            std::str::from_utf8(same).unwrap(),
+            "kept as written: key order and numbers"
+        );
+        for (body, event, given) in [
+            (r#"{"owner":"cust-b"}"#, "event 0", r#""cust-b""#),
+            (r#"[{},{"owner":null}]"#, "event 1", "null"),
+            (r#"[{"owner":"cust-a"},{"owner":7}]"#, "event 1", "7"),
+        ] {
+            match with_owner(body.as_bytes(), "cust-a") {
+                Err(CliError::Usage(m)) => {
+                    assert!(m.starts_with(event) && m.contains(given), "{body}: {m}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            with_owner(b"[1]", "cust-a"),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            with_owner(b"{nope", "cust-a"),
+            Err(CliError::Usage(_))
+        ));
     }
 
     #[test]

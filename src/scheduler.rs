@@ -645,4 +645,77 @@ mod tests {
             Next::RetryAt(at + 30_000)
         );
     }
+
+    /// A delivery of an event of `owner` to subscription `subscription`.
+    fn delivery_of(subscription: &str, owner: Option<&str>) -> Delivery {
+        Delivery {
+            id: "dlv_01J00000000000000000000000".to_string(),
+            event_id: "evt_01J00000000000000000000000".to_string(),
+            event_type: "job.completed".to_string(),
+            subscription: subscription.to_string(),
+            bucket: subscription.to_string(),
+            adhoc: None,
+            state: crate::store::DeliveryState::InFlight,
+            attempts: 0,
+            created_ms: 1_000,
+            due_ms: Some(1_000),
+            finished_ms: None,
+            last_error: None,
+            owner: owner.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn an_owned_subscription_is_sent_only_its_owners_deliveries() {
+        let mut config = Config::from_toml(
+            r#"
+[[subscription]]
+id = "owned"
+url = "https://owned.example/hook"
+secret = "s"
+events = ["*"]
+
+[[subscription]]
+id = "provider"
+url = "https://provider.example/hook"
+secret = "s"
+events = ["*"]
+"#,
+            "t.toml",
+        )
+        .expect("a valid config");
+        config.subscriptions[0].owner = Some("cust-a".to_string());
+        let outcome = |subscription: &str, owner: Option<&str>| match resolve(
+            &config,
+            &delivery_of(subscription, owner),
+            2_000,
+        ) {
+            Resolved::Send { url, .. } => Ok(url.host_str().unwrap_or_default().to_string()),
+            Resolved::Ended(reason) => Err(reason),
+            Resolved::Invalid(reason) => panic!("invalid: {reason}"),
+            Resolved::Gone => panic!("gone"),
+        };
+        assert_eq!(
+            outcome("owned", Some("cust-a")),
+            Ok("owned.example".to_string())
+        );
+        for other in [Some("cust-b"), None] {
+            let reason = outcome("owned", other).expect_err("ended, not sent");
+            assert!(
+                reason.contains("owner") && reason.contains("\"owned\""),
+                "{other:?}: {reason}"
+            );
+        }
+        for owner in [Some("cust-a"), Some("cust-b"), None] {
+            assert_eq!(
+                outcome("provider", owner),
+                Ok("provider.example".to_string()),
+                "a subscription without an owner takes every owner's: {owner:?}"
+            );
+        }
+        assert!(matches!(
+            resolve(&config, &delivery_of("removed", Some("cust-a")), 2_000),
+            Resolved::Gone
+        ));
+    }
 }

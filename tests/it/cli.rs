@@ -1142,3 +1142,281 @@ async fn subscriptions_add_sets_headers_rate_limit_and_breaker() {
         "nothing was created: {list}"
     );
 }
+
+// ------------------------------------------------------------------ owners
+
+/// An in-process hookd with the provider's subscription (no owner, from the config file) and,
+/// for each owner, a subscription `<owner>-prod` made through the API; all for every event.
+async fn with_owners(provider: &TestReceiver, owned: &[(&str, &TestReceiver)]) -> TestApp {
+    let app = spawn_app(&subscription_toml(
+        "provider",
+        &provider.url(),
+        "s",
+        &["*"],
+        "",
+    ))
+    .await;
+    for (owner, receiver) in owned {
+        owned_subscription(&app, &format!("{owner}-prod"), owner, &receiver.url()).await;
+    }
+    app
+}
+
+/// Creates a subscription of `owner` to `url` for every event type, through the API.
+async fn owned_subscription(app: &TestApp, id: &str, owner: &str, url: &str) {
+    let response = app
+        .client
+        .post(format!("http://{}/v1/subscriptions", app.api))
+        .header("content-type", "application/json")
+        .body(
+            json!({"id": id, "owner": owner, "url": url, "events": ["*"], "secret": "owned-secret"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("create a subscription");
+    assert_eq!(response.status().as_u16(), 201, "create {id}");
+}
+
+/// Every delivery the API lists (all of them, or `?owner=`), as JSON.
+async fn listed(app: &TestApp, query: &str) -> Vec<Value> {
+    api_get(app, &format!("/v1/deliveries?limit=1000{query}")).await["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .clone()
+}
+
+/// The request ids of the bodies `receiver` got.
+fn received_ids(receiver: &TestReceiver) -> HashSet<String> {
+    receiver
+        .received()
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).expect("a JSON body");
+            assert!(body.get("owner").is_none(), "not delivered: {body}");
+            body["request_id"].as_str().expect("request_id").to_string()
+        })
+        .collect()
+}
+
+fn strings(ids: &[&str]) -> HashSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_owner_sets_the_owner_of_every_event_and_refuses_another() {
+    let (owned, provider) = (TestReceiver::start().await, TestReceiver::start().await);
+    let app = with_owners(&provider, &[("cust-a", &owned)]).await;
+    let url = base(&app);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body.to_string()).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+
+    let one = write(
+        "one.json",
+        json!({"request_id": "owned-one", "status": "completed"}),
+    );
+    let out = hookd(&["send", "--url", &url, "--owner", "cust-a", &one], None)
+        .await
+        .json();
+    assert_eq!(out["deliveries"], 2, "cust-a's and the provider's: {out}");
+    let batch = write(
+        "batch.json",
+        json!([
+            {"request_id": "owned-b1", "status": "completed"},
+            {"request_id": "owned-b2", "status": "failed", "owner": "cust-a"}
+        ]),
+    );
+    let out = hookd(&["send", "--url", &url, "--owner", "cust-a", &batch], None)
+        .await
+        .json();
+    let counts: Vec<&Value> = out
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .map(|e| &e["deliveries"])
+        .collect();
+    assert_eq!(counts, [2, 2], "{out}");
+    // Without --owner, an event goes to the provider's subscription only.
+    let plain = write(
+        "plain.json",
+        json!({"request_id": "unowned", "status": "completed"}),
+    );
+    let out = hookd(&["send", "--url", &url, &plain], None).await.json();
+    assert_eq!(out["deliveries"], 1, "{out}");
+
+    let owned_ids = listed(&app, "&owner=cust-a").await;
+    assert_eq!(owned_ids.len(), 6, "{owned_ids:#?}");
+    assert!(owned_ids.iter().all(|d| d["owner"] == "cust-a"));
+    let expected = strings(&["owned-one", "owned-b1", "owned-b2"]);
+    wait_until(
+        "cust-a's endpoint to get its three events",
+        DEADLINE,
+        || async { (received_ids(&owned) == expected).then_some(()) },
+    )
+    .await;
+    wait_until("the provider to get all four", DEADLINE, || async {
+        (received_ids(&provider).len() == 4).then_some(())
+    })
+    .await;
+
+    // An event that names another owner: refused before anything is sent, naming it.
+    let mixed = write(
+        "mixed.json",
+        json!([
+            {"request_id": "mixed-1", "status": "completed"},
+            {"request_id": "mixed-2", "status": "completed", "owner": "cust-b"}
+        ]),
+    );
+    let run = hookd(&["send", "--url", &url, "--owner", "cust-a", &mixed], None).await;
+    assert_eq!(run.code, 2, "a usage error: {run:#?}");
+    assert!(
+        run.stderr.contains("event 1") && run.stderr.contains("cust-b"),
+        "names the event and its owner: {run:#?}"
+    );
+    assert!(run.stdout.is_empty(), "{run:#?}");
+    let lone = json!({"request_id": "lone", "status": "completed", "owner": "cust-b"}).to_string();
+    let run = hookd(
+        &["send", "--url", &url, "--owner", "cust-a"],
+        Some(lone.as_bytes()),
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("event 0"), "{run:#?}");
+    assert_eq!(listed(&app, "").await.len(), 7, "nothing more stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_by_owner_and_owners_erase() {
+    let (a, b, provider) = (
+        TestReceiver::start().await,
+        TestReceiver::start().await,
+        TestReceiver::start().await,
+    );
+    let app = with_owners(&provider, &[("cust-a", &a), ("cust-b", &b)]).await;
+    let url = base(&app);
+    for e in [
+        json!({"request_id": "a-1", "status": "completed", "owner": "cust-a"}),
+        json!({"request_id": "a-2", "status": "failed", "owner": "cust-a"}),
+        json!({"request_id": "b-1", "status": "completed", "owner": "cust-b"}),
+        json!({"request_id": "n-1", "status": "completed"}),
+    ] {
+        let (status, body) = app.post(&e).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let all = listed(&app, "").await;
+    assert_eq!(all.len(), 7, "a's 2 × 2, b's 2, the provider's 1");
+    for d in &all {
+        wait_state(&app, d["id"].as_str().unwrap(), "delivered").await;
+    }
+
+    let list_a = || async {
+        hookd(
+            &[
+                "deliveries",
+                "list",
+                "--url",
+                &url,
+                "--owner",
+                "cust-a",
+                "--json",
+            ],
+            None,
+        )
+        .await
+        .json()
+    };
+    let from_cli = list_a().await;
+    let items = from_cli["deliveries"].as_array().expect("deliveries");
+    assert_eq!(items.len(), 4, "{from_cli}");
+    assert!(items.iter().all(|d| d["owner"] == "cust-a"), "{from_cli}");
+    let a_ids: HashSet<String> = items
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    let table = hookd(
+        &["deliveries", "list", "--url", &url, "--owner", "cust-a"],
+        None,
+    )
+    .await;
+    let out = table.ok();
+    let shown: HashSet<String> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with("dlv_"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(shown, a_ids, "{out}");
+    assert!(out.trim_end().ends_with("4 deliveries"), "{out}");
+
+    // `show` prints the owner line: the event's owner, or `-`.
+    let some_a = a_ids.iter().next().unwrap();
+    let out = hookd(&["deliveries", "show", "--url", &url, some_a], None).await;
+    assert!(
+        out.ok()
+            .lines()
+            .any(|l| l == format!("{:<16} cust-a", "owner:")),
+        "{out:#?}"
+    );
+    let unowned = all
+        .iter()
+        .find(|d| d["owner"].is_null())
+        .expect("n-1's delivery");
+    let out = hookd(
+        &[
+            "deliveries",
+            "show",
+            "--url",
+            &url,
+            unowned["id"].as_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.ok().lines().any(|l| l == format!("{:<16} -", "owner:")),
+        "{out:#?}"
+    );
+
+    let run = hookd(&["owners", "erase", "--url", &url, "cust-a"], None).await;
+    assert_eq!(
+        run.ok().trim_end(),
+        "erased owner cust-a: 1 subscription, 2 events, 4 deliveries, 4 attempts"
+    );
+    let run = hookd(&["owners", "erase", "--url", &url, "cust-a"], None).await;
+    assert_eq!(
+        run.ok().trim_end(),
+        "erased owner cust-a: 0 subscriptions, 0 events, 0 deliveries, 0 attempts",
+        "a second run finds nothing"
+    );
+    let empty = list_a().await;
+    assert_eq!(empty["deliveries"], json!([]), "{empty}");
+    assert_eq!(listed(&app, "").await.len(), 3, "b's two and n-1's stay");
+
+    let out = hookd(
+        &["owners", "erase", "--url", &url, "cust-b", "--json"],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        out,
+        json!({"owner": "cust-b", "subscriptions": 1, "events": 1, "deliveries": 2, "attempts": 2})
+    );
+
+    // An owner the API refuses: exit 1 with its message.
+    let run = hookd(&["owners", "erase", "--url", &url, " x"], None).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr.contains("422") && run.stderr.contains("owner must be"),
+        "the API's message: {run:#?}"
+    );
+    assert!(run.stdout.is_empty(), "{run:#?}");
+    let listed_now = listed(&app, "").await;
+    assert_eq!(listed_now.len(), 1, "only n-1's: {listed_now:#?}");
+    assert_eq!(received_ids(&b), strings(&["b-1"]));
+}

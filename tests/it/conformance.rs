@@ -180,6 +180,12 @@ macro_rules! conformance_tests {
             listing_filters_by_any_of_several_subscriptions,
             an_export_imports_into_a_new_store_whole,
             a_slot_is_handed_on_only_within_the_limits,
+            erasing_an_owner_removes_exactly_its_data_and_a_second_erase_finds_nothing,
+            erasing_an_owner_with_nothing_stored_counts_zeros,
+            end_queued_ends_a_subscriptions_queued_deliveries_only,
+            deleting_a_subscription_forgets_its_state,
+            deliveries_carry_their_events_owner_and_list_by_it,
+            an_export_carries_owners_into_the_imported_store,
         ]);
     };
     (@engine $engine:ident, $open:expr, $hands_on:expr, [$($test:ident),+ $(,)?]) => {
@@ -2053,6 +2059,21 @@ async fn listing_filters_by_any_of_several_subscriptions(h: &mut Harness) {
     );
 }
 
+/// Everything `s` holds, exported in pages of one event and read one page at a time, as
+/// `hookd store export|import` do.
+async fn export_all(s: &dyn Store) -> Vec<hookd::store::Portable> {
+    let mut records = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = s.export(cursor, 1).await.unwrap();
+        records.extend(page);
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return records,
+        }
+    }
+}
+
 async fn an_export_imports_into_a_new_store_whole(h: &mut Harness) {
     use hookd::store::{Portable, StoredSubscription};
     let s = h.store();
@@ -2089,17 +2110,7 @@ async fn an_export_imports_into_a_new_store_whole(h: &mut Harness) {
     };
     s.put_subscription(stored.clone()).await.unwrap();
 
-    // Exported in small pages, imported one page at a time, as `hookd store export|import` do.
-    let mut records = Vec::new();
-    let mut cursor = None;
-    loop {
-        let (page, next) = s.export(cursor, 1).await.unwrap();
-        records.extend(page);
-        match next {
-            Some(n) => cursor = Some(n),
-            None => break,
-        }
-    }
+    let records = export_all(s).await;
     let events = records
         .iter()
         .filter(|r| matches!(r, Portable::Event { .. }))
@@ -2172,5 +2183,567 @@ async fn an_export_imports_into_a_new_store_whole(h: &mut Harness) {
         sorted(vec![ids[1].clone(), ids[2].clone()]),
         "b's retry and the per-request delivery"
     );
+    other.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Owners
+
+fn owned_event(request_id: &str, status: &str, owner: &str) -> NewEvent {
+    parse(
+        json!({"request_id": request_id, "status": status, "owner": owner}),
+        ACCEPTED_AT,
+    )
+}
+
+fn stored_sub(id: &str, owner: Option<&str>) -> hookd::store::StoredSubscription {
+    hookd::store::StoredSubscription {
+    id: id.to_string(),
+    owner: owner.map(str::to_string),
+    toml: format!(
+        "[[subscription]]\nid = {id:?}\nurl = \"https://{id}.example/hook\"\nsecret = \"s\"\nevents = [\"*\"]\n"
+    ),
+    created_ms: 1_000,
+    updated_ms: 1_000,
+}
+}
+
+/// The delivery of `event_id` to `subscription`.
+async fn delivery_to(s: &dyn Store, event_id: &str, subscription: &str) -> String {
+    for id in meta_deliveries(s, event_id).await {
+        if delivery(s, &id).await.subscription == subscription {
+            return id;
+        }
+    }
+    panic!("no delivery of {event_id} to {subscription}");
+}
+
+/// Ingests a batch at `now_ms`; returns the event ids, in order.
+async fn ingest_all(
+    s: &dyn Store,
+    events: Vec<(NewEvent, Vec<Target>)>,
+    now_ms: u64,
+) -> Vec<String> {
+    s.ingest(events, now_ms)
+        .await
+        .expect("ingest")
+        .into_iter()
+        .map(|i| i.event_id)
+        .collect()
+}
+
+async fn is_gone(s: &dyn Store, id: &str) -> bool {
+    s.delivery(id).await.expect("read delivery").is_none()
+}
+
+async fn sorted_subscriptions(s: &dyn Store) -> Vec<hookd::store::StoredSubscription> {
+    let mut all = s
+        .stored_subscriptions()
+        .await
+        .expect("stored subscriptions");
+    all.sort_by(|x, y| x.id.cmp(&y.id));
+    all
+}
+
+/// What [`erasing_an_owner_removes_exactly_its_data_and_a_second_erase_finds_nothing`] leaves.
+struct ErasedFixture {
+    erased_events: Vec<(String, &'static str, &'static str)>,
+    kept_events: Vec<(String, Option<&'static str>)>,
+    gone: Vec<String>,
+    /// b's finished delivery first.
+    kept: Vec<String>,
+    before_b: Delivery,
+}
+
+impl ErasedFixture {
+    async fn check(&self, s: &dyn Store) {
+        assert_eq!(
+            sorted_subscriptions(s).await,
+            vec![stored_sub("b1", Some("cust-b")), stored_sub("p", None)]
+        );
+        let states = s.subscription_states().await.unwrap();
+        assert!(
+            !states.contains_key("a1") && !states.contains_key("a2"),
+            "the erased subscriptions' states are gone: {states:?}"
+        );
+        assert!(states["b1"].paused, "others' states stay: {states:?}");
+        assert!(states.contains_key("p"), "{states:?}");
+        for (e, request_id, status) in &self.erased_events {
+            assert!(s.event_meta(e).await.unwrap().is_none(), "{e} is erased");
+            assert!(s.event_body(e).await.unwrap().is_none(), "{e} is erased");
+            assert_eq!(
+                s.event_by_request(request_id, status).await.unwrap(),
+                None,
+                "{request_id}"
+            );
+        }
+        for (e, owner) in &self.kept_events {
+            let meta = s.event_meta(e).await.unwrap();
+            assert_eq!(
+                meta.unwrap_or_else(|| panic!("{e} stays")).owner.as_deref(),
+                *owner
+            );
+        }
+        for id in &self.gone {
+            assert!(is_gone(s, id).await, "{id} is erased");
+        }
+        let b = delivery(s, &self.kept[0]).await;
+        let before = &self.before_b;
+        assert_eq!(
+            (b.state, b.attempts, b.last_error.clone(), b.owner.clone()),
+            (
+                before.state,
+                before.attempts,
+                before.last_error.clone(),
+                before.owner.clone()
+            ),
+            "another owner's finished delivery is whole"
+        );
+        assert_eq!(s.attempts(&self.kept[0]).await.unwrap().len(), 1);
+        let listed = list_all(s, &DeliveryFilter::default(), 2).await;
+        assert_eq!(sorted(ids(&listed)), sorted(self.kept.clone()));
+        assert_eq!(counts(s).await, (2, 3), "jb and jn; b's two and jn's to p");
+    }
+}
+
+async fn erasing_an_owner_removes_exactly_its_data_and_a_second_erase_finds_nothing(
+    h: &mut Harness,
+) {
+    let s = h.store();
+    for (id, owner) in [
+        ("a1", Some("cust-a")),
+        ("a2", Some("cust-a")),
+        ("b1", Some("cust-b")),
+        ("p", None),
+    ] {
+        s.put_subscription(stored_sub(id, owner)).await.unwrap();
+    }
+    let events = ingest_all(
+        s,
+        vec![
+            (
+                owned_event("ja1", "completed", "cust-a"),
+                vec![sub("a1"), sub("p"), adhoc("h.example")],
+            ),
+            (owned_event("ja2", "completed", "cust-a"), vec![sub("a2")]),
+            (owned_event("ja3", "failed", "cust-a"), vec![]),
+            (
+                owned_event("jb", "completed", "cust-b"),
+                vec![sub("b1"), sub("p")],
+            ),
+            // An event without an owner (from before owners) that went to a1 too.
+            (event("jn", "completed"), vec![sub("p"), sub("a1")]),
+        ],
+        1_000,
+    )
+    .await;
+    let [ea1, ea2, ea3, eb, en]: [String; 5] = events.try_into().expect("five events");
+    let a1_in_flight = delivery_to(s, &ea1, "a1").await;
+    let a1_p = delivery_to(s, &ea1, "p").await;
+    let a1_adhoc = delivery_to(s, &ea1, ADHOC).await;
+    let a2_done = delivery_to(s, &ea2, "a2").await;
+    let b_b1 = delivery_to(s, &eb, "b1").await;
+    let b_p = delivery_to(s, &eb, "p").await;
+    let n_p = delivery_to(s, &en, "p").await;
+    let n_a1 = delivery_to(s, &en, "a1").await;
+
+    s.set_limits(limits(&[("a1", 10), ("a2", 10), ("b1", 10), ("p", 10)]));
+    assert_eq!(claim_ids(s, 1_000, 100).await.len(), 8, "every delivery");
+    // a1's delivery of ja1 stays in flight; the others get attempts or go back.
+    record(s, &a1_p, 1, Outcome::Http5xx, Next::RetryAt(50_000), 1_100).await;
+    s.release(&a1_adhoc, 50_000).await.unwrap();
+    record(
+        s,
+        &a2_done,
+        1,
+        Outcome::Http5xx,
+        Next::RetryAt(1_500),
+        1_100,
+    )
+    .await;
+    record(s, &b_b1, 1, Outcome::Http5xx, Next::Dead, 1_100).await;
+    s.release(&b_p, 50_000).await.unwrap();
+    s.release(&n_p, 50_000).await.unwrap();
+    record(s, &n_a1, 1, Outcome::Http5xx, Next::RetryAt(50_000), 1_100).await;
+    assert_eq!(claim_ids(s, 1_500, 100).await, vec![a2_done.clone()]);
+    record(s, &a2_done, 2, Outcome::Success, Next::Delivered, 1_600).await;
+    s.set_paused("a2", true).await.unwrap();
+    s.set_paused("b1", true).await.unwrap();
+    let states = s.subscription_states().await.unwrap();
+    for id in ["a1", "a2", "b1", "p"] {
+        assert!(states.contains_key(id), "{id} has a state: {states:?}");
+    }
+    let before_b = delivery(s, &b_b1).await;
+
+    let erased = s.erase_owner("cust-a").await.expect("erase");
+    assert_eq!(
+        (
+            erased.subscriptions,
+            erased.events,
+            erased.deliveries,
+            erased.attempts
+        ),
+        (2, 3, 5, 4),
+        "a1 and a2; ja1, ja2 and ja3; ja1's three, ja2's and jn's to a1; their attempts: {erased:?}"
+    );
+    assert_eq!(
+        sorted(erased.unfinished.clone()),
+        sorted(vec![
+            a1_in_flight.clone(),
+            a1_p.clone(),
+            a1_adhoc.clone(),
+            n_a1.clone()
+        ]),
+        "the unfinished ones, the one in flight included"
+    );
+
+    let fixture = ErasedFixture {
+        erased_events: vec![
+            (ea1.clone(), "ja1", "completed"),
+            (ea2.clone(), "ja2", "completed"),
+            (ea3.clone(), "ja3", "failed"),
+        ],
+        kept_events: vec![(eb.clone(), Some("cust-b")), (en.clone(), None)],
+        gone: vec![
+            a1_in_flight.clone(),
+            a1_p.clone(),
+            a1_adhoc.clone(),
+            a2_done.clone(),
+            n_a1.clone(),
+        ],
+        kept: vec![b_b1.clone(), b_p.clone(), n_p.clone()],
+        before_b,
+    };
+    fixture.check(s).await;
+    // Nothing erased is handed out again, the one that was in flight included.
+    assert_eq!(
+        sorted(claim_ids(s, 100_000, 100).await),
+        sorted(vec![b_p.clone(), n_p.clone()])
+    );
+    s.release(&b_p, 200_000).await.unwrap();
+    s.release(&n_p, 200_000).await.unwrap();
+    // The attempt in flight is held back by the caller: its slot is freed, nothing comes back.
+    s.release(&a1_in_flight, 1_000).await.expect("release");
+    assert!(is_gone(s, &a1_in_flight).await);
+    assert!(claim_ids(s, 100_000, 100).await.is_empty());
+
+    let again = s.erase_owner("cust-a").await.expect("erase again");
+    assert_eq!(
+        again,
+        hookd::store::Erased::default(),
+        "a second erase finds nothing"
+    );
+    h.reopen().await;
+    let s = h.store();
+    fixture.check(s).await;
+    s.set_limits(limits(&[("a1", 10), ("a2", 10), ("b1", 10), ("p", 10)]));
+    assert_eq!(
+        sorted(claim_ids(s, 300_000, 100).await),
+        sorted(vec![b_p.clone(), n_p.clone()]),
+        "after a restart too, only what was not erased is due"
+    );
+    assert_eq!(
+        s.erase_owner("cust-a")
+            .await
+            .expect("erase after a restart"),
+        hookd::store::Erased::default()
+    );
+    // The owner's request ids are free again: the same event is a new one, not a duplicate.
+    let fresh = ingest(
+        s,
+        owned_event("ja1", "completed", "cust-a"),
+        vec![sub("p")],
+        400_000,
+    )
+    .await;
+    assert!(!fresh.duplicate, "{fresh:?}");
+}
+
+async fn erasing_an_owner_with_nothing_stored_counts_zeros(h: &mut Harness) {
+    let s = h.store();
+    deliveries_of(s, "j1", &["p"], 1_000).await;
+    assert_eq!(
+        s.erase_owner("cust-z").await.expect("erase"),
+        hookd::store::Erased::default()
+    );
+    assert_eq!(counts(s).await, (1, 1));
+}
+
+async fn end_queued_ends_a_subscriptions_queued_deliveries_only(h: &mut Harness) {
+    let s = h.store();
+    let e2 = ingest(s, event("j2", "completed"), vec![sub("x")], 1_000).await;
+    let e1 = ingest(s, event("j1", "completed"), vec![sub("x"), sub("y")], 1_001).await;
+    let e3 = ingest(
+        s,
+        event("j3", "completed"),
+        vec![sub("x"), adhoc("h.example")],
+        1_002,
+    )
+    .await;
+    let x2 = delivery_to(s, &e2.event_id, "x").await;
+    let x1 = delivery_to(s, &e1.event_id, "x").await;
+    let y1 = delivery_to(s, &e1.event_id, "y").await;
+    let x3 = delivery_to(s, &e3.event_id, "x").await;
+    let adhoc3 = delivery_to(s, &e3.event_id, ADHOC).await;
+    // One attempt at a time for x; y and per-request targets get nothing.
+    let only_x = |n| Limits {
+        adhoc_total: 0,
+        adhoc_per_host: 0,
+        ..limits(&[("x", n)])
+    };
+    s.set_limits(only_x(1));
+    assert_eq!(claim_ids(s, 2_000, 10).await, vec![x2.clone()]);
+    record(s, &x2, 1, Outcome::Http5xx, Next::RetryAt(3_000), 2_100).await;
+    assert_eq!(
+        claim_ids(s, 2_200, 10).await,
+        vec![x1.clone()],
+        "x1 in flight"
+    );
+
+    let ended = s.end_queued("x", "was deleted", 2_500).await.expect("end");
+    assert_eq!(ended, 2, "x2 (waiting for a retry) and x3 (queued)");
+    for (id, attempts) in [(&x2, 2), (&x3, 1)] {
+        let d = delivery(s, id).await;
+        assert_eq!(d.state, DeliveryState::Dead, "{id}");
+        assert_eq!(d.attempts, attempts, "{id}: one more attempt");
+        assert_eq!(d.last_error.as_deref(), Some("was deleted"), "{id}");
+        assert_eq!(d.finished_ms, Some(2_500), "{id}");
+        let history = s.attempts(id).await.unwrap();
+        assert_eq!(history.len(), attempts as usize, "{id}: {history:?}");
+        let last = history.last().unwrap();
+        assert_eq!(
+            (last.number, last.status_code, last.error.as_deref()),
+            (attempts, None, Some("was deleted")),
+            "{id}: an attempt that made no request"
+        );
+    }
+    assert_eq!(
+        delivery(s, &x1).await.state,
+        DeliveryState::InFlight,
+        "the one in flight is left to its attempt"
+    );
+    for id in [&y1, &adhoc3] {
+        let d = delivery(s, id).await;
+        assert_eq!((d.state, d.attempts), (DeliveryState::Scheduled, 0), "{id}");
+    }
+    let dead = DeliveryFilter {
+        state: Some(DeliveryState::Dead),
+        ..Default::default()
+    };
+    assert_eq!(
+        sorted(ids(&list_all(s, &dead, 10).await)),
+        sorted(vec![x2.clone(), x3.clone()])
+    );
+    // The attempt in flight records its own outcome; nothing of x is queued any more.
+    record(s, &x1, 1, Outcome::Success, Next::Delivered, 2_600).await;
+    assert_eq!(delivery(s, &x1).await.state, DeliveryState::Delivered);
+    s.set_limits(only_x(10));
+    assert!(claim_ids(s, 10_000, 10).await.is_empty());
+    assert_eq!(s.end_queued("x", "was deleted", 3_000).await.unwrap(), 0);
+    h.reopen().await;
+    let s = h.store();
+    assert_eq!(delivery(s, &x3).await.state, DeliveryState::Dead, "durable");
+    s.set_limits(limits(&[("x", 10), ("y", 10)]));
+    assert_eq!(
+        sorted(claim_ids(s, 10_000, 10).await),
+        sorted(vec![y1.clone(), adhoc3.clone()])
+    );
+}
+
+async fn deleting_a_subscription_forgets_its_state(h: &mut Harness) {
+    let s = h.store();
+    s.put_subscription(stored_sub("s1", Some("cust-1")))
+        .await
+        .unwrap();
+    s.put_subscription(stored_sub("s2", None)).await.unwrap();
+    let id = deliveries_of(s, "j1", &["s1"], 1_000).await.remove(0);
+    s.set_limits(limits(&[("s1", 10)]));
+    claim_one(s, &id, 1_000).await;
+    record(s, &id, 1, Outcome::Http5xx, Next::RetryAt(90_000), 1_100).await;
+    s.set_paused("s1", true).await.unwrap();
+    s.set_paused("s2", true).await.unwrap();
+    let states = s.subscription_states().await.unwrap();
+    assert!(
+        states["s1"].paused && states["s1"].consecutive_failures == 1,
+        "{states:?}"
+    );
+
+    assert!(s.delete_subscription("s1").await.unwrap());
+    let states = s.subscription_states().await.unwrap();
+    assert!(!states.contains_key("s1"), "forgotten: {states:?}");
+    assert!(states["s2"].paused, "another's stays: {states:?}");
+    h.reopen().await;
+    let s = h.store();
+    let states = s.subscription_states().await.unwrap();
+    assert!(
+        !states.contains_key("s1"),
+        "after a restart too: {states:?}"
+    );
+    assert!(states["s2"].paused, "{states:?}");
+    // A subscription of the same id starts afresh.
+    s.put_subscription(stored_sub("s1", Some("cust-2")))
+        .await
+        .unwrap();
+    assert!(!s.subscription_states().await.unwrap().contains_key("s1"));
+}
+
+async fn deliveries_carry_their_events_owner_and_list_by_it(h: &mut Harness) {
+    let s = h.store();
+    let events = ingest_all(
+        s,
+        vec![
+            (
+                owned_event("ja", "completed", "cust-a"),
+                vec![sub("p"), sub("q")],
+            ),
+            (owned_event("jb", "completed", "cust-b"), vec![sub("p")]),
+            (event("jn", "completed"), vec![sub("p")]),
+        ],
+        1_000,
+    )
+    .await;
+    let meta = |i: usize| {
+        let id = events[i].clone();
+        async move { s.event_meta(&id).await.unwrap().expect("stored") }
+    };
+    assert_eq!(meta(0).await.owner.as_deref(), Some("cust-a"));
+    assert_eq!(meta(1).await.owner.as_deref(), Some("cust-b"));
+    assert_eq!(meta(2).await.owner, None);
+    let of_a = meta(0).await.deliveries;
+    for id in &of_a {
+        assert_eq!(delivery(s, id).await.owner.as_deref(), Some("cust-a"));
+    }
+    // One of a's finishes: the listing by owner covers finished and unfinished deliveries.
+    s.set_limits(limits(&[("q", 10)]));
+    let q = delivery_to(s, &events[0], "q").await;
+    assert_eq!(claim_ids(s, 1_000, 10).await, vec![q.clone()]);
+    record(s, &q, 1, Outcome::Success, Next::Delivered, 1_100).await;
+    let by = |owner: &str| DeliveryFilter {
+        owner: Some(owner.to_string()),
+        ..Default::default()
+    };
+    let listed = list_all(s, &by("cust-a"), 1).await;
+    assert_eq!(sorted(ids(&listed)), sorted(of_a.clone()));
+    assert!(listed.iter().all(|d| d.owner.as_deref() == Some("cust-a")));
+    let listed = list_all(s, &by("cust-b"), 10).await;
+    assert_eq!(ids(&listed), meta(1).await.deliveries);
+    assert!(list_all(s, &by("cust-c"), 10).await.is_empty());
+    let delivered_of_a = DeliveryFilter {
+        state: Some(DeliveryState::Delivered),
+        ..by("cust-a")
+    };
+    assert_eq!(
+        ids(&list_all(s, &delivered_of_a, 10).await),
+        vec![q.clone()]
+    );
+    let a_to_p = DeliveryFilter {
+        subscription: Some("p".to_string()),
+        ..by("cust-a")
+    };
+    assert_eq!(
+        ids(&list_all(s, &a_to_p, 10).await),
+        vec![delivery_to(s, &events[0], "p").await]
+    );
+    assert_eq!(
+        list_all(s, &DeliveryFilter::default(), 10).await.len(),
+        4,
+        "no owner filter: all"
+    );
+    // Claims carry the owner too.
+    s.set_limits(limits(&[("p", 10)]));
+    let (claimed, _) = s.claim(2_000, 10).await.unwrap();
+    let mut owners: Vec<Option<String>> = claimed.into_iter().map(|c| c.delivery.owner).collect();
+    owners.sort();
+    assert_eq!(
+        owners,
+        vec![None, Some("cust-a".to_string()), Some("cust-b".to_string())]
+    );
+}
+
+async fn an_export_carries_owners_into_the_imported_store(h: &mut Harness) {
+    use hookd::store::Portable;
+    let s = h.store();
+    let events = ingest_all(
+        s,
+        vec![
+            (
+                owned_event("ja", "completed", "cust-a"),
+                vec![sub("a"), adhoc("h.example")],
+            ),
+            (event("jn", "completed"), vec![sub("a")]),
+        ],
+        1_000,
+    )
+    .await;
+    let (ea, en) = (events[0].clone(), events[1].clone());
+    let done = delivery_to(s, &ea, "a").await;
+    let pending = delivery_to(s, &ea, ADHOC).await;
+    s.set_limits(Limits {
+        adhoc_total: 0,
+        ..limits(&[("a", 1)])
+    });
+    assert_eq!(claim_ids(s, 1_000, 10).await, vec![done.clone()]);
+    record(s, &done, 1, Outcome::Success, Next::Delivered, 1_100).await;
+
+    let records = export_all(s).await;
+    let owner_of = |wanted: &str| {
+        records.iter().find_map(|r| match r {
+            Portable::Event { id, owner, .. } | Portable::Delivery { id, owner, .. }
+                if id == wanted =>
+            {
+                Some(owner.clone())
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(owner_of(&ea), Some(Some("cust-a".to_string())));
+    assert_eq!(owner_of(&en), Some(None));
+    assert_eq!(owner_of(&done), Some(Some("cust-a".to_string())));
+    assert_eq!(owner_of(&pending), Some(Some("cust-a".to_string())));
+    // An export line of the store before owners has no `owner`: it imports as unowned.
+    let line = serde_json::to_value(
+        records
+            .iter()
+            .find(|r| matches!(r, Portable::Event { id, .. } if *id == en))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(line.get("owner").is_none(), "{line}");
+
+    let mut other = Harness::new(h.open, h.hands_on);
+    let t = other.store();
+    t.import(records).await.unwrap();
+    assert_eq!(
+        t.event_meta(&ea)
+            .await
+            .unwrap()
+            .expect("ja")
+            .owner
+            .as_deref(),
+        Some("cust-a")
+    );
+    assert_eq!(t.event_meta(&en).await.unwrap().expect("jn").owner, None);
+    for id in [&done, &pending] {
+        assert_eq!(
+            delivery(t, id).await.owner.as_deref(),
+            Some("cust-a"),
+            "{id}"
+        );
+    }
+    let of_a = DeliveryFilter {
+        owner: Some("cust-a".to_string()),
+        ..Default::default()
+    };
+    assert_eq!(
+        sorted(ids(&list_all(t, &of_a, 10).await)),
+        sorted(vec![done.clone(), pending.clone()])
+    );
+    // And the imported owner is erasable like any other.
+    let erased = t.erase_owner("cust-a").await.unwrap();
+    assert_eq!(
+        (erased.events, erased.deliveries, erased.attempts),
+        (1, 2, 1)
+    );
+    assert_eq!(counts(t).await, (1, 1));
     other.close().await;
 }

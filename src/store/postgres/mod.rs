@@ -2461,6 +2461,7 @@ impl super::AdminStore for PgStore {
         let mut health = lock(&self.health);
         for id in &subscriptions {
             health.states.remove(id);
+            health.written.remove(id);
         }
         Ok(Erased {
             subscriptions: subscriptions.len() as u64,

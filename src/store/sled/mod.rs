@@ -1026,6 +1026,10 @@ impl Writer {
         }
         erased.events = events.len() as u64;
         let mut unqueue = Vec::new();
+        let mut removed = HashSet::new();
+        // Other events that lose deliveries (unowned ones, from before owners, that went to
+        // the owner's subscriptions): removed too when nothing of them is left.
+        let mut touched = HashSet::new();
         for prefix in [PENDING, DONE] {
             for entry in self.tree.scan_prefix([prefix]) {
                 let (k, v) = entry?;
@@ -1038,6 +1042,10 @@ impl Writer {
                 if !owned {
                     continue;
                 }
+                if !events.contains(&r.event) {
+                    touched.insert(r.event);
+                }
+                removed.insert(id_of(&k)?);
                 batch.remove(k.to_vec());
                 erased.deliveries += 1;
                 erased.attempts += r.attempts.len() as u64;
@@ -1046,6 +1054,25 @@ impl Writer {
                     erased.unfinished.push(delivery_id_string(ulid::Ulid(id)));
                     unqueue.push((r.bucket, r.due_ms, id));
                 }
+            }
+        }
+        for event in touched {
+            let k = event_key(event);
+            let Some(e) = self
+                .tree
+                .get(&k)?
+                .and_then(|v| EventRecord::decode(&v, false).ok())
+                .filter(|e| e.id == event)
+            else {
+                continue;
+            };
+            let mut left = false;
+            for d in e.deliveries.iter().filter(|d| !removed.contains(*d)) {
+                left |= self.tree.contains_key(delivery_key(PENDING, *d))?
+                    || self.tree.contains_key(delivery_key(DONE, *d))?;
+            }
+            if !left {
+                batch.remove(k);
             }
         }
         self.tree.apply_batch(batch)?;

@@ -370,6 +370,7 @@ struct RawApi {
     max_batch: Option<usize>,
     max_header_bytes: Option<usize>,
     header_read_timeout: Option<HumanDuration>,
+    idle_timeout: Option<HumanDuration>,
     body_read_timeout: Option<HumanDuration>,
     ui_session_ttl: Option<HumanDuration>,
     public_url: Option<Spanned<String>>,
@@ -536,6 +537,8 @@ pub struct ApiConfig {
     pub max_batch: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    /// How long a kept-alive connection (on both listeners) may wait for its next request.
+    pub idle_timeout: Duration,
     pub body_read_timeout: Duration,
     /// How long a dashboard sign-in lasts.
     pub ui_session_ttl: Duration,
@@ -1496,6 +1499,11 @@ impl Validator<'_> {
                 ok.then(|| origin.get_ref().trim_end_matches('/').to_string())
             })
             .collect();
+        let idle_timeout = pick!(raw, d, idle_timeout).0;
+        if idle_timeout < Duration::from_secs(1) {
+            // `Keep-Alive: timeout=N` counts whole seconds.
+            self.error(0..0, "api.idle_timeout", "must be at least 1s");
+        }
         let ui_session_ttl = pick!(raw, d, ui_session_ttl).0;
         if ui_session_ttl.is_zero() {
             self.error(0..0, "api.ui_session_ttl", "must be longer than 0s");
@@ -1510,6 +1518,7 @@ impl Validator<'_> {
             max_batch: pick!(raw, d, max_batch),
             max_header_bytes: pick!(raw, d, max_header_bytes),
             header_read_timeout: pick!(raw, d, header_read_timeout).0,
+            idle_timeout,
             body_read_timeout: pick!(raw, d, body_read_timeout).0,
         })
     }

@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 mod ingest;
+mod keepalive;
 mod portal;
 pub mod serve;
 pub(crate) mod subscriptions;

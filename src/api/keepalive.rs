@@ -22,7 +22,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -52,7 +52,7 @@ pub enum Limit {
 }
 
 /// What the connection has done so far: enough to know its next read deadline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Activity {
     opened: Instant,
     /// Requests whose head hyper has parsed and whose response is not yet written.
@@ -63,6 +63,11 @@ struct Activity {
     idle_since: Instant,
     /// The first byte read while no request was in progress: the next request's head began.
     first_byte: Option<Instant>,
+    /// The connection's task, when a read waited without a deadline (a request in progress):
+    /// woken when the response is written, so that the next read sets the idle deadline.
+    /// (hyper may have polled its read for the next request before dropping the response
+    /// body; nothing else would poll it again until the client sent something.)
+    reader: Option<Waker>,
 }
 
 impl Activity {
@@ -73,6 +78,7 @@ impl Activity {
             started: 0,
             idle_since: now,
             first_byte: None,
+            reader: None,
         }
     }
 
@@ -111,12 +117,15 @@ impl Activity {
         self.first_byte = None;
     }
 
-    fn response_written(&mut self, now: Instant) {
+    /// Returns the reader to wake, when the connection has become idle.
+    fn response_written(&mut self, now: Instant) -> Option<Waker> {
         self.in_progress = self.in_progress.saturating_sub(1);
-        if self.in_progress == 0 {
-            self.idle_since = now;
-            self.first_byte = None;
+        if self.in_progress > 0 {
+            return None;
         }
+        self.idle_since = now;
+        self.first_byte = None;
+        self.reader.take()
     }
 }
 
@@ -161,7 +170,10 @@ impl InProgress {
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.0.activity().response_written(Instant::now());
+        let reader = self.0.activity().response_written(Instant::now());
+        if let Some(reader) = reader {
+            reader.wake();
+        }
     }
 }
 
@@ -230,6 +242,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 let Some((at, limit)) = deadline else {
+                    this.connection.activity().reader = Some(cx.waker().clone());
                     return Poll::Pending;
                 };
                 if this.armed != Some(at) {
@@ -397,7 +410,7 @@ mod tests {
         // Body bytes read during the request start nothing.
         a.read(t0 + Duration::from_millis(10));
         let written = t0 + Duration::from_millis(20);
-        a.response_written(written);
+        assert!(a.response_written(written).is_none(), "no read waited");
         assert_eq!(
             a.deadline(LIMITS),
             Some((written + LIMITS.idle, Limit::Idle))

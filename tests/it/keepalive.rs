@@ -1,7 +1,8 @@
 //! Kept-alive connections: the idle timeout between requests, apart from the header timeout
 //! (issue 26), and the slow clients both still cut off. hookd runs with a header timeout of
-//! 1 s and an idle timeout of 3 s; the clients are raw TCP streams, so that every request
-//! provably goes over the same connection.
+//! 1 s and an idle timeout of 5 s (3 s above the longest reuse tried, room for a loaded
+//! machine); the clients are raw TCP streams, so that every request provably goes over the
+//! same connection.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,12 +13,12 @@ use tokio::net::TcpStream;
 use crate::support::app::{spawn_app_full, TestApp};
 
 const HEADER: Duration = Duration::from_secs(1);
-const IDLE: Duration = Duration::from_secs(3);
+const IDLE: Duration = Duration::from_secs(5);
 
 async fn app() -> TestApp {
     spawn_app_full(|store| {
         format!(
-            "[api]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\nidle_timeout = \"3s\"\n\
+            "[api]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\nidle_timeout = \"5s\"\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {store}\n"
         )
     })
@@ -117,32 +118,40 @@ async fn a_connection_idle_around_the_header_timeout_is_reused_without_error() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// One request on a new connection to `addr`, then silence: hookd must advertise the idle
+/// timeout and close the connection itself at that time, before the client sends more.
+async fn closed_when_idle(addr: SocketAddr, path: &str) -> Result<(), String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let head = get(&mut stream, path).await?;
+    let answered = Instant::now();
+    if !head
+        .to_ascii_lowercase()
+        .contains("\r\nkeep-alive: timeout=5")
+    {
+        return Err(format!("{path}: no Keep-Alive: timeout=5 in\n{head}"));
+    }
+    let limit = IDLE + Duration::from_secs(3);
+    let closed = closed_after(&mut stream, answered, limit)
+        .await
+        .ok_or_else(|| format!("{path}: still open {limit:?} after the response"))?;
+    // The response may reach this client late on a loaded machine: a second of slack, far from
+    // the header timeout (1 s) that used to close it.
+    if closed < IDLE - Duration::from_secs(1) {
+        return Err(format!(
+            "{path}: closed {closed:?} after the response, before the idle timeout ({IDLE:?})"
+        ));
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_closed_by_hookd_at_the_advertised_idle_timeout() {
     let app = app().await;
-    for (addr, path) in [(app.api, "/v1/subscriptions"), (app.metrics, "/livez")] {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = get(&mut stream, path).await.unwrap();
-        let answered = Instant::now();
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("\r\nkeep-alive: timeout=3"),
-            "{path}: no Keep-Alive: timeout=3 in\n{head}"
-        );
-        // hookd closes the connection itself, before the client sends anything more.
-        let closed = closed_after(&mut stream, answered, IDLE + Duration::from_secs(3))
-            .await
-            .unwrap_or_else(|| {
-                panic!(
-                    "{path}: still open {:?} after the response",
-                    IDLE + Duration::from_secs(3)
-                )
-            });
-        assert!(
-            closed >= IDLE - Duration::from_millis(300),
-            "{path}: closed {closed:?} after the response, before the idle timeout ({IDLE:?})"
-        );
-    }
+    let (api, metrics) = tokio::join!(
+        closed_when_idle(app.api, "/v1/subscriptions"),
+        closed_when_idle(app.metrics, "/livez"),
+    );
+    assert_eq!((api, metrics), (Ok(()), Ok(())));
 }
 
 /// Writes a request line, then a header line every 200 ms, until the server closes the

@@ -438,6 +438,32 @@ async fn durations_beyond_their_maximum_are_refused_naming_the_field() {
     assert_eq!(status, 200, "{answer}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_subscription_past_the_bounds_waits_until_a_patch_brings_it_within() {
+    let app = spawn_app("").await;
+    // As a hookd from before the bounds would have stored it.
+    let toml = "[[subscription]]\nid = \"old\"\nurl = \"https://x.example/hook\"\nsecret = \"s\"\n\
+                events = [\"*\"]\nretry_schedule = [\"18446744073709551615s\"]\n";
+    app.shared
+        .store
+        .put_subscription(hookd::store::StoredSubscription {
+            id: "old".to_string(),
+            owner: None,
+            toml: toml.to_string(),
+            created_ms: 1,
+            updated_ms: 1,
+        })
+        .await
+        .unwrap();
+    let app = app.restart().await;
+    assert!(app.shared.config().subscription("old").is_none());
+    let (status, answer) = patch(&app, "old", json!({ "retry_schedule": ["1m"] })).await;
+    assert_eq!(status, 200, "{answer}");
+    let running = app.shared.config();
+    let old = running.subscription("old").expect("in the running config");
+    assert_eq!(old.policy.retry_schedule, [Duration::from_secs(60)]);
+}
+
 /// A subscription created with `field` = `value`, and `kept` changed to it, are both refused
 /// with a 422 naming `field`, whose message contains `says`.
 async fn assert_refused(app: &TestApp, kept: &str, field: &str, value: Value, says: &str) {

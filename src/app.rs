@@ -147,6 +147,7 @@ impl Application {
 
         let limits = ServeLimits {
             header_read_timeout: config.api.header_read_timeout,
+            idle_timeout: config.api.idle_timeout,
             max_header_bytes: config.api.max_header_bytes,
             max_headers: 100,
             drain_timeout: config.delivery.shutdown_grace,

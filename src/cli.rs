@@ -48,6 +48,18 @@ impl std::fmt::Display for CliError {
     }
 }
 
+/// How long the CLI's client keeps an idle connection: well below hookd's `api.idle_timeout`
+/// (120 s by default), so that it never sends a request on a connection hookd is closing.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(POOL_IDLE)
+        .build()
+        // Building fails only when the TLS backend cannot start, as `Client::new` would.
+        .expect("the HTTP client builds")
+}
+
 /// Sends one request and returns the JSON body of a success.
 pub async fn call(
     target: &Target,
@@ -56,7 +68,7 @@ pub async fn call(
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Value), CliError> {
     let url = format!("{}{path}", target.base);
-    let mut request = reqwest::Client::new().request(method, &url);
+    let mut request = client().request(method, &url);
     if let Some(token) = &target.token {
         request = request.bearer_auth(token);
     }

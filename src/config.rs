@@ -289,6 +289,18 @@ impl ApiToken {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// The longest retry delay, `Retry-After` cap, breaker interval and dashboard sign-in: 30
+/// days. Longer is a config error (or a 422): nothing is meant to wait that long, and every
+/// duration stays far from what the time arithmetic can hold.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(30 * 86_400);
+
+/// The longest timeout: an attempt's, a request's reads, a connection's idle time and the
+/// shutdown's grace: 1 hour.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The longest retention of finished work: 10 years.
+pub const MAX_RETENTION: Duration = Duration::from_secs(3650 * 86_400);
+
 /// What every duration error ends with: the accepted form.
 const DURATION_FORM: &str =
     "a duration is a string of numbers with units, like \"250ms\", \"10s\", \"1m\", \"1h 30m\" or \"7d\"";
@@ -389,9 +401,10 @@ struct RawApi {
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
     max_header_bytes: Option<usize>,
-    header_read_timeout: Option<HumanDuration>,
-    body_read_timeout: Option<HumanDuration>,
-    ui_session_ttl: Option<HumanDuration>,
+    header_read_timeout: Option<Spanned<HumanDuration>>,
+    idle_timeout: Option<Spanned<HumanDuration>>,
+    body_read_timeout: Option<Spanned<HumanDuration>>,
+    ui_session_ttl: Option<Spanned<HumanDuration>>,
     public_url: Option<Spanned<String>>,
     ui_frame_ancestors: Option<Vec<Spanned<String>>>,
     require_owner: Option<bool>,
@@ -408,7 +421,7 @@ struct RawMetrics {
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     path: Option<String>,
-    retention: Option<HumanDuration>,
+    retention: Option<Spanned<HumanDuration>>,
     cache_capacity_bytes: Option<u64>,
     max_pending: Option<u64>,
     min_free_bytes: Option<u64>,
@@ -421,19 +434,19 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawDelivery {
     retry_schedule: Option<Spanned<Vec<HumanDuration>>>,
-    timeout: Option<HumanDuration>,
+    timeout: Option<Spanned<HumanDuration>>,
     max_in_flight: Option<Spanned<usize>>,
     max_in_flight_per_subscription: Option<Spanned<usize>>,
     max_in_flight_adhoc: Option<Spanned<usize>>,
-    retry_after_cap: Option<HumanDuration>,
+    retry_after_cap: Option<Spanned<HumanDuration>>,
     jitter: Option<Spanned<f64>>,
     header_prefix: Option<Spanned<String>>,
     allow_adhoc_targets: Option<bool>,
-    shutdown_grace: Option<HumanDuration>,
+    shutdown_grace: Option<Spanned<HumanDuration>>,
     proxy: Option<Spanned<SecretSource>>,
     breaker_failures: Option<u32>,
-    breaker_probe_interval: Option<HumanDuration>,
-    disable_after: Option<HumanDuration>,
+    breaker_probe_interval: Option<Spanned<HumanDuration>>,
+    disable_after: Option<Spanned<HumanDuration>>,
     disable_after_failures: Option<u32>,
     adhoc_rate_limit: Option<Spanned<f64>>,
 }
@@ -446,15 +459,15 @@ struct RawSubscription {
     secret: Spanned<SecretSource>,
     events: Spanned<Vec<String>>,
     retry_schedule: Option<Spanned<Vec<HumanDuration>>>,
-    timeout: Option<HumanDuration>,
+    timeout: Option<Spanned<HumanDuration>>,
     max_in_flight: Option<Spanned<usize>>,
     signature: Option<SignatureScheme>,
     previous_secret: Option<Spanned<SecretSource>>,
     previous_secret_expires: Option<Spanned<String>>,
     headers: Option<Spanned<std::collections::BTreeMap<String, HeaderSource>>>,
     breaker_failures: Option<u32>,
-    breaker_probe_interval: Option<HumanDuration>,
-    disable_after: Option<HumanDuration>,
+    breaker_probe_interval: Option<Spanned<HumanDuration>>,
+    disable_after: Option<Spanned<HumanDuration>>,
     disable_after_failures: Option<u32>,
     rate_limit: Option<Spanned<f64>>,
 }
@@ -567,6 +580,8 @@ pub struct ApiConfig {
     pub max_batch: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    /// How long a kept-alive connection (on both listeners) may wait for its next request.
+    pub idle_timeout: Duration,
     pub body_read_timeout: Duration,
     /// How long a dashboard sign-in lasts.
     pub ui_session_ttl: Duration,
@@ -1114,7 +1129,39 @@ impl Validator<'_> {
         if value.get_ref().len() > 100 {
             self.error(value.span(), key, "at most 100 retries");
         }
-        value.get_ref().iter().map(|d| d.0).collect()
+        let delays: Vec<Duration> = value.get_ref().iter().map(|d| d.0).collect();
+        if let Some((i, long)) = delays.iter().enumerate().find(|(_, d)| **d > MAX_INTERVAL) {
+            self.error(
+                value.span(),
+                key,
+                format!(
+                    "retry {} waits {}, longer than the most a delay may be ({})",
+                    i + 1,
+                    humantime::format_duration(*long),
+                    humantime::format_duration(MAX_INTERVAL)
+                ),
+            );
+        }
+        delays.into_iter().map(|d| d.min(MAX_INTERVAL)).collect()
+    }
+
+    /// A duration at most `max`: longer is an error (and `max` is used meanwhile), so that no
+    /// later arithmetic on it overflows.
+    fn duration(&mut self, value: &Spanned<HumanDuration>, key: &str, max: Duration) -> Duration {
+        let duration = value.get_ref().0;
+        if duration > max {
+            self.error(
+                value.span(),
+                key,
+                format!(
+                    "{} is longer than the most allowed ({})",
+                    humantime::format_duration(duration),
+                    humantime::format_duration(max)
+                ),
+            );
+            return max;
+        }
+        duration
     }
 
     fn positive(&mut self, value: &Spanned<usize>, key: &str) -> usize {
@@ -1244,7 +1291,7 @@ impl Validator<'_> {
             headers: op.headers.clone(),
             breaker_failures: Some(0),
             breaker_probe_interval: None,
-            disable_after: Some(HumanDuration(Duration::ZERO)),
+            disable_after: Some(Spanned::new(0..0, HumanDuration(Duration::ZERO))),
             disable_after_failures: Some(0),
             rate_limit: None,
         };
@@ -1391,6 +1438,9 @@ impl Validator<'_> {
             }
         }
         let engine = self.engine(&storage, &d_storage);
+        if let Some(retention) = &storage.retention {
+            self.duration(retention, "storage.retention", MAX_RETENTION);
+        }
         let mut storage = storage_config(storage, d_storage);
         storage.engine = engine;
 
@@ -1570,9 +1620,16 @@ impl Validator<'_> {
                 ok.then_some(text)
             })
             .collect();
-        let ui_session_ttl = pick!(raw, d, ui_session_ttl).0;
+        let idle = pick!(raw, d, idle_timeout);
+        let idle_timeout = self.duration(&idle, "api.idle_timeout", MAX_TIMEOUT);
+        if idle_timeout < Duration::from_secs(1) {
+            // `Keep-Alive: timeout=N` counts whole seconds.
+            self.error(idle.span(), "api.idle_timeout", "must be at least 1s");
+        }
+        let ttl = pick!(raw, d, ui_session_ttl);
+        let ui_session_ttl = self.duration(&ttl, "api.ui_session_ttl", MAX_INTERVAL);
         if ui_session_ttl.is_zero() {
-            self.error(0..0, "api.ui_session_ttl", "must be longer than 0s");
+            self.error(ttl.span(), "api.ui_session_ttl", "must be longer than 0s");
         }
         Some(ApiConfig {
             ui_session_ttl,
@@ -1584,8 +1641,17 @@ impl Validator<'_> {
             max_body_bytes: pick!(raw, d, max_body_bytes),
             max_batch: pick!(raw, d, max_batch),
             max_header_bytes: pick!(raw, d, max_header_bytes),
-            header_read_timeout: pick!(raw, d, header_read_timeout).0,
-            body_read_timeout: pick!(raw, d, body_read_timeout).0,
+            header_read_timeout: self.duration(
+                &pick!(raw, d, header_read_timeout),
+                "api.header_read_timeout",
+                MAX_TIMEOUT,
+            ),
+            idle_timeout,
+            body_read_timeout: self.duration(
+                &pick!(raw, d, body_read_timeout),
+                "api.body_read_timeout",
+                MAX_TIMEOUT,
+            ),
             require_owner: pick!(raw, d, require_owner),
         })
     }
@@ -1595,7 +1661,7 @@ impl Validator<'_> {
         let policy = DeliveryPolicy {
             retry_schedule: self
                 .schedule(&pick!(raw, d, retry_schedule), "delivery.retry_schedule"),
-            timeout: pick!(raw, d, timeout).0,
+            timeout: self.duration(&pick!(raw, d, timeout), "delivery.timeout", MAX_TIMEOUT),
         };
         let jitter = pick!(raw, d, jitter);
         if !(0.0..=1.0).contains(jitter.get_ref()) {
@@ -1625,11 +1691,19 @@ impl Validator<'_> {
                 &pick!(raw, d, max_in_flight_adhoc),
                 "delivery.max_in_flight_adhoc",
             ),
-            retry_after_cap: pick!(raw, d, retry_after_cap).0,
+            retry_after_cap: self.duration(
+                &pick!(raw, d, retry_after_cap),
+                "delivery.retry_after_cap",
+                MAX_INTERVAL,
+            ),
             jitter: *jitter.get_ref(),
             header_prefix: prefix.into_inner(),
             allow_adhoc_targets: pick!(raw, d, allow_adhoc_targets),
-            shutdown_grace: pick!(raw, d, shutdown_grace).0,
+            shutdown_grace: self.duration(
+                &pick!(raw, d, shutdown_grace),
+                "delivery.shutdown_grace",
+                MAX_TIMEOUT,
+            ),
             proxy: raw.proxy.as_ref().and_then(|p| self.proxy(p)),
             adhoc_rate_limit: {
                 let rate = pick!(raw, d, adhoc_rate_limit);
@@ -1638,8 +1712,16 @@ impl Validator<'_> {
             },
             breaker: BreakerPolicy {
                 failures: pick!(raw, d, breaker_failures),
-                probe_interval: pick!(raw, d, breaker_probe_interval).0,
-                disable_after: pick!(raw, d, disable_after).0,
+                probe_interval: self.duration(
+                    &pick!(raw, d, breaker_probe_interval),
+                    "delivery.breaker_probe_interval",
+                    MAX_INTERVAL,
+                ),
+                disable_after: self.duration(
+                    &pick!(raw, d, disable_after),
+                    "delivery.disable_after",
+                    MAX_INTERVAL,
+                ),
                 disable_after_failures: pick!(raw, d, disable_after_failures),
             },
         }
@@ -1784,7 +1866,10 @@ impl Validator<'_> {
                 Some(rs) => self.schedule(rs, &key("retry_schedule")),
                 None => delivery.policy.retry_schedule.clone(),
             },
-            timeout: s.timeout.map_or(delivery.policy.timeout, |t| t.0),
+            timeout: match &s.timeout {
+                Some(t) => self.duration(t, &key("timeout"), MAX_TIMEOUT),
+                None => delivery.policy.timeout,
+            },
         };
         let max_in_flight = match &s.max_in_flight {
             Some(m) => self.positive(m, &key("max_in_flight")),
@@ -1849,8 +1934,14 @@ impl Validator<'_> {
         let d = delivery.breaker;
         let breaker = BreakerPolicy {
             failures: s.breaker_failures.unwrap_or(d.failures),
-            probe_interval: s.breaker_probe_interval.map_or(d.probe_interval, |t| t.0),
-            disable_after: s.disable_after.map_or(d.disable_after, |t| t.0),
+            probe_interval: match &s.breaker_probe_interval {
+                Some(t) => self.duration(t, &key("breaker_probe_interval"), MAX_INTERVAL),
+                None => d.probe_interval,
+            },
+            disable_after: match &s.disable_after {
+                Some(t) => self.duration(t, &key("disable_after"), MAX_INTERVAL),
+                None => d.disable_after,
+            },
             disable_after_failures: s.disable_after_failures.unwrap_or(d.disable_after_failures),
         };
         let rate_limit = s
@@ -1904,7 +1995,8 @@ fn storage_config(raw: RawStorage, d: RawStorage) -> StorageConfig {
 
     StorageConfig {
         path,
-        retention: pick!(raw, d, retention).0,
+        // Longer is reported by `Validator::resolve`.
+        retention: pick!(raw, d, retention).into_inner().0.min(MAX_RETENTION),
         cache_capacity_bytes: pick!(raw, d, cache_capacity_bytes),
         engine: Engine::Sled,
         max_pending: pick!(raw, d, max_pending),

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub store_claim_duration: HistogramVec,
     pub store_stale_outcomes: IntGauge,
     pub store_dead_rows: IntGauge,
+    /// Attempt tasks that panicked (their deliveries are put back in the queue).
+    pub attempt_panics: prometheus::IntCounter,
     /// Each subscription's circuit breaker: 0 closed, 1 open, 2 disabled.
     pub breaker: IntGaugeVec,
 }
@@ -67,6 +69,15 @@ fn histogram(
 /// on a name the tests have seen.
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let metric = IntGauge::new(name, help).expect("metric names are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+/// A counter without labels, exported (as 0) from the start; like [`gauge`].
+fn single_counter(registry: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    let metric = prometheus::IntCounter::new(name, help).expect("metric names are valid");
     registry
         .register(Box::new(metric.clone()))
         .expect("each metric is registered once");
@@ -249,6 +260,11 @@ impl Metrics {
                 &registry,
                 "hookd_store_dead_rows",
                 "Dead row versions in the live queue table as PostgreSQL's statistics count them; growing while a long transaction elsewhere holds vacuum back.",
+            ),
+            attempt_panics: single_counter(
+                &registry,
+                "hookd_attempt_panics_total",
+                "Attempt tasks that panicked: a bug. Each such delivery is put back in the queue (due a minute later) and its slot freed.",
             ),
             pending,
             oldest_pending_age,

@@ -14,10 +14,13 @@
 //! [`QueueStore::record_outcome_and_follow`]: crate::store::QueueStore::record_outcome_and_follow
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 use tokio_util::sync::CancellationToken;
@@ -35,6 +38,10 @@ use crate::store::{Attempt, Claimed, Delivery, Limits, Next, QueueStore};
 /// The longest the loop sleeps without asking the store again; also the period of its
 /// heartbeat, which the systemd watchdog checks.
 pub const MAX_IDLE: Duration = Duration::from_secs(1);
+
+/// How long a delivery whose attempt panicked waits before it is due again: a panic that
+/// repeats (a bug met by this delivery) must not spin.
+pub const PANIC_RETRY: Duration = Duration::from_secs(60);
 
 /// Milliseconds since the Unix epoch: the time base of the store.
 pub fn now_ms() -> u64 {
@@ -267,14 +274,21 @@ enum Resolved {
 impl AttemptTask {
     async fn run(self, claim: Claimed) {
         let mut claim = claim;
-        while let Some(next) = self.attempt(claim).await {
-            claim = next;
+        loop {
+            let id = claim.delivery.id.clone();
+            let recorded = AtomicBool::new(false);
+            let attempt = self.attempt(claim, &recorded);
+            match contain_panic(&self.deps, &id, &recorded, attempt).await {
+                Some(Some(next)) => claim = next,
+                Some(None) | None => break,
+            }
         }
         self.free_slot();
     }
 
-    /// One attempt; returns the delivery the store handed on in its slot, if any.
-    async fn attempt(&self, claim: Claimed) -> Option<Claimed> {
+    /// One attempt; returns the delivery the store handed on in its slot, if any. Sets
+    /// `recorded` once the store has the outcome (and so the slot back).
+    async fn attempt(&self, claim: Claimed, recorded: &AtomicBool) -> Option<Claimed> {
         let Claimed { delivery, body } = claim;
         let number = delivery.attempts + 1;
         let started_ms = self.deps.clock.now_ms();
@@ -352,7 +366,7 @@ impl AttemptTask {
             self.breaker(&delivery.subscription, &result, error.as_ref(), finished_ms);
         }
         let queue = &self.deps.queue;
-        let recorded = if self.stop.is_cancelled() {
+        let outcome = if self.stop.is_cancelled() {
             queue
                 .record_outcome(&delivery.id, attempt, next, finished_ms)
                 .await
@@ -362,7 +376,8 @@ impl AttemptTask {
                 .record_outcome_and_follow(&delivery.id, attempt, next, finished_ms)
                 .await
         };
-        let following = match recorded {
+        recorded.store(true, Ordering::SeqCst);
+        let following = match outcome {
             Ok(following) => following,
             Err(e) => {
                 tracing::error!(delivery_id = %delivery.id, error = %e, "cannot record attempt outcome; the delivery will be retried after a restart");
@@ -537,6 +552,42 @@ impl AttemptTask {
     fn free_slot(self) {
         self.deps.wake.notify_one();
     }
+}
+
+/// Runs `attempt`, the attempt of the claimed delivery `delivery_id`, and contains a panic in
+/// it: the panic is logged and counted (`hookd_attempt_panics_total`), and unless `recorded`
+/// says the store already has the attempt's outcome, the delivery is put back in the queue,
+/// due again after [`PANIC_RETRY`] without spending an attempt, which frees the slot it held.
+/// `None` when it panicked.
+async fn contain_panic<T>(
+    deps: &SchedulerDeps,
+    delivery_id: &str,
+    recorded: &AtomicBool,
+    attempt: impl Future<Output = T>,
+) -> Option<T> {
+    let panic = match AssertUnwindSafe(attempt).catch_unwind().await {
+        Ok(value) => return Some(value),
+        Err(panic) => panic,
+    };
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|m| m.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    deps.metrics.attempt_panics.inc();
+    if recorded.load(Ordering::SeqCst) {
+        tracing::error!(delivery_id, panic = %message, "attempt task panicked after its outcome was recorded");
+        return None;
+    }
+    let due_ms = deps
+        .clock
+        .now_ms()
+        .saturating_add(u64::try_from(PANIC_RETRY.as_millis()).unwrap_or(u64::MAX));
+    tracing::error!(delivery_id, panic = %message, retry_in = ?PANIC_RETRY, "attempt task panicked; its delivery is put back in the queue and its slot freed");
+    if let Err(e) = deps.queue.release(delivery_id, due_ms).await {
+        tracing::error!(delivery_id, error = %e, "cannot put a delivery back in the queue after a panic; it will be retried after a restart");
+    }
+    None
 }
 
 fn resolve(config: &Config, delivery: &Delivery, now_ms: u64) -> Resolved {
@@ -717,5 +768,127 @@ events = ["*"]
             resolve(&config, &delivery_of("removed", Some("cust-a")), 2_000),
             Resolved::Gone
         ));
+    }
+
+    #[test]
+    fn the_longest_delays_saturate_the_due_time() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let failed = result(Outcome::Http5xx, Some("18446744073709551615"), false);
+        let rules = RetryRules {
+            retry_after_cap: Duration::MAX,
+            jitter: 1.0,
+        };
+        for draw in [0.5, 0.999] {
+            let next = decide_next(&failed, &[Duration::MAX], 1, rules, u64::MAX - 5, now, draw);
+            assert_eq!(next, Next::RetryAt(u64::MAX));
+        }
+    }
+
+    /// A store with two deliveries of `main` queued, at most one attempt in flight, and the
+    /// scheduler's view of it.
+    async fn one_slot(dir: &std::path::Path) -> SchedulerDeps {
+        let text = format!(
+            "[storage]\npath = {:?}\n[delivery]\nmax_in_flight = 1\n[targets]\nallow = [\"127.0.0.0/8\"]\n\n\
+             [[subscription]]\nid = \"main\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"s\"\nevents = [\"*\"]\n",
+            dir.join("db").display().to_string()
+        );
+        let config = Config::from_toml(&text, "test.toml").expect("valid config");
+        let store = crate::store::sled::SledStore::open(&dir.join("db"), 1 << 20).expect("store");
+        let (control, _) = tokio::sync::mpsc::unbounded_channel();
+        let deps = SchedulerDeps {
+            control,
+            queue: Arc::new(store),
+            clock: Arc::new(crate::clock::SystemClock::new()),
+            metrics: Arc::new(Metrics::new()),
+            settings: Arc::new(Settings::new(config, Vec::new(), Default::default())),
+            wake: Arc::new(Notify::new()),
+            heartbeat: Arc::new(AtomicU64::new(0)),
+            traces: Arc::new(crate::traces::Traces::off()),
+            sending: Arc::default(),
+        };
+        deps.apply_limits();
+        let rules = crate::event::IngestRules {
+            allow_adhoc_targets: false,
+            allow_http: false,
+            guard: crate::guard::Guard::default(),
+        };
+        let mut events = Vec::new();
+        for request_id in ["a", "b"] {
+            let value = serde_json::json!({"request_id": request_id, "status": "completed"});
+            let event = crate::event::parse_event(value, &rules, "2026-01-01T00:00:00Z")
+                .expect("valid event");
+            let target = crate::store::Target {
+                subscription: "main".to_string(),
+                bucket: "main".to_string(),
+                adhoc: None,
+            };
+            events.push((event, vec![target]));
+        }
+        let now = deps.clock.now_ms();
+        deps.queue.ingest(events, now).await.expect("ingest");
+        deps
+    }
+
+    async fn claim_count(deps: &SchedulerDeps, now: u64) -> usize {
+        deps.queue.claim(now, usize::MAX).await.unwrap().0.len()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_attempt_frees_its_slot_and_its_delivery_is_due_again_later() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let deps = one_slot(dir.path()).await;
+        let now = deps.clock.now_ms();
+        let (claimed, _) = deps.queue.claim(now, usize::MAX).await.unwrap();
+        let [first] = claimed.as_slice() else {
+            panic!("one slot, one claim: {}", claimed.len());
+        };
+        let first = first.delivery.id.clone();
+        assert_eq!(claim_count(&deps, now).await, 0, "one slot, taken");
+
+        let recorded = AtomicBool::new(false);
+        let attempt = async {
+            if !recorded.load(Ordering::SeqCst) {
+                panic!("an injected bug");
+            }
+        };
+        assert_eq!(contain_panic(&deps, &first, &recorded, attempt).await, None);
+        assert_eq!(deps.metrics.attempt_panics.get(), 1);
+        assert!(deps
+            .metrics
+            .render()
+            .contains("hookd_attempt_panics_total 1"));
+
+        // The slot is free: the other delivery runs at once.
+        let (claimed, _) = deps.queue.claim(now, usize::MAX).await.unwrap();
+        let [second] = claimed.as_slice() else {
+            panic!("the freed slot takes the other delivery: {}", claimed.len());
+        };
+        assert_ne!(second.delivery.id, first);
+        let delivered = Attempt {
+            number: 1,
+            started_ms: now,
+            duration_ms: 1,
+            outcome: Outcome::Success,
+            status_code: Some(200),
+            error: None,
+            response_excerpt: None,
+        };
+        deps.queue
+            .record_outcome(&second.delivery.id, delivered, Next::Delivered, now)
+            .await
+            .unwrap();
+        // The one whose attempt panicked is due again after PANIC_RETRY, with no attempt spent.
+        assert_eq!(
+            claim_count(&deps, now).await,
+            0,
+            "not due before PANIC_RETRY"
+        );
+        let later = now + u64::try_from(PANIC_RETRY.as_millis()).unwrap() + 1_000;
+        let (claimed, _) = deps.queue.claim(later, usize::MAX).await.unwrap();
+        let [again] = claimed.as_slice() else {
+            panic!("the delivery is due again: {}", claimed.len());
+        };
+        assert_eq!(again.delivery.id, first);
+        assert_eq!(again.delivery.attempts, 0);
     }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 mod ingest;
+mod keepalive;
 pub(crate) mod origin;
 mod owners;
 mod portal;

@@ -34,9 +34,18 @@ pub fn next_delay(
     }
     if delay >= JITTER_FROM && rules.jitter > 0.0 {
         let factor = 1.0 + rules.jitter * (2.0 * draw.clamp(0.0, 1.0) - 1.0);
-        delay = delay.mul_f64(factor.max(0.0));
+        delay = scale(delay, factor);
     }
     Some(delay)
+}
+
+/// `delay` times `factor`, saturating: zero for a factor below zero, `Duration::MAX` past it
+/// (`Duration::mul_f64` panics there), and `delay` itself for a factor that is not a number.
+fn scale(delay: Duration, factor: f64) -> Duration {
+    if factor.is_nan() {
+        return delay;
+    }
+    Duration::try_from_secs_f64(delay.as_secs_f64() * factor.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date, relative to `now`.
@@ -130,6 +139,39 @@ mod tests {
             next_delay(&s, 1, Some(Duration::from_secs(100)), RULES, 0.0),
             Some(Duration::from_secs(90))
         );
+    }
+
+    #[test]
+    fn extreme_delays_and_knobs_saturate_instead_of_panicking() {
+        let huge = [Duration::MAX, Duration::from_secs(u64::MAX / 2)];
+        let rules = |jitter| RetryRules {
+            retry_after_cap: Duration::MAX,
+            jitter,
+        };
+        for delay in huge {
+            for jitter in [1.0, 2.0, f64::INFINITY, f64::NAN, -1.0] {
+                for draw in [0.0, 0.5, 0.999_999, 1.0, 7.0, -3.0, f64::NAN] {
+                    let got = next_delay(&[delay], 1, Some(Duration::MAX), rules(jitter), draw);
+                    assert!(got.is_some(), "{delay:?} {jitter} {draw}");
+                }
+            }
+        }
+        // The case: the largest schedule a u64 of seconds writes, drawn high.
+        assert_eq!(
+            next_delay(&[Duration::from_secs(u64::MAX)], 1, None, rules(0.1), 0.999),
+            Some(Duration::MAX)
+        );
+        // Drawn low, jitter 1 takes the delay to zero at most, never below.
+        assert_eq!(
+            next_delay(&[Duration::from_secs(3600)], 1, None, rules(1.0), 0.0),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            scale(Duration::from_secs(60), f64::NAN),
+            Duration::from_secs(60)
+        );
+        assert_eq!(scale(Duration::from_secs(60), -2.0), Duration::ZERO);
+        assert_eq!(scale(Duration::from_secs(60), f64::INFINITY), Duration::MAX);
     }
 
     #[test]

@@ -946,6 +946,46 @@ async fn check_config_names_file_line_and_key_of_an_error() {
 }
 
 #[tokio::test]
+async fn check_config_refuses_durations_beyond_their_maximum_naming_each_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:8080\"\nidle_timeout = \"2h\"\n\n\
+             [delivery]\nretry_schedule = [\"0s\", \"18446744073709551615s\"]\ntimeout = \"2h\"\n\
+             breaker_probe_interval = \"31d\"\n\n{}{}",
+            subscription_toml(
+                "acme",
+                "http://127.0.0.1:9/hook",
+                "s",
+                &["job.completed"],
+                "disable_after = \"60d\""
+            ),
+            crate::support::LOOPBACK_TARGETS,
+        ),
+    );
+    let run = hookd(&["check-config", "--config", &file], None).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    let d = diagnostics(&run.stderr, &file);
+    let keys: Vec<(usize, &str)> = d.iter().map(|(l, _, k, _)| (*l, k.as_str())).collect();
+    assert_eq!(
+        keys,
+        [
+            (3, "api.idle_timeout"),
+            (6, "delivery.retry_schedule"),
+            (7, "delivery.timeout"),
+            (8, "delivery.breaker_probe_interval"),
+            (15, "subscription[0].disable_after"),
+        ],
+        "{run:#?}"
+    );
+    assert!(
+        d.iter().all(|(.., m)| m.contains("longer than the most")),
+        "{run:#?}"
+    );
+}
+
+#[tokio::test]
 async fn check_config_reports_every_error_of_a_file() {
     let dir = tempfile::tempdir().unwrap();
     // Two independent mistakes: each gets its own `file:line:col: key: message` line, as

@@ -174,7 +174,10 @@ async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows
             "the log names the skipped key {printable}:\n{stderr}"
         );
     }
-    assert!(stderr.contains("this hookd reads formats 1 to 2"), "{stderr}");
+    assert!(
+        stderr.contains("this hookd reads formats 1 to 2"),
+        "{stderr}"
+    );
     eprintln!(
         "FIGURE damaged-store: 2 of 3 pending records made undecodable (garbage, format 99): hookd started, skipped and counted both (hookd_store_skipped_records 2, keys logged), delivered the third and took new events"
     );

@@ -908,6 +908,7 @@ fn toml_key() -> impl Strategy<Value = String> {
         "max_batch",
         "max_header_bytes",
         "header_read_timeout",
+        "idle_timeout",
         "body_read_timeout",
         "path",
         "retention",

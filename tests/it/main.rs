@@ -19,6 +19,7 @@ mod fuzz;
 mod guard;
 mod ingest;
 mod isolation;
+mod keepalive;
 mod limits;
 mod observability;
 mod overload;

@@ -2090,3 +2090,113 @@ async fn wait_breaker(nodes: &[&Node], http: &reqwest::Client, shown: &str) {
         .await;
     }
 }
+
+// ------------------------------------------------------------------ a node frozen in DDL
+
+/// A TCP proxy to PostgreSQL that freezes a connection as a stopped node would, right after
+/// forwarding the first message holding `marker`: the server's answers still flow back, but
+/// nothing more that the node sends on that connection reaches the server.
+struct FreezingProxy {
+    addr: SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezingProxy {
+    async fn start(upstream: String, marker: &'static [u8]) -> FreezingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((node, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let (mut from_node, mut to_node) = node.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_node).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match from_node.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        if buf[..n].windows(marker.len()).any(|w| w == marker) {
+                            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                            // Both halves stay open, and nothing more goes through.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        FreezingProxy { addr, frozen }
+    }
+}
+
+/// Issue 26: node b's `GET /v1/deliveries/…` stalled while node a was stopped (SIGSTOP), and b
+/// logged that the day's partition could not be made for a lock timeout. Node a had been
+/// stopped between creating a day's partition of `hookd_done` and committing it: the creation
+/// locks `hookd_done` ACCESS EXCLUSIVE until the commit, and every read of finished deliveries
+/// waited for a node that would not send its `COMMIT`. Here node a freezes at that instant for
+/// sure (its connection through a proxy that forwards nothing after the `CREATE`), and a read
+/// of `hookd_done` must still answer at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_while_making_a_partition_holds_no_lock_on_finished_deliveries() {
+    let db = pg::create("frozenddl").await;
+    let direct = db.url();
+    // postgres://user@host:port/db?...: the proxy stands in for host:port.
+    let after_at = direct.split_once('@').expect("a URL with a user").1;
+    let upstream = after_at.split_once('/').expect("a URL with a database").0;
+    let proxy =
+        FreezingProxy::start(upstream.to_string(), b"PARTITION OF hookd_done FOR VALUES").await;
+    let proxied = direct.replacen(upstream, &proxy.addr.to_string(), 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let probe = Probe::start(|_, _| (Duration::from_millis(1), 200)).await;
+    let _a = Node::start(
+        dir.path(),
+        "a",
+        &proxied,
+        &config(&probe.url("a"), &["1m"], "5s", 4),
+    )
+    .await;
+    wait_until(
+        "node a to send the creation of a day's partition",
+        Duration::from_secs(20),
+        || async {
+            proxy
+                .frozen
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        },
+    )
+    .await;
+
+    let (client, connection) = tokio_postgres::connect(&direct, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    client
+        .batch_execute("SET statement_timeout = '5s'")
+        .await
+        .expect("set a statement timeout");
+    let started = Instant::now();
+    let read = client
+        .query_one("SELECT count(*) FROM hookd_done", &[])
+        .await;
+    assert!(
+        read.is_ok(),
+        "a read of hookd_done waited for the frozen node: {read:?} after {:?}",
+        started.elapsed()
+    );
+}

@@ -409,6 +409,80 @@ async fn a_subscription_created_through_the_api_satisfies_the_seed_receivers() {
 }
 
 /// `POST /v1/subscriptions` that must succeed: the subscription as created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_beyond_their_maximum_are_refused_naming_the_field() {
+    let app = spawn_app("").await;
+    create(
+        &app,
+        json!({ "id": "kept", "url": "https://x.example/hook", "events": ["*"] }),
+    )
+    .await;
+    // Issue 28: this schedule was accepted, and its jitter panicked the attempt tasks.
+    let cases = [
+        ("retry_schedule", json!(["18446744073709551615s"])),
+        ("retry_schedule", json!(["0s", "31d"])),
+        ("timeout", json!("2h")),
+        ("breaker_probe_interval", json!("31d")),
+        ("disable_after", json!("18446744073709551615s")),
+    ];
+    for (field, value) in cases {
+        assert_refused(&app, "kept", field, value, "longer than the most").await;
+    }
+    // The longest allowed are accepted.
+    let (status, answer) = patch(
+        &app,
+        "kept",
+        json!({ "retry_schedule": ["30d"], "timeout": "1h", "disable_after": "30d" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_subscription_past_the_bounds_waits_until_a_patch_brings_it_within() {
+    let app = spawn_app("").await;
+    // As a hookd from before the bounds would have stored it.
+    let toml = "[[subscription]]\nid = \"old\"\nurl = \"https://x.example/hook\"\nsecret = \"s\"\n\
+                events = [\"*\"]\nretry_schedule = [\"18446744073709551615s\"]\n";
+    app.shared
+        .store
+        .put_subscription(hookd::store::StoredSubscription {
+            id: "old".to_string(),
+            owner: None,
+            toml: toml.to_string(),
+            created_ms: 1,
+            updated_ms: 1,
+        })
+        .await
+        .unwrap();
+    let app = app.restart().await;
+    assert!(app.shared.config().subscription("old").is_none());
+    let (status, answer) = patch(&app, "old", json!({ "retry_schedule": ["1m"] })).await;
+    assert_eq!(status, 200, "{answer}");
+    let running = app.shared.config();
+    let old = running.subscription("old").expect("in the running config");
+    assert_eq!(old.policy.retry_schedule, [Duration::from_secs(60)]);
+}
+
+/// A subscription created with `field` = `value`, and `kept` changed to it, are both refused
+/// with a 422 naming `field`, whose message contains `says`.
+async fn assert_refused(app: &TestApp, kept: &str, field: &str, value: Value, says: &str) {
+    let mut body = json!({ "url": "https://x.example/hook", "events": ["*"] });
+    body[field] = value.clone();
+    for (what, (status, answer)) in [
+        (
+            "create",
+            call(app, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await,
+        ),
+        ("change", patch(app, kept, json!({ field: value })).await),
+    ] {
+        assert_eq!(status, 422, "{what} {field} = {value}: {answer}");
+        assert_eq!(answer["field"], field, "{what} {field} = {value}: {answer}");
+        let error = answer["error"].as_str().unwrap_or("");
+        assert!(error.contains(says), "{what} {field} = {value}: {answer}");
+    }
+}
+
 async fn create(app: &TestApp, body: Value) -> Value {
     let (status, created) = call(app, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await;
     assert_eq!(status, 201, "{created}");
@@ -549,23 +623,7 @@ async fn invalid_breaker_settings_are_refused_naming_the_field() {
         ("disable_after", json!(["5d"])),
     ];
     for (field, value) in cases {
-        let mut body = json!({ "url": "https://x.example/hook", "events": ["*"] });
-        body[field] = value.clone();
-        for (what, (status, answer)) in [
-            (
-                "create",
-                call(&app, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await,
-            ),
-            ("change", patch(&app, "kept", json!({ field: value })).await),
-        ] {
-            assert_eq!(status, 422, "{what} {field} = {value}: {answer}");
-            assert_eq!(answer["field"], field, "{what} {field} = {value}: {answer}");
-            let error = answer["error"].as_str().unwrap_or("");
-            assert!(
-                error.contains(field),
-                "{what} {field} = {value}: the message names the field: {answer}"
-            );
-        }
+        assert_refused(&app, "kept", field, value, field).await;
     }
     // Nothing of the above was kept.
     let (_, all) = get(&app, "/v1/subscriptions").await;

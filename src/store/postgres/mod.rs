@@ -898,15 +898,27 @@ async fn write_health(
     Ok(())
 }
 
-/// Creates the `hookd_done` partition of `day` (days since 1970) unless it exists. Creating a
-/// partition locks the parent table: it gives up after a second rather than wait behind a long
-/// transaction (a report, a dump) and holds nothing meanwhile; finished deliveries go to the
-/// default partition until it exists. Nodes may race to create it: the loser's error is the
-/// sign it exists.
-async fn create_partition(
-    client: &mut deadpool_postgres::Object,
-    day: i64,
-) -> Result<(), StoreError> {
+/// Runs `ddl`, a statement that changes the partitions of `hookd_done` and so locks the table
+/// ACCESS EXCLUSIVE (every read of finished deliveries, on every node, waits behind it), in
+/// one message that PostgreSQL runs and commits by itself (an implicit transaction): the lock
+/// is held only while the statement runs, never across a round trip to this node, which may
+/// stop at any instant (SIGSTOP, a frozen VM). A node stopped between such a statement and its
+/// `COMMIT` once stalled the other nodes' API for as long as it stayed stopped. It waits a
+/// second at most for the lock, so that it never queues reads behind a long transaction.
+async fn partition_ddl(
+    client: &deadpool_postgres::Object,
+    ddl: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("SET LOCAL lock_timeout = '1s'; {ddl}"))
+        .await
+}
+
+/// Creates the `hookd_done` partition of `day` (days since 1970) unless it exists, by
+/// [`partition_ddl`]: when the lock is not to be had within a second, finished deliveries go
+/// to the default partition until it exists. Nodes may race to create it: the loser's error
+/// is the sign it exists.
+async fn create_partition(client: &deadpool_postgres::Object, day: i64) -> Result<(), StoreError> {
     let exists: bool = client
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",
@@ -917,15 +929,12 @@ async fn create_partition(
     if exists {
         return Ok(());
     }
-    let tx = client.transaction().await?;
-    tx.batch_execute(&format!(
-        "SET LOCAL lock_timeout = '1s';
-         CREATE TABLE IF NOT EXISTS hookd_done_d{day} PARTITION OF hookd_done FOR VALUES FROM ({}) TO ({})",
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS hookd_done_d{day} PARTITION OF hookd_done FOR VALUES FROM ({}) TO ({})",
         day * DAY_MS,
         (day + 1) * DAY_MS
-    ))
-    .await?;
-    match tx.commit().await {
+    );
+    match partition_ddl(client, &ddl).await {
         Ok(()) => Ok(()),
         Err(e)
             if e.code() == Some(&SqlState::DUPLICATE_TABLE)
@@ -943,14 +952,14 @@ async fn create_partition(
 async fn maintain_partitions(pool: Pool) {
     loop {
         let made = async {
-            let mut client = pool.get().await?;
+            let client = pool.get().await?;
             let now: i64 = client
                 .query_one(&format!("SELECT {DB_NOW}"), &[])
                 .await?
                 .get(0);
             let today = now.div_euclid(DAY_MS);
             for day in [today, today + 1] {
-                create_partition(&mut client, day).await?;
+                create_partition(&client, day).await?;
             }
             Ok::<_, StoreError>(())
         }
@@ -1630,10 +1639,14 @@ impl super::QueueStore for PgStore {
             if removed + n > limit {
                 continue;
             }
-            client
-                .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
-                .await?;
-            removed += n;
+            match partition_ddl(&client, &format!("DROP TABLE IF EXISTS {name}")).await {
+                Ok(()) => removed += n,
+                // The lock was not to be had: the rows go by the DELETE below, or next time.
+                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                    tracing::info!(partition = %name, "postgres: a finished day's partition is in use; it is dropped later");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         if removed < limit {
             let n = client

@@ -88,7 +88,7 @@ async fn start_with_clock(
         api,
         metrics,
         shared,
-        client: reqwest::Client::new(),
+        client: super::http_client(),
         shutdown,
         handle: Some(handle),
         dir,

@@ -42,7 +42,7 @@ impl Daemon {
             storage_keys: storage_keys.to_string(),
             env: Vec::new(),
             process: None,
-            client: reqwest::Client::builder()
+            client: super::client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("client"),

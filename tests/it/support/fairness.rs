@@ -241,7 +241,7 @@ impl Hookd {
             )
         );
         let process = HookdProcess::start(dir.path(), &extra).await;
-        let client = reqwest::Client::builder()
+        let client = super::client_builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client");

@@ -103,7 +103,7 @@ impl Load {
 }
 
 async fn client(url: String, prefix: String, mix: Mix, shared: Arc<Shared>) {
-    let http = reqwest::Client::builder()
+    let http = super::client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");

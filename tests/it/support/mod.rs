@@ -27,6 +27,21 @@ use std::future::Future;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+/// How long the tests' HTTP clients keep an idle connection: below hookd's `api.idle_timeout`
+/// (120 s by default), as docs/api.md tells job runners, so that no test sends a request on a
+/// connection hookd is closing.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// A client builder for talking to hookd: the pool's idle time below hookd's.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(POOL_IDLE)
+}
+
+/// A client for talking to hookd (see [`client_builder`]).
+pub fn http_client() -> reqwest::Client {
+    client_builder().build().expect("client")
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
 pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where

@@ -133,14 +133,28 @@ impl ChildGuard {
             .and_then(|c| c.try_wait().expect("try_wait on a child"))
     }
 
-    /// Sends a signal by name (`TERM`, `HUP`, ...) with the `kill` command.
+    /// Sends a signal by name (`TERM`, `HUP`, ...) with the `kill` command. `STOP` returns once
+    /// every thread of the process has stopped: `kill` returns when the signal is sent, and on
+    /// a busy machine the other threads may run (and answer a request) until the one that took
+    /// the signal is scheduled and stops them.
     pub fn signal(&self, signal: &str) {
         let pid = self.id().to_string();
         let status = Command::new("kill")
-            .args([format!("-{signal}"), pid])
+            .args([format!("-{signal}"), pid.clone()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} {} failed", self.name);
+        if signal == "STOP" {
+            let start = Instant::now();
+            while !all_threads_stopped(&pid) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{} did not stop within 10 s of SIGSTOP",
+                    self.name
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// SIGKILL, then reaps the child.
@@ -337,6 +351,21 @@ impl HookdProcess {
 /// plain `info` logs), then the addresses it bound, read from its `hookd started api=...
 /// metrics=...` log line (the config may say port 0: nothing races for free ports), then
 /// `/readyz` answering 200. Err with its stderr if it exits first; panics after 15 s.
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
+fn all_threads_stopped(pid: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T")
+        })
+    })
+}
+
 pub async fn launch(
     config: &Path,
     env: &[(&str, &str)],

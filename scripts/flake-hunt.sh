@@ -33,7 +33,7 @@ else
     echo "[flake-hunt] NOT RUN on postgres: nothing answers on 127.0.0.1:5432"
 fi
 
-declare -A failed
+declare -A failed=()
 total_runs=0
 for i in $(seq "$runs"); do
     for engine in "${engines[@]}"; do

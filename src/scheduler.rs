@@ -292,6 +292,13 @@ impl AttemptTask {
         let Claimed { delivery, body } = claim;
         let number = delivery.attempts + 1;
         let started_ms = self.deps.clock.now_ms();
+        if delivery.adhoc.is_none() && self.deps.settings.held(&delivery.subscription, started_ms) {
+            // Claimed under limits older than a pause, a disabling or an open breaker that came
+            // meanwhile (a claim that began just before it): back to the queue, no attempt.
+            self.release(&delivery.id, started_ms).await;
+            recorded.store(true, Ordering::SeqCst);
+            return None;
+        }
         let config = self.deps.settings.config();
         let mut span = crate::traces::AttemptSpan::default();
         let (result, schedule) = match resolve(&config, &delivery, started_ms) {
@@ -416,7 +423,7 @@ impl AttemptTask {
                 reason = reason.as_str(),
                 "subscription disabled by its circuit breaker; its deliveries wait until it is enabled"
             );
-            settings.set_disabled(subscription, Some((at_ms, reason.clone())));
+            settings.disable_pending(subscription, at_ms, reason.clone());
             self.deps.apply_limits();
             let _ = self.deps.control.send(crate::state::Control::Disabled {
                 subscription: subscription.to_string(),

@@ -32,6 +32,10 @@ pub struct Settings {
     /// On a store shared by several nodes: the subscriptions whose latest failure, with the
     /// breaker open, was this node's, and that failure's time (Unix ms).
     own_failures: RwLock<HashMap<String, u64>>,
+    /// Subscriptions this node's breaker disabled whose disabling is not in the store yet: a
+    /// sync that reads the store meanwhile keeps them disabled (else one more attempt could
+    /// start between the sync and the durable write).
+    disabling: RwLock<HashMap<String, (u64, String)>>,
     /// How much later than the others a node whose probe failed may probe again (ms); 0 on
     /// a store of its own. See [`Settings::set_probe_yield`].
     probe_yield_ms: AtomicU64,
@@ -84,6 +88,7 @@ impl Settings {
             paused: RwLock::new(paused),
             health: RwLock::new(states),
             own_failures: RwLock::new(HashMap::new()),
+            disabling: RwLock::new(HashMap::new()),
             probe_yield_ms: AtomicU64::new(0),
         };
         settings.merge();
@@ -226,6 +231,32 @@ impl Settings {
         limits
     }
 
+    /// Whether subscription `id`'s attempts are held back at `now_ms`: paused, disabled, or its
+    /// breaker waiting for its next probe. A claim made under older limits (one that began just
+    /// before the switch) is put back rather than attempted.
+    pub fn held(&self, id: &str, now_ms: u64) -> bool {
+        if self
+            .paused
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+        {
+            return true;
+        }
+        let config = self.config();
+        let Some(s) = config.subscription(id) else {
+            return false;
+        };
+        let health = self.health.read().unwrap_or_else(|e| e.into_inner());
+        let own = self.own_failures.read().unwrap_or_else(|e| e.into_inner());
+        health.get(id).is_some_and(|state| {
+            matches!(
+                self.gate_of(s, state, &own, now_ms),
+                Gate::Wait { .. } | Gate::Disabled
+            )
+        })
+    }
+
     /// Each configured subscription's breaker at `now_ms`.
     pub fn gates(&self, now_ms: u64) -> Vec<(String, Gate)> {
         let config = self.config();
@@ -323,6 +354,24 @@ impl Settings {
             .set_disabled(disabled);
     }
 
+    /// Disables a subscription in memory at once, until [`Shared::set_disabled`] has made it
+    /// durable ([`Settings::disabled_stored`]).
+    pub fn disable_pending(&self, id: &str, at_ms: u64, reason: String) {
+        self.disabling
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), (at_ms, reason.clone()));
+        self.set_disabled(id, Some((at_ms, reason)));
+    }
+
+    /// The store holds the switch of `id` now: a sync may decide it again.
+    pub fn disabled_stored(&self, id: &str) {
+        self.disabling
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
     /// Forgets what this node knows of subscription `id` (paused, health, breaker): it was
     /// deleted, and a later one of the same id starts afresh. Returns the paused count.
     pub fn forget(&self, id: &str) -> usize {
@@ -350,8 +399,37 @@ impl Settings {
     /// Replaces the health with the store's (which includes this node's latest); whether a
     /// disabled switch changed, and whether anything a breaker decides by did (its failures in
     /// a row, its last failure).
-    fn replace_health(&self, states: HashMap<String, SubscriptionState>) -> (bool, bool) {
+    fn replace_health(&self, mut states: HashMap<String, SubscriptionState>) -> (bool, bool) {
+        for (id, (at, reason)) in self
+            .disabling
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let state = states.entry(id.clone()).or_default();
+            if state.disabled_ms.is_none() {
+                state.set_disabled(Some((*at, reason.clone())));
+            }
+        }
         let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
+        // A failure this node saw after everything the store holds (its outcome not folded
+        // into the store yet) is kept: else a sync in between would reset the failures in a
+        // row, and the breaker would let one more attempt through before it disables.
+        for (id, mine) in health.iter() {
+            let Some(failed) = mine.last_failure_ms else {
+                continue;
+            };
+            let theirs = states.entry(id.clone()).or_default();
+            let newer = theirs.last_failure_ms.is_none_or(|t| t < failed)
+                && theirs.last_success_ms.is_none_or(|t| t <= failed);
+            if newer {
+                theirs.last_failure_ms = mine.last_failure_ms;
+                theirs.consecutive_failures =
+                    theirs.consecutive_failures.max(mine.consecutive_failures);
+                theirs.failing_since_ms = theirs.failing_since_ms.or(mine.failing_since_ms);
+                theirs.last_error.clone_from(&mine.last_error);
+            }
+        }
         let disabled = |h: &HashMap<String, SubscriptionState>| -> HashSet<String> {
             h.iter()
                 .filter(|(_, s)| s.disabled_ms.is_some())
@@ -558,9 +636,12 @@ impl Shared {
     ) -> Result<(), crate::store::StoreError> {
         let disabled = reason.map(|r| (self.clock.now_ms(), r));
         let _turn = self.writes.lock().await;
-        self.store
+        let stored = self
+            .store
             .set_disabled(subscription, disabled.clone())
-            .await?;
+            .await;
+        self.settings.disabled_stored(subscription);
+        stored?;
         self.settings.set_disabled(subscription, disabled);
         self.apply_limits();
         self.wake.notify_one();

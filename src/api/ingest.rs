@@ -50,10 +50,16 @@ async fn accept(shared: &Shared, body: Body, span: &mut IngestSpan) -> Result<Re
     let now = shared.clock.now_ms();
     let events = validate_and_fan_out(&config, items, batch, now)?;
     let types: Vec<String> = events.iter().map(|(e, _)| e.event_type.clone()).collect();
-    let owners: Vec<Option<String>> = events.iter().map(|(e, _)| e.owner.clone()).collect();
+    let unowned: Vec<bool> = events.iter().map(|(e, _)| e.owner.is_none()).collect();
+    // The owners are copied for the spans only, when spans are made.
+    let owners: Vec<Option<String>> = if span.is_on() {
+        events.iter().map(|(e, _)| e.owner.clone()).collect()
+    } else {
+        Vec::new()
+    };
     admit(shared, &config)?;
     let ingested = commit(shared, events, batch, now).await?;
-    count_unowned(shared, &config, &ingested, &owners);
+    count_unowned(shared, &config, &ingested, &unowned);
     if span.is_on() {
         span.events(
             &ingested
@@ -206,19 +212,14 @@ fn targets(config: &Config, event: &NewEvent) -> Vec<Target> {
 
 /// Counts the new events that named no owner while owned subscriptions are in force: a job
 /// runner that does not send owners shows in `hookd_events_without_owner_total`.
-fn count_unowned(
-    shared: &Shared,
-    config: &Config,
-    ingested: &[Ingested],
-    owners: &[Option<String>],
-) {
+fn count_unowned(shared: &Shared, config: &Config, ingested: &[Ingested], unowned: &[bool]) {
     if !config.has_owned_subscriptions() {
         return;
     }
     let unowned = ingested
         .iter()
-        .zip(owners)
-        .filter(|(answer, owner)| !answer.duplicate && owner.is_none())
+        .zip(unowned)
+        .filter(|(answer, unowned)| !answer.duplicate && **unowned)
         .count();
     if unowned > 0 {
         shared.metrics.events_without_owner.inc_by(unowned as u64);

@@ -15,35 +15,9 @@ use crate::support::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A JSON API call on an in-process hookd.
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = app
-        .client
-        .request(method, format!("http://{}{path}", app.api));
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request.send().await.expect("API request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("API body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// Creates an owned subscription to `url` for every event type.
 async fn owned_subscription(app: &TestApp, id: &str, owner: &str, url: &str) {
-    let (status, body) = call(
-        app,
-        reqwest::Method::POST,
+    let (status, body) = app.call(reqwest::Method::POST,
         "/v1/subscriptions",
         Some(json!({ "id": id, "owner": owner, "url": url, "events": ["*"], "secret": format!("{id}-secret") })),
     )
@@ -328,21 +302,21 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
     tenants.assert_received(&["done"]).await;
     wait_idle(&app, DEADLINE).await;
     // Then pending work: the provider's subscription is paused, so owner a's events wait there.
-    let (status, _) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/subscriptions/provider/pause",
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions/provider/pause",
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/subscriptions/cust-a-prod/pause",
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions/cust-a-prod/pause",
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     app.post(&json!([
         { "request_id": "held-a", "status": "completed", "owner": "cust-a" },
@@ -355,7 +329,9 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
     .await;
     let (events_before, deliveries_before) = app.shared.store.counts().await.expect("counts");
 
-    let (status, erased) = call(&app, reqwest::Method::DELETE, "/v1/owners/cust-a", None).await;
+    let (status, erased) = app
+        .call(reqwest::Method::DELETE, "/v1/owners/cust-a", None)
+        .await;
     assert_eq!(status, 200, "{erased}");
     assert_eq!(erased["owner"], "cust-a");
     assert_eq!(erased["subscriptions"], 2, "{erased}");
@@ -403,13 +379,13 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
 
     // Nothing of it is sent after: the provider's held delivery of held-a is gone.
     let before = tenants.provider.count();
-    let (status, _) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/subscriptions/provider/resume",
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions/provider/resume",
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     wait_until("held-b at the provider", DEADLINE, || async {
         request_ids(&tenants.provider)
@@ -425,7 +401,9 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
     assert!(sent.iter().all(|b| !b.contains("held-a")), "{sent:?}");
 
     // A second erasure finds nothing; owner b's data is whole.
-    let (status, again) = call(&app, reqwest::Method::DELETE, "/v1/owners/cust-a", None).await;
+    let (status, again) = app
+        .call(reqwest::Method::DELETE, "/v1/owners/cust-a", None)
+        .await;
     assert_eq!(status, 200);
     for key in ["subscriptions", "events", "deliveries", "attempts"] {
         assert_eq!(again[key], 0, "{key}: {again}");
@@ -433,7 +411,9 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
     let b = app.api_json("/v1/deliveries?owner=cust-b&limit=100").await;
     // b1: cust-b-prod and the provider; b2: the same and its URL; held-b: the first two.
     assert_eq!(b["deliveries"].as_array().map(Vec::len), Some(7), "{b}");
-    let (status, body) = call(&app, reqwest::Method::DELETE, "/v1/owners/%20x", None).await;
+    let (status, body) = app
+        .call(reqwest::Method::DELETE, "/v1/owners/%20x", None)
+        .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["field"], "owner");
 }
@@ -446,13 +426,13 @@ async fn portal_page(app: &TestApp, url: &str) -> (u16, String) {
 }
 
 async fn portal_link(app: &TestApp, owner: &str) -> String {
-    let (status, link) = call(
-        app,
-        reqwest::Method::POST,
-        "/v1/portal-links",
-        Some(json!({ "owner": owner, "expires_in": "1h" })),
-    )
-    .await;
+    let (status, link) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/portal-links",
+            Some(json!({ "owner": owner, "expires_in": "1h" })),
+        )
+        .await;
     assert_eq!(status, 201, "{link}");
     link["url"].as_str().expect("url").to_string()
 }
@@ -468,13 +448,9 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
         .await;
     a.wait_for(1, DEADLINE).await;
     wait_idle(&app, DEADLINE).await;
-    let (status, _) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/subscriptions/suba/pause",
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(reqwest::Method::POST, "/v1/subscriptions/suba/pause", None)
+        .await;
     assert_eq!(status, 200);
     let (_, queued) = app
         .post(
@@ -486,23 +462,19 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
         crate::support::events::delivery_ids(&app, first["event_id"].as_str().unwrap()).await;
     let a_queued =
         crate::support::events::delivery_ids(&app, queued["event_id"].as_str().unwrap()).await;
-    let (status, _) = call(
-        &app,
-        reqwest::Method::DELETE,
-        "/v1/subscriptions/suba",
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(reqwest::Method::DELETE, "/v1/subscriptions/suba", None)
+        .await;
     assert_eq!(status, 204);
 
     // The deleted subscription's queued delivery ended, and says why.
-    let (status, ended) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("/v1/deliveries/{}", a_queued[0]),
-        None,
-    )
-    .await;
+    let (status, ended) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/deliveries/{}", a_queued[0]),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(ended["state"], "dead", "{ended}");
     assert!(
@@ -515,7 +487,9 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
 
     // Owner b takes the id.
     owned_subscription(&app, "suba", "cust-b", &b.url()).await;
-    let (_, shown) = call(&app, reqwest::Method::GET, "/v1/subscriptions/suba", None).await;
+    let (_, shown) = app
+        .call(reqwest::Method::GET, "/v1/subscriptions/suba", None)
+        .await;
     assert_eq!(
         shown["paused"], false,
         "the new suba inherits no pause: {shown}"
@@ -545,13 +519,13 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
     }
 
     // Requeued by an operator, a's delivery still never reaches b's endpoint.
-    let (status, body) = call(
-        &app,
-        reqwest::Method::POST,
-        &format!("/v1/deliveries/{}/retry", a_queued[0]),
-        None,
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/deliveries/{}/retry", a_queued[0]),
+            None,
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
     let (_, fresh) = app
         .post(&json!({ "request_id": "b-own", "status": "completed", "owner": "cust-b" }))
@@ -564,13 +538,13 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
         set(&["b-own"]),
         "b's endpoint got owner a's event"
     );
-    let (_, again) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("/v1/deliveries/{}", a_queued[0]),
-        None,
-    )
-    .await;
+    let (_, again) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/deliveries/{}", a_queued[0]),
+            None,
+        )
+        .await;
     assert_eq!(again["state"], "dead", "{again}");
     assert!(
         again["last_error"]

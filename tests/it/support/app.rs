@@ -119,6 +119,33 @@ impl TestApp {
         self.post_raw(event.to_string()).await
     }
 
+    /// A request to the API listener with an optional JSON body: the status and the answer
+    /// (JSON; a text that is not JSON as a string; no body as null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("http://{}{path}", self.api));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("API request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("API body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
     /// `GET path` on the API listener, its body as JSON.
     pub async fn api_json(&self, path: &str) -> Value {
         let text = self

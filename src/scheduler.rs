@@ -29,10 +29,11 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::config::{Config, ADHOC_SUBSCRIPTION};
 use crate::delivery::retry::{self, RetryRules};
-use crate::delivery::{AttemptRequest, AttemptResult, Deliverer, Outcome};
+use crate::delivery::{AttemptRequest, AttemptResult, Deliverer};
 use crate::metrics::Metrics;
 use crate::signing::SigningKeys;
 use crate::state::Settings;
+use crate::store::Outcome;
 use crate::store::{Attempt, Claimed, Delivery, Limits, Next, QueueStore};
 
 /// The longest the loop sleeps without asking the store again; also the period of its

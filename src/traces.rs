@@ -384,7 +384,7 @@ impl AttemptSpan {
             Next::Dead => "dead",
         };
         span.set_attribute(KeyValue::new("hookd.next", next));
-        if result.outcome != crate::delivery::Outcome::Success {
+        if result.outcome != crate::store::Outcome::Success {
             span.set_attribute(KeyValue::new("error.type", result.outcome.as_str()));
             span.set_status(Status::error(result.error.clone().unwrap_or_default()));
         }

@@ -40,25 +40,6 @@ fn store_failed(e: &StoreError) -> Response {
     )
 }
 
-pub(crate) fn state_name(state: DeliveryState) -> &'static str {
-    match state {
-        DeliveryState::Scheduled => "scheduled",
-        DeliveryState::InFlight => "in_flight",
-        DeliveryState::Delivered => "delivered",
-        DeliveryState::Dead => "dead",
-    }
-}
-
-pub(crate) fn parse_state(text: &str) -> Option<DeliveryState> {
-    Some(match text {
-        "scheduled" => DeliveryState::Scheduled,
-        "in_flight" => DeliveryState::InFlight,
-        "delivered" => DeliveryState::Delivered,
-        "dead" => DeliveryState::Dead,
-        _ => return None,
-    })
-}
-
 /// Parses an RFC 3339 query or body field; the error is the response to send.
 fn parse_time(field: &str, text: &str) -> Result<u64, Box<Response>> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -114,7 +95,7 @@ fn delivery_json(shared: &Shared, d: &Delivery) -> Value {
         "subscription": d.subscription,
         "owner": d.owner,
         "url": url,
-        "state": state_name(d.state),
+        "state": d.state.as_str(),
         "paused": is_held_by_pause(shared, d),
         "attempts": d.attempts,
         "created_at": time(Some(d.created_ms)),
@@ -151,7 +132,7 @@ pub async fn list_deliveries(
             )
         }
     };
-    let state = match q.status.as_deref().map(|s| (s, parse_state(s))) {
+    let state = match q.status.as_deref().map(|s| (s, DeliveryState::parse(s))) {
         None => None,
         Some((_, Some(state))) => Some(state),
         Some((s, None)) => {
@@ -250,10 +231,10 @@ pub async fn retry_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<St
     match shared.store.requeue(&id, shared.clock.now_ms()).await {
         Ok(was) => {
             shared.wake.notify_one();
-            tracing::info!(delivery_id = %id, was = state_name(was), "delivery requeued by the admin API");
+            tracing::info!(delivery_id = %id, was = was.as_str(), "delivery requeued by the admin API");
             (
                 StatusCode::ACCEPTED,
-                Json(json!({ "id": id, "previous_state": state_name(was), "state": "scheduled" })),
+                Json(json!({ "id": id, "previous_state": was.as_str(), "state": "scheduled" })),
             )
                 .into_response()
         }

@@ -13,56 +13,11 @@ use std::sync::{Arc, RwLock};
 
 use crate::guard::{self, Guard, GuardedResolver};
 use crate::signing;
+use crate::store::Outcome;
 
 /// How much of a receiver's response body hookd reads and keeps. The rest is never read, so a
 /// receiver that streams gigabytes costs hookd this much memory and at most the timeout.
 const RESPONSE_EXCERPT_BYTES: usize = 1024;
-
-/// The outcome classes of `hookd_delivery_attempts_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Http4xx,
-    Http5xx,
-    Timeout,
-    Connect,
-    /// Anything else, 3xx responses included: redirects are not followed.
-    Other,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Http4xx => "http_4xx",
-            Outcome::Http5xx => "http_5xx",
-            Outcome::Timeout => "timeout",
-            Outcome::Connect => "connect",
-            Outcome::Other => "other",
-        }
-    }
-
-    /// The class named by [`Outcome::as_str`]; anything unknown is `Other`.
-    pub fn parse(text: &str) -> Outcome {
-        match text {
-            "success" => Outcome::Success,
-            "http_4xx" => Outcome::Http4xx,
-            "http_5xx" => Outcome::Http5xx,
-            "timeout" => Outcome::Timeout,
-            "connect" => Outcome::Connect,
-            _ => Outcome::Other,
-        }
-    }
-
-    pub fn from_status(status: u16) -> Outcome {
-        match status {
-            200..=299 => Outcome::Success,
-            400..=499 => Outcome::Http4xx,
-            500..=599 => Outcome::Http5xx,
-            _ => Outcome::Other,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct AttemptResult {

@@ -12,6 +12,7 @@
 pub mod index;
 pub mod postgres;
 pub mod sled;
+mod vocabulary;
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,8 +20,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use crate::delivery::Outcome;
 use crate::event::{AdhocTarget, NewEvent};
+pub use vocabulary::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::session::{UiState, COOKIE};
 use super::{html, message, see_other, store_down, Action, Nav, Params, Scope, Viewer};
-use crate::api::admin::{parse_state, secret_fingerprint, state_name};
+use crate::api::admin::secret_fingerprint;
 use crate::api::subscriptions::{own_breaker, BREAKER_KEYS};
 use crate::api::JsonBody;
 use crate::config::{
@@ -583,7 +583,7 @@ fn filter_of(
 ) -> Result<DeliveryFilter, String> {
     let state = match nonempty(&q.status) {
         None => None,
-        Some(s) => Some(parse_state(s).ok_or_else(|| format!("Unknown status {s:?}."))?),
+        Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| format!("Unknown status {s:?}."))?),
     };
     let subscription = nonempty(&q.subscription).map(str::to_string);
     if let Some(s) = &subscription {
@@ -631,7 +631,7 @@ fn row(d: &Delivery) -> DeliveryRow {
         event_type: d.event_type.clone(),
         subscription: d.subscription.clone(),
         owner: d.owner.clone().unwrap_or_default(),
-        state: state_name(d.state),
+        state: d.state.as_str(),
         attempts: d.attempts,
         created: rfc3339_millis(d.created_ms),
         last_error: truncate(d.last_error.as_deref().unwrap_or(""), CELL_CHARS),

@@ -2091,12 +2091,7 @@ impl super::AdminStore for PgStore {
             Some(DeliveryState::Scheduled | DeliveryState::InFlight) => (true, false),
             Some(DeliveryState::Delivered | DeliveryState::Dead) => (false, true),
         };
-        let state = filter.state.map(|s| match s {
-            DeliveryState::Scheduled => "scheduled",
-            DeliveryState::InFlight => "in_flight",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Dead => "dead",
-        });
+        let state = filter.state.map(DeliveryState::as_str);
         let conditions = "($1::text IS NULL OR id < $1) AND ($2::text IS NULL OR subscription = $2)
             AND ($3::text[] IS NULL OR subscription = ANY($3)) AND ($4::text IS NULL OR event_type = $4)
             AND ($5::bigint IS NULL OR created_ms >= $5) AND ($6::bigint IS NULL OR created_ms < $6)
@@ -2147,12 +2142,8 @@ impl super::AdminStore for PgStore {
             .iter()
             .take(limit)
             .map(|r| {
-                let state = match r.get::<_, &str>(10) {
-                    "in_flight" => DeliveryState::InFlight,
-                    "delivered" => DeliveryState::Delivered,
-                    "dead" => DeliveryState::Dead,
-                    _ => DeliveryState::Scheduled,
-                };
+                let state =
+                    DeliveryState::parse(r.get::<_, &str>(10)).unwrap_or(DeliveryState::Scheduled);
                 let due: Option<i64> = r.get(11);
                 let finished: Option<i64> = r.get(12);
                 delivery_of(r, state, due.map(unms), finished.map(unms))

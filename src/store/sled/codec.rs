@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 
-use crate::delivery::Outcome;
 use crate::event::AdhocTarget;
+use crate::store::Outcome;
 use crate::store::{Attempt, DeliveryState};
 
 /// The format written: 2 adds the owner to events and deliveries.

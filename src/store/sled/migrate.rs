@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::codec::{DeliveryRecord, EventRecord};
 use super::{delivery_key, event_hash, event_key, key, DONE, PENDING, SUBSCRIPTION, ZERO};
-use crate::delivery::Outcome;
 use crate::event::AdhocTarget;
+use crate::store::Outcome;
 use crate::store::{parse_delivery_id, Attempt, DeliveryState, StoreError};
 
 const OLD_TREE: &str = "hookd";
@@ -52,17 +52,6 @@ struct OldAttempt {
     status_code: Option<u16>,
     error: Option<String>,
     response_excerpt: Option<String>,
-}
-
-fn outcome(name: &str) -> Outcome {
-    match name {
-        "success" => Outcome::Success,
-        "http_4xx" => Outcome::Http4xx,
-        "http_5xx" => Outcome::Http5xx,
-        "timeout" => Outcome::Timeout,
-        "connect" => Outcome::Connect,
-        _ => Outcome::Other,
-    }
 }
 
 fn json<T: for<'de> Deserialize<'de>>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
@@ -102,7 +91,7 @@ pub fn from_v1(db: &::sled::Db, tree: &::sled::Tree) -> Result<usize, StoreError
             number: a.number,
             started_ms: a.started_ms,
             duration_ms: a.duration_ms,
-            outcome: outcome(&a.outcome),
+            outcome: Outcome::parse(&a.outcome),
             status_code: a.status_code,
             error: a.error,
             response_excerpt: a.response_excerpt,

@@ -51,8 +51,8 @@ use super::{
     IngestError, Ingested, Limits, Next, PendingStats, Portable, QueueStore, RequeueError,
     StoreError, StoredSubscription, SubscriptionState, Target,
 };
-use crate::delivery::Outcome;
 use crate::event::NewEvent;
+use crate::store::Outcome;
 use codec::{DeliveryRecord, EventRecord};
 
 const TREE: &str = "hookd.v2";

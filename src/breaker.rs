@@ -115,6 +115,7 @@ pub fn disable_reason(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Outcome;
 
     fn policy() -> BreakerPolicy {
         BreakerPolicy {
@@ -129,7 +130,7 @@ mod tests {
     fn failing(n: u32, from: u64) -> SubscriptionState {
         let mut state = SubscriptionState::default();
         for i in 0..n {
-            state.fold(false, None, from + u64::from(i) * 1000);
+            state.fold(Outcome::Http5xx, None, from + u64::from(i) * 1000);
         }
         state
     }
@@ -151,14 +152,14 @@ mod tests {
         assert_eq!(gate(&p, &open, last + 30_000), Gate::Probe);
         // A failed probe waits again; a success closes it.
         let mut probed = open.clone();
-        probed.fold(false, None, last + 30_000);
+        probed.fold(Outcome::Http5xx, None, last + 30_000);
         assert_eq!(
             gate(&p, &probed, last + 30_001),
             Gate::Wait {
                 until_ms: last + 60_000
             }
         );
-        probed.fold(true, None, last + 60_000);
+        probed.fold(Outcome::Success, None, last + 60_000);
         assert_eq!(gate(&p, &probed, last + 60_001), Gate::Closed);
         assert_eq!(probed.failing_since_ms, None);
         // Off: never opens.
@@ -176,8 +177,8 @@ mod tests {
         assert!(reason.contains("failing for 1h"), "{reason}");
         // The span starts at the first failure after the last success.
         let mut recovered = state.clone();
-        recovered.fold(true, None, start + 10_000);
-        recovered.fold(false, None, start + 20_000);
+        recovered.fold(Outcome::Success, None, start + 10_000);
+        recovered.fold(Outcome::Http5xx, None, start + 20_000);
         assert_eq!(disable_reason(&p, &recovered, start + 3_600_000), None);
         assert!(disable_reason(&p, &recovered, start + 3_620_000).is_some());
 

@@ -412,12 +412,7 @@ impl AttemptTask {
         at_ms: u64,
     ) {
         let settings = &self.deps.settings;
-        let observed = settings.observe(
-            subscription,
-            result.outcome == Outcome::Success,
-            error,
-            at_ms,
-        );
+        let observed = settings.observe(subscription, result.outcome, error, at_ms);
         if let Some(reason) = observed.disable {
             tracing::warn!(
                 subscription,

@@ -13,7 +13,7 @@ use crate::breaker::{self, Gate};
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoredSubscription, SubscriptionState};
+use crate::store::{Outcome, Store, StoredSubscription, SubscriptionState, Switch};
 use crate::systemd;
 
 /// The running configuration and the switches that change at run time: what the scheduler
@@ -186,9 +186,9 @@ impl Settings {
     }
 
     /// Marks a subscription paused or not; returns how many are paused.
-    fn set_paused(&self, subscription: &str, paused: bool) -> usize {
+    fn switch(&self, subscription: &str, switch: Switch) -> usize {
         let mut set = self.paused.write().unwrap_or_else(|e| e.into_inner());
-        if paused {
+        if switch.paused() {
             set.insert(subscription.to_string());
         } else {
             set.remove(subscription);
@@ -308,7 +308,13 @@ impl Settings {
 
     /// Folds an attempt's outcome into subscription `id`'s health here (the store folds it
     /// too) and says what that did to its breaker.
-    pub fn observe(&self, id: &str, success: bool, error: Option<&String>, at_ms: u64) -> Observed {
+    pub fn observe(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        error: Option<&String>,
+        at_ms: u64,
+    ) -> Observed {
         let config = self.config();
         let Some(s) = config.subscription(id) else {
             return Observed::default();
@@ -323,7 +329,7 @@ impl Settings {
             return Observed::default();
         };
         let before = breaker::gate(&s.breaker, state, at_ms);
-        state.fold(success, error, at_ms);
+        state.fold(outcome, error, at_ms);
         let after = breaker::gate(&s.breaker, state, at_ms);
         if self
             .probe_yield_ms
@@ -331,14 +337,16 @@ impl Settings {
             > 0
         {
             let mut own = self.own_failures.write().unwrap_or_else(|e| e.into_inner());
-            if matches!(after, Gate::Probe | Gate::Wait { .. }) && !success {
+            if matches!(after, Gate::Probe | Gate::Wait { .. }) && outcome != Outcome::Success {
                 own.insert(id.to_string(), at_ms);
             } else {
                 own.remove(id);
             }
         }
         Observed {
-            recovered: success && before != Gate::Closed && before != Gate::Disabled,
+            recovered: outcome == Outcome::Success
+                && before != Gate::Closed
+                && before != Gate::Disabled,
             changed: before.name() != after.name() || matches!(after, Gate::Wait { .. }),
             disable: breaker::disable_reason(&s.breaker, state, at_ms),
         }
@@ -383,7 +391,7 @@ impl Settings {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        self.set_paused(id, false)
+        self.switch(id, Switch::Resume)
     }
 
     /// Subscription `id`'s health and switches as this node knows them.
@@ -564,14 +572,14 @@ impl Shared {
     }
 
     /// Pauses or resumes a subscription, durably, and wakes the scheduler.
-    pub async fn set_paused(
+    pub async fn switch(
         &self,
         subscription: &str,
-        paused: bool,
+        switch: Switch,
     ) -> Result<(), crate::store::StoreError> {
         let _turn = self.writes.lock().await;
-        self.store.set_paused(subscription, paused).await?;
-        let count = self.settings.set_paused(subscription, paused);
+        self.store.switch(subscription, switch).await?;
+        let count = self.settings.switch(subscription, switch);
         self.metrics
             .subscriptions_paused
             .set(i64::try_from(count).unwrap_or(i64::MAX));
@@ -759,8 +767,8 @@ events = ["*"]
 
     /// Two failures open the breaker, the second at `T + 100`.
     fn opened(settings: &Settings) {
-        settings.observe("main", false, None, T);
-        settings.observe("main", false, None, T + 100);
+        settings.observe("main", Outcome::Http5xx, None, T);
+        settings.observe("main", Outcome::Http5xx, None, T + 100);
     }
 
     #[test]
@@ -778,7 +786,7 @@ events = ["*"]
         // Another node's failed probe, learnt at a sync: this node may probe as soon as the
         // interval has passed.
         let mut theirs = s.state("main");
-        theirs.fold(false, None, T + 20_000);
+        theirs.fold(Outcome::Http5xx, None, T + 20_000);
         s.replace_health(HashMap::from([("main".to_string(), theirs)]));
         assert_eq!(
             s.gate("main", T + 20_001),
@@ -790,14 +798,14 @@ events = ["*"]
 
         // This node's next failed probe is its own again; a success closes the breaker and
         // forgets it.
-        s.observe("main", false, None, T + 30_100);
+        s.observe("main", Outcome::Http5xx, None, T + 30_100);
         assert_eq!(
             s.gate("main", T + 30_200),
             Gate::Wait {
                 until_ms: T + 41_600
             }
         );
-        s.observe("main", true, None, T + 41_600);
+        s.observe("main", Outcome::Success, None, T + 41_600);
         assert_eq!(s.gate("main", T + 41_601), Gate::Closed);
         assert!(s.own_failures.read().expect("lock").is_empty());
     }

@@ -16,7 +16,7 @@ use super::error;
 use crate::config::ADHOC_SUBSCRIPTION;
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
-use crate::store::{Delivery, DeliveryFilter, DeliveryState, RequeueError, StoreError};
+use crate::store::{Delivery, DeliveryFilter, DeliveryState, RequeueError, StoreError, Switch};
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
@@ -392,12 +392,13 @@ pub async fn list_subscriptions(
     Json(json!({ "subscriptions": items })).into_response()
 }
 
-async fn set_paused(shared: &Shared, id: &str, paused: bool) -> Response {
+async fn switch(shared: &Shared, id: &str, switch: Switch) -> Response {
     if id != ADHOC_SUBSCRIPTION && shared.config().subscription(id).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no subscription {id:?}"));
     }
-    match shared.set_paused(id, paused).await {
+    match shared.switch(id, switch).await {
         Ok(()) => {
+            let paused = switch.paused();
             tracing::info!(
                 subscription = id,
                 paused,
@@ -412,12 +413,12 @@ async fn set_paused(shared: &Shared, id: &str, paused: bool) -> Response {
 
 /// `POST /v1/subscriptions/{id}/pause`: its deliveries wait in the queue.
 pub async fn pause(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    set_paused(&shared, &id, true).await
+    switch(&shared, &id, Switch::Pause).await
 }
 
 /// `POST /v1/subscriptions/{id}/resume`.
 pub async fn resume(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    set_paused(&shared, &id, false).await
+    switch(&shared, &id, Switch::Resume).await
 }
 
 /// `POST /v1/subscriptions/{id}/enable`: a subscription its circuit breaker disabled takes

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{AdhocTarget, NewEvent};
-pub use vocabulary::Outcome;
+pub use vocabulary::{Outcome, Switch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -204,8 +204,8 @@ pub struct SubscriptionState {
 
 impl SubscriptionState {
     /// Folds one attempt's outcome at `at_ms` into the health figures.
-    pub fn fold(&mut self, success: bool, error: Option<&String>, at_ms: u64) {
-        if success {
+    pub fn fold(&mut self, outcome: Outcome, error: Option<&String>, at_ms: u64) {
+        if outcome == Outcome::Success {
             self.last_success_ms = Some(at_ms);
             self.consecutive_failures = 0;
             self.failing_since_ms = None;
@@ -390,7 +390,7 @@ pub trait AdminStore: Send + Sync {
     ) -> Result<usize, RequeueError>;
 
     /// Pauses or resumes a subscription; durable.
-    async fn set_paused(&self, subscription: &str, paused: bool) -> Result<(), StoreError>;
+    async fn switch(&self, subscription: &str, switch: Switch) -> Result<(), StoreError>;
 
     /// Disables a subscription (`Some((at_ms, reason))`: the circuit breaker) or enables it
     /// again ([`SubscriptionState::set_disabled`]); durable.

@@ -73,3 +73,18 @@ impl DeliveryState {
         DeliveryState::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
+
+/// An operator's switch on a subscription: a paused subscription's deliveries wait in the
+/// queue until it is resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    Pause,
+    Resume,
+}
+
+impl Switch {
+    /// Whether the subscription is paused once the switch is set.
+    pub fn paused(self) -> bool {
+        self == Switch::Pause
+    }
+}

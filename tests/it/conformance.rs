@@ -19,7 +19,7 @@ use hookd::event::{parse_event, AdhocTarget, IngestRules, NewEvent};
 use hookd::store::sled::SledStore;
 use hookd::store::{
     Attempt, Delivery, DeliveryFilter, DeliveryState, IngestError, Ingested, Limits, Next, Outcome,
-    PendingStats, RequeueError, Store, Target, ADHOC,
+    PendingStats, RequeueError, Store, Switch, Target, ADHOC,
 };
 use serde_json::{json, Value};
 
@@ -961,7 +961,7 @@ async fn outcomes_update_the_subscription_health(h: &mut Harness) {
     let s = h.store();
     let ids = deliveries_of(s, "job-1", &["a"], 1000).await;
     s.set_limits(limits(&[("a", 1)]));
-    s.set_paused("a", true).await.unwrap();
+    s.switch("a", Switch::Pause).await.unwrap();
     claim_one(s, &ids[0], 1000).await;
     record(s, &ids[0], 1, Outcome::Http5xx, Next::RetryAt(2000), 1500).await;
     claim_one(s, &ids[0], 2000).await;
@@ -1220,9 +1220,9 @@ async fn pausing_is_durable(h: &mut Harness) {
         s.subscription_states().await.unwrap().is_empty(),
         "a new store"
     );
-    s.set_paused("a", true).await.unwrap();
-    s.set_paused("b", true).await.unwrap();
-    s.set_paused("b", false).await.unwrap();
+    s.switch("a", Switch::Pause).await.unwrap();
+    s.switch("b", Switch::Pause).await.unwrap();
+    s.switch("b", Switch::Resume).await.unwrap();
     let states = s.subscription_states().await.unwrap();
     assert!(states["a"].paused);
     assert!(!states["b"].paused);
@@ -1230,7 +1230,7 @@ async fn pausing_is_durable(h: &mut Harness) {
     let states = h.store().subscription_states().await.unwrap();
     assert!(states["a"].paused, "survives a restart: {states:?}");
     assert!(!states.get("b").is_some_and(|b| b.paused));
-    h.store().set_paused("a", false).await.unwrap();
+    h.store().switch("a", Switch::Resume).await.unwrap();
     h.reopen().await;
     assert!(!h.store().subscription_states().await.unwrap()["a"].paused);
 }
@@ -2099,7 +2099,7 @@ async fn an_export_imports_into_a_new_store_whole(h: &mut Harness) {
     record(s, &ids[0], 1, Outcome::Success, Next::Delivered, 1200).await;
     record(s, &ids[1], 1, Outcome::Http5xx, Next::RetryAt(9000), 1200).await;
     s.release(&ids[2], 1000).await.unwrap();
-    s.set_paused("b", true).await.unwrap();
+    s.switch("b", Switch::Pause).await.unwrap();
     let key = s.signing_key("ui").await.unwrap();
     let stored = StoredSubscription {
         id: "sub-1".to_string(),
@@ -2367,8 +2367,8 @@ async fn erasing_an_owner_removes_exactly_its_data_and_a_second_erase_finds_noth
     record(s, &n_a1, 1, Outcome::Http5xx, Next::RetryAt(50_000), 1_100).await;
     assert_eq!(claim_ids(s, 1_500, 100).await, vec![a2_done.clone()]);
     record(s, &a2_done, 2, Outcome::Success, Next::Delivered, 1_600).await;
-    s.set_paused("a2", true).await.unwrap();
-    s.set_paused("b1", true).await.unwrap();
+    s.switch("a2", Switch::Pause).await.unwrap();
+    s.switch("b1", Switch::Pause).await.unwrap();
     let states = s.subscription_states().await.unwrap();
     for id in ["a1", "a2", "b1", "p"] {
         assert!(states.contains_key(id), "{id} has a state: {states:?}");
@@ -2560,8 +2560,8 @@ async fn deleting_a_subscription_forgets_its_state(h: &mut Harness) {
     s.set_limits(limits(&[("s1", 10)]));
     claim_one(s, &id, 1_000).await;
     record(s, &id, 1, Outcome::Http5xx, Next::RetryAt(90_000), 1_100).await;
-    s.set_paused("s1", true).await.unwrap();
-    s.set_paused("s2", true).await.unwrap();
+    s.switch("s1", Switch::Pause).await.unwrap();
+    s.switch("s2", Switch::Pause).await.unwrap();
     let states = s.subscription_states().await.unwrap();
     assert!(
         states["s1"].paused && states["s1"].consecutive_failures == 1,

@@ -48,7 +48,7 @@ use super::{
     delivery_id_string, event_id_string, new_delivery_id, Attempt, Claimed, Delivery,
     DeliveryFilter, DeliveryState, Erased, EventMeta, IngestError, Ingested, Limits, Next, Outcome,
     PendingStats, Portable, RequeueError, StoreError, StoredSubscription, SubscriptionState,
-    Target, ADHOC,
+    Switch, Target, ADHOC,
 };
 use crate::event::{AdhocTarget, NewEvent};
 
@@ -545,11 +545,7 @@ impl PgStore {
         let mut health = lock(&self.health);
         let state = health.states.entry(subscription.to_string()).or_default();
         let before = (state.consecutive_failures, state.last_error.clone());
-        state.fold(
-            attempt.outcome == Outcome::Success,
-            attempt.error.as_ref(),
-            unms(at),
-        );
+        state.fold(attempt.outcome, attempt.error.as_ref(), unms(at));
         let changed = before != (state.consecutive_failures, state.last_error.clone());
         let state = state.clone();
         let due = changed
@@ -2285,7 +2281,8 @@ impl super::AdminStore for PgStore {
         Ok(())
     }
 
-    async fn set_paused(&self, subscription: &str, paused: bool) -> Result<(), StoreError> {
+    async fn switch(&self, subscription: &str, switch: Switch) -> Result<(), StoreError> {
+        let paused = switch.paused();
         let client = self.client().await?;
         client
             .execute(

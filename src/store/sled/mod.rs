@@ -49,7 +49,7 @@ use super::{
     delivery_id_at, delivery_id_string, event_id_string, parse_delivery_id, parse_event_id,
     AdminStore, Attempt, Claimed, Delivery, DeliveryFilter, DeliveryState, Erased, EventMeta,
     IngestError, Ingested, Limits, Next, PendingStats, Portable, QueueStore, RequeueError,
-    StoreError, StoredSubscription, SubscriptionState, Target,
+    StoreError, StoredSubscription, SubscriptionState, Switch, Target,
 };
 use crate::event::NewEvent;
 use crate::store::Outcome;
@@ -805,11 +805,7 @@ impl Writer {
         let mut health = lock(&self.health);
         let state = health.states.entry(subscription.to_string()).or_default();
         let before = (state.consecutive_failures, state.last_error.clone());
-        state.fold(
-            attempt.outcome == Outcome::Success,
-            attempt.error.as_ref(),
-            now_ms,
-        );
+        state.fold(attempt.outcome, attempt.error.as_ref(), now_ms);
         let changed = before != (state.consecutive_failures, state.last_error.clone());
         let encoded = encode_json(state);
         let due = changed
@@ -1713,7 +1709,8 @@ impl AdminStore for SledStore {
         .await
     }
 
-    async fn set_paused(&self, subscription: &str, paused: bool) -> Result<(), StoreError> {
+    async fn switch(&self, subscription: &str, switch: Switch) -> Result<(), StoreError> {
+        let paused = switch.paused();
         let id = subscription.to_string();
         let health = self.health.clone();
         self.write(move |w: &Writer| {

@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
-use crate::state::{Settings, Shared};
+use crate::settings::Settings;
+use crate::state::Shared;
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sled::SledStore;
 use crate::store::Store;
@@ -152,7 +153,11 @@ impl Application {
             max_headers: 100,
             drain_timeout: config.delivery.shutdown_grace,
         };
-        let api_router = api::router(shared.clone(), api_listener.local_addr()?);
+        let dashboard = api::Dashboard {
+            routes: crate::ui::router(shared.clone()),
+            page: crate::ui::message,
+        };
+        let api_router = api::router(shared.clone(), api_listener.local_addr()?, dashboard);
         let api = tokio::spawn(serve(api_listener, api_router, shutdown.clone(), limits));
         // The metrics listener outlives the API so that the drain can be watched.
         let stop_metrics = CancellationToken::new();

@@ -67,6 +67,23 @@ pub struct AdhocTarget {
     pub secret: String,
 }
 
+impl AdhocTarget {
+    /// The target's concurrency bucket: one per host and port (`adhoc/<host>:<port>`).
+    pub fn bucket(&self) -> String {
+        // parse_event checked that the URL parses.
+        url::Url::parse(&self.url).map_or_else(
+            |_| "adhoc/".into(),
+            |u| {
+                format!(
+                    "adhoc/{}:{}",
+                    u.host_str().unwrap_or(""),
+                    u.port_or_known_default().unwrap_or(0)
+                )
+            },
+        )
+    }
+}
+
 /// A validated event, ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

@@ -37,6 +37,8 @@ pub mod guard;
 pub mod metrics;
 pub mod operator;
 pub mod scheduler;
+pub mod session;
+pub mod settings;
 pub mod signing;
 pub mod state;
 pub mod store;

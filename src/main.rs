@@ -936,7 +936,7 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
                     _ = hup.recv() => {
                         tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
                         // A bad file is logged and changes nothing.
-                        let _ = shared.reload(&path);
+                        let _ = hookd::systemd::reload(&shared, &path);
                         continue;
                     }
                 }

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ADHOC_SUBSCRIPTION, OPERATOR_SUBSCRIPTION};
 use crate::event::{rfc3339_millis, NewEvent};
-use crate::state::{Control, Shared};
+use crate::settings::Control;
+use crate::state::Shared;
 use crate::store::Target;
 
 /// Serves the scheduler's requests until `stop`, then those already sent.

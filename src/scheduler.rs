@@ -13,7 +13,6 @@
 //! [`QueueStore::claim`]: crate::store::QueueStore::claim
 //! [`QueueStore::record_outcome_and_follow`]: crate::store::QueueStore::record_outcome_and_follow
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,10 +30,10 @@ use crate::config::{Config, ADHOC_SUBSCRIPTION};
 use crate::delivery::retry::{self, RetryRules};
 use crate::delivery::{AttemptRequest, AttemptResult, Deliverer};
 use crate::metrics::Metrics;
+use crate::settings::{Control, Settings};
 use crate::signing::SigningKeys;
-use crate::state::Settings;
 use crate::store::Outcome;
-use crate::store::{Attempt, Claimed, Delivery, Limits, Next, QueueStore};
+use crate::store::{Attempt, Claimed, Delivery, Next, QueueStore};
 
 /// The longest the loop sleeps without asking the store again; also the period of its
 /// heartbeat, which the systemd watchdog checks.
@@ -49,46 +48,12 @@ pub fn now_ms() -> u64 {
     crate::clock::system_now_ms()
 }
 
-/// The limits the store applies when it hands out work, from the config and the paused
-/// subscriptions.
-pub fn limits(config: &Config, paused: &HashSet<String>) -> Limits {
-    Limits {
-        global: config.delivery.max_in_flight,
-        adhoc_total: config.delivery.max_in_flight_adhoc,
-        adhoc_per_host: config.delivery.max_in_flight_per_subscription,
-        subscriptions: config
-            .subscriptions
-            .iter()
-            .map(|s| (s.id.clone(), s.max_in_flight))
-            .collect(),
-        paused: paused.clone(),
-        rates: config
-            .subscriptions
-            .iter()
-            .filter_map(|s| Some((s.id.clone(), interval_us(s.rate_limit?))))
-            .chain((config.delivery.adhoc_rate_limit > 0.0).then(|| {
-                (
-                    ADHOC_SUBSCRIPTION.to_string(),
-                    interval_us(config.delivery.adhoc_rate_limit),
-                )
-            }))
-            .collect(),
-    }
-}
-
-/// The least time between two attempts at `per_second`, in µs (the config keeps rates in
-/// 0.001..=100000).
-fn interval_us(per_second: f64) -> u64 {
-    // In range: at most 1e9 µs, at least 10.
-    (1_000_000.0 / per_second).round() as u64
-}
-
 /// What the scheduler and its attempt tasks use of the daemon: the queue side of the store, the
 /// clock, the metrics, the settings, the wake-up and the heartbeat the watchdog reads. Built by
 /// [`crate::state::Shared::scheduler_deps`].
 pub struct SchedulerDeps {
     /// Disabling a subscription and operator events, done by the daemon off the attempt path.
-    pub control: tokio::sync::mpsc::UnboundedSender<crate::state::Control>,
+    pub control: tokio::sync::mpsc::UnboundedSender<Control>,
     pub queue: Arc<dyn QueueStore>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
@@ -203,15 +168,6 @@ impl Scheduler {
         }
         Ok(next_due)
     }
-}
-
-/// The concurrency bucket of a per-request URL: one per host and port.
-pub fn adhoc_bucket(url: &reqwest::Url) -> String {
-    format!(
-        "adhoc/{}:{}",
-        url.host_str().unwrap_or(""),
-        url.port_or_known_default().unwrap_or(0)
-    )
 }
 
 /// What follows an attempt: delivered on success, dead when the address is refused or the
@@ -393,7 +349,7 @@ impl AttemptTask {
             }
         };
         if next == Next::Dead {
-            let _ = self.deps.control.send(crate::state::Control::Dead {
+            let _ = self.deps.control.send(Control::Dead {
                 delivery: Box::new(delivery.clone()),
                 attempts: number,
                 error,
@@ -421,7 +377,7 @@ impl AttemptTask {
             );
             settings.disable_pending(subscription, at_ms, reason.clone());
             self.deps.apply_limits();
-            let _ = self.deps.control.send(crate::state::Control::Disabled {
+            let _ = self.deps.control.send(Control::Disabled {
                 subscription: subscription.to_string(),
                 reason,
             });
@@ -432,7 +388,7 @@ impl AttemptTask {
         }
         if observed.recovered {
             tracing::info!(subscription, "circuit breaker closed: a probe succeeded");
-            let _ = self.deps.control.send(crate::state::Control::Recovered {
+            let _ = self.deps.control.send(Control::Recovered {
                 subscription: subscription.to_string(),
             });
         }
@@ -886,7 +842,9 @@ events = ["*"]
             0,
             "not due before PANIC_RETRY"
         );
-        let later = now + u64::try_from(PANIC_RETRY.as_millis()).unwrap() + 1_000;
+        // PANIC_RETRY counts from the panic, read on the clock then: on a loaded machine that
+        // can be seconds after `now`.
+        let later = deps.clock.now_ms() + u64::try_from(PANIC_RETRY.as_millis()).unwrap() + 1_000;
         let (claimed, _) = deps.queue.claim(later, usize::MAX).await.unwrap();
         let [again] = claimed.as_slice() else {
             panic!("the delivery is due again: {}", claimed.len());

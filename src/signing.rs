@@ -78,6 +78,19 @@ pub fn abstrakt_signature(secret: &[u8], body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Compares two byte strings in time independent of their content and of where they differ:
+/// both are hashed first, so even their lengths do not show.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (
+        <Sha256 as sha2::Digest>::digest(a),
+        <Sha256 as sha2::Digest>::digest(b),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +101,13 @@ mod tests {
     const SW_ID: &str = "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk";
     const SW_TIMESTAMP: i64 = 1649367553;
     const SW_BODY: &[u8] = br#"{"email":"test@example.com","username":"test_user"}"#;
+
+    #[test]
+    fn constant_time_eq_compares_bytes() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
 
     #[test]
     fn standard_signature_matches_the_reference_vector() {

@@ -18,6 +18,15 @@ fn send(states: &[NotifyState]) {
     }
 }
 
+/// Reloads the config file (SIGHUP), telling systemd RELOADING before and READY after, with the
+/// status line of what now runs.
+pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), crate::config::ConfigError> {
+    reloading();
+    let result = shared.reload(path);
+    ready(shared);
+    result
+}
+
 /// `READY=1` with a status line: the store is open, the listeners are bound, the tasks run.
 pub fn ready(shared: &Shared) {
     send(&[

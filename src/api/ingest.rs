@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 use super::{error, require_json};
 use crate::config::{Config, ADHOC_SUBSCRIPTION};
 use crate::event::{parse_event, rfc3339_millis, IngestRules, NewEvent};
-use crate::scheduler::adhoc_bucket;
 use crate::state::Shared;
 use crate::store::{IngestError, Ingested, Target};
 use crate::traces::{AcceptedEvent, IngestSpan};
@@ -197,10 +196,7 @@ fn targets(config: &Config, event: &NewEvent) -> Vec<Target> {
         })
         .collect();
     if let Some(adhoc) = &event.adhoc {
-        // parse_event checked that the URL parses.
-        let bucket = reqwest::Url::parse(&adhoc.url)
-            .map(|u| adhoc_bucket(&u))
-            .unwrap_or_else(|_| "adhoc/".into());
+        let bucket = adhoc.bucket();
         targets.push(Target {
             subscription: ADHOC_SUBSCRIPTION.to_string(),
             bucket,

@@ -23,8 +23,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::config::{ApiToken, Scope};
+pub(crate) use crate::signing::constant_time_eq;
 use crate::state::Shared;
-use sha2::{Digest, Sha256};
 
 /// A JSON error body: `{"error": "...", ...}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -93,9 +93,16 @@ fn is_json_media_type(value: &str) -> bool {
             .is_some_and(|prefix| !prefix.is_empty() && !prefix.contains('/'))
 }
 
+/// What the API listener serves besides the API (src/ui): the dashboard's routes, which sign in
+/// with a token once and then use their own session cookie or portal link, and its refusal page.
+pub struct Dashboard {
+    pub routes: Router<Arc<Shared>>,
+    pub page: origin::Page,
+}
+
 /// Every route of the API listener; `bound` is its address (the open listener answers only
 /// names of it, [`origin`]).
-pub fn router(shared: Arc<Shared>, bound: std::net::SocketAddr) -> Router {
+pub fn router(shared: Arc<Shared>, bound: std::net::SocketAddr, dashboard: Dashboard) -> Router {
     Router::new()
         .route("/v1/events", post(ingest::ingest))
         .route("/v1/deliveries", get(admin::list_deliveries))
@@ -138,11 +145,10 @@ pub fn router(shared: Arc<Shared>, bound: std::net::SocketAddr) -> Router {
             shared.clone(),
             require_token,
         ))
-        // The dashboard signs in with a token once and then uses its own session cookie or
-        // portal link (src/ui): outside the bearer-token check.
-        .merge(crate::ui::router(shared.clone()))
+        // Outside the bearer-token check, inside the cross-site one.
+        .merge(dashboard.routes)
         .layer(middleware::from_fn_with_state(
-            (shared.clone(), bound),
+            (shared.clone(), bound, dashboard.page),
             origin::check,
         ))
         // Outermost, so that ingest requests refused for their token are counted too.
@@ -223,16 +229,6 @@ async fn require_token(
     response
 }
 
-/// Compares two byte strings in time independent of their content and of where they differ:
-/// both are hashed first, so even their lengths do not show.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 pub fn metrics_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -269,13 +265,6 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn constant_time_eq_compares_bytes() {
-        assert!(super::constant_time_eq(b"abc", b"abc"));
-        assert!(!super::constant_time_eq(b"abc", b"abd"));
-        assert!(!super::constant_time_eq(b"abc", b"ab"));
-    }
-
     #[test]
     fn json_media_types() {
         for ok in [

@@ -23,13 +23,18 @@ use axum::response::Response;
 use crate::config::Config;
 use crate::state::Shared;
 
-/// What the layer needs: the running config and the address the listener is bound to.
-pub type Listener = (Arc<Shared>, SocketAddr);
+/// How the dashboard renders a refusal as a page (status, title, sentence): the layer answers
+/// a refused `/ui` request with one, any other with the API's JSON error.
+pub type Page = fn(StatusCode, &str, &str) -> Response;
+
+/// What the layer needs: the running config, the address the listener is bound to and the
+/// dashboard's refusal page.
+pub type Listener = (Arc<Shared>, SocketAddr, Page);
 
 /// The layer: `421` for a name the open listener does not answer to, `403` for a cross-site
 /// request to the JSON API, else the route.
 pub async fn check(
-    State((shared, bound)): State<Listener>,
+    State((shared, bound, page)): State<Listener>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -41,7 +46,7 @@ pub async fn check(
             let host = String::from_utf8_lossy(host.as_bytes());
             if !names_this_listener(&host, bound, &config) {
                 tracing::warn!(host = %host, "refused a request naming another host (DNS rebinding?)");
-                return misdirected(path, &host);
+                return misdirected(path, &host, page);
             }
         }
     }
@@ -60,13 +65,13 @@ pub async fn check(
     next.run(request).await
 }
 
-fn misdirected(path: &str, host: &str) -> Response {
+fn misdirected(path: &str, host: &str, page: Page) -> Response {
     let text = format!(
         "Host {host:?} is not a name of this hookd: an API without tokens answers only its own \
          address, localhost and the names in [api] allowed_hosts"
     );
     if path == "/ui" || path.starts_with("/ui/") {
-        crate::ui::message(StatusCode::MISDIRECTED_REQUEST, "Wrong host name", &text)
+        page(StatusCode::MISDIRECTED_REQUEST, "Wrong host name", &text)
     } else {
         super::error(StatusCode::MISDIRECTED_REQUEST, text)
     }

@@ -11,8 +11,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::session::UiState;
 use crate::state::Shared;
-use crate::ui::UiState;
 
 /// How long a link lasts unless asked otherwise, and at most.
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);

@@ -12,7 +12,6 @@
 //!   set of rules, whatever the client.
 
 mod pages;
-pub mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,9 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use crate::session::Scope;
+use crate::session::{self, csrf_token, PortalRefusal, UiState, COOKIE};
 use crate::state::Shared;
-use session::{csrf_token, PortalRefusal, COOKIE};
-pub use session::{Scope, UiState};
 
 /// Where the portal's pages live: `/ui/portal/<token>/...`.
 const PORTAL: &str = "/ui/portal/";
@@ -313,14 +312,7 @@ impl FromRequest<Arc<Shared>> for Action {
             ));
         };
         let presented = fields.get("csrf").unwrap_or("");
-        // Both are hex digests of the same length when right: compare without a shortcut.
-        if presented.len() != viewer.csrf.len()
-            || presented
-                .bytes()
-                .zip(viewer.csrf.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                != 0
-        {
+        if !crate::signing::constant_time_eq(presented.as_bytes(), viewer.csrf.as_bytes()) {
             return Err(message(
                 StatusCode::FORBIDDEN,
                 "CSRF token missing or wrong",

@@ -153,7 +153,7 @@ impl UiState {
                 .filter(|t| t.allows(TokenScope::Admin))
                 .map(|t| token_fingerprint(key, t.secret.expose()))
                 .fold(false, |found, f| {
-                    found | crate::api::constant_time_eq(f.as_bytes(), claims.t.as_bytes())
+                    found | crate::signing::constant_time_eq(f.as_bytes(), claims.t.as_bytes())
                 })
         };
         bound.then_some(Session {

@@ -1,0 +1,415 @@
+//! The deliveries page: the filter form, a page of deliveries, the search by delivery, event or
+//! request id, and "retry all" of the dead deliveries a filter matches.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::overview::COUNT_CALLS;
+use super::{may_see, owned, scoped, truncate, with_notice, CELL_CHARS};
+use crate::config::EventFilter;
+use crate::event::rfc3339_millis;
+use crate::state::Shared;
+use crate::store::{Delivery, DeliveryFilter, DeliveryState};
+use crate::ui::{html, see_other, store_down, Action, Nav, Scope, Viewer};
+
+/// Rows on a page of deliveries.
+const PAGE: usize = 50;
+/// Dead deliveries one "retry all" requeues at most.
+const RETRY_CAP: usize = 10_000;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeliveriesQuery {
+    status: Option<String>,
+    subscription: Option<String>,
+    event_type: Option<String>,
+    /// Operators only: the deliveries of one owner's events.
+    owner: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    q: Option<String>,
+    cursor: Option<String>,
+    notice: Option<String>,
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// A time from the filter form: `datetime-local` (`2026-11-30T13:05`, read as UTC) or
+/// RFC 3339.
+fn parse_when(text: &str) -> Option<u64> {
+    use time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .or_else(|| {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+            let fmt_s =
+                time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+            time::PrimitiveDateTime::parse(text, &fmt)
+                .or_else(|_| time::PrimitiveDateTime::parse(text, &fmt_s))
+                .ok()
+                .map(time::PrimitiveDateTime::assume_utc)
+        })?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// The filter the query asks for, or the sentence saying what is wrong with it.
+fn filter_of(
+    shared: &Shared,
+    viewer: &Viewer,
+    q: &DeliveriesQuery,
+) -> Result<DeliveryFilter, String> {
+    let state = match nonempty(&q.status) {
+        None => None,
+        Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| format!("Unknown status {s:?}."))?),
+    };
+    let subscription = nonempty(&q.subscription).map(str::to_string);
+    if let Some(s) = &subscription {
+        let adhoc = viewer.scope == Scope::Admin && s == crate::store::ADHOC;
+        if !(adhoc || may_see(shared, viewer, s)) {
+            return Err(format!("There is no subscription {s:?}."));
+        }
+    }
+    let time = |field: &str, v: &Option<String>| match nonempty(v) {
+        None => Ok(None),
+        Some(t) => parse_when(t)
+            .map(Some)
+            .ok_or_else(|| format!("{field} must be a date and time like 2026-11-30T13:05.")),
+    };
+    Ok(scoped(
+        shared,
+        viewer,
+        DeliveryFilter {
+            state,
+            subscription,
+            any_subscription: None,
+            event_type: nonempty(&q.event_type).map(str::to_string),
+            owner: nonempty(&q.owner).map(str::to_string),
+            since_ms: time("Since", &q.since)?,
+            until_ms: time("Until", &q.until)?,
+        },
+    ))
+}
+
+/// One delivery as the pages list it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub event_type: String,
+    pub subscription: String,
+    pub owner: String,
+    pub state: &'static str,
+    pub attempts: u32,
+    pub created: String,
+    pub last_error: String,
+}
+
+pub(super) fn delivery_row(d: &Delivery) -> DeliveryRow {
+    DeliveryRow {
+        id: d.id.clone(),
+        event_type: d.event_type.clone(),
+        subscription: d.subscription.clone(),
+        owner: d.owner.clone().unwrap_or_default(),
+        state: d.state.as_str(),
+        attempts: d.attempts,
+        created: rfc3339_millis(d.created_ms),
+        last_error: truncate(d.last_error.as_deref().unwrap_or(""), CELL_CHARS),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "deliveries.html")]
+struct DeliveriesPage {
+    nav: Nav,
+    status: String,
+    subscription: String,
+    event_type: String,
+    owner: String,
+    since: String,
+    until: String,
+    q: String,
+    subscriptions: Vec<String>,
+    rows: Vec<DeliveryRow>,
+    problem: Option<String>,
+    /// The query of the next page, when there may be one.
+    next: Option<String>,
+    /// The filter as a query string, for "first page" and retry's return.
+    query: String,
+}
+
+impl DeliveriesPage {
+    /// The page of query `q` as `viewer` sees it, with its form filled in and no rows yet.
+    fn new(shared: &Shared, viewer: &Viewer, q: &DeliveriesQuery) -> DeliveriesPage {
+        let typed = |v: &Option<String>| nonempty(v).unwrap_or("").to_string();
+        DeliveriesPage {
+            nav: viewer.nav("deliveries", q.notice.clone()),
+            status: typed(&q.status),
+            subscription: typed(&q.subscription),
+            event_type: typed(&q.event_type),
+            owner: typed(&q.owner),
+            since: typed(&q.since),
+            until: typed(&q.until),
+            q: typed(&q.q),
+            subscriptions: match &viewer.scope {
+                Scope::Admin => shared
+                    .config()
+                    .subscriptions
+                    .iter()
+                    .map(|s| s.id.clone())
+                    .collect(),
+                Scope::Owner(owner) => owned(shared, owner),
+            },
+            rows: Vec::new(),
+            problem: None,
+            next: None,
+            query: filter_query(q),
+        }
+    }
+
+    fn is_status(&self, s: &str) -> bool {
+        self.status == s
+    }
+
+    fn is_subscription(&self, s: &str) -> bool {
+        self.subscription == s
+    }
+}
+
+fn filter_query(q: &DeliveriesQuery) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("status", &q.status),
+        ("subscription", &q.subscription),
+        ("event_type", &q.event_type),
+        ("owner", &q.owner),
+        ("since", &q.since),
+        ("until", &q.until),
+        ("q", &q.q),
+    ] {
+        if let Some(v) = nonempty(v) {
+            s.append_pair(k, v);
+        }
+    }
+    s.finish()
+}
+
+/// Whether `viewer` may see delivery `d`.
+pub(super) fn may_see_delivery(shared: &Shared, viewer: &Viewer, d: &Delivery) -> bool {
+    match &viewer.scope {
+        Scope::Admin => true,
+        Scope::Owner(owner) => {
+            d.adhoc.is_none()
+                && d.owner.as_ref() == Some(owner)
+                && may_see(shared, viewer, &d.subscription)
+        }
+    }
+}
+
+/// The statuses a request id is looked up with: the usual job statuses, the test event's,
+/// and every status a subscription names.
+fn statuses(shared: &Shared) -> Vec<String> {
+    let mut out: Vec<String> = [
+        "completed",
+        "failed",
+        "succeeded",
+        "cancelled",
+        "canceled",
+        "queued",
+        "processing",
+        "running",
+        "started",
+        "timeout",
+        "test",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for s in &shared.config().subscriptions {
+        if let EventFilter::Only(types) = &s.events {
+            for t in types {
+                if let Some(status) = t.strip_prefix("job.") {
+                    if !out.iter().any(|o| o == status) {
+                        out.push(status.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The deliveries of events found by id or request id, that `viewer` may see.
+async fn search(shared: &Shared, viewer: &Viewer, q: &str) -> Result<Vec<Delivery>, Response> {
+    let mut events = Vec::new();
+    if q.starts_with("evt_") {
+        events.push(q.to_string());
+    } else {
+        for status in statuses(shared) {
+            match shared.store.event_by_request(q, &status).await {
+                Ok(Some(id)) => events.push(id),
+                Ok(None) => {}
+                Err(_) => return Err(store_down()),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for event in events {
+        let Ok(meta) = shared.store.event_meta(&event).await else {
+            return Err(store_down());
+        };
+        for id in meta.map(|m| m.deliveries).unwrap_or_default() {
+            match shared.store.delivery(&id).await {
+                Ok(Some(d)) if may_see_delivery(shared, viewer, &d) => out.push(d),
+                Ok(_) => {}
+                Err(_) => return Err(store_down()),
+            }
+        }
+    }
+    out.sort_by(|a, b| b.id.cmp(&a.id));
+    Ok(out)
+}
+
+pub async fn deliveries(
+    viewer: Viewer,
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Response {
+    let mut page = DeliveriesPage::new(&shared, &viewer, &q);
+    if let Some(term) = nonempty(&q.q) {
+        return looked_up(&shared, &viewer, page, term).await;
+    }
+    let filter = match filter_of(&shared, &viewer, &q) {
+        Ok(f) => f,
+        Err(problem) => {
+            page.problem = Some(problem);
+            return html(StatusCode::BAD_REQUEST, &page);
+        }
+    };
+    match shared
+        .store
+        .list_deliveries(&filter, nonempty(&q.cursor), PAGE)
+        .await
+    {
+        Ok((found, next)) => {
+            page.rows = found.iter().map(delivery_row).collect();
+            page.next = next.map(|cursor| {
+                let mut s = url::form_urlencoded::Serializer::new(page.query.clone());
+                s.append_pair("cursor", &cursor);
+                s.finish()
+            });
+            html(StatusCode::OK, &page)
+        }
+        Err(_) => store_down(),
+    }
+}
+
+/// What the search box finds for `term`: a delivery id leads to its page, an event or
+/// request id lists that event's deliveries.
+async fn looked_up(
+    shared: &Shared,
+    viewer: &Viewer,
+    mut page: DeliveriesPage,
+    term: &str,
+) -> Response {
+    if term.starts_with("dlv_") {
+        return match shared.store.delivery(term).await {
+            Ok(Some(d)) if may_see_delivery(shared, viewer, &d) => {
+                see_other(&format!("{}/deliveries/{}", viewer.base, d.id))
+            }
+            Ok(_) => {
+                page.problem = Some(format!("No delivery {term}."));
+                html(StatusCode::NOT_FOUND, &page)
+            }
+            Err(_) => store_down(),
+        };
+    }
+    match search(shared, viewer, term).await {
+        Ok(found) => {
+            if found.is_empty() {
+                page.problem = Some(format!("No event or request {term:?} found."));
+            }
+            page.rows = found.iter().map(delivery_row).collect();
+            html(StatusCode::OK, &page)
+        }
+        Err(r) => r,
+    }
+}
+
+/// `POST .../deliveries/retry`: requeues the dead deliveries the filter matches.
+pub async fn retry_matching(State(shared): State<Arc<Shared>>, action: Action) -> Response {
+    let f = &action.fields;
+    let q = DeliveriesQuery {
+        status: f.get("status").map(str::to_string),
+        subscription: f.get("subscription").map(str::to_string),
+        event_type: f.get("event_type").map(str::to_string),
+        since: f.get("since").map(str::to_string),
+        until: f.get("until").map(str::to_string),
+        ..Default::default()
+    };
+    let back = format!("{}/deliveries?{}", action.viewer.base, filter_query(&q));
+    let mut filter = match filter_of(&shared, &action.viewer, &q) {
+        Ok(f) => f,
+        Err(problem) => return see_other(&with_notice(&back, &problem)),
+    };
+    if filter.state.is_some_and(|s| s != DeliveryState::Dead) {
+        return see_other(&with_notice(
+            &back,
+            "Only dead deliveries are retried: 0 requeued.",
+        ));
+    }
+    filter.state = Some(DeliveryState::Dead);
+    let requeued = match requeue(&shared, &filter).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    shared.wake.notify_one();
+    tracing::info!(requeued, "dead deliveries requeued from the dashboard");
+    see_other(&with_notice(
+        &back,
+        &format!("{requeued} dead deliveries requeued."),
+    ))
+}
+
+/// Requeues the deliveries `filter` matches, up to [`RETRY_CAP`] and within a bounded number
+/// of listing calls; how many were.
+async fn requeue(shared: &Shared, filter: &DeliveryFilter) -> Result<usize, Response> {
+    let now = shared.clock.now_ms();
+    let mut requeued = 0;
+    let mut cursor: Option<String> = None;
+    let mut calls = 0;
+    while requeued < RETRY_CAP && calls < 10 * COUNT_CALLS {
+        calls += 1;
+        let (page, next) = shared
+            .store
+            .list_deliveries(filter, cursor.as_deref(), 500)
+            .await
+            .map_err(|_| store_down())?;
+        for d in page {
+            if shared.store.requeue(&d.id, now).await.is_ok() {
+                requeued += 1;
+            }
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    Ok(requeued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_times_are_utc() {
+        assert_eq!(parse_when("1970-01-01T00:01"), Some(60_000));
+        assert_eq!(parse_when("1970-01-01T00:00:01Z"), Some(1_000));
+        assert_eq!(parse_when("yesterday"), None);
+    }
+}

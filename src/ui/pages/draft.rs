@@ -1,0 +1,273 @@
+//! The subscription form's values as typed (`Draft`), its errors by field, and the API
+//! requests it makes: shared by the new-subscription page and a subscription's edit form.
+
+use serde_json::{json, Map, Value};
+
+use super::error_text;
+use super::subscription_rows::BREAKER_LABELS;
+use crate::api::subscriptions::BREAKER_KEYS;
+use crate::config::CustomHeader;
+use crate::ui::Fields;
+
+/// The event types offered as boxes; others are typed.
+pub(super) const COMMON_EVENTS: [&str; 3] = ["job.completed", "job.failed", "*"];
+
+/// The create form's values and its errors by field.
+#[derive(Debug, Default)]
+pub struct Draft {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub other_events: String,
+    pub signature: String,
+    pub owner: String,
+    /// Custom headers, one `Name: value` per line.
+    pub headers: String,
+    /// Attempts per second, as typed; empty: no limit.
+    pub rate_limit: String,
+    /// The circuit breaker's keys ([`BREAKER_KEYS`]), as typed; empty: `[delivery]`'s.
+    pub breaker: [String; 4],
+    /// `[delivery]`'s breaker keys: what an empty field means.
+    pub breaker_defaults: [String; 4],
+    pub errors: Vec<(String, String)>,
+}
+
+/// One circuit-breaker field of the subscription form.
+#[derive(Debug)]
+pub struct BreakerInput<'a> {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub hint: &'static str,
+    /// A count of attempts (else a duration).
+    pub count: bool,
+    pub value: &'a str,
+    pub default: &'a str,
+}
+
+impl Draft {
+    pub fn error(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, e)| e.as_str())
+    }
+
+    /// How an event type's box is labelled.
+    pub fn label(event: &str) -> &str {
+        if event == "*" {
+            "every event (*)"
+        } else {
+            event
+        }
+    }
+
+    pub fn has(&self, event: &str) -> bool {
+        self.events.iter().any(|e| e == event)
+    }
+
+    /// The circuit breaker's fields, with their values.
+    pub fn breaker_inputs(&self) -> Vec<BreakerInput<'_>> {
+        BREAKER_KEYS
+            .iter()
+            .zip(BREAKER_LABELS)
+            .zip(self.breaker.iter().zip(&self.breaker_defaults))
+            .map(|((key, (label, hint)), (value, default))| BreakerInput {
+                key,
+                label,
+                hint,
+                count: key.ends_with("_failures"),
+                value,
+                default,
+            })
+            .collect()
+    }
+
+    /// Errors that belong to no field of the form.
+    pub fn general(&self) -> Vec<&str> {
+        const FIELDS: [&str; 8] = [
+            "id",
+            "url",
+            "events",
+            "secret",
+            "signature",
+            "owner",
+            "headers",
+            "rate_limit",
+        ];
+        self.errors
+            .iter()
+            .filter(|(f, _)| !FIELDS.contains(&f.as_str()) && !BREAKER_KEYS.contains(&f.as_str()))
+            .map(|(_, e)| e.as_str())
+            .collect()
+    }
+
+    pub(super) fn from_fields(f: &Fields) -> Draft {
+        Draft {
+            id: f.get("id").unwrap_or("").to_string(),
+            url: f.get("url").unwrap_or("").to_string(),
+            events: f.all("events").into_iter().map(str::to_string).collect(),
+            other_events: f.get("other_events").unwrap_or("").to_string(),
+            signature: f.get("signature").unwrap_or("abstrakt").to_string(),
+            owner: f.get("owner").unwrap_or("").to_string(),
+            headers: f.get("headers").unwrap_or("").to_string(),
+            rate_limit: f.get("rate_limit").unwrap_or("").trim().to_string(),
+            breaker: BREAKER_KEYS.map(|key| f.get(key).unwrap_or("").to_string()),
+            breaker_defaults: Default::default(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The API's create request for this form (`fields` as sent), for `owner`. The errors of
+    /// the headers and the rate limit are noted as the request is made.
+    pub(super) fn create_request(&mut self, fields: &Fields, owner: Option<String>) -> Value {
+        let mut body = json!({ "url": self.url, "events": self.all_events() });
+        if !self.id.is_empty() {
+            body["id"] = json!(self.id);
+        }
+        if let Some(secret) = fields.get("secret") {
+            body["secret"] = json!(secret);
+        }
+        if !self.signature.is_empty() {
+            body["signature"] = json!(self.signature);
+        }
+        if let Some(owner) = owner {
+            body["owner"] = json!(owner);
+        }
+        let headers = self.header_map();
+        if !headers.is_empty() {
+            body["headers"] = Value::Object(headers);
+        }
+        if !self.rate_limit.is_empty() {
+            if let Some(rate) = self.rate_limit_value() {
+                body["rate_limit"] = rate;
+            }
+        }
+        self.breaker_json(fields, &mut body);
+        body
+    }
+
+    /// The API's update request for the edit form (`fields` as sent), which shows the plain
+    /// headers only: the secret ones of `current` (the subscription's headers) are kept as they
+    /// are. The first error of the headers or the rate limit instead, when there is one.
+    pub(super) fn update_request(
+        &mut self,
+        fields: &Fields,
+        current: &[CustomHeader],
+    ) -> Result<Value, String> {
+        let mut body = json!({ "url": self.url, "events": self.all_events() });
+        if fields.has("headers") {
+            let mut headers = self.header_map();
+            for h in current.iter().filter(|h| h.secret) {
+                headers.insert(
+                    h.name.as_str().to_string(),
+                    json!({ "secret": h.value.expose() }),
+                );
+            }
+            if let Some((_, e)) = self.errors.first() {
+                return Err(e.clone());
+            }
+            body["headers"] = Value::Object(headers);
+        }
+        if fields.has("rate_limit") {
+            match self.rate_limit_value() {
+                Some(rate) => body["rate_limit"] = rate,
+                None => {
+                    let e = self.errors.first().map(|(_, e)| e.clone());
+                    return Err(e.unwrap_or_default());
+                }
+            }
+        }
+        self.breaker_json(fields, &mut body);
+        Ok(body)
+    }
+
+    /// The breaker fields the form sent, as the API takes them: a count as a number, a
+    /// duration (or what is neither, for the API to refuse) as typed, and an emptied field as
+    /// `""`, which removes the subscription's own value.
+    fn breaker_json(&self, fields: &Fields, body: &mut Value) {
+        for (key, text) in BREAKER_KEYS.iter().zip(&self.breaker) {
+            if !fields.has(key) {
+                continue;
+            }
+            body[*key] = text
+                .parse::<u64>()
+                .map_or_else(|_| json!(text), |n| json!(n));
+        }
+    }
+
+    /// The rate limit as the API takes it: `0` (none) when empty; `None`, with an error of the
+    /// field, when it is not a number (the API checks its range).
+    fn rate_limit_value(&mut self) -> Option<Value> {
+        if self.rate_limit.is_empty() {
+            return Some(json!(0));
+        }
+        match self.rate_limit.parse::<f64>() {
+            Ok(rate) if rate.is_finite() => Some(json!(rate)),
+            _ => {
+                self.errors.push((
+                    "rate_limit".to_string(),
+                    format!(
+                        "{:?} is not a number of attempts per second, like 20 or 0.5",
+                        self.rate_limit
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
+    /// The header lines as the API's `headers` object; a line without a colon is an error of
+    /// the `headers` field.
+    fn header_map(&mut self) -> Map<String, Value> {
+        let mut map = Map::new();
+        for line in self
+            .headers
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            match line.split_once(':') {
+                Some((name, value)) => {
+                    map.insert(name.trim().to_string(), json!(value.trim()));
+                }
+                None => self.errors.push((
+                    "headers".to_string(),
+                    format!("{line:?}: write each header as Name: value"),
+                )),
+            }
+        }
+        map
+    }
+
+    /// Every event type asked for: the boxes ticked and the others typed.
+    fn all_events(&self) -> Vec<String> {
+        let mut out = self.events.clone();
+        for e in self
+            .other_events
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            if !out.iter().any(|o| o == e) {
+                out.push(e.to_string());
+            }
+        }
+        out
+    }
+
+    /// The API's 422 (or 409) as errors by field.
+    pub(super) fn take_errors(&mut self, body: &Value) {
+        if let Some(all) = body.get("errors").and_then(Value::as_array) {
+            for e in all {
+                let field = e.get("field").and_then(Value::as_str).unwrap_or("");
+                let field = field.split(['[', '.']).next().unwrap_or(field);
+                let text = e.get("error").and_then(Value::as_str).unwrap_or("invalid");
+                self.errors.push((field.to_string(), text.to_string()));
+            }
+        }
+        if self.errors.is_empty() {
+            let field = body.get("field").and_then(Value::as_str).unwrap_or("");
+            self.errors.push((field.to_string(), error_text(body)));
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! A subscription's page: its settings, health, recent deliveries and verification snippets,
+//! its edit form, and its actions (test, pause, resume, enable, rotate the secret, delete).
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::deliveries::{delivery_row, DeliveryRow};
+use super::draft::{Draft, COMMON_EVENTS};
+use super::subscription_rows::{breaker_texts, rows, signature_name, SubRow};
+use super::subscriptions::SecretPage;
+use super::{answer, error_text, may_see, not_found, with_notice, NoticeQuery};
+use crate::api::subscriptions::own_breaker;
+use crate::api::JsonBody;
+use crate::config::SignatureScheme;
+use crate::state::Shared;
+use crate::store::DeliveryFilter;
+use crate::ui::{html, see_other, store_down, Action, Nav, Params, Scope, Viewer};
+
+#[derive(Debug)]
+pub struct Snippet {
+    pub lang: &'static str,
+    pub label: &'static str,
+    pub text: &'static str,
+}
+
+/// The verification snippets of docs/snippets, embedded.
+const SNIPPETS: [Snippet; 6] = [
+    Snippet {
+        lang: "express",
+        label: "Node.js (Express)",
+        text: include_str!("../../../docs/snippets/express_raw.js"),
+    },
+    Snippet {
+        lang: "flask",
+        label: "Python (Flask)",
+        text: include_str!("../../../docs/snippets/flask_receiver.py"),
+    },
+    Snippet {
+        lang: "go",
+        label: "Go",
+        text: include_str!("../../../docs/snippets/go_receiver.go"),
+    },
+    Snippet {
+        lang: "rust",
+        label: "Rust",
+        text: include_str!("../../../docs/snippets/rust_verify.rs"),
+    },
+    Snippet {
+        lang: "node-standard",
+        label: "Node.js (Standard Webhooks)",
+        text: include_str!("../../../docs/snippets/node_standard.js"),
+    },
+    Snippet {
+        lang: "python-standard",
+        label: "Python (Standard Webhooks)",
+        text: include_str!("../../../docs/snippets/python_standard.py"),
+    },
+];
+
+/// The snippet asked for (`lang`), else the first that verifies `scheme`.
+fn snippet(lang: Option<&str>, scheme: SignatureScheme) -> &'static Snippet {
+    let default_lang = if scheme == SignatureScheme::Standard {
+        "node-standard"
+    } else {
+        "express"
+    };
+    let lang = lang.unwrap_or(default_lang);
+    SNIPPETS
+        .iter()
+        .find(|sn| sn.lang == lang)
+        .unwrap_or(&SNIPPETS[0])
+}
+
+#[derive(Template)]
+#[template(path = "subscription.html")]
+struct SubscriptionPage {
+    nav: Nav,
+    s: SubRow,
+    draft: Draft,
+    common: [&'static str; 3],
+    recent: Vec<DeliveryRow>,
+    snippets: &'static [Snippet],
+    snippet: &'static Snippet,
+}
+
+impl SubscriptionPage {
+    fn is_lang(&self, lang: &str) -> bool {
+        self.snippet.lang == lang
+    }
+}
+
+pub async fn subscription(
+    viewer: Viewer,
+    State(shared): State<Arc<Shared>>,
+    Path(params): Params,
+    Query(q): Query<NoticeQuery>,
+) -> Response {
+    let id = params.get("id").cloned().unwrap_or_default();
+    if !may_see(&shared, &viewer, &id) {
+        return not_found("such subscription");
+    }
+    let rows = match rows(&shared, &viewer).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(s) = rows.into_iter().find(|r| r.id == id) else {
+        return not_found("such subscription");
+    };
+    let filter = DeliveryFilter {
+        subscription: Some(id.clone()),
+        ..Default::default()
+    };
+    let recent = match shared.store.list_deliveries(&filter, None, 10).await {
+        Ok((found, _)) => found.iter().map(delivery_row).collect(),
+        Err(_) => return store_down(),
+    };
+    html(
+        StatusCode::OK,
+        &SubscriptionPage {
+            nav: viewer.nav("subscriptions", q.notice),
+            draft: edit_draft(&shared, &s),
+            snippet: snippet(q.lang.as_deref(), s.signature),
+            s,
+            common: COMMON_EVENTS,
+            recent,
+            snippets: &SNIPPETS,
+        },
+    )
+}
+
+/// The edit form of subscription `s`, filled in with its settings: the common event types as
+/// boxes, the others typed, and its own breaker settings (empty: `[delivery]`'s).
+fn edit_draft(shared: &Shared, s: &SubRow) -> Draft {
+    let (events, other): (Vec<String>, Vec<String>) = s
+        .events
+        .split(", ")
+        .map(str::to_string)
+        .partition(|e| COMMON_EVENTS.contains(&e.as_str()));
+    let own = shared
+        .settings
+        .stored()
+        .iter()
+        .find(|st| st.id == s.id)
+        .map(own_breaker)
+        .unwrap_or_default();
+    Draft {
+        id: s.id.clone(),
+        url: s.url.clone(),
+        events,
+        other_events: other.join(", "),
+        signature: signature_name(s.signature).to_string(),
+        owner: s.owner.clone(),
+        headers: s.plain_headers.clone(),
+        rate_limit: s.rate_limit.trim_end_matches("/s").to_string(),
+        breaker: own,
+        breaker_defaults: breaker_texts(&shared.config().delivery.breaker),
+        errors: Vec::new(),
+    }
+}
+
+/// `POST .../subscriptions/{id}`: the edit form (endpoint and events), through `PATCH`.
+pub async fn update_subscription(
+    State(shared): State<Arc<Shared>>,
+    Path(params): Params,
+    action: Action,
+) -> Response {
+    let id = params.get("id").cloned().unwrap_or_default();
+    if !may_see(&shared, &action.viewer, &id) {
+        return not_found("such subscription");
+    }
+    let page = format!("{}/subscriptions/{id}", action.viewer.base);
+    let mut draft = Draft::from_fields(&action.fields);
+    let config = shared.config();
+    let current = config.subscription(&id).map_or(&[][..], |s| &s.headers);
+    let body = match draft.update_request(&action.fields, current) {
+        Ok(body) => body,
+        Err(e) => return see_other(&with_notice(&page, &format!("Not saved: {e}"))),
+    };
+    let (status, answer) = answer(
+        crate::api::subscriptions::update(
+            State(shared.clone()),
+            Path(id.clone()),
+            JsonBody(Bytes::from(body.to_string())),
+        )
+        .await,
+    )
+    .await;
+    let notice = if status.is_success() {
+        "Saved.".to_string()
+    } else {
+        format!("Not saved: {}", error_text(&answer))
+    };
+    see_other(&with_notice(&page, &notice))
+}
+
+/// What a subscription's buttons ask for: the `{action}` of
+/// `POST .../subscriptions/{id}/{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubscriptionAction {
+    /// `test`: send it a test event.
+    Test,
+    /// `pause`: hold its deliveries.
+    Pause,
+    /// `resume`: let its deliveries go out again.
+    Resume,
+    /// `enable`: undo its circuit breaker's disabling; an operator's only.
+    Enable,
+    /// `rotate-secret`: a new secret, the previous one still signing for a while.
+    RotateSecret,
+    /// `delete`, once its box is ticked.
+    Delete,
+}
+
+impl SubscriptionAction {
+    fn parse(text: &str) -> Option<SubscriptionAction> {
+        match text {
+            "test" => Some(SubscriptionAction::Test),
+            "pause" => Some(SubscriptionAction::Pause),
+            "resume" => Some(SubscriptionAction::Resume),
+            "enable" => Some(SubscriptionAction::Enable),
+            "rotate-secret" => Some(SubscriptionAction::RotateSecret),
+            "delete" => Some(SubscriptionAction::Delete),
+            _ => None,
+        }
+    }
+
+    /// Whether `scope` may take it: a portal may not enable what its breaker disabled.
+    fn allowed(self, scope: &Scope) -> bool {
+        self != SubscriptionAction::Enable || *scope == Scope::Admin
+    }
+}
+
+/// `POST .../subscriptions/{id}/{test|pause|resume|enable|rotate-secret|delete}`.
+pub async fn subscription_action(
+    State(shared): State<Arc<Shared>>,
+    Path(params): Params,
+    action: Action,
+) -> Response {
+    let id = params.get("id").cloned().unwrap_or_default();
+    if !may_see(&shared, &action.viewer, &id) {
+        return not_found("such subscription");
+    }
+    let what = params
+        .get("action")
+        .and_then(|a| SubscriptionAction::parse(a))
+        .filter(|what| what.allowed(&action.viewer.scope));
+    let Some(what) = what else {
+        return not_found("such action");
+    };
+    let page = format!("{}/subscriptions/{id}", action.viewer.base);
+    let (s, p) = (State(shared), Path(id.clone()));
+    match what {
+        SubscriptionAction::Test => {
+            let response = crate::api::subscriptions::send_test(s, p).await;
+            tested(response, &action.viewer.base, &page).await
+        }
+        SubscriptionAction::Pause => {
+            let done = "Paused: its deliveries wait until it is resumed.";
+            switched(crate::api::admin::pause(s, p).await, &page, done).await
+        }
+        SubscriptionAction::Resume => {
+            switched(crate::api::admin::resume(s, p).await, &page, "Resumed.").await
+        }
+        SubscriptionAction::Enable => {
+            let done = "Enabled: its waiting deliveries go out again.";
+            switched(crate::api::admin::enable(s, p).await, &page, done).await
+        }
+        SubscriptionAction::RotateSecret => {
+            let body = JsonBody(Bytes::new());
+            let response = crate::api::subscriptions::rotate_secret(s, p, body).await;
+            rotated(response, &action.viewer, &page, id).await
+        }
+        SubscriptionAction::Delete if action.fields.get("confirm").is_none() => {
+            see_other(&with_notice(
+                &page,
+                "Not deleted: tick \"Yes, delete this subscription\" first.",
+            ))
+        }
+        SubscriptionAction::Delete => {
+            let response = crate::api::subscriptions::delete(s, p).await;
+            deleted(response, &action.viewer.base, &page, &id).await
+        }
+    }
+}
+
+/// After the test event: its delivery's page, else the subscription's with the error.
+async fn tested(response: Response, base: &str, page: &str) -> Response {
+    let (status, body) = answer(response).await;
+    match body.get("delivery_id").and_then(Value::as_str) {
+        Some(d) if status.is_success() => see_other(&with_notice(
+            &format!("{base}/deliveries/{d}"),
+            "Test event sent: reload to see its attempt.",
+        )),
+        _ => see_other(&with_notice(page, &error_text(&body))),
+    }
+}
+
+/// After pause, resume or enable: the subscription's page, saying `done` or the error.
+async fn switched(response: Response, page: &str, done: &str) -> Response {
+    let (status, body) = answer(response).await;
+    let notice = if status.is_success() {
+        done.to_string()
+    } else {
+        error_text(&body)
+    };
+    see_other(&with_notice(page, &notice))
+}
+
+/// After the rotation: the new secret, shown once, else the subscription's page with the error.
+async fn rotated(response: Response, viewer: &Viewer, page: &str, id: String) -> Response {
+    let (status, body) = answer(response).await;
+    if !status.is_success() {
+        return see_other(&with_notice(page, &error_text(&body)));
+    }
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let expires = text("previous_secret_expires");
+    html(
+        StatusCode::OK,
+        &SecretPage {
+            nav: viewer.nav("subscriptions", None),
+            title: "Secret rotated",
+            secret: text("secret"),
+            note: format!(
+                "Copy this secret into your receiver now: it is shown only this once. \
+                 The previous secret keeps signing too until {expires}."
+            ),
+            id,
+        },
+    )
+}
+
+/// After the deletion: the list of subscriptions, else the subscription's page with the error.
+async fn deleted(response: Response, base: &str, page: &str, id: &str) -> Response {
+    let (status, body) = answer(response).await;
+    if status.is_success() {
+        see_other(&with_notice(
+            &format!("{base}/subscriptions"),
+            &format!("Subscription {id} deleted."),
+        ))
+    } else {
+        see_other(&with_notice(page, &error_text(&body)))
+    }
+}

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::config::{ApiToken, Scope};
-pub(crate) use crate::signing::constant_time_eq;
+use crate::signing::constant_time_eq;
 use crate::state::Shared;
 
 /// A JSON error body: `{"error": "...", ...}`.

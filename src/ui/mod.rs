@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use crate::session::Scope;
-use crate::session::{self, csrf_token, PortalRefusal, UiState, COOKIE};
+use crate::session::{csrf_token, PortalRefusal, UiState, COOKIE};
 use crate::state::Shared;
 
 /// Where the portal's pages live: `/ui/portal/<token>/...`.

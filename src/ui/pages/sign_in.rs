@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use crate::config::{ApiToken, Scope as TokenScope};
 use crate::state::Shared;
-use crate::ui::session::{UiState, COOKIE};
+use crate::session::{UiState, COOKIE};
 use crate::ui::{html, see_other, store_down, Action};
 
 #[derive(Template)]
@@ -30,7 +30,7 @@ fn admin_token(tokens: &[ApiToken], presented: &str) -> bool {
     tokens
         .iter()
         .filter(|t| {
-            crate::api::constant_time_eq(t.secret.expose().as_bytes(), presented.as_bytes())
+            crate::signing::constant_time_eq(t.secret.expose().as_bytes(), presented.as_bytes())
         })
         .fold(false, |ok, t| ok | t.allows(TokenScope::Admin))
 }

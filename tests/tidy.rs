@@ -61,10 +61,9 @@ fn modules() -> BTreeSet<String> {
     for entry in fs::read_dir(&src).expect("src/") {
         let path = entry.expect("an entry").path();
         let name = path.file_stem().expect("a name").to_string_lossy().into_owned();
-        if path.is_dir() && path.join("mod.rs").exists() {
-            out.insert(name);
-        } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main"
-        {
+        let directory = path.is_dir() && path.join("mod.rs").exists();
+        let file = path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main";
+        if directory || file {
             out.insert(name);
         }
     }

@@ -1,25 +1,39 @@
 //! hookd: a webhook delivery daemon.
 //!
 //! Job runners post events to `POST /v1/events`; hookd stores each event and one delivery per
-//! matching subscription durably (sled), answers `202`, then POSTs the signed body to each
-//! target and retries failures on a schedule until delivered or dead.
+//! matching subscription durably (sled, or PostgreSQL for several nodes), answers `202`, then
+//! POSTs the signed body to each target and retries failures on a schedule until delivered or
+//! dead. ARCHITECTURE.md draws the layers; `tests/tidy.rs` holds the modules to them.
 //!
 //! # Layout
-//! - [`config`]: the TOML file, its defaults (the compiled-in example) and validation.
-//! - [`event`]: ingest validation; builds the canonical body ([`canonical`]) once per event.
-//! - [`signing`]: the HMAC-SHA256 signature; pure.
-//! - [`store`]: the store traits ([`store::QueueStore`], [`store::AdminStore`]), the in-memory
-//!   due-time index, and the sled engine (the only module that imports sled).
-//! - [`scheduler`]: claims due deliveries from the store and runs their attempts.
+//! Bottom layer first.
+//! - [`canonical`]: writes JSON as `JSON.stringify(JSON.parse(..))` would; pure.
 //! - [`clock`]: the injected clock.
-//! - [`delivery`]: one HTTP attempt and its outcome; [`delivery::retry`] is the pure retry rule.
+//! - [`erasure`]: the registry of attempts sending now, which erasing an owner waits for.
 //! - [`guard`]: the target guard (SSRF): which addresses hookd may connect to.
-//! - [`api`]: the axum routes of both listeners.
+//! - [`signing`]: the HMAC-SHA256 signatures and a constant-time comparison; pure.
+//! - [`telemetry`]: logging setup.
+//! - [`event`]: ingest validation; builds the delivered body once per event.
+//! - [`store`]: the store traits ([`store::QueueStore`], [`store::AdminStore`]), their
+//!   vocabulary ([`store::Outcome`], [`store::DeliveryState`]), the in-memory due-time index,
+//!   and the engines: [`store::sled`] (embedded, the default) and [`store::postgres`].
+//! - [`config`]: the TOML file, its defaults (the compiled-in example), validation, and a
+//!   subscription's settable fields ([`config::SUBSCRIPTION_FIELDS`]).
+//! - [`transfer`]: `hookd store export|import`, a store as JSON lines.
+//! - [`breaker`]: the circuit breaker and auto-disable.
+//! - [`delivery`]: one HTTP attempt and its outcome; [`delivery::retry`] is the pure retry rule.
+//! - [`session`]: dashboard sessions and portal links, signed with the store's key.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`settings`]: the running config and the run-time switches, as the scheduler reads them.
+//! - [`traces`]: OpenTelemetry spans (`[traces]`).
+//! - [`admission`]: whether ingest may take more (backlog limit, free-space reserve).
+//! - [`scheduler`]: claims due deliveries from the store and runs their attempts.
 //! - [`state`]: what the API, the scheduler and the background tasks share.
-//! - [`app`]: wires it together: `Application::build(config)` then `run_until_stopped(token)`.
+//! - [`api`]: the axum routes of both listeners.
+//! - [`operator`]: operator events and durable disabling.
 //! - [`systemd`]: sd_notify (READY, RELOADING, STOPPING, STATUS) and the watchdog.
-//! - [`telemetry`]: tracing setup.
+//! - [`ui`]: the dashboard and the customer portal.
+//! - [`app`]: wires it together: `Application::build(config)` then `run_until_stopped(token)`.
 //! - [`cli`]: the admin commands' client of the admin API (tables, `--json`, exit codes).
 
 pub mod admission;

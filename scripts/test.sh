@@ -1,45 +1,101 @@
 #!/usr/bin/env bash
-# Runs every test of hookd. First installs what the tests need (scripts/test-deps.sh): the node
-# packages of the seed's Express receiver and of the browser tests, a Python venv for its Flask
-# receiver, promtool (apt-get install prometheus), Go (apt-get install golang-go) and chromium
-# (apt-get install chromium) when missing. Then checks formatting and lints, runs the unit and
-# integration tests (the README walkthrough among them), the dashboard's browser tests
-# (tests/browser, on the binary `cargo test` built), and builds and checks the Debian package
-# (scripts/package-check.sh, which runs `cargo install cargo-deb` when cargo-deb is missing).
-# Then the integration tests again on PostgreSQL. Takes about 15 minutes on 2 cores once the
-# dependencies are installed and the build is cached; a first run also compiles everything and
-# installs the above.
-# Usage: scripts/test.sh [extra cargo test args]
+# Runs every test of hookd, in steps; with step names, only those (a quick loop).
+#
+#   deps      install what the tests need (scripts/test-deps.sh): the node packages of the
+#             provider's Express receiver and of the browser tests, a Python venv for its Flask
+#             receiver, promtool, Go and chromium (apt-get, as root or with sudo) when missing
+#   fmt       cargo fmt --check
+#   clippy    cargo clippy --all-targets -- -D warnings
+#   test      cargo test --all-targets: unit tests, tidy (tests/tidy.rs), the integration tests
+#             on sled (tests/it, the README walkthrough among them) and the benches' smoke runs
+#   browser   the dashboard's browser tests (node --test tests/browser/, on the binary built)
+#   postgres  the integration tests again on PostgreSQL (127.0.0.1:5432, required)
+#   package   builds and checks the Debian package (scripts/package-check.sh; installs
+#             cargo-deb when missing)
+#   Quick-loop steps, not in the default run (`test` covers them): unit (cargo test --lib),
+#   tidy (cargo test --test tidy), it (cargo test --test it).
+#
+# Usage: scripts/test.sh [STEP...] [-- CARGO TEST ARGS]
+#   scripts/test.sh                   every default step, in the order above
+#   scripts/test.sh it -- tenancy::   the sled integration tests whose name has tenancy::
+#   scripts/test.sh --help
+# Arguments after `--` go to each cargo test step run (test, unit, tidy, it, postgres).
+# Takes about 9 minutes on 2 cores with a warm build cache (README.md, "Running the tests").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-scripts/test-deps.sh
-echo "[test] cargo fmt --check"
-cargo fmt --all -- --check
-echo "[test] cargo clippy --all-targets -- -D warnings"
-cargo clippy --quiet --all-targets -- -D warnings
-echo "[test] cargo test"
-cargo test --all-targets "$@"
-echo "[test] browser tests (node --test tests/browser/)"
-# `cargo test` has just built target/debug/hookd; HOOKD_BIN may name another binary.
-HOOKD_BIN="${HOOKD_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/hookd}" node --test tests/browser/
-# ---- PostgreSQL engine (issue 12): the integration tests again, on PostgreSQL --------------
-# HOOKD_TEST_ENGINE=postgres gives every hookd a test starts a database of its own on the
-# server at 127.0.0.1:5432 (trust auth, user postgres; tests/it/support/engine.rs); the tests
-# that are sled-specific by nature print "NOT RUN on postgres: <why>". Skipped: conformance::
-# and postgres::, which run on PostgreSQL in `cargo test` above already. Takes about 5 minutes
-# on 2 cores. Skipped, with a notice, when no PostgreSQL answers there.
-if command -v pg_isready >/dev/null 2>&1; then
-    pg_answers() { pg_isready -q -h 127.0.0.1 -p 5432; }
-else
-    pg_answers() { timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5432' 2>/dev/null; }
-fi
-if pg_answers; then
-    echo "[test] integration tests on PostgreSQL (HOOKD_TEST_ENGINE=postgres)"
-    HOOKD_TEST_ENGINE=postgres cargo test --test it -- --skip conformance:: --skip postgres::
-else
-    echo "[test] NOT RUN: the integration tests on PostgreSQL: nothing answers on 127.0.0.1:5432"
-fi
-# ---- end of the PostgreSQL engine step ------------------------------------------------------
-echo "[test] Debian package"
-scripts/package-check.sh
+DEFAULT_STEPS=(deps fmt clippy test browser postgres package)
+ALL_STEPS=(deps fmt clippy test unit tidy it browser postgres package)
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+steps=()
+cargo_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h | --help) usage; exit 0 ;;
+        --) shift; cargo_args=("$@"); break ;;
+        *)
+            if [[ " ${ALL_STEPS[*]} " == *" $1 "* ]]; then
+                steps+=("$1")
+            else
+                echo "scripts/test.sh: unknown step '$1'; the steps are: ${ALL_STEPS[*]} (--help)" >&2
+                exit 2
+            fi
+            ;;
+    esac
+    shift
+done
+[ ${#steps[@]} -gt 0 ] || steps=("${DEFAULT_STEPS[@]}")
+
+# The PostgreSQL tests skip with "NOT RUN" when no server answers, outside this script; here a
+# missing server is a failure.
+export HOOKD_REQUIRE_POSTGRES=1
+
+pg_answers() {
+    if command -v pg_isready >/dev/null 2>&1; then
+        pg_isready -q -h 127.0.0.1 -p 5432
+    else
+        timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5432' 2>/dev/null
+    fi
+}
+
+run_step() {
+    case "$1" in
+        deps) scripts/test-deps.sh ;;
+        fmt) cargo fmt --all -- --check ;;
+        clippy) cargo clippy --quiet --all-targets -- -D warnings ;;
+        test) cargo test --all-targets ${cargo_args[@]+"${cargo_args[@]}"} ;;
+        unit) cargo test --lib ${cargo_args[@]+"${cargo_args[@]}"} ;;
+        tidy) cargo test --test tidy ${cargo_args[@]+"${cargo_args[@]}"} ;;
+        it) cargo test --test it ${cargo_args[@]+"${cargo_args[@]}"} ;;
+        browser)
+            # Uses target/debug/hookd as the last cargo build left it; HOOKD_BIN may name another.
+            cargo build --quiet
+            HOOKD_BIN="${HOOKD_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/hookd}" node --test tests/browser/
+            ;;
+        postgres)
+            # Every hookd a test starts gets a database of its own (tests/it/support/engine.rs);
+            # sled-specific tests print "NOT RUN on postgres: <why>". conformance:: and postgres::
+            # already ran on PostgreSQL in the test step.
+            if ! pg_answers; then
+                echo "[test] FAILED: the postgres step needs PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres)" >&2
+                return 1
+            fi
+            HOOKD_TEST_ENGINE=postgres cargo test --test it -- --skip conformance:: --skip postgres:: ${cargo_args[@]+"${cargo_args[@]}"}
+            ;;
+        package) scripts/package-check.sh ;;
+    esac
+}
+
+times=()
+started_all=$SECONDS
+for step in "${steps[@]}"; do
+    echo "[test] step $step"
+    started=$SECONDS
+    run_step "$step"
+    times+=("$step $((SECONDS - started))s")
+done
+echo "[test] passed: ${times[*]}; total $((SECONDS - started_all))s"

@@ -60,7 +60,11 @@ fn modules() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for entry in fs::read_dir(&src).expect("src/") {
         let path = entry.expect("an entry").path();
-        let name = path.file_stem().expect("a name").to_string_lossy().into_owned();
+        let name = path
+            .file_stem()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
         let directory = path.is_dir() && path.join("mod.rs").exists();
         let file = path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main";
         if directory || file {
@@ -127,7 +131,10 @@ type Graph = BTreeMap<String, BTreeMap<String, String>>;
 
 fn module_graph() -> Graph {
     let modules = modules();
-    let mut graph: Graph = modules.iter().map(|m| (m.clone(), BTreeMap::new())).collect();
+    let mut graph: Graph = modules
+        .iter()
+        .map(|m| (m.clone(), BTreeMap::new()))
+        .collect();
     let src = root().join("src");
     for path in files(&src, ".rs") {
         let rel = path.strip_prefix(&src).expect("under src");
@@ -400,7 +407,8 @@ fn long_functions(text: &str, max: usize) -> Vec<(String, usize, usize)> {
             .take_while(|c| c.is_alphanumeric() || *c == '_')
             .collect();
         // A declaration without a body ends with `;` before any `{`.
-        let Some(open) = (i..lines.len()).find(|&j| lines[j].contains('{') || lines[j].ends_with(';'))
+        let Some(open) =
+            (i..lines.len()).find(|&j| lines[j].contains('{') || lines[j].ends_with(';'))
         else {
             continue;
         };

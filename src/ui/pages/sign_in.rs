@@ -9,8 +9,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::config::{ApiToken, Scope as TokenScope};
-use crate::state::Shared;
 use crate::session::{UiState, COOKIE};
+use crate::state::Shared;
 use crate::ui::{html, see_other, store_down, Action};
 
 #[derive(Template)]

@@ -9,7 +9,7 @@
 //! 2,000 events lasts a second or two, so a scheduling hiccup moves either rate by tens of
 //! percent. 0.5 still fails a scheduler whose cost grows with the number of buckets: the
 //! scheduler that walks every bucket on each pass measured 0.19 here (alone 306 events/s,
-//! beside the 500 hosts 59 events/s; see docs/fairness-before.txt).
+//! beside the 500 hosts 59 events/s; see docs/benchmarks/fairness-before.txt).
 
 use std::time::Duration;
 

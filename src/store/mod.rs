@@ -10,6 +10,7 @@
 //! conformance suite in `tests/it/conformance.rs` pins the behaviour every engine must have.
 
 pub mod index;
+pub mod portable;
 pub mod postgres;
 pub mod sled;
 mod vocabulary;

@@ -1,9 +1,15 @@
 //! The sled engine's own tests: its layout's write budget and the conversion of a first-layout
 //! store. The behaviour every engine shares is pinned by `tests/it/conformance.rs`.
 
-use super::*;
-use crate::event::{parse_event, IngestRules};
-use crate::store::{AdminStore, QueueStore};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{SledStore, SUBSCRIPTION};
+use crate::event::{parse_event, IngestRules, NewEvent};
+use crate::store::{
+    AdminStore, Attempt, DeliveryState, Limits, Next, Outcome, QueueStore, SubscriptionState,
+    Target,
+};
 
 fn event(request_id: &str) -> NewEvent {
     let rules = IngestRules {
@@ -143,79 +149,85 @@ async fn unfinished_deliveries_are_due_again_after_a_crash() {
     assert_eq!(&claimed[0].body[..], &event("r1").body[..]);
 }
 
+const DLV_DONE: &str = "dlv_01JD0000000000000000000001";
+const DLV_RETRY: &str = "dlv_01JD0000000000000000000002";
+
+/// Writes a store of the first layout at `path`: one event for `main` with a delivered
+/// delivery ([`DLV_DONE`]) and one waiting for a retry ([`DLV_RETRY`]), an attempt each, and
+/// `main` paused.
+fn write_first_layout(path: &std::path::Path) {
+    let db = ::sled::open(path).unwrap();
+    let old = db.open_tree("hookd").unwrap();
+    let meta = serde_json::json!({
+        "request_id": "job-1", "status": "completed", "event_type": "job.completed",
+        "fingerprint": hex::encode([9u8; 32]), "created_ms": 1000,
+        "deliveries": [DLV_DONE, DLV_RETRY],
+    });
+    old.insert(
+        b"m/evt_01JD0000000000000000000000",
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
+    old.insert(
+        b"e/evt_01JD0000000000000000000000",
+        b"{\"request_id\":\"job-1\"}".to_vec(),
+    )
+    .unwrap();
+    for (id, state, due, finished) in [
+        (DLV_DONE, "delivered", None, Some(1500u64)),
+        (DLV_RETRY, "scheduled", Some(61_000u64), None),
+    ] {
+        let d = serde_json::json!({
+            "id": id, "event_id": "evt_01JD0000000000000000000000",
+            "event_type": "job.completed", "subscription": "main", "bucket": "main",
+            "state": state, "attempts": 1, "created_ms": 1000, "due_ms": due,
+            "finished_ms": finished, "last_error": null,
+        });
+        old.insert(format!("d/{id}"), serde_json::to_vec(&d).unwrap())
+            .unwrap();
+        let a = serde_json::json!({
+            "number": 1, "started_ms": 1001, "duration_ms": 4,
+            "outcome": if state == "delivered" { "success" } else { "http_5xx" },
+            "status_code": if state == "delivered" { 200 } else { 503 },
+            "error": null, "response_excerpt": null,
+        });
+        let mut k = format!("a/{id}").into_bytes();
+        k.extend_from_slice(&1u32.to_be_bytes());
+        old.insert(k, serde_json::to_vec(&a).unwrap()).unwrap();
+    }
+    old.insert(
+        b"s/main",
+        serde_json::to_vec(&SubscriptionState {
+            paused: true,
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    db.flush().unwrap();
+}
+
 #[tokio::test]
 async fn a_first_layout_store_is_converted_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let dlv_done = "dlv_01JD0000000000000000000001";
-    let dlv_retry = "dlv_01JD0000000000000000000002";
-    {
-        let db = ::sled::open(dir.path()).unwrap();
-        let old = db.open_tree("hookd").unwrap();
-        let meta = serde_json::json!({
-            "request_id": "job-1", "status": "completed", "event_type": "job.completed",
-            "fingerprint": hex::encode([9u8; 32]), "created_ms": 1000,
-            "deliveries": [dlv_done, dlv_retry],
-        });
-        old.insert(
-            b"m/evt_01JD0000000000000000000000",
-            serde_json::to_vec(&meta).unwrap(),
-        )
-        .unwrap();
-        old.insert(
-            b"e/evt_01JD0000000000000000000000",
-            b"{\"request_id\":\"job-1\"}".to_vec(),
-        )
-        .unwrap();
-        for (id, state, due, finished) in [
-            (dlv_done, "delivered", None, Some(1500u64)),
-            (dlv_retry, "scheduled", Some(61_000u64), None),
-        ] {
-            let d = serde_json::json!({
-                "id": id, "event_id": "evt_01JD0000000000000000000000",
-                "event_type": "job.completed", "subscription": "main", "bucket": "main",
-                "state": state, "attempts": 1, "created_ms": 1000, "due_ms": due,
-                "finished_ms": finished, "last_error": null,
-            });
-            old.insert(format!("d/{id}"), serde_json::to_vec(&d).unwrap())
-                .unwrap();
-            let a = serde_json::json!({
-                "number": 1, "started_ms": 1001, "duration_ms": 4,
-                "outcome": if state == "delivered" { "success" } else { "http_5xx" },
-                "status_code": if state == "delivered" { 200 } else { 503 },
-                "error": null, "response_excerpt": null,
-            });
-            let mut k = format!("a/{id}").into_bytes();
-            k.extend_from_slice(&1u32.to_be_bytes());
-            old.insert(k, serde_json::to_vec(&a).unwrap()).unwrap();
-        }
-        old.insert(
-            b"s/main",
-            serde_json::to_vec(&SubscriptionState {
-                paused: true,
-                ..Default::default()
-            })
-            .unwrap(),
-        )
-        .unwrap();
-        db.flush().unwrap();
-    }
+    write_first_layout(dir.path());
     let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-    let done = store.delivery(dlv_done).await.unwrap().unwrap();
+    let done = store.delivery(DLV_DONE).await.unwrap().unwrap();
     assert_eq!(done.state, DeliveryState::Delivered);
     assert_eq!(done.finished_ms, Some(1500));
-    let retry = store.delivery(dlv_retry).await.unwrap().unwrap();
+    let retry = store.delivery(DLV_RETRY).await.unwrap().unwrap();
     assert_eq!(
         (retry.state, retry.due_ms),
         (DeliveryState::Scheduled, Some(61_000))
     );
     assert_eq!(
-        store.attempts(dlv_retry).await.unwrap()[0].outcome,
+        store.attempts(DLV_RETRY).await.unwrap()[0].outcome,
         Outcome::Http5xx
     );
     let meta = store.event_meta(&retry.event_id).await.unwrap().unwrap();
     assert_eq!(
         meta.deliveries,
-        vec![dlv_done.to_string(), dlv_retry.to_string()]
+        vec![DLV_DONE.to_string(), DLV_RETRY.to_string()]
     );
     assert_eq!(
         &store.event_body(&retry.event_id).await.unwrap().unwrap()[..],

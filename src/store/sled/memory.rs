@@ -1,0 +1,124 @@
+//! What the store keeps in memory beside sled: the due-time index with the deliveries just
+//! ingested, the subscriptions' health, and the records skipped because they cannot be decoded.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::layout::printable_key;
+use super::writer::Done;
+use super::{lock, FRESH_MAX};
+use crate::store::index::{Id, Index};
+use crate::store::{parse_delivery_id, Claimed, DeliveryState, SubscriptionState};
+
+/// What the index and the fresh-delivery cache share, under one lock.
+#[derive(Default)]
+pub(super) struct Queue {
+    pub(super) index: Index,
+    /// Deliveries just ingested, with their bodies: their first attempt needs no read.
+    pub(super) fresh: HashMap<Id, Claimed>,
+}
+
+impl Queue {
+    /// Puts deliveries just ingested (and durable) in the index, due at `now_ms`, and in the
+    /// fresh cache while it has room.
+    pub(super) fn add_fresh(&mut self, fresh: Vec<Claimed>, now_ms: u64) {
+        for claim in fresh {
+            let id = parse_delivery_id(&claim.delivery.id).map_or(0, |u| u.0);
+            self.index.insert(&claim.delivery.bucket, now_ms, id);
+            if self.fresh.len() < FRESH_MAX {
+                self.fresh.insert(id, claim);
+            }
+        }
+    }
+
+    /// Leases up to `max` deliveries due at `now_ms`: those the fresh cache holds come whole,
+    /// the others as ids whose records are still to be read. Also the index's next due time.
+    pub(super) fn claim(
+        &mut self,
+        now_ms: u64,
+        max: usize,
+    ) -> (Vec<Claimed>, Vec<Id>, Option<u64>) {
+        let (taken, next) = self.index.claim(now_ms, max);
+        let mut claims = Vec::with_capacity(taken.len());
+        let mut missing = Vec::new();
+        for t in taken {
+            match self.fresh.remove(&t.id) {
+                Some(mut c) => {
+                    c.delivery.state = DeliveryState::InFlight;
+                    c.delivery.due_ms = None;
+                    claims.push(c);
+                }
+                None => missing.push(t.id),
+            }
+        }
+        (claims, missing, next)
+    }
+}
+
+/// Deliveries moved back to the queue (or out of it): bucket, due time, id.
+pub(super) type Reopened = Vec<(String, u64, Id)>;
+
+/// What to do once removed deliveries are durably gone: the index and the fresh cache let go of
+/// them. One in flight frees its slot with its outcome (or release), which finds no record.
+pub(super) fn unqueued(queue: &Arc<Mutex<Queue>>, gone: Reopened) -> Done {
+    let queue = queue.clone();
+    Box::new(move |_| {
+        let mut q = lock(&queue);
+        for (bucket, due, id) in gone {
+            q.fresh.remove(&id);
+            q.index.remove(&bucket, due, id);
+        }
+    })
+}
+
+/// What to do once deliveries moved back to the queue are durable: the index learns of them.
+pub(super) fn requeued(queue: &Arc<Mutex<Queue>>, reopened: Reopened) -> Done {
+    let queue = queue.clone();
+    Box::new(move |_| {
+        let mut q = lock(&queue);
+        for (bucket, due, id) in reopened {
+            q.index.insert(&bucket, due, id);
+        }
+    })
+}
+
+/// Subscriptions' stored state, in memory; the writer writes it back.
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    pub(super) states: HashMap<String, SubscriptionState>,
+    /// When each record was last written.
+    pub(super) written: HashMap<String, Instant>,
+    /// Records changed since they were last written.
+    pub(super) dirty: HashSet<String>,
+}
+
+impl Health {
+    /// Forgets a deleted subscription's state.
+    pub(super) fn forget(&mut self, id: &str) {
+        self.states.remove(id);
+        self.dirty.remove(id);
+        self.written.remove(id);
+    }
+}
+
+/// Records hookd cannot decode (damaged bytes, or written by a later format version), by key:
+/// each is logged once with its key and left where it is; everything else keeps flowing.
+#[derive(Default)]
+pub(super) struct Skipped(Mutex<HashSet<Vec<u8>>>);
+
+impl Skipped {
+    pub(super) fn skip(&self, key: &[u8], why: impl std::fmt::Display) {
+        if lock(&self.0).insert(key.to_vec()) {
+            tracing::error!(
+                key = %printable_key(key),
+                error = %why,
+                "store record cannot be decoded; skipping it (counted in hookd_store_skipped_records)"
+            );
+        }
+    }
+
+    pub(super) fn count(&self) -> u64 {
+        lock(&self.0).len() as u64
+    }
+}

@@ -22,7 +22,9 @@ use serde_json::{json, Value};
 
 use super::admin::subscription_json;
 use super::{error, JsonBody};
-use crate::config::{Diagnostic, ADHOC_SUBSCRIPTION};
+use crate::config::{
+    field_names, Diagnostic, SubscriptionField, ADHOC_SUBSCRIPTION, SUBSCRIPTION_FIELDS,
+};
 use crate::state::Shared;
 use crate::store::StoredSubscription;
 
@@ -52,12 +54,21 @@ struct NewSubscription {
 /// row (`..._failures`) and two durations. Absent or `null` leaves one as it is; `""`
 /// removes it, so that the subscription follows `[delivery]`'s; `0` (`"0s"`) means never,
 /// as in the config file.
-pub const BREAKER_KEYS: [&str; 4] = [
-    "breaker_failures",
-    "breaker_probe_interval",
-    "disable_after",
-    "disable_after_failures",
-];
+/// The fields a new subscription takes, as the 422 for a body of the wrong shape lists them
+/// (from [`SUBSCRIPTION_FIELDS`]), with the two shapes of `headers`.
+fn creatable_fields() -> String {
+    SUBSCRIPTION_FIELDS
+        .iter()
+        .filter(|f| f.at_creation())
+        .map(|f| match f.name {
+            "headers" => "headers ({\"Name\": \"value\"} or {\"Name\": {\"secret\": \"value\"}})",
+            name => name,
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub const BREAKER_KEYS: [&str; 4] = SubscriptionField::BREAKER_KEYS;
 
 /// A custom header's value as the API takes it: a string (shown when the subscription is
 /// read), or `{"secret": "..."}` (kept like the signing secret: never shown again).
@@ -200,12 +211,8 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> Result<String, R
 
 /// `POST /v1/subscriptions`: 201 with the subscription and its secret (shown this once).
 pub async fn create(State(shared): State<Arc<Shared>>, JsonBody(body): JsonBody) -> Response {
-    let new: NewSubscription = match body_as(
-        &body,
-        "a subscription",
-        "id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature, headers ({\"Name\": \"value\"} or {\"Name\": {\"secret\": \"value\"}}), rate_limit, breaker_failures, breaker_probe_interval, disable_after, disable_after_failures",
-    )
-    .and_then(|new: NewSubscription| check_owner(new.owner.as_ref()).map(|()| new))
+    let new: NewSubscription = match body_as(&body, "a subscription", &creatable_fields())
+        .and_then(|new: NewSubscription| check_owner(new.owner.as_ref()).map(|()| new))
     {
         Ok(new) => new,
         Err(refusal) => return refusal,
@@ -556,7 +563,10 @@ pub async fn update(
         let changes: Changes = body_as(
             &body,
             "a change",
-            "owner, url, events, retry_schedule, timeout, max_in_flight, signature, headers, rate_limit, breaker_failures, breaker_probe_interval, disable_after, disable_after_failures; the secret changes by POST .../rotate-secret",
+            &format!(
+                "{}; the secret changes by POST .../rotate-secret",
+                field_names(SUBSCRIPTION_FIELDS.iter().filter(|f| f.changeable()))
+            ),
         )?;
         check_owner(changes.owner.as_ref())?;
         Ok((stored, changes))

@@ -202,6 +202,14 @@ impl SubscriptionField {
         SubscriptionField::DISABLE_AFTER_FAILURES,
     ];
 
+    /// The circuit breaker's keys, in [`SubscriptionField::BREAKER`]'s order.
+    pub const BREAKER_KEYS: [&'static str; 4] = [
+        Self::BREAKER[0].name,
+        Self::BREAKER[1].name,
+        Self::BREAKER[2].name,
+        Self::BREAKER[3].name,
+    ];
+
     /// Whether the API takes it when a subscription is made.
     pub fn at_creation(&self) -> bool {
         self.settable != Settable::ByRotation

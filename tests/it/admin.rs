@@ -25,45 +25,6 @@ const DEADLINE: Duration = Duration::from_secs(4);
 
 // ------------------------------------------------------------------ helpers
 
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path_and_query: &str,
-    token: Option<&str>,
-    body: Option<String>,
-) -> (u16, String) {
-    let mut request = app
-        .client
-        .request(method, format!("http://{}{path_and_query}", app.api));
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body);
-    }
-    let response = request.send().await.expect("admin request");
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("admin response body"))
-}
-
-fn parse(status: u16, text: &str) -> (u16, Value) {
-    let value = serde_json::from_str(text)
-        .unwrap_or_else(|e| panic!("answer {status} is not JSON ({e}): {text}"));
-    (status, value)
-}
-
-async fn get(app: &TestApp, path_and_query: &str) -> (u16, Value) {
-    let (status, text) = call(app, reqwest::Method::GET, path_and_query, None, None).await;
-    parse(status, &text)
-}
-
-async fn post_json(app: &TestApp, path: &str, body: Option<String>) -> (u16, Value) {
-    let (status, text) = call(app, reqwest::Method::POST, path, None, body).await;
-    parse(status, &text)
-}
-
 /// `/v1/deliveries` with `params`, percent-encoded.
 fn list_path(params: &[(&str, &str)]) -> String {
     let url = reqwest::Url::parse_with_params("http://x/v1/deliveries", params).expect("url");
@@ -75,7 +36,7 @@ fn list_path(params: &[(&str, &str)]) -> String {
 
 /// One page of `/v1/deliveries`; panics unless the answer is 200.
 async fn list(app: &TestApp, params: &[(&str, &str)]) -> (Vec<Value>, Value) {
-    let (status, body) = get(app, &list_path(params)).await;
+    let (status, body) = app.admin().get(&list_path(params)).await;
     assert_eq!(status, 200, "GET {} -> {body}", list_path(params));
     let items = body["deliveries"]
         .as_array()
@@ -101,7 +62,7 @@ fn ids(items: &[Value]) -> HashSet<String> {
 }
 
 async fn show(app: &TestApp, id: &str) -> Value {
-    let (status, body) = get(app, &format!("/v1/deliveries/{id}")).await;
+    let (status, body) = app.admin().get(&format!("/v1/deliveries/{id}")).await;
     assert_eq!(status, 200, "GET /v1/deliveries/{id} -> {body}");
     body
 }
@@ -245,7 +206,7 @@ async fn list_filters_by_state_subscription_event_type_and_time() {
         subscription_toml("held", &held.url(), "s4", &["*"], ""),
     ))
     .await;
-    let (status, body) = post_json(&app, "/v1/subscriptions/held/pause", None).await;
+    let (status, body) = app.admin().post("/v1/subscriptions/held/pause", None).await;
     assert_eq!(status, 200, "{body}");
 
     let e1 = post_event(&app, &event("r1", "completed")).await;
@@ -353,7 +314,10 @@ async fn list_filters_by_state_subscription_event_type_and_time() {
     }
     // A delivery in flight cannot be retried until its attempt ends.
     let in_flight = by_sub("hang")[0]["id"].as_str().unwrap().to_string();
-    let (status, body) = post_json(&app, &format!("/v1/deliveries/{in_flight}/retry"), None).await;
+    let (status, body) = app
+        .admin()
+        .post(&format!("/v1/deliveries/{in_flight}/retry"), None)
+        .await;
     assert_error(status, &body, 409, "retry while in flight");
 
     // Times in another offset mean the same instant.
@@ -473,7 +437,7 @@ async fn time_filters_follow_created_at_to_the_millisecond() {
     let receiver = TestReceiver::start().await;
     let app = spawn_app(&subscription_toml("s", &receiver.url(), "x", &["*"], "")).await;
     // Paused, so that nothing changes while the deliveries are listed.
-    let (status, body) = post_json(&app, "/v1/subscriptions/s/pause", None).await;
+    let (status, body) = app.admin().post("/v1/subscriptions/s/pause", None).await;
     assert_eq!(status, 200, "{body}");
     let batch: Vec<Value> = (0..200)
         .map(|i| event(&format!("batch-{i}"), "completed"))
@@ -525,7 +489,7 @@ async fn bad_list_queries_are_400_with_a_json_error() {
         "colour=red",
         "status=dead&sort=asc",
     ] {
-        let (status, body) = get(&app, &format!("/v1/deliveries?{query}")).await;
+        let (status, body) = app.admin().get(&format!("/v1/deliveries?{query}")).await;
         assert_error(status, &body, 400, query);
     }
     // The same keys with good values are fine.
@@ -536,7 +500,7 @@ async fn bad_list_queries_are_400_with_a_json_error() {
         "limit=1000",
         "",
     ] {
-        let (status, body) = get(&app, &format!("/v1/deliveries?{query}")).await;
+        let (status, body) = app.admin().get(&format!("/v1/deliveries?{query}")).await;
         assert_eq!(status, 200, "{query}: {body}");
         assert_eq!(body["deliveries"], json!([]), "{query}");
         assert!(body["next_cursor"].is_null(), "{query}: {body}");
@@ -633,9 +597,12 @@ async fn show_lists_every_attempt_with_its_response_excerpt_and_the_event() {
         "the secret is not shown: {d}"
     );
 
-    let (status, body) = get(&app, "/v1/deliveries/dlv_01J00000000000000000000000").await;
+    let (status, body) = app
+        .admin()
+        .get("/v1/deliveries/dlv_01J00000000000000000000000")
+        .await;
     assert_error(status, &body, 404, "unknown delivery");
-    let (status, body) = get(&app, "/v1/deliveries/nonsense").await;
+    let (status, body) = app.admin().get("/v1/deliveries/nonsense").await;
     assert_error(status, &body, 404, "malformed delivery id");
 }
 
@@ -658,7 +625,10 @@ async fn retrying_a_dead_delivery_makes_one_more_attempt_with_the_same_id() {
     assert_eq!(receiver.received().len(), 2);
 
     // Still failing: exactly one more attempt, then dead again.
-    let (status, body) = post_json(&app, &format!("/v1/deliveries/{id}/retry"), None).await;
+    let (status, body) = app
+        .admin()
+        .post(&format!("/v1/deliveries/{id}/retry"), None)
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["id"], id);
     assert_eq!(body["previous_state"], "dead");
@@ -675,7 +645,10 @@ async fn retrying_a_dead_delivery_makes_one_more_attempt_with_the_same_id() {
 
     // The receiver is fixed: the next retry delivers.
     receiver.set_default(Reply::Status(200));
-    let (status, body) = post_json(&app, &format!("/v1/deliveries/{id}/retry"), None).await;
+    let (status, body) = app
+        .admin()
+        .post(&format!("/v1/deliveries/{id}/retry"), None)
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["previous_state"], "dead");
     let delivered = wait_state(&app, &id, "delivered").await;
@@ -693,12 +666,10 @@ async fn retrying_a_dead_delivery_makes_one_more_attempt_with_the_same_id() {
     assert_eq!(numbers, [1, 2, 3, 4]);
     assert_eq!(history[3]["outcome"], "success");
 
-    let (status, body) = post_json(
-        &app,
-        "/v1/deliveries/dlv_01J00000000000000000000000/retry",
-        None,
-    )
-    .await;
+    let (status, body) = app
+        .admin()
+        .post("/v1/deliveries/dlv_01J00000000000000000000000/retry", None)
+        .await;
     assert_error(status, &body, 404, "retry of an unknown delivery");
 }
 
@@ -729,12 +700,13 @@ async fn bulk_retry_requeues_only_one_subscriptions_dead_deliveries_since_a_time
     a.set_default(Reply::Status(200));
     b.set_default(Reply::Status(200));
 
-    let (status, body) = post_json(
-        &app,
-        "/v1/deliveries/retry",
-        Some(json!({"subscription": "a", "since": since}).to_string()),
-    )
-    .await;
+    let (status, body) = app
+        .admin()
+        .post(
+            "/v1/deliveries/retry",
+            Some(json!({"subscription": "a", "since": since})),
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body, json!({"requeued": 1}));
     // Requeued before the answer: the others are still dead right now.
@@ -756,21 +728,23 @@ async fn bulk_retry_requeues_only_one_subscriptions_dead_deliveries_since_a_time
     assert_eq!(b.received().len(), 4, "b was not retried");
 
     // Nothing dead since then for a: zero.
-    let (status, body) = post_json(
-        &app,
-        "/v1/deliveries/retry",
-        Some(json!({"subscription": "a", "since": since}).to_string()),
-    )
-    .await;
+    let (status, body) = app
+        .admin()
+        .post(
+            "/v1/deliveries/retry",
+            Some(json!({"subscription": "a", "since": since})),
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body, json!({"requeued": 0}));
 
-    let (status, body) = post_json(
-        &app,
-        "/v1/deliveries/retry",
-        Some(json!({"subscription": "nobody", "since": since}).to_string()),
-    )
-    .await;
+    let (status, body) = app
+        .admin()
+        .post(
+            "/v1/deliveries/retry",
+            Some(json!({"subscription": "nobody", "since": since})),
+        )
+        .await;
     assert_error(status, &body, 404, "unknown subscription");
     for bad in [
         "not json".to_string(),
@@ -779,15 +753,15 @@ async fn bulk_retry_requeues_only_one_subscriptions_dead_deliveries_since_a_time
         json!({"subscription": "a", "since": since, "extra": 1}).to_string(),
         json!({"subscription": 7, "since": since}).to_string(),
     ] {
-        let (status, text) = call(
-            &app,
-            reqwest::Method::POST,
-            "/v1/deliveries/retry",
-            None,
-            Some(bad.clone()),
-        )
-        .await;
-        let (status, body) = parse(status, &text);
+        let answer = app
+            .admin()
+            .send(
+                reqwest::Method::POST,
+                "/v1/deliveries/retry",
+                Some(bad.clone()),
+            )
+            .await;
+        let (status, body) = (answer.status, answer.json());
         assert_error(status, &body, 400, &bad);
     }
     let dead = ids(&list_all(&app, &[("status", "dead")]).await);
@@ -812,13 +786,16 @@ async fn subscriptions_show_health_and_a_fingerprint_never_the_secret() {
     ))
     .await;
     let subscriptions = || async {
-        let (status, text) =
-            call(&app, reqwest::Method::GET, "/v1/subscriptions", None, None).await;
+        let answer = app
+            .admin()
+            .send(reqwest::Method::GET, "/v1/subscriptions", None)
+            .await;
+        let (status, text) = (answer.status, &answer.text);
         assert_eq!(status, 200, "{text}");
         for secret in [GOOD_SECRET, FLAKY_SECRET, ADHOC_SECRET] {
             assert!(!text.contains(secret), "a secret in {text}");
         }
-        let (_, body) = parse(status, &text);
+        let body = answer.json();
         let items = body["subscriptions"]
             .as_array()
             .expect("subscriptions")
@@ -899,8 +876,10 @@ async fn subscriptions_show_health_and_a_fingerprint_never_the_secret() {
 
     // flaky recovers: a success resets the failure count.
     flaky.set_default(Reply::Status(204));
-    let (status, body) =
-        post_json(&app, &format!("/v1/deliveries/{}/retry", ds["flaky"]), None).await;
+    let (status, body) = app
+        .admin()
+        .post(&format!("/v1/deliveries/{}/retry", ds["flaky"]), None)
+        .await;
     assert_eq!(status, 202, "{body}");
     wait_state(&app, &ds["flaky"], "delivered").await;
     let recovered = subscriptions().await;
@@ -928,14 +907,17 @@ async fn paused_gauge(app: &TestApp) -> Option<f64> {
 
 /// `POST /v1/subscriptions/{id}/{action}`, which must succeed.
 async fn set_pause(app: &TestApp, id: &str, action: &str) {
-    let (status, body) = post_json(app, &format!("/v1/subscriptions/{id}/{action}"), None).await;
+    let (status, body) = app
+        .admin()
+        .post(&format!("/v1/subscriptions/{id}/{action}"), None)
+        .await;
     assert_eq!(status, 200, "{action} {id}: {body}");
     assert_eq!(body, json!({"id": id, "paused": action == "pause"}));
 }
 
 /// Each subscription's `paused` flag, from `GET /v1/subscriptions`.
 async fn paused_flags(app: &TestApp) -> HashMap<String, Value> {
-    let (status, subs) = get(app, "/v1/subscriptions").await;
+    let (status, subs) = app.admin().get("/v1/subscriptions").await;
     assert_eq!(status, 200, "{subs}");
     subs["subscriptions"]
         .as_array()
@@ -1028,8 +1010,10 @@ async fn a_paused_subscription_receives_nothing_until_resumed() {
     );
 
     for action in ["pause", "resume"] {
-        let (status, body) =
-            post_json(&app, &format!("/v1/subscriptions/nobody/{action}"), None).await;
+        let (status, body) = app
+            .admin()
+            .post(&format!("/v1/subscriptions/nobody/{action}"), None)
+            .await;
         assert_error(status, &body, 404, action);
     }
     assert_eq!(
@@ -1099,8 +1083,12 @@ async fn with_tokens_every_request_needs_the_right_bearer_token() {
             ),
             (reqwest::Method::GET, "/v1/subscriptions", None),
         ] {
-            let (status, text) = call(&app, method.clone(), path, token, body).await;
-            let (status, body) = parse(status, &text);
+            let answer = app
+                .admin()
+                .token(token)
+                .send(method.clone(), path, body)
+                .await;
+            let (status, body, text) = (answer.status, answer.json(), &answer.text);
             assert_error(
                 status,
                 &body,
@@ -1120,36 +1108,20 @@ async fn with_tokens_every_request_needs_the_right_bearer_token() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
     // Nothing was stored by the rejected posts.
-    let (status, text) = call(
-        &app,
-        reqwest::Method::GET,
-        "/v1/deliveries",
-        Some("t0ken-123"),
-        None,
-    )
-    .await;
-    let (status, body) = parse(status, &text);
+    let admin = app.admin().token(Some("t0ken-123"));
+    let (status, body) = admin.get("/v1/deliveries").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["deliveries"], json!([]));
 
-    let (status, text) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/events",
-        Some("t0ken-123"),
-        Some(event_body),
-    )
-    .await;
-    let (status, body) = parse(status, &text);
+    let answer = admin
+        .send(reqwest::Method::POST, "/v1/events", Some(event_body))
+        .await;
+    let (status, body) = (answer.status, answer.json());
     assert_eq!(status, 202, "{body}");
     assert!(body["event_id"].is_string(), "{body}");
-    let (status, text) = call(
-        &app,
-        reqwest::Method::GET,
-        "/v1/subscriptions",
-        Some("t0ken-123"),
-        None,
-    )
-    .await;
+    let answer = admin
+        .send(reqwest::Method::GET, "/v1/subscriptions", None)
+        .await;
+    let (status, text) = (answer.status, answer.text);
     assert_eq!(status, 200, "{text}");
 }

@@ -124,7 +124,7 @@ async fn spawn_with_operator(
 }
 
 async fn subscription(app: &TestApp, id: &str) -> Value {
-    app.api_json(&format!("/v1/subscriptions/{id}")).await
+    app.admin().get_ok(&format!("/v1/subscriptions/{id}")).await
 }
 
 /// Posts `n` events (request ids `prefix-0`...), each accepted; returns the answers.
@@ -315,7 +315,10 @@ async fn a_subscription_failing_too_long_is_disabled_keeps_its_deliveries_and_is
     })
     .await
     .expect_err("a disabled subscription was attempted");
-    let (_, listed) = (0, app.api_json("/v1/deliveries?subscription=down").await);
+    let (_, listed) = (
+        0,
+        app.admin().get_ok("/v1/deliveries?subscription=down").await,
+    );
     let states: Vec<&str> = listed["deliveries"]
         .as_array()
         .expect("deliveries")
@@ -409,7 +412,8 @@ async fn a_dead_delivery_raises_an_operator_event_and_the_operator_endpoint_is_r
 
 /// The deliveries of subscription `id`, from the API.
 async fn deliveries_of(app: &TestApp, id: &str) -> Vec<Value> {
-    app.api_json(&format!("/v1/deliveries?subscription={id}"))
+    app.admin()
+        .get_ok(&format!("/v1/deliveries?subscription={id}"))
         .await["deliveries"]
         .as_array()
         .expect("deliveries")

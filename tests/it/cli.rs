@@ -4,13 +4,12 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
 use crate::support::app::{spawn_app, spawn_app_full, TestApp};
+use crate::support::cli::hookd;
 use crate::support::events::{delivery_toml, event, refused_url, subscription_toml};
 use crate::support::receiver::{Reply, TestReceiver};
 use crate::support::wait_until;
@@ -19,80 +18,12 @@ use hookd::scheduler::now_ms;
 
 const DEADLINE: Duration = Duration::from_secs(4);
 
-/// What one run of the binary left behind.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> &str {
-        assert_eq!(self.code, 0, "hookd failed: {self:#?}");
-        &self.stdout
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(self.ok())
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
-    }
-}
-
-/// Runs the real `hookd` binary with `args` (and `stdin`, if any), without the environment
-/// variables that would change its target.
-async fn hookd(args: &[&str], stdin: Option<&[u8]>) -> Run {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookd"));
-    command
-        .args(args)
-        .env_remove("HOOKD_URL")
-        .env_remove("HOOKD_CONFIG")
-        .env_remove("HOOKD_API_TOKEN")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start hookd {args:?}: {e}"));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(input).await.expect("write stdin");
-        drop(pipe);
-    }
-    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("hookd {args:?} did not exit within 10s"))
-        .expect("wait for hookd");
-    Run {
-        code: output.status.code().expect("hookd exited, not killed"),
-        stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
-        stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
-    }
-}
-
 fn base(app: &TestApp) -> String {
     format!("http://{}", app.api)
 }
 
-/// `GET path` on the API, as JSON.
-async fn api_get(app: &TestApp, path: &str) -> Value {
-    let response = app
-        .client
-        .get(format!("http://{}{path}", app.api))
-        .send()
-        .await
-        .expect("admin request");
-    assert_eq!(response.status().as_u16(), 200, "GET {path}");
-    serde_json::from_str(&response.text().await.expect("body")).expect("JSON")
-}
-
 async fn delivery(app: &TestApp, id: &str) -> Value {
-    api_get(app, &format!("/v1/deliveries/{id}")).await
+    app.admin().get_ok(&format!("/v1/deliveries/{id}")).await
 }
 
 async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
@@ -112,7 +43,7 @@ async fn post_event(app: &TestApp, event: &Value) -> std::collections::HashMap<S
     let (status, body) = app.post(event).await;
     assert_eq!(status, 202, "{body}");
     let event_id = body["event_id"].as_str().expect("event_id").to_string();
-    api_get(app, "/v1/deliveries?limit=1000").await["deliveries"]
+    app.admin().get_ok("/v1/deliveries?limit=1000").await["deliveries"]
         .as_array()
         .expect("deliveries")
         .iter()
@@ -192,7 +123,10 @@ async fn deliveries_list_json_matches_the_api_and_the_table_is_aligned() {
     let from_cli = hookd(&["deliveries", "list", "--url", &url, "--json"], None)
         .await
         .json();
-    assert_eq!(from_cli, api_get(&app, "/v1/deliveries?limit=50").await);
+    assert_eq!(
+        from_cli,
+        app.admin().get_ok("/v1/deliveries?limit=50").await
+    );
     assert_eq!(from_cli["deliveries"].as_array().unwrap().len(), 4);
 
     let filtered = hookd(
@@ -218,11 +152,11 @@ async fn deliveries_list_json_matches_the_api_and_the_table_is_aligned() {
     assert_eq!(items[0]["subscription"], "a-much-longer-subscription");
     assert_eq!(
         filtered,
-        api_get(
-            &app,
-            "/v1/deliveries?subscription=a-much-longer-subscription&status=delivered&event_type=job.failed&limit=50"
-        )
-        .await
+        app.admin()
+            .get_ok(
+                "/v1/deliveries?subscription=a-much-longer-subscription&status=delivered&event_type=job.failed&limit=50"
+            )
+            .await
     );
 
     // Pages: --limit and --cursor.
@@ -579,7 +513,7 @@ async fn subscriptions_list_pause_and_resume() {
     let as_json = hookd(&["subscriptions", "list", "--url", &url, "--json"], None)
         .await
         .json();
-    assert_eq!(as_json, api_get(&app, "/v1/subscriptions").await);
+    assert_eq!(as_json, app.admin().get_ok("/v1/subscriptions").await);
 
     let paused = |v: &Value, id: &str| -> Value {
         v["subscriptions"]
@@ -592,7 +526,7 @@ async fn subscriptions_list_pause_and_resume() {
     };
     let run = hookd(&["subscriptions", "pause", "acme", "--url", &url], None).await;
     assert_eq!(run.ok().trim(), "acme paused");
-    let now = api_get(&app, "/v1/subscriptions").await;
+    let now = app.admin().get_ok("/v1/subscriptions").await;
     assert_eq!(paused(&now, "acme"), true);
     assert_eq!(paused(&now, "other"), false);
     let run = hookd(&["subscriptions", "list", "--url", &url], None).await;
@@ -607,7 +541,7 @@ async fn subscriptions_list_pause_and_resume() {
     .json();
     assert_eq!(out, json!({"id": "acme", "paused": false}));
     assert_eq!(
-        paused(&api_get(&app, "/v1/subscriptions").await, "acme"),
+        paused(&app.admin().get_ok("/v1/subscriptions").await, "acme"),
         false
     );
     let run = hookd(&["subscriptions", "pause", "other", "--url", &url], None).await;
@@ -615,7 +549,7 @@ async fn subscriptions_list_pause_and_resume() {
     let run = hookd(&["subscriptions", "resume", "other", "--url", &url], None).await;
     assert_eq!(run.ok().trim(), "other resumed");
     assert_eq!(
-        paused(&api_get(&app, "/v1/subscriptions").await, "other"),
+        paused(&app.admin().get_ok("/v1/subscriptions").await, "other"),
         false
     );
 
@@ -644,7 +578,7 @@ async fn subscriptions_enable_brings_back_a_subscription_its_breaker_disabled() 
     let ids = post_event(&app, &event("down-1", "completed")).await;
     let id = &ids["down"];
     wait_until("down disabled", DEADLINE, || async {
-        let shown = api_get(&app, "/v1/subscriptions/down").await;
+        let shown = app.admin().get_ok("/v1/subscriptions/down").await;
         (shown["state"] == "disabled").then_some(())
     })
     .await;
@@ -740,7 +674,7 @@ async fn send_posts_a_file_or_stdin_and_an_invalid_event_exits_1() {
         assert!(run.stderr.contains(status), "{bad}: {run:#?}");
         assert!(run.stdout.is_empty(), "{bad}: {run:#?}");
     }
-    let listed = api_get(&app, "/v1/deliveries?limit=1000").await;
+    let listed = app.admin().get_ok("/v1/deliveries?limit=1000").await;
     assert_eq!(
         listed["deliveries"].as_array().unwrap().len(),
         4,
@@ -1116,7 +1050,7 @@ async fn subscriptions_add_sets_headers_rate_limit_and_breaker() {
     args.extend(flags.iter().flat_map(|&(flag, value)| [flag, value]));
     let run = hookd(&args, None).await;
     assert!(run.ok().starts_with("ctl secret whsec_"), "{run:#?}");
-    let s = api_get(&app, "/v1/subscriptions/ctl").await;
+    let s = app.admin().get_ok("/v1/subscriptions/ctl").await;
     assert_eq!(s["headers"]["x-tenant"], "acme", "{s}");
     assert_eq!(s["headers"]["authorization"], "[REDACTED]", "{s}");
     assert_eq!(s["rate_limit"], 20.0, "{s}");
@@ -1176,7 +1110,7 @@ async fn subscriptions_add_sets_headers_rate_limit_and_breaker() {
             .contains("x-abstrakt-signature"),
         "{run:#?}"
     );
-    let list = api_get(&app, "/v1/subscriptions").await;
+    let list = app.admin().get_ok("/v1/subscriptions").await;
     assert!(
         !list.to_string().contains("\"bad\""),
         "nothing was created: {list}"
@@ -1220,7 +1154,9 @@ async fn owned_subscription(app: &TestApp, id: &str, owner: &str, url: &str) {
 
 /// Every delivery the API lists (all of them, or `?owner=`), as JSON.
 async fn listed(app: &TestApp, query: &str) -> Vec<Value> {
-    api_get(app, &format!("/v1/deliveries?limit=1000{query}")).await["deliveries"]
+    app.admin()
+        .get_ok(&format!("/v1/deliveries?limit=1000{query}"))
+        .await["deliveries"]
         .as_array()
         .expect("deliveries")
         .clone()

@@ -52,7 +52,7 @@ fn assert_error_says(answer: &Value, text: &str) {
 }
 
 async fn paused(app: &TestApp) -> bool {
-    let shown = app.api_json("/v1/subscriptions/local").await;
+    let shown = app.admin().get_ok("/v1/subscriptions/local").await;
     shown["paused"]
         .as_bool()
         .unwrap_or_else(|| panic!("no paused flag: {shown}"))

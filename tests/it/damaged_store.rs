@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::process::HookdProcess;
@@ -27,28 +28,10 @@ fn key(prefix: u8, id: u128) -> Vec<u8> {
     k
 }
 
-async fn api(hookd: &HookdProcess, method: &str, path: &str) -> Value {
-    let client = reqwest::Client::new();
-    let url = format!("http://{}{path}", hookd.api);
-    let request = match method {
-        "POST" => client.post(url),
-        _ => client.get(url),
-    };
-    let response = request.send().await.expect("admin API");
-    let text = response.text().await.expect("body");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 async fn post_event(hookd: &HookdProcess, request_id: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(hookd.events_url())
-        .header("content-type", "application/json")
-        .body(json!({ "request_id": request_id, "status": "completed" }).to_string())
-        .send()
-        .await
-        .expect("POST /v1/events");
-    assert_eq!(response.status(), 202);
-    let body: Value = serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
+    let event = json!({ "request_id": request_id, "status": "completed" });
+    let (status, body) = hookd.admin().post("/v1/events", Some(event)).await;
+    assert_eq!(status, 202);
     body["event_id"].as_str().expect("event_id").to_string()
 }
 
@@ -93,7 +76,10 @@ async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows
 
     // Three events wait in a paused subscription.
     let mut hookd = HookdProcess::start(dir.path(), &extra).await;
-    api(&hookd, "POST", "/v1/subscriptions/acme/pause").await;
+    hookd
+        .admin()
+        .send(Method::POST, "/v1/subscriptions/acme/pause", None)
+        .await;
     let events: Vec<String> = {
         let mut ids = Vec::new();
         for id in ["job-damaged", "job-future", "job-fine"] {
@@ -101,7 +87,7 @@ async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows
         }
         ids
     };
-    let listed = api(&hookd, "GET", "/v1/deliveries?limit=10").await;
+    let listed = hookd.admin().get_ok("/v1/deliveries?limit=10").await;
     let delivery_of = |event: &str| -> String {
         listed["deliveries"]
             .as_array()
@@ -127,7 +113,10 @@ async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows
 
     // hookd starts, skips both, and delivers the third.
     let hookd = HookdProcess::start(dir.path(), &extra).await;
-    api(&hookd, "POST", "/v1/subscriptions/acme/resume").await;
+    hookd
+        .admin()
+        .send(Method::POST, "/v1/subscriptions/acme/resume", None)
+        .await;
     let got = wait_until(
         "the intact event delivered",
         Duration::from_secs(15),
@@ -150,7 +139,7 @@ async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows
     );
     // Ingest and listing keep working.
     post_event(&hookd, "job-after").await;
-    let listed = api(&hookd, "GET", "/v1/deliveries?limit=10").await;
+    let listed = hookd.admin().get_ok("/v1/deliveries?limit=10").await;
     assert!(listed["deliveries"]
         .as_array()
         .is_some_and(|d| !d.is_empty()));

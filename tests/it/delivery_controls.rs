@@ -22,28 +22,14 @@ fn signature(secret: &str, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-async fn call(app: &TestApp, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .client
-        .request(method, format!("http://{}{path}", app.api))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn patch(app: &TestApp, body: Value) -> (u16, Value) {
-    call(
-        app,
-        reqwest::Method::PATCH,
-        "/v1/subscriptions/api-headers",
-        body,
-    )
-    .await
+    app.admin()
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/subscriptions/api-headers",
+            Some(body),
+        )
+        .await
 }
 
 /// Posts an event with one delivery and waits until that delivery is dead.
@@ -108,7 +94,7 @@ async fn custom_headers_from_the_config_arrive_beside_a_valid_signature() {
     assert_eq!(got[0].header("content-type"), "application/json");
 
     // The API shows the plain value and hides the secret one.
-    let shown = app.api_json("/v1/subscriptions/tenant").await;
+    let shown = app.admin().get_ok("/v1/subscriptions/tenant").await;
     assert_eq!(shown["headers"]["x-tenant"], "acme", "{shown}");
     assert_eq!(shown["headers"]["authorization"], "[REDACTED]", "{shown}");
     assert!(
@@ -166,16 +152,17 @@ async fn a_header_name_a_shell_would_run_is_refused_naming_the_field() {
     // as curl" (issue 28). Names keep to letters, digits, '-', '_' and '.'.
     let app = spawn_app("").await;
     for name in ["X-`hostname`", "X-$(id)", "X-Tenant'", "X-A|B"] {
-        let (status, refused) = call(
-            &app,
-            reqwest::Method::POST,
-            "/v1/subscriptions",
-            json!({
-                "id": "shell", "url": "http://127.0.0.1:9/hook", "events": ["*"],
-                "headers": { name: { "secret": "s" } }
-            }),
-        )
-        .await;
+        let (status, refused) = app
+            .admin()
+            .call(
+                reqwest::Method::POST,
+                "/v1/subscriptions",
+                Some(json!({
+                    "id": "shell", "url": "http://127.0.0.1:9/hook", "events": ["*"],
+                    "headers": { name: { "secret": "s" } }
+                })),
+            )
+            .await;
         assert_eq!(status, 422, "{name}: {refused}");
         assert_eq!(refused["field"], format!("headers.{name}"), "{refused}");
         assert!(
@@ -189,10 +176,10 @@ async fn a_header_name_a_shell_would_run_is_refused_naming_the_field() {
         assert_eq!(errors[0].0, format!("subscription[0].headers.{name}"));
     }
     let shown = app
-        .client
-        .get(format!("http://{}/v1/subscriptions/shell", app.api));
-    let status = shown.send().await.expect("request").status();
-    assert_eq!(status, 404, "nothing was created");
+        .admin()
+        .send(reqwest::Method::GET, "/v1/subscriptions/shell", None)
+        .await;
+    assert_eq!(shown.status, 404, "nothing was created");
     assert!(config_errors("headers = { \"X-Tenant_Id.v2\" = \"v\" }").is_empty());
 }
 
@@ -200,16 +187,17 @@ async fn a_header_name_a_shell_would_run_is_refused_naming_the_field() {
 async fn custom_headers_are_set_changed_and_removed_through_the_api() {
     let receiver = TestReceiver::start().await;
     let app = spawn_app("").await;
-    let (status, created) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/subscriptions",
-        json!({
-            "id": "api-headers", "url": receiver.url(), "events": ["*"],
-            "headers": { "X-Tenant": "acme", "Authorization": { "secret": "Bearer s3cret" } }
-        }),
-    )
-    .await;
+    let (status, created) = app
+        .admin()
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({
+                "id": "api-headers", "url": receiver.url(), "events": ["*"],
+                "headers": { "X-Tenant": "acme", "Authorization": { "secret": "Bearer s3cret" } }
+            })),
+        )
+        .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["headers"]["x-tenant"], "acme");
     assert_eq!(created["headers"]["authorization"], "[REDACTED]");
@@ -257,7 +245,7 @@ async fn custom_headers_are_set_changed_and_removed_through_the_api() {
     let (status, changed) = patch(&app, json!({ "headers": {} })).await;
     assert_eq!(status, 200, "{changed}");
     let app = app.restart().await;
-    let shown = app.api_json("/v1/subscriptions/api-headers").await;
+    let shown = app.admin().get_ok("/v1/subscriptions/api-headers").await;
     assert_eq!(shown["headers"], json!({}), "{shown}");
     app.post(&json!({ "request_id": "job-a3", "status": "completed" }))
         .await;
@@ -459,7 +447,7 @@ async fn a_rate_limit_holds_within_ten_percent_over_ten_seconds_without_bursts()
     }
     crate::support::assert_rate(&ten_seconds_of_arrivals(&receiver).await, 20.0);
     assert_eq!(
-        app.api_json("/v1/subscriptions/limited").await["rate_limit"],
+        app.admin().get_ok("/v1/subscriptions/limited").await["rate_limit"],
         20.0
     );
 }
@@ -612,11 +600,10 @@ async fn raising_a_rate_limit_applies_at_once() {
     let receiver = TestReceiver::start().await;
     let app = spawn_app("").await;
     // One attempt per 20 s.
-    let (status, created) = call(
-        &app,
+    let (status, created) = app.admin().call(
         reqwest::Method::POST,
         "/v1/subscriptions",
-        json!({ "id": "raised", "url": receiver.url(), "events": ["*"], "rate_limit": 0.05 }),
+        Some(json!({ "id": "raised", "url": receiver.url(), "events": ["*"], "rate_limit": 0.05 })),
     )
     .await;
     assert_eq!(status, 201, "{created}");
@@ -630,13 +617,14 @@ async fn raising_a_rate_limit_applies_at_once() {
     // Raised to 20/s right after the first attempt: the next ones do not wait out the old
     // limit's 20 s (10 s with its half-interval tolerance).
     let changed_at = Instant::now();
-    let (status, changed) = call(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/subscriptions/raised",
-        json!({ "rate_limit": 20.0 }),
-    )
-    .await;
+    let (status, changed) = app
+        .admin()
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/subscriptions/raised",
+            Some(json!({ "rate_limit": 20.0 })),
+        )
+        .await;
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["rate_limit"], 20.0, "{changed}");
     let got = receiver.wait_for(4, Duration::from_secs(5)).await;

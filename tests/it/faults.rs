@@ -112,7 +112,10 @@ async fn assert_all_arrive(
 
 /// Posts events with `ids` as one request (a batch when more than one); panics unless `202`.
 async fn post_events(hookd: &Daemon, ids: &[String]) -> Value {
-    let (status, answer) = hookd.post("/v1/events", &events_body(ids)).await;
+    let (status, answer) = hookd
+        .admin()
+        .post("/v1/events", Some(events_body(ids)))
+        .await;
     assert_eq!(status, 202, "POST /v1/events: {answer}");
     answer
 }
@@ -372,7 +375,7 @@ async fn kills_during_sweep_and_reload_lose_nothing() {
     assert!(flaky.entries().iter().all(|e| !e.request_id.is_empty()));
     hookd.wait_settled(Duration::from_secs(30)).await;
     assert!(
-        hookd.deliveries("status=dead").await.is_empty(),
+        hookd.admin().deliveries("status=dead").await.is_empty(),
         "nothing died: every flaky delivery succeeds by its third attempt"
     );
 }
@@ -572,7 +575,10 @@ async fn a_short_outage_is_delivered_at_the_predicted_attempt() {
         );
         seen.push(predicted);
         // The admin API tells the same story: refused connections, then success.
-        let d = hookd.get(&format!("/v1/deliveries/{}", e.delivery)).await;
+        let d = hookd
+            .admin()
+            .get_ok(&format!("/v1/deliveries/{}", e.delivery))
+            .await;
         let outcomes: Vec<&str> = d["attempt_history"]
             .as_array()
             .expect("attempt_history")
@@ -612,7 +618,10 @@ async fn a_long_outage_ends_dead_and_a_bulk_retry_delivers_all() {
     // The whole schedule (0.9 s) passes with the receiver down: every delivery dies.
     let start = Instant::now();
     let dead = loop {
-        let dead = hookd.deliveries("status=dead&subscription=outage").await;
+        let dead = hookd
+            .admin()
+            .deliveries("status=dead&subscription=outage")
+            .await;
         if dead.len() == all.len() {
             break dead;
         }
@@ -631,13 +640,18 @@ async fn a_long_outage_ends_dead_and_a_bulk_retry_delivers_all() {
             "{d}"
         );
     }
-    assert!(hookd.deliveries("status=scheduled").await.is_empty());
+    assert!(hookd
+        .admin()
+        .deliveries("status=scheduled")
+        .await
+        .is_empty());
 
     let receiver = reopen(addr, Answer::Status(200)).await;
     let (status, answer) = hookd
+        .admin()
         .post(
             "/v1/deliveries/retry",
-            &json!({"subscription": "outage", "since": "1970-01-01T00:00:00Z"}),
+            Some(json!({"subscription": "outage", "since": "1970-01-01T00:00:00Z"})),
         )
         .await;
     assert_eq!(status, 202, "bulk retry: {answer}");
@@ -651,12 +665,13 @@ async fn a_long_outage_ends_dead_and_a_bulk_retry_delivers_all() {
     hookd.wait_settled(Duration::from_secs(10)).await;
     assert_eq!(
         hookd
+            .admin()
             .deliveries("status=delivered&subscription=outage")
             .await
             .len(),
         all.len()
     );
-    assert!(hookd.deliveries("status=dead").await.is_empty());
+    assert!(hookd.admin().deliveries("status=dead").await.is_empty());
     println!(
         "FIGURE long-outage: receiver down past the whole schedule: {} of {} dead and listed, \
          {} delivered after one bulk retry",

@@ -1,12 +1,12 @@
 //! What a new operator sees in the first minutes (issue #8): whole errors in `deliveries show`,
 //! paused deliveries that say so, logs without colour codes when they go to a file or a pipe.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::app::{spawn_app, TestApp};
+use crate::support::cli;
 use crate::support::events::{delivery_toml, event, refused_url, subscription_toml};
 use crate::support::process::HookdProcess;
 use crate::support::receiver::TestReceiver;
@@ -14,32 +14,17 @@ use crate::support::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Runs the real binary with `args` against `app` (`--url`), and returns (exit code, stdout).
+/// Runs the real binary with `args` against `app` (`--url`), and returns (exit code, stdout
+/// and stderr).
 async fn hookd(app: &TestApp, args: &[&str]) -> (i32, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookd"))
-        .args(args)
-        .arg("--url")
-        .arg(format!("http://{}", app.api))
-        .env_remove("HOOKD_CONFIG")
-        .env_remove("HOOKD_URL")
-        .env_remove("HOOKD_API_TOKEN")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run hookd");
-    (
-        output.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    let url = format!("http://{}", app.api);
+    let args: Vec<&str> = args.iter().copied().chain(["--url", &url]).collect();
+    let run = cli::hookd(&args, None).await;
+    (run.code, format!("{}{}", run.stdout, run.stderr))
 }
 
 async fn deliveries(app: &TestApp) -> Vec<Value> {
-    let listed = app.api_json("/v1/deliveries").await;
+    let listed = app.admin().get_ok("/v1/deliveries").await;
     listed["deliveries"].as_array().cloned().unwrap_or_default()
 }
 
@@ -95,11 +80,11 @@ async fn deliveries_of_a_paused_subscription_show_as_paused() {
     ))
     .await;
     let pause = |action: &'static str| {
-        let url = format!("http://{}/v1/subscriptions/beta/{action}", app.api);
-        let client = app.client.clone();
+        let admin = app.admin();
         async move {
-            let response = client.post(url).send().await.expect("pause/resume");
-            assert_eq!(response.status(), 200);
+            let path = format!("/v1/subscriptions/beta/{action}");
+            let answer = admin.send(reqwest::Method::POST, &path, None).await;
+            assert_eq!(answer.status, 200);
         }
     };
     pause("pause").await;

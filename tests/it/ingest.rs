@@ -865,7 +865,7 @@ async fn ingest_takes_json_content_types_only_and_answers_415_otherwise() {
             "the error says what to send: {answer}"
         );
     }
-    let listed = app.api_json("/v1/deliveries?limit=1000").await;
+    let listed = app.admin().get_ok("/v1/deliveries?limit=1000").await;
     let ids: HashSet<String> = listed["deliveries"]
         .as_array()
         .expect("deliveries")

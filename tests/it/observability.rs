@@ -16,11 +16,13 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 
+use crate::support::admin::{Admin, Answer};
 use crate::support::app::{spawn_app, TestApp};
+use crate::support::cli::Cli;
 use crate::support::events::{
     delivery_toml, event, metric, refused_url, spawn_app_with_api, subscription_toml,
 };
-use crate::support::process::{launch_command, wait_until_opt, ChildGuard};
+use crate::support::process::{self, launch_command, wait_until_opt, ChildGuard};
 use crate::support::receiver::{Reply, TestReceiver};
 use crate::support::slow_receiver::SlowReceiver;
 use crate::support::wait_until;
@@ -412,7 +414,7 @@ async fn run_scenario() -> Scenario {
 
     // ok 2, flaky 2, adhoc 1, slow 1, down 1, picky 1.
     wait_until("all 8 deliveries to finish", DEADLINE, || async {
-        let all = list_deliveries(&app.client, app.api, None).await;
+        let all = list_deliveries(&app.admin()).await;
         let finished = all
             .iter()
             .filter(|d| matches!(d["state"].as_str(), Some("delivered" | "dead")))
@@ -438,19 +440,9 @@ async fn run_scenario() -> Scenario {
 }
 
 /// `GET /v1/deliveries?limit=1000` (one page is enough for these tests).
-async fn list_deliveries(
-    client: &reqwest::Client,
-    api: SocketAddr,
-    token: Option<&str>,
-) -> Vec<Value> {
-    let (status, body) = get(
-        client,
-        &format!("http://{api}/v1/deliveries?limit=1000"),
-        token,
-    )
-    .await;
-    assert_eq!(status, 200, "GET /v1/deliveries: {body}");
-    let value: Value = serde_json::from_str(&body).expect("deliveries JSON");
+async fn list_deliveries(admin: &Admin) -> Vec<Value> {
+    let (status, value) = admin.get("/v1/deliveries?limit=1000").await;
+    assert_eq!(status, 200, "GET /v1/deliveries: {value}");
     assert!(value["next_cursor"].is_null(), "one page: {value}");
     value["deliveries"].as_array().cloned().unwrap_or_default()
 }
@@ -708,7 +700,7 @@ async fn metric_values_match_what_receivers_and_clients_saw() {
 
     // Every attempt as the admin API records it, by (subscription, outcome); finished
     // deliveries by (subscription, state).
-    let deliveries = list_deliveries(&s.app.client, s.app.api, None).await;
+    let deliveries = list_deliveries(&s.app.admin()).await;
     let mut attempts: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut finished: BTreeMap<(String, String), f64> = BTreeMap::new();
     for d in &deliveries {
@@ -719,14 +711,8 @@ async fn metric_values_match_what_receivers_and_clients_saw() {
             .to_string();
         let state = d["state"].as_str().expect("state").to_string();
         *finished.entry((subscription.clone(), state)).or_default() += 1.0;
-        let (status, body) = get(
-            &s.app.client,
-            &format!("http://{}/v1/deliveries/{id}", s.app.api),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let shown: Value = serde_json::from_str(&body).expect("delivery JSON");
+        let (status, shown) = s.app.admin().get(&format!("/v1/deliveries/{id}")).await;
+        assert_eq!(status, 200, "{shown}");
         for a in shown["attempt_history"]
             .as_array()
             .expect("attempt_history")
@@ -1320,18 +1306,12 @@ fn assert_no_secret(source: &str, text: &str) {
 }
 
 /// The `hookd` binary with the test's environment: `RUST_LOG=debug`, the token variable set,
-/// nothing inherited that could change its behaviour.
+/// nothing inherited that could change its behaviour (under systemd hookd would write
+/// journald's format; these tests read the plain one), [`UNSET_ENV`] unset.
 fn hookd_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
+    let mut command = process::hookd_command(args);
     command
-        .args(args)
-        .env_remove("HOOKD_CONFIG")
-        .env_remove("HOOKD_LOG_FORMAT")
-        .env_remove("HOOKD_API_TOKEN")
-        .env_remove("HOOKD_URL")
         .env_remove(UNSET_ENV)
-        // Under systemd hookd writes journald's format; these tests read the plain one.
-        .env_remove("JOURNAL_STREAM")
         .env("HOOKD_TEST_TOKEN", TOKEN)
         .env("RUST_LOG", "debug");
     command
@@ -1432,6 +1412,7 @@ async fn secret_run(json_logs: bool) -> SecretRun {
     .concat();
     let mut daemon = start_daemon(dir.path(), &extra, json_logs).await;
     let client = reqwest::Client::new();
+    let admin = Admin::new(daemon.api, client.clone()).token(Some(TOKEN));
     let mut answers: Vec<(String, String)> = Vec::new();
     let events = daemon.url("/v1/events");
 
@@ -1546,7 +1527,7 @@ async fn secret_run(json_logs: bool) -> SecretRun {
 
     // good 2, flaky 1 (after a 500), gone 1 dead, adhoc 1 delivered, adhoc 1 dead.
     let finished = wait_until("all 6 deliveries to finish", DEADLINE, || async {
-        let all = list_deliveries(&client, daemon.api, Some(TOKEN)).await;
+        let all = list_deliveries(&admin).await;
         let done = all
             .iter()
             .filter(|d| matches!(d["state"].as_str(), Some("delivered" | "dead")))
@@ -1590,17 +1571,27 @@ async fn secret_run(json_logs: bool) -> SecretRun {
     }
 
     // Every admin answer: lists, each delivery with its attempts, subscriptions; and /metrics.
-    let (status, body) = get(&client, &daemon.url("/v1/deliveries"), Some(TOKEN)).await;
+    let Answer {
+        status, text: body, ..
+    } = admin
+        .send(reqwest::Method::GET, "/v1/deliveries", None)
+        .await;
     assert_eq!(status, 200);
     answers.push(("GET /v1/deliveries".into(), body));
     for d in &finished {
         let id = d["id"].as_str().expect("id");
         let path = format!("/v1/deliveries/{id}");
-        let (status, body) = get(&client, &daemon.url(&path), Some(TOKEN)).await;
+        let Answer {
+            status, text: body, ..
+        } = admin.send(reqwest::Method::GET, &path, None).await;
         assert_eq!(status, 200, "{body}");
         answers.push((format!("GET {path}"), body));
     }
-    let (status, body) = get(&client, &daemon.url("/v1/subscriptions"), Some(TOKEN)).await;
+    let Answer {
+        status, text: body, ..
+    } = admin
+        .send(reqwest::Method::GET, "/v1/subscriptions", None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("secret_fingerprint"),
@@ -1629,23 +1620,9 @@ async fn secret_run(json_logs: bool) -> SecretRun {
             "--json",
         ],
     ] {
-        let output = tokio::task::spawn_blocking({
-            let mut command = hookd_command(&args);
-            move || command.output()
-        })
-        .await
-        .expect("join")
-        .expect("run the hookd CLI");
-        assert!(
-            output.status.success(),
-            "hookd {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = Cli::from_command(hookd_command(&args)).run().await;
+        assert!(output.code == 0, "hookd {args:?}: {}", output.stderr);
+        let text = format!("{}{}", output.stdout, output.stderr);
         answers.push((format!("hookd {}", args[..2].join(" ")), text));
     }
 
@@ -1769,16 +1746,10 @@ async fn config_errors_do_not_show_secrets() {
     for (name, text) in &files {
         std::fs::write(dir.path().join(name), text).expect("write config");
     }
-    let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let output = hookd_command(&args).output().expect("run hookd");
-            (
-                output.status.code(),
-                String::from_utf8_lossy(&output.stdout).into_owned(),
-                String::from_utf8_lossy(&output.stderr).into_owned(),
-            )
-        })
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = Cli::from_command(hookd_command(&args)).run().await;
+        (Some(output.code), output.stdout, output.stderr)
     };
     let path = |name: &str| dir.path().join(name).display().to_string();
 
@@ -1787,8 +1758,7 @@ async fn config_errors_do_not_show_secrets() {
         "--config".into(),
         path("unset-env.toml"),
     ])
-    .await
-    .expect("join");
+    .await;
     assert_eq!(code, Some(2), "check-config on an invalid file: {stderr}");
     assert!(
         stderr.contains(UNSET_ENV) && stderr.contains("subscription[1].secret"),
@@ -1805,8 +1775,7 @@ async fn config_errors_do_not_show_secrets() {
             "--log-format".into(),
             format.into(),
         ])
-        .await
-        .expect("join");
+        .await;
         assert_eq!(code, Some(2), "run on an invalid file: {stderr}");
         assert!(stderr.contains(UNSET_ENV), "{stderr}");
         assert_no_secret("run's stdout", &stdout);
@@ -1818,8 +1787,7 @@ async fn config_errors_do_not_show_secrets() {
         "--config".into(),
         path("syntax.toml"),
     ])
-    .await
-    .expect("join");
+    .await;
     assert_eq!(code, Some(2), "a syntax error: {stderr}");
     assert!(
         stderr.contains("syntax.toml:"),
@@ -1832,8 +1800,7 @@ async fn config_errors_do_not_show_secrets() {
         "--config".into(),
         path("valid.toml"),
     ])
-    .await
-    .expect("join");
+    .await;
     assert_eq!(code, Some(0), "a valid file: {stderr}");
     assert!(stdout.contains("config looks good"), "{stdout}");
     assert_no_secret("check-config's summary", &format!("{stdout}{stderr}"));

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::app::spawn_app;
 use crate::support::events::{delivery_toml, event, subscription_toml};
-use crate::support::process::{free_ports, manifest_dir, ChildGuard};
+use crate::support::process::{free_ports, manifest_dir, scrub_env, ChildGuard, HOOKD_BIN};
 use crate::support::receiver::{Reply, TestReceiver};
 use crate::support::wait_until;
 
@@ -170,12 +170,8 @@ fn bash(dir: &Path, script: &str) -> Command {
         .arg("pipefail")
         .arg("-c")
         .arg(script)
-        .current_dir(dir)
-        .env_remove("HOOKD_CONFIG")
-        .env_remove("HOOKD_URL")
-        .env_remove("HOOKD_API_TOKEN")
-        .env_remove("HOOKD_LOG_FORMAT")
-        .env("RUST_LOG", "info");
+        .current_dir(dir);
+    scrub_env(&mut command).env("RUST_LOG", "info");
     command
 }
 
@@ -214,8 +210,8 @@ async fn readme_walkthrough_runs_as_written() {
     let blocks: Vec<Block> = sh_blocks(&readme)
         .into_iter()
         .map(|mut b| {
-            b.script = rewrite_ports(&b.script, &ports)
-                .replace("cargo run --release --", env!("CARGO_BIN_EXE_hookd"));
+            b.script =
+                rewrite_ports(&b.script, &ports).replace("cargo run --release --", HOOKD_BIN);
             b.listens = b.listens.map(|l| rewrite_ports(&l, &ports));
             b
         })
@@ -428,7 +424,8 @@ async fn operations_cli_examples_exit_as_documented() {
         Duration::from_secs(10),
         || async {
             let listed = app
-                .api_json("/v1/deliveries?subscription=beta&status=dead")
+                .admin()
+                .get_ok("/v1/deliveries?subscription=beta&status=dead")
                 .await;
             let ids: Vec<String> = listed["deliveries"]
                 .as_array()?
@@ -445,14 +442,12 @@ async fn operations_cli_examples_exit_as_documented() {
     for example in &examples {
         let command = example
             .command
-            .replacen("hookd", env!("CARGO_BIN_EXE_hookd"), 1)
+            .replacen("hookd", HOOKD_BIN, 1)
             .replace(example_id, &dead[0]);
-        let output = tokio::process::Command::new("bash")
-            .arg("-c")
-            .arg(&command)
-            .env_remove("HOOKD_CONFIG")
-            .env_remove("HOOKD_API_TOKEN")
-            .env("HOOKD_URL", &base)
+        let mut bash = Command::new("bash");
+        bash.arg("-c").arg(&command);
+        scrub_env(&mut bash).env("HOOKD_URL", &base);
+        let output = tokio::process::Command::from(bash)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()

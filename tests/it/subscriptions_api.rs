@@ -11,23 +11,6 @@ use sha2::Sha256;
 use crate::support::app::{spawn_app, TestApp};
 use crate::support::receiver::TestReceiver;
 
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    app.call(method, path, body).await
-}
-
-async fn get(app: &TestApp, path: &str) -> (u16, Value) {
-    call(app, reqwest::Method::GET, path, None).await
-}
-
-async fn delete(app: &TestApp, path: &str) -> (u16, Value) {
-    call(app, reqwest::Method::DELETE, path, None).await
-}
-
 fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(body);
@@ -45,8 +28,7 @@ async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_s
     ))
     .await;
 
-    let (status, created) = call(
-        &app,
+    let (status, created) = app.admin().call(
         reqwest::Method::POST,
         "/v1/subscriptions",
         Some(json!({ "id": "acme-prod", "owner": "cust-1", "url": receiver.url(), "events": ["job.completed"] })),
@@ -62,7 +44,7 @@ async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_s
     assert_eq!(created["owner"], "cust-1");
 
     // Shown again without its secret.
-    let (status, shown) = get(&app, "/v1/subscriptions/acme-prod").await;
+    let (status, shown) = app.admin().get("/v1/subscriptions/acme-prod").await;
     assert_eq!(status, 200);
     assert!(shown.get("secret").is_none(), "never shown again: {shown}");
     assert_eq!(shown["url"], receiver.url());
@@ -83,7 +65,7 @@ async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_s
     );
 
     // Listed by owner.
-    let (_, mine) = get(&app, "/v1/subscriptions?owner=cust-1").await;
+    let (_, mine) = app.admin().get("/v1/subscriptions?owner=cust-1").await;
     let ids: Vec<&str> = mine["subscriptions"]
         .as_array()
         .expect("list")
@@ -91,7 +73,7 @@ async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_s
         .filter_map(|s| s["id"].as_str())
         .collect();
     assert_eq!(ids, ["acme-prod"]);
-    let (_, all) = get(&app, "/v1/subscriptions").await;
+    let (_, all) = app.admin().get("/v1/subscriptions").await;
     let file = all["subscriptions"]
         .as_array()
         .expect("list")
@@ -103,7 +85,7 @@ async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_s
 
     // It survives a restart.
     let app = app.restart().await;
-    let (status, shown) = get(&app, "/v1/subscriptions/acme-prod").await;
+    let (status, shown) = app.admin().get("/v1/subscriptions/acme-prod").await;
     assert_eq!(status, 200, "{shown}");
     let (status, _) = app
         .post(&json!({ "request_id": "job-2", "status": "completed", "owner": "cust-1" }))
@@ -112,11 +94,17 @@ async fn a_subscription_created_through_the_api_receives_signed_deliveries_and_s
     receiver.wait_for(2, Duration::from_secs(10)).await;
 
     // Deleted, it gets nothing more; the file's one is read-only.
-    let (status, body) = delete(&app, "/v1/subscriptions/from-file").await;
+    let (status, body) = app
+        .admin()
+        .call(reqwest::Method::DELETE, "/v1/subscriptions/from-file", None)
+        .await;
     assert_eq!(status, 409, "{body}");
-    let (status, _) = delete(&app, "/v1/subscriptions/acme-prod").await;
+    let (status, _) = app
+        .admin()
+        .call(reqwest::Method::DELETE, "/v1/subscriptions/acme-prod", None)
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = get(&app, "/v1/subscriptions/acme-prod").await;
+    let (status, _) = app.admin().get("/v1/subscriptions/acme-prod").await;
     assert_eq!(status, 404);
     let (status, body) = app
         .post(&json!({ "request_id": "job-3", "status": "completed", "owner": "cust-1" }))
@@ -136,7 +124,11 @@ async fn a_subscription_is_validated_by_the_config_files_rules() {
     .await;
     let create = |body: Value| {
         let app = &app;
-        async move { call(app, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await }
+        async move {
+            app.admin()
+                .call(reqwest::Method::POST, "/v1/subscriptions", Some(body))
+                .await
+        }
     };
     let cases = [
         (
@@ -195,7 +187,7 @@ async fn a_subscription_is_validated_by_the_config_files_rules() {
         create(json!({ "url": "https://x.example/", "events": ["*"], "colour": "red" })).await;
     assert_eq!(status, 422, "unknown fields are refused: {answer}");
     // Nothing of the above was kept.
-    let (_, all) = get(&app, "/v1/subscriptions").await;
+    let (_, all) = app.admin().get("/v1/subscriptions").await;
     assert_eq!(
         all["subscriptions"].as_array().map(Vec::len),
         Some(2),
@@ -217,8 +209,7 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
         "[[subscription]]\nid = \"from-file\"\nurl = \"https://a.example/hook\"\nsecret = \"s\"\nevents = [\"job.failed\"]\n",
     )
     .await;
-    let (status, created) = call(
-        &app,
+    let (status, created) = app.admin().call(
         reqwest::Method::POST,
         "/v1/subscriptions",
         Some(json!({ "id": "moving", "url": first.url(), "events": ["job.completed"], "signature": "both" })),
@@ -231,13 +222,13 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
     let patch = |body: Value| {
         let app = &app;
         async move {
-            call(
-                app,
-                reqwest::Method::PATCH,
-                "/v1/subscriptions/moving",
-                Some(body),
-            )
-            .await
+            app.admin()
+                .call(
+                    reqwest::Method::PATCH,
+                    "/v1/subscriptions/moving",
+                    Some(body),
+                )
+                .await
         }
     };
     let (status, answer) = patch(json!({ "url": "gopher://x.example/" })).await;
@@ -254,13 +245,14 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
     );
     let (status, answer) = patch(json!({ "secret": "nope" })).await;
     assert_eq!(status, 422, "the secret changes by rotation only: {answer}");
-    let (status, answer) = call(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/subscriptions/from-file",
-        Some(json!({ "url": second.url() })),
-    )
-    .await;
+    let (status, answer) = app
+        .admin()
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/subscriptions/from-file",
+            Some(json!({ "url": second.url() })),
+        )
+        .await;
     assert_eq!(status, 409, "the config file's are read-only: {answer}");
 
     // The URL and owner change, at once.
@@ -279,13 +271,14 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
     );
 
     // Rotation: the new secret signs X-Abstrakt-Signature; Standard Webhooks signs with both.
-    let (status, rotated) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/subscriptions/moving/rotate-secret",
-        Some(json!({ "previous_expires_in": "1h" })),
-    )
-    .await;
+    let (status, rotated) = app
+        .admin()
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions/moving/rotate-secret",
+            Some(json!({ "previous_expires_in": "1h" })),
+        )
+        .await;
     assert_eq!(status, 200, "{rotated}");
     let new_secret = rotated["secret"]
         .as_str()
@@ -293,7 +286,7 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
         .to_string();
     assert_ne!(new_secret, old_secret);
     assert!(rotated["previous_secret_expires"].as_str().is_some());
-    let (_, shown) = get(&app, "/v1/subscriptions/moving").await;
+    let (_, shown) = app.admin().get("/v1/subscriptions/moving").await;
     assert!(shown.get("secret").is_none(), "{shown}");
     let (status, _) = app
         .post(&json!({ "request_id": "job-2", "status": "completed", "owner": "cust-9" }))
@@ -313,13 +306,10 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
 
     // A test event reaches this subscription alone, though it asked for job.completed only,
     // and its delivery can be followed.
-    let (status, sent) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/subscriptions/moving/test",
-        None,
-    )
-    .await;
+    let (status, sent) = app
+        .admin()
+        .call(reqwest::Method::POST, "/v1/subscriptions/moving/test", None)
+        .await;
     assert_eq!(status, 202, "{sent}");
     let got = second.wait_for(3, Duration::from_secs(10)).await;
     let body: Value = serde_json::from_slice(&got[2].body).expect("JSON");
@@ -334,19 +324,16 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
         "the test delivery delivered",
         Duration::from_secs(10),
         || async {
-            let (_, d) = get(&app, &format!("/v1/deliveries/{delivery}")).await;
+            let (_, d) = app.admin().get(&format!("/v1/deliveries/{delivery}")).await;
             (d["state"] == "delivered").then_some(d)
         },
     )
     .await;
     assert_eq!(shown["subscription"], "moving");
-    let (status, _) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/subscriptions/nobody/test",
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .admin()
+        .call(reqwest::Method::POST, "/v1/subscriptions/nobody/test", None)
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -364,8 +351,7 @@ async fn a_subscription_created_through_the_api_satisfies_the_seed_receivers() {
     // request's timeout; what this test checks is the verdict on hookd's signature.
     let app = spawn_app("[delivery]\nretry_schedule = [\"0s\", \"1s\", \"2s\", \"4s\"]\n").await;
     for (id, receiver) in [("express", &express), ("flask", &flask)] {
-        let (status, created) = call(
-            &app,
+        let (status, created) = app.admin().call(
             reqwest::Method::POST,
             "/v1/subscriptions",
             Some(json!({ "id": id, "url": receiver.url(), "secret": SECRET, "events": ["job.completed", "job.failed"] })),
@@ -461,7 +447,9 @@ async fn assert_refused(app: &TestApp, kept: &str, field: &str, value: Value, sa
     for (what, (status, answer)) in [
         (
             "create",
-            call(app, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await,
+            app.admin()
+                .call(reqwest::Method::POST, "/v1/subscriptions", Some(body))
+                .await,
         ),
         ("change", patch(app, kept, json!({ field: value })).await),
     ] {
@@ -473,7 +461,10 @@ async fn assert_refused(app: &TestApp, kept: &str, field: &str, value: Value, sa
 }
 
 async fn create(app: &TestApp, body: Value) -> Value {
-    let (status, created) = call(app, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await;
+    let (status, created) = app
+        .admin()
+        .call(reqwest::Method::POST, "/v1/subscriptions", Some(body))
+        .await;
     assert_eq!(status, 201, "{created}");
     created
 }
@@ -486,13 +477,13 @@ async fn change_breaker(app: &TestApp, id: &str, body: Value) -> Value {
 }
 
 async fn patch(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
-    call(
-        app,
-        reqwest::Method::PATCH,
-        &format!("/v1/subscriptions/{id}"),
-        Some(body),
-    )
-    .await
+    app.admin()
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/subscriptions/{id}"),
+            Some(body),
+        )
+        .await
 }
 
 /// The four circuit-breaker keys as the API shows them: counts, durations as written back.
@@ -559,7 +550,7 @@ async fn breaker_settings_are_set_changed_and_removed_through_the_api_and_kept_a
 
     // Kept across a restart, as changed.
     let app = app.restart().await;
-    let (status, shown) = get(&app, "/v1/subscriptions/guarded").await;
+    let (status, shown) = app.admin().get("/v1/subscriptions/guarded").await;
     assert_eq!(status, 200, "{shown}");
     assert_eq!(breaker_settings(&shown), changed_set, "{shown}");
 
@@ -583,7 +574,7 @@ async fn breaker_settings_are_set_changed_and_removed_through_the_api_and_kept_a
         defaults
     );
     let app = app.restart().await;
-    let (_, shown) = get(&app, "/v1/subscriptions/guarded").await;
+    let (_, shown) = app.admin().get("/v1/subscriptions/guarded").await;
     assert_eq!(
         breaker_settings(&shown),
         defaults,
@@ -615,13 +606,13 @@ async fn invalid_breaker_settings_are_refused_naming_the_field() {
         assert_refused(&app, "kept", field, value, field).await;
     }
     // Nothing of the above was kept.
-    let (_, all) = get(&app, "/v1/subscriptions").await;
+    let (_, all) = app.admin().get("/v1/subscriptions").await;
     assert_eq!(
         all["subscriptions"].as_array().map(Vec::len),
         Some(2),
         "kept and adhoc: {all}"
     );
-    let (_, shown) = get(&app, "/v1/subscriptions/kept").await;
+    let (_, shown) = app.admin().get("/v1/subscriptions/kept").await;
     assert_eq!(shown["breaker_failures"], 5, "{shown}");
 }
 
@@ -652,7 +643,7 @@ async fn a_breaker_set_through_the_api_opens_and_a_change_applies_at_once() {
         "the breaker open after 2 failures",
         Duration::from_secs(15),
         || async {
-            let (_, shown) = get(&app, "/v1/subscriptions/fragile").await;
+            let (_, shown) = app.admin().get("/v1/subscriptions/fragile").await;
             // The breaker moves before the outcome is stored: the count follows within ms.
             (shown["breaker"] == "open" && shown["consecutive_failures"] == 2).then_some(shown)
         },

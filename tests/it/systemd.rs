@@ -12,32 +12,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::support::admin::Admin;
+use crate::support::cli::{Cli, Run};
 use crate::support::events::{delivery_toml, subscription_toml};
 use crate::support::notify::{Datagram, NotifySocket};
-use crate::support::process::{free_ports, wait_until_opt, ChildGuard};
+use crate::support::process::{free_ports, hookd_command, wait_until_opt, ChildGuard, HOOKD_BIN};
 use crate::support::receiver::{Received, Reply, TestReceiver};
 use crate::support::{wait_until, LOOPBACK_TARGETS};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookd");
 const DEADLINE: Duration = Duration::from_secs(5);
 const SECRET: &str = "systemd-test-secret";
-
-/// Environment variables that would change what the child does, removed unless a test sets them.
-const SCRUBBED_ENV: &[&str] = &[
-    "HOOKD_CONFIG",
-    "HOOKD_LOG_FORMAT",
-    "HOOKD_URL",
-    "HOOKD_API_TOKEN",
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "JOURNAL_STREAM",
-    "STATE_DIRECTORY",
-    "CREDENTIALS_DIRECTORY",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "NO_COLOR",
-];
 
 // ------------------------------------------------------------------ the daemon
 
@@ -95,16 +79,10 @@ impl Hookd {
         std::fs::write(&config, config_text(PORT_ZERO, PORT_ZERO, storage, extra))
             .expect("write hookd.toml");
         let notify = NotifySocket::bind(dir.join("notify.sock"));
-        let mut command = Command::new(BIN);
+        let mut command = hookd_command(["run", "--config"]);
         command
-            .arg("run")
-            .arg("--config")
             .arg(&config)
-            .current_dir(dir);
-        for name in SCRUBBED_ENV {
-            command.env_remove(name);
-        }
-        command
+            .current_dir(dir)
             .env("RUST_LOG", "info")
             .env("NOTIFY_SOCKET", &notify.path);
         for (name, value) in env {
@@ -157,10 +135,6 @@ impl Hookd {
         );
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.api)
-    }
-
     /// Rewrites the config file with the same listeners and store and a new `extra`.
     fn write_config(&self, extra: &str) {
         std::fs::write(
@@ -188,41 +162,20 @@ impl Hookd {
         self.process.wait_exit(Duration::from_secs(8)).await
     }
 
-    async fn post_event(&self, event: &Value) -> Value {
-        let response = self
-            .client
-            .post(self.url("/v1/events"))
-            .header("content-type", "application/json")
-            .body(event.to_string())
-            .send()
-            .await
-            .expect("POST /v1/events");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("an answer body");
-        let body: Value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-        assert_eq!(status, 202, "POST /v1/events answered {status}: {body}");
-        body
+    /// The admin API of this hookd.
+    fn admin(&self) -> Admin {
+        Admin::new(self.api, self.client.clone())
     }
 
-    async fn get(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("an answer body");
-        let body: Value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-        assert_eq!(status, 200, "GET {path} answered {status}: {body}");
+    async fn post_event(&self, event: &Value) -> Value {
+        let (status, body) = self.admin().post("/v1/events", Some(event.clone())).await;
+        assert_eq!(status, 202, "POST /v1/events answered {status}: {body}");
         body
     }
 
     /// `(id, url)` of every configured subscription, from `GET /v1/subscriptions`.
     async fn subscriptions(&self) -> Vec<(String, String)> {
-        let body = self.get("/v1/subscriptions").await;
+        let body = self.admin().get_ok("/v1/subscriptions").await;
         body["subscriptions"]
             .as_array()
             .expect("a subscriptions array")
@@ -238,7 +191,7 @@ impl Hookd {
     }
 
     async fn delivery(&self, id: &str) -> Value {
-        self.get(&format!("/v1/deliveries/{id}")).await
+        self.admin().get_ok(&format!("/v1/deliveries/{id}")).await
     }
 
     /// Waits until `GET /v1/deliveries/{id}` satisfies `check`.
@@ -428,7 +381,7 @@ async fn reload_with_a_bad_file_keeps_the_running_config() {
     let added = TestReceiver::start().await;
     let good = subscription_toml("a", &running.url(), SECRET, &["*"], "");
     let mut hookd = Hookd::start(dir.path(), &good, &[]).await;
-    let before = hookd.get("/v1/subscriptions").await;
+    let before = hookd.admin().get_ok("/v1/subscriptions").await;
 
     // A file with an unknown key, which would also change a's URL and secret and add b.
     let bad = format!(
@@ -447,7 +400,7 @@ async fn reload_with_a_bad_file_keeps_the_running_config() {
         "the log names the file: {line}"
     );
     assert_eq!(
-        hookd.get("/v1/subscriptions").await,
+        hookd.admin().get_ok("/v1/subscriptions").await,
         before,
         "a bad file changes no subscription"
     );
@@ -612,7 +565,7 @@ async fn reload_holds_a_removed_subscriptions_deliveries_until_it_returns() {
         d["state"] == "scheduled" && d["attempts"] == 1,
         "it waits in the queue: {d}"
     );
-    let listed = hookd.get("/v1/deliveries?subscription=a").await;
+    let listed = hookd.admin().get_ok("/v1/deliveries?subscription=a").await;
     assert!(
         listed["deliveries"]
             .as_array()
@@ -779,7 +732,7 @@ fn unit_copy(dir: &Path, extra_service_line: Option<&str>) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/hookd.service"),
     )
     .expect("read deploy/systemd/hookd.service");
-    let mut text = unit.replace("/usr/bin/hookd", BIN);
+    let mut text = unit.replace("/usr/bin/hookd", HOOKD_BIN);
     if let Some(line) = extra_service_line {
         text = text.replace("[Service]\n", &format!("[Service]\n{line}\n"));
     }
@@ -962,16 +915,14 @@ async fn state_directory_list_uses_its_first_entry() {
 
 // ------------------------------------------------------------------ 6. credentials
 
-fn check_config(config: &Path, credentials: Option<&Path>) -> Output {
-    let mut command = Command::new(BIN);
-    command.arg("check-config").arg("--config").arg(config);
-    for name in SCRUBBED_ENV {
-        command.env_remove(name);
-    }
+/// `hookd check-config --config <config>`, with `$CREDENTIALS_DIRECTORY` when given.
+async fn check_config(config: &Path, credentials: Option<&Path>) -> Run {
+    let config = config.to_str().expect("a UTF-8 path");
+    let mut cli = Cli::new(&["check-config", "--config", config]);
     if let Some(dir) = credentials {
-        command.env("CREDENTIALS_DIRECTORY", dir);
+        cli = cli.env("CREDENTIALS_DIRECTORY", dir);
     }
-    run_output(&mut command)
+    cli.run().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1006,21 +957,21 @@ async fn credential_secrets_come_from_credentials_directory() {
         "the secret is never logged"
     );
 
-    let ok = check_config(&hookd.config, Some(&credentials));
-    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let ok = check_config(&hookd.config, Some(&credentials)).await;
+    assert_eq!(ok.code, 0, "{ok:?}");
 
     std::fs::remove_file(credentials.join("acme")).expect("remove the credential");
-    let missing = check_config(&hookd.config, Some(&credentials));
-    let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    let missing = check_config(&hookd.config, Some(&credentials)).await;
+    let stderr = &missing.stderr;
+    assert_eq!(missing.code, 2, "{missing:?}");
     assert!(
         stderr.contains("subscription[0].secret") && stderr.contains("acme"),
         "the error names the key and the credential: {stderr}"
     );
 
-    let unset = check_config(&hookd.config, None);
-    let stderr = String::from_utf8_lossy(&unset.stderr);
-    assert_eq!(unset.status.code(), Some(2), "{unset:?}");
+    let unset = check_config(&hookd.config, None).await;
+    let stderr = &unset.stderr;
+    assert_eq!(unset.code, 2, "{unset:?}");
     assert!(
         stderr.contains("subscription[0].secret") && stderr.contains("CREDENTIALS_DIRECTORY"),
         "without $CREDENTIALS_DIRECTORY the error says so: {stderr}"

@@ -17,7 +17,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Creates an owned subscription to `url` for every event type.
 async fn owned_subscription(app: &TestApp, id: &str, owner: &str, url: &str) {
-    let (status, body) = app.call(reqwest::Method::POST,
+    let (status, body) = app.admin().call(reqwest::Method::POST,
         "/v1/subscriptions",
         Some(json!({ "id": id, "owner": owner, "url": url, "events": ["*"], "secret": format!("{id}-secret") })),
     )
@@ -143,7 +143,10 @@ async fn each_owner_receives_its_own_events_and_the_provider_all_across_a_restar
     wait_idle(&app, DEADLINE).await;
 
     // The listings carry the owner and filter by it.
-    let listed = app.api_json("/v1/deliveries?owner=cust-a&limit=100").await;
+    let listed = app
+        .admin()
+        .get_ok("/v1/deliveries?owner=cust-a&limit=100")
+        .await;
     let listed = listed["deliveries"].as_array().expect("deliveries").clone();
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.iter().all(|d| d["owner"] == "cust-a"), "{listed:?}");
@@ -153,7 +156,8 @@ async fn each_owner_receives_its_own_events_and_the_provider_all_across_a_restar
         .collect();
     assert_eq!(subscriptions, BTreeSet::from(["cust-a-prod", "provider"]));
     let unowned = app
-        .api_json("/v1/deliveries?subscription=provider&limit=100")
+        .admin()
+        .get_ok("/v1/deliveries?subscription=provider&limit=100")
         .await;
     let owners: BTreeMap<String, Value> = unowned["deliveries"]
         .as_array()
@@ -196,16 +200,22 @@ async fn owners_route_alike_after_a_sigkill_during_delivery() {
         ("cust-b-prod", "cust-b", tenants.b.url()),
     ] {
         let (status, body) = daemon
+            .admin()
             .post(
                 "/v1/subscriptions",
-                &json!({ "id": id, "owner": owner, "url": url, "events": ["*"], "secret": "s" }),
+                Some(
+                    json!({ "id": id, "owner": owner, "url": url, "events": ["*"], "secret": "s" }),
+                ),
             )
             .await;
         assert_eq!(status, 201, "{body}");
     }
     let rounds: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
     for round in &rounds {
-        let (status, body) = daemon.post("/v1/events", &tenants.batch(round)).await;
+        let (status, body) = daemon
+            .admin()
+            .post("/v1/events", Some(tenants.batch(round)))
+            .await;
         assert_eq!(status, 202, "{body}");
     }
     wait_until("the first failed attempts", DEADLINE, || async {
@@ -303,6 +313,7 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
     wait_idle(&app, DEADLINE).await;
     // Then pending work: the provider's subscription is paused, so owner a's events wait there.
     let (status, _) = app
+        .admin()
         .call(
             reqwest::Method::POST,
             "/v1/subscriptions/provider/pause",
@@ -311,6 +322,7 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
         .await;
     assert_eq!(status, 200);
     let (status, _) = app
+        .admin()
         .call(
             reqwest::Method::POST,
             "/v1/subscriptions/cust-a-prod/pause",
@@ -330,6 +342,7 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
     let (events_before, deliveries_before) = app.shared.store.counts().await.expect("counts");
 
     let (status, erased) = app
+        .admin()
         .call(reqwest::Method::DELETE, "/v1/owners/cust-a", None)
         .await;
     assert_eq!(status, 200, "{erased}");
@@ -344,7 +357,7 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
     assert_eq!(deliveries_before - deliveries_after, 6);
 
     // Nothing of owner a in any listing.
-    let all = app.api_json("/v1/deliveries?limit=1000").await;
+    let all = app.admin().get_ok("/v1/deliveries?limit=1000").await;
     let all = all["deliveries"].as_array().expect("deliveries").clone();
     assert!(all.iter().all(|d| d["owner"] != "cust-a"), "{all:?}");
     assert!(
@@ -354,13 +367,13 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
             .starts_with("cust-a")),
         "{all:?}"
     );
-    let listed = app.api_json("/v1/deliveries?owner=cust-a").await;
+    let listed = app.admin().get_ok("/v1/deliveries?owner=cust-a").await;
     assert_eq!(
         listed["deliveries"].as_array().map(Vec::len),
         Some(0),
         "{listed}"
     );
-    let subscriptions = app.api_json("/v1/subscriptions").await;
+    let subscriptions = app.admin().get_ok("/v1/subscriptions").await;
     let ids: BTreeSet<&str> = subscriptions["subscriptions"]
         .as_array()
         .expect("subscriptions")
@@ -380,6 +393,7 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
     // Nothing of it is sent after: the provider's held delivery of held-a is gone.
     let before = tenants.provider.count();
     let (status, _) = app
+        .admin()
         .call(
             reqwest::Method::POST,
             "/v1/subscriptions/provider/resume",
@@ -402,16 +416,21 @@ async fn erasing_an_owner_removes_its_data_on_every_listing_and_nothing_of_it_is
 
     // A second erasure finds nothing; owner b's data is whole.
     let (status, again) = app
+        .admin()
         .call(reqwest::Method::DELETE, "/v1/owners/cust-a", None)
         .await;
     assert_eq!(status, 200);
     for key in ["subscriptions", "events", "deliveries", "attempts"] {
         assert_eq!(again[key], 0, "{key}: {again}");
     }
-    let b = app.api_json("/v1/deliveries?owner=cust-b&limit=100").await;
+    let b = app
+        .admin()
+        .get_ok("/v1/deliveries?owner=cust-b&limit=100")
+        .await;
     // b1: cust-b-prod and the provider; b2: the same and its URL; held-b: the first two.
     assert_eq!(b["deliveries"].as_array().map(Vec::len), Some(7), "{b}");
     let (status, body) = app
+        .admin()
         .call(reqwest::Method::DELETE, "/v1/owners/%20x", None)
         .await;
     assert_eq!(status, 422, "{body}");
@@ -427,6 +446,7 @@ async fn portal_page(app: &TestApp, url: &str) -> (u16, String) {
 
 async fn portal_link(app: &TestApp, owner: &str) -> String {
     let (status, link) = app
+        .admin()
         .call(
             reqwest::Method::POST,
             "/v1/portal-links",
@@ -449,6 +469,7 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
     a.wait_for(1, DEADLINE).await;
     wait_idle(&app, DEADLINE).await;
     let (status, _) = app
+        .admin()
         .call(reqwest::Method::POST, "/v1/subscriptions/suba/pause", None)
         .await;
     assert_eq!(status, 200);
@@ -463,12 +484,14 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
     let a_queued =
         crate::support::events::delivery_ids(&app, queued["event_id"].as_str().unwrap()).await;
     let (status, _) = app
+        .admin()
         .call(reqwest::Method::DELETE, "/v1/subscriptions/suba", None)
         .await;
     assert_eq!(status, 204);
 
     // The deleted subscription's queued delivery ended, and says why.
     let (status, ended) = app
+        .admin()
         .call(
             reqwest::Method::GET,
             &format!("/v1/deliveries/{}", a_queued[0]),
@@ -488,6 +511,7 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
     // Owner b takes the id.
     owned_subscription(&app, "suba", "cust-b", &b.url()).await;
     let (_, shown) = app
+        .admin()
         .call(reqwest::Method::GET, "/v1/subscriptions/suba", None)
         .await;
     assert_eq!(
@@ -520,6 +544,7 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
 
     // Requeued by an operator, a's delivery still never reaches b's endpoint.
     let (status, body) = app
+        .admin()
         .call(
             reqwest::Method::POST,
             &format!("/v1/deliveries/{}/retry", a_queued[0]),
@@ -539,6 +564,7 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
         "b's endpoint got owner a's event"
     );
     let (_, again) = app
+        .admin()
         .call(
             reqwest::Method::GET,
             &format!("/v1/deliveries/{}", a_queued[0]),
@@ -605,7 +631,7 @@ async fn a_portal_adds_at_most_max_subscriptions_per_owner_and_the_admin_api_mor
     let (status, html) = add("a-2".to_string()).await;
     assert_eq!(status, 422, "{html}");
     assert!(html.contains("the most this portal allows (2)"), "{html}");
-    let listed = app.api_json("/v1/subscriptions?owner=cust-a").await;
+    let listed = app.admin().get_ok("/v1/subscriptions?owner=cust-a").await;
     assert_eq!(
         listed["subscriptions"].as_array().map(Vec::len),
         Some(2),

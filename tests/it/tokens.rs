@@ -4,7 +4,6 @@
 //! config rules (empty scopes, an open API off loopback) and the CLI's choice of token.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use hookd::config::{Config, ConfigError, Diagnostic, Scope};
@@ -13,6 +12,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::app::{spawn_app_full, TestApp};
+use crate::support::cli::{hookd, Run};
 use crate::support::events::{event, subscription_toml, wait_for_state};
 use crate::support::receiver::TestReceiver;
 
@@ -46,30 +46,12 @@ async fn call(
     token: Option<&str>,
     body: Option<String>,
 ) -> Answer {
-    let mut request = app
-        .client
-        .request(method, format!("http://{}{path}", app.api));
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body);
-    }
-    let response = request.send().await.expect("API request");
-    let status = response.status().as_u16();
-    let www_authenticate = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().expect("ASCII header").to_string());
-    let text = response.text().await.expect("response body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let answer = app.admin().token(token).send(method, path, body).await;
     Answer {
-        status,
-        www_authenticate,
-        body,
-        text,
+        status: answer.status,
+        www_authenticate: answer.header("www-authenticate"),
+        body: serde_json::from_str(&answer.text).unwrap_or(Value::Null),
+        text: answer.text,
     }
 }
 
@@ -394,30 +376,6 @@ fn token_config_rules() {
     }
 }
 
-/// Runs the real `hookd` binary with `args`, without the environment variables that would
-/// change its target.
-async fn hookd(args: &[&str]) -> (i32, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookd"))
-        .args(args)
-        .env_remove("HOOKD_URL")
-        .env_remove("HOOKD_CONFIG")
-        .env_remove("HOOKD_API_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(15), output)
-        .await
-        .unwrap_or_else(|_| panic!("hookd {args:?} did not exit within 15s"))
-        .expect("run hookd");
-    (
-        output.status.code().expect("hookd exited, not killed"),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// A config for the CLI: the running app's address and `tokens`.
 fn write_cli_config(dir: &Path, name: &str, app: &TestApp, tokens: &str) -> String {
     let path = dir.join(name);
@@ -446,15 +404,22 @@ async fn the_cli_picks_the_token_with_the_scope_it_needs() {
     std::fs::write(&event_file, event("cli-1", "completed").to_string()).unwrap();
     let event_file = event_file.display().to_string();
 
-    let (code, stdout, stderr) = hookd(&["send", "--config", &config, &event_file]).await;
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = hookd(&["send", "--config", &config, &event_file], None).await;
     assert_eq!(code, 0, "send failed: {stdout}\n{stderr}");
     let answer: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("send printed no JSON ({e}): {stdout}"));
     let event_id = answer["event_id"].as_str().expect("event_id").to_string();
     assert_eq!(answer["deliveries"], 1, "{answer}");
 
-    let (code, stdout, stderr) =
-        hookd(&["deliveries", "list", "--config", &config, "--json"]).await;
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = hookd(&["deliveries", "list", "--config", &config, "--json"], None).await;
     assert_eq!(code, 0, "deliveries list failed: {stdout}\n{stderr}");
     let list: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("deliveries list printed no JSON ({e}): {stdout}"));
@@ -474,8 +439,15 @@ async fn the_cli_picks_the_token_with_the_scope_it_needs() {
         &app,
         r#"tokens = [{ secret = "ingest-tok", scopes = ["ingest"] }]"#,
     );
-    let (code, stdout, stderr) =
-        hookd(&["deliveries", "list", "--config", &ingest_only, "--json"]).await;
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = hookd(
+        &["deliveries", "list", "--config", &ingest_only, "--json"],
+        None,
+    )
+    .await;
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stderr.contains("401"), "{stderr}");
     assert!(!stderr.contains("ingest-tok"), "the token leaks: {stderr}");
@@ -486,31 +458,49 @@ async fn the_cli_picks_the_token_with_the_scope_it_needs() {
         &app,
         r#"tokens = [{ secret = "admin-tok", scopes = ["admin"] }]"#,
     );
-    let (code, stdout, stderr) = hookd(&["send", "--config", &admin_only, &event_file]).await;
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = hookd(&["send", "--config", &admin_only, &event_file], None).await;
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stderr.contains("401"), "{stderr}");
     assert!(!stderr.contains("admin-tok"), "the token leaks: {stderr}");
 
     // An explicit --token wins over the config: a token without the scope gets the 403.
-    let (code, stdout, stderr) = hookd(&[
-        "send",
-        "--config",
-        &config,
-        "--token",
-        "admin-tok",
-        &event_file,
-    ])
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = hookd(
+        &[
+            "send",
+            "--config",
+            &config,
+            "--token",
+            "admin-tok",
+            &event_file,
+        ],
+        None,
+    )
     .await;
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stderr.contains("403"), "{stderr}");
-    let (code, stdout, stderr) = hookd(&[
-        "deliveries",
-        "list",
-        "--config",
-        &config,
-        "--token",
-        "ingest-tok",
-    ])
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = hookd(
+        &[
+            "deliveries",
+            "list",
+            "--config",
+            &config,
+            "--token",
+            "ingest-tok",
+        ],
+        None,
+    )
     .await;
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stderr.contains("403"), "{stderr}");

@@ -18,6 +18,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::support::admin::Admin;
 use crate::support::process::{launch, ChildGuard};
 use crate::support::receiver::TestReceiver;
 use crate::support::{wait_until, LOOPBACK_TARGETS};
@@ -191,7 +192,7 @@ impl Hookd {
         .await
     }
 
-    /// A JSON API call; the body parsed (or as a string when it is not JSON).
+    /// A JSON API call; the body parsed (a text that is not JSON as a string, no body as null).
     async fn api(
         &self,
         method: Method,
@@ -199,22 +200,10 @@ impl Hookd {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.origin()));
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.expect("API request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("API body");
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        Admin::new(self.api, self.client.clone())
+            .token(token)
+            .call(method, path, body)
+            .await
     }
 
     /// `POST /v1/subscriptions` with the admin token; the answer (with the secret).

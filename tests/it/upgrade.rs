@@ -30,16 +30,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-async fn get(hookd: &HookdProcess, path: &str) -> Value {
-    let text = reqwest::get(format!("http://{}{path}", hookd.api))
-        .await
-        .expect("admin API")
-        .text()
-        .await
-        .expect("body");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
-}
-
 /// Delivery id → (subscription, state), from a `GET /v1/deliveries` answer.
 fn states(listing: &Value) -> HashMap<String, (String, String)> {
     listing["deliveries"]
@@ -84,7 +74,7 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
     // delivered them already, to the receiver `down` points at now.
     let expected = states(&before);
     assert_eq!(expected.len(), 6, "the fixture holds six deliveries");
-    let after = states(&get(&hookd, "/v1/deliveries?limit=100").await);
+    let after = states(&hookd.admin().get_ok("/v1/deliveries?limit=100").await);
     assert_eq!(
         after.keys().collect::<HashSet<_>>(),
         expected.keys().collect::<HashSet<_>>(),
@@ -101,7 +91,7 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
     }
     // Events of a store older than owners are unowned: they reach the subscriptions without
     // an owner only, and no owner's listing shows them.
-    let listing = get(&hookd, "/v1/deliveries?limit=100").await;
+    let listing = hookd.admin().get_ok("/v1/deliveries?limit=100").await;
     let owners: Vec<&Value> = listing["deliveries"]
         .as_array()
         .expect("deliveries")
@@ -109,7 +99,7 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
         .map(|d| &d["owner"])
         .collect();
     assert!(owners.iter().all(|o| o.is_null()), "{owners:?}");
-    let owned = get(&hookd, "/v1/deliveries?owner=cust-a").await;
+    let owned = hookd.admin().get_ok("/v1/deliveries?owner=cust-a").await;
     assert_eq!(
         owned["deliveries"].as_array().map(Vec::len),
         Some(0),
@@ -117,7 +107,7 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
     );
     // Their attempt history too.
     for id in expected.keys() {
-        let shown = get(&hookd, &format!("/v1/deliveries/{id}")).await;
+        let shown = hookd.admin().get_ok(&format!("/v1/deliveries/{id}")).await;
         let attempts = shown["attempt_history"].as_array().map_or(0, Vec::len);
         assert!(attempts >= 1, "{id} keeps its attempt: {shown}");
     }
@@ -162,7 +152,10 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
         "both retried deliveries delivered",
         Duration::from_secs(10),
         || async {
-            let listing = get(&hookd, "/v1/deliveries?subscription=down").await;
+            let listing = hookd
+                .admin()
+                .get_ok("/v1/deliveries?subscription=down")
+                .await;
             states(&listing)
                 .values()
                 .all(|(_, state)| state == "delivered")

@@ -9,6 +9,8 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::admin::Admin;
+
 pub struct TestApp {
     pub api: SocketAddr,
     pub metrics: SocketAddr,
@@ -119,45 +121,9 @@ impl TestApp {
         self.post_raw(event.to_string()).await
     }
 
-    /// A request to the API listener with an optional JSON body: the status and the answer
-    /// (JSON; a text that is not JSON as a string; no body as null).
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("http://{}{path}", self.api));
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.expect("API request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("API body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
-    }
-
-    /// `GET path` on the API listener, its body as JSON.
-    pub async fn api_json(&self, path: &str) -> Value {
-        let text = self
-            .client
-            .get(format!("http://{}{path}", self.api))
-            .send()
-            .await
-            .expect("API request")
-            .text()
-            .await
-            .expect("API body");
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
+    /// The admin API of this hookd, on its client.
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.api, self.client.clone())
     }
 
     pub async fn metrics_text(&self) -> String {

@@ -1,16 +1,15 @@
 //! hookd as a daemon that the fault tests kill and start again: the real binary, on two
 //! loopback ports chosen once so that it comes back on the same addresses after every SIGKILL
 //! (clients keep one URL), its store in `dir/db`, and an optional environment
-//! (`NOTIFY_SOCKET`, `WATCHDOG_USEC`). Also the admin API calls those tests make.
+//! (`NOTIFY_SOCKET`, `WATCHDOG_USEC`), and its admin API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use super::process::{free_ports, wait_ready, ChildGuard};
+use super::admin::Admin;
+use super::process::{free_ports, hookd_command, wait_ready, ChildGuard};
 use super::LOOPBACK_TARGETS;
 
 /// How long a restart retries when a port is still held (e.g. a client socket of another test
@@ -73,22 +72,8 @@ impl Daemon {
     /// Starts the binary and returns at once (it may not listen yet).
     pub fn spawn(&mut self) {
         assert!(self.process.is_none(), "hookd is already running");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .current_dir(&self.dir);
-        for name in [
-            "HOOKD_CONFIG",
-            "HOOKD_LOG_FORMAT",
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "JOURNAL_STREAM",
-        ] {
-            command.env_remove(name);
-        }
+        let mut command = hookd_command(["run", "--config"]);
+        command.arg(&self.config).current_dir(&self.dir);
         command.env("RUST_LOG", "info");
         for (name, value) in &self.env {
             command.env(name, value);
@@ -156,68 +141,9 @@ impl Daemon {
         self.url("/v1/events")
     }
 
-    /// `GET path` on the API; panics unless it answers 200 with JSON.
-    pub async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path} answered {status}: {body}");
-        body
-    }
-
-    /// `POST path` with a JSON body; the status and the JSON answer.
-    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let mut request = self.client.request(method.clone(), self.url(path));
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("an answer body");
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "{method} {path}: not JSON ({e}): {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
-        (status, body)
-    }
-
-    /// Every delivery `GET /v1/deliveries` lists with `query` (e.g. `status=dead`), following
-    /// the cursors to the end.
-    pub async fn deliveries(&self, query: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path = format!("/v1/deliveries?{query}&limit=1000");
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={c}"));
-            }
-            let page = self.get(&path).await;
-            all.extend(
-                page["deliveries"]
-                    .as_array()
-                    .expect("a deliveries array")
-                    .iter()
-                    .cloned(),
-            );
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => return all,
-            }
-        }
+    /// The admin API of this hookd (the same address after every restart).
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.api, self.client.clone())
     }
 
     /// Waits until no delivery is scheduled or in flight: every one is delivered or dead.
@@ -227,8 +153,9 @@ impl Daemon {
         let mut progress = Instant::now();
         let mut last = None;
         loop {
-            let scheduled = self.deliveries("status=scheduled").await.len();
-            let in_flight = self.deliveries("status=in_flight").await.len();
+            let admin = self.admin();
+            let scheduled = admin.deliveries("status=scheduled").await.len();
+            let in_flight = admin.deliveries("status=in_flight").await.len();
             if scheduled + in_flight == 0 {
                 return;
             }

@@ -1,3 +1,4 @@
+// LEAD NOTE (delete this line first): before anything else read /tmp/common.md, the rules for this work (time box, 2 shared cores, commits on your branch, report format).
 //! Shared test support: an in-process hookd on port 0, a recording receiver, and waits with
 //! deadlines.
 
@@ -7,8 +8,10 @@
 pub const LOOPBACK_TARGETS: &str =
     "\n[targets]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\nallow_http = true\n";
 
+pub mod admin;
 pub mod app;
 pub mod bad_receivers;
+pub mod cli;
 pub mod daemon;
 pub mod engine;
 pub mod events;

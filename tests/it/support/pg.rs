@@ -1,8 +1,14 @@
 //! PostgreSQL for the tests: a database of its own per test on the machine's server
 //! (`HOOKD_TEST_PG`, default `postgres://postgres@127.0.0.1:5432`, trust auth), dropped when
-//! the test is done, and left-overs of killed test runs dropped on the next run.
+//! the test is done, and left-overs of killed test runs dropped on the next run. A test that
+//! needs the server starts with [`unavailable`]: without one it is not run, and says so,
+//! unless `HOOKD_REQUIRE_POSTGRES=1`.
 
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 /// The server's URL, without a database.
 pub fn server() -> String {
@@ -10,6 +16,60 @@ pub fn server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
         .trim_end_matches('/')
         .to_string()
+}
+
+/// The `host:port` of [`server`].
+fn address() -> String {
+    let url = server();
+    let parsed = url::Url::parse(&url).unwrap_or_else(|e| panic!("HOOKD_TEST_PG {url:?}: {e}"));
+    let host = parsed.host_str().unwrap_or("127.0.0.1");
+    format!("{host}:{}", parsed.port().unwrap_or(5432))
+}
+
+/// Whether the run must have the server (`HOOKD_REQUIRE_POSTGRES=1`; scripts/test.sh sets it):
+/// then a test that needs it fails without it. Anything but `1`, `0` or nothing stops the run,
+/// so that a typo does not quietly skip.
+fn required() -> bool {
+    match std::env::var("HOOKD_REQUIRE_POSTGRES") {
+        Err(std::env::VarError::NotPresent) => false,
+        Ok(v) if v.is_empty() || v == "0" => false,
+        Ok(v) if v == "1" => true,
+        other => panic!("HOOKD_REQUIRE_POSTGRES must be \"1\" or \"0\", not {other:?}"),
+    }
+}
+
+/// Whether something accepts a TCP connection at [`address`]: checked once per process, with a
+/// short timeout.
+fn answers() -> bool {
+    static ANSWERS: OnceLock<bool> = OnceLock::new();
+    *ANSWERS.get_or_init(|| {
+        let Ok(addrs) = address().to_socket_addrs() else {
+            return false;
+        };
+        addrs
+            .into_iter()
+            .any(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+    })
+}
+
+/// For a test that needs the server, first thing: when nothing answers at its address, writes
+/// `NOT RUN: no PostgreSQL on <host:port>` (to stderr itself, so that it shows in the run's
+/// output) and returns true, and the test returns at once. With `HOOKD_REQUIRE_POSTGRES=1`
+/// returns false whatever: the test runs, and fails on the missing server.
+pub fn unavailable() -> bool {
+    if required() || answers() {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: NOT RUN: no PostgreSQL on {}",
+        address()
+    );
+    true
 }
 
 /// A database of this test's own; dropped (with its connections) on drop.

@@ -347,10 +347,6 @@ impl HookdProcess {
     }
 }
 
-/// The one way the tests start the binary: `hookd run --config <config>` with `env` (and
-/// plain `info` logs), then the addresses it bound, read from its `hookd started api=...
-/// metrics=...` log line (the config may say port 0: nothing races for free ports), then
-/// `/readyz` answering 200. Err with its stderr if it exits first; panics after 15 s.
 /// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
 fn all_threads_stopped(pid: &str) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -366,26 +362,69 @@ fn all_threads_stopped(pid: &str) -> bool {
     })
 }
 
+/// The built `hookd` binary.
+pub const HOOKD_BIN: &str = env!("CARGO_BIN_EXE_hookd");
+
+/// What the environment may hold that would change what hookd does, removed from every
+/// command [`hookd_command`] makes (a test sets what it needs again, after): every `HOOKD_*`
+/// the binary reads (the config file, the CLI's target and token, the log format), and what a
+/// service manager passes (sd_notify and its watchdog, journald's stream, the state and
+/// credentials directories, socket activation), and `NO_COLOR`.
+pub const SCRUBBED_ENV: &[&str] = &[
+    "HOOKD_CONFIG",
+    "HOOKD_URL",
+    "HOOKD_API_TOKEN",
+    "HOOKD_LOG_FORMAT",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+    "STATE_DIRECTORY",
+    "CREDENTIALS_DIRECTORY",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "NO_COLOR",
+];
+
+/// Removes [`SCRUBBED_ENV`] from `command`'s environment (for a command that runs the binary
+/// in its turn, such as `bash -c`).
+pub fn scrub_env(command: &mut Command) -> &mut Command {
+    for name in SCRUBBED_ENV {
+        command.env_remove(name);
+    }
+    command
+}
+
+/// The one way the tests make a command for the binary: `hookd <args>` without
+/// [`SCRUBBED_ENV`]. [`launch`] and [`launch_command`] start `hookd run` with it, the systemd
+/// tests and [`super::daemon::Daemon`] spawn it, and `support::cli` runs the client commands.
+pub fn hookd_command<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Command {
+    let mut command = Command::new(HOOKD_BIN);
+    command.args(args);
+    scrub_env(&mut command);
+    command
+}
+
+/// The one way the tests start the binary as a daemon: `hookd run --config <config>` (a
+/// [`hookd_command`]) with `env` (and plain `info` logs), then the addresses it bound, read
+/// from its `hookd started api=... metrics=...` log line (the config may say port 0: nothing
+/// races for free ports), then `/readyz` answering 200. Err with its stderr if it exits first;
+/// panics after 15 s.
 pub async fn launch(
     config: &Path,
     env: &[(&str, &str)],
 ) -> Result<(ChildGuard, SocketAddr, SocketAddr), String> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env_remove("HOOKD_CONFIG")
-        .env_remove("HOOKD_LOG_FORMAT")
-        .env("RUST_LOG", "info");
+    let mut command = hookd_command(["run", "--config"]);
+    command.arg(config).env("RUST_LOG", "info");
     for (key, value) in env {
         command.env(key, value);
     }
     launch_command(command).await
 }
 
-/// [`launch`] for a `hookd run` command the caller prepared (its arguments and environment).
-/// Its `--config` file gets the test engine's keys (`support::engine`), whoever wrote it.
+/// [`launch`] for a `hookd run` command the caller prepared from [`hookd_command`] (its
+/// arguments and environment). Its `--config` file gets the test engine's keys
+/// (`support::engine`), whoever wrote it.
 pub async fn launch_command(
     command: Command,
 ) -> Result<(ChildGuard, SocketAddr, SocketAddr), String> {

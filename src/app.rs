@@ -146,13 +146,7 @@ impl Application {
         tracing::info!(api = %api_listener.local_addr()?, metrics = %metrics_listener.local_addr()?,
             store = %config.storage.path.display(), subscriptions = config.subscriptions.len(), "hookd started");
 
-        let limits = ServeLimits {
-            header_read_timeout: config.api.header_read_timeout,
-            idle_timeout: config.api.idle_timeout,
-            max_header_bytes: config.api.max_header_bytes,
-            max_headers: 100,
-            drain_timeout: config.delivery.shutdown_grace,
-        };
+        let limits = serve_limits(&config);
         let dashboard = api::Dashboard {
             routes: crate::ui::router(shared.clone()),
             page: crate::ui::message,
@@ -199,25 +193,42 @@ impl Application {
         watchdog.await.context("watchdog task")?;
         stop_metrics.cancel();
         metrics.await.context("metrics task")?;
-        let traces = shared.traces.clone();
-        if traces.exporting() {
-            // Exports the spans still buffered; blocking, so off the runtime's threads.
-            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
-        }
-        let closed = shared.store.close().await;
-        if shared.restart.load(Ordering::SeqCst) {
-            // The store had stopped writing: what it could not flush is redone after the
-            // restart (at-least-once), so its close error is only logged.
-            if let Err(e) = closed {
-                tracing::warn!(error = %e, "closing the failed store");
-            }
-            tracing::info!("hookd stopped to restart with the store reopened");
-            return Ok(());
-        }
-        closed.context("closing the store")?;
-        tracing::info!("hookd stopped");
-        Ok(())
+        flush_and_close(&shared).await
     }
+}
+
+/// The limits both listeners serve with.
+fn serve_limits(config: &Config) -> ServeLimits {
+    ServeLimits {
+        header_read_timeout: config.api.header_read_timeout,
+        idle_timeout: config.api.idle_timeout,
+        max_header_bytes: config.api.max_header_bytes,
+        max_headers: 100,
+        drain_timeout: config.delivery.shutdown_grace,
+    }
+}
+
+/// The last step of a shutdown, once every task has stopped: exports the spans still buffered,
+/// then closes the store.
+async fn flush_and_close(shared: &Shared) -> anyhow::Result<()> {
+    let traces = shared.traces.clone();
+    if traces.exporting() {
+        // Exports the spans still buffered; blocking, so off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
+    let closed = shared.store.close().await;
+    if shared.restart.load(Ordering::SeqCst) {
+        // The store had stopped writing: what it could not flush is redone after the
+        // restart (at-least-once), so its close error is only logged.
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "closing the failed store");
+        }
+        tracing::info!("hookd stopped to restart with the store reopened");
+        return Ok(());
+    }
+    closed.context("closing the store")?;
+    tracing::info!("hookd stopped");
+    Ok(())
 }
 
 /// Opens the store the config names; the PostgreSQL engine is returned a second time, typed,

@@ -119,126 +119,22 @@ pub fn valid_status(status: &str) -> bool {
 
 /// Validates one posted event. `accepted_at` is the RFC 3339 acceptance time, used when the
 /// event has no `timestamp`.
+///
+/// The fields are checked in a fixed order, so that an event with several faults is always
+/// refused for the same one: the set of fields, `request_id`, `status`, the objects, the
+/// `timestamp`, the adhoc target, the `owner`.
 pub fn parse_event(
     value: Value,
     rules: &IngestRules,
     accepted_at: &str,
 ) -> Result<NewEvent, FieldError> {
-    let Value::Object(mut map) = value else {
-        return Err(field_error("", "an event must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !ALLOWED_FIELDS.contains(&k.as_str())) {
-        return Err(field_error(
-            unknown,
-            format!(
-                "unknown field {unknown:?}; allowed: {}",
-                ALLOWED_FIELDS.join(", ")
-            ),
-        ));
-    }
-    // An explicit null is the same as an absent optional field.
-    map.retain(|k, v| !v.is_null() || k == "request_id" || k == "status");
-
-    let request_id = match map.get("request_id") {
-        // U+0000 is refused: PostgreSQL's text cannot hold it, and no id needs it.
-        Some(Value::String(s)) if s.contains('\0') => {
-            return Err(field_error(
-                "request_id",
-                "must not contain U+0000 (\\u0000)",
-            ))
-        }
-        Some(Value::String(s)) if (1..=256).contains(&s.len()) => s.clone(),
-        Some(Value::String(_)) => {
-            return Err(field_error("request_id", "must be 1 to 256 bytes long"))
-        }
-        Some(_) => return Err(field_error("request_id", "must be a string")),
-        None => return Err(field_error("request_id", "is required")),
-    };
-    let status = match map.get("status") {
-        Some(Value::String(s)) if valid_status(s) => s.clone(),
-        Some(Value::String(_)) => {
-            return Err(field_error(
-                "status",
-                "must match [a-z_]{1,32}, like \"completed\"",
-            ))
-        }
-        Some(_) => return Err(field_error("status", "must be a string")),
-        None => return Err(field_error("status", "is required")),
-    };
-    for field in ["result", "error", "metrics"] {
-        match map.get(field) {
-            None | Some(Value::Object(_)) => {}
-            Some(_) => return Err(field_error(field, "must be an object")),
-        }
-        if let Some(value) = map.get(field) {
-            canonical::check_value(value, &mut field.to_string()).map_err(|e| FieldError {
-                field: e.path,
-                error: e.reason.to_string(),
-            })?;
-        }
-    }
-    match map.get("timestamp") {
-        None => {}
-        Some(Value::String(s)) if is_rfc3339(s) => {}
-        Some(_) => {
-            return Err(field_error(
-                "timestamp",
-                "must be an RFC 3339 date-time string, like \"2025-01-12T10:30:00Z\"",
-            ))
-        }
-    }
-    let adhoc = match (map.get("webhook_url"), map.get("webhook_secret")) {
-        (None, None) => None,
-        (Some(_), _) if !rules.allow_adhoc_targets => {
-            return Err(field_error(
-                "webhook_url",
-                "per-request webhook_url targets are disabled on this server",
-            ));
-        }
-        (Some(Value::String(url)), Some(Value::String(secret))) => {
-            check_url(url, rules)?;
-            if secret.is_empty() || secret.len() > 1024 {
-                return Err(field_error(
-                    "webhook_secret",
-                    "must be 1 to 1024 bytes long",
-                ));
-            }
-            for (field, text) in [("webhook_url", url), ("webhook_secret", secret)] {
-                if text.contains('\0') {
-                    return Err(field_error(field, "must not contain U+0000 (\\u0000)"));
-                }
-            }
-            Some(AdhocTarget {
-                url: url.clone(),
-                secret: secret.clone(),
-            })
-        }
-        (Some(Value::String(_)), None) => {
-            return Err(field_error(
-                "webhook_secret",
-                "is required when webhook_url is given",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(field_error(
-                "webhook_url",
-                "is required when webhook_secret is given",
-            ))
-        }
-        (Some(Value::String(_)), Some(_)) => {
-            return Err(field_error("webhook_secret", "must be a string"))
-        }
-        (Some(_), _) => return Err(field_error("webhook_url", "must be a string")),
-    };
-
-    let owner = match map.get("owner") {
-        None => None,
-        Some(Value::String(s)) if valid_owner(s) => Some(s.clone()),
-        Some(Value::String(_)) => {
-            return Err(field_error("owner", format!("must be {OWNER_RULE}")))
-        }
-        Some(_) => return Err(field_error("owner", "must be a string")),
-    };
+    let mut map = known_fields(value)?;
+    let request_id = parse_request_id(&map)?;
+    let status = parse_status(&map)?;
+    check_objects(&map)?;
+    check_timestamp(&map)?;
+    let adhoc = parse_adhoc_target(&map, rules)?;
+    let owner = parse_owner(&map)?;
 
     let fingerprint = fingerprint(&map);
     if !map.contains_key("timestamp") {
@@ -256,6 +152,136 @@ pub fn parse_event(
         adhoc,
         owner,
     })
+}
+
+/// The posted object's fields, when each is one an event may have; explicit nulls of the
+/// optional ones dropped.
+fn known_fields(value: Value) -> Result<Map<String, Value>, FieldError> {
+    let Value::Object(mut map) = value else {
+        return Err(field_error("", "an event must be a JSON object"));
+    };
+    if let Some(unknown) = map.keys().find(|k| !ALLOWED_FIELDS.contains(&k.as_str())) {
+        return Err(field_error(
+            unknown,
+            format!(
+                "unknown field {unknown:?}; allowed: {}",
+                ALLOWED_FIELDS.join(", ")
+            ),
+        ));
+    }
+    // An explicit null is the same as an absent optional field.
+    map.retain(|k, v| !v.is_null() || k == "request_id" || k == "status");
+    Ok(map)
+}
+
+/// The required `request_id`: a string of 1 to 256 bytes without U+0000.
+fn parse_request_id(map: &Map<String, Value>) -> Result<String, FieldError> {
+    match map.get("request_id") {
+        // U+0000 is refused: PostgreSQL's text cannot hold it, and no id needs it.
+        Some(Value::String(s)) if s.contains('\0') => Err(field_error(
+            "request_id",
+            "must not contain U+0000 (\\u0000)",
+        )),
+        Some(Value::String(s)) if (1..=256).contains(&s.len()) => Ok(s.clone()),
+        Some(Value::String(_)) => Err(field_error("request_id", "must be 1 to 256 bytes long")),
+        Some(_) => Err(field_error("request_id", "must be a string")),
+        None => Err(field_error("request_id", "is required")),
+    }
+}
+
+/// The required `status`: see [`valid_status`].
+fn parse_status(map: &Map<String, Value>) -> Result<String, FieldError> {
+    match map.get("status") {
+        Some(Value::String(s)) if valid_status(s) => Ok(s.clone()),
+        Some(Value::String(_)) => Err(field_error(
+            "status",
+            "must match [a-z_]{1,32}, like \"completed\"",
+        )),
+        Some(_) => Err(field_error("status", "must be a string")),
+        None => Err(field_error("status", "is required")),
+    }
+}
+
+/// `result`, `error` and `metrics`, when present: objects whose values canonical form can hold.
+fn check_objects(map: &Map<String, Value>) -> Result<(), FieldError> {
+    for field in ["result", "error", "metrics"] {
+        match map.get(field) {
+            None | Some(Value::Object(_)) => {}
+            Some(_) => return Err(field_error(field, "must be an object")),
+        }
+        if let Some(value) = map.get(field) {
+            canonical::check_value(value, &mut field.to_string()).map_err(|e| FieldError {
+                field: e.path,
+                error: e.reason.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The `timestamp`, when present: an RFC 3339 date-time string.
+fn check_timestamp(map: &Map<String, Value>) -> Result<(), FieldError> {
+    match map.get("timestamp") {
+        None => Ok(()),
+        Some(Value::String(s)) if is_rfc3339(s) => Ok(()),
+        Some(_) => Err(field_error(
+            "timestamp",
+            "must be an RFC 3339 date-time string, like \"2025-01-12T10:30:00Z\"",
+        )),
+    }
+}
+
+/// The per-request target: `webhook_url` and `webhook_secret` together, or neither; refused
+/// when the rules do not allow such targets.
+fn parse_adhoc_target(
+    map: &Map<String, Value>,
+    rules: &IngestRules,
+) -> Result<Option<AdhocTarget>, FieldError> {
+    match (map.get("webhook_url"), map.get("webhook_secret")) {
+        (None, None) => Ok(None),
+        (Some(_), _) if !rules.allow_adhoc_targets => Err(field_error(
+            "webhook_url",
+            "per-request webhook_url targets are disabled on this server",
+        )),
+        (Some(Value::String(url)), Some(Value::String(secret))) => {
+            check_url(url, rules)?;
+            if secret.is_empty() || secret.len() > 1024 {
+                return Err(field_error(
+                    "webhook_secret",
+                    "must be 1 to 1024 bytes long",
+                ));
+            }
+            for (field, text) in [("webhook_url", url), ("webhook_secret", secret)] {
+                if text.contains('\0') {
+                    return Err(field_error(field, "must not contain U+0000 (\\u0000)"));
+                }
+            }
+            Ok(Some(AdhocTarget {
+                url: url.clone(),
+                secret: secret.clone(),
+            }))
+        }
+        (Some(Value::String(_)), None) => Err(field_error(
+            "webhook_secret",
+            "is required when webhook_url is given",
+        )),
+        (None, Some(_)) => Err(field_error(
+            "webhook_url",
+            "is required when webhook_secret is given",
+        )),
+        (Some(Value::String(_)), Some(_)) => Err(field_error("webhook_secret", "must be a string")),
+        (Some(_), _) => Err(field_error("webhook_url", "must be a string")),
+    }
+}
+
+/// The `owner`, when present: see [`valid_owner`].
+fn parse_owner(map: &Map<String, Value>) -> Result<Option<String>, FieldError> {
+    match map.get("owner") {
+        None => Ok(None),
+        Some(Value::String(s)) if valid_owner(s) => Ok(Some(s.clone())),
+        Some(Value::String(_)) => Err(field_error("owner", format!("must be {OWNER_RULE}"))),
+        Some(_) => Err(field_error("owner", "must be a string")),
+    }
 }
 
 /// The delivered body: the body fields in their fixed order, absent ones left out.

@@ -84,199 +84,317 @@ fn single_counter(registry: &Registry, name: &str, help: &str) -> prometheus::In
     metric
 }
 
-// The `expect`s below run once at startup on constant names: a bad name is a programming error
-// that the tests would show at once.
-impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let build_info = IntGaugeVec::new(
-            Opts::new("hookd_build_info", "Always 1; the version is a label."),
-            &["version"],
-        )
-        .expect("valid metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        registry
-            .register(Box::new(build_info))
-            .expect("registered once");
-        let pending = IntGaugeVec::new(
-            Opts::new("hookd_deliveries_pending", "Unfinished deliveries: ready (due), scheduled (waiting for a retry time), in_flight."),
-            &["state"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(pending.clone()))
-            .expect("registered once");
-        let oldest_pending_age = prometheus::Gauge::new(
-            "hookd_oldest_pending_delivery_age_seconds",
-            "Age of the oldest unfinished delivery since its event was accepted; 0 when none.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(oldest_pending_age.clone()))
-            .expect("registered once");
-        let store_size = IntGauge::new("hookd_store_size_bytes", "Bytes the store uses on disk.")
-            .expect("valid metric");
-        registry
-            .register(Box::new(store_size.clone()))
-            .expect("registered once");
-        let subscriptions_paused = IntGauge::new(
-            "hookd_subscriptions_paused",
-            "Subscriptions paused through the admin API.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(subscriptions_paused.clone()))
-            .expect("registered once");
-        let ingest_duration = histogram(
-            &registry,
-            "hookd_ingest_request_duration_seconds",
-            "Time to answer POST /v1/events by HTTP status code, durable commit included.",
-            &["code"],
-            &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-            ],
-        );
+/// A gauge vector; like [`gauge`].
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric =
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("metric names and labels are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+/// A gauge of seconds (a float); like [`gauge`].
+fn seconds_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    let metric = prometheus::Gauge::new(name, help).expect("metric names are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+/// `hookd_build_info`: always 1, the version as its label.
+fn register_build_info(registry: &Registry) {
+    gauge_vec(
+        registry,
+        "hookd_build_info",
+        "Always 1; the version is a label.",
+        &["version"],
+    )
+    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+    .set(1);
+}
+
+/// What comes in: events and the `POST /v1/events` requests that carry them.
+struct IngestMetrics {
+    events_received: IntCounterVec,
+    events_without_owner: prometheus::IntCounter,
+    ingest_requests: IntCounterVec,
+    ingest_duration: HistogramVec,
+    ingest_refused: IntCounterVec,
+}
+
+impl IngestMetrics {
+    fn register(registry: &Registry) -> IngestMetrics {
+        let metrics = IngestMetrics {
+            events_received: counter(
+                registry,
+                "hookd_events_received_total",
+                "Events accepted at ingest (repeats not counted).",
+                &["event_type"],
+            ),
+            events_without_owner: single_counter(
+                registry,
+                "hookd_events_without_owner_total",
+                "Events accepted without an owner while subscriptions with an owner are in force: they reach only the subscriptions without one (a job runner that sends no owner shows here).",
+            ),
+            ingest_requests: counter(
+                registry,
+                "hookd_ingest_requests_total",
+                "POST /v1/events requests by HTTP status code.",
+                &["code"],
+            ),
+            ingest_duration: histogram(
+                registry,
+                "hookd_ingest_request_duration_seconds",
+                "Time to answer POST /v1/events by HTTP status code, durable commit included.",
+                &["code"],
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ],
+            ),
+            ingest_refused: counter(
+                registry,
+                "hookd_ingest_refused_total",
+                "Ingest requests answered 503 by reason: backlog (storage.max_pending reached), disk_full (less free space than storage.min_free_bytes), store (the store failed).",
+                &["reason"],
+            ),
+        };
+        for reason in ["backlog", "disk_full", "store"] {
+            metrics.ingest_refused.with_label_values(&[reason]);
+        }
+        metrics
+    }
+}
+
+/// What goes out: attempts, finished deliveries, retries, and attempt tasks that panicked.
+struct DeliveryMetrics {
+    delivery_attempts: IntCounterVec,
+    deliveries: IntCounterVec,
+    attempt_duration: HistogramVec,
+    delivery_lag: HistogramVec,
+    retries_scheduled: IntCounterVec,
+    attempt_panics: prometheus::IntCounter,
+}
+
+impl DeliveryMetrics {
+    fn register(registry: &Registry) -> DeliveryMetrics {
         let latency = [
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ];
         let lag = [
             0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
         ];
-        let metrics = Metrics {
-            events_received: counter(
-                &registry,
-                "hookd_events_received_total",
-                "Events accepted at ingest (repeats not counted).",
-                &["event_type"],
-            ),
-            events_without_owner: {
-                let metric = prometheus::IntCounter::new(
-                    "hookd_events_without_owner_total",
-                    "Events accepted without an owner while subscriptions with an owner are in force: they reach only the subscriptions without one (a job runner that sends no owner shows here).",
-                )
-                .expect("metric names are valid");
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("each metric is registered once");
-                metric
-            },
+        DeliveryMetrics {
             delivery_attempts: counter(
-                &registry,
+                registry,
                 "hookd_delivery_attempts_total",
                 "Delivery attempts by outcome.",
                 &["subscription", "outcome"],
             ),
             deliveries: counter(
-                &registry,
+                registry,
                 "hookd_deliveries_total",
                 "Deliveries finished: delivered or dead.",
                 &["subscription", "result"],
             ),
             attempt_duration: histogram(
-                &registry,
+                registry,
                 "hookd_delivery_attempt_duration_seconds",
                 "Duration of one delivery attempt.",
                 &["subscription"],
                 &latency,
             ),
             delivery_lag: histogram(
-                &registry,
+                registry,
                 "hookd_delivery_lag_seconds",
                 "From the event's acceptance to its successful delivery.",
                 &["subscription"],
                 &lag,
             ),
             retries_scheduled: counter(
-                &registry,
+                registry,
                 "hookd_retries_scheduled_total",
                 "Failed attempts followed by a scheduled retry.",
                 &["subscription"],
             ),
-            ingest_requests: counter(
-                &registry,
-                "hookd_ingest_requests_total",
-                "POST /v1/events requests by HTTP status code.",
-                &["code"],
+            attempt_panics: single_counter(
+                registry,
+                "hookd_attempt_panics_total",
+                "Attempt tasks that panicked: a bug. Each such delivery is put back in the queue (due a minute later) and its slot freed.",
             ),
-            ingest_refused: counter(
-                &registry,
-                "hookd_ingest_refused_total",
-                "Ingest requests answered 503 by reason: backlog (storage.max_pending reached), disk_full (less free space than storage.min_free_bytes), store (the store failed).",
-                &["reason"],
+        }
+    }
+}
+
+/// The unfinished deliveries, as a store walk finds them.
+struct QueueMetrics {
+    pending: IntGaugeVec,
+    oldest_pending_age: prometheus::Gauge,
+}
+
+impl QueueMetrics {
+    fn register(registry: &Registry) -> QueueMetrics {
+        QueueMetrics {
+            pending: gauge_vec(
+                registry,
+                "hookd_deliveries_pending",
+                "Unfinished deliveries: ready (due), scheduled (waiting for a retry time), in_flight.",
+                &["state"],
+            ),
+            oldest_pending_age: seconds_gauge(
+                registry,
+                "hookd_oldest_pending_delivery_age_seconds",
+                "Age of the oldest unfinished delivery since its event was accepted; 0 when none.",
+            ),
+        }
+    }
+}
+
+/// The store: its size and free space, what it skips, and its engine's health.
+struct StoreMetrics {
+    store_size: IntGauge,
+    store_free: IntGauge,
+    store_skipped_records: IntGauge,
+    store_pool: IntGaugeVec,
+    store_claim_duration: HistogramVec,
+    store_stale_outcomes: IntGauge,
+    store_dead_rows: IntGauge,
+}
+
+impl StoreMetrics {
+    fn register(registry: &Registry) -> StoreMetrics {
+        StoreMetrics {
+            store_size: gauge(
+                registry,
+                "hookd_store_size_bytes",
+                "Bytes the store uses on disk.",
             ),
             store_free: gauge(
-                &registry,
+                registry,
                 "hookd_store_free_bytes",
                 "Free space on the filesystem that holds the store, as last checked.",
             ),
             store_skipped_records: gauge(
-                &registry,
+                registry,
                 "hookd_store_skipped_records",
                 "Records the store could not decode and skips (each is logged with its key).",
             ),
-            breaker: {
-                let metric = IntGaugeVec::new(
-                    Opts::new(
-                        "hookd_subscription_breaker",
-                        "Each subscription's circuit breaker: 0 closed, 1 open (one probe at a time), 2 disabled (deliveries wait for an admin to enable it).",
-                    ),
-                    &["subscription"],
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("registered once");
-                metric
-            },
-            store_pool: {
-                let metric = IntGaugeVec::new(
-                    Opts::new(
-                        "hookd_store_pool_connections",
-                        "Connections of the store's pool (PostgreSQL engine): open, idle, and callers waiting for one.",
-                    ),
-                    &["state"],
-                )
-                .expect("metric names and labels are valid");
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("each metric is registered once");
-                metric
-            },
+            store_pool: gauge_vec(
+                registry,
+                "hookd_store_pool_connections",
+                "Connections of the store's pool (PostgreSQL engine): open, idle, and callers waiting for one.",
+                &["state"],
+            ),
             store_claim_duration: histogram(
-                &registry,
+                registry,
                 "hookd_store_claim_duration_seconds",
                 "Time one claim of due deliveries takes in the store.",
                 &[],
                 &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
             ),
             store_stale_outcomes: gauge(
-                &registry,
+                registry,
                 "hookd_store_stale_outcomes",
                 "Attempt outcomes this node recorded too late: its lease had passed to another claim (PostgreSQL engine), so the outcome was refused.",
             ),
             store_dead_rows: gauge(
-                &registry,
+                registry,
                 "hookd_store_dead_rows",
                 "Dead row versions in the live queue table as PostgreSQL's statistics count them; growing while a long transaction elsewhere holds vacuum back.",
             ),
-            attempt_panics: single_counter(
-                &registry,
-                "hookd_attempt_panics_total",
-                "Attempt tasks that panicked: a bug. Each such delivery is put back in the queue (due a minute later) and its slot freed.",
+        }
+    }
+}
+
+/// The subscriptions' state: paused by an admin, and each one's circuit breaker.
+struct SubscriptionMetrics {
+    subscriptions_paused: IntGauge,
+    breaker: IntGaugeVec,
+}
+
+impl SubscriptionMetrics {
+    fn register(registry: &Registry) -> SubscriptionMetrics {
+        SubscriptionMetrics {
+            subscriptions_paused: gauge(
+                registry,
+                "hookd_subscriptions_paused",
+                "Subscriptions paused through the admin API.",
             ),
+            breaker: gauge_vec(
+                registry,
+                "hookd_subscription_breaker",
+                "Each subscription's circuit breaker: 0 closed, 1 open (one probe at a time), 2 disabled (deliveries wait for an admin to enable it).",
+                &["subscription"],
+            ),
+        }
+    }
+}
+
+// The `expect`s of the constructors above run once at startup on constant names: a bad name is
+// a programming error that the tests would show at once.
+impl Metrics {
+    /// Registers every metric family, group by group, in one registry.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        register_build_info(&registry);
+        let IngestMetrics {
+            events_received,
+            events_without_owner,
+            ingest_requests,
+            ingest_duration,
+            ingest_refused,
+        } = IngestMetrics::register(&registry);
+        let DeliveryMetrics {
+            delivery_attempts,
+            deliveries,
+            attempt_duration,
+            delivery_lag,
+            retries_scheduled,
+            attempt_panics,
+        } = DeliveryMetrics::register(&registry);
+        let QueueMetrics {
             pending,
             oldest_pending_age,
+        } = QueueMetrics::register(&registry);
+        let StoreMetrics {
+            store_size,
+            store_free,
+            store_skipped_records,
+            store_pool,
+            store_claim_duration,
+            store_stale_outcomes,
+            store_dead_rows,
+        } = StoreMetrics::register(&registry);
+        let SubscriptionMetrics {
+            subscriptions_paused,
+            breaker,
+        } = SubscriptionMetrics::register(&registry);
+        Metrics {
+            registry,
+            events_received,
+            events_without_owner,
+            delivery_attempts,
+            deliveries,
+            attempt_duration,
+            delivery_lag,
+            retries_scheduled,
+            pending,
+            oldest_pending_age,
+            ingest_requests,
             ingest_duration,
             store_size,
             subscriptions_paused,
-            registry,
-        };
-        for reason in ["backlog", "disk_full", "store"] {
-            metrics.ingest_refused.with_label_values(&[reason]);
+            ingest_refused,
+            store_free,
+            store_skipped_records,
+            store_pool,
+            store_claim_duration,
+            store_stale_outcomes,
+            store_dead_rows,
+            attempt_panics,
+            breaker,
         }
-        metrics
     }
 
     /// Creates the per-subscription series at zero, so that `increase()` and ratios see a

@@ -257,60 +257,11 @@ impl AttemptTask {
             return None;
         }
         let config = self.deps.settings.config();
-        let mut span = crate::traces::AttemptSpan::default();
-        let (result, schedule) = match resolve(&config, &delivery, started_ms) {
-            Resolved::Send {
-                url,
-                keys,
-                policy,
-                headers,
-            } => {
-                let Some(_sending) = self.deps.sending.start(&delivery.id) else {
-                    // Its owner was erased since the claim: nothing is sent or recorded, and
-                    // the slot is freed (the store has no record left to put back).
-                    self.release(&delivery.id, started_ms).await;
-                    return None;
-                };
-                span = self.deps.traces.attempt(&delivery, number, &url);
-                let request = AttemptRequest {
-                    traceparent: span.traceparent.as_deref(),
-                    url: &url,
-                    keys: &keys,
-                    headers: &headers,
-                    delivery_id: &delivery.id,
-                    event_type: &delivery.event_type,
-                    attempt: number,
-                    body,
-                    timeout: policy.timeout,
-                };
-                (self.deliverer.attempt(request).await, policy.retry_schedule)
-            }
-            Resolved::Invalid(reason) => (failed_without_request(reason), Vec::new()),
-            Resolved::Gone => {
-                // The delivery waits for the subscription to come back, without spending an
-                // attempt: the store holds its bucket back until it is configured again.
-                self.release(&delivery.id, started_ms).await;
-                return None;
-            }
-            Resolved::Ended(reason) => {
-                self.end(&delivery, number, started_ms, reason).await;
-                return None;
-            }
-        };
+        let (result, schedule, span) = self
+            .send(&config, &delivery, number, started_ms, body)
+            .await?;
         let finished_ms = self.deps.clock.now_ms();
-        let rules = RetryRules {
-            retry_after_cap: config.delivery.retry_after_cap,
-            jitter: config.delivery.jitter,
-        };
-        let next = decide_next(
-            &result,
-            &schedule,
-            number,
-            rules,
-            finished_ms,
-            SystemTime::now(),
-            rand::random::<f64>(),
-        );
+        let next = next_step(&config, &result, &schedule, number, finished_ms);
         let attempt = Attempt {
             number,
             started_ms,
@@ -329,25 +280,9 @@ impl AttemptTask {
         if delivery.adhoc.is_none() {
             self.breaker(&delivery.subscription, &result, error.as_ref(), finished_ms);
         }
-        let queue = &self.deps.queue;
-        let outcome = if self.stop.is_cancelled() {
-            queue
-                .record_outcome(&delivery.id, attempt, next, finished_ms)
-                .await
-                .map(|()| None)
-        } else {
-            queue
-                .record_outcome_and_follow(&delivery.id, attempt, next, finished_ms)
-                .await
-        };
-        recorded.store(true, Ordering::SeqCst);
-        let following = match outcome {
-            Ok(following) => following,
-            Err(e) => {
-                tracing::error!(delivery_id = %delivery.id, error = %e, "cannot record attempt outcome; the delivery will be retried after a restart");
-                None
-            }
-        };
+        let following = self
+            .record(&delivery.id, attempt, next, finished_ms, recorded)
+            .await;
         if next == Next::Dead {
             let _ = self.deps.control.send(Control::Dead {
                 delivery: Box::new(delivery.clone()),
@@ -356,6 +291,95 @@ impl AttemptTask {
             });
         }
         following
+    }
+
+    /// Resolves where the delivery goes and sends its attempt there: the result, the retry
+    /// schedule that follows from it, and the attempt's span. `None`: the attempt ends without
+    /// an outcome to record (the delivery was released back to the queue, dropped for an
+    /// erased owner, or ended dead).
+    async fn send(
+        &self,
+        config: &Config,
+        delivery: &Delivery,
+        number: u32,
+        started_ms: u64,
+        body: bytes::Bytes,
+    ) -> Option<(AttemptResult, Vec<Duration>, crate::traces::AttemptSpan)> {
+        match resolve(config, delivery, started_ms) {
+            Resolved::Send {
+                url,
+                keys,
+                policy,
+                headers,
+            } => {
+                let Some(_sending) = self.deps.sending.start(&delivery.id) else {
+                    // Its owner was erased since the claim: nothing is sent or recorded, and
+                    // the slot is freed (the store has no record left to put back).
+                    self.release(&delivery.id, started_ms).await;
+                    return None;
+                };
+                let span = self.deps.traces.attempt(delivery, number, &url);
+                let request = AttemptRequest {
+                    traceparent: span.traceparent.as_deref(),
+                    url: &url,
+                    keys: &keys,
+                    headers: &headers,
+                    delivery_id: &delivery.id,
+                    event_type: &delivery.event_type,
+                    attempt: number,
+                    body,
+                    timeout: policy.timeout,
+                };
+                let result = self.deliverer.attempt(request).await;
+                Some((result, policy.retry_schedule, span))
+            }
+            Resolved::Invalid(reason) => Some((
+                failed_without_request(reason),
+                Vec::new(),
+                crate::traces::AttemptSpan::default(),
+            )),
+            Resolved::Gone => {
+                // The delivery waits for the subscription to come back, without spending an
+                // attempt: the store holds its bucket back until it is configured again.
+                self.release(&delivery.id, started_ms).await;
+                None
+            }
+            Resolved::Ended(reason) => {
+                self.end(delivery, number, started_ms, reason).await;
+                None
+            }
+        }
+    }
+
+    /// Records the attempt's outcome and sets `recorded`; returns the delivery the store handed
+    /// on in the freed slot, if any (none once the daemon is stopping).
+    async fn record(
+        &self,
+        delivery_id: &str,
+        attempt: Attempt,
+        next: Next,
+        finished_ms: u64,
+        recorded: &AtomicBool,
+    ) -> Option<Claimed> {
+        let queue = &self.deps.queue;
+        let outcome = if self.stop.is_cancelled() {
+            queue
+                .record_outcome(delivery_id, attempt, next, finished_ms)
+                .await
+                .map(|()| None)
+        } else {
+            queue
+                .record_outcome_and_follow(delivery_id, attempt, next, finished_ms)
+                .await
+        };
+        recorded.store(true, Ordering::SeqCst);
+        match outcome {
+            Ok(following) => following,
+            Err(e) => {
+                tracing::error!(delivery_id = %delivery_id, error = %e, "cannot record attempt outcome; the delivery will be retried after a restart");
+                None
+            }
+        }
     }
 
     /// Folds the outcome into the subscription's breaker: a change of gate applies to the
@@ -579,6 +603,30 @@ fn resolve(config: &Config, delivery: &Delivery, now_ms: u64) -> Resolved {
             None => Resolved::Gone,
         },
     }
+}
+
+/// What follows a finished attempt under the config's retry rules: delivered, a retry at a
+/// time, or dead.
+fn next_step(
+    config: &Config,
+    result: &AttemptResult,
+    schedule: &[Duration],
+    number: u32,
+    finished_ms: u64,
+) -> Next {
+    let rules = RetryRules {
+        retry_after_cap: config.delivery.retry_after_cap,
+        jitter: config.delivery.jitter,
+    };
+    decide_next(
+        result,
+        schedule,
+        number,
+        rules,
+        finished_ms,
+        SystemTime::now(),
+        rand::random::<f64>(),
+    )
 }
 
 fn failed_without_request(reason: String) -> AttemptResult {

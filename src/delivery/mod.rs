@@ -108,39 +108,43 @@ impl Deliverer {
     /// Sends one attempt and classifies its result. Never panics on a receiver's behaviour.
     pub async fn attempt(&self, req: AttemptRequest<'_>) -> AttemptResult {
         let started = Instant::now();
+        if let Some(refusal) = self.refusal(req.url, started).await {
+            return refusal;
+        }
+        let request = self.build_request(req);
+        match request.send().await {
+            Ok(response) => read_response(response, started).await,
+            Err(e) => failed(&e, started),
+        }
+    }
+
+    /// The target guard's refusal of `url`, if it refuses it: a literal address it does not
+    /// allow, or (behind the proxy, which would resolve it) a name that does not resolve to
+    /// allowed addresses. No request is made then.
+    async fn refusal(&self, url: &reqwest::Url, started: Instant) -> Option<AttemptResult> {
         let refused = self
             .guard
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .check_url(req.url);
+            .check_url(url);
         if let Err(reason) = refused {
-            return AttemptResult {
-                outcome: Outcome::Other,
-                status_code: None,
-                retry_after: None,
-                error: Some(reason.to_string()),
-                response_excerpt: None,
-                duration: started.elapsed(),
-                blocked: true,
-            };
+            return Some(without_request(reason.to_string(), true, started));
         }
         if self.proxied {
-            if let Some(url::Host::Domain(host)) = req.url.host() {
+            if let Some(url::Host::Domain(host)) = url.host() {
                 if let Err(reason) = guard::check_name(&self.guard, host).await {
                     let blocked = reason.starts_with(guard::BLOCKED);
-                    return AttemptResult {
-                        outcome: Outcome::Other,
-                        status_code: None,
-                        retry_after: None,
-                        error: Some(reason),
-                        response_excerpt: None,
-                        duration: started.elapsed(),
-                        blocked,
-                    };
+                    return Some(without_request(reason, blocked, started));
                 }
             }
         }
-        let mut request = self
+        None
+    }
+
+    /// The attempt's POST: hookd's headers, the signatures, the subscription's own headers, the
+    /// trace context, and the body.
+    fn build_request(&self, req: AttemptRequest<'_>) -> reqwest::RequestBuilder {
+        let request = self
             .client
             .post(req.url.clone())
             .timeout(req.timeout)
@@ -149,6 +153,25 @@ impl Deliverer {
             .header(&self.event, req.event_type)
             .header(&self.delivery, req.delivery_id)
             .header(&self.attempt, req.attempt.to_string());
+        let mut request = self.sign(request, &req);
+        if !req.headers.is_empty() {
+            // The subscription's own headers replace hookd's of the same name (User-Agent, say);
+            // the config refuses every name that carries a signature, an id or the body's type.
+            request = request.headers(custom_headers(req.headers));
+        }
+        if let Some(traceparent) = req.traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        request.body(req.body)
+    }
+
+    /// Adds the signatures the subscription's keys call for: hookd's own header, and the
+    /// Standard Webhooks ones (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    fn sign(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        req: &AttemptRequest<'_>,
+    ) -> reqwest::RequestBuilder {
         if let Some(secret) = &req.keys.abstrakt {
             request = request.header(
                 &self.signature,
@@ -171,69 +194,88 @@ impl Deliverer {
                 .header("webhook-timestamp", timestamp.to_string())
                 .header("webhook-signature", signature);
         }
-        if !req.headers.is_empty() {
-            // The subscription's own headers replace hookd's of the same name (User-Agent, say);
-            // the config refuses every name that carries a signature, an id or the body's type.
-            let mut custom = reqwest::header::HeaderMap::new();
-            for header in req.headers {
-                if let Ok(mut value) = HeaderValue::from_str(header.value.expose()) {
-                    value.set_sensitive(header.secret);
-                    custom.append(header.name.clone(), value);
-                }
-            }
-            request = request.headers(custom);
+        request
+    }
+}
+
+/// The subscription's own headers; a value that is not a valid header value is left out.
+fn custom_headers(headers: &[crate::config::CustomHeader]) -> reqwest::header::HeaderMap {
+    let mut custom = reqwest::header::HeaderMap::new();
+    for header in headers {
+        if let Ok(mut value) = HeaderValue::from_str(header.value.expose()) {
+            value.set_sensitive(header.secret);
+            custom.append(header.name.clone(), value);
         }
-        if let Some(traceparent) = req.traceparent {
-            request = request.header("traceparent", traceparent);
+    }
+    custom
+}
+
+/// Reads the receiver's answer (its status, the `Retry-After` of a 429 or 503, the start of its
+/// body) and classifies the attempt by the status.
+async fn read_response(mut response: reqwest::Response, started: Instant) -> AttemptResult {
+    let status = response.status().as_u16();
+    let retry_after = match status {
+        429 | 503 => response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        _ => None,
+    };
+    let (excerpt, mut error) = match read_excerpt(&mut response).await {
+        Ok(read) => read,
+        Err(timeout) => {
+            let mut result = failed(&timeout, started);
+            result.status_code = Some(status);
+            return result;
         }
-        let sent = request.body(req.body).send().await;
-        let mut response = match sent {
-            Ok(response) => response,
-            Err(e) => return failed(&e, started),
-        };
-        let status = response.status().as_u16();
-        let retry_after = match status {
-            429 | 503 => response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            _ => None,
-        };
-        let mut excerpt = Vec::new();
-        let mut error = None;
-        while excerpt.len() < RESPONSE_EXCERPT_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => excerpt.extend_from_slice(
-                    &chunk[..chunk.len().min(RESPONSE_EXCERPT_BYTES - excerpt.len())],
-                ),
-                Ok(None) => break,
-                Err(e) => {
-                    // The status line arrived; a broken body does not change the outcome, but
-                    // a timeout while reading it does.
-                    if e.is_timeout() {
-                        let mut result = failed(&e, started);
-                        result.status_code = Some(status);
-                        return result;
-                    }
-                    error = Some(describe(&e));
-                    break;
-                }
-            }
+    };
+    let outcome = Outcome::from_status(status);
+    if outcome != Outcome::Success && error.is_none() {
+        error = Some(format!("HTTP {status}"));
+    }
+    AttemptResult {
+        outcome,
+        status_code: Some(status),
+        retry_after,
+        error,
+        blocked: false,
+        response_excerpt: (!excerpt.is_empty()).then(|| excerpt_text(&excerpt)),
+        duration: started.elapsed(),
+    }
+}
+
+/// The start of the response body, up to [`RESPONSE_EXCERPT_BYTES`], and what broke it if it
+/// broke. The status line arrived; a broken body does not change the outcome, but a timeout
+/// while reading it does: that is the `Err`.
+async fn read_excerpt(
+    response: &mut reqwest::Response,
+) -> Result<(Vec<u8>, Option<String>), reqwest::Error> {
+    let mut excerpt = Vec::new();
+    while excerpt.len() < RESPONSE_EXCERPT_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => excerpt.extend_from_slice(
+                &chunk[..chunk.len().min(RESPONSE_EXCERPT_BYTES - excerpt.len())],
+            ),
+            Ok(None) => break,
+            Err(e) if e.is_timeout() => return Err(e),
+            Err(e) => return Ok((excerpt, Some(describe(&e)))),
         }
-        let outcome = Outcome::from_status(status);
-        if outcome != Outcome::Success && error.is_none() {
-            error = Some(format!("HTTP {status}"));
-        }
-        AttemptResult {
-            outcome,
-            status_code: Some(status),
-            retry_after,
-            error,
-            blocked: false,
-            response_excerpt: (!excerpt.is_empty()).then(|| excerpt_text(&excerpt)),
-            duration: started.elapsed(),
-        }
+    }
+    Ok((excerpt, None))
+}
+
+/// An attempt that made no request: the target guard refused it (`blocked`: for good), or
+/// could not check it.
+fn without_request(error: String, blocked: bool, started: Instant) -> AttemptResult {
+    AttemptResult {
+        outcome: Outcome::Other,
+        status_code: None,
+        retry_after: None,
+        error: Some(error),
+        response_excerpt: None,
+        duration: started.elapsed(),
+        blocked,
     }
 }
 
@@ -250,15 +292,7 @@ fn excerpt_text(bytes: &[u8]) -> String {
 
 fn failed(e: &reqwest::Error, started: Instant) -> AttemptResult {
     if guard::is_blocked(e) {
-        return AttemptResult {
-            outcome: Outcome::Other,
-            status_code: None,
-            retry_after: None,
-            error: Some(guard::BLOCKED.to_string()),
-            response_excerpt: None,
-            duration: started.elapsed(),
-            blocked: true,
-        };
+        return without_request(guard::BLOCKED.to_string(), true, started);
     }
     let outcome = if e.is_timeout() {
         Outcome::Timeout

@@ -1,0 +1,323 @@
+//! Export and import: the store as [`Portable`] records, a page of events at a time, and back.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use deadpool_postgres::Transaction;
+use serde_json::Value;
+use tokio_postgres::Row;
+
+use super::health::stored_states;
+use super::rows::{attempt_json, attempts_of, delivery_of, finished, DELIVERY_COLUMNS};
+use super::{lock, ms, unms, PgStore};
+use crate::store::{
+    AdminStore, Attempt, DeliveryState, Portable, StoreError, StoredSubscription, SubscriptionState,
+};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+impl PgStore {
+    /// A page of the export: `events` events after `after` (the first page starts with the
+    /// keys, the subscriptions and their states), each followed by its deliveries. Returns the
+    /// records and the cursor of the next page, if there may be one.
+    pub(super) async fn export_page(
+        &self,
+        after: Option<String>,
+        events: usize,
+    ) -> Result<(Vec<Portable>, Option<String>), StoreError> {
+        let client = self.client().await?;
+        let mut out = Vec::new();
+        if after.is_none() {
+            out.extend(self.export_settings(&client).await?);
+        }
+        let limit = i64::try_from(events).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT id, request_id, status, event_type, fingerprint, created_ms, body, deliveries, owner
+                 FROM hookd_events WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2",
+                &[&after, &limit],
+            )
+            .await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut by_event = export_deliveries(&client, &ids).await?;
+        for r in &rows {
+            let id: String = r.get(0);
+            out.push(event_record(r));
+            out.extend(by_event.remove(&id).unwrap_or_default());
+        }
+        let next = (rows.len() >= events)
+            .then(|| ids.last().cloned())
+            .flatten();
+        Ok((out, next))
+    }
+
+    /// What is not an event: the signing keys, the subscriptions, their states.
+    async fn export_settings(
+        &self,
+        client: &deadpool_postgres::Object,
+    ) -> Result<Vec<Portable>, StoreError> {
+        let mut out = Vec::new();
+        for r in client
+            .query(
+                "SELECT key, value FROM hookd_meta WHERE key LIKE 'key/%' ORDER BY key",
+                &[],
+            )
+            .await?
+        {
+            let name: String = r.get(0);
+            out.push(Portable::Key {
+                name: name.trim_start_matches("key/").to_string(),
+                value: B64.encode(r.get::<_, Vec<u8>>(1)),
+            });
+        }
+        out.extend(
+            self.stored_subscriptions()
+                .await?
+                .into_iter()
+                .map(Portable::Subscription),
+        );
+        out.extend(
+            stored_states(client)
+                .await?
+                .into_iter()
+                .map(|(subscription, state)| Portable::State {
+                    subscription,
+                    state,
+                }),
+        );
+        Ok(out)
+    }
+
+    /// Imports records in one transaction: what exists already is kept (events, unfinished
+    /// deliveries) or replaced (keys, subscriptions, states).
+    pub(super) async fn import_records(&self, records: Vec<Portable>) -> Result<(), StoreError> {
+        // Finished deliveries of days without a partition go to the default one.
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut added = 0u64;
+        for record in records {
+            added += self.import_record(&tx, record).await?;
+        }
+        tx.commit().await?;
+        self.unfinished.add(None, added);
+        Ok(())
+    }
+
+    /// Imports one record; returns the unfinished deliveries it added.
+    async fn import_record(
+        &self,
+        tx: &Transaction<'_>,
+        record: Portable,
+    ) -> Result<u64, StoreError> {
+        match record {
+            Portable::Key { name, value } => import_key(tx, &name, &value).await?,
+            Portable::Subscription(sub) => import_subscription(tx, &sub).await?,
+            Portable::State {
+                subscription,
+                state,
+            } => {
+                import_state(tx, &subscription, &state).await?;
+                lock(&self.health).states.insert(subscription, state);
+            }
+            event @ Portable::Event { .. } => import_event(tx, event).await?,
+            delivery @ Portable::Delivery { .. } => return import_delivery(tx, delivery).await,
+        }
+        Ok(0)
+    }
+}
+
+/// The deliveries of the events `ids`, as records, by event.
+async fn export_deliveries(
+    client: &deadpool_postgres::Object,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<Portable>>, StoreError> {
+    let mut by_event: HashMap<String, Vec<Portable>> = HashMap::new();
+    for r in client
+        .query(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS}, leased, due_ms, history, owner FROM hookd_queue
+                 WHERE id IN (SELECT unnest(deliveries) FROM hookd_events WHERE id = ANY($1)) ORDER BY id"
+            ),
+            &[&ids],
+        )
+        .await?
+    {
+        let mut d = delivery_of(&r, DeliveryState::Scheduled, Some(unms(r.get(11))), None);
+        if r.get::<_, bool>(10) {
+            // In flight: due again after the move.
+            d.due_ms = Some(d.created_ms);
+        }
+        let attempts = attempts_of(&r.get::<_, Value>(12));
+        by_event.entry(d.event_id.clone()).or_default().push(Portable::delivery(&d, &attempts));
+    }
+    for r in client
+        .query(
+            &format!("SELECT {DELIVERY_COLUMNS}, dead, finished_ms, history, owner FROM hookd_done
+                 WHERE id IN (SELECT unnest(deliveries) FROM hookd_events WHERE id = ANY($1)) ORDER BY id"),
+            &[&ids],
+        )
+        .await?
+    {
+        let d = delivery_of(&r, finished(r.get(10)), None, Some(unms(r.get(11))));
+        let attempts = attempts_of(&r.get::<_, Value>(12));
+        by_event.entry(d.event_id.clone()).or_default().push(Portable::delivery(&d, &attempts));
+    }
+    Ok(by_event)
+}
+
+/// An event's row (the export's columns) as its record.
+fn event_record(r: &Row) -> Portable {
+    Portable::Event {
+        id: r.get(0),
+        request_id: r.get(1),
+        status: r.get(2),
+        event_type: r.get(3),
+        fingerprint: hex::encode(r.get::<_, Vec<u8>>(4)),
+        created_ms: unms(r.get(5)),
+        body: B64.encode(r.get::<_, Vec<u8>>(6)),
+        deliveries: r.get(7),
+        owner: r.get(8),
+    }
+}
+
+fn bad(what: &str, id: &str) -> StoreError {
+    StoreError::Backend(format!("import: bad {what} in {id}"))
+}
+
+async fn import_key(tx: &Transaction<'_>, name: &str, value: &str) -> Result<(), StoreError> {
+    let value = B64.decode(value).map_err(|_| bad("key", name))?;
+    tx.execute(
+        "INSERT INTO hookd_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&format!("key/{name}"), &value],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn import_subscription(
+    tx: &Transaction<'_>,
+    sub: &StoredSubscription,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO hookd_subscriptions (id, owner, toml, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, toml = excluded.toml, updated_ms = excluded.updated_ms",
+        &[&sub.id, &sub.owner, &sub.toml, &ms(sub.created_ms), &ms(sub.updated_ms)],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn import_state(
+    tx: &Transaction<'_>,
+    subscription: &str,
+    state: &SubscriptionState,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO hookd_subscription_state (subscription, paused, last_success_ms, last_failure_ms,
+             consecutive_failures, last_error, failing_since_ms, disabled_ms, disabled_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (subscription) DO UPDATE SET paused = excluded.paused,
+             last_success_ms = excluded.last_success_ms, last_failure_ms = excluded.last_failure_ms,
+             consecutive_failures = excluded.consecutive_failures, last_error = excluded.last_error,
+             failing_since_ms = excluded.failing_since_ms, disabled_ms = excluded.disabled_ms,
+             disabled_reason = excluded.disabled_reason",
+        &[
+            &subscription,
+            &state.paused,
+            &state.last_success_ms.map(ms),
+            &state.last_failure_ms.map(ms),
+            &i32::try_from(state.consecutive_failures).unwrap_or(i32::MAX),
+            &state.last_error,
+            &state.failing_since_ms.map(ms),
+            &state.disabled_ms.map(ms),
+            &state.disabled_reason,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Imports an event record, unless one of its id or `(request_id, status)` exists (other
+/// records: nothing).
+async fn import_event(tx: &Transaction<'_>, event: Portable) -> Result<(), StoreError> {
+    let Portable::Event {
+        id,
+        request_id,
+        status,
+        event_type,
+        owner,
+        fingerprint,
+        created_ms,
+        body,
+        deliveries,
+    } = event
+    else {
+        return Ok(());
+    };
+    let fingerprint = hex::decode(&fingerprint).map_err(|_| bad("fingerprint", &id))?;
+    let body = B64.decode(&body).map_err(|_| bad("body", &id))?;
+    tx.execute(
+        "INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries, owner)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        &[&id, &request_id, &status, &event_type, &fingerprint, &ms(created_ms), &body, &deliveries, &owner],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Imports a delivery record: a finished one into `hookd_done`, another into the queue unless
+/// it is there. Returns the unfinished deliveries it added (other records: nothing).
+async fn import_delivery(tx: &Transaction<'_>, delivery: Portable) -> Result<u64, StoreError> {
+    let Portable::Delivery {
+        id,
+        event_id,
+        event_type,
+        subscription,
+        bucket,
+        adhoc,
+        state,
+        created_ms,
+        due_ms,
+        finished_ms,
+        last_error,
+        owner,
+        attempts,
+    } = delivery
+    else {
+        return Ok(0);
+    };
+    let history = Value::Array(
+        attempts
+            .iter()
+            .map(|a| attempt_json(&Attempt::from(a)))
+            .collect(),
+    );
+    let n = i32::try_from(attempts.len()).unwrap_or(i32::MAX);
+    let (url, secret) = match &adhoc {
+        Some(a) => (Some(a.url.as_str()), Some(a.secret.as_str())),
+        None => (None, None),
+    };
+    match (state, finished_ms) {
+        (DeliveryState::Delivered | DeliveryState::Dead, Some(at)) => {
+            tx.execute(
+                "INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                     dead, attempts, created_ms, finished_ms, last_error, history, owner)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                &[&id, &event_id, &event_type, &subscription, &bucket, &url, &secret,
+                  &(state == DeliveryState::Dead), &n, &ms(created_ms), &ms(at), &last_error, &history, &owner],
+            )
+            .await?;
+            Ok(0)
+        }
+        _ => {
+            tx.execute(
+                "INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+                     attempts, created_ms, due_ms, last_error, history, owner)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
+                &[&id, &event_id, &event_type, &subscription, &bucket, &url, &secret,
+                  &n, &ms(created_ms), &ms(due_ms.unwrap_or(created_ms)), &last_error, &history, &owner],
+            )
+            .await?;
+            Ok(1)
+        }
+    }
+}

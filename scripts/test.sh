@@ -72,8 +72,9 @@ run_step() {
         tidy) cargo test --test tidy ${cargo_args[@]+"${cargo_args[@]}"} ;;
         it) cargo test --test it ${cargo_args[@]+"${cargo_args[@]}"} ;;
         browser)
-            # Uses target/debug/hookd as the last cargo build left it; HOOKD_BIN may name another.
-            cargo build --quiet
+            # target/debug/hookd as `cargo test` builds it (with the dev-dependencies' features:
+            # a plain `cargo build` would rebuild tokio and hookd twice); HOOKD_BIN may name another.
+            cargo test --quiet --no-run --test it
             HOOKD_BIN="${HOOKD_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/hookd}" node --test tests/browser/
             ;;
         postgres)

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use hookd::event::{parse_event, IngestRules};
 use hookd::guard::Guard;
-use hookd::store::sled::SledStore;
+use hookd::store::embedded::{Backend, EmbeddedStore};
 use hookd::store::{AdminStore, Attempt, Limits, Next, Outcome, QueueStore, Target};
 
 fn main() {
@@ -23,7 +23,8 @@ fn main() {
 
 async fn run(events: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(SledStore::open(dir.path(), 64 << 20).unwrap());
+    let store =
+        std::sync::Arc::new(EmbeddedStore::open(Backend::Sled, dir.path(), 64 << 20).unwrap());
     store.set_limits(Limits {
         global: usize::MAX,
         adhoc_total: 0,

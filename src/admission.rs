@@ -109,7 +109,7 @@ impl Admission {
 
     /// The free-space refusal, from a reading at most [`DISK_CHECK_EVERY`] old.
     fn disk(&self, storage: &StorageConfig, metrics: &Metrics) -> Option<Refusal> {
-        if !matches!(storage.engine, crate::config::Engine::Sled) {
+        if !storage.engine.is_embedded() {
             // The database's disk is the database's to watch.
             return None;
         }
@@ -181,7 +181,7 @@ mod tests {
 
     fn storage(max_pending: u64, min_free_bytes: u64) -> StorageConfig {
         StorageConfig {
-            engine: crate::config::Engine::Sled,
+            engine: crate::config::Engine::Embedded(crate::store::embedded::Backend::Sled),
             path: std::env::temp_dir(),
             retention: Duration::from_secs(60),
             cache_capacity_bytes: 1 << 20,

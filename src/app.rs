@@ -20,8 +20,8 @@ use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 use crate::settings::Settings;
 use crate::state::Shared;
+use crate::store::embedded::EmbeddedStore;
 use crate::store::postgres::{PgOptions, PgStore};
-use crate::store::sled::SledStore;
 use crate::store::Store;
 use crate::{api, config, systemd};
 
@@ -94,7 +94,7 @@ impl Application {
             .context("cannot read the subscriptions created through the API")?;
         metrics.init_subscriptions(stored.iter().map(|s| s.id.as_str()));
         let settings = Settings::new(config, stored, states);
-        if !matches!(settings.config().storage.engine, config::Engine::Sled) {
+        if !settings.config().storage.engine.is_embedded() {
             settings.set_probe_yield(PROBE_YIELD);
         }
         let traces = crate::traces::Traces::start(&settings.config().traces)
@@ -235,11 +235,15 @@ async fn flush_and_close(shared: &Shared) -> anyhow::Result<()> {
 /// for what only it has (the wake-up of other nodes' work).
 pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<PgStore>>)> {
     Ok(match &config.storage.engine {
-        config::Engine::Sled => {
-            let store = SledStore::open(&config.storage.path, config.storage.cache_capacity_bytes)
-                .with_context(|| {
-                    format!("cannot open the store at {}", config.storage.path.display())
-                })?;
+        config::Engine::Embedded(backend) => {
+            let store = EmbeddedStore::open(
+                *backend,
+                &config.storage.path,
+                config.storage.cache_capacity_bytes,
+            )
+            .with_context(|| {
+                format!("cannot open the store at {}", config.storage.path.display())
+            })?;
             (Arc::new(store), None)
         }
         config::Engine::Postgres { url, pool_size } => {
@@ -292,7 +296,7 @@ async fn background(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::time::interval((retention / 4).clamp(Duration::from_millis(100), SWEEP_EVERY));
     let mut store_check = tokio::time::interval(STORE_CHECK_EVERY);
     let mut failing_since = None;
-    let shared_store = !matches!(shared.config().storage.engine, config::Engine::Sled);
+    let shared_store = !shared.config().storage.engine.is_embedded();
     let mut sync = tokio::time::interval(SYNC_EVERY);
     loop {
         tokio::select! {
@@ -319,7 +323,7 @@ async fn watch_store(
     failing_since: &mut Option<Instant>,
     stop: &CancellationToken,
 ) {
-    if !matches!(shared.config().storage.engine, config::Engine::Sled) {
+    if !shared.config().storage.engine.is_embedded() {
         // A database that went away is reconnected to by the pool; `/readyz` shows it.
         return;
     }

@@ -167,10 +167,7 @@ fn store_command(command: StoreCommand) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let engine = match loaded.storage.engine {
-        hookd::config::Engine::Sled => "sled",
-        hookd::config::Engine::Postgres { .. } => "postgres",
-    };
+    let engine = loaded.storage.engine.name();
     let runtime = match command_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -227,7 +224,10 @@ fn store_command(command: StoreCommand) -> ExitCode {
 /// `hookd migrate`: the PostgreSQL schema brought up to date.
 fn migrate(config: &Config) -> ExitCode {
     let hookd::config::Engine::Postgres { url, .. } = &config.storage.engine else {
-        println!("storage.engine is \"sled\": its store is converted when hookd opens it; nothing to migrate");
+        println!(
+            "storage.engine is \"{}\": its store is converted when hookd opens it; nothing to migrate",
+            config.storage.engine.name()
+        );
         return ExitCode::SUCCESS;
     };
     let runtime = match command_runtime() {

@@ -800,7 +800,12 @@ events = ["*"]
             dir.join("db").display().to_string()
         );
         let config = Config::from_toml(&text, "test.toml").expect("valid config");
-        let store = crate::store::sled::SledStore::open(&dir.join("db"), 1 << 20).expect("store");
+        let store = crate::store::embedded::EmbeddedStore::open(
+            crate::store::embedded::Backend::Sled,
+            &dir.join("db"),
+            1 << 20,
+        )
+        .expect("store");
         let (control, _) = tokio::sync::mpsc::unbounded_channel();
         let deps = SchedulerDeps {
             control,

@@ -31,8 +31,8 @@ pub use fields::{field_names, FieldValue, Home, Settable, SubscriptionField, SUB
 pub use raw::RawConfig;
 pub use secret::{Secret, SecretSource};
 pub use sections::{
-    ApiConfig, BreakerPolicy, DeliveryConfig, DeliveryPolicy, Engine, MetricsConfig, PortalConfig,
-    Proxy, StorageConfig, TargetsConfig, TracesConfig,
+    ApiConfig, Backend, BreakerPolicy, DeliveryConfig, DeliveryPolicy, Engine, MetricsConfig,
+    PortalConfig, Proxy, StorageConfig, TargetsConfig, TracesConfig,
 };
 pub use subscription::{
     CustomHeader, EventFilter, PreviousSecret, SignatureScheme, Subscription, ADHOC_SUBSCRIPTION,
@@ -117,7 +117,7 @@ impl Config {
             if self.api.tokens.is_empty() { "open: loopback only".to_string() } else { format!("{} token(s)", self.api.tokens.len()) },
             self.metrics.listen,
             match &self.storage.engine {
-                Engine::Sled => self.storage.path.display().to_string(),
+                Engine::Embedded(backend) => format!("{} ({})", self.storage.path.display(), backend.name()),
                 Engine::Postgres { pool_size, .. } => format!("postgres (pool of {pool_size})"),
             },
             self.delivery.policy.retry_schedule.iter().map(|d| humantime::format_duration(*d).to_string()).collect::<Vec<_>>().join(", "),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::secret::Secret;
 use super::token::ApiToken;
+pub use crate::store::embedded::Backend;
 
 /// `[portal]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +97,8 @@ pub struct StorageConfig {
 /// Which store engine holds the queue.
 #[derive(Debug, Clone)]
 pub enum Engine {
-    /// Embedded, in `storage.path`: one node.
-    Sled,
+    /// Embedded, in `storage.path`: one node. sled (the default) or fjall.
+    Embedded(Backend),
     /// A PostgreSQL database that several hookd nodes may share.
     Postgres {
         /// `postgres://user@host/db?sslmode=...` (or the key=value form): a secret, as it may
@@ -106,6 +107,21 @@ pub enum Engine {
         /// Connections this node keeps open at most.
         pool_size: usize,
     },
+}
+
+impl Engine {
+    /// Whether the store is in `storage.path`, this node's alone.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Engine::Embedded(_))
+    }
+
+    /// Its name in `[storage] engine`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Embedded(backend) => backend.name(),
+            Engine::Postgres { .. } => "postgres",
+        }
+    }
 }
 
 /// `[delivery]`, validated: the limits of all deliveries, and the policies every subscription

@@ -6,13 +6,14 @@
 //!
 //! [`Store`] is both. Nothing here names an engine's types: errors are [`StoreError`], ids are
 //! strings, times are Unix milliseconds passed in by the caller (engines never read the clock).
-//! The embedded engine is sled ([`sled::SledStore`], the only module that imports sled); the
-//! conformance suite in `tests/it/conformance.rs` pins the behaviour every engine must have.
+//! The embedded engine ([`embedded::EmbeddedStore`]) keeps the records in sled (the default) or
+//! fjall ([`embedded::Backend`]); the PostgreSQL engine ([`postgres::PgStore`]) in a database
+//! that several nodes share. The conformance suite in `tests/it/conformance.rs` pins the behaviour every engine must have.
 
+pub mod embedded;
 pub mod index;
 pub mod portable;
 pub mod postgres;
-pub mod sled;
 mod vocabulary;
 
 use std::collections::{HashMap, HashSet};

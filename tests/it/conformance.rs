@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hookd::event::{parse_event, AdhocTarget, IngestRules, NewEvent};
-use hookd::store::sled::SledStore;
+use hookd::store::embedded::{Backend, EmbeddedStore};
 use hookd::store::{
     Attempt, Delivery, DeliveryFilter, DeliveryState, IngestError, Ingested, Limits, Next, Outcome,
     PendingStats, RequeueError, Store, Switch, Target, ADHOC,
@@ -28,7 +28,11 @@ use serde_json::{json, Value};
 type Open = fn(&Path) -> Arc<dyn Store>;
 
 fn open_sled(path: &Path) -> Arc<dyn Store> {
-    Arc::new(SledStore::open(path, 8 << 20).expect("open the sled store"))
+    Arc::new(EmbeddedStore::open(Backend::Sled, path, 8 << 20).expect("open the sled store"))
+}
+
+fn open_fjall(path: &Path) -> Arc<dyn Store> {
+    Arc::new(EmbeddedStore::open(Backend::Fjall, path, 8 << 20).expect("open the fjall store"))
 }
 
 /// The PostgreSQL engine in a database of the test's own, named after the directory (so that
@@ -211,6 +215,7 @@ macro_rules! conformance_tests {
 // `server`: the engine needs the PostgreSQL server (`support::pg`); without one its tests say
 // NOT RUN, unless HOOKD_REQUIRE_POSTGRES=1.
 conformance_tests!(sled, open_sled, hands_on = false, server = false);
+conformance_tests!(fjall, open_fjall, hands_on = false, server = false);
 conformance_tests!(postgres, open_pg, hands_on = true, server = true);
 
 // ---------------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ use crate::support::process::HookdProcess;
 use crate::support::receiver::TestReceiver;
 use crate::support::wait_until;
 
-/// The sled engine's tree and key prefixes (src/store/sled/mod.rs): `P` + a delivery's ULID
-/// for an unfinished delivery, `E` + the 80 random bits of an event's ULID for an event.
+/// The embedded engine's tree (sled) or keyspace (fjall) and key prefixes
+/// (src/store/embedded/mod.rs): `P` + a delivery's ULID for an unfinished delivery, `E` + the
+/// 80 random bits of an event's ULID for an event.
 const TREE: &str = "hookd.v2";
 
 fn ulid_of(id: &str, prefix: &str) -> u128 {
@@ -38,6 +39,9 @@ async fn post_event(hookd: &HookdProcess, request_id: &str) -> String {
 /// Damages records of a stopped hookd's store: `garbage` replaces a record's bytes,
 /// `from_the_future` sets its format byte to one this hookd does not read.
 fn damage(db: &Path, garbage: &[u8], from_the_future: &[u8]) {
+    if crate::support::engine::current() == crate::support::engine::Engine::Fjall {
+        return damage_fjall(db, garbage, from_the_future);
+    }
     let sled = sled::open(db).expect("open the stopped hookd's store");
     let tree = sled.open_tree(TREE).expect("hookd's tree");
     assert!(
@@ -56,6 +60,31 @@ fn damage(db: &Path, garbage: &[u8], from_the_future: &[u8]) {
     sled.flush().expect("flush");
 }
 
+/// [`damage`] on fjall's files.
+fn damage_fjall(db: &Path, garbage: &[u8], from_the_future: &[u8]) {
+    let fjall = fjall::Database::builder(db)
+        .open()
+        .expect("open the stopped hookd's store");
+    let keyspace = fjall
+        .keyspace(TREE, fjall::KeyspaceCreateOptions::default)
+        .expect("hookd's keyspace");
+    assert!(
+        keyspace.get(garbage).expect("read").is_some(),
+        "record to damage exists"
+    );
+    keyspace
+        .insert(garbage, &b"\xff\x00not a record"[..])
+        .expect("write");
+    let mut record = keyspace
+        .get(from_the_future)
+        .expect("read")
+        .expect("record to age exists")
+        .to_vec();
+    record[0] = 99;
+    keyspace.insert(from_the_future, record).expect("write");
+    fjall.persist(fjall::PersistMode::SyncAll).expect("persist");
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
@@ -64,7 +93,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows() {
-    if crate::support::sled_only("it damages records in sled's files between two runs") {
+    if crate::support::embedded_only("it damages records in the store's files between two runs") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

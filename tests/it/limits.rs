@@ -185,8 +185,8 @@ async fn a_dripping_response_is_cut_at_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    if crate::support::sled_only(
-        "it checks the modes of sled's files; a database has no files of hookd's",
+    if crate::support::embedded_only(
+        "it checks the modes of the store's files; a database has no files of hookd's",
     ) {
         return;
     }

@@ -228,8 +228,8 @@ async fn on_small_filesystem(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_ingest_and_recovers_when_space_returns() {
-    if crate::support::sled_only(
-        "it fills the filesystem under sled's files (min_free_bytes guards a local store only)",
+    if crate::support::embedded_only(
+        "it fills the filesystem under the store's files (min_free_bytes guards a local store only)",
     ) {
         return;
     }
@@ -456,7 +456,9 @@ async fn sustained_overload_is_refused_at_the_limit_bounded_and_drained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_filled_under_the_store_is_reopened_once_space_returns() {
     use crate::support::process::bound_addresses;
-    if crate::support::sled_only("it fills the disk under sled's files and tests the restart in place after sled's I/O error") {
+    if crate::support::embedded_only(
+        "it fills the disk under the store's files and tests the restart in place after its I/O error",
+    ) {
         return;
     }
     let Some((dir, fs, receiver, hookd)) = on_small_filesystem("48m", "min_free_bytes = 0").await

@@ -849,7 +849,7 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_storage_path_uses_state_directory() {
-    if crate::support::sled_only("it looks for sled's files in $STATE_DIRECTORY") {
+    if crate::support::embedded_only("it looks for the store's files in $STATE_DIRECTORY") {
         return;
     }
     let dir = tempdir();
@@ -895,7 +895,9 @@ async fn empty_storage_path_uses_state_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_directory_list_uses_its_first_entry() {
-    if crate::support::sled_only("it looks for sled's files in $STATE_DIRECTORY's first entry") {
+    if crate::support::embedded_only(
+        "it looks for the store's files in $STATE_DIRECTORY's first entry",
+    ) {
         return;
     }
     let dir = tempdir();

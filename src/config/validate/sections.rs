@@ -14,8 +14,8 @@ use crate::config::raw::{pick, RawApi, RawDelivery, RawStorage, RawTargets, RawT
 use crate::config::secret::{HeaderSource, Secret, SecretSource};
 use crate::config::token::{ApiToken, RawToken, Scope};
 use crate::config::{
-    ApiConfig, BreakerPolicy, DeliveryConfig, DeliveryPolicy, Engine, Proxy, StorageConfig,
-    TargetsConfig, TracesConfig,
+    ApiConfig, Backend, BreakerPolicy, DeliveryConfig, DeliveryPolicy, Engine, Proxy,
+    StorageConfig, TargetsConfig, TracesConfig,
 };
 
 impl Validator<'_> {
@@ -386,18 +386,19 @@ impl Validator<'_> {
     /// `storage.engine` and, for PostgreSQL, its `url` and `pool_size`.
     fn engine(&mut self, raw: &RawStorage, d: &RawStorage) -> Engine {
         let Some(engine) = raw.engine.as_ref().or(d.engine.as_ref()) else {
-            return Engine::Sled;
+            return Engine::Embedded(Backend::Sled);
         };
         match engine.get_ref().as_str() {
-            "sled" => Engine::Sled,
+            "sled" => Engine::Embedded(Backend::Sled),
+            "fjall" => Engine::Embedded(Backend::Fjall),
             "postgres" => self.postgres(engine, raw, d),
             other => {
                 self.error(
                     engine.span(),
                     "storage.engine",
-                    format!("unknown engine {other:?}: \"sled\" or \"postgres\""),
+                    format!("unknown engine {other:?}: \"sled\", \"fjall\" or \"postgres\""),
                 );
-                Engine::Sled
+                Engine::Embedded(Backend::Sled)
             }
         }
     }

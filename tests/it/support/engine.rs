@@ -1,7 +1,7 @@
-//! The store engine the integration tests run hookd on: `HOOKD_TEST_ENGINE=sled` (the default)
-//! or `postgres`. Under `postgres`, every config the support writes for a hookd (in-process or
-//! the binary) gets `engine = "postgres"` and the `url` of a database of the test's own at the
-//! top of its `[storage]` table. The database is keyed by the `[storage] path` the config names,
+//! The store engine the integration tests run hookd on: `HOOKD_TEST_ENGINE=sled` (the default),
+//! `fjall` or `postgres`. Under `fjall`, every config the support writes for a hookd (in-process
+//! or the binary) gets `engine = "fjall"` at the top of its `[storage]` table; under `postgres`,
+//! `engine = "postgres"` and the `url` of a database of the test's own. The database is keyed by the `[storage] path` the config names,
 //! so a hookd started again on the same data directory finds its queue again, and it is dropped
 //! once the directory holding that path is gone (checked when the next one is made; left-overs
 //! of a finished run are dropped by the next run, see `pg::create`).
@@ -12,16 +12,40 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::pg::TestDb;
 
-/// The engine of this run, from `HOOKD_TEST_ENGINE`; anything but `sled`, `postgres` or
-/// nothing stops the run, so that a typo does not quietly test sled.
-pub fn postgres() -> bool {
-    static ENGINE: OnceLock<bool> = OnceLock::new();
+/// The engines a run can test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sled,
+    Fjall,
+    Postgres,
+}
+
+/// The engine of this run, from `HOOKD_TEST_ENGINE`; anything but `sled`, `fjall`, `postgres`
+/// or nothing stops the run, so that a typo does not quietly test sled.
+pub fn current() -> Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
     *ENGINE.get_or_init(|| match std::env::var("HOOKD_TEST_ENGINE") {
-        Err(std::env::VarError::NotPresent) => false,
-        Ok(v) if v.is_empty() || v == "sled" => false,
-        Ok(v) if v == "postgres" => true,
-        other => panic!("HOOKD_TEST_ENGINE must be \"sled\" or \"postgres\", not {other:?}"),
+        Err(std::env::VarError::NotPresent) => Engine::Sled,
+        Ok(v) if v.is_empty() || v == "sled" => Engine::Sled,
+        Ok(v) if v == "fjall" => Engine::Fjall,
+        Ok(v) if v == "postgres" => Engine::Postgres,
+        other => {
+            panic!("HOOKD_TEST_ENGINE must be \"sled\", \"fjall\" or \"postgres\", not {other:?}")
+        }
     })
+}
+
+/// Whether this run tests the PostgreSQL engine.
+pub fn postgres() -> bool {
+    current() == Engine::Postgres
+}
+
+/// The embedded backend of this run (sled on a PostgreSQL run: stores a test opens itself).
+pub fn backend() -> hookd::store::embedded::Backend {
+    match current() {
+        Engine::Fjall => hookd::store::embedded::Backend::Fjall,
+        Engine::Sled | Engine::Postgres => hookd::store::embedded::Backend::Sled,
+    }
 }
 
 /// The databases made so far: the store path they stand for, the directory whose removal ends
@@ -72,7 +96,7 @@ fn test_tag() -> String {
 /// on sled, without a `[storage]` table, or when the table names an engine already (the call is
 /// idempotent).
 pub fn apply(text: &str) -> String {
-    if !postgres() {
+    if current() == Engine::Sled {
         return text.to_string();
     }
     let Ok(parsed) = text.parse::<toml::Table>() else {
@@ -85,11 +109,16 @@ pub fn apply(text: &str) -> String {
     if storage.contains_key("engine") {
         return text.to_string();
     }
-    let path = storage
-        .get("path")
-        .and_then(toml::Value::as_str)
-        .unwrap_or("");
-    let url = database_for(path).url();
+    let keys = if postgres() {
+        let path = storage
+            .get("path")
+            .and_then(toml::Value::as_str)
+            .unwrap_or("");
+        let url = database_for(path).url();
+        format!("engine = \"postgres\"\nurl = {url:?}\n")
+    } else {
+        "engine = \"fjall\"\n".to_string()
+    };
     let mut out = String::with_capacity(text.len() + 128);
     let mut done = false;
     for line in text.split_inclusive('\n') {
@@ -98,7 +127,7 @@ pub fn apply(text: &str) -> String {
             if !line.ends_with('\n') {
                 out.push('\n');
             }
-            out.push_str(&format!("engine = \"postgres\"\nurl = {url:?}\n"));
+            out.push_str(&keys);
             done = true;
         }
     }
@@ -108,7 +137,7 @@ pub fn apply(text: &str) -> String {
 
 /// [`apply`] to the config file `path`, rewritten in place when it changes.
 pub fn apply_file(path: &Path) {
-    if !postgres() {
+    if current() == Engine::Sled {
         return;
     }
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -135,10 +164,10 @@ pub fn apply_to_command(command: &Command) {
 }
 
 /// The store of a stopped hookd whose `[storage] path` was `path`, opened on the test engine:
-/// sled's files there, or the database standing for them.
+/// the embedded store's files there, or the database standing for them.
 pub async fn open_store(path: &Path) -> Arc<dyn hookd::store::Store> {
     if !postgres() {
-        let store = hookd::store::sled::SledStore::open(path, 1 << 20)
+        let store = hookd::store::embedded::EmbeddedStore::open(backend(), path, 1 << 20)
             .expect("open the store of the stopped hookd");
         return Arc::new(store);
     }

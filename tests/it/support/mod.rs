@@ -63,18 +63,29 @@ where
     }
 }
 
-/// For a test that is sled-specific by nature: on PostgreSQL, writes `NOT RUN on postgres:
-/// <why>` (to stderr itself, so that it shows in the run's output) and returns true, and the
-/// test returns at once; on sled returns false.
+/// For a test of a store in `storage.path` (sled or fjall): on PostgreSQL, writes `NOT RUN on
+/// postgres: <why>` (to stderr itself, so that it shows in the run's output) and returns true,
+/// and the test returns at once; on an embedded engine returns false.
+pub fn embedded_only(why: &str) -> bool {
+    not_run_unless(engine::current() != engine::Engine::Postgres, why)
+}
+
+/// For a test that is sled-specific by nature (sled's own files): on fjall or PostgreSQL,
+/// writes `NOT RUN on <engine>: <why>` and returns true; on sled returns false.
 pub fn sled_only(why: &str) -> bool {
-    if !engine::postgres() {
+    not_run_unless(engine::current() == engine::Engine::Sled, why)
+}
+
+fn not_run_unless(runs: bool, why: &str) -> bool {
+    if runs {
         return false;
     }
     let test = std::thread::current()
         .name()
         .unwrap_or("a test")
         .to_string();
-    let _ = writeln!(std::io::stderr(), "{test}: NOT RUN on postgres: {why}");
+    let engine = format!("{:?}", engine::current()).to_lowercase();
+    let _ = writeln!(std::io::stderr(), "{test}: NOT RUN on {engine}: {why}");
     true
 }
 

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use base64::Engine;
 
 use super::codec::{DeliveryRecord, EventRecord};
+use super::kv::Batch;
 use super::layout::{delivery_key, encode_json, event_hash, event_key, key, unmatched_key};
 use super::read::to_delivery;
-use super::{lock, SledStore, DONE, EVENT, KEY, PENDING, SUBSCRIPTION, USER_SUBSCRIPTION};
+use super::{lock, EmbeddedStore, DONE, EVENT, KEY, PENDING, SUBSCRIPTION, USER_SUBSCRIPTION};
 use crate::store::index::Id;
 use crate::store::portable::{self, Imported, ImportedDelivery, ImportedEvent, Progress};
 use crate::store::{delivery_id_string, event_id_string, DeliveryState, Portable, StoreError};
@@ -29,7 +30,7 @@ pub(super) fn export_start(after: Option<String>) -> Result<Vec<u8>, StoreError>
     }
 }
 
-impl SledStore {
+impl EmbeddedStore {
     /// One page of [`AdminStore::export`](crate::store::AdminStore::export) from the key
     /// `start` on: the keys, subscriptions and states first if `first`, then up to `events`
     /// events, each followed by its deliveries. Returns the cursor of the next page.
@@ -44,7 +45,7 @@ impl SledStore {
             self.export_settings(&mut out)?;
         }
         let mut n = 0;
-        for entry in self.tree.range(start..vec![EVENT + 1]) {
+        for entry in self.kv.range(start..vec![EVENT + 1]) {
             let (k, v) = entry?;
             let e = match EventRecord::decode(&v, true) {
                 Ok(e) => e,
@@ -65,21 +66,21 @@ impl SledStore {
 
     /// The signing keys, stored subscriptions and subscription states.
     fn export_settings(&self, out: &mut Vec<Portable>) -> Result<(), StoreError> {
-        for entry in self.tree.scan_prefix([KEY]) {
+        for entry in self.kv.scan_prefix([KEY]) {
             let (k, v) = entry?;
             out.push(Portable::Key {
                 name: String::from_utf8_lossy(&k[1..]).into_owned(),
                 value: BASE64.encode(&v),
             });
         }
-        for entry in self.tree.scan_prefix([USER_SUBSCRIPTION]) {
+        for entry in self.kv.scan_prefix([USER_SUBSCRIPTION]) {
             let (k, v) = entry?;
             match serde_json::from_slice(&v) {
                 Ok(sub) => out.push(Portable::Subscription(sub)),
                 Err(e) => self.skipped.skip(&k, e),
             }
         }
-        for entry in self.tree.scan_prefix([SUBSCRIPTION]) {
+        for entry in self.kv.scan_prefix([SUBSCRIPTION]) {
             let (k, v) = entry?;
             match serde_json::from_slice(&v) {
                 Ok(state) => out.push(Portable::State {
@@ -101,7 +102,7 @@ impl SledStore {
         for &d in deliveries {
             for prefix in [PENDING, DONE] {
                 let dk = delivery_key(prefix, d);
-                let Some(v) = self.tree.get(&dk)? else {
+                let Some(v) = self.kv.get(&dk)? else {
                     continue;
                 };
                 match DeliveryRecord::decode(&v) {
@@ -119,8 +120,8 @@ impl SledStore {
 
     /// [`AdminStore::import`](crate::store::AdminStore::import)'s writes, as one batch for the
     /// writer to apply; the subscription states also go to the health in memory.
-    pub(super) fn import_batch(&self, records: Vec<Portable>) -> Result<::sled::Batch, StoreError> {
-        let mut batch = ::sled::Batch::default();
+    pub(super) fn import_batch(&self, records: Vec<Portable>) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
         // sled names an event by its (request_id, status): an imported event gets the id that
         // names, and its deliveries follow it (an export lists them right after it).
         let mut events: HashMap<String, u128> = HashMap::new();
@@ -172,7 +173,7 @@ fn portable_event(e: &EventRecord) -> Portable {
 
 /// Writes an imported event under the id its `(request_id, status)` names here. Returns its
 /// exported id and that one.
-fn import_event(batch: &mut ::sled::Batch, e: ImportedEvent) -> (String, u128) {
+fn import_event(batch: &mut Batch, e: ImportedEvent) -> (String, u128) {
     let id = ulid::Ulid::from_parts(e.created_ms, event_hash(&e.request_id, &e.status)).0;
     if e.deliveries.is_empty() {
         batch.insert(unmatched_key(e.created_ms, id), &[]);
@@ -194,7 +195,7 @@ fn import_event(batch: &mut ::sled::Batch, e: ImportedEvent) -> (String, u128) {
 
 /// Writes an imported delivery, `P` or `D`, for the event `events` maps its event id to.
 fn import_delivery(
-    batch: &mut ::sled::Batch,
+    batch: &mut Batch,
     events: &HashMap<String, u128>,
     d: ImportedDelivery,
 ) -> Result<(), StoreError> {

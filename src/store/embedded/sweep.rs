@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::codec::{DeliveryRecord, EventRecord};
+use super::kv::Batch;
 use super::layout::{delivery_key, event_key, id_of, unmatched_event};
 use super::writer::Writer;
 use super::{DONE, ZERO};
@@ -15,12 +16,12 @@ impl Writer {
     /// [`QueueStore::sweep`](crate::store::QueueStore::sweep)'s writes, as one batch. Returns
     /// how many records it removed.
     pub(super) fn sweep(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let (removed, events) = self.sweep_finished(&mut batch, cutoff_ms, limit)?;
         let mut count = removed.len();
         count += self.sweep_emptied(&mut batch, events, &removed)?;
         count += self.sweep_unmatched(&mut batch, cutoff_ms, limit)?;
-        self.tree.apply_batch(batch)?;
+        self.kv.apply_batch(batch)?;
         Ok(count)
     }
 
@@ -28,7 +29,7 @@ impl Writer {
     /// their events.
     fn sweep_finished(
         &self,
-        batch: &mut ::sled::Batch,
+        batch: &mut Batch,
         cutoff_ms: u64,
         limit: usize,
     ) -> Result<(HashSet<Id>, Vec<u128>), StoreError> {
@@ -38,7 +39,7 @@ impl Writer {
         // cutoff can qualify. Those that finished later are looked at again next time.
         let end = delivery_key(DONE, delivery_id_at(cutoff_ms).0);
         for entry in self
-            .tree
+            .kv
             .range(vec![DONE]..end)
             .take(limit.saturating_mul(10))
         {
@@ -67,7 +68,7 @@ impl Writer {
     /// how many.
     fn sweep_emptied(
         &self,
-        batch: &mut ::sled::Batch,
+        batch: &mut Batch,
         mut events: Vec<u128>,
         removed: &HashSet<Id>,
     ) -> Result<usize, StoreError> {
@@ -76,7 +77,7 @@ impl Writer {
         events.dedup();
         for event in events {
             let k = event_key(event);
-            let Some(v) = self.tree.get(&k)? else {
+            let Some(v) = self.kv.get(&k)? else {
                 continue;
             };
             let e = match EventRecord::decode(&v, false) {
@@ -98,19 +99,19 @@ impl Writer {
     /// their retention keys. Returns how many keys it removed.
     fn sweep_unmatched(
         &self,
-        batch: &mut ::sled::Batch,
+        batch: &mut Batch,
         cutoff_ms: u64,
         limit: usize,
     ) -> Result<usize, StoreError> {
         let mut count = 0;
         let mut end = vec![ZERO];
         end.extend_from_slice(&cutoff_ms.to_be_bytes());
-        for entry in self.tree.range(vec![ZERO]..end).take(limit) {
+        for entry in self.kv.range(vec![ZERO]..end).take(limit) {
             let (k, _) = entry?;
             let event = unmatched_event(&k)?;
             batch.remove(k.to_vec());
             let ek = event_key(event);
-            if let Some(v) = self.tree.get(&ek)? {
+            if let Some(v) = self.kv.get(&ek)? {
                 if EventRecord::decode(&v, false).is_ok_and(|e| e.id == event) {
                     batch.remove(ek);
                 }

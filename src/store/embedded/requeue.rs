@@ -2,6 +2,7 @@
 //! one delivery, requeue the dead ones, end a subscription's queued ones.
 
 use super::codec::DeliveryRecord;
+use super::kv::Batch;
 use super::layout::{corrupt, delivery_key, id_of};
 use super::memory::Reopened;
 use super::writer::{Done, Writer};
@@ -13,7 +14,7 @@ impl Writer {
     /// Moves a finished delivery back to the queue, due at `now_ms`, in `batch`.
     fn reopen(
         &self,
-        batch: &mut ::sled::Batch,
+        batch: &mut Batch,
         id: Id,
         mut r: DeliveryRecord,
         now_ms: u64,
@@ -45,14 +46,14 @@ impl Writer {
             ));
         }
         let k = delivery_key(DONE, id);
-        let Some(v) = self.tree.get(&k).map_err(StoreError::from)? else {
+        let Some(v) = self.kv.get(&k).map_err(StoreError::from)? else {
             return Err(RequeueError::NotFound(name));
         };
         let r = DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?;
         let was = r.state;
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let (bucket, due) = self.reopen(&mut batch, id, r, now_ms);
-        self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        self.kv.apply_batch(batch).map_err(StoreError::from)?;
         let queue = self.queue.clone();
         let after: Done = Box::new(move |_| lock(&queue).index.insert(&bucket, due, id));
         Ok((was, Some(after)))
@@ -67,9 +68,9 @@ impl Writer {
     ) -> Result<Done, StoreError> {
         let (bucket, old_due) = (r.bucket.clone(), r.due_ms);
         r.due_ms = now_ms;
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         batch.insert(delivery_key(PENDING, id), r.encode());
-        self.tree.apply_batch(batch)?;
+        self.kv.apply_batch(batch)?;
         let queue = self.queue.clone();
         Ok(Box::new(move |_| {
             let mut q = lock(&queue);
@@ -89,10 +90,10 @@ impl Writer {
         from: Vec<u8>,
         now_ms: u64,
     ) -> Result<(usize, Option<Vec<u8>>, Reopened), StoreError> {
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let mut reopened = Vec::new();
         let mut next = None;
-        for (i, entry) in self.tree.range(from..vec![DONE + 1]).enumerate() {
+        for (i, entry) in self.kv.range(from..vec![DONE + 1]).enumerate() {
             let (k, v) = entry?;
             if i >= BULK_CHUNK {
                 next = Some(k.to_vec());
@@ -108,7 +109,7 @@ impl Writer {
                 reopened.push((bucket, due, id));
             }
         }
-        self.tree.apply_batch(batch)?;
+        self.kv.apply_batch(batch)?;
         Ok((reopened.len(), next, reopened))
     }
 
@@ -121,9 +122,9 @@ impl Writer {
         reason: &str,
         now_ms: u64,
     ) -> Result<(u64, Reopened), StoreError> {
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let mut unqueue = Vec::new();
-        for entry in self.tree.scan_prefix([PENDING]) {
+        for entry in self.kv.scan_prefix([PENDING]) {
             let (k, v) = entry?;
             let Ok(mut r) = DeliveryRecord::decode(&v) else {
                 continue;
@@ -143,7 +144,7 @@ impl Writer {
             batch.insert(delivery_key(DONE, id), r.encode());
             unqueue.push((r.bucket, due, id));
         }
-        self.tree.apply_batch(batch)?;
+        self.kv.apply_batch(batch)?;
         Ok((unqueue.len() as u64, unqueue))
     }
 }

@@ -5,7 +5,7 @@ use tokio::sync::oneshot;
 
 use super::layout::delivery_key;
 use super::writer::{Done, Job, Recorded, Writer};
-use super::{lock, SledStore, PENDING};
+use super::{lock, EmbeddedStore, PENDING};
 use crate::event::NewEvent;
 use crate::store::index::Id;
 use crate::store::{
@@ -14,7 +14,7 @@ use crate::store::{
 };
 
 #[async_trait]
-impl QueueStore for SledStore {
+impl QueueStore for EmbeddedStore {
     async fn ingest(
         &self,
         events: Vec<(NewEvent, Vec<Target>)>,
@@ -76,7 +76,7 @@ impl QueueStore for SledStore {
             let exists = match w.pending(id)? {
                 Some(mut r) => {
                     r.due_ms = due_ms;
-                    w.tree.insert(delivery_key(PENDING, id), r.encode())?;
+                    w.kv.insert(delivery_key(PENDING, id), r.encode())?;
                     true
                 }
                 // Erased meanwhile: only the slot is left to free.
@@ -110,7 +110,7 @@ impl QueueStore for SledStore {
     }
 }
 
-impl SledStore {
+impl EmbeddedStore {
     /// Reads the claimed deliveries the fresh cache did not hold. One that cannot be read is
     /// logged and left out of the queue, its lease freed.
     async fn load_missing(&self, missing: Vec<Id>) -> Result<Vec<Claimed>, StoreError> {

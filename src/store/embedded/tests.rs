@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{SledStore, SUBSCRIPTION};
+use super::kv::sled_parts;
+use super::{Backend, EmbeddedStore, SUBSCRIPTION};
 use crate::event::{parse_event, IngestRules, NewEvent};
 use crate::store::{
     AdminStore, Attempt, DeliveryState, Limits, Next, Outcome, QueueStore, SubscriptionState,
@@ -77,7 +78,7 @@ fn count_writes(tree: &::sled::Tree) -> Arc<std::sync::atomic::AtomicUsize> {
 }
 
 /// Ingests one event for `main`, claims it and records a success; returns its id.
-async fn deliver_once(store: &SledStore, request_id: &str, now_ms: u64) -> String {
+async fn deliver_once(store: &EmbeddedStore, request_id: &str, now_ms: u64) -> String {
     store
         .ingest(vec![(event(request_id), vec![target("main")])], now_ms)
         .await
@@ -111,12 +112,12 @@ async fn store_quiet() {
 #[tokio::test]
 async fn an_event_delivered_on_its_first_attempt_costs_four_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+    let store = EmbeddedStore::open(Backend::Sled, dir.path(), 1 << 20).unwrap();
     store.set_limits(limits());
     // The first outcome of a subscription also writes its health record once.
     deliver_once(&store, "warm-up", 1000).await;
     store.ping().await.unwrap();
-    let writes = count_writes(&store.tree);
+    let writes = count_writes(sled_parts(&store.kv).expect("a sled store").1);
     let id = deliver_once(&store, "r1", 1000).await;
     // E and P at ingest, P removed and D written at the outcome.
     assert_eq!(writes_after(&writes, 4).await, 4);
@@ -127,10 +128,16 @@ async fn an_event_delivered_on_its_first_attempt_costs_four_writes() {
 
 #[tokio::test]
 async fn unfinished_deliveries_are_due_again_after_a_crash() {
+    for backend in [Backend::Sled, Backend::Fjall] {
+        due_again_after_a_crash(backend).await;
+    }
+}
+
+async fn due_again_after_a_crash(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let id;
     {
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let store = EmbeddedStore::open(backend, dir.path(), 1 << 20).unwrap();
         store.set_limits(limits());
         store
             .ingest(vec![(event("r1"), vec![target("main")])], 1000)
@@ -141,10 +148,11 @@ async fn unfinished_deliveries_are_due_again_after_a_crash() {
         // No outcome: the process dies with the attempt in flight.
         store.close().await.unwrap();
     }
-    let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+    let store = EmbeddedStore::open(backend, dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.backend(), backend);
     store.set_limits(limits());
     let (claimed, _) = store.claim(1000, 10).await.unwrap();
-    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed.len(), 1, "{backend:?}");
     assert_eq!(claimed[0].delivery.id, id);
     assert_eq!(&claimed[0].body[..], &event("r1").body[..]);
 }
@@ -211,7 +219,7 @@ fn write_first_layout(path: &std::path::Path) {
 async fn a_first_layout_store_is_converted_on_open() {
     let dir = tempfile::tempdir().unwrap();
     write_first_layout(dir.path());
-    let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+    let store = EmbeddedStore::open(Backend::Sled, dir.path(), 1 << 20).unwrap();
     let done = store.delivery(DLV_DONE).await.unwrap().unwrap();
     assert_eq!(done.state, DeliveryState::Delivered);
     assert_eq!(done.finished_ms, Some(1500));
@@ -239,7 +247,33 @@ async fn a_first_layout_store_is_converted_on_open() {
         1,
         "the unfinished delivery is queued"
     );
-    assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"hookd"));
+    let (db, _) = sled_parts(&store.kv).expect("a sled store");
+    assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"hookd"));
     // The same ingest again is a duplicate of the converted event.
     store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_of_the_other_backend_is_refused_with_the_way_out() {
+    for (made, opened) in [
+        (Backend::Sled, Backend::Fjall),
+        (Backend::Fjall, Backend::Sled),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(made, dir.path(), 1 << 20).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let refused = match EmbeddedStore::open(opened, dir.path(), 1 << 20) {
+            Ok(_) => panic!("{opened:?} opened a {made:?} store"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            refused.contains(&format!("holds a {} store", made.name()))
+                && refused.contains("hookd store export"),
+            "{refused}"
+        );
+        // The store itself is untouched: it opens again on its own backend.
+        let again = EmbeddedStore::open(made, dir.path(), 1 << 20).unwrap();
+        again.close().await.unwrap();
+    }
 }

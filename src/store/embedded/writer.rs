@@ -9,9 +9,10 @@ use std::thread;
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::DeliveryRecord;
+use super::kv::Kv;
 use super::layout::{corrupt, delivery_key};
 use super::memory::{Health, Queue, Skipped};
-use super::{lock, SledStore, DONE, LAZY_FLUSH_EVERY, MAX_GROUP, PENDING, SLED};
+use super::{lock, EmbeddedStore, DONE, LAZY_FLUSH_EVERY, MAX_GROUP, PENDING};
 use crate::store::index::Id;
 use crate::store::{Attempt, Next, StoreError};
 
@@ -46,8 +47,7 @@ pub(super) struct Recorded {
 
 /// The writer thread's state.
 pub(super) struct Writer {
-    pub(super) tree: ::sled::Tree,
-    pub(super) db: ::sled::Db,
+    pub(super) kv: Kv,
     pub(super) queue: Arc<Mutex<Queue>>,
     pub(super) health: Arc<Mutex<Health>>,
     /// The last flush's error, until a flush succeeds: sled stops writing after an I/O error
@@ -104,7 +104,7 @@ impl Writer {
         let mut unflushed = false;
         loop {
             let jobs = next_jobs(&mut rx);
-            let _sled = lock(&SLED);
+            let _sled = self.kv.exclusive();
             let round = self.apply(jobs);
             unflushed |= round.applied;
             if !round.outcomes.is_empty() {
@@ -153,7 +153,7 @@ impl Writer {
 
     /// Makes the round durable, then sends its replies. Returns whether the flush succeeded.
     fn flush(&self, done: Vec<Done>) -> bool {
-        let flushed = self.db.flush().map(|_| ()).map_err(|e| e.to_string());
+        let flushed = self.kv.flush().map_err(|e| e.to_string());
         if let Err(e) = &flushed {
             tracing::error!(error = %e, "store flush failed");
         }
@@ -167,7 +167,7 @@ impl Writer {
     /// The record of an unfinished delivery.
     pub(super) fn pending(&self, id: Id) -> Result<Option<DeliveryRecord>, StoreError> {
         let k = delivery_key(PENDING, id);
-        match self.tree.get(&k)? {
+        match self.kv.get(&k)? {
             Some(v) => Ok(Some(
                 DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?,
             )),
@@ -182,8 +182,8 @@ impl Writer {
         removed: &HashSet<Id>,
     ) -> Result<bool, StoreError> {
         for d in deliveries.iter().filter(|d| !removed.contains(*d)) {
-            if self.tree.contains_key(delivery_key(PENDING, *d))?
-                || self.tree.contains_key(delivery_key(DONE, *d))?
+            if self.kv.contains_key(delivery_key(PENDING, *d))?
+                || self.kv.contains_key(delivery_key(DONE, *d))?
             {
                 return Ok(true);
             }
@@ -205,7 +205,7 @@ fn next_jobs(rx: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
     Some(jobs)
 }
 
-impl SledStore {
+impl EmbeddedStore {
     /// Runs `work` on the writer thread and waits for its reply, sent after the round's flush
     /// (ingest, requeue, release, pause, sweep; outcomes go as [`Job::Outcome`]).
     pub(super) async fn write<T: Send + 'static, E: From<StoreError> + Send + 'static>(

@@ -1,19 +1,20 @@
-//! Reads: each on a blocking thread, under the lock every sled access takes ([`SLED`]).
+//! Reads: each on a blocking thread; on sled, under the lock every sled access takes
+//! ([`Kv::exclusive`](super::kv::Kv::exclusive)).
 
 use super::codec::{DeliveryRecord, EventRecord};
 use super::layout::{corrupt, delivery_key, event_key, id_of};
-use super::{lock, SledStore, DONE, LIST_SCAN_LIMIT, PENDING, SLED};
+use super::{lock, EmbeddedStore, DONE, LIST_SCAN_LIMIT, PENDING};
 use crate::store::index::Id;
 use crate::store::{
     delivery_id_at, delivery_id_string, event_id_string, Claimed, Delivery, DeliveryFilter,
     DeliveryState, StoreError,
 };
 
-impl SledStore {
+impl EmbeddedStore {
     /// Runs a read on a blocking thread: sled reads may touch the disk.
     pub(super) async fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&SledStore) -> Result<T, StoreError> + Send + 'static,
+        read: impl FnOnce(&EmbeddedStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let permit = self
             .reads
@@ -26,7 +27,7 @@ impl SledStore {
             // Dropped last: the store's handle goes first.
             let _permit = permit;
             let store = store;
-            let _sled = lock(&SLED);
+            let _sled = store.kv.exclusive();
             read(&store)
         })
         .await
@@ -37,7 +38,7 @@ impl SledStore {
     pub(super) fn record(&self, id: Id) -> Result<Option<(DeliveryRecord, bool)>, StoreError> {
         for (prefix, finished) in [(PENDING, false), (DONE, true)] {
             let k = delivery_key(prefix, id);
-            if let Some(v) = self.tree.get(&k)? {
+            if let Some(v) = self.kv.get(&k)? {
                 return Ok(Some((
                     DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?,
                     finished,
@@ -50,7 +51,7 @@ impl SledStore {
     /// The event with ULID `event`, its body if `body`.
     pub(super) fn event(&self, event: u128, body: bool) -> Result<Option<EventRecord>, StoreError> {
         let k = event_key(event);
-        match self.tree.get(&k)? {
+        match self.kv.get(&k)? {
             Some(v) => {
                 let record = EventRecord::decode(&v, body).map_err(|e| corrupt(&k, e))?;
                 // A later event of the same (request_id, status) after retention removed this
@@ -74,7 +75,7 @@ impl SledStore {
 
     fn load_claim(&self, id: Id) -> Result<Claimed, (Id, String)> {
         let k = delivery_key(PENDING, id);
-        let record = match self.tree.get(&k) {
+        let record = match self.kv.get(&k) {
             Ok(Some(v)) => DeliveryRecord::decode(&v).map_err(|e| {
                 self.skipped.skip(&k, &e);
                 (id, e.to_string())
@@ -118,7 +119,7 @@ impl SledStore {
             return Ok((page, None));
         }
         let range = |prefix| {
-            self.tree
+            self.kv
                 .range(delivery_key(prefix, low)..delivery_key(prefix, high))
                 .rev()
                 .peekable()

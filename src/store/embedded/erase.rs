@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::codec::{DeliveryRecord, EventRecord};
+use super::kv::Batch;
 use super::layout::{event_key, id_of, key, unmatched_key};
 use super::memory::Reopened;
 use super::writer::Writer;
@@ -28,7 +29,7 @@ impl Writer {
     /// a scan of the store). Returns the counts and the unfinished deliveries the index must
     /// forget.
     pub(super) fn erase_owner(&self, owner: &str) -> Result<(Erased, Reopened), StoreError> {
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let mut erased = Erased::default();
         let subscriptions = self.erase_subscriptions(&mut batch, owner)?;
         erased.subscriptions = subscriptions.len() as u64;
@@ -37,7 +38,7 @@ impl Writer {
         let removed =
             self.erase_deliveries(&mut batch, owner, &subscriptions, &events, &mut erased)?;
         self.remove_emptied(&mut batch, &removed)?;
-        self.tree.apply_batch(batch)?;
+        self.kv.apply_batch(batch)?;
         let mut health = lock(&self.health);
         for id in &subscriptions {
             health.forget(id);
@@ -48,11 +49,11 @@ impl Writer {
     /// Removes the owner's stored subscriptions and their states. Returns their ids.
     fn erase_subscriptions(
         &self,
-        batch: &mut ::sled::Batch,
+        batch: &mut Batch,
         owner: &str,
     ) -> Result<HashSet<String>, StoreError> {
         let mut subscriptions = HashSet::new();
-        for entry in self.tree.scan_prefix([USER_SUBSCRIPTION]) {
+        for entry in self.kv.scan_prefix([USER_SUBSCRIPTION]) {
             let (k, v) = entry?;
             let Ok(sub) = serde_json::from_slice::<StoredSubscription>(&v) else {
                 continue;
@@ -68,13 +69,9 @@ impl Writer {
 
     /// Removes the owner's events (and the retention key of those that matched no target).
     /// Returns their ids.
-    fn erase_events(
-        &self,
-        batch: &mut ::sled::Batch,
-        owner: &str,
-    ) -> Result<HashSet<u128>, StoreError> {
+    fn erase_events(&self, batch: &mut Batch, owner: &str) -> Result<HashSet<u128>, StoreError> {
         let mut events = HashSet::new();
-        for entry in self.tree.scan_prefix([EVENT]) {
+        for entry in self.kv.scan_prefix([EVENT]) {
             let (k, v) = entry?;
             let Ok(e) = EventRecord::decode(&v, false) else {
                 continue;
@@ -94,7 +91,7 @@ impl Writer {
     /// ones aside), counting them and their attempts in `erased`.
     fn erase_deliveries(
         &self,
-        batch: &mut ::sled::Batch,
+        batch: &mut Batch,
         owner: &str,
         subscriptions: &HashSet<String>,
         events: &HashSet<u128>,
@@ -102,7 +99,7 @@ impl Writer {
     ) -> Result<Removed, StoreError> {
         let mut removed = Removed::default();
         for prefix in [PENDING, DONE] {
-            for entry in self.tree.scan_prefix([prefix]) {
+            for entry in self.kv.scan_prefix([prefix]) {
                 let (k, v) = entry?;
                 let Ok(r) = DeliveryRecord::decode(&v) else {
                     continue;
@@ -131,15 +128,11 @@ impl Writer {
     }
 
     /// Removes the touched events left with no delivery.
-    fn remove_emptied(
-        &self,
-        batch: &mut ::sled::Batch,
-        removed: &Removed,
-    ) -> Result<(), StoreError> {
+    fn remove_emptied(&self, batch: &mut Batch, removed: &Removed) -> Result<(), StoreError> {
         for &event in &removed.touched {
             let k = event_key(event);
             let Some(e) = self
-                .tree
+                .kv
                 .get(&k)?
                 .and_then(|v| EventRecord::decode(&v, false).ok())
                 .filter(|e| e.id == event)

@@ -1,8 +1,10 @@
-//! The sled engine: the embedded default, and the only module that imports sled.
+//! The embedded engine: hookd's records in an ordered key-value store in `storage.path`, on
+//! sled (the default) or fjall ([`Backend`]; `kv.rs` is the only file that touches either,
+//! and `migrate.rs`, for sled's first layout).
 //!
 //! # Layout
 //!
-//! One tree, `hookd.v2`; every key starts with one letter:
+//! One tree (sled) or keyspace (fjall), `hookd.v2`; every key starts with one letter:
 //!
 //! | key | value |
 //! |---|---|
@@ -25,16 +27,23 @@
 //!
 //! One thread, the *writer*, makes every write; jobs come over a channel. A round takes every
 //! job waiting (up to [`MAX_GROUP`]), applies each as one atomic batch, then makes the round
-//! durable with one `flush()` and only then replies: concurrent requests share an fsync (group
+//! durable with one flush (an fsync) and only then replies: concurrent requests share an fsync (group
 //! commit), and the index learns of new deliveries only once they are durable. An attempt's
 //! outcome is acknowledged once applied and reaches the disk with the next flush (at most half a
 //! second later): a crash can forget the outcomes of that last second, and those deliveries are
 //! made again, as at-least-once allows.
 //!
+//! # Reads
+//!
+//! Reads run on blocking threads beside the writer. On sled, every access (a read, or a
+//! writer's round) takes one lock, [`Kv::exclusive`]: sled 0.34 was seen to hang a flush when
+//! reads and writes from several threads interleave. fjall needs no lock: a reader sees each
+//! batch whole or not at all, and never waits for the writer.
+//!
 //! # Files
 //!
-//! This file has the layout's constants and [`SledStore`]; `layout.rs` builds and reads keys;
-//! `memory.rs` holds what lives beside sled (the index, health, skipped records); `open.rs`
+//! This file has the layout's constants and [`EmbeddedStore`]; `layout.rs` builds and reads keys;
+//! `kv.rs` is the key-value store (sled or fjall); `memory.rs` holds what lives beside it (the index, health, skipped records); `open.rs`
 //! opens a store; `writer.rs` is the writer thread, and the writes it runs are in `ingest.rs`,
 //! `outcome.rs`, `requeue.rs`, `erase.rs` and `sweep.rs`; `read.rs` has the reads; `queue.rs`
 //! and `admin.rs` implement the two traits; `transfer.rs` is export and import; `codec.rs` the
@@ -44,6 +53,7 @@ mod admin;
 pub mod codec;
 mod erase;
 mod ingest;
+mod kv;
 mod layout;
 mod memory;
 mod migrate;
@@ -63,6 +73,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::StoreError;
+pub use kv::Backend;
+use kv::Kv;
 use memory::{Health, Queue, Skipped};
 use writer::Job;
 
@@ -81,13 +93,6 @@ const KEY: u8 = b'K';
 /// value ([`AdminStore::revoke_session`](crate::store::AdminStore::revoke_session)).
 const REVOKED: u8 = b'R';
 
-/// Held by the writer for a round (its writes and their flush) and by every read. sled 0.34
-/// takes a process-wide lock of its own in batches and flushes, and a flush waits, holding it,
-/// for every log reservation made before it, reads that reorganise pages included; reads and
-/// writes interleaved from several threads were seen to hang a flush for ever. One sled access
-/// at a time costs a read at most one round's wait, and rules that out.
-static SLED: Mutex<()> = Mutex::new(());
-
 /// How often writes acknowledged before their flush (attempt outcomes, health) reach the disk.
 const LAZY_FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// Most jobs the writer takes into one round (one flush).
@@ -103,16 +108,14 @@ const LIST_SCAN_LIMIT: usize = 10_000;
 const BULK_CHUNK: usize = 1000;
 /// How long `open` waits for a store another opening still holds.
 const OPEN_RETRY: Duration = Duration::from_secs(5);
-/// Reads under way at most (see `SledStore::reads`).
+/// Reads under way at most (see `EmbeddedStore::reads`).
 const MAX_READS: u32 = 1 << 20;
 
-/// A handle to the sled store; cheap to clone.
+/// A handle to an embedded store; cheap to clone.
 #[derive(Clone)]
-pub struct SledStore {
+pub struct EmbeddedStore {
     /// Read access for anyone; writes go through `writer`.
-    tree: ::sled::Tree,
-    /// Kept to flush on close and to report the size on disk.
-    db: ::sled::Db,
+    kv: Kv,
     /// The writer thread's queue. It ends when the last handle is dropped, or on `close`.
     writer: mpsc::Sender<Job>,
     /// The writer thread, joined by `close` so that the database is released when it returns.

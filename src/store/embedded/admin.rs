@@ -7,12 +7,14 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::codec::EventRecord;
+use super::kv::Batch;
 use super::layout::{corrupt, encode_json, event_hash, event_key, id_of, key, ms_of};
 use super::memory::{requeued, unqueued};
 use super::transfer::export_start;
 use super::writer::{Done, Job, Writer};
 use super::{
-    lock, SledStore, DONE, EVENT, KEY, MAX_READS, PENDING, REVOKED, SUBSCRIPTION, USER_SUBSCRIPTION,
+    lock, EmbeddedStore, DONE, EVENT, KEY, MAX_READS, PENDING, REVOKED, SUBSCRIPTION,
+    USER_SUBSCRIPTION,
 };
 use crate::store::{
     delivery_id_string, event_id_string, parse_delivery_id, parse_event_id, AdminStore, Attempt,
@@ -21,7 +23,7 @@ use crate::store::{
 };
 
 #[async_trait]
-impl AdminStore for SledStore {
+impl AdminStore for EmbeddedStore {
     async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
         let Some(id) = parse_delivery_id(id).map(|u| u.0) else {
             return Ok(None);
@@ -69,7 +71,7 @@ impl AdminStore for SledStore {
         let k = event_key(ulid::Ulid::from_parts(0, hash).0);
         let (request_id, status) = (request_id.to_string(), status.to_string());
         self.read(move |s| {
-            let Some(v) = s.tree.get(&k)? else {
+            let Some(v) = s.kv.get(&k)? else {
                 return Ok(None);
             };
             let e = EventRecord::decode(&v, false).map_err(|e| corrupt(&k, e))?;
@@ -94,7 +96,7 @@ impl AdminStore for SledStore {
         let batch = self.import_batch(records)?;
         // The index learns of imported deliveries when the store is next opened.
         self.write(move |w: &Writer| {
-            w.tree.apply_batch(batch)?;
+            w.kv.apply_batch(batch)?;
             Ok::<_, StoreError>(((), None::<Done>))
         })
         .await
@@ -104,11 +106,11 @@ impl AdminStore for SledStore {
         let k = key(KEY, name.as_bytes());
         self.write(move |w: &Writer| {
             // The writer is the only one to write: a get then an insert cannot race.
-            if let Some(v) = w.tree.get(&k)? {
+            if let Some(v) = w.kv.get(&k)? {
                 return Ok::<_, StoreError>((v.to_vec(), None::<Done>));
             }
             let fresh: [u8; 32] = rand::random();
-            w.tree.insert(k, &fresh[..])?;
+            w.kv.insert(k, &fresh[..])?;
             Ok((fresh.to_vec(), None))
         })
         .await
@@ -117,8 +119,8 @@ impl AdminStore for SledStore {
     async fn revoke_session(&self, nonce: &str, until: u64, now: u64) -> Result<(), StoreError> {
         let k = key(REVOKED, nonce.as_bytes());
         self.write(move |w: &Writer| {
-            let mut batch = ::sled::Batch::default();
-            for entry in w.tree.scan_prefix([REVOKED]) {
+            let mut batch = Batch::default();
+            for entry in w.kv.scan_prefix([REVOKED]) {
                 let (old, expires) = entry?;
                 let ended = <[u8; 8]>::try_from(expires.as_ref())
                     .map_or(true, |e| u64::from_be_bytes(e) <= now);
@@ -127,7 +129,7 @@ impl AdminStore for SledStore {
                 }
             }
             batch.insert(k, &until.to_be_bytes()[..]);
-            w.tree.apply_batch(batch)?;
+            w.kv.apply_batch(batch)?;
             Ok::<_, StoreError>(((), None::<Done>))
         })
         .await
@@ -135,7 +137,7 @@ impl AdminStore for SledStore {
 
     async fn session_revoked(&self, nonce: &str) -> Result<bool, StoreError> {
         let k = key(REVOKED, nonce.as_bytes());
-        self.read(move |s| Ok(s.tree.contains_key(k)?)).await
+        self.read(move |s| Ok(s.kv.contains_key(k)?)).await
     }
 
     async fn event_body(&self, event_id: &str) -> Result<Option<Bytes>, StoreError> {
@@ -222,7 +224,7 @@ impl AdminStore for SledStore {
     async fn stored_subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError> {
         self.read(|s| {
             let mut all = Vec::new();
-            for entry in s.tree.scan_prefix([USER_SUBSCRIPTION]) {
+            for entry in s.kv.scan_prefix([USER_SUBSCRIPTION]) {
                 let (k, v) = entry?;
                 match serde_json::from_slice(&v) {
                     Ok(subscription) => all.push(subscription),
@@ -236,7 +238,7 @@ impl AdminStore for SledStore {
 
     async fn put_subscription(&self, subscription: StoredSubscription) -> Result<(), StoreError> {
         self.write(move |w: &Writer| {
-            w.tree.insert(
+            w.kv.insert(
                 key(USER_SUBSCRIPTION, subscription.id.as_bytes()),
                 encode_json(&subscription),
             )?;
@@ -257,11 +259,11 @@ impl AdminStore for SledStore {
     async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.write(move |w: &Writer| {
-            let mut batch = ::sled::Batch::default();
-            let existed = w.tree.contains_key(key(USER_SUBSCRIPTION, id.as_bytes()))?;
+            let mut batch = Batch::default();
+            let existed = w.kv.contains_key(key(USER_SUBSCRIPTION, id.as_bytes()))?;
             batch.remove(key(USER_SUBSCRIPTION, id.as_bytes()));
             batch.remove(key(SUBSCRIPTION, id.as_bytes()));
-            w.tree.apply_batch(batch)?;
+            w.kv.apply_batch(batch)?;
             lock(&w.health).forget(&id);
             Ok::<_, StoreError>((existed, None::<Done>))
         })
@@ -290,7 +292,7 @@ impl AdminStore for SledStore {
         let mut stats = lock(&self.queue).index.stats(now_ms);
         stats.oldest_created_ms = self
             .read(|s| {
-                Ok(match s.tree.scan_prefix([PENDING]).next() {
+                Ok(match s.kv.scan_prefix([PENDING]).next() {
                     Some(entry) => Some(ms_of(id_of(&entry?.0)?)),
                     None => None,
                 })
@@ -301,11 +303,11 @@ impl AdminStore for SledStore {
 
     async fn counts(&self) -> Result<(u64, u64), StoreError> {
         self.read(|s| {
-            let events = s.tree.scan_prefix([EVENT]).keys().count() as u64;
+            let events = s.kv.scan_prefix([EVENT]).keys().count() as u64;
             // A delivery that finishes during the walk moves from P to D: count ids, not keys.
             let mut ids = HashSet::new();
             for prefix in [PENDING, DONE] {
-                for k in s.tree.scan_prefix([prefix]).keys() {
+                for k in s.kv.scan_prefix([prefix]).keys() {
                     ids.insert(id_of(&k?)?);
                 }
             }
@@ -319,7 +321,7 @@ impl AdminStore for SledStore {
     }
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.read(|s| Ok(s.db.size_on_disk()?)).await
+        self.read(|s| Ok(s.kv.size_on_disk()?)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::codec::DeliveryRecord;
+use super::kv::Batch;
 use super::layout::{delivery_key, encode_json, key};
 use super::memory::Health;
 use super::writer::{Recorded, Writer};
@@ -15,7 +16,7 @@ impl Writer {
     /// Applies a round's outcomes as one batch, answers them, then frees their slots and puts
     /// retries back in the index.
     pub(super) fn record_outcomes(&self, outcomes: Vec<Recorded>) {
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let mut applied = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             let r = match self.pending(o.id) {
@@ -42,7 +43,7 @@ impl Writer {
             let requeue = apply_outcome(&mut batch, id, r, attempt, next, now_ms);
             applied.push((id, requeue, reply));
         }
-        let result = self.tree.apply_batch(batch).map_err(|e| e.to_string());
+        let result = self.kv.apply_batch(batch).map_err(|e| e.to_string());
         let mut q = lock(&self.queue);
         for (id, requeue, reply) in applied {
             // Not applied: the lease stays, and the delivery is attempted again after a
@@ -61,13 +62,7 @@ impl Writer {
     /// when the failure count or the error changes; otherwise (successes in a row) at most once
     /// a second per subscription, at the end of a later round: health is for people, and
     /// rewriting it on every success cost a tenth of the writer's time.
-    fn update_health(
-        &self,
-        batch: &mut ::sled::Batch,
-        subscription: &str,
-        attempt: &Attempt,
-        now_ms: u64,
-    ) {
+    fn update_health(&self, batch: &mut Batch, subscription: &str, attempt: &Attempt, now_ms: u64) {
         let mut health = lock(&self.health);
         let state = health.states.entry(subscription.to_string()).or_default();
         let before = (state.consecutive_failures, state.last_error.clone());
@@ -100,7 +95,7 @@ impl Writer {
         let mut health = lock(&self.health);
         let state = health.states.entry(id.to_string()).or_default();
         change(state);
-        self.tree
+        self.kv
             .insert(key(SUBSCRIPTION, id.as_bytes()), encode_json(state))?;
         health.dirty.remove(id);
         Ok(())
@@ -118,7 +113,7 @@ impl Writer {
             written,
             dirty,
         } = &mut *health;
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let mut writes = 0;
         dirty.retain(|id| {
             let due = written
@@ -134,7 +129,7 @@ impl Writer {
             !due
         });
         if writes > 0 {
-            self.tree.apply_batch(batch)?;
+            self.kv.apply_batch(batch)?;
         }
         Ok(writes > 0)
     }
@@ -144,7 +139,7 @@ impl Writer {
 /// new due time, a delivered or dead delivery moves to `D`. Returns the bucket and due time a
 /// retry goes back to the index with.
 fn apply_outcome(
-    batch: &mut ::sled::Batch,
+    batch: &mut Batch,
     id: Id,
     mut r: DeliveryRecord,
     attempt: Attempt,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::codec::{DeliveryRecord, EventRecord};
+use super::kv::Batch;
 use super::layout::{delivery_key, event_hash, event_key, unmatched_key};
 use super::read::to_delivery;
 use super::writer::Writer;
@@ -52,7 +53,7 @@ impl Writer {
         events: Vec<(NewEvent, Vec<Target>)>,
         now_ms: u64,
     ) -> Result<(Vec<Ingested>, Vec<Claimed>), IngestError> {
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let mut answers = Vec::with_capacity(events.len());
         let mut fresh = Vec::new();
         // Events of this call by key: a repeat inside one batch is a duplicate of the first.
@@ -77,13 +78,13 @@ impl Writer {
                 duplicate: false,
             });
         }
-        self.tree.apply_batch(batch).map_err(StoreError::from)?;
+        self.kv.apply_batch(batch).map_err(StoreError::from)?;
         Ok((answers, fresh))
     }
 
     /// The event stored under `k`, the key of `event`, if there is one.
     fn stored(&self, k: &[u8], event: &NewEvent) -> Result<Option<Accepted>, IngestError> {
-        let Some(v) = self.tree.get(k).map_err(StoreError::from)? else {
+        let Some(v) = self.kv.get(k).map_err(StoreError::from)? else {
             return Ok(None);
         };
         let e = match EventRecord::decode(&v, false) {
@@ -115,7 +116,7 @@ impl Writer {
 /// Writes a new event `id` and its deliveries, one per target and due at once, into `batch`;
 /// the deliveries also go to `fresh`, for the index and their first attempt.
 fn add_event(
-    batch: &mut ::sled::Batch,
+    batch: &mut Batch,
     fresh: &mut Vec<Claimed>,
     id: u128,
     event: NewEvent,

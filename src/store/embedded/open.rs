@@ -1,0 +1,142 @@
+//! Opening a store: the database (waiting for a lock the previous opening still holds), the
+//! conversion of a first-layout sled store, then the memory rebuilt from the records and the
+//! writer started.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::codec::DeliveryRecord;
+use super::kv::{sled_parts, Backend, Kv};
+use super::layout::{corrupt, id_of};
+use super::memory::{Health, Queue, Skipped};
+use super::writer::Writer;
+use super::{migrate, EmbeddedStore, MAX_READS, PENDING, SUBSCRIPTION};
+use crate::store::index::Index;
+use crate::store::{Limits, StoreError};
+
+impl EmbeddedStore {
+    /// Opens (or creates, owner-only) the database at `path` on `backend`, converts a sled
+    /// store of the previous layout, rebuilds the index from the unfinished deliveries and
+    /// starts the writer thread. A directory that holds the other backend's files is refused:
+    /// `hookd store export` and `import` move a store between them.
+    pub fn open(
+        backend: Backend,
+        path: &Path,
+        cache_capacity_bytes: u64,
+    ) -> Result<EmbeddedStore, StoreError> {
+        create_private_dir(path)?;
+        refuse_other_backend(backend, path)?;
+        let kv = Kv::open(backend, path, cache_capacity_bytes)?;
+        if let Some((db, tree)) = sled_parts(&kv) {
+            let _serial = kv.exclusive();
+            migrate::from_v1(db, tree)?;
+        }
+        let skipped = Arc::new(Skipped::default());
+        let queue = Arc::new(Mutex::new(Queue {
+            index: load_index(&kv, &skipped)?,
+            fresh: HashMap::new(),
+        }));
+        let health = Arc::new(Mutex::new(load_health(&kv, &skipped)?));
+        let writer = Writer {
+            kv: kv.clone(),
+            queue: queue.clone(),
+            health: health.clone(),
+            fault: Mutex::new(None),
+            skipped: skipped.clone(),
+        };
+        let (tx, handle) = writer.start()?;
+        Ok(EmbeddedStore {
+            kv,
+            writer: tx,
+            writer_thread: Arc::new(Mutex::new(Some(handle))),
+            queue,
+            health,
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS as usize)),
+            skipped,
+        })
+    }
+
+    /// Which library holds this store.
+    pub fn backend(&self) -> Backend {
+        self.kv.backend()
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Create {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The file each backend keeps at the top of its directory, and that the other does not.
+fn marker(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sled => "conf",
+        Backend::Fjall => "keyspaces",
+    }
+}
+
+/// Refuses to open `path` on `backend` when it holds the other backend's store: each would
+/// start an empty store of its own beside the other's files, and the queue would seem lost.
+fn refuse_other_backend(backend: Backend, path: &Path) -> Result<(), StoreError> {
+    let other = match backend {
+        Backend::Sled => Backend::Fjall,
+        Backend::Fjall => Backend::Sled,
+    };
+    if path.join(marker(other)).exists() && !path.join(marker(backend)).exists() {
+        return Err(StoreError::Backend(format!(
+            "{} holds a {} store, and [storage] engine is \"{}\": set engine = \"{}\", or move the \
+             store with `hookd store export` (on \"{}\") and `hookd store import` (on \"{}\") into \
+             another path",
+            path.display(),
+            other.name(),
+            backend.name(),
+            other.name(),
+            other.name(),
+            backend.name(),
+        )));
+    }
+    Ok(())
+}
+
+/// The due-time index of the unfinished deliveries (`P`), from their records' heads.
+fn load_index(kv: &Kv, skipped: &Skipped) -> Result<Index, StoreError> {
+    let mut index = Index::new(Limits::default());
+    for entry in kv.scan_prefix([PENDING]) {
+        let (k, v) = entry?;
+        let head = id_of(&k).and_then(|id| {
+            let (bucket, due) = DeliveryRecord::decode_head(&v).map_err(|e| corrupt(&k, e))?;
+            Ok((id, bucket, due))
+        });
+        match head {
+            Ok((id, bucket, due)) => index.insert(&bucket, due, id),
+            Err(e) => skipped.skip(&k, e),
+        }
+    }
+    Ok(index)
+}
+
+/// The subscriptions' stored states (`S`).
+fn load_health(kv: &Kv, skipped: &Skipped) -> Result<Health, StoreError> {
+    let mut health = Health::default();
+    for entry in kv.scan_prefix([SUBSCRIPTION]) {
+        let (k, v) = entry?;
+        let id = String::from_utf8_lossy(&k[1..]).into_owned();
+        match serde_json::from_slice(&v) {
+            Ok(state) => {
+                health.states.insert(id, state);
+            }
+            Err(e) => skipped.skip(&k, e),
+        }
+    }
+    Ok(health)
+}

@@ -21,6 +21,8 @@
 //!   batches of 1000, stops on SIGTERM; the store's bytes (the sum of its files' sizes) per
 //!   pending delivery.
 //!
+//! - **fjall batched**, **fjall single** and **fjall disk**: the same on the embedded engine's
+//!   other backend (`[storage] engine = "fjall"`).
 //! - with `--postgres` (or `$HOOKD_BENCH_POSTGRES`): batched and single again on the PostgreSQL
 //!   engine (one node, a fresh database), and batched with two nodes sharing one database, the
 //!   clients spread over both (the CPU figure is both nodes' together).
@@ -126,6 +128,8 @@ fn parse_args() -> Args {
 #[derive(Clone)]
 enum Engine {
     Sled,
+    /// The embedded engine on fjall (`[storage] engine = "fjall"`).
+    Fjall,
     /// `nodes` hookd processes sharing one fresh database on this server.
     Postgres {
         server: String,
@@ -444,6 +448,9 @@ async fn start_on(
     HookdProcess::start_with_storage(dir, storage, &extra).await
 }
 
+/// The `[storage]` keys of the fjall phases.
+const FJALL: &str = "engine = \"fjall\"\n";
+
 /// The hookd processes of one throughput phase.
 async fn start_engine(
     engine: &Engine,
@@ -453,6 +460,7 @@ async fn start_engine(
 ) -> Vec<HookdProcess> {
     match engine {
         Engine::Sled => vec![start_hookd(dir, receiver, connections).await],
+        Engine::Fjall => vec![start_on(dir, receiver, connections, FJALL).await],
         Engine::Postgres { server, nodes } => {
             let url = fresh_database(server).await;
             let storage = format!("engine = \"postgres\"\nurl = {url:?}\n");
@@ -637,11 +645,11 @@ struct Disk {
 
 /// `disk_events` events into a fresh hookd whose subscription is paused, then SIGTERM: the
 /// store's size per pending delivery.
-async fn disk(args: &Args) -> Disk {
+async fn disk(args: &Args, storage: &str) -> Disk {
     let events = args.disk_events;
     let (seen, addr) = receiver(Instant::now(), 0).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut hookd = start_hookd(dir.path(), addr, args.connections).await;
+    let mut hookd = start_on(dir.path(), addr, args.connections, storage).await;
     let client = reqwest::Client::new();
     let pause = client
         .post(format!("http://{}/v1/subscriptions/bench/pause", hookd.api))
@@ -683,11 +691,14 @@ struct Run {
     ceiling_per_s: f64,
     batched: Throughput,
     single: Throughput,
+    /// The embedded engine on fjall: batched and single.
+    fjall: [Throughput; 2],
     /// The PostgreSQL engine, with `--postgres`: one node batched and single, two nodes
     /// batched.
     pg: Option<[Throughput; 3]>,
     latency: Latency,
     disk: Disk,
+    disk_fjall: Disk,
 }
 
 fn throughput_line(label: &str, t: &Throughput) -> String {
@@ -708,6 +719,8 @@ fn print_run(label: &str, r: &Run) {
     );
     println!("{label}: {}", throughput_line("batched", &r.batched));
     println!("{label}: {}", throughput_line("single", &r.single));
+    println!("{label}: {}", throughput_line("fjall batched", &r.fjall[0]));
+    println!("{label}: {}", throughput_line("fjall single", &r.fjall[1]));
     if let Some([one_batched, one_single, two_batched]) = &r.pg {
         println!(
             "{label}: {}",
@@ -727,17 +740,23 @@ fn print_run(label: &str, r: &Run) {
         "{label}: latency  {:.0}/s offered  202 p50 {:.2} p99 {:.2} ms  accepted->received p50 {:.2} p99 {:.2} ms",
         l.offered_per_s, l.ack_p50_ms, l.ack_p99_ms, l.received_p50_ms, l.received_p99_ms
     );
-    let d = &r.disk;
-    println!(
-        "{label}: disk     {:.1} MiB on disk = {:.0} bytes per pending delivery  peak RSS {:.1} MiB",
-        d.mib, d.bytes_per_delivery, d.rss_mib
-    );
+    for (name, d) in [("disk", &r.disk), ("fjall disk", &r.disk_fjall)] {
+        println!(
+            "{label}: {name:<8} {:.1} MiB on disk = {:.0} bytes per pending delivery  peak RSS {:.1} MiB",
+            d.mib, d.bytes_per_delivery, d.rss_mib
+        );
+    }
 }
 
 /// The median of each figure; the ratio is the median of the runs' ratios (each run's delivery
 /// rate against its own ceiling).
 fn medians(runs: &[Run]) -> Run {
     let m = |f: &dyn Fn(&Run) -> f64| common::median(runs.iter().map(f));
+    let disk_median = |f: &dyn Fn(&Run) -> &Disk| Disk {
+        mib: m(&|r| f(r).mib),
+        bytes_per_delivery: m(&|r| f(r).bytes_per_delivery),
+        rss_mib: m(&|r| f(r).rss_mib),
+    };
     let throughput = |f: &dyn Fn(&Run) -> &Throughput| Throughput {
         ingest_per_s: m(&|r| f(r).ingest_per_s),
         delivered_per_s: m(&|r| f(r).delivered_per_s),
@@ -763,6 +782,7 @@ fn medians(runs: &[Run]) -> Run {
         ceiling_per_s: m(&|r| r.ceiling_per_s),
         batched: throughput(&|r| &r.batched),
         single: throughput(&|r| &r.single),
+        fjall: [throughput(&|r| &r.fjall[0]), throughput(&|r| &r.fjall[1])],
         pg,
         latency: Latency {
             offered_per_s: m(&|r| r.latency.offered_per_s),
@@ -771,11 +791,8 @@ fn medians(runs: &[Run]) -> Run {
             received_p50_ms: m(&|r| r.latency.received_p50_ms),
             received_p99_ms: m(&|r| r.latency.received_p99_ms),
         },
-        disk: Disk {
-            mib: m(&|r| r.disk.mib),
-            bytes_per_delivery: m(&|r| r.disk.bytes_per_delivery),
-            rss_mib: m(&|r| r.disk.rss_mib),
-        },
+        disk: disk_median(&|r| &r.disk),
+        disk_fjall: disk_median(&|r| &r.disk_fjall),
     }
 }
 
@@ -798,6 +815,13 @@ async fn run_once(args: &Args) -> Run {
     let mut single = throughput(args, args.single_clients, 1, &Engine::Sled).await;
     batched.of_ceiling = batched.delivered_per_s / ceiling_per_s;
     single.of_ceiling = single.delivered_per_s / ceiling_per_s;
+    let mut fjall = [
+        throughput(args, args.batch_clients, args.batch, &Engine::Fjall).await,
+        throughput(args, args.single_clients, 1, &Engine::Fjall).await,
+    ];
+    for t in &mut fjall {
+        t.of_ceiling = t.delivered_per_s / ceiling_per_s;
+    }
     let pg = match &args.postgres {
         Some(server) => {
             let on = |nodes| Engine::Postgres {
@@ -817,15 +841,18 @@ async fn run_once(args: &Args) -> Run {
         None => None,
     };
     let latency = latency(args).await;
-    let disk = disk(args).await;
+    let disk_sled = disk(args, "").await;
+    let disk_fjall = disk(args, FJALL).await;
     Run {
         load,
         ceiling_per_s,
         batched,
         single,
+        fjall,
         pg,
         latency,
-        disk,
+        disk: disk_sled,
+        disk_fjall,
     }
 }
 

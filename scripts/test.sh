@@ -9,6 +9,9 @@
 #   test      cargo test --all-targets: unit tests, tidy (tests/tidy.rs), the integration tests
 #             on sled (tests/it, the README walkthrough among them) and the benches' smoke runs
 #   browser   the dashboard's browser tests (node --test tests/browser/, on the binary built)
+#   fjall     the integration tests that depend on the embedded store's backend again on
+#             fjall: faults, crashes, restarts, a full disk, a damaged store, retention, the
+#             store's files (conformance::fjall already ran in the test step)
 #   postgres  the integration tests again on PostgreSQL (127.0.0.1:5432, required)
 #   package   builds and checks the Debian package (scripts/package-check.sh; installs
 #             cargo-deb when missing)
@@ -19,13 +22,15 @@
 #   scripts/test.sh                   every default step, in the order above
 #   scripts/test.sh it -- tenancy::   the sled integration tests whose name has tenancy::
 #   scripts/test.sh --help
-# Arguments after `--` go to each cargo test step run (test, unit, tidy, it, postgres).
+# Arguments after `--` go to each cargo test step run (test, unit, tidy, it, fjall, postgres).
 # Takes about 9 minutes on 2 cores with a warm build cache (README.md, "Running the tests").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-DEFAULT_STEPS=(deps fmt clippy test browser postgres package)
-ALL_STEPS=(deps fmt clippy test unit tidy it browser postgres package)
+DEFAULT_STEPS=(deps fmt clippy test browser fjall postgres package)
+ALL_STEPS=(deps fmt clippy test unit tidy it browser fjall postgres package)
+# The integration tests whose behaviour depends on the embedded backend (the fjall step).
+FJALL_TESTS=(faults:: crash:: restart:: overload:: damaged_store:: limits:: retention:: systemd::empty_storage systemd::state_directory retries:: clock_jumps::)
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -76,6 +81,11 @@ run_step() {
             # a plain `cargo build` would rebuild tokio and hookd twice); HOOKD_BIN may name another.
             cargo test --quiet --no-run --test it
             HOOKD_BIN="${HOOKD_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/hookd}" node --test tests/browser/
+            ;;
+        fjall)
+            # Every hookd a test starts gets `engine = "fjall"` (tests/it/support/engine.rs);
+            # sled-specific tests print "NOT RUN on fjall: <why>".
+            HOOKD_TEST_ENGINE=fjall cargo test --test it -- "${FJALL_TESTS[@]}" ${cargo_args[@]+"${cargo_args[@]}"}
             ;;
         postgres)
             # Every hookd a test starts gets a database of its own (tests/it/support/engine.rs);

@@ -313,7 +313,8 @@ async fn background(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// sled stops writing for good after an I/O error (a disk that filled completely under it):
+/// An embedded store (sled or fjall) stops writing for good after an I/O error (a disk that
+/// filled completely under it):
 /// ingest answers 503 and `/readyz` fails meanwhile. Once the store has failed for
 /// [`STORE_FAILED_FOR`] and its filesystem has room again, hookd drains and `main` executes
 /// it again in place (same process id, same arguments), which reopens the store from what it

@@ -1,8 +1,8 @@
 //! hookd: a webhook delivery daemon.
 //!
 //! Job runners post events to `POST /v1/events`; hookd stores each event and one delivery per
-//! matching subscription durably (sled, or PostgreSQL for several nodes), answers `202`, then
-//! POSTs the signed body to each target and retries failures on a schedule until delivered or
+//! matching subscription durably (embedded in sled or fjall, or PostgreSQL for several nodes),
+//! answers `202`, then POSTs the signed body to each target and retries failures on a schedule until delivered or
 //! dead. ARCHITECTURE.md draws the layers; `tests/tidy.rs` holds the modules to them.
 //!
 //! # Layout
@@ -16,7 +16,8 @@
 //! - [`event`]: ingest validation; builds the delivered body once per event.
 //! - [`store`]: the store traits ([`store::QueueStore`], [`store::AdminStore`]), their
 //!   vocabulary ([`store::Outcome`], [`store::DeliveryState`]), the in-memory due-time index,
-//!   and the engines: [`store::sled`] (embedded, the default) and [`store::postgres`].
+//!   and the engines: [`store::embedded`] (in `storage.path`, on sled, the default, or fjall)
+//!   and [`store::postgres`].
 //! - [`config`]: the TOML file, its defaults (the compiled-in example), validation, and a
 //!   subscription's settable fields ([`config::SUBSCRIPTION_FIELDS`]).
 //! - [`transfer`]: `hookd store export|import`, a store as JSON lines.

@@ -449,7 +449,7 @@ async fn sustained_overload_is_refused_at_the_limit_bounded_and_drained() {
     .await;
 }
 
-/// With no reserve (`min_free_bytes = 0`) ingest runs the disk full under sled, which then
+/// With no reserve (`min_free_bytes = 0`) ingest runs the disk full under the store, which then
 /// stops writing for good: ingest answers 503 and `/readyz` fails. Once space returns, hookd
 /// restarts itself in place (same process) with the store reopened, and everything it
 /// acknowledged is delivered.
@@ -554,7 +554,8 @@ async fn a_disk_filled_under_the_store_is_reopened_once_space_returns() {
         .stderr()
         .contains("restarting hookd to reopen it"));
     eprintln!(
-        "FIGURE disk-full-under-sled: no reserve, a 48 MiB tmpfs filled by another file: 503 and /readyz 503 once sled could not write; hookd restarted in place when space returned; all {} acknowledged delivered",
+        "FIGURE disk-full-under-the-store ({:?}): no reserve, a 48 MiB tmpfs filled by another file: 503 and /readyz 503 once the store could not write; hookd restarted in place when space returned; all {} acknowledged delivered",
+        crate::support::engine::current(),
         expected.len()
     );
     drop(hookd);

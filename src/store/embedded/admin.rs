@@ -137,7 +137,7 @@ impl AdminStore for EmbeddedStore {
 
     async fn session_revoked(&self, nonce: &str) -> Result<bool, StoreError> {
         let k = key(REVOKED, nonce.as_bytes());
-        self.read(move |s| Ok(s.kv.contains_key(k)?)).await
+        self.read(move |s| s.kv.contains_key(k)).await
     }
 
     async fn event_body(&self, event_id: &str) -> Result<Option<Bytes>, StoreError> {
@@ -321,7 +321,7 @@ impl AdminStore for EmbeddedStore {
     }
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.read(|s| Ok(s.kv.size_on_disk()?)).await
+        self.read(|s| s.kv.size_on_disk()).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

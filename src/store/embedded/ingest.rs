@@ -78,13 +78,13 @@ impl Writer {
                 duplicate: false,
             });
         }
-        self.kv.apply_batch(batch).map_err(StoreError::from)?;
+        self.kv.apply_batch(batch)?;
         Ok((answers, fresh))
     }
 
     /// The event stored under `k`, the key of `event`, if there is one.
     fn stored(&self, k: &[u8], event: &NewEvent) -> Result<Option<Accepted>, IngestError> {
-        let Some(v) = self.kv.get(k).map_err(StoreError::from)? else {
+        let Some(v) = self.kv.get(k)? else {
             return Ok(None);
         };
         let e = match EventRecord::decode(&v, false) {
@@ -148,7 +148,7 @@ fn add_event(
         ids.push(dlv);
     }
     if ids.is_empty() {
-        batch.insert(unmatched_key(now_ms, id), &[]);
+        batch.insert(unmatched_key(now_ms, id), []);
     }
     let accepted = Accepted {
         id,

@@ -104,7 +104,7 @@ impl Batch {
 
 /// Records in key order, either way: `(key, value)` pairs.
 pub(super) enum Iter {
-    Sled(::sled::Iter),
+    Sled(Box<::sled::Iter>),
     Fjall(fjall::Iter),
 }
 
@@ -225,7 +225,7 @@ impl Kv {
     /// The records whose key starts with `prefix`, in key order.
     pub(super) fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
         match self {
-            Kv::Sled { tree, .. } => Iter::Sled(tree.scan_prefix(prefix)),
+            Kv::Sled { tree, .. } => Iter::Sled(Box::new(tree.scan_prefix(prefix))),
             Kv::Fjall { keyspace, .. } => Iter::Fjall(keyspace.prefix(prefix)),
         }
     }
@@ -233,7 +233,7 @@ impl Kv {
     /// The records whose key is in `range`, in key order.
     pub(super) fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
         match self {
-            Kv::Sled { tree, .. } => Iter::Sled(tree.range(range)),
+            Kv::Sled { tree, .. } => Iter::Sled(Box::new(tree.range(range))),
             Kv::Fjall { keyspace, .. } => Iter::Fjall(keyspace.range(range)),
         }
     }
@@ -313,6 +313,10 @@ fn open_sled(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
     })
 }
 
+/// The records fjall keeps in memory before it writes them to a table: 16 MiB (its default is
+/// 64), so that memory stays well inside the budget of a node (docs/configuration.md).
+const FJALL_MEMTABLE: u64 = 16 << 20;
+
 fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
     let opened = fjall::Database::builder(path)
         .cache_size(cache_capacity_bytes)
@@ -321,7 +325,9 @@ fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
         .manual_journal_persist(true)
         .open()
         .and_then(|db| {
-            let keyspace = db.keyspace(TREE, fjall::KeyspaceCreateOptions::default)?;
+            let keyspace = db.keyspace(TREE, || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(FJALL_MEMTABLE)
+            })?;
             Ok(Kv::Fjall { db, keyspace })
         });
     opened.map_err(|e| match e {

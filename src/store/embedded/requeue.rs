@@ -46,14 +46,14 @@ impl Writer {
             ));
         }
         let k = delivery_key(DONE, id);
-        let Some(v) = self.kv.get(&k).map_err(StoreError::from)? else {
+        let Some(v) = self.kv.get(&k)? else {
             return Err(RequeueError::NotFound(name));
         };
         let r = DeliveryRecord::decode(&v).map_err(|e| corrupt(&k, e))?;
         let was = r.state;
         let mut batch = Batch::default();
         let (bucket, due) = self.reopen(&mut batch, id, r, now_ms);
-        self.kv.apply_batch(batch).map_err(StoreError::from)?;
+        self.kv.apply_batch(batch)?;
         let queue = self.queue.clone();
         let after: Done = Box::new(move |_| lock(&queue).index.insert(&bucket, due, id));
         Ok((was, Some(after)))

@@ -176,7 +176,7 @@ fn portable_event(e: &EventRecord) -> Portable {
 fn import_event(batch: &mut Batch, e: ImportedEvent) -> (String, u128) {
     let id = ulid::Ulid::from_parts(e.created_ms, event_hash(&e.request_id, &e.status)).0;
     if e.deliveries.is_empty() {
-        batch.insert(unmatched_key(e.created_ms, id), &[]);
+        batch.insert(unmatched_key(e.created_ms, id), []);
     }
     let record = EventRecord {
         id,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::layout::printable_key;
 use super::writer::Done;
-use super::{lock, FRESH_MAX};
+use super::{lock, FRESH_BYTES};
 use crate::store::index::{Id, Index};
 use crate::store::{parse_delivery_id, Claimed, DeliveryState, SubscriptionState};
 
@@ -16,7 +16,49 @@ use crate::store::{parse_delivery_id, Claimed, DeliveryState, SubscriptionState}
 pub(super) struct Queue {
     pub(super) index: Index,
     /// Deliveries just ingested, with their bodies: their first attempt needs no read.
-    pub(super) fresh: HashMap<Id, Claimed>,
+    pub(super) fresh: Fresh,
+}
+
+/// The deliveries just ingested, kept whole for their first attempt, within [`FRESH_BYTES`]
+/// (their bodies, and a fixed allowance for each delivery's fields): a burst is delivered from
+/// memory, and a backlog past the budget is read from disk when its turn comes.
+#[derive(Default)]
+pub(super) struct Fresh {
+    deliveries: HashMap<Id, Claimed>,
+    bytes: usize,
+}
+
+/// What a delivery kept in [`Fresh`] costs beside its body: its ids, subscription and bucket
+/// strings and the map's own entry.
+const FRESH_OVERHEAD: usize = 320;
+
+impl Fresh {
+    fn cost(claim: &Claimed) -> usize {
+        claim.body.len() + FRESH_OVERHEAD
+    }
+
+    /// Keeps `claim` if the budget has room for it.
+    fn offer(&mut self, id: Id, claim: Claimed) {
+        let cost = Fresh::cost(&claim);
+        if self.bytes + cost <= FRESH_BYTES {
+            if let Some(old) = self.deliveries.insert(id, claim) {
+                self.bytes -= Fresh::cost(&old);
+            }
+            self.bytes += cost;
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: &Id) -> Option<Claimed> {
+        let claim = self.deliveries.remove(id)?;
+        self.bytes -= Fresh::cost(&claim);
+        Some(claim)
+    }
+
+    /// The bytes held, as the budget counts them.
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl Queue {
@@ -26,9 +68,7 @@ impl Queue {
         for claim in fresh {
             let id = parse_delivery_id(&claim.delivery.id).map_or(0, |u| u.0);
             self.index.insert(&claim.delivery.bucket, now_ms, id);
-            if self.fresh.len() < FRESH_MAX {
-                self.fresh.insert(id, claim);
-            }
+            self.fresh.offer(id, claim);
         }
     }
 

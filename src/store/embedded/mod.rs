@@ -97,8 +97,10 @@ const REVOKED: u8 = b'R';
 const LAZY_FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// Most jobs the writer takes into one round (one flush).
 const MAX_GROUP: usize = 1024;
-/// Freshly ingested deliveries kept in memory, body included, for their first attempt.
-const FRESH_MAX: usize = 8192;
+/// Bytes of freshly ingested deliveries kept in memory, bodies included, for their first
+/// attempt ([`memory::Fresh`]): 24 MiB, about 17,000 deliveries of 1 KiB events (it was 8,192
+/// deliveries, whatever their size).
+const FRESH_BYTES: usize = 24 << 20;
 /// How often a subscription's health record is written at most.
 const HEALTH_WRITE_EVERY: Duration = Duration::from_secs(1);
 /// Records a listing examines at most per call: a filter that matches little returns a short

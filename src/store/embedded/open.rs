@@ -2,7 +2,6 @@
 //! conversion of a first-layout sled store, then the memory rebuilt from the records and the
 //! writer started.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -35,7 +34,7 @@ impl EmbeddedStore {
         let skipped = Arc::new(Skipped::default());
         let queue = Arc::new(Mutex::new(Queue {
             index: load_index(&kv, &skipped)?,
-            fresh: HashMap::new(),
+            fresh: Default::default(),
         }));
         let health = Arc::new(Mutex::new(load_health(&kv, &skipped)?));
         let writer = Writer {

@@ -68,13 +68,14 @@ impl Writer {
         let before = (state.consecutive_failures, state.last_error.clone());
         state.fold(attempt.outcome, attempt.error.as_ref(), now_ms);
         let changed = before != (state.consecutive_failures, state.last_error.clone());
-        let encoded = encode_json(state);
         let due = changed
             || health
                 .written
                 .get(subscription)
                 .is_none_or(|at| at.elapsed() >= HEALTH_WRITE_EVERY);
         if due {
+            // Encoded only when written: successes in a row skip it.
+            let encoded = encode_json(&health.states[subscription]);
             batch.insert(key(SUBSCRIPTION, subscription.as_bytes()), encoded);
             health
                 .written

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::kv::sled_parts;
-use super::{Backend, EmbeddedStore, SUBSCRIPTION};
+use super::{lock, Backend, EmbeddedStore, SUBSCRIPTION};
 use crate::event::{parse_event, IngestRules, NewEvent};
 use crate::store::{
     AdminStore, Attempt, DeliveryState, Limits, Next, Outcome, QueueStore, SubscriptionState,
@@ -276,4 +276,49 @@ async fn a_store_of_the_other_backend_is_refused_with_the_way_out() {
         let again = EmbeddedStore::open(made, dir.path(), 1 << 20).unwrap();
         again.close().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn the_fresh_cache_keeps_to_its_byte_budget_and_the_rest_is_read_from_disk() {
+    use super::FRESH_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(Backend::Fjall, dir.path(), 1 << 20).unwrap();
+    store.set_limits(Limits {
+        global: 1 << 20,
+        subscriptions: [("main".to_string(), 1 << 20)].into(),
+        ..limits()
+    });
+    // 64 KiB bodies: the budget holds a few hundred of them, and this is more.
+    let big = "x".repeat(64 << 10);
+    let count = FRESH_BYTES / (64 << 10) + 100;
+    let rules = IngestRules {
+        allow_adhoc_targets: false,
+        allow_http: false,
+        guard: crate::guard::Guard::default(),
+    };
+    let events: Vec<_> = (0..count)
+        .map(|i| {
+            let e = parse_event(
+                serde_json::json!({"request_id": format!("big-{i}"), "status": "completed", "result": {"blob": big}}),
+                &rules,
+                "2026-01-01T00:00:00Z",
+            )
+            .unwrap();
+            (e, vec![target("main")])
+        })
+        .collect();
+    store.ingest(events, 1000).await.unwrap();
+    let held = lock(&store.queue).fresh.bytes();
+    assert!(held <= FRESH_BYTES, "{held} bytes held");
+    assert!(held > FRESH_BYTES / 2, "the budget is used: {held} bytes");
+    // Every delivery is claimed whole, from memory or from disk.
+    let (claimed, _) = store.claim(1000, count + 10).await.unwrap();
+    assert_eq!(claimed.len(), count);
+    assert!(claimed.iter().all(|c| c.body.len() > 64 << 10));
+    assert_eq!(
+        lock(&store.queue).fresh.bytes(),
+        0,
+        "claims empty the cache"
+    );
+    store.close().await.unwrap();
 }

@@ -2,7 +2,8 @@
 //! delivery costs to claim and to record. This is the work that bounds hookd's rates (see
 //! docs/benchmarks.md).
 //!
-//! `cargo bench --bench store -- [--events N]`
+//! `cargo bench --bench store -- [--events N] [--engine sled|fjall|both]` (both by default: the
+//! embedded engine on each backend, one after the other, in the same run).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -18,13 +19,30 @@ fn main() {
     let bench = common::is_bench();
     let events = common::arg("--events", if bench { 20_000 } else { 500 });
     let runtime = common::runtime();
-    runtime.block_on(run(events));
+    for backend in backends() {
+        runtime.block_on(run(events, backend));
+    }
 }
 
-async fn run(events: usize) {
+/// The backends `--engine` names.
+fn backends() -> Vec<Backend> {
+    let args: Vec<String> = std::env::args().collect();
+    let named = args
+        .iter()
+        .position(|a| a == "--engine")
+        .and_then(|i| args.get(i + 1))
+        .map_or("both", String::as_str);
+    match named {
+        "sled" => vec![Backend::Sled],
+        "fjall" => vec![Backend::Fjall],
+        "both" => vec![Backend::Sled, Backend::Fjall],
+        other => panic!("--engine must be sled, fjall or both, not {other:?}"),
+    }
+}
+
+async fn run(events: usize, backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        std::sync::Arc::new(EmbeddedStore::open(Backend::Sled, dir.path(), 64 << 20).unwrap());
+    let store = std::sync::Arc::new(EmbeddedStore::open(backend, dir.path(), 64 << 20).unwrap());
     store.set_limits(Limits {
         global: usize::MAX,
         adhoc_total: 0,
@@ -52,7 +70,7 @@ async fn run(events: usize) {
         }]
     };
     let us = |t: Instant, n: usize| t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    println!("store: {events} events, one subscription");
+    println!("store ({}): {events} events, one subscription", backend.name());
 
     // One event per durable commit: a writer round and a flush each.
     let half = events / 2;

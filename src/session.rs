@@ -57,9 +57,10 @@ struct PortalClaims {
     n: String,
 }
 
-/// The dashboard's key, and the sign-outs this node has seen.
+/// The dashboard's sessions and portal links: the key that signs them, read from the store once,
+/// and the sign-outs this node has seen.
 #[derive(Default)]
-pub struct UiState {
+pub struct Sessions {
     key: tokio::sync::OnceCell<Vec<u8>>,
     /// Signed-out session nonces and their expiry, as the store said: a sign-out is for good,
     /// so the store need not be asked about these again. Whether any other session was signed
@@ -106,7 +107,7 @@ pub enum PortalRefusal {
     Expired,
 }
 
-impl UiState {
+impl Sessions {
     /// The key, read from (or made in) the store on first use.
     pub async fn key(
         &self,
@@ -138,7 +139,7 @@ impl UiState {
 
     /// The session `cookie` stands for, if it is signed with `key`, unexpired at `now_ms` and
     /// opened with a token that `tokens` still holds with the admin scope (or, when `tokens`
-    /// is empty, opened without one). Whether it was signed out is [`UiState::signed_out`]'s.
+    /// is empty, opened without one). Whether it was signed out is [`Sessions::signed_out`]'s.
     pub fn session(key: &[u8], cookie: &str, now_ms: u64, tokens: &[ApiToken]) -> Option<Session> {
         let claims: SessionClaims = verify(key, "session", cookie)?;
         if now_ms >= claims.e {
@@ -256,28 +257,28 @@ mod tests {
     #[test]
     fn a_session_holds_until_it_expires_while_its_token_is_configured() {
         let tokens = [admin("first-token"), admin("second-token")];
-        let cookie = UiState::new_session(KEY, 2_000, "second-token");
-        let session = UiState::session(KEY, &cookie, 1_000, &tokens).expect("valid");
+        let cookie = Sessions::new_session(KEY, 2_000, "second-token");
+        let session = Sessions::session(KEY, &cookie, 1_000, &tokens).expect("valid");
         assert_eq!(session.expires_ms, 2_000);
         assert!(
             !cookie.contains("second-token"),
             "the token is not in the cookie"
         );
         assert_eq!(
-            UiState::session(KEY, &cookie, 2_000, &tokens),
+            Sessions::session(KEY, &cookie, 2_000, &tokens),
             None,
             "expired"
         );
         assert_eq!(
-            UiState::session(b"another key", &cookie, 1_000, &tokens),
+            Sessions::session(b"another key", &cookie, 1_000, &tokens),
             None
         );
         let mut tampered = cookie.clone().into_bytes();
         tampered[3] ^= 1;
         let tampered = String::from_utf8(tampered).expect("ascii");
-        assert_eq!(UiState::session(KEY, &tampered, 1_000, &tokens), None);
+        assert_eq!(Sessions::session(KEY, &tampered, 1_000, &tokens), None);
         assert_eq!(
-            UiState::session(KEY, &cookie, 1_000, &tokens[..1]),
+            Sessions::session(KEY, &cookie, 1_000, &tokens[..1]),
             None,
             "its token was removed"
         );
@@ -285,16 +286,16 @@ mod tests {
             scopes: vec![TokenScope::Ingest],
             ..admin("second-token")
         };
-        assert_eq!(UiState::session(KEY, &cookie, 1_000, &[ingest_only]), None);
+        assert_eq!(Sessions::session(KEY, &cookie, 1_000, &[ingest_only]), None);
         assert_eq!(
-            UiState::session(KEY, &cookie, 1_000, &[]),
+            Sessions::session(KEY, &cookie, 1_000, &[]),
             None,
             "the API opened"
         );
-        let open = UiState::new_session(KEY, 2_000, "");
-        assert!(UiState::session(KEY, &open, 1_000, &[]).is_some());
+        let open = Sessions::new_session(KEY, 2_000, "");
+        assert!(Sessions::session(KEY, &open, 1_000, &[]).is_some());
         assert_eq!(
-            UiState::session(KEY, &open, 1_000, &tokens),
+            Sessions::session(KEY, &open, 1_000, &tokens),
             None,
             "tokens were configured since"
         );
@@ -303,15 +304,15 @@ mod tests {
 
     #[test]
     fn a_portal_token_names_its_owner_until_it_expires() {
-        let token = UiState::new_portal(KEY, "acme", 5_000);
-        assert_eq!(UiState::portal(KEY, &token, 4_999), Ok("acme".to_string()));
+        let token = Sessions::new_portal(KEY, "acme", 5_000);
+        assert_eq!(Sessions::portal(KEY, &token, 4_999), Ok("acme".to_string()));
         assert_eq!(
-            UiState::portal(KEY, &token, 5_000),
+            Sessions::portal(KEY, &token, 5_000),
             Err(PortalRefusal::Expired)
         );
-        let session = UiState::new_session(KEY, 5_000, "");
+        let session = Sessions::new_session(KEY, 5_000, "");
         assert_eq!(
-            UiState::portal(KEY, &session, 1),
+            Sessions::portal(KEY, &session, 1),
             Err(PortalRefusal::Invalid),
             "a session cookie is not a portal token"
         );

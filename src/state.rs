@@ -48,8 +48,8 @@ pub struct Shared {
     /// Where the listeners are bound (`api 127.0.0.1:8080, metrics 127.0.0.1:9464`): port 0 in
     /// the config is resolved here, for the log and systemd's status line.
     pub listening: String,
-    /// The dashboard's signing key and signed-out sessions.
-    pub ui: crate::session::UiState,
+    /// The dashboard's sessions: their signing key and the sign-outs seen.
+    pub sessions: crate::session::Sessions,
     /// OpenTelemetry spans (`[traces]`); off unless configured.
     pub traces: Arc<crate::traces::Traces>,
     /// Taken by each change of the subscriptions, pause or disabled switches made here (the
@@ -86,7 +86,7 @@ impl Shared {
             scheduler_heartbeat: Arc::new(AtomicU64::new(clock.now_ms())),
             gauge_clock: std::sync::Mutex::new(None),
             admission: crate::admission::Admission::new(),
-            ui: crate::session::UiState::default(),
+            sessions: crate::session::Sessions::default(),
             control: {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 (tx, std::sync::Mutex::new(Some(rx)))

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::session::UiState;
+use crate::session::Sessions;
 use crate::state::Shared;
 
 /// How long a link lasts unless asked otherwise, and at most.
@@ -78,7 +78,7 @@ pub async fn create(
             }
         },
     };
-    let Ok(key) = shared.ui.key(shared.store.as_ref()).await else {
+    let Ok(key) = shared.sessions.key(shared.store.as_ref()).await else {
         return super::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the store could not answer; see hookd's log",
@@ -88,7 +88,7 @@ pub async fn create(
         .clock
         .now_ms()
         .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-    let token = UiState::new_portal(key, &owner, expires_ms);
+    let token = Sessions::new_portal(key, &owner, expires_ms);
     let base = match &shared.config().api.public_url {
         Some(url) => url.as_str().trim_end_matches('/').to_string(),
         None => {

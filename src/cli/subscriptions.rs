@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::http::path_segment;
 use super::{admin, call, cell, table, ClientArgs};
+use crate::config::SubscriptionField as Field;
 
 #[derive(Subcommand)]
 pub enum SubscriptionsCommand {
@@ -229,7 +230,7 @@ fn request(command: &SubscriptionsCommand) -> (&ClientArgs, Request) {
 
 /// The body of `POST /v1/subscriptions` from `hookd subscriptions add`'s flags: each flag that
 /// is given is the API key of its name (`--endpoint` is `url`; `--header` and
-/// `--secret-header` make `headers`).
+/// `--secret-header` make `headers`), each key a [`SubscriptionField`]'s name.
 pub fn add_body(add: &AddSubscription) -> Value {
     let AddSubscription {
         client: _,
@@ -250,39 +251,44 @@ pub fn add_body(add: &AddSubscription) -> Value {
         disable_after,
         disable_after_failures,
     } = add;
-    let mut body = json!({ "url": endpoint, "events": events });
-    for (key, value) in [
-        ("id", id),
-        ("owner", owner),
-        ("secret", secret),
-        ("signature", signature),
-        ("timeout", timeout),
-        ("breaker_probe_interval", breaker_probe_interval),
-        ("disable_after", disable_after),
+    let mut body = Map::new();
+    let mut put = |field: Field, value: Value| {
+        body.insert(field.name.to_string(), value);
+    };
+    put(Field::URL, json!(endpoint));
+    put(Field::EVENTS, json!(events));
+    for (field, value) in [
+        (Field::ID, id),
+        (Field::OWNER, owner),
+        (Field::SECRET, secret),
+        (Field::SIGNATURE, signature),
+        (Field::TIMEOUT, timeout),
+        (Field::BREAKER_PROBE_INTERVAL, breaker_probe_interval),
+        (Field::DISABLE_AFTER, disable_after),
     ] {
         if let Some(value) = value {
-            body[key] = Value::String(value.clone());
+            put(field, json!(value));
         }
     }
-    for (key, value) in [
-        ("max_in_flight", max_in_flight),
-        ("breaker_failures", breaker_failures),
-        ("disable_after_failures", disable_after_failures),
+    for (field, value) in [
+        (Field::MAX_IN_FLIGHT, max_in_flight),
+        (Field::BREAKER_FAILURES, breaker_failures),
+        (Field::DISABLE_AFTER_FAILURES, disable_after_failures),
     ] {
         if let Some(value) = value {
-            body[key] = json!(value);
+            put(field, json!(value));
         }
     }
     if let Some(schedule) = retry_schedule {
-        body["retry_schedule"] = json!(schedule);
+        put(Field::RETRY_SCHEDULE, json!(schedule));
     }
     if let Some(rate) = rate_limit {
-        body["rate_limit"] = json!(rate);
+        put(Field::RATE_LIMIT, json!(rate));
     }
     if let Some(set) = headers_body(headers, secret_headers) {
-        body["headers"] = set;
+        put(Field::HEADERS, set);
     }
-    body
+    Value::Object(body)
 }
 
 /// The `headers` object: plain values as strings, secret ones as `{"secret": value}`; none
@@ -294,7 +300,7 @@ fn headers_body(
     if headers.is_empty() && secret_headers.is_empty() {
         return None;
     }
-    let mut set = serde_json::Map::new();
+    let mut set = Map::new();
     for (name, value) in headers {
         set.insert(name.clone(), json!(value));
     }
@@ -382,6 +388,7 @@ pub fn subscriptions_table(items: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SUBSCRIPTION_FIELDS;
     use clap::Parser;
 
     /// `hookd subscriptions add` parsed from these arguments.
@@ -428,6 +435,78 @@ mod tests {
                 r#""rate_limit":2.5,"headers":{"X-Team":"ops","Authorization":{"secret":"Bearer x"}}}"#
             )
         );
+    }
+
+    /// The subscription's fields that `hookd subscriptions add` has no flag for, and why.
+    const NO_FLAG: [(Field, &str); 2] = [
+        (
+            Field::PREVIOUS_SECRET,
+            "not taken when a subscription is made: rotate-secret writes it",
+        ),
+        (
+            Field::PREVIOUS_SECRET_EXPIRES,
+            "not taken when a subscription is made: rotate-secret writes it",
+        ),
+    ];
+
+    /// Every flag of `hookd subscriptions add`, each given once (`--header` and
+    /// `--secret-header` both make `headers`).
+    const EVERY_FLAG: [&str; 16] = [
+        "--endpoint=https://r.example/h",
+        "--events=job.completed",
+        "--id=s1",
+        "--owner=acme",
+        "--secret=whsec_c2VjcmV0",
+        "--signature=both",
+        "--retry-schedule=0s,1m",
+        "--timeout=10s",
+        "--max-in-flight=3",
+        "--rate-limit=2.5",
+        "--header=X-Team: ops",
+        "--secret-header=Authorization: Bearer x",
+        "--breaker-failures=5",
+        "--breaker-probe-interval=30s",
+        "--disable-after=5d",
+        "--disable-after-failures=0",
+    ];
+
+    #[test]
+    fn every_flag_is_sent_as_a_subscription_field_and_every_field_has_a_flag_or_a_reason() {
+        let client: Vec<String> = ClientArgs::augment_args(clap::Command::new("client"))
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        for arg in AddSubscription::augment_args(clap::Command::new("add")).get_arguments() {
+            let Some(long) = arg
+                .get_long()
+                .filter(|_| !client.contains(&arg.get_id().to_string()))
+            else {
+                continue;
+            };
+            assert!(
+                EVERY_FLAG
+                    .iter()
+                    .any(|f| f.starts_with(&format!("--{long}="))),
+                "--{long}: give it in EVERY_FLAG, so that this test sees the key it sends"
+            );
+        }
+        let body = add_body(&add(&EVERY_FLAG));
+        let sent = body.as_object().expect("an object");
+        for key in sent.keys() {
+            assert!(
+                Field::named(key).is_some_and(|f| f.at_creation()),
+                "{key}: not a field of SUBSCRIPTION_FIELDS that the API takes when one is made"
+            );
+        }
+        for field in SUBSCRIPTION_FIELDS {
+            let has_flag = sent.contains_key(field.name);
+            let absent = NO_FLAG.iter().any(|(f, _)| f == field);
+            assert!(
+                has_flag != absent,
+                "{}: give `hookd subscriptions add` a flag for it, or say in NO_FLAG why it has none",
+                field.name
+            );
+        }
     }
 
     #[test]

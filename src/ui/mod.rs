@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use crate::session::Scope;
-use crate::session::{csrf_token, PortalRefusal, UiState, COOKIE};
+use crate::session::{csrf_token, PortalRefusal, Sessions, COOKIE};
 use crate::state::Shared;
 
 /// Where the portal's pages live: `/ui/portal/<token>/...`.
@@ -163,13 +163,13 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
         shared: &Arc<Shared>,
     ) -> Result<Viewer, Response> {
         let key = shared
-            .ui
+            .sessions
             .key(shared.store.as_ref())
             .await
             .map_err(|_| store_down())?;
         let now = shared.clock.now_ms();
         if let Some(token) = portal_token(parts.uri.path()) {
-            return match UiState::portal(key, token, now) {
+            return match Sessions::portal(key, token, now) {
                 Ok(owner) => Ok(Viewer {
                     scope: Scope::Owner(owner),
                     base: format!("{PORTAL}{token}"),
@@ -189,9 +189,13 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
         }
         let tokens = &shared.config().api.tokens;
         let session = match cookie(&parts.headers, COOKIE)
-            .and_then(|c| UiState::session(key, c, now, tokens))
+            .and_then(|c| Sessions::session(key, c, now, tokens))
         {
-            Some(session) => match shared.ui.signed_out(shared.store.as_ref(), &session).await {
+            Some(session) => match shared
+                .sessions
+                .signed_out(shared.store.as_ref(), &session)
+                .await
+            {
                 Ok(false) => Some(session),
                 Ok(true) => None,
                 Err(_) => return Err(store_down()),

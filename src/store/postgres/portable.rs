@@ -10,8 +10,10 @@ use tokio_postgres::Row;
 use super::health::stored_states;
 use super::rows::{attempt_json, attempts_of, delivery_of, finished, DELIVERY_COLUMNS};
 use super::{lock, ms, unms, PgStore};
+use crate::store::portable::{self, Imported, ImportedDelivery, ImportedEvent, Progress};
 use crate::store::{
-    AdminStore, Attempt, DeliveryState, Portable, StoreError, StoredSubscription, SubscriptionState,
+    delivery_id_string, AdminStore, DeliveryState, Portable, StoreError, StoredSubscription,
+    SubscriptionState,
 };
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -103,24 +105,25 @@ impl PgStore {
         Ok(())
     }
 
-    /// Imports one record; returns the unfinished deliveries it added.
+    /// Imports one record, decoded ([`portable::decode`]); returns the unfinished deliveries
+    /// it added.
     async fn import_record(
         &self,
         tx: &Transaction<'_>,
         record: Portable,
     ) -> Result<u64, StoreError> {
-        match record {
-            Portable::Key { name, value } => import_key(tx, &name, &value).await?,
-            Portable::Subscription(sub) => import_subscription(tx, &sub).await?,
-            Portable::State {
+        match portable::decode(record)? {
+            Imported::Key { name, value } => import_key(tx, &name, &value).await?,
+            Imported::Subscription(sub) => import_subscription(tx, &sub).await?,
+            Imported::State {
                 subscription,
                 state,
             } => {
                 import_state(tx, &subscription, &state).await?;
                 lock(&self.health).states.insert(subscription, state);
             }
-            event @ Portable::Event { .. } => import_event(tx, event).await?,
-            delivery @ Portable::Delivery { .. } => return import_delivery(tx, delivery).await,
+            Imported::Event(event) => import_event(tx, &event).await?,
+            Imported::Delivery(delivery) => return import_delivery(tx, &delivery).await,
         }
         Ok(0)
     }
@@ -180,12 +183,7 @@ fn event_record(r: &Row) -> Portable {
     }
 }
 
-fn bad(what: &str, id: &str) -> StoreError {
-    StoreError::Backend(format!("import: bad {what} in {id}"))
-}
-
-async fn import_key(tx: &Transaction<'_>, name: &str, value: &str) -> Result<(), StoreError> {
-    let value = B64.decode(value).map_err(|_| bad("key", name))?;
+async fn import_key(tx: &Transaction<'_>, name: &str, value: &[u8]) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO hookd_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         &[&format!("key/{name}"), &value],
@@ -236,88 +234,62 @@ async fn import_state(
     Ok(())
 }
 
-/// Imports an event record, unless one of its id or `(request_id, status)` exists (other
-/// records: nothing).
-async fn import_event(tx: &Transaction<'_>, event: Portable) -> Result<(), StoreError> {
-    let Portable::Event {
-        id,
-        request_id,
-        status,
-        event_type,
-        owner,
-        fingerprint,
-        created_ms,
-        body,
-        deliveries,
-    } = event
-    else {
-        return Ok(());
-    };
-    let fingerprint = hex::decode(&fingerprint).map_err(|_| bad("fingerprint", &id))?;
-    let body = B64.decode(&body).map_err(|_| bad("body", &id))?;
+/// Imports an event, unless one of its id or `(request_id, status)` exists.
+async fn import_event(tx: &Transaction<'_>, event: &ImportedEvent) -> Result<(), StoreError> {
+    let deliveries: Vec<String> = event
+        .deliveries
+        .iter()
+        .map(|&d| delivery_id_string(d))
+        .collect();
+    let (fingerprint, body): (&[u8], &[u8]) = (&event.fingerprint, &event.body);
     tx.execute(
         "INSERT INTO hookd_events (id, request_id, status, event_type, fingerprint, created_ms, body, deliveries, owner)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-        &[&id, &request_id, &status, &event_type, &fingerprint, &ms(created_ms), &body, &deliveries, &owner],
+        &[&event.id, &event.request_id, &event.status, &event.event_type, &fingerprint,
+          &ms(event.created_ms), &body, &deliveries, &event.owner],
     )
     .await?;
     Ok(())
 }
 
-/// Imports a delivery record: a finished one into `hookd_done`, another into the queue unless
-/// it is there. Returns the unfinished deliveries it added (other records: nothing).
-async fn import_delivery(tx: &Transaction<'_>, delivery: Portable) -> Result<u64, StoreError> {
-    let Portable::Delivery {
-        id,
-        event_id,
-        event_type,
-        subscription,
-        bucket,
-        adhoc,
-        state,
-        created_ms,
-        due_ms,
-        finished_ms,
-        last_error,
-        owner,
-        attempts,
-    } = delivery
-    else {
-        return Ok(0);
-    };
-    let history = Value::Array(
-        attempts
-            .iter()
-            .map(|a| attempt_json(&Attempt::from(a)))
-            .collect(),
-    );
-    let n = i32::try_from(attempts.len()).unwrap_or(i32::MAX);
-    let (url, secret) = match &adhoc {
+/// Imports a delivery: a finished one into `hookd_done`, another into the queue unless it is
+/// there (and so a finished one that does not say when it finished, due at its creation).
+/// Returns the unfinished deliveries it added.
+async fn import_delivery(tx: &Transaction<'_>, d: &ImportedDelivery) -> Result<u64, StoreError> {
+    let id = delivery_id_string(d.id);
+    let history = Value::Array(d.attempts.iter().map(attempt_json).collect());
+    let n = i32::try_from(d.attempts.len()).unwrap_or(i32::MAX);
+    let (url, secret) = match &d.adhoc {
         Some(a) => (Some(a.url.as_str()), Some(a.secret.as_str())),
         None => (None, None),
     };
-    match (state, finished_ms) {
-        (DeliveryState::Delivered | DeliveryState::Dead, Some(at)) => {
+    let due_ms = match d.progress {
+        Progress::Finished {
+            state,
+            finished_ms: Some(at),
+        } => {
             tx.execute(
                 "INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
                      dead, attempts, created_ms, finished_ms, last_error, history, owner)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                &[&id, &event_id, &event_type, &subscription, &bucket, &url, &secret,
-                  &(state == DeliveryState::Dead), &n, &ms(created_ms), &ms(at), &last_error, &history, &owner],
+                &[&id, &d.event_id, &d.event_type, &d.subscription, &d.bucket, &url, &secret,
+                  &(state == DeliveryState::Dead), &n, &ms(d.created_ms), &ms(at), &d.last_error, &history, &d.owner],
             )
             .await?;
-            Ok(0)
+            return Ok(0);
         }
-        _ => {
-            tx.execute(
-                "INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
-                     attempts, created_ms, due_ms, last_error, history, owner)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
-                &[&id, &event_id, &event_type, &subscription, &bucket, &url, &secret,
-                  &n, &ms(created_ms), &ms(due_ms.unwrap_or(created_ms)), &last_error, &history, &owner],
-            )
-            .await?;
-            Ok(1)
-        }
-    }
+        Progress::Finished {
+            finished_ms: None, ..
+        } => d.created_ms,
+        Progress::Unfinished { due_ms } => due_ms,
+    };
+    tx.execute(
+        "INSERT INTO hookd_queue (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
+             attempts, created_ms, due_ms, last_error, history, owner)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
+        &[&id, &d.event_id, &d.event_type, &d.subscription, &d.bucket, &url, &secret,
+          &n, &ms(d.created_ms), &ms(due_ms), &d.last_error, &history, &d.owner],
+    )
+    .await?;
+    Ok(1)
 }

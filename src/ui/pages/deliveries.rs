@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::overview::COUNT_CALLS;
-use super::{may_see, owned, scoped, truncate, with_notice, CELL_CHARS};
+use super::{may_see, not_found, owned, scoped, truncate, with_notice, CELL_CHARS};
 use crate::config::EventFilter;
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
@@ -207,6 +207,20 @@ pub(super) fn may_see_delivery(shared: &Shared, viewer: &Viewer, d: &Delivery) -
                 && d.owner.as_ref() == Some(owner)
                 && may_see(shared, viewer, &d.subscription)
         }
+    }
+}
+
+/// Delivery `id`, if `viewer` may see it; else the page that says there is none, or that the
+/// store did not answer.
+pub(super) async fn visible_delivery(
+    shared: &Shared,
+    viewer: &Viewer,
+    id: &str,
+) -> Result<Delivery, Response> {
+    match shared.store.delivery(id).await {
+        Ok(Some(d)) if may_see_delivery(shared, viewer, &d) => Ok(d),
+        Ok(_) => Err(not_found("such delivery")),
+        Err(_) => Err(store_down()),
     }
 }
 

@@ -8,9 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::deliveries::{delivery_row, may_see_delivery, DeliveryRow};
+use super::deliveries::{delivery_row, visible_delivery, DeliveryRow};
 use super::subscription_rows::shown_headers;
-use super::{answer, error_text, not_found, truncate, when, with_notice, NoticeQuery};
+use super::{answer, error_text, truncate, when, with_notice, NoticeQuery};
 use crate::config::{CustomHeader, SignatureScheme, Subscription};
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
@@ -251,10 +251,9 @@ pub async fn delivery(
     Query(q): Query<NoticeQuery>,
 ) -> Response {
     let id = params.get("id").cloned().unwrap_or_default();
-    let d = match shared.store.delivery(&id).await {
-        Ok(Some(d)) if may_see_delivery(&shared, &viewer, &d) => d,
-        Ok(_) => return not_found("such delivery"),
-        Err(_) => return store_down(),
+    let d = match visible_delivery(&shared, &viewer, &id).await {
+        Ok(d) => d,
+        Err(page) => return page,
     };
     let (Ok(attempts), Ok(body)) = (
         shared.store.attempts(&id).await,
@@ -289,10 +288,8 @@ pub async fn retry_one(
     action: Action,
 ) -> Response {
     let id = params.get("id").cloned().unwrap_or_default();
-    match shared.store.delivery(&id).await {
-        Ok(Some(d)) if may_see_delivery(&shared, &action.viewer, &d) => {}
-        Ok(_) => return not_found("such delivery"),
-        Err(_) => return store_down(),
+    if let Err(page) = visible_delivery(&shared, &action.viewer, &id).await {
+        return page;
     }
     let (status, body) =
         answer(crate::api::admin::retry_delivery(State(shared.clone()), Path(id.clone())).await)

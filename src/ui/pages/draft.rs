@@ -1,16 +1,35 @@
-//! The subscription form's values as typed (`Draft`), its errors by field, and the API
-//! requests it makes: shared by the new-subscription page and a subscription's edit form.
+//! The subscription form's values as typed (`Draft`), the fields it has an input for, its errors
+//! by field, and the API requests it makes: shared by the new-subscription page and a
+//! subscription's edit form.
 
 use serde_json::{json, Map, Value};
 
 use super::error_text;
 use super::subscription_rows::BREAKER_LABELS;
 use crate::api::subscriptions::BREAKER_KEYS;
-use crate::config::CustomHeader;
+use crate::config::{CustomHeader, SubscriptionField as Field};
 use crate::ui::Fields;
 
 /// The event types offered as boxes; others are typed.
 pub(super) const COMMON_EVENTS: [&str; 3] = ["job.completed", "job.failed", "*"];
+
+/// The fields of [`SUBSCRIPTION_FIELDS`](crate::config::SUBSCRIPTION_FIELDS) that the new
+/// subscription's form has an input for (`owner` an operator's only): an error of one is shown
+/// beside it, any other above the form ([`Draft::general`]).
+pub(super) const FORM_FIELDS: [Field; 12] = [
+    Field::ID,
+    Field::OWNER,
+    Field::URL,
+    Field::SECRET,
+    Field::EVENTS,
+    Field::SIGNATURE,
+    Field::HEADERS,
+    Field::RATE_LIMIT,
+    Field::BREAKER_FAILURES,
+    Field::BREAKER_PROBE_INTERVAL,
+    Field::DISABLE_AFTER,
+    Field::DISABLE_AFTER_FAILURES,
+];
 
 /// The create form's values and its errors by field.
 #[derive(Debug, Default)]
@@ -82,21 +101,11 @@ impl Draft {
             .collect()
     }
 
-    /// Errors that belong to no field of the form.
+    /// Errors that belong to no field of the form ([`FORM_FIELDS`]).
     pub fn general(&self) -> Vec<&str> {
-        const FIELDS: [&str; 8] = [
-            "id",
-            "url",
-            "events",
-            "secret",
-            "signature",
-            "owner",
-            "headers",
-            "rate_limit",
-        ];
         self.errors
             .iter()
-            .filter(|(f, _)| !FIELDS.contains(&f.as_str()) && !BREAKER_KEYS.contains(&f.as_str()))
+            .filter(|(f, _)| !FORM_FIELDS.iter().any(|field| field.name == f))
             .map(|(_, e)| e.as_str())
             .collect()
     }
@@ -269,5 +278,75 @@ impl Draft {
             let field = body.get("field").and_then(Value::as_str).unwrap_or("");
             self.errors.push((field.to_string(), error_text(body)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SUBSCRIPTION_FIELDS;
+
+    /// The settable fields the form has no input for, and why: a field added to
+    /// SUBSCRIPTION_FIELDS goes into the form or here.
+    const NOT_IN_THE_FORM: [(Field, &str); 5] = [
+        (
+            Field::RETRY_SCHEDULE,
+            "set through the API or the CLI; else [delivery]'s",
+        ),
+        (
+            Field::TIMEOUT,
+            "set through the API or the CLI; else [delivery]'s",
+        ),
+        (
+            Field::MAX_IN_FLIGHT,
+            "set through the API or the CLI; else [delivery]'s",
+        ),
+        (Field::PREVIOUS_SECRET, "written by a rotation, never typed"),
+        (
+            Field::PREVIOUS_SECRET_EXPIRES,
+            "written by a rotation, never typed",
+        ),
+    ];
+
+    #[test]
+    fn every_settable_field_is_in_the_form_or_left_out_for_a_reason() {
+        for field in SUBSCRIPTION_FIELDS {
+            let in_form = FORM_FIELDS.contains(field);
+            let left_out = NOT_IN_THE_FORM.iter().any(|(f, _)| f == field);
+            assert!(
+                in_form != left_out,
+                "{}: give the subscription form an input for it (and list it in FORM_FIELDS), \
+                 or say in NOT_IN_THE_FORM why it has none",
+                field.name
+            );
+        }
+        for field in FORM_FIELDS {
+            assert!(field.at_creation(), "{} is not set when made", field.name);
+        }
+        assert!(BREAKER_KEYS
+            .iter()
+            .all(|key| Field::named(key).is_some_and(|f| FORM_FIELDS.contains(f))));
+    }
+
+    #[test]
+    fn errors_of_fields_without_an_input_are_shown_above_the_form() {
+        let draft = Draft {
+            errors: [
+                ("url", "bad url"),
+                ("max_in_flight", "too many"),
+                ("disable_after", "bad duration"),
+                ("", "over the portal's limit"),
+                ("owner", "bad owner"),
+                ("previous_secret", "not given"),
+            ]
+            .map(|(f, e)| (f.to_string(), e.to_string()))
+            .into(),
+            ..Draft::default()
+        };
+        assert_eq!(
+            draft.general(),
+            ["too many", "over the portal's limit", "not given"]
+        );
+        assert_eq!(draft.error("url"), Some("bad url"));
     }
 }

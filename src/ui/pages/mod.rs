@@ -14,6 +14,8 @@ mod subscription;
 mod subscription_rows;
 mod subscriptions;
 
+use std::collections::HashMap;
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -72,6 +74,18 @@ fn may_see(shared: &Shared, viewer: &Viewer, id: &str) -> bool {
         Scope::Admin => shared.config().subscription(id).is_some(),
         Scope::Owner(owner) => owned(shared, owner).iter().any(|s| s == id),
     }
+}
+
+/// The subscription the path names (`{id}`), if `viewer` may see it.
+fn visible_subscription(
+    shared: &Shared,
+    viewer: &Viewer,
+    params: &HashMap<String, String>,
+) -> Option<String> {
+    params
+        .get("id")
+        .filter(|id| may_see(shared, viewer, id))
+        .cloned()
 }
 
 /// The delivery filter that limits a listing to what `viewer` may see.

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::config::{ApiToken, Scope as TokenScope};
-use crate::session::{UiState, COOKIE};
+use crate::session::{Sessions, COOKIE};
 use crate::state::Shared;
 use crate::ui::{html, see_other, store_down, Action};
 
@@ -70,7 +70,7 @@ pub async fn login(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
             },
         );
     }
-    let Ok(key) = shared.ui.key(shared.store.as_ref()).await else {
+    let Ok(key) = shared.sessions.key(shared.store.as_ref()).await else {
         return store_down();
     };
     let ttl = config.api.ui_session_ttl;
@@ -79,7 +79,7 @@ pub async fn login(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
         .now_ms()
         .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
     // The session names the token that opened it, and ends when that token is removed.
-    let value = UiState::new_session(key, expires, if open { "" } else { presented });
+    let value = Sessions::new_session(key, expires, if open { "" } else { presented });
     let secure = if over_tls(&headers, &shared) {
         "; Secure"
     } else {
@@ -104,13 +104,17 @@ pub async fn logout(
     _checked: Action,
 ) -> Response {
     let now = shared.clock.now_ms();
-    let Ok(key) = shared.ui.key(shared.store.as_ref()).await else {
+    let Ok(key) = shared.sessions.key(shared.store.as_ref()).await else {
         return store_down();
     };
     let session = crate::ui::cookie(&headers, COOKIE)
-        .and_then(|c| UiState::session(key, c, now, &shared.config().api.tokens));
+        .and_then(|c| Sessions::session(key, c, now, &shared.config().api.tokens));
     if let Some(session) = session {
-        if let Err(e) = shared.ui.revoke(shared.store.as_ref(), &session, now).await {
+        if let Err(e) = shared
+            .sessions
+            .revoke(shared.store.as_ref(), &session, now)
+            .await
+        {
             tracing::error!(error = %e, "dashboard: sign-out could not be stored");
             return store_down();
         }

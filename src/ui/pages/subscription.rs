@@ -14,7 +14,7 @@ use super::deliveries::{delivery_row, DeliveryRow};
 use super::draft::{Draft, COMMON_EVENTS};
 use super::subscription_rows::{breaker_texts, rows, signature_name, SubRow};
 use super::subscriptions::SecretPage;
-use super::{answer, error_text, may_see, not_found, with_notice, NoticeQuery};
+use super::{answer, error_text, not_found, visible_subscription, with_notice, NoticeQuery};
 use crate::api::subscriptions::own_breaker;
 use crate::api::JsonBody;
 use crate::config::SignatureScheme;
@@ -101,10 +101,9 @@ pub async fn subscription(
     Path(params): Params,
     Query(q): Query<NoticeQuery>,
 ) -> Response {
-    let id = params.get("id").cloned().unwrap_or_default();
-    if !may_see(&shared, &viewer, &id) {
+    let Some(id) = visible_subscription(&shared, &viewer, &params) else {
         return not_found("such subscription");
-    }
+    };
     let rows = match rows(&shared, &viewer).await {
         Ok(r) => r,
         Err(r) => return r,
@@ -170,10 +169,9 @@ pub async fn update_subscription(
     Path(params): Params,
     action: Action,
 ) -> Response {
-    let id = params.get("id").cloned().unwrap_or_default();
-    if !may_see(&shared, &action.viewer, &id) {
+    let Some(id) = visible_subscription(&shared, &action.viewer, &params) else {
         return not_found("such subscription");
-    }
+    };
     let page = format!("{}/subscriptions/{id}", action.viewer.base);
     let mut draft = Draft::from_fields(&action.fields);
     let config = shared.config();
@@ -242,10 +240,9 @@ pub async fn subscription_action(
     Path(params): Params,
     action: Action,
 ) -> Response {
-    let id = params.get("id").cloned().unwrap_or_default();
-    if !may_see(&shared, &action.viewer, &id) {
+    let Some(id) = visible_subscription(&shared, &action.viewer, &params) else {
         return not_found("such subscription");
-    }
+    };
     let what = params
         .get("action")
         .and_then(|a| SubscriptionAction::parse(a))

@@ -163,3 +163,34 @@ fn created(nav: Nav, answer: &Value) -> Response {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::draft::FORM_FIELDS;
+    use super::*;
+    use crate::config::SUBSCRIPTION_FIELDS;
+
+    #[test]
+    fn the_form_has_an_input_for_each_of_its_fields_and_for_no_other() {
+        let page = FormPage {
+            nav: Nav {
+                base: "/ui".to_string(),
+                csrf: "csrf".to_string(),
+                owner: None,
+                current: "subscriptions",
+                notice: None,
+            },
+            draft: Draft::default(),
+            common: COMMON_EVENTS,
+        };
+        let form = page.render().expect("the form renders");
+        for field in SUBSCRIPTION_FIELDS {
+            assert_eq!(
+                form.contains(&format!("name=\"{}\"", field.name)),
+                FORM_FIELDS.contains(field),
+                "{}: FORM_FIELDS (draft.rs) lists the fields the form has an input for",
+                field.name
+            );
+        }
+    }
+}

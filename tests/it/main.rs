@@ -36,5 +36,6 @@ mod systemd;
 mod tenancy;
 mod tokens;
 mod traces;
+mod transfer;
 mod ui;
 mod upgrade;

@@ -92,16 +92,13 @@ fn refuse_other_backend(backend: Backend, path: &Path) -> Result<(), StoreError>
         Backend::Fjall => Backend::Sled,
     };
     if path.join(marker(other)).exists() && !path.join(marker(backend)).exists() {
+        let (found, configured) = (other.name(), backend.name());
         return Err(StoreError::Backend(format!(
-            "{} holds a {} store, and [storage] engine is \"{}\": set engine = \"{}\", or move the \
-             store with `hookd store export` (on \"{}\") and `hookd store import` (on \"{}\") into \
-             another path",
+            "{} holds a {found} store, but [storage] engine is \"{configured}\". To keep using \
+             it, set engine = \"{found}\". To move it to {configured}: run `hookd store export` \
+             with engine = \"{found}\", then `hookd store import` with engine = \"{configured}\" \
+             and another storage.path (docs/operations.md, \"Moving a store between engines\")",
             path.display(),
-            other.name(),
-            backend.name(),
-            other.name(),
-            other.name(),
-            backend.name(),
         )));
     }
     Ok(())

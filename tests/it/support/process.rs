@@ -325,13 +325,7 @@ impl HookdProcess {
 
     /// [`HookdProcess::start`] with `storage_keys` added to the `[storage]` table it writes.
     pub async fn start_with_storage(dir: &Path, storage_keys: &str, extra: &str) -> HookdProcess {
-        let config_path = dir.join("hookd.toml");
-        let text = super::engine::apply(&format!(
-            "[api]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{storage_keys}\n\n{extra}\n{}",
-            dir.join("db").display().to_string(),
-            super::LOOPBACK_TARGETS
-        ));
-        std::fs::write(&config_path, &text).expect("write hookd.toml");
+        let config_path = HookdProcess::write_config(dir, storage_keys, extra);
         match launch(&config_path, &[]).await {
             Ok((process, api, metrics)) => HookdProcess {
                 process,
@@ -340,6 +334,19 @@ impl HookdProcess {
             },
             Err(stderr) => panic!("hookd did not become ready; stderr:\n{stderr}"),
         }
+    }
+
+    /// Writes the config [`HookdProcess::start_with_storage`] runs, `dir/hookd.toml`, without
+    /// starting anything (for a `hookd store` command, or a test's own launch); returns its path.
+    pub fn write_config(dir: &Path, storage_keys: &str, extra: &str) -> PathBuf {
+        let config_path = dir.join("hookd.toml");
+        let text = super::engine::apply(&format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{storage_keys}\n\n{extra}\n{}",
+            dir.join("db").display().to_string(),
+            super::LOOPBACK_TARGETS
+        ));
+        std::fs::write(&config_path, &text).expect("write hookd.toml");
+        config_path
     }
 
     pub fn events_url(&self) -> String {

@@ -70,7 +70,10 @@ async fn run(events: usize, backend: Backend) {
         }]
     };
     let us = |t: Instant, n: usize| t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    println!("store ({}): {events} events, one subscription", backend.name());
+    println!(
+        "store ({}): {events} events, one subscription",
+        backend.name()
+    );
 
     // One event per durable commit: a writer round and a flush each.
     let half = events / 2;

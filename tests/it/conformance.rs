@@ -191,6 +191,7 @@ macro_rules! conformance_tests {
             deleting_a_subscription_forgets_its_state,
             deliveries_carry_their_events_owner_and_list_by_it,
             an_export_carries_owners_into_the_imported_store,
+            a_finished_delivery_that_does_not_say_when_imports_finished,
         ]);
     };
     (@engine $engine:ident, $open:expr, $hands_on:expr, $server:expr, [$($test:ident),+ $(,)?]) => {
@@ -2756,5 +2757,40 @@ async fn an_export_carries_owners_into_the_imported_store(h: &mut Harness) {
         (1, 2, 1)
     );
     assert_eq!(counts(t).await, (1, 1));
+    other.close().await;
+}
+
+/// A delivered delivery whose record has no `finished_ms` (a sled store converted from the first
+/// layout exports such records, and hand-made ones may) imports as delivered: never queued, so
+/// never sent again.
+async fn a_finished_delivery_that_does_not_say_when_imports_finished(h: &mut Harness) {
+    let s = h.store();
+    let first = ingest(s, event("job-1", "completed"), vec![sub("a")], 1000).await;
+    s.set_limits(limits(&[("a", 10)]));
+    let ids = claim_ids(s, 1000, 10).await;
+    assert_eq!(ids.len(), 1);
+    record(s, &ids[0], 1, Outcome::Success, Next::Delivered, 1200).await;
+    let records: Vec<hookd::store::Portable> = export_all(s)
+        .await
+        .into_iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(&r).unwrap();
+            if v["type"] == "delivery" {
+                v.as_object_mut().unwrap().remove("finished_ms");
+            }
+            serde_json::from_value(v).unwrap()
+        })
+        .collect();
+    let mut other = Harness::new(h.open, h.hands_on);
+    let t = other.store();
+    t.import(records).await.unwrap();
+    t.set_limits(limits(&[("a", 10)]));
+    let moved = delivery(t, &ids[0]).await;
+    assert_eq!(moved.state, DeliveryState::Delivered, "{moved:?}");
+    assert!(
+        claim_ids(t, 4_000_000_000_000, 10).await.is_empty(),
+        "a finished delivery is never claimed again"
+    );
+    assert_eq!(meta_deliveries(t, &first.event_id).await.len(), 1);
     other.close().await;
 }

@@ -1,4 +1,3 @@
-// LEAD NOTE (delete this line first): before anything else read /tmp/common.md, the rules for this work (time box, 2 shared cores, commits on your branch, report format).
 //! The PostgreSQL engine: one queue that several hookd nodes share (docs/scaling.md).
 //!
 //! # Layout (schema_v1.sql)

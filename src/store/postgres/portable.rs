@@ -252,9 +252,10 @@ async fn import_event(tx: &Transaction<'_>, event: &ImportedEvent) -> Result<(),
     Ok(())
 }
 
-/// Imports a delivery: a finished one into `hookd_done`, another into the queue unless it is
-/// there (and so a finished one that does not say when it finished, due at its creation).
-/// Returns the unfinished deliveries it added.
+/// Imports a delivery: a finished one into `hookd_done` (finished when the record says, else
+/// when its last attempt ended, else when it was created: never queued, so never sent again, as
+/// on the embedded engine), another into the queue unless it is there. Returns the unfinished
+/// deliveries it added.
 async fn import_delivery(tx: &Transaction<'_>, d: &ImportedDelivery) -> Result<u64, StoreError> {
     let id = delivery_id_string(d.id);
     let history = Value::Array(d.attempts.iter().map(attempt_json).collect());
@@ -264,10 +265,15 @@ async fn import_delivery(tx: &Transaction<'_>, d: &ImportedDelivery) -> Result<u
         None => (None, None),
     };
     let due_ms = match d.progress {
-        Progress::Finished {
-            state,
-            finished_ms: Some(at),
-        } => {
+        Progress::Finished { state, finished_ms } => {
+            let at = finished_ms
+                .or_else(|| {
+                    d.attempts
+                        .iter()
+                        .map(|a| a.started_ms + a.duration_ms)
+                        .max()
+                })
+                .unwrap_or(d.created_ms);
             tx.execute(
                 "INSERT INTO hookd_done (id, event_id, event_type, subscription, bucket, adhoc_url, adhoc_secret,
                      dead, attempts, created_ms, finished_ms, last_error, history, owner)
@@ -278,9 +284,6 @@ async fn import_delivery(tx: &Transaction<'_>, d: &ImportedDelivery) -> Result<u
             .await?;
             return Ok(0);
         }
-        Progress::Finished {
-            finished_ms: None, ..
-        } => d.created_ms,
         Progress::Unfinished { due_ms } => due_ms,
     };
     tx.execute(

@@ -1,4 +1,3 @@
-// LEAD NOTE (delete this line first): before anything else read /tmp/common.md, the rules for this work (time box, 2 shared cores, commits on your branch, report format).
 //! Shared test support: an in-process hookd on port 0, a recording receiver, and waits with
 //! deadlines.
 

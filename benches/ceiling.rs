@@ -1,15 +1,17 @@
 //! hookd against the ceiling: the real `hookd` binary, driven only through its HTTP API, next to
 //! the bare HTTP rate of this machine measured in the same run.
 //!
-//! `cargo bench --bench ceiling -- [--runs R] [--connections C] [--events N] [--batch B]
+//! `cargo bench --bench ceiling -- [--runs R] [--connections C] [--slots S] [--events N] [--batch B]
 //!     [--batch-clients K] [--single-clients K] [--rate E] [--latency-secs S]
 //!     [--disk-events D] [--ceiling-ms T] [--postgres postgres://user@host:port]`
 //!
 //! Each run measures, in order:
 //! - **ceiling**: a reqwest client POSTing the same 1 KiB JSON body, over C keep-alive
-//!   connections, to the receiver the daemon delivers to (it parses `request_id` and answers
-//!   200), for T ms: requests/s. No hookd in between; what HTTP alone costs here.
-//! - **batched** and **single**: a fresh `hookd run` (fresh store, one subscription with C slots
+//!   connections, to the receiver the daemon delivers to (it reads the body, finds
+//!   `"request_id":"job-N"` in its bytes without parsing JSON, and answers 200), for T ms:
+//!   requests/s. No hookd in between; what HTTP alone costs here.
+//! - **batched** and **single**: a fresh `hookd run` (fresh store, the example config's
+//!   defaults, `max_in_flight_per_subscription = 16`, or S slots with `--slots`; one subscription
 //!   to that receiver); N events from K clients, B per request, then one per request. Ingest
 //!   rate (202s), end-to-end delivery rate (first post to last delivery seen by the receiver)
 //!   and its ratio to the ceiling, accepted → received latency (202 instant to receiver instant,
@@ -48,6 +50,7 @@ use common::process::HookdProcess;
 const FLAGS: &[&str] = &[
     "--runs",
     "--connections",
+    "--slots",
     "--events",
     "--batch",
     "--batch-clients",
@@ -67,6 +70,8 @@ const DISK_BATCH: usize = 1000;
 struct Args {
     runs: usize,
     connections: usize,
+    /// hookd's `max_in_flight_per_subscription`; 0: the example config's default (16).
+    slots: usize,
     events: usize,
     batch: usize,
     batch_clients: usize,
@@ -104,6 +109,7 @@ fn parse_args() -> Args {
     Args {
         runs: pick("--runs", 3, 1),
         connections: pick("--connections", 64, 16),
+        slots: pick("--slots", 0, 0),
         events: pick("--events", 40_000, 300),
         batch: pick("--batch", 100, 50),
         batch_clients: pick("--batch-clients", 16, 4),
@@ -216,18 +222,26 @@ fn stamp(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64 + 1
 }
 
-#[derive(serde::Deserialize)]
-struct RequestId {
-    request_id: String,
+/// The event index in a body's `"request_id":"job-N"`, found by a scan of the bytes (no JSON
+/// parse: the receiver only reads the body, so that the ceiling is what HTTP alone allows).
+fn event_index(body: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b"\"request_id\":\"job-";
+    let start = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = body[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&body[start..start + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 impl Seen {
     fn record(&self, body: &[u8]) {
         let at = stamp(self.base);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let index = serde_json::from_slice::<RequestId>(body)
-            .ok()
-            .and_then(|r| r.request_id.strip_prefix("job-")?.parse::<usize>().ok());
+        let index = event_index(body);
         if let Some(slot) = index.and_then(|i| self.first.get(i)) {
             if slot
                 .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
@@ -336,7 +350,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-/// The sum of the sizes of the files under `dir`.
+/// The bytes allocated to the files under `dir`.
 fn bytes_under(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
@@ -346,7 +360,9 @@ fn bytes_under(dir: &Path) -> u64 {
             if meta.is_dir() {
                 bytes_under(&entry.path())
             } else {
-                meta.len()
+                // Allocated blocks, as `du` counts: fjall's journal is a sparse file of 64 MiB
+                // from its first write, most of it never written.
+                std::os::unix::fs::MetadataExt::blocks(&meta) * 512
             }
         })
         .sum()
@@ -440,11 +456,16 @@ async fn start_on(
     connections: usize,
     storage: &str,
 ) -> HookdProcess {
-    let extra = format!(
-        "[delivery]\nmax_in_flight = {}\nmax_in_flight_per_subscription = {connections}\n\n{}",
-        connections.max(256),
-        common::subscription(receiver)
-    );
+    // No `[delivery]` table: the example config's defaults, unless `--slots` names another.
+    let delivery = if connections == 0 {
+        String::new()
+    } else {
+        format!(
+            "[delivery]\nmax_in_flight = {}\nmax_in_flight_per_subscription = {connections}\n\n",
+            connections.max(256)
+        )
+    };
+    let extra = format!("{delivery}{}", common::subscription(receiver));
     HookdProcess::start_with_storage(dir, storage, &extra).await
 }
 
@@ -516,7 +537,7 @@ async fn throughput(args: &Args, clients: usize, batch: usize, engine: &Engine) 
     let base = Instant::now();
     let (seen, addr) = receiver(base, events).await;
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_engine(engine, dir.path(), addr, args.connections).await;
+    let nodes = start_engine(engine, dir.path(), addr, args.slots).await;
     let pids: Vec<u32> = nodes.iter().map(|n| n.process.id()).collect();
     let urls: Vec<String> = nodes.iter().map(HookdProcess::events_url).collect();
     let hookd = &nodes[0];
@@ -602,7 +623,7 @@ async fn latency(args: &Args) -> Latency {
     let base = Instant::now();
     let (seen, addr) = receiver(base, events).await;
     let dir = tempfile::tempdir().unwrap();
-    let hookd = start_hookd(dir.path(), addr, args.connections).await;
+    let hookd = start_hookd(dir.path(), addr, args.slots).await;
     let url = hookd.events_url();
     let accepted: Arc<Vec<AtomicU64>> = Arc::new((0..events).map(|_| AtomicU64::new(0)).collect());
     let client = reqwest::Client::new();
@@ -649,7 +670,7 @@ async fn disk(args: &Args, storage: &str) -> Disk {
     let events = args.disk_events;
     let (seen, addr) = receiver(Instant::now(), 0).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut hookd = start_on(dir.path(), addr, args.connections, storage).await;
+    let mut hookd = start_on(dir.path(), addr, args.slots, storage).await;
     let client = reqwest::Client::new();
     let pause = client
         .post(format!("http://{}/v1/subscriptions/bench/pause", hookd.api))
@@ -860,8 +881,15 @@ fn main() {
     let args = parse_args();
     let runtime = common::runtime();
     println!(
-        "ceiling: {} run(s); {} connections (hookd: max_in_flight_per_subscription = {}), {EVENT_BYTES}-byte events; ceiling {} ms",
-        args.runs, args.connections, args.connections, args.ceiling_ms
+        "ceiling: {} run(s); {} connections; hookd: {}, {EVENT_BYTES}-byte events; ceiling {} ms",
+        args.runs,
+        args.connections,
+        if args.slots == 0 {
+            "the example config's defaults (max_in_flight_per_subscription = 16)".to_string()
+        } else {
+            format!("max_in_flight_per_subscription = {}", args.slots)
+        },
+        args.ceiling_ms
     );
     println!(
         "ceiling: batched {} events, {} clients x {}/request; single {} events, {} clients; latency {}/s for {} s; disk {} events, {DISK_BATCH}/request",

@@ -98,9 +98,9 @@ const LAZY_FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// Most jobs the writer takes into one round (one flush).
 const MAX_GROUP: usize = 1024;
 /// Bytes of freshly ingested deliveries kept in memory, bodies included, for their first
-/// attempt ([`memory::Fresh`]): 24 MiB, about 17,000 deliveries of 1 KiB events (it was 8,192
-/// deliveries, whatever their size).
-const FRESH_BYTES: usize = 24 << 20;
+/// attempt ([`memory::Fresh`]): 8 MiB, about 6,000 deliveries of 1 KiB events or 13,000 of
+/// seed-sized ones. It was 8,192 deliveries whatever their size: 8 GiB of 1 MiB bodies.
+const FRESH_BYTES: usize = 8 << 20;
 /// How often a subscription's health record is written at most.
 const HEALTH_WRITE_EVERY: Duration = Duration::from_secs(1);
 /// Records a listing examines at most per call: a filter that matches little returns a short

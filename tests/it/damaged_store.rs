@@ -37,52 +37,50 @@ async fn post_event(hookd: &HookdProcess, request_id: &str) -> String {
 }
 
 /// Damages records of a stopped hookd's store: `garbage` replaces a record's bytes,
-/// `from_the_future` sets its format byte to one this hookd does not read.
+/// `from_the_future` sets its format byte to one this hookd does not read. Written through
+/// the library of the run's engine (sled or fjall) itself.
 fn damage(db: &Path, garbage: &[u8], from_the_future: &[u8]) {
     if crate::support::engine::current() == crate::support::engine::Engine::Fjall {
-        return damage_fjall(db, garbage, from_the_future);
+        let fjall = fjall::Database::builder(db)
+            .open()
+            .expect("open the stopped hookd's store");
+        let keyspace = fjall
+            .keyspace(TREE, fjall::KeyspaceCreateOptions::default)
+            .expect("hookd's keyspace");
+        damage_records(
+            |k| keyspace.get(k).expect("read").map(|v| v.to_vec()),
+            |k, v| keyspace.insert(k, v).expect("write"),
+            garbage,
+            from_the_future,
+        );
+        fjall.persist(fjall::PersistMode::SyncAll).expect("persist");
+    } else {
+        let sled = sled::open(db).expect("open the stopped hookd's store");
+        let tree = sled.open_tree(TREE).expect("hookd's tree");
+        damage_records(
+            |k| tree.get(k).expect("read").map(|v| v.to_vec()),
+            |k, v| {
+                tree.insert(k, v).expect("write");
+            },
+            garbage,
+            from_the_future,
+        );
+        sled.flush().expect("flush");
     }
-    let sled = sled::open(db).expect("open the stopped hookd's store");
-    let tree = sled.open_tree(TREE).expect("hookd's tree");
-    assert!(
-        tree.get(garbage).expect("read").is_some(),
-        "record to damage exists"
-    );
-    tree.insert(garbage, &b"\xff\x00not a record"[..])
-        .expect("write");
-    let mut record = tree
-        .get(from_the_future)
-        .expect("read")
-        .expect("record to age exists")
-        .to_vec();
-    record[0] = 99;
-    tree.insert(from_the_future, record).expect("write");
-    sled.flush().expect("flush");
 }
 
-/// [`damage`] on fjall's files.
-fn damage_fjall(db: &Path, garbage: &[u8], from_the_future: &[u8]) {
-    let fjall = fjall::Database::builder(db)
-        .open()
-        .expect("open the stopped hookd's store");
-    let keyspace = fjall
-        .keyspace(TREE, fjall::KeyspaceCreateOptions::default)
-        .expect("hookd's keyspace");
-    assert!(
-        keyspace.get(garbage).expect("read").is_some(),
-        "record to damage exists"
-    );
-    keyspace
-        .insert(garbage, &b"\xff\x00not a record"[..])
-        .expect("write");
-    let mut record = keyspace
-        .get(from_the_future)
-        .expect("read")
-        .expect("record to age exists")
-        .to_vec();
+/// [`damage`]'s two changes, through the engine's own `get` and `insert`.
+fn damage_records(
+    get: impl Fn(&[u8]) -> Option<Vec<u8>>,
+    insert: impl Fn(&[u8], Vec<u8>),
+    garbage: &[u8],
+    from_the_future: &[u8],
+) {
+    assert!(get(garbage).is_some(), "record to damage exists");
+    insert(garbage, b"\xff\x00not a record".to_vec());
+    let mut record = get(from_the_future).expect("record to age exists");
     record[0] = 99;
-    keyspace.insert(from_the_future, record).expect("write");
-    fjall.persist(fjall::PersistMode::SyncAll).expect("persist");
+    insert(from_the_future, record);
 }
 
 fn metric(text: &str, name: &str) -> f64 {

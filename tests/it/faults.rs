@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use crate::support::bad_receivers;
 use crate::support::daemon::Daemon;
 use crate::support::events::{delivery_toml, metric, scrape, subscription_toml};
-use crate::support::ledger::{Answer, Entry, Ledger};
+use crate::support::ledger::{wait_for_all, Answer, Entry, Ledger};
 use crate::support::load::{events_body, Load, Mix};
 use crate::support::notify::NotifySocket;
 use crate::support::slow_receiver::SlowReceiver;
@@ -36,7 +36,7 @@ const SECRET: &str = "fault-secret";
 const MAX_IN_FLIGHT: usize = 8;
 /// How long an attempt's outcome may wait for the disk: docs/api.md says outcomes "reach the
 /// disk within half a second" (the writer flushes them every 500 ms, `LAZY_FLUSH_EVERY` in
-/// src/store/sled/mod.rs, or with the next ingest's flush).
+/// src/store/embedded/, or with the next ingest's flush).
 const OUTCOME_WINDOW: Duration = Duration::from_millis(500);
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -98,7 +98,8 @@ async fn assert_all_arrive(
     let missing = ledger.missing_after(acked, deadline).await;
     assert!(
         missing.is_empty(),
-        "LOST: {} of {} acknowledged events never reached {what} within {deadline:?}, e.g. {:?}",
+        "LOST: {} of {} acknowledged events never reached {what} (none arrived for {deadline:?}), \
+         e.g. {:?}",
         missing.len(),
         acked.len(),
         &missing[..missing.len().min(10)]
@@ -341,12 +342,7 @@ async fn kills_during_sweep_and_reload_lose_nothing() {
             .flat_map(|r| r.request_ids())
             .collect::<HashSet<String>>()
     };
-    let start = Instant::now();
-    while !acked.is_subset(&healthy_ids()) && start.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let got = healthy_ids();
-    let lost: Vec<&String> = acked.difference(&got).collect();
+    let lost = wait_for_all(&acked, Duration::from_secs(60), healthy_ids).await;
     println!(
         "FIGURE sweep-and-reload: kills {} ({sweep_kills} after a sweep, {reload_kills} right \
          after SIGHUP, {reloads_begun} of them with the reload begun), events acknowledged {}, \

@@ -130,22 +130,39 @@ impl Ledger {
         }
     }
 
-    /// Waits until every one of `ids` arrived, or `deadline` passed; returns those still
-    /// missing (empty when all arrived).
-    pub async fn missing_after(&self, ids: &HashSet<String>, deadline: Duration) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let got = self.request_ids();
-            let missing: Vec<String> = ids
-                .iter()
-                .filter(|id| !got.contains(*id))
-                .cloned()
-                .collect();
-            if missing.is_empty() || start.elapsed() > deadline {
-                return missing;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Waits until every one of `ids` arrived, or until none of them has arrived for `stall`
+    /// (the wait goes on as long as they keep coming, so a loaded machine's slow drain is not
+    /// taken for a loss); returns those still missing (empty when all arrived).
+    pub async fn missing_after(&self, ids: &HashSet<String>, stall: Duration) -> Vec<String> {
+        wait_for_all(ids, stall, || self.request_ids()).await
+    }
+}
+
+/// Waits until `received()` holds every one of `ids`, or until it has gained none of them for
+/// `stall`; returns the ids still missing. A lost event leaves the count unchanged for `stall`
+/// and is reported; events that keep arriving, however slowly, are waited for.
+pub async fn wait_for_all(
+    ids: &HashSet<String>,
+    stall: Duration,
+    received: impl Fn() -> HashSet<String>,
+) -> Vec<String> {
+    let mut last_progress = Instant::now();
+    let mut missing_before = usize::MAX;
+    loop {
+        let got = received();
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !got.contains(*id))
+            .cloned()
+            .collect();
+        if missing.len() < missing_before {
+            missing_before = missing.len();
+            last_progress = Instant::now();
         }
+        if missing.is_empty() || last_progress.elapsed() >= stall {
+            return missing;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -81,7 +81,16 @@ run_step() {
         deps) scripts/test-deps.sh ;;
         fmt) cargo fmt --all -- --check ;;
         clippy) cargo clippy --quiet --all-targets -- -D warnings ;;
-        test) cargo test --all-targets ${cargo_args[@]+"${cargo_args[@]}"} ;;
+        test)
+            # The same tests as `cargo test --all-targets`, in two processes at once: the
+            # integration tests mostly wait on their receivers and daemons, and the unit tests,
+            # tidy and the benches' smoke runs fill that time.
+            cargo test --quiet --all-targets --no-run
+            beside "unit, tidy, bins and benches' smoke runs" \
+                cargo test --lib --bins --benches --test tidy ${cargo_args[@]+"${cargo_args[@]}"}
+            cargo test --test it ${cargo_args[@]+"${cargo_args[@]}"}
+            wait_beside
+            ;;
         unit) cargo test --lib ${cargo_args[@]+"${cargo_args[@]}"} ;;
         tidy) cargo test --test tidy ${cargo_args[@]+"${cargo_args[@]}"} ;;
         it) cargo test --test it ${cargo_args[@]+"${cargo_args[@]}"} ;;
@@ -119,11 +128,62 @@ run_step() {
 }
 
 times=()
+
+# beside NAME COMMAND...: runs COMMAND in the background while the step in hand runs (for work
+# that mostly waits), its output kept in a log that wait_beside prints when it ended.
+beside_pid=""
+beside_name=""
+beside_log=""
+beside_started=0
+beside() {
+    beside_name=$1
+    shift
+    beside_log=$(mktemp "${TMPDIR:-/tmp}/hookd-test-beside.XXXXXX")
+    beside_started=$SECONDS
+    echo "[test] beside it: $beside_name (its output follows when it ends)"
+    "$@" >"$beside_log" 2>&1 &
+    beside_pid=$!
+}
+wait_beside() {
+    [ -n "$beside_pid" ] || return 0
+    local rc=0
+    wait "$beside_pid" || rc=$?
+    echo "[test] output of $beside_name:"
+    cat "$beside_log"
+    rm -f "$beside_log"
+    beside_pid=""
+    times+=("($beside_name $((SECONDS - beside_started))s)")
+    if [ "$rc" -ne 0 ]; then
+        echo "[test] FAILED: $beside_name (exit code $rc)" >&2
+        return 1
+    fi
+}
+stop_beside() {
+    if [ -n "$beside_pid" ]; then
+        kill "$beside_pid" 2>/dev/null || true
+        rm -f "$beside_log"
+    fi
+}
+trap stop_beside EXIT
+
 started_all=$SECONDS
+browser_beside_postgres=false
 for step in "${steps[@]}"; do
+    # The browser tests run beside the postgres step when both are asked for: the PostgreSQL
+    # tests mostly wait, and the browser step then costs no time of its own.
+    if [ "$step" = browser ] && [[ " ${steps[*]} " == *" postgres "* ]]; then
+        browser_beside_postgres=true
+        continue
+    fi
     echo "[test] step $step"
     started=$SECONDS
+    if [ "$step" = postgres ] && $browser_beside_postgres; then
+        # Build the binary the browser tests drive before the two steps share the target dir.
+        cargo test --quiet --no-run --test it
+        beside browser run_step browser
+    fi
     run_step "$step"
+    wait_beside
     times+=("$step $((SECONDS - started))s")
 done
 echo "[test] passed: ${times[*]}; total $((SECONDS - started_all))s"

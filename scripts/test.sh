@@ -58,6 +58,9 @@ done
 # The PostgreSQL tests skip with "NOT RUN" when no server answers, outside this script; here a
 # missing server is a failure.
 export HOOKD_REQUIRE_POSTGRES=1
+# The framework recipes (tests/it/recipes.rs) likewise fail, not "NOT RUN", without their
+# dependencies (scripts/test-deps.sh installs them).
+export HOOKD_REQUIRE_RECIPES=1
 
 pg_answers() {
     if command -v pg_isready >/dev/null 2>&1; then

@@ -21,7 +21,8 @@ app =
       config.api_only = true
       config.eager_load = false
       config.secret_key_base = "recipes-test-only" * 4
-      config.logger = Logger.new($stderr, level: :warn)
+      config.logger = Logger.new($stderr)
+      config.log_level = :warn
       config.hosts.clear
     end
     RecipeApp.initialize!

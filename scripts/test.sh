@@ -3,7 +3,8 @@
 #
 #   deps      install what the tests need (scripts/test-deps.sh): the node packages of the
 #             provider's Express receiver and of the browser tests, a Python venv for its Flask
-#             receiver, promtool, Go and chromium (apt-get, as root or with sudo) when missing
+#             receiver, promtool, Go and chromium (apt-get, as root or with sudo) when missing,
+#             and the frameworks of the receiving recipes (npm, PyPI, Debian's Ruby and PHP)
 #   fmt       cargo fmt --check
 #   clippy    cargo clippy --all-targets -- -D warnings
 #   test      cargo test --all-targets: unit tests, tidy (tests/tidy.rs), the integration tests

@@ -24,7 +24,7 @@ def verify_signature(body: bytes, signature: str | None) -> bool:
 @csrf_exempt  # hookd sends no CSRF token: the signature authenticates the request
 @require_POST
 def abstrakt_webhook(request):
-    body = request.body  # the raw bytes; read them before request.POST or request.read()
+    body = request.body  # the raw bytes; read them before anything reads the stream
     if not verify_signature(body, request.headers.get('X-Abstrakt-Signature')):
         return JsonResponse({'error': 'Invalid signature'}, status=401)
 

@@ -45,8 +45,8 @@ pub(crate) const DEPS_HINT: &str = "run scripts/test-deps.sh first";
 // ------------------------------------------------------------------ docs == snippet files
 
 /// One `<!-- snippet: path -->` block of the markdown.
-pub(crate) struct Embedded {
-    pub(crate) path: String,
+struct Embedded {
+    path: String,
     line: usize,
     info: String,
     content: String,
@@ -54,7 +54,7 @@ pub(crate) struct Embedded {
 
 /// Every marked fenced block of `doc`; a marker not followed by a fence, or an unclosed fence,
 /// is an error.
-pub(crate) fn embedded_snippets(doc: &str) -> Result<Vec<Embedded>, String> {
+fn embedded_snippets(doc: &str) -> Result<Vec<Embedded>, String> {
     let lines: Vec<&str> = doc.split_inclusive('\n').collect();
     let mut found = Vec::new();
     let mut i = 0;

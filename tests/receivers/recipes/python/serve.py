@@ -23,6 +23,9 @@ def serve_asgi(app):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    # Listen before saying so: connections wait in the backlog until uvicorn accepts them
+    # (uvicorn only listens once its startup is done).
+    sock.listen(128)
     print("LISTENING %d" % sock.getsockname()[1], flush=True)
     config = uvicorn.Config(app, log_level="warning")
     uvicorn.Server(config).run(sockets=[sock])

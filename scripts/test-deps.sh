@@ -7,24 +7,32 @@
 #   5. the dashboard's browser tests (tests/browser): Debian's chromium (apt-get install
 #      chromium fonts-liberation, when /usr/bin/chromium is missing) and their npm packages
 #      (playwright-core, which never downloads a browser, and axe-core)
+#   6. the framework recipes of docs/receiving-webhooks.md (tests/it/recipes.rs): npm packages
+#      (tests/receivers/recipes/node: fastify, hono, express, standardwebhooks), a Next.js app
+#      (tests/receivers/recipes/nextjs, built for `next start` by its build.sh), a Python venv
+#      (tests/receivers/recipes/python/.venv: fastapi, uvicorn, django, standardwebhooks), and
+#      Debian's ruby-rails, ruby-sinatra, ruby-webrick, php-cli, php-symfony-http-foundation
 #
 # Idempotent: the npm and pip steps are skipped when a stamp file records that the
 # current lockfile / requirements.txt (and node / python version) were already
 # installed, so after a first successful run this needs no network.
 # Force a reinstall with:
 #   rm -rf tests/receivers/express/node_modules tests/receivers/flask/.venv tests/browser/node_modules
+#   rm -rf tests/receivers/recipes/{node,nextjs}/node_modules tests/receivers/recipes/nextjs/.next \
+#          tests/receivers/recipes/python/.venv
 #
-# Usage: scripts/test-deps.sh            all five steps (scripts/test.sh runs this)
+# Usage: scripts/test-deps.sh            all six steps (scripts/test.sh runs this)
 #        scripts/test-deps.sh express    step 1 only: what the README's walkthrough needs
 #        scripts/test-deps.sh browser    step 5 only: what `node --test tests/browser/` needs
+#        scripts/test-deps.sh recipes    step 6 only: what `cargo test --test it -- recipes::` needs
 #
 # Env: PYTHON (default python3), SKIP_PROMTOOL=1 to skip step 3.
 set -euo pipefail
 
 ONLY="${1:-all}"
 case "$ONLY" in
-    all | express | browser) ;;
-    *) printf 'usage: %s [express|browser]\n' "$0" >&2; exit 2 ;;
+    all | express | browser | recipes) ;;
+    *) printf 'usage: %s [express|browser|recipes]\n' "$0" >&2; exit 2 ;;
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +40,7 @@ EXPRESS_DIR="$ROOT/tests/receivers/express"
 FLASK_DIR="$ROOT/tests/receivers/flask"
 VENV="$FLASK_DIR/.venv"
 BROWSER_DIR="$ROOT/tests/browser"
+RECIPES_DIR="$ROOT/tests/receivers/recipes"
 PYTHON="${PYTHON:-python3}"
 
 LOG="$(mktemp "${TMPDIR:-/tmp}/hookd-test-deps.XXXXXX")"
@@ -79,12 +88,22 @@ npm_ci() {
 }
 
 # ---------------------------------------------------------------- apt packages
-# apt_install NAME COMMAND PACKAGE...: installs PACKAGE... with apt-get (noninteractive, no
-# recommends) unless COMMAND already exists; dies naming them when that is impossible or fails.
+# present CHECK: CHECK is a command name or path (found with command -v) or, when it has a
+# space, a shell command that succeeds once the packages are installed.
+present() {
+    if [[ "$1" == *" "* ]]; then
+        bash -c "$1" >/dev/null 2>&1
+    else
+        command -v "$1" >/dev/null 2>&1
+    fi
+}
+
+# apt_install NAME CHECK PACKAGE...: installs PACKAGE... with apt-get (noninteractive, no
+# recommends) unless CHECK is present; dies naming them when that is impossible or fails.
 apt_install() {
     local name="$1" command="$2"
     shift 2
-    if command -v "$command" >/dev/null 2>&1; then
+    if present "$command"; then
         say "$name: already installed, skipped"
         return 0
     fi
@@ -109,7 +128,7 @@ apt_install() {
     run "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "$@" \
         || die "$name: installation failed (apt-get install $*)"
-    command -v "$command" >/dev/null 2>&1 || die "$name: $* installed but $command not on PATH"
+    present "$command" || die "$name: $* installed but $command not on PATH (or failing)"
     say "$name: installed via apt-get ($*)"
 }
 
@@ -123,39 +142,51 @@ fi
 # ---------------------------------------------------------------- browser
 # tests/browser drives Debian's chromium with playwright-core (executablePath /usr/bin/chromium);
 # fonts-liberation gives its pages and screenshots real fonts.
-apt_install chromium /usr/bin/chromium chromium fonts-liberation
-npm_ci browser "$BROWSER_DIR" playwright-core
+if [ "$ONLY" != recipes ]; then
+    apt_install chromium /usr/bin/chromium chromium fonts-liberation
+    npm_ci browser "$BROWSER_DIR" playwright-core
+fi
 if [ "$ONLY" = browser ]; then
     say "browser tests ready: node --test tests/browser/ ($(/usr/bin/chromium --version 2>/dev/null))"
     exit 0
 fi
 
-# ---------------------------------------------------------------- flask
+# ---------------------------------------------------------------- python venvs
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (need CPython 3.11)"
-VPY="$VENV/bin/python"
-if [ -x "$VPY" ] && "$VPY" -c 'import sys' >/dev/null 2>&1; then
-    :
-else
-    rm -rf "$VENV"
-    run "$PYTHON" -m venv "$VENV" || die "could not create venv at $VENV (is python3-venv installed?)"
-    say "flask: created venv $VENV"
-fi
 
-PY_STAMP="$VENV/.hookd-deps-stamp"
-py_want="python=$("$VPY" -c 'import sys; print(sys.version.split()[0])') req=$(sha "$FLASK_DIR/requirements.txt")"
-if [ -f "$PY_STAMP" ] && [ "$(cat "$PY_STAMP")" = "$py_want" ] \
-    && "$VPY" -c 'import flask, werkzeug' >/dev/null 2>&1; then
-    say "flask: venv requirements already satisfied, skipped pip"
-else
-    run "$VPY" -m pip install --disable-pip-version-check --no-input -q -r "$FLASK_DIR/requirements.txt" \
-        || die "pip install failed for $FLASK_DIR/requirements.txt"
-    printf '%s' "$py_want" >"$PY_STAMP"
-    say "flask: pip install done (flask $("$VPY" -c 'import importlib.metadata as m; print(m.version("flask"))'))"
-fi
+# pip_venv NAME DIR IMPORTS PACKAGE: a venv in DIR/.venv with DIR/requirements.txt, unless its
+# stamp file records the current requirements.txt and python version and IMPORTS import.
+pip_venv() {
+    local name="$1" dir="$2" imports="$3" package="$4"
+    local venv="$dir/.venv"
+    local vpy="$venv/bin/python"
+    if [ -x "$vpy" ] && "$vpy" -c 'import sys' >/dev/null 2>&1; then
+        :
+    else
+        rm -rf "$venv"
+        run "$PYTHON" -m venv "$venv" || die "could not create venv at $venv (is python3-venv installed?)"
+        say "$name: created venv $venv"
+    fi
+    local stamp="$venv/.hookd-deps-stamp"
+    local want
+    want="python=$("$vpy" -c 'import sys; print(sys.version.split()[0])') req=$(sha "$dir/requirements.txt")"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+        && "$vpy" -c "import $imports" >/dev/null 2>&1; then
+        say "$name: venv requirements already satisfied, skipped pip"
+        return 0
+    fi
+    run "$vpy" -m pip install --disable-pip-version-check --no-input -q -r "$dir/requirements.txt" \
+        || die "pip install failed for $dir/requirements.txt"
+    printf '%s' "$want" >"$stamp"
+    say "$name: pip install done ($package $("$vpy" -c "import importlib.metadata as m; print(m.version('$package'))"))"
+}
+
+pip_venv flask "$FLASK_DIR" 'flask, werkzeug' flask
+VPY="$VENV/bin/python"
 
 # promtool: the tests check metrics and alert rules with it.
-if [ "${SKIP_PROMTOOL:-0}" = 1 ]; then
-    say "promtool: skipped (SKIP_PROMTOOL=1)"
+if [ "${SKIP_PROMTOOL:-0}" = 1 ] || [ "$ONLY" = recipes ]; then
+    say "promtool: skipped (SKIP_PROMTOOL=1 or recipes only)"
 else
     apt_install promtool promtool prometheus
 fi
@@ -163,6 +194,25 @@ fi
 # go: tests/it/receiving_docs.rs builds docs/snippets/go_receiver.go (standard library only)
 # with `go build`; Debian's golang-go is enough.
 apt_install go go golang-go
+
+# ---------------------------------------------------------------- recipes
+# The framework recipes of docs/receiving-webhooks.md (tests/it/recipes.rs). Next.js runs as a
+# production build (`next start`): build.sh rebuilds it only when the recipe, the lockfile or
+# node changed (its stamp), so that the tests start it in a fraction of a second.
+npm_ci recipes-node "$RECIPES_DIR/node" fastify
+npm_ci recipes-nextjs "$RECIPES_DIR/nextjs" next
+(cd "$RECIPES_DIR/nextjs" && run ./build.sh) || die "building the Next.js recipe app failed"
+say "recipes-nextjs: $(tail -n 1 "$LOG")"
+pip_venv recipes-python "$RECIPES_DIR/python" 'fastapi, uvicorn, django, standardwebhooks' fastapi
+apt_install ruby-rails "ruby -e 'require \"rails\"'" ruby-rails
+apt_install ruby-sinatra "ruby -e 'require \"webrick\"; require \"sinatra/base\"'" ruby-sinatra ruby-webrick
+apt_install php php php-cli
+apt_install symfony-http-foundation "test -f /usr/share/php/Symfony/Component/HttpFoundation/autoload.php" \
+    php-symfony-http-foundation
+if [ "$ONLY" = recipes ]; then
+    say "recipes ready: cargo test --test it -- recipes::"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- summary
 say "chromium:       /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null))"

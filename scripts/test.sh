@@ -3,7 +3,8 @@
 #
 #   deps      install what the tests need (scripts/test-deps.sh): the node packages of the
 #             provider's Express receiver and of the browser tests, a Python venv for its Flask
-#             receiver, promtool, Go and chromium (apt-get, as root or with sudo) when missing
+#             receiver, promtool, Go and chromium (apt-get, as root or with sudo) when missing,
+#             and the frameworks of the receiving recipes (npm, PyPI, Debian's Ruby and PHP)
 #   fmt       cargo fmt --check
 #   clippy    cargo clippy --all-targets -- -D warnings
 #   test      cargo test --all-targets: unit tests, tidy (tests/tidy.rs), the integration tests
@@ -67,6 +68,9 @@ done
 # The PostgreSQL tests skip with "NOT RUN" when no server answers, outside this script; here a
 # missing server is a failure.
 export HOOKD_REQUIRE_POSTGRES=1
+# The framework recipes (tests/it/recipes.rs) likewise fail, not "NOT RUN", without their
+# dependencies (scripts/test-deps.sh installs them).
+export HOOKD_REQUIRE_RECIPES=1
 
 pg_answers() {
     if command -v pg_isready >/dev/null 2>&1; then

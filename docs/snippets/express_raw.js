@@ -43,7 +43,7 @@ app.post(
     console.log(`${req.get('X-Abstrakt-Event')} ${event.request_id} (${event.status})`);
     // Queue the work here, then remember the delivery and answer at once.
     processed.add(deliveryId);
-    res.json({ received: true });
+    res.json({ received: true, request_id: event.request_id });
   }
 );
 

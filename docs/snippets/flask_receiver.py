@@ -34,7 +34,7 @@ def handle_webhook():
     print(f"{request.headers.get('X-Abstrakt-Event')} {event['request_id']} ({event['status']})")
     # Queue the work here, then remember the delivery and answer at once.
     processed.add(delivery_id)
-    return jsonify({'received': True})
+    return jsonify({'received': True, 'request_id': event['request_id']})
 
 
 if __name__ == '__main__':

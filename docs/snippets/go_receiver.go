@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -36,7 +37,31 @@ type jobEvent struct {
 	Timestamp string          `json:"timestamp,omitempty"`
 }
 
+// processed holds the X-Abstrakt-Delivery values already handled. In production: a table with
+// a unique key.
+type processed struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+// firstTime records id and reports whether it was new.
+func (p *processed) firstTime(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ids[id] {
+		return false
+	}
+	p.ids[id] = true
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, answer any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(answer)
+}
+
 func webhookHandler(secret []byte) http.HandlerFunc {
+	seen := &processed{ids: map[string]bool{}}
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -61,10 +86,14 @@ func webhookHandler(secret []byte) http.HandlerFunc {
 			http.Error(w, "invalid JSON", http.StatusBadRequest)
 			return
 		}
+		if !seen.firstTime(r.Header.Get("X-Abstrakt-Delivery")) {
+			// A retry of a delivery already handled: acknowledge it again, do nothing.
+			writeJSON(w, map[string]any{"received": true, "duplicate": true})
+			return
+		}
 		log.Printf("%s %s (%s)", r.Header.Get("X-Abstrakt-Event"), event.RequestID, event.Status)
-		// Queue the work here (deduplicating on X-Abstrakt-Delivery), then answer at once.
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"received":true}`)
+		// Queue the work here and answer at once.
+		writeJSON(w, map[string]any{"received": true, "request_id": event.RequestID})
 	}
 }
 

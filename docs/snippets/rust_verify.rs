@@ -1,12 +1,15 @@
 // Verifying hookd's X-Abstrakt-Signature in Rust, and an axum 0.8 handler that uses it.
 // Cargo.toml: hmac = "0.13", sha2 = "0.11", hex = "0.4", axum = "0.8", serde_json = "1"
 // (with hmac 0.12 and sha2 0.10, import only `hmac::{Hmac, Mac}`).
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
 use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{json, Value};
 use sha2::Sha256;
 
 /// Whether `signature_hex` (the `X-Abstrakt-Signature` header) is the HMAC-SHA256 of the raw
@@ -20,23 +23,39 @@ pub fn verify(secret: &[u8], body: &[u8], signature_hex: &str) -> bool {
     mac.verify_slice(&signature).is_ok()
 }
 
-/// `Router::new().route("/webhook/abstrakt", post(webhook)).with_state(secret)`, where
-/// `secret: Arc<[u8]>` holds the secret's UTF-8 bytes. `Bytes` is the body exactly as sent.
+/// The handler's state: the secret's UTF-8 bytes, and the `X-Abstrakt-Delivery` values
+/// already processed (in production: a table with a unique key).
+pub struct Receiver {
+    pub secret: Vec<u8>,
+    pub processed: Mutex<HashSet<String>>,
+}
+
+/// `Router::new().route("/webhook/abstrakt", post(webhook)).with_state(Arc::new(receiver))`.
+/// `Bytes` is the body exactly as sent.
 pub async fn webhook(
-    State(secret): State<Arc<[u8]>>,
+    State(receiver): State<Arc<Receiver>>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
-    let signature = headers
-        .get("x-abstrakt-signature")
-        .and_then(|v| v.to_str().ok());
-    if !verify(&secret, &body, signature.unwrap_or("")) {
-        return (StatusCode::UNAUTHORIZED, "invalid signature");
+) -> (StatusCode, Json<Value>) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !verify(&receiver.secret, &body, header("x-abstrakt-signature").unwrap_or("")) {
+        let error = json!({ "error": "invalid signature" });
+        return (StatusCode::UNAUTHORIZED, Json(error));
     }
-    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "invalid JSON");
+    let Ok(event) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": "invalid JSON" })));
     };
+    let delivery = header("x-abstrakt-delivery").unwrap_or("").to_string();
+    let first_time = match receiver.processed.lock() {
+        Ok(mut processed) => processed.insert(delivery),
+        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({}))),
+    };
+    if !first_time {
+        // A retry of a delivery already handled: acknowledge it again, do nothing.
+        return (StatusCode::OK, Json(json!({ "received": true, "duplicate": true })));
+    }
     println!("{} ({})", event["request_id"], event["status"]);
-    // Queue the work here (deduplicating on X-Abstrakt-Delivery), then answer at once.
-    (StatusCode::OK, "received")
+    // Queue the work here and answer at once.
+    let answer = json!({ "received": true, "request_id": event["request_id"] });
+    (StatusCode::OK, Json(answer))
 }

@@ -26,6 +26,7 @@ mod overload;
 mod postgres;
 mod readme;
 mod receiving_docs;
+mod recipes;
 mod restart;
 mod retention;
 mod retries;

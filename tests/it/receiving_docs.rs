@@ -31,16 +31,16 @@ mod rust_snippet {
     include!("../../docs/snippets/rust_verify.rs");
 }
 
-const DOC: &str = "docs/receiving-webhooks.md";
-const SNIPPET_DIR: &str = "docs/snippets";
+pub(crate) const DOC: &str = "docs/receiving-webhooks.md";
+pub(crate) const SNIPPET_DIR: &str = "docs/snippets";
 const MARKER_PREFIX: &str = "<!-- snippet: ";
 const MARKER_SUFFIX: &str = " -->";
 
 /// Non-ASCII on purpose: receivers must key the HMAC with the secret's UTF-8 bytes.
-const SECRET: &str = "hookd-dócs-秘密-🔑";
-const WRONG_SECRET: &str = "not-the-secret";
+pub(crate) const SECRET: &str = "hookd-dócs-秘密-🔑";
+pub(crate) const WRONG_SECRET: &str = "not-the-secret";
 
-const DEPS_HINT: &str = "run scripts/test-deps.sh first";
+pub(crate) const DEPS_HINT: &str = "run scripts/test-deps.sh first";
 
 // ------------------------------------------------------------------ docs == snippet files
 
@@ -102,6 +102,8 @@ fn language_of(path: &str) -> Option<&'static str> {
         "py" => Some("python"),
         "go" => Some("go"),
         "rs" => Some("rust"),
+        "rb" => Some("ruby"),
+        "php" => Some("php"),
         _ => None,
     }
 }
@@ -196,15 +198,15 @@ fn the_snippet_block_parser_sees_drift() {
 // ------------------------------------------------------------------ the receivers
 
 /// A snippet running as a receiver, on 127.0.0.1.
-struct Receiver {
-    name: &'static str,
-    url: String,
-    process: Option<ChildGuard>,
+pub(crate) struct Receiver {
+    pub(crate) name: &'static str,
+    pub(crate) url: String,
+    pub(crate) process: Option<ChildGuard>,
 }
 
 impl Receiver {
     /// What the receiver printed so far (stdout and stderr), for failure messages.
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         match &self.process {
             Some(p) => format!(
                 "stdout:\n{}\nstderr:\n{}",
@@ -242,7 +244,7 @@ fn require_flask_python() -> PathBuf {
 }
 
 /// An Express snippet, loaded by tests/receivers/snippets/serve_express.js.
-async fn start_node(name: &'static str, secret: &str) -> Receiver {
+pub(crate) async fn start_node(name: &'static str, secret: &str) -> Receiver {
     let modules = require_node();
     let root = manifest_dir();
     let mut command = Command::new("node");
@@ -262,7 +264,7 @@ async fn start_node(name: &'static str, secret: &str) -> Receiver {
 }
 
 /// A Flask snippet, imported by tests/receivers/snippets/serve_flask.py.
-async fn start_flask(name: &'static str, secret: &str) -> Receiver {
+pub(crate) async fn start_flask(name: &'static str, secret: &str) -> Receiver {
     let python = require_flask_python();
     let root = manifest_dir();
     let mut command = Command::new(python);
@@ -337,7 +339,7 @@ fn go_receiver_binary() -> PathBuf {
 }
 
 /// The Go snippet: `ADDR=127.0.0.1:0`, it logs `listening on 127.0.0.1:<port>` to stderr.
-async fn start_go(secret: &str) -> Receiver {
+pub(crate) async fn start_go(secret: &str) -> Receiver {
     let binary = tokio::task::spawn_blocking(go_receiver_binary)
         .await
         .expect("go build task");
@@ -366,29 +368,23 @@ async fn start_go(secret: &str) -> Receiver {
 }
 
 /// The Rust snippet's axum handler, in this process.
-async fn start_rust(secret: &str) -> Receiver {
+pub(crate) async fn start_rust(secret: &str) -> Receiver {
     let app = axum::Router::new()
         .route(
             "/webhook/abstrakt",
             axum::routing::post(rust_snippet::webhook),
         )
-        .with_state(Arc::<[u8]>::from(secret.as_bytes()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the Rust receiver");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Receiver {
-        name: "rust_verify.rs",
-        url: format!("http://{addr}/webhook/abstrakt"),
-        process: None,
-    }
+        .with_state(Arc::new(rust_snippet::Receiver {
+            secret: secret.as_bytes().to_vec(),
+            processed: Default::default(),
+        }));
+    crate::recipes::serve_router("rust_verify.rs", app).await
 }
 
 // ------------------------------------------------------------------ deliveries
 
 /// The events posted: raw JSON text, so that escapes and number forms reach hookd as written.
-fn event_matrix() -> Vec<String> {
+pub(crate) fn event_matrix() -> Vec<String> {
     let mut events: Vec<String> = [
         // The seed page's payload.
         r#"{"request_id":"docs-seed","status":"completed","result":{"items":[{"url":"https://cdn.abstrakt.one/abc123.mp4","content_type":"video/mp4"}]},"metrics":{"inference_time":45.2,"queue_time":2.1},"timestamp":"2025-01-12T10:30:00Z"}"#,
@@ -424,48 +420,61 @@ fn event_matrix() -> Vec<String> {
 
 /// What became of one delivery: its subscription, state and the receiver's answer.
 #[derive(Debug)]
-struct Outcome {
-    request_id: String,
-    subscription: String,
-    state: DeliveryState,
-    status: Option<u16>,
-    excerpt: String,
+pub(crate) struct Outcome {
+    pub(crate) id: String,
+    pub(crate) request_id: String,
+    pub(crate) subscription: String,
+    pub(crate) state: DeliveryState,
+    pub(crate) status: Option<u16>,
+    pub(crate) excerpt: String,
+}
+
+/// The `(request_id, delivery id)` pairs of the event `event_id`.
+pub(crate) async fn deliveries_of(app: &TestApp, event_id: &str) -> Vec<(String, String)> {
+    let meta = app
+        .shared
+        .store
+        .event_meta(event_id)
+        .await
+        .expect("read")
+        .expect("stored");
+    meta.deliveries
+        .into_iter()
+        .map(|id| (meta.request_id.clone(), id))
+        .collect()
 }
 
 /// Posts every event of `events` (each must fan out to `fan_out` deliveries), waits until every
 /// delivery is finished (the config has no retries) and returns what became of each.
 async fn deliver(app: &TestApp, events: &[String], fan_out: u64) -> Vec<Outcome> {
-    let store = &app.shared.store;
     let mut ids = Vec::new();
     for text in events {
         let (status, body) = app.post_raw(text.clone()).await;
         assert_eq!(status, 202, "posting {:.200}: {body}", text);
         assert_eq!(body["deliveries"], fan_out, "{body}");
         let event_id = body["event_id"].as_str().expect("event_id");
-        let meta = store
-            .event_meta(event_id)
-            .await
-            .expect("read")
-            .expect("stored");
-        ids.extend(
-            meta.deliveries
-                .into_iter()
-                .map(|id| (meta.request_id.clone(), id)),
-        );
+        ids.extend(deliveries_of(app, event_id).await);
     }
-    wait_until(
-        "every delivery to finish",
-        Duration::from_secs(15),
-        || async {
-            for (_, id) in &ids {
-                let d = store.delivery(id).await.expect("read").expect("stored");
-                if !matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead) {
-                    return None;
-                }
+    finished(app, ids, Duration::from_secs(15)).await
+}
+
+/// Waits (up to `deadline`) until every delivery of `ids` is delivered or dead, and returns
+/// what became of each.
+pub(crate) async fn finished(
+    app: &TestApp,
+    ids: Vec<(String, String)>,
+    deadline: Duration,
+) -> Vec<Outcome> {
+    let store = &app.shared.store;
+    wait_until("every delivery to finish", deadline, || async {
+        for (_, id) in &ids {
+            let d = store.delivery(id).await.expect("read").expect("stored");
+            if !matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead) {
+                return None;
             }
-            Some(())
-        },
-    )
+        }
+        Some(())
+    })
     .await;
     let mut out = Vec::new();
     for (request_id, id) in ids {
@@ -474,6 +483,7 @@ async fn deliver(app: &TestApp, events: &[String], fan_out: u64) -> Vec<Outcome>
             let attempts = store.attempts(&id).await.expect("read attempts");
             let last = attempts.last();
             Outcome {
+                id,
                 request_id,
                 subscription: delivery.subscription,
                 state: delivery.state,
@@ -489,7 +499,11 @@ async fn deliver(app: &TestApp, events: &[String], fan_out: u64) -> Vec<Outcome>
 
 /// Checks each outcome against `want(subscription)`: `true` = verified (2xx, delivered),
 /// `false` = refused with 401 (dead).
-fn check_outcomes(receiver: &Receiver, outcomes: &[Outcome], want: impl Fn(&str) -> bool) {
+pub(crate) fn check_outcomes(
+    receiver: &Receiver,
+    outcomes: &[Outcome],
+    want: impl Fn(&str) -> bool,
+) {
     let mut wrong = Vec::new();
     for o in outcomes {
         let ok = want(&o.subscription);
@@ -528,7 +542,7 @@ type Headers = Vec<(&'static str, String)>;
 type Case = (&'static str, Headers, u16);
 
 /// POSTs `body` with `headers` to the receiver; returns the status and the body.
-async fn post(url: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+pub(crate) async fn post(url: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
     let mut request = reqwest::Client::new()
         .post(url)
         .timeout(Duration::from_secs(5))
@@ -542,7 +556,7 @@ async fn post(url: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, Strin
     (status, response.text().await.unwrap_or_default())
 }
 
-const NO_RETRIES: &str = "[delivery]\nretry_schedule = []\ntimeout = \"5s\"\n\n";
+pub(crate) const NO_RETRIES: &str = "[delivery]\nretry_schedule = []\ntimeout = \"5s\"\n\n";
 
 /// A receiver of `X-Abstrakt-Signature` verifies hookd's deliveries signed with `SECRET`,
 /// refuses those signed with another secret, and answers 401 (not 500) to a missing or
@@ -724,7 +738,7 @@ async fn rust_snippet_verifies_hookd_deliveries() {
 
 // ------------------------------------------------------------------ Standard Webhooks
 
-fn whsec() -> String {
+pub(crate) fn whsec() -> String {
     let key: [u8; 24] = rand::random();
     format!(
         "whsec_{}",
@@ -765,7 +779,7 @@ fn replace_header(headers: &mut [(&'static str, String)], name: &str, value: Str
 /// (alone, with `signature = "both"`, and as the second signature while a newer secret rotates
 /// in); deliveries without it, or after its rotation expired, are refused; and crafted requests
 /// with a stale or future timestamp (replays) are refused although correctly signed.
-async fn check_standard_receiver(receiver: &Receiver, old: &str) {
+pub(crate) async fn check_standard_receiver(receiver: &Receiver, old: &str) {
     let (new, other) = (whsec(), whsec());
     let url = &receiver.url;
     let probe = TestReceiver::start().await;

@@ -30,11 +30,18 @@ fn address() -> String {
 /// then a test that needs it fails without it. Anything but `1`, `0` or nothing stops the run,
 /// so that a typo does not quietly skip.
 fn required() -> bool {
-    match std::env::var("HOOKD_REQUIRE_POSTGRES") {
+    required_by_env("HOOKD_REQUIRE_POSTGRES")
+}
+
+/// Whether the environment variable `name` is `1` (a test's dependency is required: a missing
+/// one fails the test) rather than `0` or unset (the test says NOT RUN); tests/it/recipes.rs
+/// reads `HOOKD_REQUIRE_RECIPES` with it. Anything else stops the run.
+pub fn required_by_env(name: &str) -> bool {
+    match std::env::var(name) {
         Err(std::env::VarError::NotPresent) => false,
         Ok(v) if v.is_empty() || v == "0" => false,
         Ok(v) if v == "1" => true,
-        other => panic!("HOOKD_REQUIRE_POSTGRES must be \"1\" or \"0\", not {other:?}"),
+        other => panic!("{name} must be \"1\" or \"0\", not {other:?}"),
     }
 }
 

@@ -39,7 +39,7 @@ ALL_STEPS=(deps fmt clippy test unit tidy it browser fjall postgres package)
 # guard, traces, and the docs run as written (README's walkthrough is on sled, the default). The
 # postgres step skips them: on PostgreSQL they would repeat the test step's run. A module that
 # reads or writes deliveries, subscriptions or state does not belong here.
-ENGINE_INDEPENDENT=(fuzz:: receiving_docs:: seed_receivers:: keepalive:: cross_site:: guard:: traces:: tokens:: limits:: readme::)
+ENGINE_INDEPENDENT=(fuzz:: receiving_docs:: recipes:: seed_receivers:: keepalive:: cross_site:: guard:: traces:: tokens:: limits:: readme::)
 FJALL_TESTS=(faults:: crash:: restart:: overload:: damaged_store:: limits:: retention:: systemd::empty_storage systemd::state_directory retries:: clock_jumps::)
 
 usage() {

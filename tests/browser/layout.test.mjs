@@ -104,8 +104,9 @@ describe('layout at 1280 and 390 px', () => {
           '/ui/subscriptions/new',
           '/ui/subscriptions/a-subscription-with-a-long-identifier-2026',
           '/ui/subscriptions/a-subscription-with-a-long-identifier-2026/rotate-secret',
+          '/ui/subscriptions/refused/resend?since=2000-01-01T00:00',
         ];
-        const portalPages = ['', '/subscriptions', '/subscriptions/new', '/subscriptions/refused'].map((p) => ids.portal + p);
+        const portalPages = ['', '/subscriptions', '/subscriptions/new', '/subscriptions/refused', '/subscriptions/refused/resend?since=2000-01-01T00:00'].map((p) => ids.portal + p);
         const problems = [];
         for (const url of [...pages.map((p) => hookd.base + p), ...portalPages]) {
           await page.goto(url);
@@ -194,6 +195,43 @@ describe('layout at 1280 and 390 px', () => {
       } finally {
         await context.close();
       }
+    }
+  });
+});
+
+describe('recovery in one click', () => {
+  const stack = {};
+  const step = (name, fn) => it(name, { timeout: 60_000 }, withLogs(() => stackProcesses(stack), fn));
+
+  before(() => startStack(stack), { timeout: 60_000 });
+  after(() => stopStack(stack));
+
+  step('Resend failed deliveries: the count first, then one attempt each, at 390 px', async () => {
+    const { hookd, browser } = stack;
+    const port = await freePort(); // nothing listens there
+    const made = await hookd.api('POST', '/v1/subscriptions', { id: 'down', url: `http://127.0.0.1:${port}/webhook/abstrakt`, events: ['job.failed'] });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    const sent = [];
+    for (let i = 0; i < 2; i++) sent.push((await hookd.api('POST', '/v1/subscriptions/down/test')).body.delivery_id);
+    await waitFor('both dead', async () => {
+      const list = await hookd.api('GET', '/v1/deliveries?subscription=down&status=dead');
+      return list.body.deliveries.length === 2;
+    });
+    const { context, page } = await adminContext(browser, hookd.base, { viewport: { width: 390, height: 844 } });
+    try {
+      await page.goto(`${hookd.base}/ui/subscriptions/down`);
+      await page.getByLabel('Failed since (UTC)').fill('2000-01-01T00:00');
+      await page.getByRole('button', { name: 'Count them', exact: true }).click();
+      await page.waitForURL(/\/resend\?since=/);
+      assert.match(await page.locator('main').innerText(), /2 deliveries of down failed for good/);
+      await page.getByRole('button', { name: 'Resend 2 deliveries', exact: true }).click();
+      await page.waitForURL(/\/ui\/subscriptions\/down\?notice=/);
+      assert.match(await page.locator('p[role="status"]').innerText(), /2 of 2 failed deliveries resent/);
+      for (const id of sent) {
+        await waitFor(`${id} attempted again`, async () => (await hookd.api('GET', `/v1/deliveries/${id}`)).body.attempts >= 4);
+      }
+    } finally {
+      await context.close();
     }
   });
 });

@@ -254,14 +254,7 @@ impl Hookd {
                     return None;
                 }
                 for id in &ids {
-                    let (_, d) = self
-                        .api(
-                            Method::GET,
-                            &format!("/v1/deliveries/{id}"),
-                            Some(ADMIN),
-                            None,
-                        )
-                        .await;
+                    let d = self.delivery(id).await;
                     if d["state"] != "delivered" && d["state"] != "dead" {
                         return None;
                     }
@@ -331,6 +324,19 @@ impl Hookd {
         }
         assert_eq!(answer.status, 422, "{}", answer.body);
         answer
+    }
+
+    /// `GET /v1/deliveries/{id}` with the admin token: the delivery (or the error).
+    async fn delivery(&self, id: &str) -> Value {
+        let path = format!("/v1/deliveries/{id}");
+        self.api(Method::GET, &path, Some(ADMIN), None).await.1
+    }
+
+    /// Posts a portal's form (no cookie: the link carries the visitor) with its `csrf`.
+    async fn portal_form(&self, path: &str, csrf: &str, fields: &[(&str, &str)]) -> Page {
+        let mut all = vec![("csrf", csrf)];
+        all.extend_from_slice(fields);
+        self.post_form(path, None, self.same_origin(), &all).await
     }
 
     async fn sign_in(&self) -> Session {
@@ -2030,6 +2036,15 @@ async fn a_portal_link_does_not_open_the_admin_pages() {
 
 // ------------------------------------------------------------------ the forms, grown up
 
+/// Asserts that `page` says `text`.
+fn assert_shows(page: &Page, text: &str) {
+    assert!(
+        page.body.contains(text),
+        "{text:?} is not on the page:\n{}",
+        page.body
+    );
+}
+
 /// The opening tag of the form control whose `id` is `id` (`<input ... id="url" ...>`).
 fn control_tag(html: &str, id: &str) -> String {
     let marker = format!("id=\"{id}\"");
@@ -2161,12 +2176,10 @@ async fn a_customer_cannot_learn_that_another_owners_subscription_id_exists() {
         let (hookd, portal, csrf) = (&hookd, &portal, &csrf);
         async move {
             hookd
-                .post_form(
+                .portal_form(
                     &format!("{portal}/subscriptions"),
-                    None,
-                    hookd.same_origin(),
+                    csrf,
                     &[
-                        ("csrf", csrf.as_str()),
                         ("url", "http://127.0.0.1:9/a"),
                         ("events", "*"),
                         ("other_events", ""),
@@ -2253,12 +2266,10 @@ async fn the_portal_speaks_to_the_customer_under_the_providers_name() {
         .await
         .csrf();
     let refused = hookd
-        .post_form(
+        .portal_form(
             &format!("{portal}/subscriptions"),
-            None,
-            hookd.same_origin(),
+            &csrf,
             &[
-                ("csrf", csrf.as_str()),
                 ("url", "https://10.0.0.1/hook"),
                 ("events", "*"),
                 ("signature", "abstrakt"),
@@ -2293,11 +2304,7 @@ async fn a_notice_shows_once_and_never_in_the_address_and_the_icon_is_served() {
         "the notice is not in the address: {location}"
     );
     let first = hookd.get(&location, Some(&session.cookie)).await;
-    assert!(
-        first.body.contains("Paused: its deliveries wait"),
-        "{}",
-        first.body
-    );
+    assert_shows(&first, "Paused: its deliveries wait");
     let again = hookd.get(&location, Some(&session.cookie)).await;
     assert_eq!(again.status, 200);
     assert!(
@@ -2333,11 +2340,7 @@ async fn a_rotation_in_the_dashboard_is_confirmed_then_switched_in_a_second_step
         .await;
     assert_eq!(confirm.status, 200, "{}", confirm.body);
     assert!(confirm.body.contains("previous secret"), "{}", confirm.body);
-    assert!(
-        confirm.body.contains("Switch to the new secret"),
-        "{}",
-        confirm.body
-    );
+    assert_shows(&confirm, "Switch to the new secret");
     assert!(confirm.body.contains("Z."), "a time: {}", confirm.body);
     let unconfirmed = hookd
         .action(&session, "/ui/subscriptions/turning/rotate-secret")
@@ -2407,11 +2410,7 @@ async fn the_edit_form_sets_the_owner_and_the_signature_scheme() {
     let page = hookd
         .get("/ui/subscriptions/ownerless", Some(&session.cookie))
         .await;
-    assert!(
-        page.body.contains("<dd>X-Abstrakt-Signature</dd>"),
-        "{}",
-        page.body
-    );
+    assert_shows(&page, "<dd>X-Abstrakt-Signature</dd>");
     let edited = hookd
         .edit_subscription(
             &session,
@@ -2438,12 +2437,10 @@ async fn the_edit_form_sets_the_owner_and_the_signature_scheme() {
         .await
         .csrf();
     let moved = hookd
-        .post_form(
+        .portal_form(
             &format!("{portal}/subscriptions/ownerless"),
-            None,
-            hookd.same_origin(),
+            &csrf,
             &[
-                ("csrf", csrf.as_str()),
                 ("url", "http://127.0.0.1:9/o"),
                 ("events", "*"),
                 ("owner", "cust-evil"),
@@ -2452,4 +2449,87 @@ async fn the_edit_form_sets_the_owner_and_the_signature_scheme() {
         .await;
     assert_eq!(moved.status, 303, "{}", moved.body);
     assert_eq!(hookd.subscription("ownerless").await["owner"], "cust-9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resending_failed_deliveries_counts_them_first_and_requeues_each_once() {
+    // Nothing listens on the subscription's port: one attempt each (retry_schedule = []), dead.
+    let port = crate::support::process::free_ports(1)[0];
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "recover", "owner": "cust-r", "url": format!("http://127.0.0.1:{port}/hook"), "events": ["*"] }))
+        .await;
+    for i in 0..3 {
+        hookd
+            .ingest(json!({ "request_id": format!("recover-{i}"), "status": "completed", "owner": "cust-r" }))
+            .await;
+    }
+    let dead = hookd.wait_finished("recover", 3).await;
+    let session = hookd.sign_in().await;
+    let since = "2000-01-01T00:00";
+
+    // The count comes first; nothing is sent before the confirmation.
+    let counted = hookd
+        .get(
+            &format!("/ui/subscriptions/recover/resend?since={since}"),
+            Some(&session.cookie),
+        )
+        .await;
+    assert_eq!(counted.status, 200, "{}", counted.body);
+    assert_shows(&counted, "3 deliveries of recover failed for good");
+    assert_shows(&counted, "Resend 3 deliveries");
+    let unconfirmed = hookd
+        .post_form(
+            "/ui/subscriptions/recover/resend",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[("csrf", session.csrf.as_str()), ("since", since)],
+        )
+        .await;
+    assert_eq!(unconfirmed.status, 303);
+    assert!(
+        unconfirmed.location().contains("/resend?since="),
+        "{}",
+        unconfirmed.location()
+    );
+
+    // The portal of the owner resends them: each gets exactly one more attempt.
+    let portal = hookd.portal_link("cust-r", "1h").await;
+    let csrf = hookd
+        .get(
+            &format!("{portal}/subscriptions/recover/resend?since={since}"),
+            None,
+        )
+        .await
+        .csrf();
+    let resent = hookd
+        .portal_form(
+            &format!("{portal}/subscriptions/recover/resend"),
+            &csrf,
+            &[("since", since), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(resent.status, 303, "{}", resent.body);
+    let page = hookd.get(&resent.location(), None).await;
+    assert_shows(&page, "3 of 3 failed deliveries resent");
+    for id in &dead {
+        wait_until(
+            &format!("{id} dead after a second attempt"),
+            DEADLINE,
+            || async {
+                let d = hookd.delivery(id).await;
+                (d["state"] == "dead" && d["attempts"] == 2).then_some(())
+            },
+        )
+        .await;
+    }
+    // Another owner's portal finds nothing of it to resend.
+    let other = hookd.portal_link("cust-other", "1h").await;
+    let foreign = hookd
+        .get(
+            &format!("{other}/subscriptions/recover/resend?since={since}"),
+            None,
+        )
+        .await;
+    assert_eq!(foreign.status, 404);
 }

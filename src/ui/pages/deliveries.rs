@@ -52,7 +52,7 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
 
 /// A time from the filter form: `datetime-local` (`2026-11-30T13:05`, read as UTC) or
 /// RFC 3339.
-fn parse_when(text: &str) -> Option<u64> {
+pub(super) fn parse_when(text: &str) -> Option<u64> {
     use time::format_description::well_known::Rfc3339;
     let t = time::OffsetDateTime::parse(text, &Rfc3339)
         .ok()

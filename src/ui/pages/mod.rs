@@ -9,6 +9,7 @@ mod deliveries;
 mod delivery;
 mod draft;
 mod overview;
+mod recovery;
 mod rotation;
 mod sign_in;
 mod subscription;

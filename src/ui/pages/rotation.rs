@@ -94,18 +94,21 @@ struct GonePage<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct ShownQuery {
+pub struct StepQuery {
     /// The key of the flashed secret.
     shown: Option<String>,
+    /// Since when failed deliveries are resent (`resend`).
+    since: Option<String>,
 }
 
-/// `GET .../subscriptions/{id}/rotate-secret` (what a rotation does, and its confirmation) and
-/// `GET .../subscriptions/{id}/secret?shown=` (a secret, once).
+/// `GET .../subscriptions/{id}/rotate-secret` (what a rotation does, and its confirmation),
+/// `GET .../subscriptions/{id}/secret?shown=` (a secret, once) and
+/// `GET .../subscriptions/{id}/resend?since=` (how many failed deliveries a resend would take).
 pub async fn subscription_step(
     viewer: Viewer,
     State(shared): State<Arc<Shared>>,
     Path(params): Params,
-    Query(q): Query<ShownQuery>,
+    Query(q): Query<StepQuery>,
 ) -> Response {
     let Some(id) = visible_subscription(&shared, &viewer, &params) else {
         return not_found("such subscription");
@@ -113,6 +116,12 @@ pub async fn subscription_step(
     match params.get("action").map(String::as_str) {
         Some("rotate-secret") => confirm(&shared, &viewer, id),
         Some("secret") => secret(&viewer, id, q.shown.as_deref().unwrap_or("")),
+        Some("resend") => {
+            let since = q
+                .since
+                .unwrap_or_else(|| super::recovery::default_since(viewer.now_ms));
+            super::recovery::confirm(&shared, &viewer, id, &since).await
+        }
         _ => not_found("such page"),
     }
 }

@@ -89,6 +89,8 @@ struct SubscriptionPage {
     snippet: &'static Snippet,
     /// The secret's rotation in progress, if any.
     rotation: Option<rotation::RotationView>,
+    /// Where the resend form starts: a day ago.
+    resend_since: String,
 }
 
 impl SubscriptionPage {
@@ -148,6 +150,7 @@ async fn page(
         status,
         &SubscriptionPage {
             rotation,
+            resend_since: super::recovery::default_since(viewer.now_ms),
             nav,
             draft: typed.unwrap_or_else(|| edit_draft(shared, &s)),
             snippet: snippet(lang, s.signature),
@@ -253,6 +256,8 @@ enum SubscriptionAction {
     RotateSecret,
     /// `finish-rotation`: the new secret alone signs from now on.
     FinishRotation,
+    /// `resend`, once confirmed: the failed deliveries since a time, one attempt each now.
+    Resend,
     /// `delete`, once its box is ticked.
     Delete,
 }
@@ -266,6 +271,7 @@ impl SubscriptionAction {
             "enable" => Some(SubscriptionAction::Enable),
             "rotate-secret" => Some(SubscriptionAction::RotateSecret),
             "finish-rotation" => Some(SubscriptionAction::FinishRotation),
+            "resend" => Some(SubscriptionAction::Resend),
             "delete" => Some(SubscriptionAction::Delete),
             _ => None,
         }
@@ -277,7 +283,7 @@ impl SubscriptionAction {
     }
 }
 
-/// `POST .../subscriptions/{id}/{test|pause|resume|enable|rotate-secret|finish-rotation|delete}`.
+/// `POST .../subscriptions/{id}/{test|pause|resume|enable|rotate-secret|finish-rotation|resend|delete}`.
 pub async fn subscription_action(
     State(shared): State<Arc<Shared>>,
     Path(params): Params,
@@ -322,6 +328,17 @@ pub async fn subscription_action(
             crate::api::subscriptions::finish_rotation(s, p).await,
             "Switched: deliveries are signed with the new secret only.",
         ),
+        SubscriptionAction::Resend => {
+            let since = action.fields.get("since").unwrap_or("");
+            if action.fields.get("confirm").is_none() {
+                let q = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("since", since)
+                    .finish();
+                return see_other(&format!("{page}/resend?{q}"));
+            }
+            let notice = super::recovery::resend(&s.0, viewer, &id, since).await;
+            return viewer.redirect_with(&page, &notice);
+        }
         SubscriptionAction::Delete if action.fields.get("confirm").is_none() => {
             return viewer.redirect_with(
                 &page,

@@ -70,6 +70,23 @@ pub fn standard_signature(keys: &[Vec<u8>], msg_id: &str, timestamp: i64, body: 
     signatures.join(" ")
 }
 
+/// The secret that keys `X-Abstrakt-Signature` at `now_ms`, given the current secret and, during
+/// a rotation, the previous one with the time it stops signing. That header carries a single
+/// signature, and the provider's documented receivers compare it with the one secret they
+/// hold: signing with the new secret before a receiver has it would refuse every delivery.
+/// So the previous secret keeps signing until the rotation is finished (the previous secret
+/// removed) or its grace period has ended.
+pub fn abstrakt_secret<'a>(
+    current: &'a str,
+    previous: Option<(&'a str, u64)>,
+    now_ms: u64,
+) -> &'a str {
+    match previous {
+        Some((old, expires_ms)) if now_ms < expires_ms => old,
+        _ => current,
+    }
+}
+
 /// Lowercase hex HMAC-SHA256 of `body` keyed with `secret`.
 pub fn abstrakt_signature(secret: &[u8], body: &[u8]) -> String {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
@@ -131,6 +148,24 @@ mod tests {
             standard_signature(&[old], SW_ID, SW_TIMESTAMP, SW_BODY)
         );
         assert_ne!(parts[0], parts[1]);
+    }
+
+    #[test]
+    fn the_previous_secret_keys_the_abstrakt_header_until_its_grace_period_ends() {
+        // The clock is the argument: one millisecond before, at and after the end.
+        let expires = 1_700_000_000_000;
+        let during = abstrakt_secret("new", Some(("old", expires)), expires - 1);
+        assert_eq!(during, "old");
+        assert_eq!(
+            abstrakt_secret("new", Some(("old", expires)), expires),
+            "new"
+        );
+        assert_eq!(
+            abstrakt_secret("new", Some(("old", expires)), expires + 1),
+            "new"
+        );
+        // Finished (no previous secret): the new one at once.
+        assert_eq!(abstrakt_secret("new", None, expires - 1), "new");
     }
 
     #[test]

@@ -124,6 +124,10 @@ pub fn router(shared: Arc<Shared>, bound: std::net::SocketAddr, dashboard: Dashb
             post(subscriptions::rotate_secret),
         )
         .route(
+            "/v1/subscriptions/{id}/finish-rotation",
+            post(subscriptions::finish_rotation),
+        )
+        .route(
             "/v1/subscriptions/{id}/test",
             post(subscriptions::send_test),
         )

@@ -1,6 +1,6 @@
 //! Subscriptions as data: `POST /v1/subscriptions` creates one; `GET`, `PATCH` and `DELETE
 //! /v1/subscriptions/{id}` read, change and remove one; `.../rotate-secret` rotates its
-//! secret. A subscription created this way is kept in the store as the `[[subscription]]`
+//! secret and `.../finish-rotation` switches to the new one. A subscription created this way is kept in the store as the `[[subscription]]`
 //! table it amounts to, is validated by exactly the config file's rules
 //! (`Config::subscription_from_toml`), applies at once everywhere (ingest, the scheduler, the
 //! admin API) and survives restarts. Subscriptions of the config file are listed as
@@ -82,25 +82,12 @@ pub enum HeaderInput {
 /// A 422 naming the field (the config key without its `subscription[0].` prefix), with every
 /// error found.
 fn invalid(errors: &[Diagnostic]) -> Response {
-    let field = |d: &Diagnostic| {
-        d.key
-            .strip_prefix("subscription[0].")
-            .unwrap_or(&d.key)
-            .to_string()
-    };
-    let all: Vec<Value> = errors
-        .iter()
-        .map(|d| json!({ "field": field(d), "error": d.message }))
-        .collect();
-    let first = errors.first();
-    let mut body = json!({
-        "error": first.map_or_else(|| "invalid subscription".to_string(), |d| d.message.clone()),
-        "errors": all,
-    });
-    if let Some(d) = first.filter(|d| !d.key.is_empty()) {
-        body["field"] = Value::String(field(d));
-    }
-    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+    invalid_all(
+        errors
+            .iter()
+            .map(|d| (field_of(d), d.message.clone()))
+            .collect(),
+    )
 }
 
 /// A JSON body as `T` (`what` and `fields` name it in the 422), or the 422 to answer.
@@ -141,7 +128,7 @@ fn check_owner(owner: Option<&String>) -> Result<(), Response> {
 /// A circuit-breaker key's JSON value as its TOML value, or `None` for `""` (remove it).
 /// Checked here, as the answer must name the key: a count is a whole number of attempts, a
 /// duration is parsed as the config file parses it.
-fn breaker_value(key: &str, value: &Value) -> Result<Option<toml::Value>, Response> {
+fn breaker_value(key: &str, value: &Value) -> Result<Option<toml::Value>, String> {
     let count = key.ends_with("_failures");
     match value {
         Value::String(text) if text.is_empty() => Ok(None),
@@ -150,26 +137,14 @@ fn breaker_value(key: &str, value: &Value) -> Result<Option<toml::Value>, Respon
             .and_then(|n| u32::try_from(n).ok())
             .map(|n| Some(toml::Value::Integer(i64::from(n))))
             .ok_or_else(|| {
-                refused(
-                    key,
-                    format!("{key}: {n} is not a count of failed attempts in a row from 0 (never) to {}", u32::MAX),
-                )
+                format!("{key}: {n} is not a count of failed attempts in a row from 0 (never) to {}", u32::MAX)
             }),
         Value::String(text) if !count => match humantime::parse_duration(text) {
             Ok(_) => Ok(Some(text.as_str().into())),
-            Err(e) => Err(refused(
-                key,
-                format!("{key}: invalid duration {text:?}: {e} (a duration like \"30s\", \"5m\" or \"5d\"; \"0s\": never)"),
-            )),
+            Err(e) => Err(format!("{key}: invalid duration {text:?}: {e} (a duration like \"30s\", \"5m\" or \"5d\"; \"0s\": never)")),
         },
-        _ if count => Err(refused(
-            key,
-            format!("{key}: {value} is not a count of failed attempts in a row (a whole number; 0: never; \"\": the default)"),
-        )),
-        _ => Err(refused(
-            key,
-            format!("{key}: {value} is not a duration (a string like \"30s\", \"5m\" or \"5d\"; \"0s\": never; \"\": the default)"),
-        )),
+        _ if count => Err(format!("{key}: {value} is not a count of failed attempts in a row (a whole number; 0: never; \"\": the default)")),
+        _ => Err(format!("{key}: {value} is not a duration (a string like \"30s\", \"5m\" or \"5d\"; \"0s\": never; \"\": the default)")),
     }
 }
 
@@ -182,9 +157,9 @@ fn new_secret() -> String {
     )
 }
 
-/// The `[[subscription]]` table for `new`, with its id and secret decided, or the 422 for a
-/// breaker key.
-fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> Result<String, Response> {
+/// The `[[subscription]]` table for `new`, with its id and secret decided, and the errors of
+/// the breaker keys it could not take (field, message).
+fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> (String, Vec<(String, String)>) {
     let mut table = toml::Table::new();
     table.insert("id".into(), id.into());
     table.insert("url".into(), new.url.as_str().into());
@@ -205,49 +180,88 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> Result<String, R
         disable_after: new.disable_after.clone(),
         disable_after_failures: new.disable_after_failures.clone(),
     };
-    changes.apply(&mut table)?;
-    Ok(document(table))
+    let errors = changes.apply(&mut table);
+    (document(table), errors)
 }
 
-/// `POST /v1/subscriptions`: 201 with the subscription and its secret (shown this once).
-pub async fn create(State(shared): State<Arc<Shared>>, JsonBody(body): JsonBody) -> Response {
-    let new: NewSubscription = match body_as(&body, "a subscription", &creatable_fields())
-        .and_then(|new: NewSubscription| check_owner(new.owner.as_ref()).map(|()| new))
-    {
-        Ok(new) => new,
-        Err(refusal) => return refusal,
-    };
+/// A 422 listing every error (field, message), the first also as `error` and `field`.
+fn invalid_all(errors: Vec<(String, String)>) -> Response {
+    let all: Vec<Value> = errors
+        .iter()
+        .map(|(field, message)| json!({ "field": field, "error": message }))
+        .collect();
+    let mut body = json!({
+        "error": errors.first().map_or("invalid subscription", |(_, m)| m.as_str()),
+        "errors": all,
+    });
+    if let Some((field, _)) = errors.first().filter(|(f, _)| !f.is_empty()) {
+        body["field"] = Value::String(field.clone());
+    }
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+/// A config error's field: its key without the `subscription[0].` prefix.
+fn field_of(d: &Diagnostic) -> String {
+    d.key
+        .strip_prefix("subscription[0].")
+        .unwrap_or(&d.key)
+        .to_string()
+}
+
+/// A new subscription checked by every rule, ready to store, with its secret; or the answer
+/// that lists every error found (a 409 for an id in use).
+fn prepare(shared: &Shared, body: &[u8]) -> Result<(StoredSubscription, String), Response> {
+    let new: NewSubscription = body_as(body, "a subscription", &creatable_fields())?;
+    check_owner(new.owner.as_ref())?;
     let id = new
         .id
         .clone()
         .unwrap_or_else(|| format!("sub_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()));
     let config = shared.config();
     if id == ADHOC_SUBSCRIPTION || config.subscription(&id).is_some() {
-        return (
+        return Err((
             StatusCode::CONFLICT,
             Json(
                 json!({ "error": format!("a subscription {id:?} exists already"), "field": "id" }),
             ),
         )
-            .into_response();
+            .into_response());
     }
     let secret = new.secret.clone().unwrap_or_else(new_secret);
-    let text = match toml_table(&new, &id, &secret) {
-        Ok(text) => text,
-        Err(refusal) => return refusal,
-    };
+    let (text, mut errors) = toml_table(&new, &id, &secret);
     let taken: HashSet<String> = config.subscriptions.iter().map(|s| s.id.clone()).collect();
-    if let Err(errors) = config.subscription_from_toml(&text, &taken) {
-        return invalid(&errors);
+    if let Err(found) = config.subscription_from_toml(&text, &taken) {
+        errors.extend(found.iter().map(|d| (field_of(d), d.message.clone())));
+    }
+    if !errors.is_empty() {
+        return Err(invalid_all(errors));
     }
     let now = shared.clock.now_ms();
     let stored = StoredSubscription {
-        id: id.clone(),
+        id,
         owner: new.owner.clone(),
         toml: text,
         created_ms: now,
         updated_ms: now,
     };
+    Ok((stored, secret))
+}
+
+/// What `POST /v1/subscriptions` would refuse `body` with, every error at once, without
+/// creating anything; `None` when it would create it. The dashboard's form asks, so that
+/// its own errors and the API's show together.
+pub fn check_new(shared: &Shared, body: &[u8]) -> Option<Response> {
+    prepare(shared, body).err()
+}
+
+/// `POST /v1/subscriptions`: 201 with the subscription and its secret (shown this once).
+pub async fn create(State(shared): State<Arc<Shared>>, JsonBody(body): JsonBody) -> Response {
+    let (stored, secret) = match prepare(&shared, &body) {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal,
+    };
+    let id = stored.id.clone();
+    let owner = stored.owner.clone();
     let _turn = shared.writes.lock().await;
     if let Err(e) = shared.store.put_subscription(stored.clone()).await {
         tracing::error!(error = %e, "cannot store a new subscription");
@@ -264,7 +278,7 @@ pub async fn create(State(shared): State<Arc<Shared>>, JsonBody(body): JsonBody)
     shared.wake.notify_one();
     tracing::info!(
         subscription = id.as_str(),
-        owner = new.owner.as_deref(),
+        owner = owner.as_deref(),
         "subscription created through the API"
     );
     let mut body = match one(&shared, &id).await {
@@ -287,7 +301,28 @@ async fn one(shared: &Shared, id: &str) -> Option<Value> {
         .and_then(|states| states.get(id).cloned())
         .unwrap_or_default();
     let stored = shared.settings.stored().into_iter().find(|st| st.id == id);
-    Some(subscription_json(shared, s, &state, stored.as_ref()))
+    let mut body = subscription_json(shared, s, &state, stored.as_ref());
+    body["rotation"] = rotation_json(s, shared.clock.now_ms());
+    Some(body)
+}
+
+/// A rotation in progress, as `GET /v1/subscriptions/{id}` shows it: until when the previous
+/// secret signs, and which header each secret signs; `null` when there is none.
+pub fn rotation_json(s: &crate::config::Subscription, now_ms: u64) -> Value {
+    use crate::config::SignatureScheme;
+    let Some(previous) = s.previous_secret.as_ref().filter(|p| now_ms < p.expires_ms) else {
+        return Value::Null;
+    };
+    let mut rotation = json!({
+        "previous_secret_expires": crate::event::rfc3339_millis(previous.expires_ms),
+    });
+    if s.signature != SignatureScheme::Standard {
+        rotation["x_abstrakt_signature"] = json!("previous_secret");
+    }
+    if s.signature != SignatureScheme::Abstrakt {
+        rotation["webhook_signature"] = json!("both");
+    }
+    rotation
 }
 
 /// `GET /v1/subscriptions/{id}`.
@@ -387,9 +422,10 @@ impl Changes {
             .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
     }
 
-    /// Writes the given keys into a `[[subscription]]` table; the 422 for a breaker key that
-    /// is not a count or a duration (the config file's rules check the rest).
-    fn apply(&self, table: &mut toml::Table) -> Result<(), Response> {
+    /// Writes the given keys into a `[[subscription]]` table; the errors (field, message) of
+    /// the breaker keys that are not a count or a duration, left out (the config file's rules
+    /// check the rest).
+    fn apply(&self, table: &mut toml::Table) -> Vec<(String, String)> {
         if let Some(url) = &self.url {
             table.insert("url".into(), url.as_str().into());
         }
@@ -441,13 +477,19 @@ impl Changes {
             }
             None => {}
         }
+        let mut errors = Vec::new();
         for (key, value) in self.breaker() {
-            match breaker_value(key, value)? {
-                Some(value) => table.insert(key.into(), value),
-                None => table.remove(key),
-            };
+            match breaker_value(key, value) {
+                Ok(Some(value)) => {
+                    table.insert(key.into(), value);
+                }
+                Ok(None) => {
+                    table.remove(key);
+                }
+                Err(message) => errors.push((key.to_string(), message)),
+            }
         }
-        Ok(())
+        errors
     }
 }
 
@@ -507,6 +549,18 @@ fn strings(values: &[String]) -> toml::Value {
     toml::Value::Array(values.iter().map(|v| v.as_str().into()).collect())
 }
 
+/// `text` checked by the config file's rules as the new table of subscription `id`.
+fn validate(shared: &Shared, id: &str, text: &str) -> Result<(), Vec<Diagnostic>> {
+    let config = shared.config();
+    let taken: HashSet<String> = config
+        .subscriptions
+        .iter()
+        .map(|s| s.id.clone())
+        .filter(|taken| taken != id)
+        .collect();
+    config.subscription_from_toml(text, &taken).map(|_| ())
+}
+
 /// Validates `text` for subscription `stored.id`, stores it and applies it at once; the
 /// answer is the subscription as shown, plus `extra` fields.
 async fn replace(
@@ -515,14 +569,7 @@ async fn replace(
     text: String,
     extra: Value,
 ) -> Response {
-    let config = shared.config();
-    let taken: HashSet<String> = config
-        .subscriptions
-        .iter()
-        .map(|s| s.id.clone())
-        .filter(|id| *id != stored.id)
-        .collect();
-    if let Err(errors) = config.subscription_from_toml(&text, &taken) {
+    if let Err(errors) = validate(shared, &stored.id, &text) {
         return invalid(&errors);
     }
     stored.toml = text;
@@ -559,35 +606,53 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Response {
-    let found = stored_or_refusal(&shared, &id).and_then(|stored| {
-        let changes: Changes = body_as(
-            &body,
-            "a change",
-            &format!(
-                "{}; the secret changes by POST .../rotate-secret",
-                field_names(SUBSCRIPTION_FIELDS.iter().filter(|f| f.changeable()))
-            ),
-        )?;
-        check_owner(changes.owner.as_ref())?;
-        Ok((stored, changes))
-    });
-    let (stored, changes) = match found {
-        Ok(found) => found,
+    let (stored, text) = match prepare_update(&shared, &id, &body) {
+        Ok(prepared) => prepared,
         Err(refusal) => return refusal,
     };
-    let mut table = table_of(&stored);
-    if let Err(refusal) = changes.apply(&mut table) {
-        return refusal;
-    }
-    let mut stored = stored;
-    if let Some(owner) = changes.owner {
-        stored.owner = Some(owner);
-    }
     tracing::info!(
         subscription = id.as_str(),
         "subscription changed through the API"
     );
-    replace(&shared, stored, document(table), json!({})).await
+    replace(&shared, stored, text, json!({})).await
+}
+
+/// What `PATCH /v1/subscriptions/{id}` would refuse `body` with, every error at once, without
+/// changing anything; `None` when it would take it. The dashboard's edit form asks.
+pub fn check_update(shared: &Shared, id: &str, body: &[u8]) -> Option<Response> {
+    prepare_update(shared, id, body).err()
+}
+
+/// Subscription `id` with the changes of `body`, checked by every rule, and its new table;
+/// or the answer that lists every error found.
+fn prepare_update(
+    shared: &Shared,
+    id: &str,
+    body: &[u8],
+) -> Result<(StoredSubscription, String), Response> {
+    let mut stored = stored_or_refusal(shared, id)?;
+    let changes: Changes = body_as(
+        body,
+        "a change",
+        &format!(
+            "{}; the secret changes by POST .../rotate-secret",
+            field_names(SUBSCRIPTION_FIELDS.iter().filter(|f| f.changeable()))
+        ),
+    )?;
+    check_owner(changes.owner.as_ref())?;
+    let mut table = table_of(&stored);
+    let mut errors = changes.apply(&mut table);
+    let text = document(table);
+    if let Err(found) = validate(shared, &stored.id, &text) {
+        errors.extend(found.iter().map(|d| (field_of(d), d.message.clone())));
+    }
+    if !errors.is_empty() {
+        return Err(invalid_all(errors));
+    }
+    if let Some(owner) = changes.owner {
+        stored.owner = Some(owner);
+    }
+    Ok((stored, text))
 }
 
 /// What `POST /v1/subscriptions/{id}/rotate-secret` takes.
@@ -600,9 +665,11 @@ struct Rotation {
     previous_expires_in: Option<String>,
 }
 
-/// `POST /v1/subscriptions/{id}/rotate-secret`: a new secret, shown this once; the old one
-/// keeps signing beside it until `previous_expires_in` has passed, as `previous_secret` does
-/// in the config file.
+/// `POST /v1/subscriptions/{id}/rotate-secret`: a new secret, shown this once. The old one
+/// keeps signing until the rotation is finished (`.../finish-rotation`) or
+/// `previous_expires_in` has passed, as `previous_secret` does in the config file: alone in
+/// `X-Abstrakt-Signature`, beside the new one in Standard Webhooks' header. 409 while an
+/// earlier rotation is in progress.
 pub async fn rotate_secret(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -630,6 +697,21 @@ pub async fn rotate_secret(
                 )
             }
         };
+    let pending = shared
+        .config()
+        .subscription(&id)
+        .and_then(|s| s.previous_secret.as_ref().map(|p| p.expires_ms))
+        .filter(|expires_ms| shared.clock.now_ms() < *expires_ms);
+    if let Some(expires_ms) = pending {
+        // A second rotation would drop the secret receivers may still hold.
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "a rotation of {id:?} is in progress until {}: finish it first (POST .../finish-rotation)",
+                crate::event::rfc3339_millis(expires_ms)
+            ),
+        );
+    }
     let mut table = table_of(&stored);
     let Some(old) = table.get("secret").cloned() else {
         return error(
@@ -657,6 +739,33 @@ pub async fn rotate_secret(
         "previous_secret_expires": crate::event::rfc3339_millis(expires_ms),
     });
     replace(&shared, stored, document(table), extra).await
+}
+
+/// `POST /v1/subscriptions/{id}/finish-rotation`: the second step of a rotation, once the
+/// receiver holds the new secret: the previous secret stops signing at once (it would
+/// anyway at `previous_secret_expires`). 409 when no rotation is in progress.
+pub async fn finish_rotation(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Response {
+    let stored = match stored_or_refusal(&shared, &id) {
+        Ok(stored) => stored,
+        Err(refusal) => return refusal,
+    };
+    let mut table = table_of(&stored);
+    let removed = table.remove("previous_secret").is_some();
+    table.remove("previous_secret_expires");
+    if !removed {
+        return error(
+            StatusCode::CONFLICT,
+            format!("no rotation of {id:?} is in progress: nothing to finish"),
+        );
+    }
+    tracing::info!(
+        subscription = id.as_str(),
+        "subscription secret rotation finished through the API"
+    );
+    replace(&shared, stored, document(table), json!({})).await
 }
 
 /// `POST /v1/subscriptions/{id}/test`: a test event (`job.test`, `request_id` `test_…`) for

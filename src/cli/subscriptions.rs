@@ -1,5 +1,5 @@
-//! `hookd subscriptions ...`: list, pause, resume, enable, add, remove, test, rotate-secret and
-//! portal-link, each one request to the subscriptions API.
+//! `hookd subscriptions ...`: list, pause, resume, enable, add, remove, test, rotate-secret,
+//! finish-rotation and portal-link, each one request to the subscriptions API.
 
 use std::process::ExitCode;
 
@@ -51,8 +51,15 @@ pub enum SubscriptionsCommand {
         id: String,
     },
     /// Give a subscription created at run time a new secret (printed once); the old one keeps
-    /// signing beside it for 24 hours.
+    /// signing for 24 hours, or until finish-rotation (X-Abstrakt-Signature carries the old
+    /// one's signature alone; Standard Webhooks' header both).
     RotateSecret {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Switch a rotating subscription to its new secret: the old one stops signing at once.
+    FinishRotation {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
@@ -214,6 +221,7 @@ fn request(command: &SubscriptionsCommand) -> (&ClientArgs, Request) {
         S::Remove { client, id } => (client, Request::delete(id)),
         S::Test { client, id } => (client, Request::action(id, "test")),
         S::RotateSecret { client, id } => (client, Request::action(id, "rotate-secret")),
+        S::FinishRotation { client, id } => (client, Request::action(id, "finish-rotation")),
         S::PortalLink {
             client,
             owner,
@@ -318,8 +326,14 @@ fn summary(value: &Value, removed: Option<&str>) -> String {
     } else if let Some(items) = value["subscriptions"].as_array() {
         subscriptions_table(items).trim_end().to_string()
     } else if let Some(secret) = value["secret"].as_str() {
+        let until = value["previous_secret_expires"].as_str().map_or_else(String::new, |t| {
+            format!(
+                "; the old secret keeps signing until {t} or hookd subscriptions finish-rotation {}",
+                cell(&value["id"])
+            )
+        });
         format!(
-            "{} secret {secret} (shown this once: give it to the receiver now)",
+            "{} secret {secret} (shown this once: give it to the receiver now{until})",
             cell(&value["id"])
         )
     } else if let Some(url) = value["url"]

@@ -32,7 +32,7 @@ pub use raw::RawConfig;
 pub use secret::{Secret, SecretSource};
 pub use sections::{
     ApiConfig, Backend, BreakerPolicy, DeliveryConfig, DeliveryPolicy, Engine, MetricsConfig,
-    PortalConfig, Proxy, StorageConfig, TargetsConfig, TracesConfig,
+    PortalConfig, Proxy, StorageConfig, TargetsConfig, TracesConfig, UiConfig,
 };
 pub use subscription::{
     CustomHeader, EventFilter, PreviousSecret, SignatureScheme, Subscription, ADHOC_SUBSCRIPTION,
@@ -56,6 +56,7 @@ pub struct Config {
     pub subscriptions: Vec<Subscription>,
     pub traces: TracesConfig,
     pub portal: PortalConfig,
+    pub ui: UiConfig,
 }
 
 /// A reloaded config with the keys that need a restart set back to their running values.

@@ -33,6 +33,15 @@ pub struct RawConfig {
     pub(super) traces: RawTraces,
     #[serde(default)]
     pub(super) portal: RawPortal,
+    #[serde(default)]
+    pub(super) ui: RawUi,
+}
+
+/// `[ui]`: how the dashboard and the portal present themselves.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUi {
+    pub(super) title: Option<String>,
 }
 
 /// `[portal]`: what a customer may do through a portal link.

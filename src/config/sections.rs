@@ -18,6 +18,13 @@ pub struct PortalConfig {
     pub max_subscriptions_per_owner: usize,
 }
 
+/// `[ui]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiConfig {
+    /// The name the portal shows its customers in its header and page titles: the provider's.
+    pub title: String,
+}
+
 /// `[traces]`, validated (see [`crate::traces`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TracesConfig {

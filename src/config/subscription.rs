@@ -48,8 +48,9 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The keys to sign with at `now_ms`: the Abstrakt secret (the newest), and the Standard
-    /// Webhooks keys, newest first, while a previous secret has not expired.
+    /// The keys to sign with at `now_ms`: the Abstrakt secret (the previous one while a
+    /// rotation is unfinished and unexpired, else the current one), and the Standard Webhooks
+    /// keys, newest first, while a previous secret has not expired.
     pub fn signing_keys(&self, now_ms: u64) -> crate::signing::SigningKeys {
         let standard = match self.signature {
             SignatureScheme::Abstrakt => Vec::new(),
@@ -65,10 +66,18 @@ impl Subscription {
                     .collect()
             }
         };
+        // One signature only: the previous secret keeps signing it until the rotation is
+        // finished or expires (`signing::abstrakt_secret`).
         let abstrakt = match self.signature {
             SignatureScheme::Standard => None,
             SignatureScheme::Abstrakt | SignatureScheme::Both => {
-                Some(self.secret.expose().to_string())
+                let previous = self
+                    .previous_secret
+                    .as_ref()
+                    .map(|p| (p.secret.expose(), p.expires_ms));
+                let secret =
+                    crate::signing::abstrakt_secret(self.secret.expose(), previous, now_ms);
+                Some(secret.to_string())
             }
         };
         crate::signing::SigningKeys { abstrakt, standard }
@@ -104,7 +113,9 @@ pub enum SignatureScheme {
     Both,
 }
 
-/// A secret being rotated out: still signed with (Standard Webhooks) until `expires_ms`.
+/// A secret being rotated out: still signing until `expires_ms` or until the rotation is
+/// finished (the only signature of `X-Abstrakt-Signature`, beside the new one in Standard
+/// Webhooks' header).
 #[derive(Debug, Clone)]
 pub struct PreviousSecret {
     pub secret: Secret,

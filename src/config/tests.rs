@@ -183,9 +183,11 @@ fn standard_signatures_need_whsec_secrets_and_rotation_expires() {
     let s = &config.subscriptions[0];
     let expires = s.previous_secret.as_ref().unwrap().expires_ms;
     let during = s.signing_keys(expires - 1);
-    assert_eq!(during.abstrakt.as_deref(), Some("whsec_AAEC"));
+    // X-Abstrakt-Signature carries one signature: the previous secret's until the end.
+    assert_eq!(during.abstrakt.as_deref(), Some("whsec_AwQF"));
     assert_eq!(during.standard, [vec![0, 1, 2], vec![3, 4, 5]]);
     let after = s.signing_keys(expires);
+    assert_eq!(after.abstrakt.as_deref(), Some("whsec_AAEC"));
     assert_eq!(after.standard, [vec![0, 1, 2]]);
 }
 

@@ -20,7 +20,7 @@ use super::diagnostic::{diagnostic, invalid, Diagnostic};
 use super::duration::{HumanDuration, MAX_INTERVAL};
 use super::raw::{pick, RawConfig};
 use super::secret::{Secret, SecretSource};
-use super::{Config, ConfigError, MetricsConfig, PortalConfig};
+use super::{Config, ConfigError, MetricsConfig, PortalConfig, UiConfig};
 
 pub(super) use subscription::Origin;
 
@@ -57,6 +57,7 @@ impl Validator<'_> {
             operator,
             traces,
             portal,
+            ui,
         } = raw;
         let RawConfig {
             api: d_api,
@@ -66,6 +67,7 @@ impl Validator<'_> {
             targets: d_targets,
             traces: d_traces,
             portal: d_portal,
+            ui: d_ui,
             ..
         } = d;
         let traces = self.traces(traces, d_traces);
@@ -98,6 +100,9 @@ impl Validator<'_> {
             traces,
             portal: PortalConfig {
                 max_subscriptions_per_owner: pick!(portal, d_portal, max_subscriptions_per_owner),
+            },
+            ui: UiConfig {
+                title: pick!(ui, d_ui, title),
             },
         })
     }

@@ -11,6 +11,7 @@
 //! - Changes go through the subscriptions and admin API's own handlers: one validator, one
 //!   set of rules, whatever the client.
 
+pub mod flash;
 mod pages;
 
 use std::collections::HashMap;
@@ -34,6 +35,11 @@ const PORTAL: &str = "/ui/portal/";
 /// The stylesheet, embedded.
 const STYLE: &str = include_str!("style.css");
 
+/// The icon: a hook on the accent colour.
+const FAVICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\">\
+<rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#0b57d0\"/>\
+<path d=\"M9 3v6a3 3 0 0 1-6 0\" fill=\"none\" stroke=\"#fff\" stroke-width=\"2\"/></svg>";
+
 /// What every page's frame needs: where links go, the CSRF token of forms, who is looking.
 #[derive(Debug, Clone)]
 pub struct Nav {
@@ -44,8 +50,10 @@ pub struct Nav {
     pub owner: Option<String>,
     /// Which section the page belongs to, for `aria-current`.
     pub current: &'static str,
-    /// A message about what the last action did (`?notice=`).
+    /// A message about what the last action did (flashed: see [`flash`]).
     pub notice: Option<String>,
+    /// The name a portal's header shows (`[ui] title`).
+    pub title: String,
 }
 
 impl Nav {
@@ -60,10 +68,39 @@ pub struct Viewer {
     pub scope: Scope,
     pub base: String,
     pub csrf: String,
+    /// When the request came, by the daemon's clock (flashed values expire by it).
+    pub now_ms: u64,
+    /// `[ui] title`: the provider's name, as a portal shows it.
+    pub title: String,
 }
 
 impl Viewer {
+    /// A 303 to `location` that shows `notice` there once (see [`flash`]).
+    pub fn redirect_with(&self, location: &str, notice: &str) -> Response {
+        let key = self.flash(flash::Flashed::Notice(notice.to_string()));
+        let sep = if location.contains('?') { '&' } else { '?' };
+        see_other(&format!("{location}{sep}notice={key}"))
+    }
+
+    /// Keeps `value` for this visitor's next page; its key.
+    pub fn flash(&self, value: flash::Flashed) -> String {
+        flash::store().put(&self.csrf, value, self.now_ms)
+    }
+
+    /// The flashed value of `key`, taken out: shown once.
+    pub fn take_flash(&self, key: &str) -> Option<flash::Flashed> {
+        flash::store().take(&self.csrf, key, self.now_ms)
+    }
+
+    /// The frame of a page; `notice` is the key of a flashed notice (`?notice=`).
     pub fn nav(&self, current: &'static str, notice: Option<String>) -> Nav {
+        let notice =
+            notice
+                .filter(|key| !key.is_empty())
+                .and_then(|key| match self.take_flash(&key) {
+                    Some(flash::Flashed::Notice(text)) => Some(text),
+                    _ => None,
+                });
         Nav {
             base: self.base.clone(),
             csrf: self.csrf.clone(),
@@ -72,7 +109,8 @@ impl Viewer {
                 Scope::Owner(o) => Some(o.clone()),
             },
             current,
-            notice: notice.filter(|n| !n.is_empty()),
+            notice,
+            title: self.title.clone(),
         }
     }
 }
@@ -174,6 +212,8 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
                     scope: Scope::Owner(owner),
                     base: format!("{PORTAL}{token}"),
                     csrf: csrf_token(key, token),
+                    now_ms: now,
+                    title: shared.config().ui.title.clone(),
                 }),
                 Err(PortalRefusal::Expired) => Err(message(
                     StatusCode::FORBIDDEN,
@@ -207,6 +247,8 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
                 scope: Scope::Admin,
                 base: "/ui".to_string(),
                 csrf: csrf_token(key, &session.nonce),
+                now_ms: now,
+                title: shared.config().ui.title.clone(),
             }),
             None if parts.method == Method::GET => Err(see_other("/ui/login")),
             None => Err(message(
@@ -331,6 +373,8 @@ impl FromRequest<Arc<Shared>> for Action {
 pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let mut router = Router::new()
         .route("/ui/static/style.css", get(style))
+        .route("/favicon.ico", get(favicon))
+        .route("/ui/static/favicon.svg", get(favicon))
         .route("/ui/login", get(pages::login_form).post(pages::login))
         .route("/ui/logout", post(pages::logout));
     for base in ["/ui", "/ui/portal/{token}"] {
@@ -352,10 +396,22 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             )
             .route(
                 &at("/subscriptions/{id}/{action}"),
-                post(pages::subscription_action),
+                get(pages::subscription_step).post(pages::subscription_action),
             );
     }
     router.layer(middleware::from_fn_with_state(shared, security_headers))
+}
+
+/// The icon browsers ask for at `/favicon.ico`: a small SVG (browsers read it by its type).
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        FAVICON,
+    )
+        .into_response()
 }
 
 async fn style() -> Response {

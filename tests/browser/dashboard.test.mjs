@@ -215,9 +215,15 @@ describe('admin dashboard', () => {
     await (await field(page, 'Signature', 'signature')).selectOption('abstrakt');
     await field(page, 'Owner', 'owner');
     const created = await submit(page, createButton);
-    assert.equal(created.status(), 200, 'POST /ui/subscriptions with a good form');
+    assert.equal(created.status(), 303, 'POST /ui/subscriptions with a good form redirects (Post/Redirect/Get)');
     assert.equal(await h1(page), 'Subscription created');
     assert.equal((await page.locator('code#secret').innerText()).trim(), RECEIVER_SECRET, 'the secret, shown once');
+    // A reload creates nothing and shows the secret no more.
+    const reloaded = await page.reload();
+    assert.equal(reloaded.status(), 410, 'the reloaded secret page');
+    assert.ok(!(await page.content()).includes(RECEIVER_SECRET), 'a reload does not show the secret again');
+    const listed = await hookd.api('GET', '/v1/subscriptions');
+    assert.equal(listed.body.subscriptions.filter((s) => s.url === receiver.url && s.managed_by === 'api').length, 1, 'one subscription, not two');
     assert.ok(
       (await page.locator('a[href$="/ui/subscriptions/ui-sub"]').count()) >= 1,
       'a link to the new subscription',
@@ -412,6 +418,44 @@ describe('admin dashboard', () => {
     }
     assert.ok(pages >= 2, 'a Next page link on the first page');
     assert.equal(seen.size, 55, 'the pages list each of the 55 deliveries once');
+
+    // Previous page goes back, and every page says how many match.
+    await page.goto(`${hookd.base}/ui/deliveries?${filter}`);
+    assert.match(await page.locator('p.total').innerText(), /^55 deliveries match/);
+    assert.equal(await page.getByRole('link', { name: 'Previous page', exact: true }).count(), 0, 'no Previous on the first page');
+    await page.getByRole('link', { name: 'Next page', exact: true }).click();
+    await page.waitForLoadState();
+    assert.match(await page.locator('p.total').innerText(), /^55 deliveries match; page 2/);
+    await page.getByRole('link', { name: 'Previous page', exact: true }).click();
+    await page.waitForLoadState();
+    assert.deepEqual((await table(page, DELIVERY_COLUMNS)).map((r) => r.Delivery), first.map((r) => r.Delivery), 'Previous page shows the first page again');
+  });
+
+  step('Search: a request id prefix in any case, combined with the filters', async () => {
+    await uiSub();
+    const page = await adminPage();
+    // browser-page-5 and browser-page-50 … 54, sent by the previous step (ui-sub, job.failed).
+    const wanted = ['browser-page-5', ...[0, 1, 2, 3, 4].map((i) => `browser-page-5${i}`)];
+    for (const id of wanted) {
+      const res = await hookd.api('POST', '/v1/events', jobEvent(id, 'failed'), INGEST_TOKEN);
+      assert.ok([202, 200].includes(res.status), JSON.stringify(res.body));
+    }
+    const rows = await reloadUntil(
+      page,
+      'the six deliveries found by BROWSER-PAGE-5',
+      async (p) => {
+        const r = await table(p, DELIVERY_COLUMNS, { orNone: true });
+        return r.length === 6 && r;
+      },
+      { url: `${hookd.base}/ui/deliveries?subscription=ui-sub&q=BROWSER-PAGE-5` },
+    );
+    assert.ok(rows.every((r) => r.Subscription === 'ui-sub' && r['Event type'] === 'job.failed'), JSON.stringify(rows));
+    assert.equal(await (await field(page, 'Subscription', 'subscription')).inputValue(), 'ui-sub', 'the filter stays selected');
+    await page.goto(`${hookd.base}/ui/deliveries?status=dead&subscription=ui-sub&q=browser-page-5`);
+    assert.equal((await table(page, DELIVERY_COLUMNS, { orNone: true })).length, 0, 'status=dead narrows the search: none of them is dead');
+    const one = rows[0].Delivery;
+    await page.goto(`${hookd.base}/ui/deliveries?q=${one.slice(0, 20).toLowerCase()}`);
+    assert.ok((await table(page, DELIVERY_COLUMNS)).some((r) => r.Delivery === one), 'a delivery id prefix in lower case finds it');
   });
 
   step('Subscription page: details, pause/resume, edit, signature snippets, rotate secret, delete; config ones read-only', async () => {
@@ -447,12 +491,21 @@ describe('admin dashboard', () => {
     }
 
     await page.goto(subUrl);
-    const rotated = await submit(page, page.getByRole('button', { name: 'Rotate secret', exact: true }));
-    assert.equal(rotated.status(), 200, 'Rotate secret answers the page with the new secret');
+    await page.getByRole('link', { name: 'Rotate secret', exact: true }).click();
+    await page.waitForURL(/\/rotate-secret$/);
+    assert.match(await mainText(page), /previous secret/, 'the confirmation says what happens');
+    assert.equal((await hookd.api('GET', '/v1/subscriptions/rotate-me')).body.rotation, null, 'nothing rotated before the confirmation');
+    const rotated = await submit(page, page.getByRole('button', { name: 'Rotate the secret', exact: true }));
+    assert.equal(rotated.status(), 303, 'Rotate the secret redirects to the page of the new secret');
     const secret = (await page.locator('code#secret').innerText()).trim();
     assert.ok(secret && secret !== RECEIVER_SECRET, 'a new secret, shown once');
     const after = await hookd.api('GET', '/v1/subscriptions/rotate-me');
     assert.notEqual(after.body.secret_fingerprint, sub.secret_fingerprint, 'the fingerprint changed');
+    assert.equal(after.body.rotation.x_abstrakt_signature, 'previous_secret', 'the previous secret still signs');
+    await page.goto(subUrl);
+    await submit(page, page.getByRole('button', { name: 'Switch to the new secret', exact: true }));
+    assert.match((await notice(page)) ?? '', /Switched/, 'the switch says so');
+    assert.equal((await hookd.api('GET', '/v1/subscriptions/rotate-me')).body.rotation, null, 'the rotation is finished');
 
     await page.goto(subUrl);
     await page.getByRole('button', { name: 'Delete', exact: true }).click();
@@ -467,8 +520,8 @@ describe('admin dashboard', () => {
 
     await page.goto(`${hookd.base}/ui/subscriptions/from-config`);
     assert.match(await mainText(page), /managed by config: read-only/i);
-    for (const button of ['Delete', 'Rotate secret']) {
-      assert.equal(await page.getByRole('button', { name: button, exact: true }).count(), 0, `no ${button} on a config subscription`);
+    for (const [role, name] of [['button', 'Delete'], ['link', 'Rotate secret']]) {
+      assert.equal(await page.getByRole(role, { name, exact: true }).count(), 0, `no ${name} on a config subscription`);
     }
     assert.equal(await page.locator('input[name="other_events"]').count(), 0, 'no edit form on a config subscription');
     assert.equal(await page.getByRole('button', { name: 'Pause', exact: true }).count(), 1, 'config subscriptions can be paused');
@@ -545,6 +598,10 @@ describe('admin dashboard', () => {
       },
       { url: `${hookd.base}/ui` },
     );
+    // Healthy again: its last error is history, not shown as news.
+    await page.goto(`${hookd.base}/ui/subscriptions/flaky`);
+    const lastError = page.locator('dt', { hasText: /^Last error$/ }).locator('xpath=following-sibling::dd[1]');
+    assert.equal((await lastError.innerText()).trim(), '—', 'no "Last error" on a subscription that is healthy again');
   });
 
   step('security: headers, CSRF, same-origin, sign out refuses the old cookie', async () => {
@@ -617,7 +674,7 @@ describe('admin dashboard', () => {
       await (await field(page, /^\s*ID\b/, 'id')).fill('nojs-sub');
       const form = page.locator('form').filter({ has: page.locator('input[name="url"]') });
       const created = await submit(page, form.locator('button[type="submit"], button:not([type]), input[type="submit"]').last());
-      assert.equal(created.status(), 200);
+      assert.equal(created.status(), 303);
       assert.equal(await h1(page), 'Subscription created');
       const secret = (await page.locator('code#secret').innerText()).trim();
       assert.ok(secret.length >= 16, `a generated secret (${secret.length} chars)`);

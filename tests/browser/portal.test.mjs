@@ -193,7 +193,7 @@ describe('customer portal', () => {
     assert.equal(await page.locator('[name="owner"]').count(), 0, 'no Owner field in the portal');
     await page.getByLabel(/^\s*Endpoint URL/).fill(receiver.url);
     await page.locator('input[name="events"][value="job.failed"]').check();
-    await page.getByLabel(/^\s*ID\b/).fill('acme-portal');
+    assert.equal(await page.locator('[name="id"]').count(), 0, 'no ID field in the portal: its ids are generated');
     await page.getByLabel(/^\s*Webhook secret/).fill(RECEIVER_SECRET);
     const form = page.locator('form').filter({ has: page.locator('input[name="url"]') });
     assert.equal(await form.getAttribute('action'), `${prefix}/subscriptions`, 'the form posts inside the portal');
@@ -201,20 +201,23 @@ describe('customer portal', () => {
     await page.waitForLoadState();
     assert.equal(await h1(page), 'Subscription created');
     assert.equal((await page.locator('code#secret').innerText()).trim(), RECEIVER_SECRET);
-    const stored = await hookd.api('GET', '/v1/subscriptions/acme-portal');
+    const made = new URL(page.url()).pathname.match(new RegExp(`^${prefix}/subscriptions/(sub_[^/]+)/secret$`));
+    assert.ok(made, `the secret page names the generated id: ${page.url()}`);
+    const id = made[1];
+    const stored = await hookd.api('GET', `/v1/subscriptions/${id}`);
     assert.equal(stored.status, 200);
     assert.equal(stored.body.owner, 'acme', 'the portal gives it its owner');
 
-    await page.goto(`${portal}/subscriptions/acme-portal`);
-    assert.equal(await h1(page), 'Subscription acme-portal');
+    await page.goto(`${portal}/subscriptions/${id}`);
+    assert.equal(await h1(page), `Subscription ${id}`);
     await page.getByRole('button', { name: 'Send test event', exact: true }).click();
     const at = new RegExp(`^${prefix}/deliveries/(dlv_[^/?#]+)$`);
     await waitFor('the test event to open its delivery page', () => at.test(new URL(page.url()).pathname));
-    const id = new URL(page.url()).pathname.match(at)[1];
-    await reloadUntil(page, `${id} answered 200`, async (p) =>
+    const delivery = new URL(page.url()).pathname.match(at)[1];
+    await reloadUntil(page, `${delivery} answered 200`, async (p) =>
       (await table(p, ['Attempt', 'Status'])).some((r) => /\b200\b/.test(r.Status)),
     );
-    await waitFor(`the receiver to verify ${id}`, () => receiver.results().find((r) => r.delivery === id && r.status === 200));
+    await waitFor(`the receiver to verify ${delivery}`, () => receiver.results().find((r) => r.delivery === delivery && r.status === 200));
   });
 
   step('a tampered link is refused, an expired one shows the expired page', async () => {

@@ -179,6 +179,7 @@ macro_rules! conformance_tests {
             a_released_delivery_reads_as_due_where_it_was_released_to,
             requeue_brings_a_released_delivery_forward,
             stored_subscriptions_are_created_replaced_deleted_and_durable,
+            a_rotation_and_its_finish_are_kept_across_restarts,
             a_request_id_and_status_lead_to_their_event,
             a_signing_key_is_made_once_and_kept,
             a_signed_out_session_is_kept_until_it_expires,
@@ -1287,6 +1288,52 @@ async fn stored_subscriptions_are_created_replaced_deleted_and_durable(h: &mut H
         vec![replaced],
         "survives a restart"
     );
+}
+
+/// A rotation is part of a stored subscription's table (`previous_secret` and its expiry); its
+/// finish removes them. Both are kept as written, across restarts, and what is read back signs
+/// `X-Abstrakt-Signature` with the previous secret until the finish, the new one after it.
+async fn a_rotation_and_its_finish_are_kept_across_restarts(h: &mut Harness) {
+    use hookd::store::StoredSubscription;
+    let table = |rotation: &str| {
+        StoredSubscription {
+        id: "rotating".to_string(),
+        owner: Some("cust-1".to_string()),
+        toml: format!(
+            "[[subscription]]\nid = \"rotating\"\nurl = \"https://r.example/hook\"\nsecret = \"new\"\nevents = [\"*\"]\n{rotation}"
+        ),
+        created_ms: 1_000,
+        updated_ms: 2_000,
+    }
+    };
+    let config = hookd::config::Config::from_toml("", "conformance.toml").expect("defaults");
+    let abstrakt_key = |stored: &[StoredSubscription]| {
+        let (with, skipped) = config.with_stored(stored);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let keys = with
+            .subscription("rotating")
+            .expect("in force")
+            .signing_keys(5_000);
+        keys.abstrakt.expect("the Abstrakt header is signed")
+    };
+    let rotated =
+        table("previous_secret = \"old\"\nprevious_secret_expires = \"2100-01-01T00:00:00Z\"\n");
+    h.store().put_subscription(rotated.clone()).await.unwrap();
+    h.reopen().await;
+    let read = h.store().stored_subscriptions().await.unwrap();
+    assert_eq!(read, vec![rotated], "the rotation survives a restart");
+    assert_eq!(
+        abstrakt_key(&read),
+        "old",
+        "the previous secret still signs"
+    );
+
+    let finished = table("");
+    h.store().put_subscription(finished.clone()).await.unwrap();
+    h.reopen().await;
+    let read = h.store().stored_subscriptions().await.unwrap();
+    assert_eq!(read, vec![finished], "the finish survives a restart");
+    assert_eq!(abstrakt_key(&read), "new", "the new secret alone signs");
 }
 
 // ---------------------------------------------------------------------------------------------

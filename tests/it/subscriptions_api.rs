@@ -270,7 +270,8 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
         signature(&old_secret, &got[0].body)
     );
 
-    // Rotation: the new secret signs X-Abstrakt-Signature; Standard Webhooks signs with both.
+    // Rotation: the old secret keeps signing X-Abstrakt-Signature (one signature) until the
+    // switch; Standard Webhooks signs with both.
     let (status, rotated) = app
         .admin()
         .call(
@@ -295,7 +296,7 @@ async fn a_subscription_is_changed_and_its_secret_rotated_through_the_api() {
     let got = second.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(
         got[1].header("x-abstrakt-signature"),
-        signature(&new_secret, &got[1].body)
+        signature(&old_secret, &got[1].body)
     );
     let standard = got[1].header("webhook-signature");
     assert_eq!(
@@ -664,4 +665,177 @@ async fn a_breaker_set_through_the_api_opens_and_a_change_applies_at_once() {
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["breaker"], "closed", "{changed}");
     receiver.wait_for(3, Duration::from_secs(10)).await;
+}
+
+// ------------------------------------------------------------------ rotation in two steps
+
+/// The real time plus a shift the test moves (ms), for grace periods.
+struct Shifted(std::sync::atomic::AtomicU64);
+
+impl hookd::clock::Clock for Shifted {
+    fn now_ms(&self) -> u64 {
+        hookd::clock::system_now_ms() + self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `POST /v1/subscriptions/{id}/{action}` with `body`.
+async fn act(app: &TestApp, id: &str, action: &str, body: Option<Value>) -> (u16, Value) {
+    app.admin()
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/subscriptions/{id}/{action}"),
+            body,
+        )
+        .await
+}
+
+/// Posts completed job `request_id`, and waits for `receiver` to print its RESULT line.
+async fn delivered_to(
+    app: &TestApp,
+    receiver: &crate::support::process::SeedReceiver,
+    request_id: &str,
+) -> Value {
+    // The seed's shape: its handler reads result.items[0].url of a completed job.
+    let event = json!({
+        "request_id": request_id,
+        "status": "completed",
+        "result": { "items": [{ "url": format!("https://cdn.example/{request_id}.mp4") }] },
+    });
+    let (status, body) = app.post(&event).await;
+    assert_eq!(status, 202, "{body}");
+    crate::support::wait_until(
+        &format!("{request_id} at the Express receiver"),
+        Duration::from_secs(15),
+        || async {
+            receiver.results().into_iter().find(|r| {
+                r["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(&format!("\"{request_id}\"")))
+            })
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_express_receiver_verifies_across_a_rotation_until_the_switch_and_after_it() {
+    use crate::support::process::{SeedKind, SeedReceiver};
+    const OLD: &str = "express-old-secret";
+    let old = SeedReceiver::start(SeedKind::Express, OLD).await;
+    let app = spawn_app("[delivery]\nretry_schedule = []\n").await;
+    let (status, created) = app
+        .admin()
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({ "id": "rotating", "url": old.url(), "secret": OLD, "events": ["*"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        delivered_to(&app, &old, "before-rotation").await["status"],
+        200
+    );
+
+    // Step one: the new secret is made; the receiver, which holds the old one, still verifies.
+    let (status, rotated) = act(&app, "rotating", "rotate-secret", None).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"]
+        .as_str()
+        .expect("the new secret")
+        .to_string();
+    assert_ne!(new, OLD);
+    assert_eq!(
+        rotated["rotation"]["x_abstrakt_signature"],
+        "previous_secret"
+    );
+    for job in ["during-rotation-1", "during-rotation-2"] {
+        let result = delivered_to(&app, &old, job).await;
+        assert_eq!(
+            result["status"], 200,
+            "the old secret still verifies: {result}"
+        );
+    }
+    let (status, again) = act(&app, "rotating", "rotate-secret", None).await;
+    assert_eq!(
+        status, 409,
+        "a second rotation would drop the old secret: {again}"
+    );
+
+    // The customer deploys the new secret, then switches: the new secret alone signs.
+    let updated = SeedReceiver::start(SeedKind::Express, &new).await;
+    let (status, switched) = act(&app, "rotating", "finish-rotation", None).await;
+    assert_eq!(status, 200, "{switched}");
+    assert_eq!(switched["rotation"], Value::Null, "{switched}");
+    let (status, moved) = app
+        .admin()
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/subscriptions/rotating",
+            Some(json!({ "url": updated.url() })),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    let result = delivered_to(&app, &updated, "after-switch").await;
+    assert_eq!(result["status"], 200, "the new secret verifies: {result}");
+    let (status, answer) = act(&app, "rotating", "finish-rotation", None).await;
+    assert_eq!(status, 409, "nothing left to finish: {answer}");
+    assert!(
+        old.results().iter().all(|r| r["status"] == 200),
+        "the old receiver never refused a delivery: {:?}",
+        old.results()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_switches_by_itself_when_its_grace_period_ends() {
+    let receiver = TestReceiver::start().await;
+    let clock = std::sync::Arc::new(Shifted(std::sync::atomic::AtomicU64::new(0)));
+    let app = crate::support::app::spawn_app_with_clock("", clock.clone()).await;
+    let (status, created) = app
+        .admin()
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({ "id": "graceful", "url": receiver.url(), "secret": "first", "events": ["*"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let body = Some(json!({ "secret": "second", "previous_expires_in": "1h" }));
+    let (status, rotated) = act(&app, "graceful", "rotate-secret", body).await;
+    assert_eq!(status, 200, "{rotated}");
+
+    let send = |request_id: &'static str| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .post(&json!({ "request_id": request_id, "status": "completed" }))
+                .await;
+            assert_eq!(status, 202, "{body}");
+        }
+    };
+    send("in-grace").await;
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        got[0].header("x-abstrakt-signature"),
+        signature("first", &got[0].body)
+    );
+
+    // An hour and a minute later by hookd's clock: the grace period is over.
+    clock
+        .0
+        .store(61 * 60 * 1000, std::sync::atomic::Ordering::SeqCst);
+    send("after-grace").await;
+    let got = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        got[1].header("x-abstrakt-signature"),
+        signature("second", &got[1].body)
+    );
+    let (_, shown) = app.admin().get("/v1/subscriptions/graceful").await;
+    assert_eq!(shown["rotation"], Value::Null, "{shown}");
+    let (status, answer) = act(&app, "graceful", "rotate-secret", None).await;
+    assert_eq!(
+        status, 200,
+        "an expired rotation does not block the next: {answer}"
+    );
 }

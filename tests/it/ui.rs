@@ -254,14 +254,7 @@ impl Hookd {
                     return None;
                 }
                 for id in &ids {
-                    let (_, d) = self
-                        .api(
-                            Method::GET,
-                            &format!("/v1/deliveries/{id}"),
-                            Some(ADMIN),
-                            None,
-                        )
-                        .await;
+                    let d = self.delivery(id).await;
                     if d["state"] != "delivered" && d["state"] != "dead" {
                         return None;
                     }
@@ -321,6 +314,29 @@ impl Hookd {
             &all,
         )
         .await
+    }
+
+    /// A form's answer as the browser ends up showing it: the page a 303 leads to (saved),
+    /// else the answer itself, which must be the form again with its errors (422).
+    async fn followed(&self, answer: Page, session: &Session) -> Page {
+        if answer.status == 303 {
+            return self.get(&answer.location(), Some(&session.cookie)).await;
+        }
+        assert_eq!(answer.status, 422, "{}", answer.body);
+        answer
+    }
+
+    /// `GET /v1/deliveries/{id}` with the admin token: the delivery (or the error).
+    async fn delivery(&self, id: &str) -> Value {
+        let path = format!("/v1/deliveries/{id}");
+        self.api(Method::GET, &path, Some(ADMIN), None).await.1
+    }
+
+    /// Posts a portal's form (no cookie: the link carries the visitor) with its `csrf`.
+    async fn portal_form(&self, path: &str, csrf: &str, fields: &[(&str, &str)]) -> Page {
+        let mut all = vec![("csrf", csrf)];
+        all.extend_from_slice(fields);
+        self.post_form(path, None, self.same_origin(), &all).await
     }
 
     async fn sign_in(&self) -> Session {
@@ -1178,6 +1194,22 @@ async fn a_subscriptions_secret_is_shown_once_by_the_form_that_created_it_and_ne
             ],
         )
         .await;
+    // Post/Redirect/Get: the POST answers 303, and the page it leads to shows the secret once.
+    assert_eq!(created.status, 303, "{}", created.body);
+    assert!(!created.body.contains(FORM_SECRET), "{}", created.body);
+    let shown_at = created.location();
+    assert!(
+        shown_at.starts_with("/ui/subscriptions/form-made/secret?"),
+        "{shown_at}"
+    );
+    let stranger = hookd.sign_in().await;
+    let elsewhere = hookd.get(&shown_at, Some(&stranger.cookie)).await;
+    assert!(
+        !elsewhere.body.contains(FORM_SECRET),
+        "another session does not see it:\n{}",
+        elsewhere.body
+    );
+    let created = hookd.get(&shown_at, Some(&session.cookie)).await;
     assert_html(&created, "the Subscription created page", true);
     assert!(
         created.body.contains("Subscription created"),
@@ -1204,6 +1236,20 @@ async fn a_subscriptions_secret_is_shown_once_by_the_form_that_created_it_and_ne
         )
         .await;
     assert_eq!(status, 200, "{shown}");
+    // A reload shows the secret no more and creates nothing.
+    let reloaded = hookd.get(&shown_at, Some(&session.cookie)).await;
+    assert_eq!(reloaded.status, 410, "{}", reloaded.body);
+    assert!(!reloaded.body.contains(FORM_SECRET), "{}", reloaded.body);
+    let (_, listed) = hookd
+        .api(Method::GET, "/v1/subscriptions", Some(ADMIN), None)
+        .await;
+    let made = listed["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .filter(|s| s["managed_by"] == "api")
+        .count();
+    assert_eq!(made, 2, "api-made and form-made, nothing more: {listed}");
     for path in ["/ui/subscriptions/form-made", "/ui/subscriptions", "/ui"] {
         let page = hookd.get(path, Some(&session.cookie)).await;
         assert_eq!(page.status, 200, "GET {path}: {}", page.body);
@@ -1255,7 +1301,8 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
         )
         .await;
     assert_eq!(edited.status, 303, "edit: {}", edited.body);
-    assert!(edited.location().contains("Saved"), "{}", edited.location());
+    let saved = hookd.get(&edited.location(), Some(&session.cookie)).await;
+    assert!(saved.body.contains("Saved."), "{}", saved.body);
     hookd
         .ingest(json!({ "request_id": "headers-1", "status": "completed" }))
         .await;
@@ -1294,8 +1341,8 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
             &[("events", "*"), ("headers", "X-Abstrakt-Signature: forged")],
         )
         .await;
-    assert_eq!(refused.status, 303);
-    let after = hookd.get(&refused.location(), Some(&session.cookie)).await;
+    assert_eq!(refused.status, 422, "the form again, with its error");
+    let after = hookd.followed(refused, &session).await;
     assert!(after.body.contains("Not saved"), "{}", after.body);
     assert!(after.body.contains("reserved"), "{}", after.body);
 
@@ -1308,11 +1355,8 @@ async fn custom_headers_are_shown_with_secrets_masked_and_edited_in_the_form() {
             &[("events", "*"), ("headers", "")],
         )
         .await;
-    assert!(
-        emptied.location().contains("Saved"),
-        "{}",
-        emptied.location()
-    );
+    let emptied = hookd.followed(emptied, &session).await;
+    assert!(emptied.body.contains("Saved."), "{}", emptied.body);
     let (_, answer) = hookd
         .api(
             Method::GET,
@@ -1380,8 +1424,7 @@ async fn the_rate_limit_is_set_changed_and_removed_in_the_form() {
                     &[("events", "*"), ("rate_limit", rate)],
                 )
                 .await;
-            assert_eq!(answer.status, 303, "{}", answer.body);
-            answer.location()
+            hookd.followed(answer, session).await.body
         }
     };
     assert!(edit("0.5").await.contains("Saved"));
@@ -1390,9 +1433,8 @@ async fn the_rate_limit_is_set_changed_and_removed_in_the_form() {
         .await;
     assert_eq!(rate_of(&answer), json!(0.5), "{answer}");
     for bad in ["fast", "-3", "1000000"] {
-        let location = edit(bad).await;
-        let after = hookd.get(&location, Some(&session.cookie)).await;
-        assert!(after.body.contains("Not saved"), "{bad}: {}", after.body);
+        let after = edit(bad).await;
+        assert!(after.contains("Not saved"), "{bad}: {after}");
         let (_, answer) = hookd
             .api(Method::GET, "/v1/subscriptions/limited", Some(ADMIN), None)
             .await;
@@ -1470,7 +1512,7 @@ async fn the_breaker_settings_are_set_changed_and_removed_in_the_form() {
         ("disable_after_failures", "10"),
     ])
     .await;
-    assert_eq!(created.status, 200, "create: {}", created.body);
+    assert_eq!(created.status, 303, "create: {}", created.body);
     assert_eq!(
         breaker_of(&hookd, "guarded").await,
         json!([3, "1m", "5days", 10])
@@ -1495,8 +1537,7 @@ async fn the_breaker_settings_are_set_changed_and_removed_in_the_form() {
             let answer = hookd
                 .edit_subscription(session, "guarded", &url, &all)
                 .await;
-            assert_eq!(answer.status, 303, "{}", answer.body);
-            hookd.get(&answer.location(), Some(&session.cookie)).await
+            hookd.followed(answer, session).await
         }
     };
     let saved = edit(vec![("breaker_failures", "5"), ("disable_after", "2h")]).await;
@@ -1879,12 +1920,24 @@ async fn a_portal_shows_its_owners_subscriptions_and_deliveries_only_and_survive
         )
         .await;
     assert_eq!(
-        created.status, 200,
+        created.status, 303,
         "create through the portal: {}",
         created.body
     );
-    let (status, shown) = hookd
+    // Its id is generated, whatever the form says (ids are global: docs/security.md).
+    let id = portal_created_id(&created, &portal);
+    assert!(id.starts_with("sub_"), "{id}");
+    let (status, _) = hookd
         .api(Method::GET, "/v1/subscriptions/acme-new", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 404, "the typed id is not used");
+    let (status, shown) = hookd
+        .api(
+            Method::GET,
+            &format!("/v1/subscriptions/{id}"),
+            Some(ADMIN),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{shown}");
     assert_eq!(shown["owner"], "acme", "{shown}");
@@ -1894,6 +1947,17 @@ async fn a_portal_shows_its_owners_subscriptions_and_deliveries_only_and_survive
     let page = hookd.get(&portal, None).await;
     assert_html(&page, "the portal after a restart", false);
     assert!(page.body.contains("acme-sub"), "{}", page.body);
+}
+
+/// The id of the subscription a portal's form created: its secret page's address names it
+/// (`<portal>/subscriptions/<id>/secret?shown=...`).
+fn portal_created_id(created: &Page, portal: &str) -> String {
+    let location = created.location_path();
+    location
+        .strip_prefix(&format!("{portal}/subscriptions/"))
+        .and_then(|rest| rest.strip_suffix("/secret"))
+        .unwrap_or_else(|| panic!("a secret page under {portal}: {location}"))
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1968,4 +2032,504 @@ async fn a_portal_link_does_not_open_the_admin_pages() {
         refused.body
     );
     assert!(!hookd.paused("acme-sub").await);
+}
+
+// ------------------------------------------------------------------ the forms, grown up
+
+/// Asserts that `page` says `text`.
+fn assert_shows(page: &Page, text: &str) {
+    assert!(
+        page.body.contains(text),
+        "{text:?} is not on the page:\n{}",
+        page.body
+    );
+}
+
+/// The opening tag of the form control whose `id` is `id` (`<input ... id="url" ...>`).
+fn control_tag(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no control {marker} on the page:\n{html}"));
+    let start = html[..at].rfind('<').expect("a tag opens before it");
+    let end = at + html[at..].find('>').expect("the tag closes");
+    html[start..=end].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscription_form_shows_every_error_at_once_and_keeps_what_was_typed() {
+    let hookd = Hookd::start("", "").await;
+    let session = hookd.sign_in().await;
+    let fields = [
+        ("csrf", session.csrf.as_str()),
+        ("url", "ftp://x"),
+        ("events", "job.completed"),
+        ("other_events", ""),
+        ("id", "all-errors"),
+        ("secret", "typed-secret-4c1e"),
+        ("signature", "abstrakt"),
+        ("owner", ""),
+        ("rate_limit", "abc"),
+        ("breaker_probe_interval", "5 minutes"),
+        ("disable_after", "forever"),
+    ];
+    let refused = hookd
+        .post_form(
+            "/ui/subscriptions",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &fields,
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    // "5 minutes" is a duration: kept, and not flagged.
+    assert!(!control_tag(&refused.body, "breaker_probe_interval").contains("aria-invalid"));
+    for id in ["url", "rate_limit", "disable_after"] {
+        assert!(
+            control_tag(&refused.body, id).contains("aria-invalid=\"true\""),
+            "{id} is flagged: {}",
+            control_tag(&refused.body, id)
+        );
+        assert!(
+            refused.body.contains(&format!("id=\"{id}-error\"")),
+            "{id} has its message:\n{}",
+            refused.body
+        );
+    }
+    for (id, typed) in [
+        ("url", "ftp://x"),
+        ("rate_limit", "abc"),
+        ("breaker_probe_interval", "5 minutes"),
+        ("disable_after", "forever"),
+        ("secret", "typed-secret-4c1e"),
+        ("id", "all-errors"),
+    ] {
+        assert!(
+            control_tag(&refused.body, id).contains(&format!("value=\"{typed}\"")),
+            "{id} keeps {typed:?}: {}",
+            control_tag(&refused.body, id)
+        );
+    }
+    let (status, _) = hookd
+        .api(
+            Method::GET,
+            "/v1/subscriptions/all-errors",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "nothing was created");
+
+    // The edit form too: every error at once, the page again as typed, nothing changed.
+    hookd
+        .create_subscription(
+            json!({ "id": "editable", "url": "http://127.0.0.1:9/hook", "events": ["*"] }),
+        )
+        .await;
+    let edited = hookd
+        .edit_subscription(
+            &session,
+            "editable",
+            "ftp://y",
+            &[
+                ("events", "*"),
+                ("rate_limit", "fast"),
+                ("breaker_failures", "many"),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, 422, "{}", edited.body);
+    for id in ["url", "rate_limit", "breaker_failures"] {
+        assert!(
+            control_tag(&edited.body, id).contains("aria-invalid=\"true\""),
+            "{id} is flagged on the edit form: {}",
+            control_tag(&edited.body, id)
+        );
+    }
+    assert!(control_tag(&edited.body, "url").contains("value=\"ftp://y\""));
+    assert_eq!(
+        hookd.subscription("editable").await["url"],
+        "http://127.0.0.1:9/hook"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_cannot_learn_that_another_owners_subscription_id_exists() {
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "cust-b-prod", "owner": "cust-b", "url": "http://127.0.0.1:9/b", "events": ["*"] }))
+        .await;
+    let portal = hookd.portal_link("cust-a", "1h").await;
+    let csrf = hookd
+        .get(&format!("{portal}/subscriptions/new"), None)
+        .await
+        .csrf();
+    let new_form = hookd
+        .get(&format!("{portal}/subscriptions/new"), None)
+        .await;
+    assert!(
+        !new_form.body.contains("name=\"id\""),
+        "the portal's form has no id field:\n{}",
+        new_form.body
+    );
+    let create = |id: &'static str| {
+        let (hookd, portal, csrf) = (&hookd, &portal, &csrf);
+        async move {
+            hookd
+                .portal_form(
+                    &format!("{portal}/subscriptions"),
+                    csrf,
+                    &[
+                        ("url", "http://127.0.0.1:9/a"),
+                        ("events", "*"),
+                        ("other_events", ""),
+                        ("id", id),
+                        ("signature", "abstrakt"),
+                    ],
+                )
+                .await
+        }
+    };
+    // The same answer for another owner's id and for a free one: a new subscription, its id
+    // generated.
+    let taken = create("cust-b-prod").await;
+    let free = create("never-used-id").await;
+    for (what, answer) in [("cust-b-prod", &taken), ("a free id", &free)] {
+        assert_eq!(answer.status, 303, "{what}: {}", answer.body);
+        assert!(
+            !answer.body.contains("exists") && !answer.body.contains("cust-b"),
+            "{what}: {}",
+            answer.body
+        );
+        let id = portal_created_id(answer, &portal);
+        assert!(id.starts_with("sub_"), "{what}: {id}");
+        assert_eq!(hookd.subscription(&id).await["owner"], "cust-a");
+    }
+    assert_eq!(taken.body, free.body);
+    let b = hookd.subscription("cust-b-prod").await;
+    assert_eq!(b["owner"], "cust-b", "untouched: {b}");
+    // Its page answers as one that never existed.
+    let foreign = hookd
+        .get(&format!("{portal}/subscriptions/cust-b-prod"), None)
+        .await;
+    let absent = hookd
+        .get(&format!("{portal}/subscriptions/never-existed"), None)
+        .await;
+    assert_eq!((foreign.status, absent.status), (404, 404));
+    assert_eq!(foreign.body, absent.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_speaks_to_the_customer_under_the_providers_name() {
+    let hookd = Hookd::start("", "[ui]\ntitle = \"Acme Cloud Webhooks\"\n").await;
+    hookd
+        .create_subscription(json!({ "id": "cust-a-sub", "owner": "cust-a", "url": "http://127.0.0.1:9/a", "events": ["*"] }))
+        .await;
+    let portal = hookd.portal_link("cust-a", "1h").await;
+    for path in [
+        "",
+        "/subscriptions",
+        "/subscriptions/new",
+        "/subscriptions/cust-a-sub",
+    ] {
+        let page = hookd.get(&format!("{portal}{path}"), None).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        let header = &page.body[page.body.find("<header").expect("a header")
+            ..page.body.find("</header>").expect("its end")];
+        assert!(header.contains("Acme Cloud Webhooks"), "{path}: {header}");
+        assert!(
+            !header.contains("hookd") && !header.contains("cust-a"),
+            "{path}: {header}"
+        );
+        assert!(
+            element_text(&page.body, "<title").is_some_and(|t| t.ends_with("Acme Cloud Webhooks")),
+            "{path}: the title names the provider"
+        );
+        for operator_words in [
+            "targets.allow",
+            "set through the API",
+            "admin enables",
+            "breaker",
+            "Breaker",
+            "[delivery]",
+        ] {
+            assert!(
+                !page.body.contains(operator_words),
+                "{path} says {operator_words:?}:\n{}",
+                page.body
+            );
+        }
+    }
+    // A refused address, in the customer's words.
+    let csrf = hookd
+        .get(&format!("{portal}/subscriptions/new"), None)
+        .await
+        .csrf();
+    let refused = hookd
+        .portal_form(
+            &format!("{portal}/subscriptions"),
+            &csrf,
+            &[
+                ("url", "https://10.0.0.1/hook"),
+                ("events", "*"),
+                ("signature", "abstrakt"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(!refused.body.contains("targets.allow"), "{}", refused.body);
+    assert!(refused.body.contains("public"), "{}", refused.body);
+    // The operator's own dashboard still says hookd.
+    let session = hookd.sign_in().await;
+    let admin = hookd.get("/ui", Some(&session.cookie)).await;
+    assert!(admin.body.contains("<span class=\"brand\">hookd</span>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_shows_once_and_never_in_the_address_and_the_icon_is_served() {
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(
+            json!({ "id": "noticed", "url": "http://127.0.0.1:9/n", "events": ["*"] }),
+        )
+        .await;
+    let session = hookd.sign_in().await;
+    let paused = hookd
+        .action(&session, "/ui/subscriptions/noticed/pause")
+        .await;
+    assert_eq!(paused.status, 303, "{}", paused.body);
+    let location = paused.location();
+    assert!(
+        !location.to_lowercase().contains("paused"),
+        "the notice is not in the address: {location}"
+    );
+    let first = hookd.get(&location, Some(&session.cookie)).await;
+    assert_shows(&first, "Paused: its deliveries wait");
+    let again = hookd.get(&location, Some(&session.cookie)).await;
+    assert_eq!(again.status, 200);
+    assert!(
+        !again.body.contains("Paused: its deliveries wait"),
+        "a reload shows it no more:\n{}",
+        again.body
+    );
+    let icon = hookd.get("/favicon.ico", None).await;
+    assert_eq!(icon.status, 200, "{}", icon.body);
+    assert_eq!(icon.header("content-type"), "image/svg+xml");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_in_the_dashboard_is_confirmed_then_switched_in_a_second_step() {
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "turning", "owner": "cust-r", "url": "http://127.0.0.1:9/r", "events": ["*"], "secret": "dash-old-secret" }))
+        .await;
+    let session = hookd.sign_in().await;
+    let page = hookd
+        .get("/ui/subscriptions/turning", Some(&session.cookie))
+        .await;
+    assert!(page
+        .body
+        .contains("href=\"/ui/subscriptions/turning/rotate-secret\""));
+
+    // The confirmation page says what will happen and when.
+    let confirm = hookd
+        .get(
+            "/ui/subscriptions/turning/rotate-secret",
+            Some(&session.cookie),
+        )
+        .await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(confirm.body.contains("previous secret"), "{}", confirm.body);
+    assert_shows(&confirm, "Switch to the new secret");
+    assert!(confirm.body.contains("Z."), "a time: {}", confirm.body);
+    let unconfirmed = hookd
+        .action(&session, "/ui/subscriptions/turning/rotate-secret")
+        .await;
+    assert_eq!(
+        (unconfirmed.status, unconfirmed.location_path().as_str()),
+        (303, "/ui/subscriptions/turning/rotate-secret")
+    );
+    assert_eq!(hookd.subscription("turning").await["rotation"], Value::Null);
+
+    let rotated = hookd
+        .post_form(
+            "/ui/subscriptions/turning/rotate-secret",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[("csrf", session.csrf.as_str()), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(rotated.status, 303, "{}", rotated.body);
+    let shown = hookd.get(&rotated.location(), Some(&session.cookie)).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    let secret = element_text(&shown.body, "id=\"secret\"").expect("the new secret");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let rotation = hookd.subscription("turning").await["rotation"].clone();
+    assert_eq!(
+        rotation["x_abstrakt_signature"], "previous_secret",
+        "{rotation}"
+    );
+
+    // The subscription's page (the operator's and the owner's) offers the switch.
+    let portal = hookd.portal_link("cust-r", "1h").await;
+    for (path, cookie) in [
+        (
+            "/ui/subscriptions/turning".to_string(),
+            Some(session.cookie.as_str()),
+        ),
+        (format!("{portal}/subscriptions/turning"), None),
+    ] {
+        let page = hookd.get(&path, cookie).await;
+        assert!(page.body.contains("Secret rotation in progress"), "{path}");
+        assert!(
+            page.body.contains("/subscriptions/turning/finish-rotation"),
+            "{path}"
+        );
+        assert!(
+            !page.body.contains(&secret),
+            "{path} shows the new secret again"
+        );
+    }
+    let switched = hookd
+        .action(&session, "/ui/subscriptions/turning/finish-rotation")
+        .await;
+    assert_eq!(switched.status, 303, "{}", switched.body);
+    let after = hookd.get(&switched.location(), Some(&session.cookie)).await;
+    assert!(after.body.contains("Switched"), "{}", after.body);
+    assert!(!after.body.contains("Secret rotation in progress"));
+    assert_eq!(hookd.subscription("turning").await["rotation"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edit_form_sets_the_owner_and_the_signature_scheme() {
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "ownerless", "url": "http://127.0.0.1:9/o", "events": ["*"], "secret": "whsec_AAECAwQFBgcICQ==" }))
+        .await;
+    let session = hookd.sign_in().await;
+    let page = hookd
+        .get("/ui/subscriptions/ownerless", Some(&session.cookie))
+        .await;
+    assert_shows(&page, "<dd>X-Abstrakt-Signature</dd>");
+    let edited = hookd
+        .edit_subscription(
+            &session,
+            "ownerless",
+            "http://127.0.0.1:9/o",
+            &[
+                ("events", "*"),
+                ("owner", "cust-9"),
+                ("signature", "standard"),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, 303, "{}", edited.body);
+    assert_eq!(hookd.subscription("ownerless").await["owner"], "cust-9");
+    let page = hookd
+        .get("/ui/subscriptions/ownerless", Some(&session.cookie))
+        .await;
+    assert!(page.body.contains("<dd>Standard Webhooks"), "{}", page.body);
+
+    // A portal's edit form cannot move a subscription to another owner.
+    let portal = hookd.portal_link("cust-9", "1h").await;
+    let csrf = hookd
+        .get(&format!("{portal}/subscriptions/new"), None)
+        .await
+        .csrf();
+    let moved = hookd
+        .portal_form(
+            &format!("{portal}/subscriptions/ownerless"),
+            &csrf,
+            &[
+                ("url", "http://127.0.0.1:9/o"),
+                ("events", "*"),
+                ("owner", "cust-evil"),
+            ],
+        )
+        .await;
+    assert_eq!(moved.status, 303, "{}", moved.body);
+    assert_eq!(hookd.subscription("ownerless").await["owner"], "cust-9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resending_failed_deliveries_counts_them_first_and_requeues_each_once() {
+    // Nothing listens on the subscription's port: one attempt each (retry_schedule = []), dead.
+    let port = crate::support::process::free_ports(1)[0];
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "recover", "owner": "cust-r", "url": format!("http://127.0.0.1:{port}/hook"), "events": ["*"] }))
+        .await;
+    for i in 0..3 {
+        hookd
+            .ingest(json!({ "request_id": format!("recover-{i}"), "status": "completed", "owner": "cust-r" }))
+            .await;
+    }
+    let dead = hookd.wait_finished("recover", 3).await;
+    let session = hookd.sign_in().await;
+    let since = "2000-01-01T00:00";
+
+    // The count comes first; nothing is sent before the confirmation.
+    let counted = hookd
+        .get(
+            &format!("/ui/subscriptions/recover/resend?since={since}"),
+            Some(&session.cookie),
+        )
+        .await;
+    assert_eq!(counted.status, 200, "{}", counted.body);
+    assert_shows(&counted, "3 deliveries of recover failed for good");
+    assert_shows(&counted, "Resend 3 deliveries");
+    let unconfirmed = hookd
+        .post_form(
+            "/ui/subscriptions/recover/resend",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[("csrf", session.csrf.as_str()), ("since", since)],
+        )
+        .await;
+    assert_eq!(unconfirmed.status, 303);
+    assert!(
+        unconfirmed.location().contains("/resend?since="),
+        "{}",
+        unconfirmed.location()
+    );
+
+    // The portal of the owner resends them: each gets exactly one more attempt.
+    let portal = hookd.portal_link("cust-r", "1h").await;
+    let csrf = hookd
+        .get(
+            &format!("{portal}/subscriptions/recover/resend?since={since}"),
+            None,
+        )
+        .await
+        .csrf();
+    let resent = hookd
+        .portal_form(
+            &format!("{portal}/subscriptions/recover/resend"),
+            &csrf,
+            &[("since", since), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(resent.status, 303, "{}", resent.body);
+    let page = hookd.get(&resent.location(), None).await;
+    assert_shows(&page, "3 of 3 failed deliveries resent");
+    for id in &dead {
+        wait_until(
+            &format!("{id} dead after a second attempt"),
+            DEADLINE,
+            || async {
+                let d = hookd.delivery(id).await;
+                (d["state"] == "dead" && d["attempts"] == 2).then_some(())
+            },
+        )
+        .await;
+    }
+    // Another owner's portal finds nothing of it to resend.
+    let other = hookd.portal_link("cust-other", "1h").await;
+    let foreign = hookd
+        .get(
+            &format!("{other}/subscriptions/recover/resend?since={since}"),
+            None,
+        )
+        .await;
+    assert_eq!(foreign.status, 404);
 }

@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::overview::COUNT_CALLS;
-use super::{may_see, not_found, owned, scoped, truncate, with_notice, CELL_CHARS};
+use super::{may_see, not_found, owned, scoped, truncate, CELL_CHARS};
 use crate::config::EventFilter;
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
@@ -21,6 +21,13 @@ use crate::ui::{html, see_other, store_down, Action, Nav, Scope, Viewer};
 const PAGE: usize = 50;
 /// Dead deliveries one "retry all" requeues at most.
 const RETRY_CAP: usize = 10_000;
+/// Deliveries a list's total counts at most, and a search examines at most (newest first).
+const SCAN_CAP: usize = 20_000;
+/// Rows a search lists at most.
+const SEARCH_ROWS: usize = 200;
+/// Deliveries a search compares with its term, newest first (each may cost a read of its
+/// event, for the request id).
+const SEARCH_SCAN: usize = 5_000;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct DeliveriesQuery {
@@ -33,6 +40,9 @@ pub struct DeliveriesQuery {
     until: Option<String>,
     q: Option<String>,
     cursor: Option<String>,
+    /// The cursors of the pages before this one, oldest first, space-separated (the first
+    /// page's is empty): what "Previous page" goes back through.
+    back: Option<String>,
     notice: Option<String>,
 }
 
@@ -42,7 +52,7 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
 
 /// A time from the filter form: `datetime-local` (`2026-11-30T13:05`, read as UTC) or
 /// RFC 3339.
-fn parse_when(text: &str) -> Option<u64> {
+pub(super) fn parse_when(text: &str) -> Option<u64> {
     use time::format_description::well_known::Rfc3339;
     let t = time::OffsetDateTime::parse(text, &Rfc3339)
         .ok()
@@ -138,6 +148,12 @@ struct DeliveriesPage {
     problem: Option<String>,
     /// The query of the next page, when there may be one.
     next: Option<String>,
+    /// The query of the previous page, after the first.
+    previous: Option<String>,
+    /// How many deliveries match, as shown ("1,234", or "more than 20,000").
+    total: String,
+    /// Which page this is, from 1.
+    number: usize,
     /// The filter as a query string, for "first page" and retry's return.
     query: String,
 }
@@ -167,6 +183,9 @@ impl DeliveriesPage {
             rows: Vec::new(),
             problem: None,
             next: None,
+            previous: None,
+            total: String::new(),
+            number: 1,
             query: filter_query(q),
         }
     }
@@ -294,9 +313,6 @@ pub async fn deliveries(
     Query(q): Query<DeliveriesQuery>,
 ) -> Response {
     let mut page = DeliveriesPage::new(&shared, &viewer, &q);
-    if let Some(term) = nonempty(&q.q) {
-        return looked_up(&shared, &viewer, page, term).await;
-    }
     let filter = match filter_of(&shared, &viewer, &q) {
         Ok(f) => f,
         Err(problem) => {
@@ -304,54 +320,165 @@ pub async fn deliveries(
             return html(StatusCode::BAD_REQUEST, &page);
         }
     };
-    match shared
+    if let Some(term) = nonempty(&q.q) {
+        return looked_up(&shared, &viewer, page, term, &filter).await;
+    }
+    let (found, next) = match shared
         .store
         .list_deliveries(&filter, nonempty(&q.cursor), PAGE)
         .await
     {
-        Ok((found, next)) => {
-            page.rows = found.iter().map(delivery_row).collect();
-            page.next = next.map(|cursor| {
-                let mut s = url::form_urlencoded::Serializer::new(page.query.clone());
-                s.append_pair("cursor", &cursor);
-                s.finish()
-            });
-            html(StatusCode::OK, &page)
+        Ok(listed) => listed,
+        Err(_) => return store_down(),
+    };
+    page.rows = found.iter().map(delivery_row).collect();
+    let trail: Vec<&str> = q
+        .back
+        .as_deref()
+        .map_or_else(Vec::new, |b| b.split(' ').collect());
+    let here = nonempty(&q.cursor).unwrap_or("");
+    let at = |cursor: &str, back: &[&str]| {
+        let mut s = url::form_urlencoded::Serializer::new(page.query.clone());
+        if !cursor.is_empty() {
+            s.append_pair("cursor", cursor);
         }
-        Err(_) => store_down(),
+        if !back.is_empty() {
+            s.append_pair("back", &back.join(" "));
+        }
+        s.finish()
+    };
+    if here.is_empty() {
+        page.number = 1;
+    } else {
+        page.number = trail.len() + 1;
+        let (last, before) = trail.split_last().map_or(("", &[][..]), |(l, b)| (*l, b));
+        page.previous = Some(at(last, before));
     }
+    if let Some(cursor) = next {
+        let mut back = if here.is_empty() {
+            Vec::new()
+        } else {
+            trail.clone()
+        };
+        back.push(here);
+        page.next = Some(at(&cursor, &back));
+    }
+    page.total = match total(&shared, &filter).await {
+        Ok(total) => total,
+        Err(r) => return r,
+    };
+    html(StatusCode::OK, &page)
 }
 
-/// What the search box finds for `term`: a delivery id leads to its page, an event or
-/// request id lists that event's deliveries.
+/// How many deliveries `filter` matches, as shown, counting up to [`SCAN_CAP`].
+async fn total(shared: &Shared, filter: &DeliveryFilter) -> Result<String, Response> {
+    let mut n = 0;
+    let complete = scan(shared, filter, SCAN_CAP, |_| {
+        n += 1;
+        true
+    })
+    .await?;
+    Ok(if complete {
+        n.to_string()
+    } else {
+        format!("more than {n}")
+    })
+}
+
+/// Calls `each` on the deliveries `filter` matches, newest first, until it answers false, up
+/// to `cap` of them and [`COUNT_CALLS`] listing calls (an engine examines a bounded number of
+/// records per call); whether every one was seen.
+pub(super) async fn scan(
+    shared: &Shared,
+    filter: &DeliveryFilter,
+    cap: usize,
+    mut each: impl FnMut(&Delivery) -> bool,
+) -> Result<bool, Response> {
+    let mut cursor: Option<String> = None;
+    let mut seen = 0;
+    for _ in 0..COUNT_CALLS {
+        let (found, next) = shared
+            .store
+            .list_deliveries(filter, cursor.as_deref(), 1000)
+            .await
+            .map_err(|_| store_down())?;
+        for d in &found {
+            seen += 1;
+            if !each(d) || seen >= cap {
+                return Ok(false);
+            }
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+/// What the search box finds for `term` among the deliveries `filter` matches: a delivery id
+/// leads to its page; otherwise the deliveries whose id, event id or event's request id
+/// starts with `term`, whatever its case (an exact request id is found however old).
 async fn looked_up(
     shared: &Shared,
     viewer: &Viewer,
     mut page: DeliveriesPage,
     term: &str,
+    filter: &DeliveryFilter,
 ) -> Response {
-    if term.starts_with("dlv_") {
-        return match shared.store.delivery(term).await {
-            Ok(Some(d)) if may_see_delivery(shared, viewer, &d) => {
-                see_other(&format!("{}/deliveries/{}", viewer.base, d.id))
+    let lower = term.to_lowercase();
+    if let Some(ulid) = lower.strip_prefix("dlv_").filter(|u| u.len() == 26) {
+        let id = format!("dlv_{}", ulid.to_uppercase());
+        match shared.store.delivery(&id).await {
+            Ok(Some(d)) if may_see_delivery(shared, viewer, &d) && filter.matches(&d) => {
+                return see_other(&format!("{}/deliveries/{}", viewer.base, d.id));
             }
-            Ok(_) => {
-                page.problem = Some(format!("No delivery {term}."));
-                html(StatusCode::NOT_FOUND, &page)
-            }
-            Err(_) => store_down(),
-        };
-    }
-    match search(shared, viewer, term).await {
-        Ok(found) => {
-            if found.is_empty() {
-                page.problem = Some(format!("No event or request {term:?} found."));
-            }
-            page.rows = found.iter().map(delivery_row).collect();
-            html(StatusCode::OK, &page)
+            Ok(_) => {}
+            Err(_) => return store_down(),
         }
-        Err(r) => r,
     }
+    let mut found = match search(shared, viewer, term).await {
+        Ok(found) => found,
+        Err(r) => return r,
+    };
+    found.retain(|d| filter.matches(d));
+    let mut requests: std::collections::HashMap<String, String> = Default::default();
+    let mut candidates = Vec::new();
+    if let Err(r) = scan(shared, filter, SEARCH_SCAN, |d| {
+        candidates.push(d.clone());
+        true
+    })
+    .await
+    {
+        return r;
+    }
+    for d in candidates {
+        if found.len() >= SEARCH_ROWS {
+            break;
+        }
+        if !requests.contains_key(&d.event_id) {
+            let request = match shared.store.event_meta(&d.event_id).await {
+                Ok(meta) => meta
+                    .map(|m| m.request_id.to_lowercase())
+                    .unwrap_or_default(),
+                Err(_) => return store_down(),
+            };
+            requests.insert(d.event_id.clone(), request);
+        }
+        let hit = d.id.to_lowercase().starts_with(&lower)
+            || d.event_id.to_lowercase().starts_with(&lower)
+            || requests[&d.event_id].starts_with(&lower);
+        if hit && may_see_delivery(shared, viewer, &d) && !found.iter().any(|f| f.id == d.id) {
+            found.push(d);
+        }
+    }
+    found.sort_by(|a, b| b.id.cmp(&a.id));
+    if found.is_empty() {
+        page.problem = Some(format!("Nothing matches {term:?} with these filters."));
+    }
+    page.total = found.len().to_string();
+    page.rows = found.iter().map(delivery_row).collect();
+    html(StatusCode::OK, &page)
 }
 
 /// `POST .../deliveries/retry`: requeues the dead deliveries the filter matches.
@@ -368,13 +495,12 @@ pub async fn retry_matching(State(shared): State<Arc<Shared>>, action: Action) -
     let back = format!("{}/deliveries?{}", action.viewer.base, filter_query(&q));
     let mut filter = match filter_of(&shared, &action.viewer, &q) {
         Ok(f) => f,
-        Err(problem) => return see_other(&with_notice(&back, &problem)),
+        Err(problem) => return action.viewer.redirect_with(&back, &problem),
     };
     if filter.state.is_some_and(|s| s != DeliveryState::Dead) {
-        return see_other(&with_notice(
-            &back,
-            "Only dead deliveries are retried: 0 requeued.",
-        ));
+        return action
+            .viewer
+            .redirect_with(&back, "Only dead deliveries are retried: 0 requeued.");
     }
     filter.state = Some(DeliveryState::Dead);
     let requeued = match requeue(&shared, &filter).await {
@@ -383,10 +509,9 @@ pub async fn retry_matching(State(shared): State<Arc<Shared>>, action: Action) -
     };
     shared.wake.notify_one();
     tracing::info!(requeued, "dead deliveries requeued from the dashboard");
-    see_other(&with_notice(
-        &back,
-        &format!("{requeued} dead deliveries requeued."),
-    ))
+    action
+        .viewer
+        .redirect_with(&back, &format!("{requeued} dead deliveries requeued."))
 }
 
 /// Requeues the deliveries `filter` matches, up to [`RETRY_CAP`] and within a bounded number

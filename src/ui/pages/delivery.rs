@@ -10,12 +10,12 @@ use axum::response::Response;
 
 use super::deliveries::{delivery_row, visible_delivery, DeliveryRow};
 use super::subscription_rows::shown_headers;
-use super::{answer, error_text, truncate, when, with_notice, NoticeQuery};
+use super::{answer, error_text, truncate, when, NoticeQuery};
 use crate::config::{CustomHeader, SignatureScheme, Subscription};
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
 use crate::store::{Attempt, Delivery, DeliveryState};
-use crate::ui::{html, see_other, store_down, Action, Nav, Params, Viewer};
+use crate::ui::{html, store_down, Action, Nav, Params, Viewer};
 
 /// Characters of a receiver's answer shown.
 const EXCERPT_CHARS: usize = 2048;
@@ -299,10 +299,9 @@ pub async fn retry_one(
     } else {
         error_text(&body)
     };
-    see_other(&with_notice(
-        &format!("{}/deliveries/{id}", action.viewer.base),
-        &notice,
-    ))
+    action
+        .viewer
+        .redirect_with(&format!("{}/deliveries/{id}", action.viewer.base), &notice)
 }
 
 #[cfg(test)]

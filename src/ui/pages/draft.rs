@@ -39,6 +39,8 @@ pub struct Draft {
     pub events: Vec<String>,
     pub other_events: String,
     pub signature: String,
+    /// The secret as typed, kept when the form comes back with errors.
+    pub secret: String,
     pub owner: String,
     /// Custom headers, one `Name: value` per line.
     pub headers: String,
@@ -117,6 +119,7 @@ impl Draft {
             events: f.all("events").into_iter().map(str::to_string).collect(),
             other_events: f.get("other_events").unwrap_or("").to_string(),
             signature: f.get("signature").unwrap_or("abstrakt").to_string(),
+            secret: f.get("secret").unwrap_or("").to_string(),
             owner: f.get("owner").unwrap_or("").to_string(),
             headers: f.get("headers").unwrap_or("").to_string(),
             rate_limit: f.get("rate_limit").unwrap_or("").trim().to_string(),
@@ -157,12 +160,14 @@ impl Draft {
 
     /// The API's update request for the edit form (`fields` as sent), which shows the plain
     /// headers only: the secret ones of `current` (the subscription's headers) are kept as they
-    /// are. The first error of the headers or the rate limit instead, when there is one.
+    /// are. `admin`: an operator's form, which may set the owner. The errors of the headers and
+    /// the rate limit are noted as the request is made, and those parts left out.
     pub(super) fn update_request(
         &mut self,
         fields: &Fields,
         current: &[CustomHeader],
-    ) -> Result<Value, String> {
+        admin: bool,
+    ) -> Value {
         let mut body = json!({ "url": self.url, "events": self.all_events() });
         if fields.has("headers") {
             let mut headers = self.header_map();
@@ -172,22 +177,23 @@ impl Draft {
                     json!({ "secret": h.value.expose() }),
                 );
             }
-            if let Some((_, e)) = self.errors.first() {
-                return Err(e.clone());
+            if self.error("headers").is_none() {
+                body["headers"] = Value::Object(headers);
             }
-            body["headers"] = Value::Object(headers);
         }
         if fields.has("rate_limit") {
-            match self.rate_limit_value() {
-                Some(rate) => body["rate_limit"] = rate,
-                None => {
-                    let e = self.errors.first().map(|(_, e)| e.clone());
-                    return Err(e.unwrap_or_default());
-                }
+            if let Some(rate) = self.rate_limit_value() {
+                body["rate_limit"] = rate;
             }
         }
+        if fields.has("signature") && !self.signature.is_empty() {
+            body["signature"] = json!(self.signature);
+        }
+        if admin && !self.owner.is_empty() {
+            body["owner"] = json!(self.owner);
+        }
         self.breaker_json(fields, &mut body);
-        Ok(body)
+        body
     }
 
     /// The breaker fields the form sent, as the API takes them: a count as a number, a
@@ -264,7 +270,18 @@ impl Draft {
         out
     }
 
-    /// The API's 422 (or 409) as errors by field.
+    /// Its errors in a customer's words, for a portal: nothing about the operator's settings.
+    pub(super) fn for_customer(&mut self) {
+        for (_, message) in &mut self.errors {
+            if message.contains("targets.allow") {
+                *message = "This address is private or internal: webhooks go to public \
+                            addresses only. Give your endpoint's public URL."
+                    .to_string();
+            }
+        }
+    }
+
+    /// The API's 422 (or 409) as errors by field, beside the form's own.
     pub(super) fn take_errors(&mut self, body: &Value) {
         if let Some(all) = body.get("errors").and_then(Value::as_array) {
             for e in all {
@@ -273,8 +290,7 @@ impl Draft {
                 let text = e.get("error").and_then(Value::as_str).unwrap_or("invalid");
                 self.errors.push((field.to_string(), text.to_string()));
             }
-        }
-        if self.errors.is_empty() {
+        } else {
             let field = body.get("field").and_then(Value::as_str).unwrap_or("");
             self.errors.push((field.to_string(), error_text(body)));
         }

@@ -9,6 +9,8 @@ mod deliveries;
 mod delivery;
 mod draft;
 mod overview;
+mod recovery;
+mod rotation;
 mod sign_in;
 mod subscription;
 mod subscription_rows;
@@ -29,6 +31,7 @@ use crate::store::DeliveryFilter;
 pub use deliveries::{deliveries, retry_matching};
 pub use delivery::{delivery, retry_one};
 pub use overview::overview;
+pub use rotation::subscription_step;
 pub use sign_in::{login, login_form, logout};
 pub use subscription::{subscription, subscription_action, update_subscription};
 pub use subscriptions::{create_subscription, new_subscription, subscriptions};
@@ -117,17 +120,9 @@ fn error_text(body: &Value) -> String {
         .to_string()
 }
 
-/// `base + path` with `notice` in the query.
-fn with_notice(location: &str, notice: &str) -> String {
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let q: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("notice", notice)
-        .finish();
-    format!("{location}{sep}{q}")
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub struct NoticeQuery {
+    /// The key of a flashed notice (`Viewer::redirect_with`).
     notice: Option<String>,
     lang: Option<String>,
 }

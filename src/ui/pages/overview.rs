@@ -35,37 +35,23 @@ struct Counts {
 /// Counts the deliveries `filter` matches, by state, up to [`COUNT_CAP`].
 async fn count(shared: &Shared, filter: &DeliveryFilter) -> Result<Counts, Response> {
     let mut counts = Counts::default();
-    let mut cursor: Option<String> = None;
-    for _ in 0..COUNT_CALLS {
-        let (page, next) = shared
-            .store
-            .list_deliveries(filter, cursor.as_deref(), 1000)
-            .await
-            .map_err(|_| store_down())?;
-        for d in &page {
-            counts.created += 1;
-            match d.state {
-                DeliveryState::Delivered => counts.delivered += 1,
-                DeliveryState::Dead => counts.dead += 1,
-                DeliveryState::Scheduled | DeliveryState::InFlight => {
-                    counts.pending += 1;
-                    if d.attempts > 0 {
-                        counts.retrying += 1;
-                    }
+    let complete = super::deliveries::scan(shared, filter, COUNT_CAP, |d| {
+        counts.created += 1;
+        match d.state {
+            DeliveryState::Delivered => counts.delivered += 1,
+            DeliveryState::Dead => counts.dead += 1,
+            DeliveryState::Scheduled | DeliveryState::InFlight => {
+                counts.pending += 1;
+                if d.attempts > 0 {
+                    counts.retrying += 1;
                 }
             }
         }
-        if counts.created >= COUNT_CAP {
-            counts.capped = next.is_some();
-            return Ok(counts);
-        }
-        match next {
-            Some(n) => cursor = Some(n),
-            None => return Ok(counts),
-        }
-    }
+        true
+    })
+    .await?;
     // A filter that matches little in a big store: what was examined is all that is counted.
-    counts.capped = true;
+    counts.capped = !complete;
     Ok(counts)
 }
 

@@ -13,13 +13,13 @@ use serde_json::Value;
 use super::deliveries::{delivery_row, DeliveryRow};
 use super::draft::{Draft, COMMON_EVENTS};
 use super::subscription_rows::{breaker_texts, rows, signature_name, SubRow};
-use super::subscriptions::SecretPage;
-use super::{answer, error_text, not_found, visible_subscription, with_notice, NoticeQuery};
+use super::{answer, error_text, not_found, rotation, visible_subscription, NoticeQuery};
 use crate::api::subscriptions::own_breaker;
 use crate::api::JsonBody;
 use crate::config::SignatureScheme;
 use crate::state::Shared;
 use crate::store::DeliveryFilter;
+use crate::ui::flash::Flashed;
 use crate::ui::{html, see_other, store_down, Action, Nav, Params, Scope, Viewer};
 
 #[derive(Debug)]
@@ -87,6 +87,10 @@ struct SubscriptionPage {
     recent: Vec<DeliveryRow>,
     snippets: &'static [Snippet],
     snippet: &'static Snippet,
+    /// The secret's rotation in progress, if any.
+    rotation: Option<rotation::RotationView>,
+    /// Where the resend form starts: a day ago.
+    resend_since: String,
 }
 
 impl SubscriptionPage {
@@ -104,7 +108,21 @@ pub async fn subscription(
     let Some(id) = visible_subscription(&shared, &viewer, &params) else {
         return not_found("such subscription");
     };
-    let rows = match rows(&shared, &viewer).await {
+    let nav = viewer.nav("subscriptions", q.notice);
+    page(&shared, &viewer, nav, &id, q.lang.as_deref(), None).await
+}
+
+/// The page of subscription `id`; its edit form as typed, with its errors, when `typed` (a
+/// 422), else filled in with its settings.
+async fn page(
+    shared: &Shared,
+    viewer: &Viewer,
+    nav: Nav,
+    id: &str,
+    lang: Option<&str>,
+    typed: Option<Draft>,
+) -> Response {
+    let rows = match rows(shared, viewer).await {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -112,19 +130,30 @@ pub async fn subscription(
         return not_found("such subscription");
     };
     let filter = DeliveryFilter {
-        subscription: Some(id.clone()),
+        subscription: Some(id.to_string()),
         ..Default::default()
     };
     let recent = match shared.store.list_deliveries(&filter, None, 10).await {
         Ok((found, _)) => found.iter().map(delivery_row).collect(),
         Err(_) => return store_down(),
     };
+    let rotation = shared
+        .config()
+        .subscription(id)
+        .and_then(|sub| rotation::in_progress(sub, viewer.now_ms));
+    let status = if typed.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
     html(
-        StatusCode::OK,
+        status,
         &SubscriptionPage {
-            nav: viewer.nav("subscriptions", q.notice),
-            draft: edit_draft(&shared, &s),
-            snippet: snippet(q.lang.as_deref(), s.signature),
+            rotation,
+            resend_since: super::recovery::default_since(viewer.now_ms),
+            nav,
+            draft: typed.unwrap_or_else(|| edit_draft(shared, &s)),
+            snippet: snippet(lang, s.signature),
             s,
             common: COMMON_EVENTS,
             recent,
@@ -154,6 +183,7 @@ fn edit_draft(shared: &Shared, s: &SubRow) -> Draft {
         events,
         other_events: other.join(", "),
         signature: signature_name(s.signature).to_string(),
+        secret: String::new(),
         owner: s.owner.clone(),
         headers: s.plain_headers.clone(),
         rate_limit: s.rate_limit.trim_end_matches("/s").to_string(),
@@ -163,7 +193,8 @@ fn edit_draft(shared: &Shared, s: &SubRow) -> Draft {
     }
 }
 
-/// `POST .../subscriptions/{id}`: the edit form (endpoint and events), through `PATCH`.
+/// `POST .../subscriptions/{id}`: the edit form, through `PATCH`. Saved, it answers `303` to
+/// the subscription's page; refused, the page again with the form as typed and every error.
 pub async fn update_subscription(
     State(shared): State<Arc<Shared>>,
     Path(params): Params,
@@ -172,29 +203,40 @@ pub async fn update_subscription(
     let Some(id) = visible_subscription(&shared, &action.viewer, &params) else {
         return not_found("such subscription");
     };
-    let page = format!("{}/subscriptions/{id}", action.viewer.base);
+    let viewer = &action.viewer;
     let mut draft = Draft::from_fields(&action.fields);
+    draft.id = id.clone();
     let config = shared.config();
     let current = config.subscription(&id).map_or(&[][..], |s| &s.headers);
-    let body = match draft.update_request(&action.fields, current) {
-        Ok(body) => body,
-        Err(e) => return see_other(&with_notice(&page, &format!("Not saved: {e}"))),
-    };
-    let (status, answer) = answer(
-        crate::api::subscriptions::update(
-            State(shared.clone()),
-            Path(id.clone()),
-            JsonBody(Bytes::from(body.to_string())),
-        )
-        .await,
-    )
-    .await;
-    let notice = if status.is_success() {
-        "Saved.".to_string()
+    let admin = viewer.scope == Scope::Admin;
+    let body = Bytes::from(
+        draft
+            .update_request(&action.fields, current, admin)
+            .to_string(),
+    );
+    let (status, answer) = if draft.errors.is_empty() {
+        let (s, p) = (State(shared.clone()), Path(id.clone()));
+        answer(crate::api::subscriptions::update(s, p, JsonBody(body)).await).await
     } else {
-        format!("Not saved: {}", error_text(&answer))
+        // The form's own errors, and the API's for the rest, without changing anything.
+        match crate::api::subscriptions::check_update(&shared, &id, &body) {
+            Some(refusal) => answer(refusal).await,
+            None => (StatusCode::UNPROCESSABLE_ENTITY, Value::Null),
+        }
     };
-    see_other(&with_notice(&page, &notice))
+    if status.is_success() {
+        let page = format!("{}/subscriptions/{id}", viewer.base);
+        return viewer.redirect_with(&page, "Saved.");
+    }
+    if !answer.is_null() {
+        draft.take_errors(&answer);
+    }
+    if !admin {
+        draft.for_customer();
+    }
+    draft.breaker_defaults = breaker_texts(&config.delivery.breaker);
+    let nav = viewer.nav("subscriptions", None);
+    page(&shared, viewer, nav, &id, None, Some(draft)).await
 }
 
 /// What a subscription's buttons ask for: the `{action}` of
@@ -209,8 +251,13 @@ enum SubscriptionAction {
     Resume,
     /// `enable`: undo its circuit breaker's disabling; an operator's only.
     Enable,
-    /// `rotate-secret`: a new secret, the previous one still signing for a while.
+    /// `rotate-secret`, once confirmed: a new secret, the previous one still signing until
+    /// the rotation is finished or expires.
     RotateSecret,
+    /// `finish-rotation`: the new secret alone signs from now on.
+    FinishRotation,
+    /// `resend`, once confirmed: the failed deliveries since a time, one attempt each now.
+    Resend,
     /// `delete`, once its box is ticked.
     Delete,
 }
@@ -223,6 +270,8 @@ impl SubscriptionAction {
             "resume" => Some(SubscriptionAction::Resume),
             "enable" => Some(SubscriptionAction::Enable),
             "rotate-secret" => Some(SubscriptionAction::RotateSecret),
+            "finish-rotation" => Some(SubscriptionAction::FinishRotation),
+            "resend" => Some(SubscriptionAction::Resend),
             "delete" => Some(SubscriptionAction::Delete),
             _ => None,
         }
@@ -234,7 +283,7 @@ impl SubscriptionAction {
     }
 }
 
-/// `POST .../subscriptions/{id}/{test|pause|resume|enable|rotate-secret|delete}`.
+/// `POST .../subscriptions/{id}/{test|pause|resume|enable|rotate-secret|finish-rotation|resend|delete}`.
 pub async fn subscription_action(
     State(shared): State<Arc<Shared>>,
     Path(params): Params,
@@ -251,69 +300,96 @@ pub async fn subscription_action(
         return not_found("such action");
     };
     let page = format!("{}/subscriptions/{id}", action.viewer.base);
+    let viewer = &action.viewer;
     let (s, p) = (State(shared), Path(id.clone()));
-    match what {
+    let (response, done) = match what {
         SubscriptionAction::Test => {
             let response = crate::api::subscriptions::send_test(s, p).await;
-            tested(response, &action.viewer.base, &page).await
+            return tested(response, viewer, &page).await;
         }
-        SubscriptionAction::Pause => {
-            let done = "Paused: its deliveries wait until it is resumed.";
-            switched(crate::api::admin::pause(s, p).await, &page, done).await
-        }
-        SubscriptionAction::Resume => {
-            switched(crate::api::admin::resume(s, p).await, &page, "Resumed.").await
-        }
-        SubscriptionAction::Enable => {
-            let done = "Enabled: its waiting deliveries go out again.";
-            switched(crate::api::admin::enable(s, p).await, &page, done).await
+        SubscriptionAction::Pause => (
+            crate::api::admin::pause(s, p).await,
+            "Paused: its deliveries wait until it is resumed.",
+        ),
+        SubscriptionAction::Resume => (crate::api::admin::resume(s, p).await, "Resumed."),
+        SubscriptionAction::Enable => (
+            crate::api::admin::enable(s, p).await,
+            "Enabled: its waiting deliveries go out again.",
+        ),
+        SubscriptionAction::RotateSecret if action.fields.get("confirm").is_none() => {
+            return see_other(&format!("{page}/rotate-secret"));
         }
         SubscriptionAction::RotateSecret => {
             let body = JsonBody(Bytes::new());
-            let response = crate::api::subscriptions::rotate_secret(s, p, body).await;
-            rotated(response, &action.viewer, &page, id).await
+            let response = crate::api::subscriptions::rotate_secret(s.clone(), p, body).await;
+            return rotated(response, &s.0, viewer, &page, id).await;
+        }
+        SubscriptionAction::FinishRotation => (
+            crate::api::subscriptions::finish_rotation(s, p).await,
+            "Switched: deliveries are signed with the new secret only.",
+        ),
+        SubscriptionAction::Resend => {
+            let since = action.fields.get("since").unwrap_or("");
+            if action.fields.get("confirm").is_none() {
+                let q = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("since", since)
+                    .finish();
+                return see_other(&format!("{page}/resend?{q}"));
+            }
+            let notice = super::recovery::resend(&s.0, viewer, &id, since).await;
+            return viewer.redirect_with(&page, &notice);
         }
         SubscriptionAction::Delete if action.fields.get("confirm").is_none() => {
-            see_other(&with_notice(
+            return viewer.redirect_with(
                 &page,
                 "Not deleted: tick \"Yes, delete this subscription\" first.",
-            ))
+            );
         }
         SubscriptionAction::Delete => {
             let response = crate::api::subscriptions::delete(s, p).await;
-            deleted(response, &action.viewer.base, &page, &id).await
+            return deleted(response, viewer, &page, &id).await;
         }
-    }
+    };
+    switched(response, viewer, &page, done).await
 }
 
-/// After the test event: its delivery's page, else the subscription's with the error.
-async fn tested(response: Response, base: &str, page: &str) -> Response {
+/// After the test event: the subscription's page with a notice and a link to its delivery,
+/// else with the error.
+async fn tested(response: Response, viewer: &Viewer, page: &str) -> Response {
     let (status, body) = answer(response).await;
     match body.get("delivery_id").and_then(Value::as_str) {
-        Some(d) if status.is_success() => see_other(&with_notice(
-            &format!("{base}/deliveries/{d}"),
+        Some(d) if status.is_success() => viewer.redirect_with(
+            &format!("{}/deliveries/{d}", viewer.base),
             "Test event sent: reload to see its attempt.",
-        )),
-        _ => see_other(&with_notice(page, &error_text(&body))),
+        ),
+        _ => viewer.redirect_with(page, &error_text(&body)),
     }
 }
 
-/// After pause, resume or enable: the subscription's page, saying `done` or the error.
-async fn switched(response: Response, page: &str, done: &str) -> Response {
+/// After pause, resume, enable or finishing a rotation: the subscription's page, saying `done`
+/// or the error.
+async fn switched(response: Response, viewer: &Viewer, page: &str, done: &str) -> Response {
     let (status, body) = answer(response).await;
     let notice = if status.is_success() {
         done.to_string()
     } else {
         error_text(&body)
     };
-    see_other(&with_notice(page, &notice))
+    viewer.redirect_with(page, &notice)
 }
 
-/// After the rotation: the new secret, shown once, else the subscription's page with the error.
-async fn rotated(response: Response, viewer: &Viewer, page: &str, id: String) -> Response {
+/// After the rotation: the page of the new secret, shown once, else the subscription's page
+/// with the error.
+async fn rotated(
+    response: Response,
+    shared: &Shared,
+    viewer: &Viewer,
+    page: &str,
+    id: String,
+) -> Response {
     let (status, body) = answer(response).await;
     if !status.is_success() {
-        return see_other(&with_notice(page, &error_text(&body)));
+        return viewer.redirect_with(page, &error_text(&body));
     }
     let text = |key: &str| {
         body.get(key)
@@ -321,31 +397,32 @@ async fn rotated(response: Response, viewer: &Viewer, page: &str, id: String) ->
             .unwrap_or("")
             .to_string()
     };
-    let expires = text("previous_secret_expires");
-    html(
-        StatusCode::OK,
-        &SecretPage {
-            nav: viewer.nav("subscriptions", None),
-            title: "Secret rotated",
-            secret: text("secret"),
-            note: format!(
-                "Copy this secret into your receiver now: it is shown only this once. \
-                 The previous secret keeps signing too until {expires}."
-            ),
-            id,
-        },
-    )
+    let scheme = shared
+        .config()
+        .subscription(&id)
+        .map_or(SignatureScheme::Abstrakt, |s| s.signature);
+    let until = text("previous_secret_expires");
+    let key = viewer.flash(Flashed::Secret {
+        title: "Secret rotated".to_string(),
+        secret: text("secret"),
+        note: format!(
+            "Copy this secret into your receiver now: it is shown only this once. {}",
+            rotation::during(scheme, &until)
+        ),
+        id,
+    });
+    see_other(&format!("{page}/secret?shown={key}"))
 }
 
 /// After the deletion: the list of subscriptions, else the subscription's page with the error.
-async fn deleted(response: Response, base: &str, page: &str, id: &str) -> Response {
+async fn deleted(response: Response, viewer: &Viewer, page: &str, id: &str) -> Response {
     let (status, body) = answer(response).await;
     if status.is_success() {
-        see_other(&with_notice(
-            &format!("{base}/subscriptions"),
+        viewer.redirect_with(
+            &format!("{}/subscriptions", viewer.base),
             &format!("Subscription {id} deleted."),
-        ))
+        )
     } else {
-        see_other(&with_notice(page, &error_text(&body)))
+        viewer.redirect_with(page, &error_text(&body))
     }
 }

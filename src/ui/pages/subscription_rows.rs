@@ -43,9 +43,13 @@ pub struct SubRow {
 }
 
 impl SubRow {
-    /// Its signature scheme as the page and the form name it.
-    pub fn signature_name(&self) -> &'static str {
-        signature_name(self.signature)
+    /// Its signature scheme as people name it: the headers its deliveries carry.
+    pub fn signature_label(&self) -> &'static str {
+        match self.signature {
+            SignatureScheme::Abstrakt => "X-Abstrakt-Signature",
+            SignatureScheme::Standard => "Standard Webhooks (webhook-signature)",
+            SignatureScheme::Both => "X-Abstrakt-Signature and Standard Webhooks",
+        }
     }
 }
 
@@ -184,7 +188,12 @@ fn row(
         last_success: when(state.last_success_ms),
         last_failure: when(state.last_failure_ms),
         failures: state.consecutive_failures,
-        last_error: truncate(state.last_error.as_deref().unwrap_or(""), CELL_CHARS),
+        // The error of a failure that is over (a success came since) is no longer news.
+        last_error: if state.consecutive_failures == 0 {
+            String::new()
+        } else {
+            truncate(state.last_error.as_deref().unwrap_or(""), CELL_CHARS)
+        },
         fingerprint: secret_fingerprint(s.secret.expose()),
         signature: s.signature,
         headers: shown_headers(&s.headers),

@@ -15,7 +15,8 @@ use super::subscription_rows::{breaker_texts, rows, SubRow};
 use super::{answer, NoticeQuery};
 use crate::api::JsonBody;
 use crate::state::Shared;
-use crate::ui::{html, Action, Nav, Scope, Viewer};
+use crate::ui::flash::Flashed;
+use crate::ui::{html, see_other, Action, Nav, Scope, Viewer};
 
 #[derive(Template)]
 #[template(path = "subscriptions.html")]
@@ -65,41 +66,44 @@ pub async fn new_subscription(viewer: Viewer, State(shared): State<Arc<Shared>>)
     )
 }
 
-/// A secret shown once: a new subscription's, or a rotated one.
-#[derive(Template)]
-#[template(path = "secret.html")]
-pub(super) struct SecretPage {
-    pub nav: Nav,
-    pub title: &'static str,
-    pub id: String,
-    pub secret: String,
-    pub note: String,
-}
-
+/// `POST .../subscriptions`: the new-subscription form. Created, it answers `303` to the
+/// page that shows the secret once (a reload posts nothing again); refused, the form again as
+/// typed, with every error of the form's own and the API's at once.
 pub async fn create_subscription(State(shared): State<Arc<Shared>>, action: Action) -> Response {
     let mut draft = Draft::from_fields(&action.fields);
     let owner = match &action.viewer.scope {
         Scope::Admin => (!draft.owner.is_empty()).then(|| draft.owner.clone()),
-        Scope::Owner(o) => Some(o.clone()),
-    };
-    let body = draft.create_request(&action.fields, owner);
-    if let Scope::Owner(o) = &action.viewer.scope {
-        if let Some(refusal) = over_portal_limit(&shared, o) {
-            draft.errors.push((String::new(), refusal));
+        Scope::Owner(o) => {
+            // Ids are global: a customer's subscription gets a generated one, so that no
+            // answer depends on the ids of other owners (docs/security.md).
+            draft.id.clear();
+            Some(o.clone())
         }
-    }
-    let (status, answer) = if draft.errors.is_empty() {
-        let request = JsonBody(Bytes::from(body.to_string()));
-        answer(crate::api::subscriptions::create(State(shared.clone()), request).await).await
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, Value::Null)
     };
-    let nav = action.viewer.nav("subscriptions", None);
-    if status == StatusCode::CREATED {
-        created(nav, &answer)
+    let body = JsonBody(Bytes::from(
+        draft.create_request(&action.fields, owner).to_string(),
+    ));
+    let over_limit = match &action.viewer.scope {
+        Scope::Owner(o) => over_portal_limit(&shared, o),
+        Scope::Admin => None,
+    };
+    let (status, answer) = if let Some(refusal) = over_limit {
+        draft.errors.push((String::new(), refusal));
+        (StatusCode::UNPROCESSABLE_ENTITY, Value::Null)
+    } else if draft.errors.is_empty() {
+        answer(crate::api::subscriptions::create(State(shared.clone()), body).await).await
     } else {
-        form_again(&shared, nav, draft, status, &answer)
+        // The form's own errors, and the API's for the rest, without creating anything.
+        match crate::api::subscriptions::check_new(&shared, &body.0) {
+            Some(refusal) => answer(refusal).await,
+            None => (StatusCode::UNPROCESSABLE_ENTITY, Value::Null),
+        }
+    };
+    if status == StatusCode::CREATED {
+        return created(&action.viewer, &answer);
     }
+    let nav = action.viewer.nav("subscriptions", None);
+    form_again(&shared, nav, draft, status, &answer)
 }
 
 /// Why `owner` may add no subscription from the portal: it has as many as the portal allows.
@@ -126,6 +130,9 @@ fn form_again(
     if !answer.is_null() {
         draft.take_errors(answer);
     }
+    if !nav.admin() {
+        draft.for_customer();
+    }
     draft.breaker_defaults = breaker_texts(&shared.config().delivery.breaker);
     let code = if status.is_server_error() {
         status
@@ -142,8 +149,8 @@ fn form_again(
     )
 }
 
-/// The new subscription's id and secret, shown once.
-fn created(nav: Nav, answer: &Value) -> Response {
+/// The new subscription's id and secret, shown once on the page the answer redirects to.
+fn created(viewer: &Viewer, answer: &Value) -> Response {
     let text = |key: &str| {
         answer
             .get(key)
@@ -151,17 +158,18 @@ fn created(nav: Nav, answer: &Value) -> Response {
             .unwrap_or("")
             .to_string()
     };
-    html(
-        StatusCode::OK,
-        &SecretPage {
-            nav,
-            title: "Subscription created",
-            id: text("id"),
-            secret: text("secret"),
-            note: "Copy this secret into your receiver now: it is shown only this once."
-                .to_string(),
-        },
-    )
+    let id = text("id");
+    let key = viewer.flash(Flashed::Secret {
+        title: "Subscription created".to_string(),
+        id: id.clone(),
+        secret: text("secret"),
+        note: "Copy this secret into your receiver now: it is shown only this once.".to_string(),
+    });
+    let id = url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
+    see_other(&format!(
+        "{}/subscriptions/{id}/secret?shown={key}",
+        viewer.base
+    ))
 }
 
 #[cfg(test)]
@@ -179,6 +187,7 @@ mod tests {
                 owner: None,
                 current: "subscriptions",
                 notice: None,
+                title: "Webhooks".to_string(),
             },
             draft: Draft::default(),
             common: COMMON_EVENTS,

@@ -1,0 +1,237 @@
+// The dashboard and the portal at a desk (1280 px) and on a phone (390 px), on the real binary:
+// nothing wider than the screen, lists as cards on the phone, the sections on one line, the
+// forms' controls inside the margin, timestamps on one line, a failed connection without an
+// empty box, no "Retry now" while an attempt is being sent, the icon, and axe-core at both widths.
+
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+
+import {
+  RECEIVER_SECRET,
+  adminContext,
+  freePort,
+  newContext,
+  reloadUntil,
+  seriousA11yViolations,
+  stackProcesses,
+  startStack,
+  stopStack,
+  waitFor,
+  withLogs,
+} from './support.mjs';
+
+const WIDTHS = [
+  { name: 'desk', viewport: { width: 1280, height: 800 } },
+  { name: 'phone', viewport: { width: 390, height: 844 } },
+];
+
+/** What on the page is wider than the screen, or hides a horizontal scroll: a list of lines. */
+async function overflows(page) {
+  return page.evaluate(() => {
+    const out = [];
+    const width = document.documentElement.clientWidth;
+    if (document.documentElement.scrollWidth > width + 1) {
+      out.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} > ${width}`);
+    }
+    for (const el of document.querySelectorAll('main *, header *')) {
+      // What is clipped out of sight for screen readers only (a list's column names) is not seen.
+      if (el.closest('pre, thead, .visually-hidden')) continue;
+      const r = el.getBoundingClientRect();
+      if (r.width && r.right > width + 1) out.push(`${el.tagName}#${el.id}.${el.className} ends at ${Math.round(r.right)}`);
+    }
+    for (const el of document.querySelectorAll('.scroll')) {
+      if (el.scrollWidth > el.clientWidth + 1) out.push(`a table scrolls inside itself: ${el.scrollWidth} > ${el.clientWidth}`);
+    }
+    return out.slice(0, 10);
+  });
+}
+
+/** The distinct tops of the section links: one when they are on one line. */
+async function navLines(page) {
+  return page.locator('nav li').evaluateAll((lis) => new Set(lis.map((li) => Math.round(li.getBoundingClientRect().top))).size);
+}
+
+describe('layout at 1280 and 390 px', () => {
+  const stack = {};
+  let hookd;
+  let receiver;
+  let browser;
+  let hanging; // a server that accepts connections and never answers
+  const ids = {};
+  const step = (name, fn) => it(name, { timeout: 90_000 }, withLogs(() => stackProcesses(stack), fn));
+
+  before(async () => {
+    await startStack(stack);
+    ({ hookd, receiver, browser } = stack);
+    hanging = net.createServer(() => {});
+    await new Promise((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    const long = `${receiver.url}?tenant=a-rather-long-customer-name&region=eu-central-1`;
+    for (const [id, url, owner] of [
+      ['a-subscription-with-a-long-identifier-2026', long, 'acme'],
+      ['refused', `http://127.0.0.1:${await freePort()}/webhook/abstrakt`, 'acme'],
+      ['hanging', `http://127.0.0.1:${hanging.address().port}/webhook`, undefined],
+    ]) {
+      const res = await hookd.api('POST', '/v1/subscriptions', { id, url, owner, events: ['job.completed'], secret: RECEIVER_SECRET });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+    }
+    const sent = await hookd.api('POST', '/v1/subscriptions/refused/test');
+    ids.refused = sent.body.delivery_id;
+    const ok = await hookd.api('POST', '/v1/subscriptions/a-subscription-with-a-long-identifier-2026/test');
+    ids.ok = ok.body.delivery_id;
+    await waitFor('the refused delivery to have its failed attempt', async () => {
+      const d = await hookd.api('GET', `/v1/deliveries/${ids.refused}`);
+      return d.body.attempts >= 1;
+    });
+    const link = await hookd.api('POST', '/v1/portal-links', { owner: 'acme' });
+    ids.portal = link.body.url;
+  }, { timeout: 60_000 });
+
+  after(async () => {
+    hanging?.close();
+    await stopStack(stack);
+  });
+
+  for (const { name, viewport } of WIDTHS) {
+    step(`${name} (${viewport.width} px): nothing wider than the screen, one line of sections, cards on a phone`, async () => {
+      const { context, page } = await adminContext(browser, hookd.base, { viewport, bypassCSP: true });
+      try {
+        const pages = [
+          '/ui',
+          '/ui/deliveries',
+          `/ui/deliveries/${ids.refused}`,
+          '/ui/subscriptions',
+          '/ui/subscriptions/new',
+          '/ui/subscriptions/a-subscription-with-a-long-identifier-2026',
+          '/ui/subscriptions/a-subscription-with-a-long-identifier-2026/rotate-secret',
+          '/ui/subscriptions/refused/resend?since=2000-01-01T00:00',
+        ];
+        const portalPages = ['', '/subscriptions', '/subscriptions/new', '/subscriptions/refused', '/subscriptions/refused/resend?since=2000-01-01T00:00'].map((p) => ids.portal + p);
+        const problems = [];
+        for (const url of [...pages.map((p) => hookd.base + p), ...portalPages]) {
+          await page.goto(url);
+          const where = new URL(url).pathname.replace(/portal\/[^/]+/, 'portal/<token>');
+          for (const o of await overflows(page)) problems.push(`${where}: ${o}`);
+          const lines = await navLines(page);
+          if (lines !== 1) problems.push(`${where}: the sections take ${lines} lines`);
+          for (const v of await seriousA11yViolations(page)) problems.push(`${where}: axe ${v}`);
+          // A timestamp on one line: its text's boxes all start at one height.
+          const wrapped = await page.locator('.time').evaluateAll((els) =>
+            els
+              .filter((e) => {
+                const range = document.createRange();
+                range.selectNodeContents(e);
+                return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size > 1;
+              })
+              .map((e) => e.textContent),
+          );
+          if (wrapped.length) problems.push(`${where}: timestamps wrap: ${wrapped.join(', ')}`);
+        }
+        assert.deepEqual(problems, [], problems.join('\n'));
+
+        // On a phone the lists are cards: the endpoint gets most of the width, the id does not.
+        await page.goto(`${hookd.base}/ui/subscriptions`);
+        const widths = await page.locator('tbody tr').first().evaluate((tr) => {
+          const cell = (label) => tr.querySelector(`td[data-label="${label}"]`).getBoundingClientRect();
+          return { id: cell('Subscription'), endpoint: cell('Endpoint'), row: tr.getBoundingClientRect() };
+        });
+        if (viewport.width < 600) {
+          assert.ok(widths.endpoint.width > 0.8 * widths.row.width, `the endpoint has the card's width: ${JSON.stringify(widths)}`);
+          assert.ok(widths.endpoint.height < 120, `the endpoint is readable, not a column of 4 characters: ${JSON.stringify(widths.endpoint)}`);
+        } else {
+          assert.ok(widths.id.width < 0.4 * widths.row.width, `the id column leaves room: ${JSON.stringify(widths)}`);
+        }
+        // The Signature select is whole.
+        await page.goto(`${hookd.base}/ui/subscriptions/new`);
+        const select = await page.locator('select#signature').boundingBox();
+        assert.ok(select.x >= 0 && select.x + select.width <= viewport.width, `the Signature select fits: ${JSON.stringify(select)}`);
+      } finally {
+        await context.close();
+      }
+    });
+  }
+
+  step('a failed connection shows no empty box; an attempt being sent offers no "Retry now"; the icon is served', async () => {
+    const { context, page } = await adminContext(browser, hookd.base);
+    try {
+      await page.goto(`${hookd.base}/ui/deliveries/${ids.refused}`);
+      const empty = await page.locator('pre').evaluateAll((pres) => pres.filter((p) => !p.textContent.trim()).length);
+      assert.equal(empty, 0, 'no empty <pre> where the receiver said nothing');
+      assert.match(await page.locator('td[data-label="Response excerpt"]').first().innerText(), /no response/);
+
+      const sent = await hookd.api('POST', '/v1/subscriptions/hanging/test');
+      const id = sent.body.delivery_id;
+      await reloadUntil(page, `${id} in flight`, async (p) => /in_flight/.test(await p.locator('main dl').innerText()), {
+        url: `${hookd.base}/ui/deliveries/${id}`,
+        timeout: 4_000,
+      });
+      assert.equal(await page.getByRole('button', { name: 'Retry now', exact: true }).count(), 0, 'no Retry now while in flight');
+
+      const icon = await context.request.get(`${hookd.base}/favicon.ico`);
+      assert.equal(icon.status(), 200);
+      assert.match(icon.headers()['content-type'] ?? '', /image\/svg\+xml/);
+    } finally {
+      await context.close();
+    }
+  });
+
+  step('the secret page keeps its box inside the margin, at both widths', async () => {
+    for (const { viewport } of WIDTHS) {
+      const context = await newContext(browser, { viewport });
+      try {
+        const page = await context.newPage();
+        await page.goto(ids.portal + '/subscriptions/new');
+        await page.getByLabel(/^\s*Endpoint URL/).fill(receiver.url);
+        await page.locator('input[name="events"][value="job.completed"]').check();
+        await page.locator('form').filter({ has: page.locator('input[name="url"]') }).locator('button[type="submit"]').last().click();
+        await page.waitForLoadState();
+        const box = await page.locator('input.copy').boundingBox();
+        const main = await page.locator('main').evaluate((m) => {
+          const r = m.getBoundingClientRect();
+          return { right: r.right - parseFloat(getComputedStyle(m).paddingRight) };
+        });
+        assert.ok(box.x + box.width <= main.right + 1, `${viewport.width} px: the secret box ends at ${box.x + box.width}, the margin at ${main.right}`);
+        await hookd.api('DELETE', `/v1/subscriptions/${new URL(page.url()).pathname.split('/').at(-2)}`);
+      } finally {
+        await context.close();
+      }
+    }
+  });
+});
+
+describe('recovery in one click', () => {
+  const stack = {};
+  const step = (name, fn) => it(name, { timeout: 60_000 }, withLogs(() => stackProcesses(stack), fn));
+
+  before(() => startStack(stack), { timeout: 60_000 });
+  after(() => stopStack(stack));
+
+  step('Resend failed deliveries: the count first, then one attempt each, at 390 px', async () => {
+    const { hookd, browser } = stack;
+    const port = await freePort(); // nothing listens there
+    const made = await hookd.api('POST', '/v1/subscriptions', { id: 'down', url: `http://127.0.0.1:${port}/webhook/abstrakt`, events: ['job.failed'] });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    const sent = [];
+    for (let i = 0; i < 2; i++) sent.push((await hookd.api('POST', '/v1/subscriptions/down/test')).body.delivery_id);
+    await waitFor('both dead', async () => {
+      const list = await hookd.api('GET', '/v1/deliveries?subscription=down&status=dead');
+      return list.body.deliveries.length === 2;
+    });
+    const { context, page } = await adminContext(browser, hookd.base, { viewport: { width: 390, height: 844 } });
+    try {
+      await page.goto(`${hookd.base}/ui/subscriptions/down`);
+      await page.getByLabel('Failed since (UTC)').fill('2000-01-01T00:00');
+      await page.getByRole('button', { name: 'Count them', exact: true }).click();
+      await page.waitForURL(/\/resend\?since=/);
+      assert.match(await page.locator('main').innerText(), /2 deliveries of down failed for good/);
+      await page.getByRole('button', { name: 'Resend 2 deliveries', exact: true }).click();
+      await page.waitForURL(/\/ui\/subscriptions\/down\?notice=/);
+      assert.match(await page.locator('p[role="status"]').innerText(), /2 of 2 failed deliveries resent/);
+      for (const id of sent) {
+        await waitFor(`${id} attempted again`, async () => (await hookd.api('GET', `/v1/deliveries/${id}`)).body.attempts >= 4);
+      }
+    } finally {
+      await context.close();
+    }
+  });
+});

@@ -114,15 +114,26 @@ impl Draft {
 
     pub(super) fn from_fields(f: &Fields) -> Draft {
         Draft {
-            id: f.get("id").unwrap_or("").to_string(),
-            url: f.get("url").unwrap_or("").to_string(),
-            events: f.all("events").into_iter().map(str::to_string).collect(),
+            id: f.get(Field::ID.name).unwrap_or("").to_string(),
+            url: f.get(Field::URL.name).unwrap_or("").to_string(),
+            events: f
+                .all(Field::EVENTS.name)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
             other_events: f.get("other_events").unwrap_or("").to_string(),
-            signature: f.get("signature").unwrap_or("abstrakt").to_string(),
-            secret: f.get("secret").unwrap_or("").to_string(),
-            owner: f.get("owner").unwrap_or("").to_string(),
-            headers: f.get("headers").unwrap_or("").to_string(),
-            rate_limit: f.get("rate_limit").unwrap_or("").trim().to_string(),
+            signature: f
+                .get(Field::SIGNATURE.name)
+                .unwrap_or("abstrakt")
+                .to_string(),
+            secret: f.get(Field::SECRET.name).unwrap_or("").to_string(),
+            owner: f.get(Field::OWNER.name).unwrap_or("").to_string(),
+            headers: f.get(Field::HEADERS.name).unwrap_or("").to_string(),
+            rate_limit: f
+                .get(Field::RATE_LIMIT.name)
+                .unwrap_or("")
+                .trim()
+                .to_string(),
             breaker: BREAKER_KEYS.map(|key| f.get(key).unwrap_or("").to_string()),
             breaker_defaults: Default::default(),
             errors: Vec::new(),
@@ -131,27 +142,35 @@ impl Draft {
 
     /// The API's create request for this form (`fields` as sent), for `owner`. The errors of
     /// the headers and the rate limit are noted as the request is made.
+    /// The two fields every request of the forms carries: the URL and the event types.
+    fn url_and_events(&self) -> Value {
+        let mut body = Value::Object(serde_json::Map::new());
+        body[Field::URL.name] = json!(self.url);
+        body[Field::EVENTS.name] = json!(self.all_events());
+        body
+    }
+
     pub(super) fn create_request(&mut self, fields: &Fields, owner: Option<String>) -> Value {
-        let mut body = json!({ "url": self.url, "events": self.all_events() });
+        let mut body = self.url_and_events();
         if !self.id.is_empty() {
-            body["id"] = json!(self.id);
+            body[Field::ID.name] = json!(self.id);
         }
-        if let Some(secret) = fields.get("secret") {
-            body["secret"] = json!(secret);
+        if let Some(secret) = fields.get(Field::SECRET.name) {
+            body[Field::SECRET.name] = json!(secret);
         }
         if !self.signature.is_empty() {
-            body["signature"] = json!(self.signature);
+            body[Field::SIGNATURE.name] = json!(self.signature);
         }
         if let Some(owner) = owner {
-            body["owner"] = json!(owner);
+            body[Field::OWNER.name] = json!(owner);
         }
         let headers = self.header_map();
         if !headers.is_empty() {
-            body["headers"] = Value::Object(headers);
+            body[Field::HEADERS.name] = Value::Object(headers);
         }
         if !self.rate_limit.is_empty() {
             if let Some(rate) = self.rate_limit_value() {
-                body["rate_limit"] = rate;
+                body[Field::RATE_LIMIT.name] = rate;
             }
         }
         self.breaker_json(fields, &mut body);
@@ -168,8 +187,8 @@ impl Draft {
         current: &[CustomHeader],
         admin: bool,
     ) -> Value {
-        let mut body = json!({ "url": self.url, "events": self.all_events() });
-        if fields.has("headers") {
+        let mut body = self.url_and_events();
+        if fields.has(Field::HEADERS.name) {
             let mut headers = self.header_map();
             for h in current.iter().filter(|h| h.secret) {
                 headers.insert(
@@ -177,20 +196,20 @@ impl Draft {
                     json!({ "secret": h.value.expose() }),
                 );
             }
-            if self.error("headers").is_none() {
-                body["headers"] = Value::Object(headers);
+            if self.error(Field::HEADERS.name).is_none() {
+                body[Field::HEADERS.name] = Value::Object(headers);
             }
         }
-        if fields.has("rate_limit") {
+        if fields.has(Field::RATE_LIMIT.name) {
             if let Some(rate) = self.rate_limit_value() {
-                body["rate_limit"] = rate;
+                body[Field::RATE_LIMIT.name] = rate;
             }
         }
-        if fields.has("signature") && !self.signature.is_empty() {
-            body["signature"] = json!(self.signature);
+        if fields.has(Field::SIGNATURE.name) && !self.signature.is_empty() {
+            body[Field::SIGNATURE.name] = json!(self.signature);
         }
         if admin && !self.owner.is_empty() {
-            body["owner"] = json!(self.owner);
+            body[Field::OWNER.name] = json!(self.owner);
         }
         self.breaker_json(fields, &mut body);
         body
@@ -220,7 +239,7 @@ impl Draft {
             Ok(rate) if rate.is_finite() => Some(json!(rate)),
             _ => {
                 self.errors.push((
-                    "rate_limit".to_string(),
+                    Field::RATE_LIMIT.name.to_string(),
                     format!(
                         "{:?} is not a number of attempts per second, like 20 or 0.5",
                         self.rate_limit
@@ -246,7 +265,7 @@ impl Draft {
                     map.insert(name.trim().to_string(), json!(value.trim()));
                 }
                 None => self.errors.push((
-                    "headers".to_string(),
+                    Field::HEADERS.name.to_string(),
                     format!("{line:?}: write each header as Name: value"),
                 )),
             }

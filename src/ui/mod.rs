@@ -355,6 +355,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
                 post(pages::subscription_action),
             );
     }
+    router = pages::check::routes(router);
     router.layer(middleware::from_fn_with_state(shared, security_headers))
 }
 

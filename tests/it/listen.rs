@@ -1,0 +1,342 @@
+//! `hookd listen` as a real process: it connects out to hookd with a portal link, forwards that
+//! owner's events (and no one else's) to a local receiver, the seed's Express one included,
+//! signed with the secret it prints; the owner's real subscription still gets its own; it
+//! reconnects across a restart of hookd without skipping anything; an expired or tampered link
+//! ends it with exit code 1; a session past `[portal] max_listen_sessions` is refused.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookd::signing::{abstrakt_signature, standard_key, standard_signature};
+use serde_json::{json, Value};
+
+use crate::support::admin::Admin;
+use crate::support::app::{spawn_app, spawn_app_with_clock, TestApp};
+use crate::support::cli::Cli;
+use crate::support::daemon::Daemon;
+use crate::support::process::{hookd_command, wait_until_opt, ChildGuard, SeedKind, SeedReceiver};
+use crate::support::receiver::TestReceiver;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+const SECRET: &str = "whsec-listen-tést";
+
+/// `POST /v1/portal-links` for `owner`: the link's URL.
+async fn portal_link(admin: &Admin, owner: &str) -> String {
+    let (status, link) = admin
+        .call(
+            reqwest::Method::POST,
+            "/v1/portal-links",
+            Some(json!({ "owner": owner, "expires_in": "1h" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{link}");
+    link["url"].as_str().expect("url").to_string()
+}
+
+/// A running `hookd listen`.
+struct Listen {
+    process: ChildGuard,
+}
+
+impl Listen {
+    /// `hookd listen --link <link> <args>`, started without waiting.
+    fn spawn(link: &str, args: &[&str]) -> Listen {
+        let mut command = hookd_command(["listen", "--link", link]);
+        command.args(args);
+        Listen {
+            process: ChildGuard::spawn("hookd listen", command),
+        }
+    }
+
+    /// Started, then its Ready line's secret.
+    async fn start(link: &str, args: &[&str]) -> (Listen, String) {
+        let mut listen = Listen::spawn(link, args);
+        let secret = listen.wait_line("Ready.").await;
+        let secret = secret
+            .split("Signing secret: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .expect("the Ready line names the secret")
+            .to_string();
+        (listen, secret)
+    }
+
+    /// Waits for a stdout line containing `text`; panics with the output if it exits first.
+    async fn wait_line(&mut self, text: &str) -> String {
+        let found = wait_until_opt(DEADLINE, || {
+            self.process
+                .stdout_lines()
+                .into_iter()
+                .find(|l| l.contains(text))
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "hookd listen printed no {text:?}; stdout:\n{}\nstderr:\n{}",
+                self.process.stdout_lines().join("\n"),
+                self.process.stderr()
+            )
+        })
+    }
+
+    fn count(&self, text: &str) -> usize {
+        self.process
+            .stdout_lines()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+
+    /// Waits for the process to exit; its code and stderr.
+    async fn exit(&mut self) -> (Option<i32>, String) {
+        let status = self.process.wait_exit(DEADLINE).await;
+        (status.code(), self.process.stderr())
+    }
+}
+
+/// An event of `owner` with the seed page's result (its Express receiver reads
+/// `result.items[0].url` of a completed job).
+async fn post(app: &TestApp, request_id: &str, status: &str, owner: &str) {
+    let result =
+        json!({ "items": [{ "url": "https://cdn.example/v.mp4", "content_type": "video/mp4" }] });
+    let (code, answer) = app
+        .post(&json!({ "request_id": request_id, "status": status, "owner": owner, "result": result }))
+        .await;
+    assert_eq!(code, 202, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_forwards_its_owners_events_to_the_seed_express_receiver() {
+    let express = SeedReceiver::start(SeedKind::Express, SECRET).await;
+    let real = TestReceiver::start().await;
+    let app = spawn_app("").await;
+    let (status, body) = app
+        .admin()
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({ "id": "cust-a-real", "owner": "cust-a", "url": real.url(), "events": ["*"], "secret": "real-secret" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let link = portal_link(&app.admin(), "cust-a").await;
+    let (mut listen, printed) =
+        Listen::start(&link, &["--forward-to", &express.url(), "--secret", SECRET]).await;
+    assert_eq!(
+        printed, SECRET,
+        "the Ready line prints the secret it signs with"
+    );
+
+    // Another owner's events first: the stream keeps order, so once cust-a's arrived, any of
+    // cust-b's would have too.
+    post(&app, "b-1", "completed", "cust-b").await;
+    post(&app, "b-2", "failed", "cust-b").await;
+    for (id, status) in [
+        ("a-1", "completed"),
+        ("a-2", "failed"),
+        ("a-3", "completed"),
+    ] {
+        post(&app, id, status, "cust-a").await;
+    }
+    let results = wait_until_opt(DEADLINE, || {
+        let results = express.results();
+        (results.len() >= 3).then_some(results)
+    })
+    .await
+    .unwrap_or_else(|| panic!("Express got {:?}", express.results()));
+    assert_eq!(results.len(), 3, "{results:?}");
+    for (result, id) in results.iter().zip(["a-1", "a-2", "a-3"]) {
+        assert_eq!(result["status"], 200, "Express verified it: {result}");
+        let body: Value =
+            serde_json::from_str(result["body"].as_str().expect("body")).expect("JSON");
+        assert_eq!(body["request_id"], id, "{result}");
+    }
+    // The owner's real subscription still gets its own, signed with its own secret.
+    let got = real.wait_for(3, DEADLINE).await;
+    assert_eq!(got.len(), 3);
+    listen.wait_line("<-- 200 POST").await;
+    assert_eq!(
+        listen.count("--> job.completed dlv_"),
+        2,
+        "{:?}",
+        listen.process.stdout_lines()
+    );
+    assert_eq!(listen.count("--> job.failed dlv_"), 1);
+    // The answers reached hookd: the session shows them with their status codes.
+    let answers = wait_until_opt(DEADLINE, || {
+        let sessions = app
+            .shared
+            .listen
+            .list(Some("cust-a"), app.shared.clock.now_ms());
+        let answers = sessions.first().map(|s| s.results()).unwrap_or_default();
+        (answers.len() == 3).then_some(answers)
+    })
+    .await
+    .expect("three answers reported");
+    assert!(answers.iter().all(|a| a.status == Some(200)), "{answers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_signs_with_the_secret_it_prints_and_trigger_sends_a_test_event() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app("").await;
+    let link = portal_link(&app.admin(), "cust-a").await;
+    let (mut listen, secret) = Listen::start(
+        &link,
+        &[
+            "--forward-to",
+            &receiver.url(),
+            "--events",
+            "job.completed",
+            "--print-json",
+        ],
+    )
+    .await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    post(&app, "skipped", "failed", "cust-a").await;
+    post(&app, "wanted", "completed", "cust-a").await;
+    let got = receiver.wait_for(1, DEADLINE).await;
+    let body = got[0].body.to_vec();
+    assert!(
+        String::from_utf8_lossy(&body).contains("\"wanted\""),
+        "--events filters"
+    );
+    assert_eq!(
+        got[0].header("x-abstrakt-signature"),
+        abstrakt_signature(secret.as_bytes(), &body)
+    );
+    let id = got[0].header("webhook-id").to_string();
+    let timestamp: i64 = got[0]
+        .header("webhook-timestamp")
+        .parse()
+        .expect("timestamp");
+    let key = standard_key(&secret).expect("whsec_");
+    assert_eq!(
+        got[0].header("webhook-signature"),
+        standard_signature(&[key], &id, timestamp, &body)
+    );
+    listen.wait_line("{\"request_id\":\"wanted\"").await;
+
+    let run = Cli::new(&["listen", "--link", &link, "--trigger", "job.completed"])
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let got = receiver.wait_for(2, DEADLINE).await;
+    let test: Value = serde_json::from_slice(&got[1].body).expect("JSON");
+    assert!(
+        test["request_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("test_")),
+        "{test}"
+    );
+    assert_eq!(test["status"], "completed");
+}
+
+/// A clock the test moves forward, to expire a portal link.
+struct ShiftedClock(AtomicU64);
+
+impl hookd::clock::Clock for ShiftedClock {
+    fn now_ms(&self) -> u64 {
+        hookd::clock::system_now_ms() + self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_or_tampered_link_ends_listen_with_exit_code_1() {
+    let receiver = TestReceiver::start().await;
+    let clock = Arc::new(ShiftedClock(AtomicU64::new(0)));
+    let app = spawn_app_with_clock("", clock.clone()).await;
+    let link = portal_link(&app.admin(), "cust-a").await;
+
+    let mut tampered = link.clone().into_bytes();
+    let at = tampered.len() - 3;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ASCII");
+    let mut listen = Listen::spawn(&tampered, &["--forward-to", &receiver.url()]);
+    let (code, stderr) = listen.exit().await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the portal link is not valid"), "{stderr}");
+
+    let (mut listen, _) = Listen::start(&link, &["--forward-to", &receiver.url()]).await;
+    clock.0.store(2 * 3600 * 1000, Ordering::SeqCst);
+    let (code, stderr) = listen.exit().await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the portal link expired"), "{stderr}");
+
+    let mut listen = Listen::spawn(&link, &["--forward-to", &receiver.url()]);
+    let (code, stderr) = listen.exit().await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the portal link expired"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_past_max_listen_sessions_is_refused() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app("[portal]\nmax_listen_sessions = 1\n").await;
+    let link = portal_link(&app.admin(), "cust-a").await;
+    let (_first, _) = Listen::start(&link, &["--forward-to", &receiver.url()]).await;
+    let mut second = Listen::spawn(&link, &["--forward-to", &receiver.url()]);
+    let (code, stderr) = second.exit().await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("max_listen_sessions"), "{stderr}");
+    // Another owner has its own allowance.
+    let other = portal_link(&app.admin(), "cust-b").await;
+    let (_other, _) = Listen::start(&other, &["--forward-to", &receiver.url()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_reconnects_after_hookd_restarts_and_skips_nothing() {
+    let receiver = TestReceiver::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut hookd = Daemon::new(dir.path(), "", "");
+    hookd.start().await;
+    let link = portal_link(&hookd.admin(), "cust-a").await;
+    let (mut listen, _) = Listen::start(&link, &["--forward-to", &receiver.url()]).await;
+    let client = reqwest::Client::new();
+    let events_url = hookd.events_url();
+    let send = |id: String| {
+        let client = client.clone();
+        let url = events_url.clone();
+        async move {
+            let answer = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(
+                    json!({ "request_id": id, "status": "completed", "owner": "cust-a" })
+                        .to_string(),
+                )
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(answer.status().as_u16(), 202);
+        }
+    };
+    send("before".to_string()).await;
+    receiver.wait_for(1, DEADLINE).await;
+
+    hookd.kill();
+    hookd.start().await;
+    // Posted at once after the start: the CLI may still be waiting to reconnect.
+    for i in 0..5 {
+        send(format!("after-{i}")).await;
+    }
+    listen.wait_line("Lost the connection to hookd").await;
+    let got = receiver.wait_for(6, DEADLINE).await;
+    let ids: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).expect("JSON");
+            body["request_id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    for i in 0..5 {
+        assert!(ids.contains(&format!("after-{i}")), "{ids:?}");
+    }
+    assert_eq!(
+        listen.count("Lost the connection"),
+        1,
+        "one line for the outage"
+    );
+    assert!(listen.process.try_wait().is_none(), "still running");
+}

@@ -88,6 +88,8 @@ enum Ended {
 struct Progress {
     session: Option<String>,
     secret: Option<String>,
+    /// The last event forwarded; before the first, an id of the time the session opened, so
+    /// that a restart of hookd replays whatever came after that.
     last_event_id: Option<String>,
     ready: bool,
     failures: u32,
@@ -248,6 +250,12 @@ impl Listener {
             let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
             p.session = Some(id.to_string());
             p.secret = answer["secret"].as_str().map(str::to_string);
+            if p.last_event_id.is_none() {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                p.last_event_id = Some(format!("evt_{}", ulid::Ulid::from_parts(now_ms, 0)));
+            }
             !std::mem::replace(&mut p.ready, true)
         };
         if first {

@@ -15,8 +15,10 @@ use crate::support::admin::Admin;
 use crate::support::app::{spawn_app, spawn_app_with_clock, TestApp};
 use crate::support::cli::Cli;
 use crate::support::daemon::Daemon;
-use crate::support::process::{hookd_command, wait_until_opt, ChildGuard, SeedKind, SeedReceiver};
-use crate::support::receiver::TestReceiver;
+use crate::support::process::{
+    hookd_command, wait_until_opt, wait_until_some, ChildGuard, SeedKind, SeedReceiver,
+};
+use crate::support::receiver::{Reply, TestReceiver};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const SECRET: &str = "whsec-listen-tést";
@@ -32,6 +34,22 @@ async fn portal_link(admin: &Admin, owner: &str) -> String {
         .await;
     assert_eq!(status, 201, "{link}");
     link["url"].as_str().expect("url").to_string()
+}
+
+/// hookd with a subscription of cust-a to `url` (its real one), and a portal link of cust-a.
+async fn owner_with_subscription(url: &str) -> (TestApp, String) {
+    let app = spawn_app("").await;
+    let (status, body) = app
+        .admin()
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({ "id": "real", "owner": "cust-a", "url": url, "events": ["*"], "secret": "real-secret" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let link = portal_link(&app.admin(), "cust-a").await;
+    (app, link)
 }
 
 /// A running `hookd listen`.
@@ -88,9 +106,17 @@ impl Listen {
             .count()
     }
 
-    /// Waits for the process to exit; its code and stderr.
+    /// Waits for the process to exit; its code and stderr. The reader thread may still hold
+    /// the last stderr bytes of a failure: it gets a moment to reach the end of the pipe.
     async fn exit(&mut self) -> (Option<i32>, String) {
         let status = self.process.wait_exit(DEADLINE).await;
+        if !status.success() {
+            let process = &self.process;
+            let _ = wait_until_opt(Duration::from_secs(2), || {
+                (!process.stderr().is_empty()).then_some(())
+            })
+            .await;
+        }
         (status.code(), self.process.stderr())
     }
 }
@@ -110,17 +136,7 @@ async fn post(app: &TestApp, request_id: &str, status: &str, owner: &str) {
 async fn listen_forwards_its_owners_events_to_the_seed_express_receiver() {
     let express = SeedReceiver::start(SeedKind::Express, SECRET).await;
     let real = TestReceiver::start().await;
-    let app = spawn_app("").await;
-    let (status, body) = app
-        .admin()
-        .call(
-            reqwest::Method::POST,
-            "/v1/subscriptions",
-            Some(json!({ "id": "cust-a-real", "owner": "cust-a", "url": real.url(), "events": ["*"], "secret": "real-secret" })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let link = portal_link(&app.admin(), "cust-a").await;
+    let (app, link) = owner_with_subscription(&real.url()).await;
     let (mut listen, printed) =
         Listen::start(&link, &["--forward-to", &express.url(), "--secret", SECRET]).await;
     assert_eq!(
@@ -163,18 +179,16 @@ async fn listen_forwards_its_owners_events_to_the_seed_express_receiver() {
         listen.process.stdout_lines()
     );
     assert_eq!(listen.count("--> job.failed dlv_"), 1);
-    // The answers reached hookd: the session shows them with their status codes.
-    let answers = wait_until_opt(DEADLINE, || {
-        let sessions = app
-            .shared
-            .listen
-            .list(Some("cust-a"), app.shared.clock.now_ms());
-        let answers = sessions.first().map(|s| s.results()).unwrap_or_default();
-        (answers.len() == 3).then_some(answers)
+    // The answers reached hookd: the portal shows the session's deliveries with their codes.
+    let page = format!("{link}/check");
+    let shown = wait_until_some(DEADLINE, || async {
+        let text = app.client.get(&page).send().await.ok()?.text().await.ok()?;
+        (text.matches("<td>200</td>").count() == 3).then_some(text)
     })
-    .await
-    .expect("three answers reported");
-    assert!(answers.iter().all(|a| a.status == Some(200)), "{answers:?}");
+    .await;
+    let shown = shown.expect("the portal lists the three answers");
+    assert!(shown.contains("Connected."), "{shown}");
+    assert!(!shown.contains(SECRET), "the page never shows the secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,6 +245,42 @@ async fn listen_signs_with_the_secret_it_prints_and_trigger_sends_a_test_event()
         "{test}"
     );
     assert_eq!(test["status"], "completed");
+
+    // Ctrl-C ends the session at once: nothing of it is left.
+    listen.process.signal("INT");
+    let (code, stderr) = listen.exit().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    listen.wait_line("Session closed.").await;
+    assert!(app
+        .shared
+        .listen
+        .list(None, app.shared.clock.now_ms())
+        .is_empty());
+    let page = app
+        .client
+        .get(format!("{link}/check"))
+        .send()
+        .await
+        .expect("page");
+    let page = page.text().await.expect("page");
+    assert!(page.contains("</code> session is open."), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_local_receiver_holds_back_no_real_subscription() {
+    let hung = TestReceiver::start().await;
+    hung.set_default(Reply::Hang);
+    let real = TestReceiver::start().await;
+    let (app, link) = owner_with_subscription(&real.url()).await;
+    let (mut listen, _) = Listen::start(&link, &["--forward-to", &hung.url()]).await;
+    let batch: Vec<Value> = (0..300)
+        .map(|i| json!({ "request_id": format!("r{i}"), "status": "completed", "owner": "cust-a" }))
+        .collect();
+    let (status, answer) = app.post(&Value::Array(batch)).await;
+    assert_eq!(status, 202, "{answer}");
+    listen.wait_line("--> job.completed").await;
+    real.wait_for(300, DEADLINE).await;
+    assert_eq!(hung.count(), 1, "the CLI waits on its one request");
 }
 
 /// A clock the test moves forward, to expire a portal link.
@@ -314,14 +364,21 @@ async fn listen_reconnects_after_hookd_restarts_and_skips_nothing() {
     };
     send("before".to_string()).await;
     receiver.wait_for(1, DEADLINE).await;
+    listen.wait_line("<-- 200 POST").await;
 
+    // The CLI is stopped while hookd restarts and takes five events: it can only learn of
+    // them once it reconnects.
+    listen.process.signal("STOP");
     hookd.kill();
     hookd.start().await;
-    // Posted at once after the start: the CLI may still be waiting to reconnect.
     for i in 0..5 {
         send(format!("after-{i}")).await;
     }
+    listen.process.signal("CONT");
     listen.wait_line("Lost the connection to hookd").await;
+    listen
+        .wait_line("5 events accepted while disconnected follow.")
+        .await;
     let got = receiver.wait_for(6, DEADLINE).await;
     let ids: Vec<String> = got
         .iter()

@@ -2,12 +2,13 @@
 //! owner's new events to that owner's open sessions, apart from the store and the scheduler.
 //!
 //! Ingest calls [`Hub::publish`] after the commit; it never waits: each session has a bounded
-//! queue ([`QUEUE`]) and an event that does not fit is dropped and counted, so a slow or dead
-//! laptop holds back nothing else. A session whose stream drops keeps its queue for [`GRACE`]
-//! (a reconnect resumes it, queued events included), then goes without a trace. Nothing here is
-//! stored: a restart ends every session, and for [`GRACE`] after it the hub keeps each owner's
-//! newest events ([`RECENT`]), so that a CLI coming back names the last event it saw and gets
-//! what it missed, or the count of what it cannot have.
+//! queue ([`QUEUE`] events, [`QUEUE_BYTES`] of bodies) and an event that does not fit is
+//! dropped and counted, so a slow or dead laptop holds back nothing else. A session whose
+//! stream drops keeps its queue for [`GRACE`] (a reconnect resumes it, queued events included),
+//! then goes without a trace. Nothing here is stored: a restart ends every session, and for
+//! [`GRACE`] after it the hub keeps each owner's newest events ([`RECENT`], 8 MiB of bodies in
+//! all), so that a CLI coming back names the last event it saw and gets what it missed, or the
+//! count of what it cannot have.
 //!
 //! Times are passed in (Unix ms), so the grace period is tested without waiting.
 
@@ -24,9 +25,12 @@ pub const GRACE_MS: u64 = 30_000;
 pub const GRACE: std::time::Duration = std::time::Duration::from_millis(GRACE_MS);
 /// Events a session queues for its CLI before it drops (and counts) more.
 pub const QUEUE: usize = 256;
+/// Bytes of bodies a session queues at most, whatever their number.
+pub const QUEUE_BYTES: u64 = 4 << 20;
 /// Events per owner kept for a reconnect after a restart, and in all.
 pub const RECENT: usize = 256;
-const RECENT_TOTAL: usize = 4096;
+/// Bytes of bodies the hub keeps after a start, for every owner together.
+const RECENT_BYTES: usize = 8 << 20;
 /// Results a session keeps for the dashboard.
 const RESULTS: usize = 50;
 
@@ -64,6 +68,8 @@ pub struct Session {
     receiver: Mutex<Option<mpsc::Receiver<Arc<Copy>>>>,
     /// Events dropped because the queue was full, not yet told to the CLI.
     dropped: AtomicU64,
+    /// Bytes of the bodies in the queue.
+    queued_bytes: AtomicU64,
     /// When the stream dropped (Unix ms), or 0 while connected.
     detached_ms: AtomicU64,
     results: Mutex<VecDeque<Answer>>,
@@ -75,11 +81,31 @@ impl Session {
         self.events.is_empty() || self.events.iter().any(|e| e == event_type)
     }
 
-    /// Queues `copy` for the CLI, or drops and counts it when the queue is full.
+    /// Queues `copy` for the CLI, or drops and counts it when the queue is full ([`QUEUE`]
+    /// events or [`QUEUE_BYTES`]).
     pub fn offer(&self, copy: Arc<Copy>) {
-        if self.sender.try_send(copy).is_err() {
+        let len = copy.body.len() as u64;
+        let over = self
+            .queued_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(len)
+            > QUEUE_BYTES;
+        if over || self.sender.try_send(copy).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         }
+    }
+
+    /// Says that `copy` left the queue.
+    pub fn taken(&self, copy: &Copy) {
+        let len = copy.body.len() as u64;
+        // The closure always returns Some: the update cannot fail.
+        let _ = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(len))
+            });
     }
 
     /// The queue's reading end, for the one stream that may hold it; `None` while another does.
@@ -145,6 +171,18 @@ struct Recent {
     evicted: Option<(String, u64)>,
 }
 
+impl Recent {
+    /// Counts `copy` as one the hub no longer has.
+    fn evict(&mut self, copy: &Copy) {
+        let count = self.evicted.as_ref().map_or(0, |(_, n)| *n);
+        let newest = match self.evicted.take() {
+            Some((id, _)) if id > copy.event_id => id,
+            _ => copy.event_id.clone(),
+        };
+        self.evicted = Some((newest, count + 1));
+    }
+}
+
 /// What a resumed session got of the events it missed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Resumed {
@@ -201,23 +239,19 @@ impl Hub {
     fn remember(&self, owner: &str, copy: &Arc<Copy>) {
         let mut guard = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let (owners, total) = &mut *guard;
-        let full = *total >= RECENT_TOTAL;
         let recent = owners.entry(owner.to_string()).or_default();
-        let evicted = if full {
-            Some(copy.clone())
-        } else if recent.events.len() == RECENT {
-            recent.events.pop_front()
-        } else {
-            *total += 1;
-            None
-        };
-        if let Some(old) = evicted {
-            let count = recent.evicted.as_ref().map_or(0, |(_, n)| *n);
-            recent.evicted = Some((old.event_id.clone(), count + 1));
+        if recent.events.len() == RECENT {
+            if let Some(old) = recent.events.pop_front() {
+                *total -= old.body.len();
+                recent.evict(&old);
+            }
         }
-        if !full {
-            recent.events.push_back(copy.clone());
+        if *total + copy.body.len() > RECENT_BYTES {
+            recent.evict(copy);
+            return;
         }
+        *total += copy.body.len();
+        recent.events.push_back(copy.clone());
     }
 
     /// Opens a session for `owner`, unless `max` are open; expired ones are closed first.
@@ -244,6 +278,7 @@ impl Hub {
             sender,
             receiver: Mutex::new(Some(receiver)),
             dropped: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
             // Detached until its stream attaches: a session never streamed ends after the grace.
             detached_ms: AtomicU64::new(now_ms.max(1)),
             results: Mutex::default(),
@@ -377,6 +412,34 @@ mod tests {
         }
         assert_eq!(session.take_dropped(), 5);
         assert_eq!(session.take_dropped(), 0);
+
+        // Bytes bound the queue too: large bodies are dropped long before 256 of them.
+        let large = hub.open("b", vec![], "s".into(), 3, LATER).expect("open");
+        let mut queue = large.attach().expect("queue");
+        let body = bytes::Bytes::from(vec![b' '; 1 << 20]);
+        for i in 0..6 {
+            let copy = Copy {
+                body: body.clone(),
+                ..copy(&format!("evt_{i}"), "job.completed")
+            };
+            hub.publish("b", copy, LATER);
+        }
+        assert_eq!(large.take_dropped(), 2, "4 MiB queued, the rest dropped");
+        let first = queue.try_recv().expect("queued");
+        large.taken(&first);
+        hub.publish(
+            "b",
+            Copy {
+                body,
+                ..copy("evt_9", "job.completed")
+            },
+            LATER,
+        );
+        assert_eq!(
+            large.take_dropped(),
+            0,
+            "room again once one left the queue"
+        );
     }
 
     #[test]

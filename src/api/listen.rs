@@ -471,6 +471,7 @@ async fn next_event(at: &mut Attached) -> Option<Event> {
         }
         let receiver = at.receiver.as_mut()?;
         if let Ok(Some(copy)) = tokio::time::timeout(TICK, receiver.recv()).await {
+            at.session.taken(&copy);
             return Some(delivery_event(&at.shared, &at.session, &copy));
         }
     }

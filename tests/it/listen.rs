@@ -397,3 +397,20 @@ async fn listen_reconnects_after_hookd_restarts_and_skips_nothing() {
     );
     assert!(listen.process.try_wait().is_none(), "still running");
 }
+
+/// Stopping hookd ends the session's stream at once (it does not hold the drain back), and the
+/// CLI says it will reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_hookd_ends_the_stream_and_the_cli_waits_to_reconnect() {
+    let receiver = TestReceiver::start().await;
+    let mut app = spawn_app("").await;
+    let link = portal_link(&app.admin(), "cust-a").await;
+    let (mut listen, _) = Listen::start(&link, &["--forward-to", &receiver.url()]).await;
+    tokio::time::timeout(Duration::from_secs(5), app.stop())
+        .await
+        .expect("hookd stops within 5 s with a listen session open");
+    listen
+        .wait_line("Lost the connection to hookd (hookd is restarting)")
+        .await;
+    assert!(listen.process.try_wait().is_none(), "it keeps trying");
+}

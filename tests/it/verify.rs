@@ -378,3 +378,30 @@ async fn the_portal_check_page_says_why_and_shows_no_secret_nor_another_owners_d
     );
     assert!(!answer.contains("sub-b"), "nothing of it shows: {answer}");
 }
+
+#[tokio::test]
+async fn verify_names_the_previous_secret_during_a_rotation() {
+    let body = br#"{"request_id":"r","status":"completed"}"#;
+    let header = format!(
+        "X-Abstrakt-Signature: {}",
+        abstrakt_signature(b"the-old-secret", body)
+    );
+    let run = Cli::new(&[
+        "verify",
+        "--secret-env",
+        "WEBHOOK_SECRET",
+        "--previous-secret-env",
+        "OLD_WEBHOOK_SECRET",
+        "--header",
+        &header,
+        "-",
+    ])
+    .env("WEBHOOK_SECRET", SECRET)
+    .env("OLD_WEBHOOK_SECRET", "the-old-secret")
+    .stdin(body)
+    .run()
+    .await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("under the previous secret"), "{run:#?}");
+    assert!(!run.stdout.contains("the-old-secret"), "{run:#?}");
+}

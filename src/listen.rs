@@ -13,7 +13,7 @@
 //! Times are passed in (Unix ms), so the grace period is tested without waiting.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -196,6 +196,10 @@ pub struct Hub {
     sessions: Mutex<HashMap<String, Vec<Arc<Session>>>>,
     recent: Mutex<(HashMap<String, Recent>, usize)>,
     started_ms: u64,
+    /// How many owners have sessions: ingest asks [`Hub::wants`] without a lock while none do.
+    owners: AtomicUsize,
+    /// Whether `recent` may still hold something.
+    recent_kept: AtomicBool,
 }
 
 impl Hub {
@@ -204,6 +208,8 @@ impl Hub {
             sessions: Mutex::default(),
             recent: Mutex::default(),
             started_ms,
+            owners: AtomicUsize::new(0),
+            recent_kept: AtomicBool::new(true),
         }
     }
 
@@ -214,11 +220,12 @@ impl Hub {
     /// Whether `owner`'s events have anywhere to go: an open session, or the window after a start.
     pub fn wants(&self, owner: &str, now_ms: u64) -> bool {
         self.keeping_recent(now_ms)
-            || self
-                .sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(owner)
+            || (self.owners.load(Ordering::Relaxed) > 0
+                && self
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(owner))
     }
 
     /// Hands `copy` to every session of `owner` that wants its type; never waits.
@@ -228,7 +235,7 @@ impl Hub {
             self.remember(owner, &copy);
         }
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        prune(&mut sessions, now_ms);
+        self.prune(&mut sessions, now_ms);
         for session in sessions.get(owner).into_iter().flatten() {
             if session.wants(&copy.event_type) {
                 session.offer(copy.clone());
@@ -264,7 +271,7 @@ impl Hub {
         now_ms: u64,
     ) -> Result<Arc<Session>, Refusal> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        prune(&mut sessions, now_ms);
+        self.prune(&mut sessions, now_ms);
         let open = sessions.entry(owner.to_string()).or_default();
         if open.len() >= max {
             return Err(Refusal::TooMany { max });
@@ -285,6 +292,7 @@ impl Hub {
             created_ms: now_ms,
         });
         open.push(session.clone());
+        self.owners.store(sessions.len(), Ordering::Relaxed);
         Ok(session)
     }
 
@@ -317,7 +325,7 @@ impl Hub {
     /// The session `id` of `owner` (of anyone's when `owner` is `None`), if it is open.
     pub fn find(&self, id: &str, owner: Option<&str>, now_ms: u64) -> Option<Arc<Session>> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        prune(&mut sessions, now_ms);
+        self.prune(&mut sessions, now_ms);
         sessions
             .values()
             .flatten()
@@ -332,12 +340,13 @@ impl Hub {
             open.retain(|s| s.id != id);
         }
         sessions.retain(|_, open| !open.is_empty());
+        self.owners.store(sessions.len(), Ordering::Relaxed);
     }
 
     /// The open sessions of `owner` (every owner's when `None`), oldest first.
     pub fn list(&self, owner: Option<&str>, now_ms: u64) -> Vec<Arc<Session>> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        prune(&mut sessions, now_ms);
+        self.prune(&mut sessions, now_ms);
         let mut listed: Vec<Arc<Session>> = sessions
             .iter()
             .filter(|(o, _)| owner.is_none_or(|want| want == o.as_str()))
@@ -349,18 +358,19 @@ impl Hub {
 
     /// Drops what a start kept once the window is over.
     pub fn forget_recent(&self, now_ms: u64) {
-        if !self.keeping_recent(now_ms) {
+        if !self.keeping_recent(now_ms) && self.recent_kept.swap(false, Ordering::Relaxed) {
             *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = Default::default();
         }
     }
-}
 
-/// Closes the sessions whose grace period ran out.
-fn prune(sessions: &mut HashMap<String, Vec<Arc<Session>>>, now_ms: u64) {
-    for open in sessions.values_mut() {
-        open.retain(|s| !s.expired(now_ms));
+    /// Closes the sessions whose grace period ran out, and counts the owners left.
+    fn prune(&self, sessions: &mut HashMap<String, Vec<Arc<Session>>>, now_ms: u64) {
+        for open in sessions.values_mut() {
+            open.retain(|s| !s.expired(now_ms));
+        }
+        sessions.retain(|_, open| !open.is_empty());
+        self.owners.store(sessions.len(), Ordering::Relaxed);
     }
-    sessions.retain(|_, open| !open.is_empty());
 }
 
 #[cfg(test)]
@@ -391,6 +401,11 @@ mod tests {
             b.attach().expect("queue"),
         );
         assert!(a.attach().is_none(), "one stream at a time");
+        assert!(hub.wants("a", LATER) && hub.wants("b", LATER));
+        assert!(
+            !hub.wants("c", LATER),
+            "no session, and long after the start"
+        );
         hub.publish("a", copy("evt_1", "job.completed"), LATER);
         hub.publish("a", copy("evt_2", "job.failed"), LATER);
         assert_eq!(ra.try_recv().expect("first").event_id, "evt_1");

@@ -70,6 +70,8 @@ pub struct Session {
     dropped: AtomicU64,
     /// Bytes of the bodies in the queue.
     queued_bytes: AtomicU64,
+    /// See [`Session::attach`].
+    generation: AtomicU64,
     /// When the stream dropped (Unix ms), or 0 while connected.
     detached_ms: AtomicU64,
     results: Mutex<VecDeque<Answer>>,
@@ -109,6 +111,7 @@ impl Session {
     }
 
     /// The queue's reading end, for the one stream that may hold it; `None` while another does.
+    /// The holder keeps streaming while [`Session::generation`] is what it was after this call.
     pub fn attach(&self) -> Option<mpsc::Receiver<Arc<Copy>>> {
         let taken = self
             .receiver
@@ -116,9 +119,21 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if taken.is_some() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             self.detached_ms.store(0, Ordering::SeqCst);
         }
         taken
+    }
+
+    /// Counts the streams that attached or were asked to let go.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Asks the stream holding the queue to give it back: a reconnecting CLI's new stream takes
+    /// over from one whose connection died without hookd noticing yet.
+    pub fn supersede(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Gives the queue back when the stream ends, at `now_ms`: the grace period starts.
@@ -286,6 +301,7 @@ impl Hub {
             receiver: Mutex::new(Some(receiver)),
             dropped: AtomicU64::new(0),
             queued_bytes: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             // Detached until its stream attaches: a session never streamed ends after the grace.
             detached_ms: AtomicU64::new(now_ms.max(1)),
             results: Mutex::default(),
@@ -401,6 +417,9 @@ mod tests {
             b.attach().expect("queue"),
         );
         assert!(a.attach().is_none(), "one stream at a time");
+        let holder = a.generation();
+        a.supersede();
+        assert_ne!(a.generation(), holder, "the holder is told to let go");
         assert!(hub.wants("a", LATER) && hub.wants("b", LATER));
         assert!(
             !hub.wants("c", LATER),

@@ -391,14 +391,15 @@ async fn stream(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let Some(receiver) = session.attach() else {
+    let Some(receiver) = attach_or_take_over(&session).await else {
         return error(
             StatusCode::CONFLICT,
-            "this session is streaming to another connection already",
+            "this session is streaming to another connection, which did not let go",
         );
     };
     let attached = Attached {
         shared: shared.clone(),
+        generation: session.generation(),
         session,
         receiver: Some(receiver),
         token,
@@ -410,12 +411,30 @@ async fn stream(
         .into_response()
 }
 
+/// The session's queue, taken over from a stream still holding it (whose connection may be
+/// dead without hookd knowing yet): it lets go within a [`TICK`]; `None` if it does not.
+async fn attach_or_take_over(session: &Session) -> Option<mpsc::Receiver<Arc<Copy>>> {
+    if let Some(receiver) = session.attach() {
+        return Some(receiver);
+    }
+    session.supersede();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(receiver) = session.attach() {
+            return Some(receiver);
+        }
+    }
+    None
+}
+
 /// A stream's hold on its session's queue, given back when the stream ends (the CLI went away,
 /// or hookd is stopping): the grace period starts then.
 struct Attached {
     shared: Arc<Shared>,
     session: Arc<Session>,
     receiver: Option<mpsc::Receiver<Arc<Copy>>>,
+    /// The session's generation when this stream attached: another means let go.
+    generation: u64,
     token: String,
     told_ready: bool,
     ended: bool,
@@ -468,6 +487,9 @@ async fn next_event(at: &mut Attached) -> Option<Event> {
                     .event("end")
                     .data(json!({ "reason": reason }).to_string()),
             );
+        }
+        if at.session.generation() != at.generation {
+            return None;
         }
         let receiver = at.receiver.as_mut()?;
         if let Ok(Some(copy)) = tokio::time::timeout(TICK, receiver.recv()).await {

@@ -414,3 +414,56 @@ async fn a_stopping_hookd_ends_the_stream_and_the_cli_waits_to_reconnect() {
         .await;
     assert!(listen.process.try_wait().is_none(), "it keeps trying");
 }
+
+/// A reconnecting CLI's new stream takes the session over from the old one, whose connection
+/// may be dead without hookd knowing yet: the old stream ends, the new one gets the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stream_of_a_session_takes_over_from_the_old_one() {
+    let app = spawn_app("").await;
+    let link = portal_link(&app.admin(), "cust-a").await;
+    let token = link.rsplit('/').next().expect("token").to_string();
+    let client = reqwest::Client::new();
+    let opened = client
+        .post(format!("http://{}/v1/listen/sessions", app.api))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(opened.status().as_u16(), 201);
+    let opened: Value = serde_json::from_slice(&opened.bytes().await.expect("body")).expect("JSON");
+    let url = format!(
+        "http://{}/v1/listen/sessions/{}/events",
+        app.api,
+        opened["session"].as_str().expect("session")
+    );
+    let stream = || client.get(&url).bearer_auth(&token).send();
+    let mut old = stream().await.expect("first stream");
+    assert_eq!(old.status().as_u16(), 200);
+    let first = old.chunk().await.expect("read").expect("a chunk");
+    assert!(String::from_utf8_lossy(&first).contains("event: ready"));
+    let mut new = stream().await.expect("second stream");
+    assert_eq!(new.status().as_u16(), 200, "the new stream takes over");
+    tokio::time::timeout(DEADLINE, async {
+        while let Ok(Some(_)) = old.chunk().await {}
+    })
+    .await
+    .expect("the old stream ends");
+    post(&app, "after-take-over", "completed", "cust-a").await;
+    let got = tokio::time::timeout(DEADLINE, async {
+        let mut text = String::new();
+        while !text.contains("after-take-over") {
+            let chunk = new
+                .chunk()
+                .await
+                .expect("read")
+                .expect("the stream goes on");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    })
+    .await
+    .expect("the event arrives on the new stream");
+    assert!(got.contains("event: delivery"), "{got}");
+}

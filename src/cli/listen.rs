@@ -180,14 +180,19 @@ impl Listener {
                     return ExitCode::from(1);
                 }
                 Ended::Again(reason) => {
-                    let failures = {
+                    let (failures, ready) = {
                         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
                         p.failures = p.failures.saturating_add(1);
-                        p.failures - 1
+                        (p.failures - 1, p.ready)
                     };
                     // One line an outage: the first failure since the stream was last ready.
-                    if failures == 0 {
+                    if failures == 0 && ready {
                         println!("Lost the connection to hookd ({reason}); reconnecting…");
+                    } else if failures == 0 {
+                        println!(
+                            "Cannot reach hookd at {} ({reason}); retrying…",
+                            self.link.base
+                        );
                     }
                     tokio::time::sleep(backoff(failures)).await;
                 }

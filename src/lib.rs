@@ -14,6 +14,7 @@
 //! - [`signing`]: the HMAC-SHA256 signatures and a constant-time comparison; pure.
 //! - [`telemetry`]: logging setup.
 //! - [`event`]: ingest validation; builds the delivered body once per event.
+//! - [`verify`]: why a webhook's signature does or does not verify, in words; pure.
 //! - [`store`]: the store traits ([`store::QueueStore`], [`store::AdminStore`]), their
 //!   vocabulary ([`store::Outcome`], [`store::DeliveryState`]), the in-memory due-time index,
 //!   and the engines: [`store::embedded`] (in `storage.path`, on sled, the default, or fjall)
@@ -24,6 +25,7 @@
 //! - [`breaker`]: the circuit breaker and auto-disable.
 //! - [`delivery`]: one HTTP attempt and its outcome; [`delivery::retry`] is the pure retry rule.
 //! - [`session`]: dashboard sessions and portal links, signed with the store's key.
+//! - [`listen`]: `hookd listen` sessions: the in-memory hub that copies each owner's events to them.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`settings`]: the running config and the run-time switches, as the scheduler reads them.
 //! - [`traces`]: OpenTelemetry spans (`[traces]`).
@@ -49,6 +51,7 @@ pub mod delivery;
 pub mod erasure;
 pub mod event;
 pub mod guard;
+pub mod listen;
 pub mod metrics;
 pub mod operator;
 pub mod scheduler;
@@ -62,6 +65,7 @@ pub mod telemetry;
 pub mod traces;
 pub mod transfer;
 pub mod ui;
+pub mod verify;
 
 pub use app::Application;
 pub use config::Config;

@@ -65,6 +65,12 @@ enum Command {
         #[command(subcommand)]
         command: cli::owners::OwnersCommand,
     },
+    /// Check a webhook's signature offline and say why it does not verify (exit 0: it
+    /// verifies; 1: it does not; 2: bad usage).
+    Verify(cli::verify::VerifyArgs),
+    /// Forward a portal link's owner's events to a local URL, signed with a session secret
+    /// (the development loop, instead of a tunnel): docs/receiving-webhooks.md.
+    Listen(cli::listen::ListenArgs),
 }
 
 #[derive(Subcommand)]
@@ -135,6 +141,8 @@ fn main() -> ExitCode {
         Command::Deliveries { command } => cli::deliveries::run(command),
         Command::Subscriptions { command } => cli::subscriptions::run(command),
         Command::Owners { command } => cli::owners::run(command),
+        Command::Verify(args) => cli::verify::run(args),
+        Command::Listen(args) => cli::listen::run(args),
     }
 }
 

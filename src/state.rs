@@ -59,6 +59,8 @@ pub struct Shared {
     pub writes: tokio::sync::Mutex<()>,
     /// The attempts sending now, which an erasure waits for ([`crate::erasure`]).
     pub sending: Arc<crate::erasure::Sending>,
+    /// The open `hookd listen` sessions ([`crate::listen`]).
+    pub listen: crate::listen::Hub,
 }
 
 impl Shared {
@@ -76,6 +78,7 @@ impl Shared {
             traces: Arc::new(traces),
             writes: tokio::sync::Mutex::new(()),
             sending: Arc::default(),
+            listen: crate::listen::Hub::new(clock.now_ms()),
             store,
             metrics: Arc::new(metrics),
             settings: Arc::new(settings),

@@ -57,7 +57,9 @@ async fn accept(shared: &Shared, body: Body, span: &mut IngestSpan) -> Result<Re
         Vec::new()
     };
     admit(shared, &config)?;
+    let copies = super::listen::copies(shared, &events);
     let ingested = commit(shared, events, batch, now).await?;
+    super::listen::publish(shared, copies, &ingested);
     count_unowned(shared, &config, &ingested, &unowned);
     if span.is_on() {
         span.events(

@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 mod ingest;
 mod keepalive;
+mod listen;
 pub(crate) mod origin;
 mod owners;
 mod portal;
@@ -151,6 +152,7 @@ pub fn router(shared: Arc<Shared>, bound: std::net::SocketAddr, dashboard: Dashb
         ))
         // Outside the bearer-token check, inside the cross-site one.
         .merge(dashboard.routes)
+        .merge(listen::routes())
         .layer(middleware::from_fn_with_state(
             (shared.clone(), bound, dashboard.page),
             origin::check,

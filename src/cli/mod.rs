@@ -20,10 +20,12 @@ use crate::config::{Config, Scope};
 
 pub mod deliveries;
 mod http;
+pub mod listen;
 mod output;
 pub mod owners;
 pub mod send;
 pub mod subscriptions;
+pub mod verify;
 
 pub use http::{call, encode_query};
 pub use output::{cell, count, full_cell, table};

@@ -49,6 +49,7 @@ pub(super) struct RawUi {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPortal {
     pub(super) max_subscriptions_per_owner: Option<usize>,
+    pub(super) max_listen_sessions: Option<usize>,
 }
 
 /// `[traces]`: OpenTelemetry spans, exported over OTLP/HTTP.

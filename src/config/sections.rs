@@ -16,6 +16,8 @@ pub struct PortalConfig {
     /// Subscriptions one owner may have before a portal refuses the next; the admin API is not
     /// limited.
     pub max_subscriptions_per_owner: usize,
+    /// `hookd listen` sessions one owner may have open at once; the next is refused.
+    pub max_listen_sessions: usize,
 }
 
 /// `[ui]`, validated.

@@ -100,6 +100,7 @@ impl Validator<'_> {
             traces,
             portal: PortalConfig {
                 max_subscriptions_per_owner: pick!(portal, d_portal, max_subscriptions_per_owner),
+                max_listen_sessions: pick!(portal, d_portal, max_listen_sessions),
             },
             ui: UiConfig {
                 title: pick!(ui, d_ui, title),

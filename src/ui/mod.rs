@@ -399,6 +399,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
                 get(pages::subscription_step).post(pages::subscription_action),
             );
     }
+    router = pages::check::routes(router);
     router.layer(middleware::from_fn_with_state(shared, security_headers))
 }
 

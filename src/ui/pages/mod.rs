@@ -5,6 +5,7 @@
 //! visitor sees only the subscriptions of its owner and their deliveries: everything else is
 //! answered as if it did not exist (404).
 
+pub mod check;
 mod deliveries;
 mod delivery;
 mod draft;

@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error;
+use super::subscriptions::body_as;
 use crate::event::NewEvent;
 use crate::listen::{Copy, Refusal, Session};
 use crate::session::{PortalRefusal, Sessions};
@@ -148,7 +149,7 @@ async fn open(
     let request: OpenRequest = if body.0.is_empty() {
         OpenRequest::default()
     } else {
-        match parse(
+        match body_as(
             &body.0,
             "a listen session request",
             "events, secret, session, last_event_id",
@@ -191,20 +192,6 @@ async fn open(
             format!("{owner} has {max} listen sessions open already ([portal] max_listen_sessions): quit one first"),
         ),
     }
-}
-
-/// A JSON request body, or the 422 that names its fields.
-fn parse<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    what: &str,
-    fields: &str,
-) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("not {what}: {e} (fields: {fields})"),
-        )
-    })
 }
 
 fn opened(status: StatusCode, session: &Session, replayed: usize, missed: u64) -> Response {
@@ -287,7 +274,7 @@ async fn answer(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let request: AnswerRequest = match parse(
+    let request: AnswerRequest = match body_as(
         &body.0,
         "an answer",
         "delivery_id, event_type, status, error, duration_ms",
@@ -325,7 +312,7 @@ async fn trigger(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let request: TriggerRequest = match parse(&body.0, "a trigger", "event_type") {
+    let request: TriggerRequest = match body_as(&body.0, "a trigger", "event_type") {
         Ok(r) => r,
         Err(response) => return response,
     };

@@ -91,7 +91,7 @@ fn invalid(errors: &[Diagnostic]) -> Response {
 }
 
 /// A JSON body as `T` (`what` and `fields` name it in the 422), or the 422 to answer.
-fn body_as<T: serde::de::DeserializeOwned>(
+pub(super) fn body_as<T: serde::de::DeserializeOwned>(
     body: &[u8],
     what: &str,
     fields: &str,

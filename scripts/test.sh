@@ -145,7 +145,12 @@ beside() {
     beside_log=$(mktemp "${TMPDIR:-/tmp}/hookd-test-beside.XXXXXX")
     beside_started=$SECONDS
     echo "[test] beside it: $beside_name (its output follows when it ends)"
-    "$@" >"$beside_log" 2>&1 &
+    (
+        rc=0
+        "$@" || rc=$?
+        echo "$((SECONDS - beside_started))" >"$beside_log.seconds"
+        exit "$rc"
+    ) >"$beside_log" 2>&1 &
     beside_pid=$!
 }
 wait_beside() {
@@ -154,9 +159,9 @@ wait_beside() {
     wait "$beside_pid" || rc=$?
     echo "[test] output of $beside_name:"
     cat "$beside_log"
-    rm -f "$beside_log"
+    times+=("($beside_name $(cat "$beside_log.seconds" 2>/dev/null || echo '?')s)")
+    rm -f "$beside_log" "$beside_log.seconds"
     beside_pid=""
-    times+=("($beside_name $((SECONDS - beside_started))s)")
     if [ "$rc" -ne 0 ]; then
         echo "[test] FAILED: $beside_name (exit code $rc)" >&2
         return 1
@@ -165,7 +170,7 @@ wait_beside() {
 stop_beside() {
     if [ -n "$beside_pid" ]; then
         kill "$beside_pid" 2>/dev/null || true
-        rm -f "$beside_log"
+        rm -f "$beside_log" "$beside_log.seconds"
     fi
 }
 trap stop_beside EXIT

@@ -18,6 +18,7 @@ use crate::support::daemon::Daemon;
 use crate::support::process::{
     hookd_command, wait_until_opt, wait_until_some, ChildGuard, SeedKind, SeedReceiver,
 };
+use crate::support::proxy::TestProxy;
 use crate::support::receiver::{Reply, TestReceiver};
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -62,6 +63,18 @@ impl Listen {
     fn spawn(link: &str, args: &[&str]) -> Listen {
         let mut command = hookd_command(["listen", "--link", link]);
         command.args(args);
+        Listen {
+            process: ChildGuard::spawn("hookd listen", command),
+        }
+    }
+
+    /// `hookd listen --link <link> <args>` with `env` added, started without waiting.
+    fn spawn_with_env(link: &str, args: &[&str], env: &[(&str, &str)]) -> Listen {
+        let mut command = hookd_command(["listen", "--link", link]);
+        command.args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
         Listen {
             process: ChildGuard::spawn("hookd listen", command),
         }
@@ -281,6 +294,36 @@ async fn a_hung_local_receiver_holds_back_no_real_subscription() {
     listen.wait_line("--> job.completed").await;
     real.wait_for(300, DEADLINE).await;
     assert_eq!(hung.count(), 1, "the CLI waits on its one request");
+}
+
+/// A laptop behind a proxy: the CLI reaches hookd through the proxy the environment names (the
+/// session, its stream of server-sent events, the answers), and the local receiver directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_goes_through_the_environments_proxy_to_hookd_only() {
+    let proxy = TestProxy::start().await;
+    let local = TestReceiver::start().await;
+    let real = TestReceiver::start().await;
+    let (app, link) = owner_with_subscription(&real.url()).await;
+    // The link is http:// here (loopback, no TLS), so HTTP_PROXY is the one that applies;
+    // an https:// link goes through HTTPS_PROXY the same way (a CONNECT tunnel).
+    let proxy_url = proxy.url();
+    let mut listen = Listen::spawn_with_env(
+        &link,
+        &["--forward-to", &local.url()],
+        &[("HTTP_PROXY", &proxy_url), ("HTTPS_PROXY", &proxy_url)],
+    );
+    listen.wait_line("Ready.").await;
+    post(&app, "via-proxy", "completed", "cust-a").await;
+    let got = local.wait_for(1, DEADLINE).await;
+    assert_eq!(got.len(), 1, "the event came through the proxied stream");
+    listen.wait_line("<-- 200 POST").await;
+    let hookd = app.api.to_string();
+    let targets = proxy.targets();
+    assert!(
+        targets.len() >= 2 && targets.iter().all(|t| *t == hookd),
+        "the session, its stream and the answers go through the proxy to hookd ({hookd}); the \
+         local receiver is reached directly: {targets:?}"
+    );
 }
 
 /// A clock the test moves forward, to expire a portal link.

@@ -18,6 +18,8 @@ struct Counts {
     connects: AtomicUsize,
     /// The authority (`host:port`) of each CONNECT, in order, loopback or not.
     tunnels: Mutex<Vec<String>>,
+    /// The authority (`host:port`) of each request forwarded in absolute form, in order.
+    targets: Mutex<Vec<String>>,
     /// The `Proxy-Authorization` of each request or CONNECT ("" when absent).
     authorizations: Mutex<Vec<String>>,
 }
@@ -82,6 +84,11 @@ async fn handle(
     }
     counts.forwarded.fetch_add(1, Ordering::SeqCst);
     let uri = request.uri().clone();
+    counts
+        .targets
+        .lock()
+        .expect("lock")
+        .push(uri.authority().map_or_else(String::new, |a| a.to_string()));
     let Some(target) = uri.authority().and_then(|a| loopback(a.as_str())) else {
         return Ok(reply(StatusCode::FORBIDDEN, "loopback only"));
     };
@@ -108,10 +115,24 @@ async fn handle(
         .await;
     Ok(match sent {
         Ok(answer) => {
+            // Streamed as it arrives, with its headers: a stream of server-sent events (what
+            // `hookd listen` reads) goes through as it would through a real proxy.
             let status = answer.status();
-            let body = answer.bytes().await.unwrap_or_default();
-            let mut response = Response::new(Body::from(body));
+            let headers = answer.headers().clone();
+            let chunks = futures_util::stream::unfold(answer, |mut answer| async move {
+                let chunk = answer.chunk().await.ok().flatten()?;
+                Some((Ok::<Bytes, std::convert::Infallible>(chunk), answer))
+            });
+            let mut response = Response::new(Body::from_stream(chunks));
             *response.status_mut() = status;
+            for (name, value) in &headers {
+                if !matches!(
+                    name.as_str(),
+                    "connection" | "transfer-encoding" | "content-length"
+                ) {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
             response
         }
         Err(_) => reply(StatusCode::BAD_GATEWAY, "upstream failed"),
@@ -165,6 +186,11 @@ impl TestProxy {
     /// CONNECT arrives, before any TLS handshake through the tunnel.
     pub fn tunnels(&self) -> Vec<String> {
         self.counts.tunnels.lock().expect("lock").clone()
+    }
+
+    /// The `host:port` of each request forwarded in absolute form (http:// targets), in order.
+    pub fn targets(&self) -> Vec<String> {
+        self.counts.targets.lock().expect("lock").clone()
     }
 
     pub fn authorizations(&self) -> Vec<String> {

@@ -8,8 +8,10 @@
 #   fmt       cargo fmt --check
 #   clippy    cargo clippy --all-targets -- -D warnings
 #   test      cargo test --all-targets: unit tests, tidy (tests/tidy.rs), the integration tests
-#             on sled (tests/it, the README walkthrough among them) and the benches' smoke runs
-#   browser   the dashboard's browser tests (node --test tests/browser/, on the binary built)
+#             on sled (tests/it, the README walkthrough among them) and the benches' smoke runs;
+#             everything but the integration tests runs beside them, in a second process
+#   browser   the dashboard's browser tests (node --test tests/browser/, on the binary built);
+#             beside the postgres step when both run
 #   fjall     the integration tests that depend on the embedded store's backend again on
 #             fjall: faults, crashes, restarts, a full disk, a damaged store, retention, the
 #             store's files (conformance::fjall already ran in the test step)
@@ -27,7 +29,7 @@
 #   scripts/test.sh it -- tenancy::   the sled integration tests whose name has tenancy::
 #   scripts/test.sh --help
 # Arguments after `--` go to each cargo test step run (test, unit, tidy, it, fjall, postgres).
-# Takes about 12 minutes on 2 cores with a warm build cache (README.md, its first screen).
+# Takes about 8 minutes on 2 cores with a warm build cache (README.md, its first screen).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -51,7 +51,21 @@ impl Fresh {
     pub(super) fn remove(&mut self, id: &Id) -> Option<Claimed> {
         let claim = self.deliveries.remove(id)?;
         self.bytes -= Fresh::cost(&claim);
+        self.shrink_when_drained();
         Some(claim)
+    }
+
+    /// Gives back the table a backlog made large once it has drained: a hash map keeps its
+    /// largest capacity, and after a burst that filled the budget the empty table alone held
+    /// about 10 MiB (docs/benchmarks.md, the heap profile). It shrinks when a quarter or less
+    /// of it is used, to twice what it holds, so each shrink follows at least as many removals
+    /// as it moves entries: linear in all.
+    fn shrink_when_drained(&mut self) {
+        let capacity = self.deliveries.capacity();
+        if capacity > FRESH_MIN_CAPACITY && self.deliveries.len() <= capacity / 4 {
+            self.deliveries
+                .shrink_to((self.deliveries.len() * 2).max(FRESH_MIN_CAPACITY));
+        }
     }
 
     /// The bytes held, as the budget counts them.
@@ -59,7 +73,17 @@ impl Fresh {
     pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// The entries the table has room for now.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.deliveries.capacity()
+    }
 }
+
+/// The fresh cache's table is not shrunk below this many entries: a steady trickle of
+/// deliveries keeps it this size without rehashing.
+const FRESH_MIN_CAPACITY: usize = 1024;
 
 impl Queue {
     /// Puts deliveries just ingested (and durable) in the index, due at `now_ms`, and in the

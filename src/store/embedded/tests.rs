@@ -289,25 +289,11 @@ async fn the_fresh_cache_keeps_to_its_byte_budget_and_the_rest_is_read_from_disk
         ..limits()
     });
     // 64 KiB bodies: the budget holds a few hundred of them, and this is more.
-    let big = "x".repeat(64 << 10);
     let count = FRESH_BYTES / (64 << 10) + 100;
-    let rules = IngestRules {
-        allow_adhoc_targets: false,
-        allow_http: false,
-        guard: crate::guard::Guard::default(),
-    };
-    let events: Vec<_> = (0..count)
-        .map(|i| {
-            let e = parse_event(
-                serde_json::json!({"request_id": format!("big-{i}"), "status": "completed", "result": {"blob": big}}),
-                &rules,
-                "2026-01-01T00:00:00Z",
-            )
-            .unwrap();
-            (e, vec![target("main")])
-        })
-        .collect();
-    store.ingest(events, 1000).await.unwrap();
+    store
+        .ingest(events_for_main(count, 64 << 10), 1000)
+        .await
+        .unwrap();
     let held = lock(&store.queue).fresh.bytes();
     assert!(held <= FRESH_BYTES, "{held} bytes held");
     assert!(held > FRESH_BYTES / 2, "the budget is used: {held} bytes");
@@ -319,6 +305,56 @@ async fn the_fresh_cache_keeps_to_its_byte_budget_and_the_rest_is_read_from_disk
         lock(&store.queue).fresh.bytes(),
         0,
         "claims empty the cache"
+    );
+    store.close().await.unwrap();
+}
+
+/// `count` completed events for subscription `main`, each with a `blob` of `blob_bytes`.
+fn events_for_main(count: usize, blob_bytes: usize) -> Vec<(NewEvent, Vec<Target>)> {
+    let blob = "x".repeat(blob_bytes);
+    let rules = IngestRules {
+        allow_adhoc_targets: false,
+        allow_http: false,
+        guard: crate::guard::Guard::default(),
+    };
+    (0..count)
+        .map(|i| {
+            let e = parse_event(
+                serde_json::json!({"request_id": format!("ev-{i}"), "status": "completed", "result": {"blob": blob}}),
+                &rules,
+                "2026-01-01T00:00:00Z",
+            )
+            .unwrap();
+            (e, vec![target("main")])
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_fresh_cache_gives_its_table_back_once_a_backlog_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(Backend::Sled, dir.path(), 1 << 20).unwrap();
+    store.set_limits(Limits {
+        global: 1 << 20,
+        subscriptions: [("main".to_string(), 1 << 20)].into(),
+        ..limits()
+    });
+    // Small bodies: thousands of deliveries fit the byte budget, and the table grows to hold them.
+    let count = 12_000;
+    for batch in events_for_main(count, 10).chunks(1000) {
+        store.ingest(batch.to_vec(), 1000).await.unwrap();
+    }
+    let grown = lock(&store.queue).fresh.capacity();
+    assert!(
+        grown >= count,
+        "the table holds the backlog: capacity {grown}"
+    );
+    let (claimed, _) = store.claim(1000, count + 10).await.unwrap();
+    assert_eq!(claimed.len(), count);
+    let drained = lock(&store.queue).fresh.capacity();
+    assert!(
+        drained < 4096,
+        "the drained table gives its room back: capacity {drained}, {grown} before"
     );
     store.close().await.unwrap();
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use hookd::signing::{abstrakt_signature, standard_key, standard_signature};
 use serde_json::{json, Value};
 
-use crate::support::admin::Admin;
 use crate::support::app::{spawn_app, spawn_app_with_clock, TestApp};
 use crate::support::cli::Cli;
 use crate::support::daemon::Daemon;
@@ -23,19 +22,6 @@ use crate::support::receiver::{Reply, TestReceiver};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const SECRET: &str = "whsec-listen-tést";
-
-/// `POST /v1/portal-links` for `owner`: the link's URL.
-async fn portal_link(admin: &Admin, owner: &str) -> String {
-    let (status, link) = admin
-        .call(
-            reqwest::Method::POST,
-            "/v1/portal-links",
-            Some(json!({ "owner": owner, "expires_in": "1h" })),
-        )
-        .await;
-    assert_eq!(status, 201, "{link}");
-    link["url"].as_str().expect("url").to_string()
-}
 
 /// hookd with a subscription of cust-a to `url` (its real one), and a portal link of cust-a.
 async fn owner_with_subscription(url: &str) -> (TestApp, String) {
@@ -49,7 +35,7 @@ async fn owner_with_subscription(url: &str) -> (TestApp, String) {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let link = portal_link(&app.admin(), "cust-a").await;
+    let link = app.admin().portal_link("cust-a").await;
     (app, link)
 }
 
@@ -208,7 +194,7 @@ async fn listen_forwards_its_owners_events_to_the_seed_express_receiver() {
 async fn listen_signs_with_the_secret_it_prints_and_trigger_sends_a_test_event() {
     let receiver = TestReceiver::start().await;
     let app = spawn_app("").await;
-    let link = portal_link(&app.admin(), "cust-a").await;
+    let link = app.admin().portal_link("cust-a").await;
     let (mut listen, secret) = Listen::start(
         &link,
         &[
@@ -340,7 +326,7 @@ async fn an_expired_or_tampered_link_ends_listen_with_exit_code_1() {
     let receiver = TestReceiver::start().await;
     let clock = Arc::new(ShiftedClock(AtomicU64::new(0)));
     let app = spawn_app_with_clock("", clock.clone()).await;
-    let link = portal_link(&app.admin(), "cust-a").await;
+    let link = app.admin().portal_link("cust-a").await;
 
     let mut tampered = link.clone().into_bytes();
     let at = tampered.len() - 3;
@@ -367,14 +353,14 @@ async fn an_expired_or_tampered_link_ends_listen_with_exit_code_1() {
 async fn a_session_past_max_listen_sessions_is_refused() {
     let receiver = TestReceiver::start().await;
     let app = spawn_app("[portal]\nmax_listen_sessions = 1\n").await;
-    let link = portal_link(&app.admin(), "cust-a").await;
+    let link = app.admin().portal_link("cust-a").await;
     let (_first, _) = Listen::start(&link, &["--forward-to", &receiver.url()]).await;
     let mut second = Listen::spawn(&link, &["--forward-to", &receiver.url()]);
     let (code, stderr) = second.exit().await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("max_listen_sessions"), "{stderr}");
     // Another owner has its own allowance.
-    let other = portal_link(&app.admin(), "cust-b").await;
+    let other = app.admin().portal_link("cust-b").await;
     let (_other, _) = Listen::start(&other, &["--forward-to", &receiver.url()]).await;
 }
 
@@ -384,7 +370,7 @@ async fn listen_reconnects_after_hookd_restarts_and_skips_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut hookd = Daemon::new(dir.path(), "", "");
     hookd.start().await;
-    let link = portal_link(&hookd.admin(), "cust-a").await;
+    let link = hookd.admin().portal_link("cust-a").await;
     let (mut listen, _) = Listen::start(&link, &["--forward-to", &receiver.url()]).await;
     let client = reqwest::Client::new();
     let events_url = hookd.events_url();
@@ -447,7 +433,7 @@ async fn listen_reconnects_after_hookd_restarts_and_skips_nothing() {
 async fn a_stopping_hookd_ends_the_stream_and_the_cli_waits_to_reconnect() {
     let receiver = TestReceiver::start().await;
     let mut app = spawn_app("").await;
-    let link = portal_link(&app.admin(), "cust-a").await;
+    let link = app.admin().portal_link("cust-a").await;
     let (mut listen, _) = Listen::start(&link, &["--forward-to", &receiver.url()]).await;
     tokio::time::timeout(Duration::from_secs(5), app.stop())
         .await
@@ -463,7 +449,7 @@ async fn a_stopping_hookd_ends_the_stream_and_the_cli_waits_to_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_stream_of_a_session_takes_over_from_the_old_one() {
     let app = spawn_app("").await;
-    let link = portal_link(&app.admin(), "cust-a").await;
+    let link = app.admin().portal_link("cust-a").await;
     let token = link.rsplit('/').next().expect("token").to_string();
     let client = reqwest::Client::new();
     let opened = client

@@ -444,19 +444,6 @@ async fn portal_page(app: &TestApp, url: &str) -> (u16, String) {
     (status, response.text().await.expect("page body"))
 }
 
-async fn portal_link(app: &TestApp, owner: &str) -> String {
-    let (status, link) = app
-        .admin()
-        .call(
-            reqwest::Method::POST,
-            "/v1/portal-links",
-            Some(json!({ "owner": owner, "expires_in": "1h" })),
-        )
-        .await;
-    assert_eq!(status, 201, "{link}");
-    link["url"].as_str().expect("url").to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_first() {
     let (a, b) = (TestReceiver::start().await, TestReceiver::start().await);
@@ -521,7 +508,7 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
     assert_eq!(shown["consecutive_failures"], 0, "{shown}");
 
     // b's portal shows none of a's deliveries, listed, searched or typed in.
-    let portal = portal_link(&app, "cust-b").await;
+    let portal = app.admin().portal_link("cust-b").await;
     for path in [
         "/deliveries",
         "/deliveries?subscription=suba",
@@ -585,7 +572,7 @@ async fn a_subscription_id_taken_again_by_another_owner_inherits_nothing_of_the_
 async fn a_portal_adds_at_most_max_subscriptions_per_owner_and_the_admin_api_more() {
     let receiver = TestReceiver::start().await;
     let app = spawn_app("[portal]\nmax_subscriptions_per_owner = 2\n").await;
-    let portal = portal_link(&app, "cust-a").await;
+    let portal = app.admin().portal_link("cust-a").await;
     let (_, form) = portal_page(&app, &format!("{portal}/subscriptions/new")).await;
     let csrf = form
         .split("name=\"csrf\" value=\"")

@@ -238,13 +238,8 @@ async fn post_events(hookd: &HookdProcess, adhoc_url: &str) {
 /// `POST /v1/portal-links` for `owner`: the link's path, `/ui/portal/<token>` (signed with a
 /// key the store keeps).
 async fn portal_link(admin: &Admin, owner: &str) -> String {
-    let body = json!({ "owner": owner, "expires_in": "1h" });
-    let (status, link) = admin
-        .call(Method::POST, "/v1/portal-links", Some(body))
-        .await;
-    assert_eq!(status, 201, "{link}");
-    let url = link["url"].as_str().expect("the link's url");
-    let path = url.strip_prefix(&admin.url("")).unwrap_or(url);
+    let url = admin.portal_link(owner).await;
+    let path = url.strip_prefix(&admin.url("")).unwrap_or(&url);
     assert!(path.starts_with("/ui/portal/"), "{url}");
     path.to_string()
 }

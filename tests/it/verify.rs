@@ -295,15 +295,8 @@ async fn the_portal_check_page_says_why_and_shows_no_secret_nor_another_owners_d
             r.header("x-abstrakt-delivery")
         )
     };
-    let (_, link) = app
-        .admin()
-        .call(
-            reqwest::Method::POST,
-            "/v1/portal-links",
-            Some(json!({ "owner": "cust-a" })),
-        )
-        .await;
-    let page = format!("{}/check", link["url"].as_str().expect("url"));
+    let link = app.admin().portal_link("cust-a").await;
+    let page = format!("{link}/check");
     let client = reqwest::Client::new();
     let body_a = String::from_utf8(a.body.to_vec()).expect("UTF-8");
 

@@ -112,6 +112,17 @@ impl Admin {
         (answer.status, answer.value())
     }
 
+    /// `POST /v1/portal-links` for `owner`, valid an hour: the link's URL (its path is
+    /// `/ui/portal/<token>`); panics unless `201`.
+    pub async fn portal_link(&self, owner: &str) -> String {
+        let body = serde_json::json!({ "owner": owner, "expires_in": "1h" });
+        let (status, link) = self
+            .call(Method::POST, "/v1/portal-links", Some(body))
+            .await;
+        assert_eq!(status, 201, "{link}");
+        link["url"].as_str().expect("the link's url").to_string()
+    }
+
     /// `GET path`: the status and the answer, which must be JSON.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let answer = self.send(Method::GET, path, None).await;

@@ -641,19 +641,36 @@ impl<T: QueueStore + AdminStore> Store for T {}
 /// each): deliveries of one batch sort in the order they were made, so the store appends them
 /// to its queues and its ordered keys instead of scattering them.
 pub fn new_delivery_id(now_ms: u64) -> ulid::Ulid {
+    static LAST: std::sync::Mutex<IdSequence> = std::sync::Mutex::new(IdSequence::new());
+    // The sequence is replaced whole: a poisoned lock still holds a valid one.
+    LAST.lock().unwrap_or_else(|e| e.into_inner()).next(now_ms)
+}
+
+/// The last id made: where the next one of the same millisecond counts up from.
+#[derive(Debug)]
+struct IdSequence {
+    ms: u64,
+    random: u128,
+}
+
+impl IdSequence {
     const RANDOM_BITS: u32 = 80;
-    static LAST: std::sync::Mutex<(u64, u128)> = std::sync::Mutex::new((0, 0));
-    // The pair is replaced whole: a poisoned lock still holds a valid one.
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    let next = last.1 + 1;
-    let random = if last.0 == now_ms && next < (1 << RANDOM_BITS) {
-        next
-    } else {
-        // Half the range: room to count up within the millisecond.
-        rand::random::<u128>() & ((1 << (RANDOM_BITS - 1)) - 1)
-    };
-    *last = (now_ms, random);
-    ulid::Ulid::from_parts(now_ms, random)
+
+    const fn new() -> Self {
+        IdSequence { ms: 0, random: 0 }
+    }
+
+    fn next(&mut self, now_ms: u64) -> ulid::Ulid {
+        let next = self.random + 1;
+        let random = if self.ms == now_ms && next < (1 << Self::RANDOM_BITS) {
+            next
+        } else {
+            // Half the range: room to count up within the millisecond.
+            rand::random::<u128>() & ((1 << (Self::RANDOM_BITS - 1)) - 1)
+        };
+        *self = IdSequence { ms: now_ms, random };
+        ulid::Ulid::from_parts(now_ms, random)
+    }
 }
 
 /// The string form of a delivery id.
@@ -687,12 +704,19 @@ mod tests {
 
     #[test]
     fn delivery_ids_of_one_millisecond_increase_and_carry_it() {
+        // A sequence of its own: the process-wide one is shared with every other test that
+        // ingests, at other milliseconds.
+        let mut sequence = IdSequence::new();
         let ids: Vec<ulid::Ulid> = (0..1000)
-            .map(|_| new_delivery_id(1_700_000_000_123))
+            .map(|_| sequence.next(1_700_000_000_123))
             .collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert!(ids.iter().all(|id| id.timestamp_ms() == 1_700_000_000_123));
-        let later = new_delivery_id(1_700_000_000_124);
+        let later = sequence.next(1_700_000_000_124);
         assert_eq!(later.timestamp_ms(), 1_700_000_000_124);
+        assert_eq!(
+            new_delivery_id(1_700_000_000_125).timestamp_ms(),
+            1_700_000_000_125
+        );
     }
 }

@@ -16,6 +16,7 @@ use super::error;
 use crate::config::ADHOC_SUBSCRIPTION;
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
+use crate::store::scan;
 use crate::store::{Delivery, DeliveryFilter, DeliveryState, RequeueError, StoreError, Switch};
 
 const DEFAULT_PAGE: usize = 50;
@@ -247,14 +248,27 @@ pub async fn retry_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<St
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRetry {
-    /// Only this subscription's dead deliveries; all subscriptions when absent.
+    /// Only this subscription's deliveries; all subscriptions when absent.
     subscription: Option<String>,
-    /// Only deliveries that died at or after this time (RFC 3339).
+    /// Only deliveries that died at or after this time (RFC 3339); with `include_retrying`,
+    /// also those still retrying that were created at or after it.
     since: String,
+    /// Also bring forward the deliveries still retrying after a failed attempt.
+    #[serde(default)]
+    include_retrying: bool,
+    /// Count what would be requeued, and requeue nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
-/// `POST /v1/deliveries/retry` with `{"subscription": "acme", "since": "..."}`: requeues the
-/// dead deliveries of a subscription that died since a time.
+/// Deliveries a bulk retry examines at most for the ones still retrying, and for a dry run's
+/// count of dead ones.
+const BULK_SCAN_CAP: usize = 25_000;
+
+/// `POST /v1/deliveries/retry` with `{"subscription": "acme", "since": "...",
+/// "include_retrying": false, "dry_run": false}`: requeues the dead deliveries of a
+/// subscription that died since a time, and with `include_retrying` brings forward those still
+/// retrying; with `dry_run`, only counts them.
 pub async fn retry_dead(
     State(shared): State<Arc<Shared>>,
     super::JsonBody(body): super::JsonBody,
@@ -264,7 +278,10 @@ pub async fn retry_dead(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("expected {{\"subscription\": \"..\", \"since\": \"RFC 3339\"}}: {e}"),
+                format!(
+                    "expected {{\"subscription\": \"..\", \"since\": \"RFC 3339\", \
+                     \"include_retrying\": false, \"dry_run\": false}}: {e}"
+                ),
             )
         }
     };
@@ -277,23 +294,100 @@ pub async fn retry_dead(
         Ok(t) => t,
         Err(response) => return *response,
     };
-    match shared
+    if req.dry_run {
+        return match bulk_retry_count(&shared, &req, since).await {
+            Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
+            Err(e) => store_failed(&e),
+        };
+    }
+    // The ones still retrying are found before the dead ones are requeued: those become
+    // scheduled after a failed attempt too, and would be counted twice.
+    let retrying = if req.include_retrying {
+        match failed_retrying(&shared, &req, since).await {
+            Ok(found) => found.retrying,
+            Err(e) => return store_failed(&e),
+        }
+    } else {
+        Vec::new()
+    };
+    let now = shared.clock.now_ms();
+    let dead = match shared
         .store
-        .requeue_dead(req.subscription.as_deref(), since, shared.clock.now_ms())
+        .requeue_dead(req.subscription.as_deref(), since, now)
         .await
     {
-        Ok(n) => {
-            shared.wake.notify_one();
-            tracing::info!(
-                requeued = n,
-                subscription = req.subscription.as_deref(),
-                "dead deliveries requeued by the admin API"
-            );
-            (StatusCode::ACCEPTED, Json(json!({ "requeued": n }))).into_response()
+        Ok(n) => n,
+        Err(RequeueError::Store(e)) => return store_failed(&e),
+        Err(e) => return error(StatusCode::CONFLICT, e.to_string()),
+    };
+    let mut brought_forward = 0;
+    for id in &retrying {
+        match shared.store.requeue(id, now).await {
+            Ok(_) => brought_forward += 1,
+            // Delivered, dead or in flight since the walk: its own attempt decides.
+            Err(RequeueError::NotFound(_) | RequeueError::InFlight(_)) => {}
+            Err(RequeueError::Store(e)) => return store_failed(&e),
         }
-        Err(RequeueError::Store(e)) => store_failed(&e),
-        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
+    shared.wake.notify_one();
+    tracing::info!(
+        requeued = dead,
+        brought_forward,
+        subscription = req.subscription.as_deref(),
+        "failed deliveries requeued by the admin API"
+    );
+    let answer = if req.include_retrying {
+        json!({ "requeued": dead + brought_forward, "dead": dead, "retrying": brought_forward })
+    } else {
+        json!({ "requeued": dead })
+    };
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
+}
+
+/// The deliveries of the bulk retry's subscription, created since `since`, still retrying.
+async fn failed_retrying(
+    shared: &Shared,
+    req: &BulkRetry,
+    since: u64,
+) -> Result<scan::Failed, StoreError> {
+    let filter = DeliveryFilter {
+        state: Some(DeliveryState::Scheduled),
+        subscription: req.subscription.clone(),
+        since_ms: Some(since),
+        ..Default::default()
+    };
+    scan::failed(shared.store.as_ref(), &filter, BULK_SCAN_CAP).await
+}
+
+/// A dry run's answer: how many dead deliveries died since `since` and, when asked, how many
+/// are still retrying; `complete: false` when a walk stopped at its bound (the counts are then
+/// at least these).
+async fn bulk_retry_count(
+    shared: &Shared,
+    req: &BulkRetry,
+    since: u64,
+) -> Result<Value, StoreError> {
+    let filter = DeliveryFilter {
+        state: Some(DeliveryState::Dead),
+        subscription: req.subscription.clone(),
+        ..Default::default()
+    };
+    let mut dead = 0u64;
+    let mut complete = scan::scan(shared.store.as_ref(), &filter, BULK_SCAN_CAP, |d| {
+        if d.finished_ms.is_some_and(|t| t >= since) {
+            dead += 1;
+        }
+        true
+    })
+    .await?;
+    let mut answer = json!({ "dry_run": true, "dead": dead });
+    if req.include_retrying {
+        let found = failed_retrying(shared, req, since).await?;
+        complete &= found.complete;
+        answer["retrying"] = json!(found.retrying.len());
+    }
+    answer["complete"] = json!(complete);
+    Ok(answer)
 }
 
 /// `GET /v1/subscriptions`: each configured subscription with its health.

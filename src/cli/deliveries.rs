@@ -62,6 +62,13 @@ pub enum DeliveriesCommand {
         /// RFC 3339 time: dead deliveries that finished at or after it.
         #[arg(long, requires = "dead")]
         since: Option<String>,
+        /// Also bring forward the deliveries still retrying after a failed attempt (created
+        /// at or after --since).
+        #[arg(long, requires = "dead")]
+        include_retrying: bool,
+        /// Only count what would be requeued.
+        #[arg(long, requires = "dead")]
+        dry_run: bool,
     },
 }
 
@@ -97,7 +104,18 @@ pub fn run(command: DeliveriesCommand) -> ExitCode {
             dead: _,
             subscription,
             since,
-        } => retry(&client, id, subscription, since),
+            include_retrying,
+            dry_run,
+        } => retry(
+            &client,
+            id,
+            Bulk {
+                subscription,
+                since,
+                include_retrying,
+                dry_run,
+            },
+        ),
     }
 }
 
@@ -140,16 +158,20 @@ fn show(client: &ClientArgs, id: &str) -> ExitCode {
     })
 }
 
-/// Requeues one delivery (`id`), or every dead one since a time (`--dead --since`).
-fn retry(
-    client: &ClientArgs,
-    id: Option<String>,
+/// What a bulk retry asks for (`--dead`).
+#[derive(Debug, Default)]
+struct Bulk {
     subscription: Option<String>,
     since: Option<String>,
-) -> ExitCode {
+    include_retrying: bool,
+    dry_run: bool,
+}
+
+/// Requeues one delivery (`id`), or every dead one since a time (`--dead --since`).
+fn retry(client: &ClientArgs, id: Option<String>, bulk: Bulk) -> ExitCode {
     let json_out = client.json;
     admin(client, |target| async move {
-        let (path, body) = retry_request(id, subscription, since)?;
+        let (path, body) = retry_request(id, bulk)?;
         let (_, value) = call(&target, Method::POST, &path, body).await?;
         Ok(if json_out {
             value.to_string()
@@ -159,16 +181,18 @@ fn retry(
     })
 }
 
-/// The path and body of a retry: one delivery's, or the bulk retry of dead ones.
-fn retry_request(
-    id: Option<String>,
-    subscription: Option<String>,
-    since: Option<String>,
-) -> Result<(String, Option<Vec<u8>>), CliError> {
-    match (id, since) {
+/// The path and body of a retry: one delivery's, or the bulk retry of failed ones.
+fn retry_request(id: Option<String>, bulk: Bulk) -> Result<(String, Option<Vec<u8>>), CliError> {
+    match (id, bulk.since) {
         (Some(id), _) => Ok((format!("/v1/deliveries/{}/retry", path_segment(&id)), None)),
         (None, Some(since)) => {
-            let body = json!({ "subscription": subscription, "since": since });
+            let mut body = json!({ "subscription": bulk.subscription, "since": since });
+            if bulk.include_retrying {
+                body["include_retrying"] = json!(true);
+            }
+            if bulk.dry_run {
+                body["dry_run"] = json!(true);
+            }
             Ok((
                 "/v1/deliveries/retry".to_string(),
                 Some(body.to_string().into_bytes()),
@@ -180,9 +204,35 @@ fn retry_request(
     }
 }
 
-/// What a retry did: how many dead deliveries were requeued, or which one and from what state.
+/// What a retry did (or a dry run would do): how many failed deliveries were requeued, or
+/// which one and from what state.
 fn retried(value: &Value) -> String {
-    if let Some(n) = value["requeued"].as_u64() {
+    let dead = || {
+        count_u64(
+            value["dead"].as_u64().unwrap_or(0),
+            "dead delivery",
+            "dead deliveries",
+        )
+    };
+    let retrying = |n: u64| format!("{n} still retrying");
+    if value["dry_run"] == json!(true) {
+        let at_least = if value["complete"] == json!(false) {
+            "at least "
+        } else {
+            ""
+        };
+        match value["retrying"].as_u64() {
+            Some(n) => format!(
+                "would requeue {at_least}{} and bring forward {}",
+                dead(),
+                retrying(n)
+            ),
+            None => format!("would requeue {at_least}{}", dead()),
+        }
+    } else if let (Some(total), Some(n)) = (value["requeued"].as_u64(), value["retrying"].as_u64())
+    {
+        format!("requeued {total}: {}, {}", dead(), retrying(n))
+    } else if let Some(n) = value["requeued"].as_u64() {
         format!(
             "requeued {}",
             count_u64(n, "dead delivery", "dead deliveries")
@@ -363,22 +413,62 @@ mod tests {
 
     #[test]
     fn retries_go_to_one_delivery_or_to_the_bulk_route() {
-        let (path, body) = retry_request(Some("dlv 1".into()), None, None).unwrap();
+        let (path, body) = retry_request(Some("dlv 1".into()), Bulk::default()).unwrap();
         assert_eq!(
             (path.as_str(), body),
             ("/v1/deliveries/dlv%201/retry", None)
         );
-        let (path, body) = retry_request(None, None, Some("2026-01-01T00:00:00Z".into())).unwrap();
+        let since = || Some("2026-01-01T00:00:00Z".to_string());
+        let (path, body) = retry_request(
+            None,
+            Bulk {
+                since: since(),
+                ..Bulk::default()
+            },
+        )
+        .unwrap();
         assert_eq!(path, "/v1/deliveries/retry");
         assert_eq!(
             String::from_utf8(body.unwrap()).unwrap(),
             r#"{"subscription":null,"since":"2026-01-01T00:00:00Z"}"#
         );
         assert!(matches!(
-            retry_request(None, Some("a".into()), None),
+            retry_request(
+                None,
+                Bulk {
+                    subscription: Some("a".into()),
+                    ..Bulk::default()
+                }
+            ),
             Err(CliError::Usage(_))
         ));
+        let (_, body) = retry_request(
+            None,
+            Bulk {
+                since: since(),
+                include_retrying: true,
+                dry_run: true,
+                ..Bulk::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(body.unwrap()).unwrap(),
+            r#"{"subscription":null,"since":"2026-01-01T00:00:00Z","include_retrying":true,"dry_run":true}"#
+        );
         assert_eq!(retried(&json!({"requeued": 1})), "requeued 1 dead delivery");
+        assert_eq!(
+            retried(&json!({"requeued": 5, "dead": 3, "retrying": 2})),
+            "requeued 5: 3 dead deliveries, 2 still retrying"
+        );
+        assert_eq!(
+            retried(&json!({"dry_run": true, "dead": 1, "retrying": 0, "complete": false})),
+            "would requeue at least 1 dead delivery and bring forward 0 still retrying"
+        );
+        assert_eq!(
+            retried(&json!({"dry_run": true, "dead": 2, "complete": true})),
+            "would requeue 2 dead deliveries"
+        );
         assert_eq!(
             retried(&json!({"id": "dlv_1", "previous_state": "dead"})),
             "dlv_1 requeued (was dead)"

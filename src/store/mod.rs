@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod index;
 pub mod portable;
 pub mod postgres;
+pub mod scan;
 mod vocabulary;
 
 use std::collections::{HashMap, HashSet};

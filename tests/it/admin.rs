@@ -768,6 +768,98 @@ async fn bulk_retry_requeues_only_one_subscriptions_dead_deliveries_since_a_time
     assert_eq!(dead, expected, "the rejected requests requeued nothing");
 }
 
+#[tokio::test]
+async fn bulk_retry_counts_first_and_can_bring_forward_those_still_retrying() {
+    let dead = TestReceiver::start().await;
+    let retrying = TestReceiver::start().await;
+    dead.set_default(Reply::Status(500));
+    retrying.set_default(Reply::Status(500));
+    // "d" dies after its retry; "r" waits an hour for its second attempt.
+    let app = spawn_app(&format!(
+        "{}{}{}",
+        delivery_toml(&["0s"], ""),
+        subscription_toml("d", &dead.url(), "sd", &["*"], ""),
+        subscription_toml(
+            "r",
+            &retrying.url(),
+            "sr",
+            &["*"],
+            r#"retry_schedule = ["1h"]"#
+        ),
+    ))
+    .await;
+    let since = rfc3339_millis(clock_boundary().await);
+    let event_id = post_event(&app, &event("bulk-retrying", "failed")).await;
+    let ids = deliveries_of(&app, &event_id).await;
+    wait_state(&app, &ids["d"], "dead").await;
+    wait_until("r's first attempt", DEADLINE, || async {
+        let d = show(&app, &ids["r"]).await;
+        (d["state"] == "scheduled" && d["attempts"] == 1).then_some(())
+    })
+    .await;
+
+    // A dry run counts and changes nothing.
+    let ask = |include: bool, dry: bool| json!({"since": since, "include_retrying": include, "dry_run": dry});
+    let (status, body) = app
+        .admin()
+        .post("/v1/deliveries/retry", Some(ask(true, true)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"dry_run": true, "dead": 1, "retrying": 1, "complete": true})
+    );
+    let (status, body) = app
+        .admin()
+        .post("/v1/deliveries/retry", Some(ask(false, true)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"dry_run": true, "dead": 1, "complete": true}));
+    assert_eq!(
+        show(&app, &ids["d"]).await["state"],
+        "dead",
+        "a dry run requeues nothing"
+    );
+    assert_eq!(show(&app, &ids["r"]).await["attempts"], 1);
+
+    // Without include_retrying only the dead one goes; with it, the waiting one comes forward.
+    dead.set_default(Reply::Status(200));
+    retrying.set_default(Reply::Status(200));
+    let (status, body) = app
+        .admin()
+        .post("/v1/deliveries/retry", Some(ask(false, false)))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body, json!({"requeued": 1}));
+    wait_state(&app, &ids["d"], "delivered").await;
+    let waiting = show(&app, &ids["r"]).await;
+    assert_eq!(
+        waiting["state"], "scheduled",
+        "not brought forward: {waiting}"
+    );
+    let (status, body) = app
+        .admin()
+        .post("/v1/deliveries/retry", Some(ask(true, false)))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body, json!({"requeued": 1, "dead": 0, "retrying": 1}));
+    let delivered = wait_state(&app, &ids["r"], "delivered").await;
+    assert_eq!(delivered["attempts"], 2, "one more attempt, an hour early");
+    assert_eq!(retrying.received().len(), 2);
+    assert_eq!(dead.received().len(), 3, "two attempts, then the retry");
+
+    for bad in [
+        json!({"since": since, "include_retrying": "yes"}),
+        json!({"since": since, "dry_run": 1}),
+    ] {
+        let (status, body) = app
+            .admin()
+            .post("/v1/deliveries/retry", Some(bad.clone()))
+            .await;
+        assert_error(status, &body, 400, &bad.to_string());
+    }
+}
+
 // ------------------------------------------------------------------ subscriptions
 
 #[tokio::test]

@@ -458,6 +458,33 @@ async fn deliveries_retry_one_and_every_dead_one_of_a_subscription_since_a_time(
     .await;
     assert_eq!(run.code, 1, "unknown subscription: {run:#?}");
     assert!(run.stderr.contains("404"), "{run:#?}");
+
+    // Counting first: nothing is dead since the boundary any more, and nothing is retrying.
+    let run = hookd(
+        &[
+            "deliveries",
+            "retry",
+            "--dead",
+            "--since",
+            &since,
+            "--include-retrying",
+            "--dry-run",
+            "--url",
+            &url,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        run.ok().trim(),
+        "would requeue 0 dead deliveries and bring forward 0 still retrying"
+    );
+    let run = hookd(
+        &["deliveries", "retry", "--dry-run", &old["b"], "--url", &url],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 2, "--dry-run is for --dead: {run:#?}");
 }
 
 // ------------------------------------------------------------------ subscriptions

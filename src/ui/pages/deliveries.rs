@@ -386,34 +386,16 @@ async fn total(shared: &Shared, filter: &DeliveryFilter) -> Result<String, Respo
 }
 
 /// Calls `each` on the deliveries `filter` matches, newest first, until it answers false, up
-/// to `cap` of them and [`COUNT_CALLS`] listing calls (an engine examines a bounded number of
-/// records per call); whether every one was seen.
+/// to `cap` of them ([`crate::store::scan::scan`]); whether every one was seen.
 pub(super) async fn scan(
     shared: &Shared,
     filter: &DeliveryFilter,
     cap: usize,
-    mut each: impl FnMut(&Delivery) -> bool,
+    each: impl FnMut(&Delivery) -> bool,
 ) -> Result<bool, Response> {
-    let mut cursor: Option<String> = None;
-    let mut seen = 0;
-    for _ in 0..COUNT_CALLS {
-        let (found, next) = shared
-            .store
-            .list_deliveries(filter, cursor.as_deref(), 1000)
-            .await
-            .map_err(|_| store_down())?;
-        for d in &found {
-            seen += 1;
-            if !each(d) || seen >= cap {
-                return Ok(false);
-            }
-        }
-        match next {
-            Some(n) => cursor = Some(n),
-            None => return Ok(true),
-        }
-    }
-    Ok(false)
+    crate::store::scan::scan(shared.store.as_ref(), filter, cap, each)
+        .await
+        .map_err(|_| store_down())
 }
 
 /// What the search box finds for `term` among the deliveries `filter` matches: a delivery id

@@ -17,9 +17,9 @@ use crate::ui::{html, store_down, Nav, Scope, Viewer};
 
 /// Deliveries the overview counts at most, per figure.
 const COUNT_CAP: usize = 20_000;
-/// Listing calls one overview figure makes at most (an engine examines a bounded number of
-/// records per call): the overview stays cheap on a store of millions.
-pub(super) const COUNT_CALLS: usize = 25;
+/// Listing calls one overview figure makes at most: the overview stays cheap on a store of
+/// millions.
+pub(super) const COUNT_CALLS: usize = crate::store::scan::SCAN_CALLS;
 
 #[derive(Debug, Default)]
 struct Counts {

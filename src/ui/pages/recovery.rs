@@ -7,30 +7,18 @@ use askama::Template;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::deliveries::{parse_when, scan};
+use super::deliveries::parse_when;
 use super::scoped;
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
-use crate::store::{DeliveryFilter, DeliveryState};
-use crate::ui::{html, Nav, Viewer};
+use crate::store::scan::{failed as failed_since, Failed};
+use crate::store::DeliveryFilter;
+use crate::ui::{html, store_down, Nav, Viewer};
 
 /// Deliveries one press resends at most.
 const RESEND_CAP: usize = 10_000;
 /// How far back the form looks unless told: a day.
 const DEFAULT_SINCE_MS: u64 = 24 * 3600 * 1000;
-
-/// The failed deliveries of one subscription since a time, by kind.
-#[derive(Debug, Default)]
-pub struct Failed {
-    pub dead: Vec<String>,
-    pub retrying: Vec<String>,
-}
-
-impl Failed {
-    pub fn total(&self) -> usize {
-        self.dead.len() + self.retrying.len()
-    }
-}
 
 /// The time the form starts with, as `datetime-local` writes it (UTC): a day before `now_ms`.
 pub fn default_since(now_ms: u64) -> String {
@@ -57,17 +45,9 @@ pub async fn failed(
             ..Default::default()
         },
     );
-    let mut found = Failed::default();
-    scan(shared, &filter, RESEND_CAP, |d| {
-        match d.state {
-            DeliveryState::Dead => found.dead.push(d.id.clone()),
-            DeliveryState::Scheduled if d.attempts > 0 => found.retrying.push(d.id.clone()),
-            _ => {}
-        }
-        true
-    })
-    .await?;
-    Ok(found)
+    failed_since(shared.store.as_ref(), &filter, RESEND_CAP)
+        .await
+        .map_err(|_| store_down())
 }
 
 #[derive(Template)]

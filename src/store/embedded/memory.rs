@@ -20,27 +20,46 @@ pub(super) struct Queue {
 }
 
 /// The deliveries just ingested, kept whole for their first attempt, within [`FRESH_BYTES`]
-/// (their bodies, and a fixed allowance for each delivery's fields): a burst is delivered from
-/// memory, and a backlog past the budget is read from disk when its turn comes.
+/// (their bodies, a fixed allowance for each delivery's strings, and the hash table itself, at
+/// the size it will have): a burst is delivered from memory, and a backlog past the budget is
+/// read from disk when its turn comes.
 #[derive(Default)]
 pub(super) struct Fresh {
     deliveries: HashMap<Id, Claimed>,
     bytes: usize,
 }
 
-/// What a delivery kept in [`Fresh`] costs beside its body: its ids, subscription and bucket
-/// strings and the map's own entry.
-const FRESH_OVERHEAD: usize = 320;
+/// What a delivery kept in [`Fresh`] costs on the heap beside its body and its slot in the
+/// table: its id, event id, type, subscription and bucket strings.
+const FRESH_OVERHEAD: usize = 160;
+
+/// One slot of the table: the entry, and its control byte.
+const FRESH_SLOT: usize = std::mem::size_of::<(Id, Claimed)>() + 1;
+
+/// The bytes of a table that has room for `capacity` entries: it keeps an eighth of its slots
+/// free, in a power-of-two number of slots.
+fn table_bytes(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    (capacity * 8 / 7).next_power_of_two() * FRESH_SLOT
+}
 
 impl Fresh {
     fn cost(claim: &Claimed) -> usize {
         claim.body.len() + FRESH_OVERHEAD
     }
 
-    /// Keeps `claim` if the budget has room for it.
+    /// The table's bytes once it holds one more entry: twice the slots when it is full.
+    fn table_after_one_more(&self) -> usize {
+        let (len, capacity) = (self.deliveries.len(), self.deliveries.capacity());
+        table_bytes(if len < capacity { capacity } else { len + 1 })
+    }
+
+    /// Keeps `claim` if the budget has room for it, the table's growth included.
     fn offer(&mut self, id: Id, claim: Claimed) {
         let cost = Fresh::cost(&claim);
-        if self.bytes + cost <= FRESH_BYTES {
+        if self.bytes + cost + self.table_after_one_more() <= FRESH_BYTES {
             if let Some(old) = self.deliveries.insert(id, claim) {
                 self.bytes -= Fresh::cost(&old);
             }
@@ -68,10 +87,16 @@ impl Fresh {
         }
     }
 
-    /// The bytes held, as the budget counts them.
+    /// The bytes held, as the budget counts them: the entries and the table.
     #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + table_bytes(self.deliveries.capacity())
+    }
+
+    /// The deliveries held.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.deliveries.len()
     }
 
     /// The entries the table has room for now.

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{AdhocTarget, NewEvent};
+use crate::stats::Timing;
 pub use vocabulary::{Outcome, Switch};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,26 @@ pub struct Attempt {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+}
+
+impl Attempt {
+    /// Its time and result, for the statistics.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            started_ms: self.started_ms,
+            duration_ms: self.duration_ms,
+            success: self.outcome == Outcome::Success,
+        }
+    }
+}
+
+/// A delivery and its attempts' times and results: what the statistics read
+/// ([`AdminStore::list_timed`]).
+#[derive(Debug, Clone)]
+pub struct Timed {
+    pub delivery: Delivery,
+    /// Oldest first.
+    pub attempts: Vec<Timing>,
 }
 
 /// What follows an attempt.
@@ -377,6 +398,15 @@ pub trait AdminStore: Send + Sync {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Delivery>, Option<String>), StoreError>;
+
+    /// [`AdminStore::list_deliveries`], each delivery with its attempts' times and results:
+    /// the same order, pages, cursors and bound on the records examined per call.
+    async fn list_timed(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Timed>, Option<String>), StoreError>;
 
     /// Makes one delivery due now: a scheduled one is brought forward, a delivered or dead one
     /// gets one more attempt. Returns the state it had.

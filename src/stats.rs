@@ -142,6 +142,8 @@ pub struct Summary {
     pub start_ms: u64,
     pub end_ms: u64,
     pub buckets: Vec<Bucket>,
+    /// Every delivery of the window together.
+    pub total: SubscriptionFigures,
     /// By subscription id.
     pub subscriptions: BTreeMap<String, SubscriptionFigures>,
     /// Only some of the window's deliveries were read (the read is bounded): every figure is
@@ -157,6 +159,7 @@ pub struct Tally {
     end_ms: u64,
     buckets: Vec<Bucket>,
     durations: Vec<Vec<u64>>,
+    total: (SubscriptionFigures, Vec<u64>),
     subscriptions: BTreeMap<String, (SubscriptionFigures, Vec<u64>)>,
 }
 
@@ -176,6 +179,7 @@ impl Tally {
                 })
                 .collect(),
             durations: vec![Vec::new(); usize::try_from(n).unwrap_or(0)],
+            total: Default::default(),
             subscriptions: BTreeMap::new(),
         }
     }
@@ -204,28 +208,12 @@ impl Tally {
             .subscriptions
             .entry(sample.subscription.to_string())
             .or_default();
-        figures.deliveries += 1;
-        match sample.fate {
-            Fate::Delivered => {
-                figures.delivered += 1;
-                if let Some(b) = finished {
-                    self.buckets[b].delivered += 1;
-                }
-            }
-            Fate::Dead => {
-                figures.dead += 1;
-                if let Some(b) = finished {
-                    self.buckets[b].dead += 1;
-                }
-            }
-            Fate::Open => {}
-        }
-        for a in sample.attempts {
-            figures.attempts += 1;
-            durations.push(a.duration_ms);
-            if !a.success {
-                figures.failed_attempts += 1;
-            }
+        count(figures, durations, sample);
+        count(&mut self.total.0, &mut self.total.1, sample);
+        match (sample.fate, finished) {
+            (Fate::Delivered, Some(b)) => self.buckets[b].delivered += 1,
+            (Fate::Dead, Some(b)) => self.buckets[b].dead += 1,
+            _ => {}
         }
         for a in sample.attempts {
             let Some(b) = self.bucket(a.started_ms) else {
@@ -247,25 +235,47 @@ impl Tally {
         let subscriptions = self
             .subscriptions
             .into_iter()
-            .map(|(id, (mut figures, mut durations))| {
-                (figures.p50_ms, figures.p95_ms) = quantiles(&mut durations);
-                let finished = figures.delivered + figures.dead;
-                figures.success_percent = (finished > 0).then(|| {
-                    // Counts far below 2^52: exact as floats.
-                    figures.delivered as f64 * 100.0 / finished as f64
-                });
-                (id, figures)
-            })
+            .map(|(id, (figures, durations))| (id, finished(figures, durations)))
             .collect();
         Summary {
             window: self.window,
             start_ms: self.start_ms,
             end_ms: self.end_ms,
             buckets: self.buckets,
+            total: finished(self.total.0, self.total.1),
             subscriptions,
             sampled,
         }
     }
+}
+
+/// Counts one delivery's figures, and its attempts' durations, into a subscription's (or the
+/// total's).
+fn count(figures: &mut SubscriptionFigures, durations: &mut Vec<u64>, sample: &Sample<'_>) {
+    figures.deliveries += 1;
+    match sample.fate {
+        Fate::Delivered => figures.delivered += 1,
+        Fate::Dead => figures.dead += 1,
+        Fate::Open => {}
+    }
+    for a in sample.attempts {
+        figures.attempts += 1;
+        durations.push(a.duration_ms);
+        if !a.success {
+            figures.failed_attempts += 1;
+        }
+    }
+}
+
+/// The figures with their rate and latencies worked out.
+fn finished(mut figures: SubscriptionFigures, mut durations: Vec<u64>) -> SubscriptionFigures {
+    (figures.p50_ms, figures.p95_ms) = quantiles(&mut durations);
+    let finished = figures.delivered + figures.dead;
+    figures.success_percent = (finished > 0).then(|| {
+        // Counts far below 2^52: exact as floats.
+        figures.delivered as f64 * 100.0 / finished as f64
+    });
+    figures
 }
 
 /// The median and 95th percentile of `values` (sorted here).
@@ -424,6 +434,16 @@ mod tests {
         let b = &s.subscriptions["b"];
         assert_eq!((b.deliveries, b.dead, b.failed_attempts), (1, 1, 1));
         assert_eq!(b.success_percent, Some(0.0));
+        assert_eq!(
+            (
+                s.total.deliveries,
+                s.total.attempts,
+                s.total.failed_attempts
+            ),
+            (3, 3, 2)
+        );
+        assert_eq!(s.total.success_percent, Some(50.0));
+        assert_eq!((s.total.p50_ms, s.total.p95_ms), (Some(30), Some(200)));
         assert!(!s.sampled);
     }
 

@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hookd::event::{parse_event, AdhocTarget, IngestRules, NewEvent};
+use hookd::stats::Timing;
 use hookd::store::embedded::{Backend, EmbeddedStore};
 use hookd::store::{
     Attempt, Delivery, DeliveryFilter, DeliveryState, IngestError, Ingested, Limits, Next, Outcome,
-    PendingStats, RequeueError, Store, Switch, Target, ADHOC,
+    PendingStats, RequeueError, Store, Switch, Target, Timed, ADHOC,
 };
 use serde_json::{json, Value};
 
@@ -193,6 +194,7 @@ macro_rules! conformance_tests {
             deliveries_carry_their_events_owner_and_list_by_it,
             an_export_carries_owners_into_the_imported_store,
             a_finished_delivery_that_does_not_say_when_imports_finished,
+            a_timed_listing_carries_each_deliverys_attempt_times,
         ]);
     };
     (@engine $engine:ident, $open:expr, $hands_on:expr, $server:expr, [$($test:ident),+ $(,)?]) => {
@@ -1600,6 +1602,75 @@ async fn listing_is_newest_first_and_pages_cover_everything_once(h: &mut Harness
         in_flight[0].id, fixture[6],
         "a claimed delivery lists as in flight"
     );
+}
+
+/// Every page of a timed listing, in order.
+async fn list_all_timed(s: &dyn Store, filter: &DeliveryFilter, page: usize) -> Vec<Timed> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let (items, next) = s
+            .list_timed(filter, cursor.as_deref(), page)
+            .await
+            .expect("list timed deliveries");
+        assert!(items.len() <= page, "a page of {} for {page}", items.len());
+        all.extend(items);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return all,
+        }
+    }
+    panic!("the timed listing did not end after 1000 pages");
+}
+
+async fn a_timed_listing_carries_each_deliverys_attempt_times(h: &mut Harness) {
+    let s = h.store();
+    let d = listing_fixture(s).await;
+    let everything = DeliveryFilter::default();
+    let listed = list_all(s, &everything, 100).await;
+    for page in [1, 3, 100] {
+        let timed = list_all_timed(s, &everything, page).await;
+        let deliveries: Vec<Delivery> = timed.iter().map(|t| t.delivery.clone()).collect();
+        assert_eq!(ids(&deliveries), ids(&listed), "pages of {page}");
+        for (t, l) in timed.iter().zip(&listed) {
+            assert_eq!(
+                (t.delivery.state, t.delivery.attempts),
+                (l.state, l.attempts)
+            );
+        }
+    }
+    let timed = list_all_timed(s, &everything, 100).await;
+    let of = |id: &String| {
+        timed
+            .iter()
+            .find(|t| &t.delivery.id == id)
+            .map(|t| t.attempts.clone())
+            .unwrap_or_else(|| panic!("{id} is listed"))
+    };
+    let at = |success| {
+        vec![Timing {
+            started_ms: 9000 - 7,
+            duration_ms: 7,
+            success,
+        }]
+    };
+    assert_eq!(of(&d[0]), at(true), "delivered");
+    assert_eq!(of(&d[2]), at(false), "dead");
+    assert_eq!(of(&d[4]), at(false), "waiting for a retry");
+    for untried in [&d[1], &d[3], &d[5], &d[6]] {
+        assert_eq!(of(untried), Vec::new(), "{untried} has no attempt yet");
+    }
+    // The filters are the listing's.
+    let dead = DeliveryFilter {
+        state: Some(DeliveryState::Dead),
+        ..Default::default()
+    };
+    let only: Vec<String> = list_all_timed(s, &dead, 10)
+        .await
+        .into_iter()
+        .map(|t| t.delivery.id)
+        .collect();
+    assert_eq!(only, vec![d[2].clone()]);
 }
 
 async fn listing_filters_by_state_subscription_type_and_time(h: &mut Harness) {

@@ -355,10 +355,10 @@ mod tests {
         assert_eq!(percentile(&twenty, 100), Some(20));
     }
 
-    #[test]
-    fn deliveries_and_attempts_fall_in_their_buckets() {
+    /// An hour of four deliveries: retried then delivered (subscription a), dead (b), still
+    /// waiting (a), and one created before the window (a).
+    fn an_hour() -> Summary {
         let mut tally = Tally::new(Window::Hour, NOW);
-        let five = 5 * MINUTE_MS;
         // Created in the first bucket, delivered in the third after a failed attempt.
         let retried = [
             failed(NOW - 55 * MINUTE_MS, 30),
@@ -396,7 +396,13 @@ mod tests {
             fate: Fate::Delivered,
             attempts: &[ok(NOW, 5)],
         });
-        let s = tally.finish(false);
+        tally.finish(false)
+    }
+
+    #[test]
+    fn deliveries_and_attempts_fall_in_their_buckets() {
+        let s = an_hour();
+        let five = 5 * MINUTE_MS;
         assert_eq!(s.buckets.len(), 12);
         assert_eq!(s.buckets[0].start_ms, NOW - 55 * MINUTE_MS);
         assert_eq!(s.buckets[1].start_ms - s.buckets[0].start_ms, five);
@@ -424,6 +430,12 @@ mod tests {
                 ..Bucket::default()
             }
         );
+        assert!(!s.sampled);
+    }
+
+    #[test]
+    fn each_subscription_and_the_total_get_a_rate_and_latencies() {
+        let s = an_hour();
         let a = &s.subscriptions["a"];
         assert_eq!(
             (a.deliveries, a.delivered, a.dead, a.attempts),
@@ -444,7 +456,6 @@ mod tests {
         );
         assert_eq!(s.total.success_percent, Some(50.0));
         assert_eq!((s.total.p50_ms, s.total.p95_ms), (Some(30), Some(200)));
-        assert!(!s.sampled);
     }
 
     #[test]

@@ -2551,7 +2551,7 @@ fn charts_section(page: &Page) -> &str {
 fn chart_row(id: &str, counts: [u64; 4], rate: &str) -> String {
     let [deliveries, delivered, dead, failed] = counts;
     format!(
-        "<th scope=\"row\" class=\"id\">{id}</th><td>{deliveries}</td><td>{delivered}</td><td>{dead}</td><td>{failed}</td><td>{rate}</td>"
+        "<td data-label=\"Subscription\" class=\"id\">{id}</td><td data-label=\"Deliveries\">{deliveries}</td><td data-label=\"Delivered\">{delivered}</td><td data-label=\"Dead\">{dead}</td><td data-label=\"Failed attempts\">{failed}</td><td data-label=\"Success rate\">{rate}</td>"
     )
 }
 

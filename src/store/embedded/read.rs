@@ -10,6 +10,10 @@ use crate::store::{
     DeliveryFilter, DeliveryState, StoreError, Timed,
 };
 
+/// A page of a listing, each delivery with what was made of its attempts, and the cursor of
+/// the next page.
+type Listed<T> = (Vec<(Delivery, T)>, Option<String>);
+
 impl EmbeddedStore {
     /// Runs a read on a blocking thread: sled reads may touch the disk.
     pub(super) async fn read<T: Send + 'static>(
@@ -135,7 +139,7 @@ impl EmbeddedStore {
         cursor: Option<Id>,
         limit: usize,
         of_attempts: impl Fn(&[Attempt]) -> T,
-    ) -> Result<(Vec<(Delivery, T)>, Option<String>), StoreError> {
+    ) -> Result<Listed<T>, StoreError> {
         let low = delivery_id_at(filter.since_ms.unwrap_or(0)).0;
         let mut high = match filter.until_ms {
             Some(until) => delivery_id_at(until).0,

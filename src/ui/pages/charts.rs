@@ -49,8 +49,8 @@ pub struct BucketRow {
     pub delivered: u64,
     pub failed: u64,
     pub dead: u64,
-    pub p50: String,
-    pub p95: String,
+    /// "12 / 40" (ms), "—" without attempts.
+    pub latency: String,
 }
 
 /// A subscription's (or the total's) figures over the window, as shown.
@@ -77,6 +77,7 @@ pub struct Charts {
     /// The SVG drawings (our markup: numbers and fixed words only).
     pub activity: String,
     pub latency: String,
+    /// The buckets with any figure other than zero (a table of 28 rows of zeros says little).
     pub rows: Vec<BucketRow>,
     pub total: FigureRow,
     /// Each subscription's figures (the overview's table); empty on a subscription's page.
@@ -126,14 +127,17 @@ impl Charts {
         let rows = s
             .buckets
             .iter()
+            .filter(|b| b.deliveries + b.delivered + b.dead + b.attempts > 0)
             .map(|b| BucketRow {
                 start: when(s.window, b.start_ms),
                 deliveries: b.deliveries,
                 delivered: b.delivered,
                 failed: b.failed_attempts,
                 dead: b.dead,
-                p50: ms(b.p50_ms),
-                p95: ms(b.p95_ms),
+                latency: match (b.p50_ms, b.p95_ms) {
+                    (Some(p50), Some(p95)) => format!("{p50} / {p95}"),
+                    _ => "—".to_string(),
+                },
             })
             .collect();
         let subscriptions = if per_subscription {
@@ -234,9 +238,20 @@ impl Plot {
     }
 }
 
-/// The opening of a chart: its accessible name, the y axis (three ticks, `unit` after the
-/// top one) and the x axis's labels (about six).
-fn frame(out: &mut String, id: &str, title: &str, plot: &Plot, buckets: &[Bucket], s: &Summary) {
+/// The opening of chart `id` whose highest value is `most`, and its plot: its accessible name
+/// ("`what` per hour`detail`, the last 24 hours"), the y axis (three ticks) and the x axis's
+/// labels (about six).
+fn open(s: &Summary, id: &str, what: &str, detail: &str, most: u64) -> (String, Plot) {
+    let plot = Plot {
+        n: s.buckets.len().max(1) as f64,
+        top: nice_top(most as f64),
+    };
+    let title = format!(
+        "{what} per {}{detail}, {}",
+        bucket_word(s.window),
+        s.window.label()
+    );
+    let mut out = String::new();
     let _ = write!(
         out,
         "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-labelledby=\"{id}-title\" \
@@ -254,8 +269,8 @@ fn frame(out: &mut String, id: &str, title: &str, plot: &Plot, buckets: &[Bucket
             tick(v)
         );
     }
-    let every = buckets.len().div_ceil(6).max(1);
-    for (i, b) in buckets.iter().enumerate().step_by(every) {
+    let every = s.buckets.len().div_ceil(6).max(1);
+    for (i, b) in s.buckets.iter().enumerate().step_by(every) {
         let _ = write!(
             out,
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"start\">{}</text>",
@@ -264,6 +279,7 @@ fn frame(out: &mut String, id: &str, title: &str, plot: &Plot, buckets: &[Bucket
             when(s.window, b.start_ms)
         );
     }
+    (out, plot)
 }
 
 /// Deliveries delivered (solid bars) and failed attempts (hatched bars) per bucket.
@@ -274,17 +290,13 @@ fn activity_svg(s: &Summary) -> String {
         .map(|b| b.delivered.max(b.failed_attempts))
         .max()
         .unwrap_or(0);
-    let plot = Plot {
-        n: s.buckets.len().max(1) as f64,
-        top: nice_top(most as f64),
-    };
-    let mut out = String::new();
-    let title = format!(
-        "Delivered deliveries and failed attempts per {}, {}",
-        bucket_word(s.window),
-        s.window.label()
+    let (mut out, plot) = open(
+        s,
+        "activity",
+        "Delivered deliveries and failed attempts",
+        "",
+        most,
     );
-    frame(&mut out, "activity", &title, &plot, &s.buckets, s);
     let _ = write!(
         out,
         "<defs><pattern id=\"{HATCH}\" patternUnits=\"userSpaceOnUse\" width=\"6\" height=\"6\" \
@@ -331,17 +343,13 @@ fn activity_svg(s: &Summary) -> String {
 /// Attempt latency per bucket: p50 (solid line, circles) and p95 (dashed line, squares).
 fn latency_svg(s: &Summary) -> String {
     let most = s.buckets.iter().filter_map(|b| b.p95_ms).max().unwrap_or(0);
-    let plot = Plot {
-        n: s.buckets.len().max(1) as f64,
-        top: nice_top(most as f64),
-    };
-    let mut out = String::new();
-    let title = format!(
-        "Attempt latency in milliseconds per {}, median and 95th percentile, {}",
-        bucket_word(s.window),
-        s.window.label()
+    let (mut out, plot) = open(
+        s,
+        "latency",
+        "Attempt latency in milliseconds",
+        " (median and 95th percentile)",
+        most,
     );
-    frame(&mut out, "latency", &title, &plot, &s.buckets, s);
     let center = |i: usize| plot.x(i) + plot.bucket_width() / 2.0;
     for (pick, dash, square) in [
         (
@@ -522,13 +530,19 @@ mod tests {
     #[test]
     fn the_tables_rows_carry_the_same_numbers() {
         let charts = Charts::of(&summary(), "/ui", true);
-        assert_eq!(charts.rows.len(), 12);
-        let last = &charts.rows[11];
+        // The two buckets with something in them, of twelve.
+        assert_eq!(charts.rows.len(), 2);
+        let (failed, last) = (&charts.rows[0], &charts.rows[1]);
+        assert_eq!(
+            (failed.start.as_str(), failed.failed, failed.dead),
+            ("10:10", 1, 1)
+        );
+        assert_eq!(failed.latency, "900 / 900");
         assert_eq!(
             (last.start.as_str(), last.deliveries, last.delivered),
             ("10:30", 1, 1)
         );
-        assert_eq!(last.p50, "40 ms");
+        assert_eq!(last.latency, "40 / 40");
         assert_eq!(charts.total.success, "50.0%");
         assert_eq!(charts.subscriptions[0].id, "orders");
         assert_eq!(charts.links[0].href, "/ui?window=hour#charts");

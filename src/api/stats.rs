@@ -14,58 +14,25 @@ use serde_json::{json, Value};
 use super::error;
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
-use crate::stats::{Fate, Sample, SubscriptionFigures, Summary, Tally, Window};
-use crate::store::{DeliveryFilter, DeliveryState, StoreError};
+use crate::stats::{SubscriptionFigures, Summary, Window};
+use crate::store::{DeliveryFilter, StoreError};
 
 /// Deliveries one summary reads at most: past it, the figures are those of the newest ones
 /// and the summary says it was sampled.
 pub const SAMPLE_CAP: usize = 20_000;
-/// Listing calls one summary makes at most (an engine examines a bounded number of records
-/// per call): a filter that matches little in a big store stops early, sampled.
-const SAMPLE_CALLS: usize = 25;
-/// Deliveries per listing call.
-const PAGE: usize = 1000;
 
-/// The statistics of `window` at `now_ms` over the deliveries `filter` matches (its time
-/// range is the window's), reading at most [`SAMPLE_CAP`] deliveries in [`SAMPLE_CALLS`] calls.
+/// The statistics of `window` at `now_ms` over the deliveries `filter` matches, within
+/// [`SAMPLE_CAP`] ([`crate::store::AdminStore::summary`]).
 pub async fn summarize(
     shared: &Shared,
-    mut filter: DeliveryFilter,
+    filter: DeliveryFilter,
     window: Window,
     now_ms: u64,
 ) -> Result<Summary, StoreError> {
-    let mut tally = Tally::new(window, now_ms);
-    filter.since_ms = Some(tally.start_ms());
-    filter.until_ms = None;
-    let mut cursor: Option<String> = None;
-    let mut read = 0;
-    for _ in 0..SAMPLE_CALLS {
-        let (page, next) = shared
-            .store
-            .list_timed(&filter, cursor.as_deref(), PAGE.min(SAMPLE_CAP - read))
-            .await?;
-        for t in &page {
-            let d = &t.delivery;
-            tally.add(&Sample {
-                subscription: &d.subscription,
-                created_ms: d.created_ms,
-                finished_ms: d.finished_ms,
-                fate: match d.state {
-                    DeliveryState::Delivered => Fate::Delivered,
-                    DeliveryState::Dead => Fate::Dead,
-                    DeliveryState::Scheduled | DeliveryState::InFlight => Fate::Open,
-                },
-                attempts: &t.attempts,
-            });
-        }
-        read += page.len();
-        match next {
-            Some(n) if read < SAMPLE_CAP => cursor = Some(n),
-            Some(_) => return Ok(tally.finish(true)),
-            None => return Ok(tally.finish(false)),
-        }
-    }
-    Ok(tally.finish(true))
+    shared
+        .store
+        .summary(&filter, window, now_ms, SAMPLE_CAP)
+        .await
 }
 
 /// The window a query names; the error names the field and the values it may take.

@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod index;
 pub mod portable;
 pub mod postgres;
+mod summary;
 mod vocabulary;
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{AdhocTarget, NewEvent};
-use crate::stats::Timing;
+use crate::stats::{Summary, Timing, Window};
 pub use vocabulary::{Outcome, Switch};
 
 #[derive(Debug, thiserror::Error)]
@@ -407,6 +408,21 @@ pub trait AdminStore: Send + Sync {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Timed>, Option<String>), StoreError>;
+
+    /// The statistics of `window` at `now_ms` ([`crate::stats`]) over the deliveries `filter`
+    /// matches (its time range is the window's): read from [`AdminStore::list_timed`], newest
+    /// first, at most `cap` deliveries and [`summary::SUMMARY_CALLS`] calls; `sampled` when
+    /// that stopped before the window's start. An engine that can aggregate cheaply may answer
+    /// the same figures its own way.
+    async fn summary(
+        &self,
+        filter: &DeliveryFilter,
+        window: Window,
+        now_ms: u64,
+        cap: usize,
+    ) -> Result<Summary, StoreError> {
+        summary::summarize(self, filter, window, now_ms, cap).await
+    }
 
     /// Makes one delivery due now: a scheduled one is brought forward, a delivered or dead one
     /// gets one more attempt. Returns the state it had.

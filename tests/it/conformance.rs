@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hookd::event::{parse_event, AdhocTarget, IngestRules, NewEvent};
-use hookd::stats::Timing;
+use hookd::stats::{Timing, Window};
 use hookd::store::embedded::{Backend, EmbeddedStore};
 use hookd::store::{
     Attempt, Delivery, DeliveryFilter, DeliveryState, IngestError, Ingested, Limits, Next, Outcome,
@@ -195,6 +195,7 @@ macro_rules! conformance_tests {
             an_export_carries_owners_into_the_imported_store,
             a_finished_delivery_that_does_not_say_when_imports_finished,
             a_timed_listing_carries_each_deliverys_attempt_times,
+            a_summary_counts_the_window_and_says_when_it_stopped_at_its_cap,
         ]);
     };
     (@engine $engine:ident, $open:expr, $hands_on:expr, $server:expr, [$($test:ident),+ $(,)?]) => {
@@ -1671,6 +1672,58 @@ async fn a_timed_listing_carries_each_deliverys_attempt_times(h: &mut Harness) {
         .map(|t| t.delivery.id)
         .collect();
     assert_eq!(only, vec![d[2].clone()]);
+}
+
+async fn a_summary_counts_the_window_and_says_when_it_stopped_at_its_cap(h: &mut Harness) {
+    let s = h.store();
+    listing_fixture(s).await;
+    // The fixture's deliveries were made at 1 000 to 5 000 ms: the first hour's window.
+    let everything = DeliveryFilter::default();
+    let all = s
+        .summary(&everything, Window::Hour, 9_000, 100)
+        .await
+        .expect("summary");
+    assert!(!all.sampled, "7 deliveries, read whole");
+    let t = &all.total;
+    assert_eq!(
+        (
+            t.deliveries,
+            t.delivered,
+            t.dead,
+            t.attempts,
+            t.failed_attempts
+        ),
+        (7, 1, 1, 3, 2)
+    );
+    assert_eq!((t.p50_ms, t.p95_ms), (Some(7), Some(7)));
+    assert_eq!(all.buckets[0].deliveries, 7);
+    assert_eq!(all.subscriptions["a"].success_percent, Some(50.0));
+    assert_eq!(all.subscriptions["b"].success_percent, None);
+    // At most 3 read: the newest 3 (e5a, e4b, e4a), and it says it stopped short.
+    let capped = s
+        .summary(&everything, Window::Hour, 9_000, 3)
+        .await
+        .expect("capped summary");
+    assert!(capped.sampled);
+    assert_eq!(
+        (capped.total.deliveries, capped.total.attempts),
+        (3, 1),
+        "{capped:?}"
+    );
+    // The filter is the listing's: subscription b has no attempt yet.
+    let b = DeliveryFilter {
+        subscription: Some("b".to_string()),
+        ..Default::default()
+    };
+    let only_b = s.summary(&b, Window::Day, 9_000, 100).await.expect("b");
+    assert_eq!((only_b.total.deliveries, only_b.total.attempts), (3, 0));
+    assert_eq!(only_b.buckets.len(), 24);
+    // Deliveries made before the window's start are not read.
+    let later = s
+        .summary(&everything, Window::Hour, 2 * 3_600_000, 100)
+        .await
+        .expect("a later hour");
+    assert_eq!(later.total.deliveries, 0);
 }
 
 async fn listing_filters_by_state_subscription_type_and_time(h: &mut Harness) {

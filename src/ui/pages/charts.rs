@@ -84,7 +84,8 @@ pub struct Charts {
     pub subscriptions: Vec<FigureRow>,
     /// Counted on the newest [`SAMPLE_CAP`] deliveries only: every count is "at least".
     pub sampled: bool,
-    pub cap: usize,
+    /// [`SAMPLE_CAP`] as written: "20,000".
+    pub cap: String,
 }
 
 /// The charts of the deliveries `viewer` may see (of subscription `only`, if given) in the
@@ -162,7 +163,7 @@ impl Charts {
             total: figure_row("All", &s.total),
             subscriptions,
             sampled: s.sampled,
-            cap: SAMPLE_CAP,
+            cap: thousands(SAMPLE_CAP),
         }
     }
 }
@@ -180,6 +181,19 @@ fn figure_row(id: &str, f: &SubscriptionFigures) -> FigureRow {
         p50: ms(f.p50_ms),
         p95: ms(f.p95_ms),
     }
+}
+
+/// `n` with a comma between each group of three digits.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn ms(v: Option<u64>) -> String {
@@ -483,6 +497,38 @@ mod tests {
             });
         }
         tally.finish(false)
+    }
+
+    #[derive(askama::Template)]
+    #[template(path = "charts.html")]
+    struct Only {
+        charts: Charts,
+    }
+
+    #[test]
+    fn a_sampled_window_says_its_counts_are_lower_bounds() {
+        let mut sampled = summary();
+        let whole = askama::Template::render(&Only {
+            charts: Charts::of(&sampled, "/ui", true),
+        })
+        .expect("render");
+        assert!(!whole.contains("Counted on the newest"), "{whole}");
+        assert!(whole.contains("<dt>Deliveries</dt><dd>2</dd>"), "{whole}");
+        sampled.sampled = true;
+        let page = askama::Template::render(&Only {
+            charts: Charts::of(&sampled, "/ui", true),
+        })
+        .expect("render");
+        assert!(page.contains("Counted on the newest 20,000 deliveries of this window only"));
+        assert!(page.contains("<dt>Deliveries</dt><dd>2+</dd>"), "{page}");
+        assert!(
+            page.contains("<td data-label=\"Deliveries\">2+</td>"),
+            "{page}"
+        );
+        assert_eq!(
+            (thousands(999), thousands(1_000), thousands(1_234_567)),
+            ("999".into(), "1,000".into(), "1,234,567".into())
+        );
     }
 
     #[test]

@@ -2692,6 +2692,14 @@ async fn charts_and_the_stats_api_count_each_viewers_deliveries_by_outcome() {
         refused["error"],
         "window must be one of hour, day, week (not \"month\")"
     );
+    let (status, refused) = hookd
+        .api(Method::GET, "/v1/stats?windows=day", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        refused["error"],
+        "unknown query parameter \"windows\"; use window, subscription or owner"
+    );
     let (status, _) = hookd
         .api(Method::GET, "/v1/stats", Some(INGEST), None)
         .await;

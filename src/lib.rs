@@ -11,6 +11,7 @@
 //! - [`clock`]: the injected clock.
 //! - [`erasure`]: the registry of attempts sending now, which erasing an owner waits for.
 //! - [`guard`]: the target guard (SSRF): which addresses hookd may connect to.
+//! - [`stats`]: delivery statistics over a window (buckets, percentiles) for the charts; pure.
 //! - [`signing`]: the HMAC-SHA256 signatures and a constant-time comparison; pure.
 //! - [`telemetry`]: logging setup.
 //! - [`event`]: ingest validation; builds the delivered body once per event.
@@ -59,6 +60,7 @@ pub mod session;
 pub mod settings;
 pub mod signing;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

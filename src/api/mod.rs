@@ -9,6 +9,7 @@ pub(crate) mod origin;
 mod owners;
 mod portal;
 pub mod serve;
+pub(crate) mod stats;
 pub(crate) mod subscriptions;
 
 use std::sync::atomic::Ordering;
@@ -132,6 +133,7 @@ pub fn router(shared: Arc<Shared>, bound: std::net::SocketAddr, dashboard: Dashb
             "/v1/subscriptions/{id}/test",
             post(subscriptions::send_test),
         )
+        .route("/v1/stats", get(stats::stats))
         .route("/v1/portal-links", post(portal::create))
         .route("/v1/owners/{owner}", axum::routing::delete(owners::erase))
         .route("/v1/subscriptions/{id}/pause", post(admin::pause))

@@ -15,6 +15,7 @@ pub mod index;
 pub mod portable;
 pub mod postgres;
 pub mod scan;
+mod summary;
 mod vocabulary;
 
 use std::collections::{HashMap, HashSet};
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{AdhocTarget, NewEvent};
+use crate::stats::{Summary, Timing, Window};
 pub use vocabulary::{Outcome, Switch};
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,26 @@ pub struct Attempt {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+}
+
+impl Attempt {
+    /// Its time and result, for the statistics.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            started_ms: self.started_ms,
+            duration_ms: self.duration_ms,
+            success: self.outcome == Outcome::Success,
+        }
+    }
+}
+
+/// A delivery and its attempts' times and results: what the statistics read
+/// ([`AdminStore::list_timed`]).
+#[derive(Debug, Clone)]
+pub struct Timed {
+    pub delivery: Delivery,
+    /// Oldest first.
+    pub attempts: Vec<Timing>,
 }
 
 /// What follows an attempt.
@@ -378,6 +400,30 @@ pub trait AdminStore: Send + Sync {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Delivery>, Option<String>), StoreError>;
+
+    /// [`AdminStore::list_deliveries`], each delivery with its attempts' times and results:
+    /// the same order, pages, cursors and bound on the records examined per call.
+    async fn list_timed(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Timed>, Option<String>), StoreError>;
+
+    /// The statistics of `window` at `now_ms` ([`crate::stats`]) over the deliveries `filter`
+    /// matches (its time range is the window's): read from [`AdminStore::list_timed`], newest
+    /// first, at most `cap` deliveries and [`summary::SUMMARY_CALLS`] calls; `sampled` when
+    /// that stopped before the window's start. An engine that can aggregate cheaply may answer
+    /// the same figures its own way.
+    async fn summary(
+        &self,
+        filter: &DeliveryFilter,
+        window: Window,
+        now_ms: u64,
+        cap: usize,
+    ) -> Result<Summary, StoreError> {
+        summary::summarize(self, filter, window, now_ms, cap).await
+    }
 
     /// Makes one delivery due now: a scheduled one is brought forward, a delivered or dead one
     /// gets one more attempt. Returns the state it had.

@@ -1,7 +1,9 @@
 // The dashboard and the portal at a desk (1280 px) and on a phone (390 px), on the real binary:
 // nothing wider than the screen, lists as cards on the phone, the sections on one line, the
 // forms' controls inside the margin, timestamps on one line, a failed connection without an
-// empty box, no "Retry now" while an attempt is being sent, the icon, and axe-core at both widths.
+// empty box, no "Retry now" while an attempt is being sent, the icon, the charts (drawn inside
+// the screen, a hatched bar for failures, their table, the window links), and axe-core at both
+// widths.
 
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +15,7 @@ import {
   freePort,
   newContext,
   reloadUntil,
+  screenshot,
   seriousA11yViolations,
   stackProcesses,
   startStack,
@@ -145,6 +148,45 @@ describe('layout at 1280 and 390 px', () => {
         await page.goto(`${hookd.base}/ui/subscriptions/new`);
         const select = await page.locator('select#signature').boundingBox();
         assert.ok(select.x >= 0 && select.x + select.width <= viewport.width, `the Signature select fits: ${JSON.stringify(select)}`);
+      } finally {
+        await context.close();
+      }
+    });
+  }
+
+  for (const { name, viewport } of WIDTHS) {
+    step(`${name} (${viewport.width} px): the charts draw on the overview, a subscription's page and the portal`, async () => {
+      const { context, page } = await adminContext(browser, hookd.base, { viewport, bypassCSP: true });
+      try {
+        const problems = [];
+        for (const url of [`${hookd.base}/ui?window=hour`, `${hookd.base}/ui/subscriptions/refused?window=day`, `${ids.portal}?window=week`]) {
+          await page.goto(url);
+          const where = new URL(url).pathname.replace(/portal\/[^/]+/, 'portal/<token>');
+          const activity = page.getByRole('img', { name: /^Delivered deliveries and failed attempts per/ });
+          const latency = page.getByRole('img', { name: /^Attempt latency in milliseconds per/ });
+          for (const chart of [activity, latency]) {
+            const box = await chart.boundingBox();
+            assert.ok(box && box.width > 0.5 * Math.min(viewport.width, 600), `${where}: a chart drawn wide enough: ${JSON.stringify(box)}`);
+            assert.ok(box.x >= 0 && box.x + box.width <= viewport.width, `${where}: a chart inside the screen: ${JSON.stringify(box)}`);
+          }
+          // The refused subscription's failed attempts are a hatched bar (beside the legend's swatch).
+          const hatched = await activity.locator('rect[fill="url(#chart-hatch)"]').count();
+          assert.ok(hatched >= 2, `${where}: a hatched bar for the failed attempts (${hatched} hatched shapes)`);
+          const numbers = page.getByRole('table', { name: /^The charts' numbers, per/ });
+          assert.ok(await numbers.isVisible(), `${where}: the table of numbers`);
+          const failed = await numbers.locator('tbody tr').evaluateAll((rows) => rows.reduce((n, r) => n + Number(r.cells[3].textContent), 0));
+          assert.ok(failed >= 1, `${where}: the table counts the failed attempts (${failed})`);
+          for (const o of await overflows(page)) problems.push(`${where}: ${o}`);
+          for (const v of await seriousA11yViolations(page)) problems.push(`${where}: axe ${v}`);
+        }
+        assert.deepEqual(problems, [], problems.join('\n'));
+        // The window switcher is plain links.
+        await page.goto(`${hookd.base}/ui`);
+        await page.getByRole('group', { name: 'Time window' }).getByRole('link', { name: 'week' }).click();
+        await page.waitForURL(/\?window=week/);
+        assert.equal(await page.locator('.windows a[aria-current="page"]').innerText(), 'week');
+        assert.match(await page.locator('#charts').innerText(), /Activity over the last 7 days/);
+        if (viewport.width >= 1280) await screenshot(page, 'charts');
       } finally {
         await context.close();
       }

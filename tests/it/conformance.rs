@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hookd::event::{parse_event, AdhocTarget, IngestRules, NewEvent};
+use hookd::stats::{Timing, Window};
 use hookd::store::embedded::{Backend, EmbeddedStore};
 use hookd::store::{
     Attempt, Delivery, DeliveryFilter, DeliveryState, IngestError, Ingested, Limits, Next, Outcome,
-    PendingStats, RequeueError, Store, Switch, Target, ADHOC,
+    PendingStats, RequeueError, Store, Switch, Target, Timed, ADHOC,
 };
 use serde_json::{json, Value};
 
@@ -193,6 +194,8 @@ macro_rules! conformance_tests {
             deliveries_carry_their_events_owner_and_list_by_it,
             an_export_carries_owners_into_the_imported_store,
             a_finished_delivery_that_does_not_say_when_imports_finished,
+            a_timed_listing_carries_each_deliverys_attempt_times,
+            a_summary_counts_the_window_and_says_when_it_stopped_at_its_cap,
         ]);
     };
     (@engine $engine:ident, $open:expr, $hands_on:expr, $server:expr, [$($test:ident),+ $(,)?]) => {
@@ -1600,6 +1603,127 @@ async fn listing_is_newest_first_and_pages_cover_everything_once(h: &mut Harness
         in_flight[0].id, fixture[6],
         "a claimed delivery lists as in flight"
     );
+}
+
+/// Every page of a timed listing, in order.
+async fn list_all_timed(s: &dyn Store, filter: &DeliveryFilter, page: usize) -> Vec<Timed> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let (items, next) = s
+            .list_timed(filter, cursor.as_deref(), page)
+            .await
+            .expect("list timed deliveries");
+        assert!(items.len() <= page, "a page of {} for {page}", items.len());
+        all.extend(items);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return all,
+        }
+    }
+    panic!("the timed listing did not end after 1000 pages");
+}
+
+async fn a_timed_listing_carries_each_deliverys_attempt_times(h: &mut Harness) {
+    let s = h.store();
+    let d = listing_fixture(s).await;
+    let everything = DeliveryFilter::default();
+    let listed = list_all(s, &everything, 100).await;
+    for page in [1, 3, 100] {
+        let timed = list_all_timed(s, &everything, page).await;
+        let deliveries: Vec<Delivery> = timed.iter().map(|t| t.delivery.clone()).collect();
+        assert_eq!(ids(&deliveries), ids(&listed), "pages of {page}");
+        for (t, l) in timed.iter().zip(&listed) {
+            assert_eq!(
+                (t.delivery.state, t.delivery.attempts),
+                (l.state, l.attempts)
+            );
+        }
+    }
+    let timed = list_all_timed(s, &everything, 100).await;
+    let of = |id: &String| {
+        timed
+            .iter()
+            .find(|t| &t.delivery.id == id)
+            .map(|t| t.attempts.clone())
+            .unwrap_or_else(|| panic!("{id} is listed"))
+    };
+    let at = |success| {
+        vec![Timing {
+            started_ms: 9000 - 7,
+            duration_ms: 7,
+            success,
+        }]
+    };
+    assert_eq!(of(&d[0]), at(true), "delivered");
+    assert_eq!(of(&d[2]), at(false), "dead");
+    assert_eq!(of(&d[4]), at(false), "waiting for a retry");
+    for untried in [&d[1], &d[3], &d[5], &d[6]] {
+        assert_eq!(of(untried), Vec::new(), "{untried} has no attempt yet");
+    }
+    // The filters are the listing's.
+    let dead = DeliveryFilter {
+        state: Some(DeliveryState::Dead),
+        ..Default::default()
+    };
+    let only: Vec<String> = list_all_timed(s, &dead, 10)
+        .await
+        .into_iter()
+        .map(|t| t.delivery.id)
+        .collect();
+    assert_eq!(only, vec![d[2].clone()]);
+}
+
+async fn a_summary_counts_the_window_and_says_when_it_stopped_at_its_cap(h: &mut Harness) {
+    let s = h.store();
+    listing_fixture(s).await;
+    // The fixture's deliveries were made at 1 000 to 5 000 ms: the first hour's window.
+    let everything = DeliveryFilter::default();
+    let all = s
+        .summary(&everything, Window::Hour, 9_000, 100)
+        .await
+        .expect("summary");
+    assert!(!all.sampled, "7 deliveries, read whole");
+    let t = &all.total;
+    assert_eq!(
+        (
+            t.deliveries,
+            t.delivered,
+            t.dead,
+            t.attempts,
+            t.failed_attempts
+        ),
+        (7, 1, 1, 3, 2)
+    );
+    assert_eq!((t.p50_ms, t.p95_ms), (Some(7), Some(7)));
+    assert_eq!(all.buckets[0].deliveries, 7);
+    assert_eq!(all.subscriptions["a"].success_percent, Some(50.0));
+    assert_eq!(all.subscriptions["b"].success_percent, None);
+    // At most 3 read: the newest 3 (e5a, e4b, e4a), and it says it stopped short.
+    let capped = s
+        .summary(&everything, Window::Hour, 9_000, 3)
+        .await
+        .expect("capped summary");
+    assert!(capped.sampled);
+    assert_eq!(
+        (capped.total.deliveries, capped.total.attempts),
+        (3, 1),
+        "{capped:?}"
+    );
+    // The filter is the listing's: subscription b has no attempt yet.
+    let b = DeliveryFilter {
+        subscription: Some("b".to_string()),
+        ..Default::default()
+    };
+    let only_b = s.summary(&b, Window::Day, 9_000, 100).await.expect("b");
+    assert_eq!((only_b.total.deliveries, only_b.total.attempts), (3, 0));
+    assert_eq!(only_b.buckets.len(), 24);
+    // Deliveries made before the window's start are not read.
+    let later = s
+        .summary(&everything, Window::Hour, 2 * 3_600_000, 100)
+        .await
+        .expect("a later hour");
+    assert_eq!(later.total.deliveries, 0);
 }
 
 async fn listing_filters_by_state_subscription_type_and_time(h: &mut Harness) {

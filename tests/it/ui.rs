@@ -2533,3 +2533,231 @@ async fn resending_failed_deliveries_counts_them_first_and_requeues_each_once() 
         .await;
     assert_eq!(foreign.status, 404);
 }
+
+// ------------------------------------------------------------------ charts and /v1/stats
+
+/// The charts' section of a page (from its heading to the section's end).
+fn charts_section(page: &Page) -> &str {
+    let start = page
+        .body
+        .find("<h2 id=\"charts\">")
+        .unwrap_or_else(|| panic!("no charts on the page: {}", page.body));
+    let rest = &page.body[start..];
+    &rest[..rest.find("</section>").expect("the charts' section ends")]
+}
+
+/// A subscription's row in the charts' table: deliveries, delivered, dead, failed attempts
+/// and success rate, as the page writes them.
+fn chart_row(id: &str, counts: [u64; 4], rate: &str) -> String {
+    let [deliveries, delivered, dead, failed] = counts;
+    format!(
+        "<td data-label=\"Subscription\" class=\"id\">{id}</td><td data-label=\"Deliveries\">{deliveries}</td><td data-label=\"Delivered\">{delivered}</td><td data-label=\"Dead\">{dead}</td><td data-label=\"Failed attempts\">{failed}</td><td data-label=\"Success rate\">{rate}</td>"
+    )
+}
+
+/// Checks a charts section: both drawings, their table, the window links, and the total.
+fn assert_charts(section: &str, deliveries: u64, rate: &str, what: &str) {
+    for needle in [
+        "<svg viewBox=\"0 0 640 220\" role=\"img\" aria-labelledby=\"activity-title\"",
+        "<svg viewBox=\"0 0 640 220\" role=\"img\" aria-labelledby=\"latency-title\"",
+        "fill=\"url(#chart-hatch)\"",
+        "<caption id=\"chart-table-caption\">",
+        "?window=week#charts",
+        &format!("<dt>Deliveries</dt><dd>{deliveries}</dd>"),
+        &format!("<dt>Success rate</dt><dd>{rate}</dd>"),
+    ] {
+        assert!(
+            section.contains(needle),
+            "{what}: no {needle:?} in {section}"
+        );
+    }
+    // The table's deliveries add up to the total.
+    let rows = section
+        .split("<tr><th scope=\"row\">")
+        .skip(1)
+        .map(|row| {
+            let cell = row.split("<td>").nth(1).expect("a deliveries cell");
+            cell[..cell.find("</td>").expect("a cell's end")]
+                .parse::<u64>()
+                .expect("a count")
+        })
+        .sum::<u64>();
+    assert_eq!(rows, deliveries, "{what}: the buckets' deliveries");
+}
+
+#[tokio::test]
+async fn charts_and_the_stats_api_count_each_viewers_deliveries_by_outcome() {
+    let ok = TestReceiver::start().await;
+    let failing = TestReceiver::start().await;
+    failing.set_default(crate::support::receiver::Reply::Status(500));
+    let hookd = Hookd::start("", "").await;
+    for (id, owner, url) in [
+        ("a-ok", "cust-a", ok.url()),
+        ("a-bad", "cust-a", failing.url()),
+        ("b-sub", "cust-b", ok.url()),
+    ] {
+        hookd
+            .create_subscription(json!({ "id": id, "owner": owner, "url": url, "events": ["*"], "secret": format!("{id}-secret") }))
+            .await;
+    }
+    // Owner a's 3 events reach a-ok (delivered) and a-bad (500, dead: one attempt each);
+    // owner b's 2 reach b-sub.
+    for (n, owner) in [
+        (1, "cust-a"),
+        (2, "cust-a"),
+        (3, "cust-a"),
+        (4, "cust-b"),
+        (5, "cust-b"),
+    ] {
+        hookd
+            .ingest(json!({ "request_id": format!("chart-{n}"), "status": "completed", "owner": owner }))
+            .await;
+    }
+    hookd.wait_finished("a-ok", 3).await;
+    hookd.wait_finished("a-bad", 3).await;
+    hookd.wait_finished("b-sub", 2).await;
+
+    // The API: totals, each subscription, the buckets, filters, and a bad window.
+    let api = &hookd;
+    let stats = |query: &'static str| async move {
+        let (status, body) = api
+            .api(Method::GET, &format!("/v1/stats{query}"), Some(ADMIN), None)
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+        body
+    };
+    let all = stats("?window=hour").await;
+    assert_eq!(all["window"], "hour");
+    assert_eq!(all["bucket_seconds"], 300);
+    assert_eq!(all["sampled"], false);
+    let total = &all["total"];
+    assert_eq!(
+        [
+            &total["deliveries"],
+            &total["delivered"],
+            &total["dead"],
+            &total["failed_attempts"],
+            &total["attempts"]
+        ],
+        [&json!(8), &json!(5), &json!(3), &json!(3), &json!(8)],
+        "{all}"
+    );
+    assert_eq!(total["success_rate"], 0.625);
+    assert!(total["p50_ms"].is_u64() && total["p95_ms"].as_u64() >= total["p50_ms"].as_u64());
+    let buckets = all["buckets"].as_array().expect("buckets");
+    assert_eq!(buckets.len(), 12);
+    let sum = |key: &str| {
+        buckets
+            .iter()
+            .map(|b| b[key].as_u64().expect(key))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (
+            sum("deliveries"),
+            sum("delivered"),
+            sum("dead"),
+            sum("failed_attempts")
+        ),
+        (8, 5, 3, 3)
+    );
+    let subs = all["subscriptions"].as_array().expect("subscriptions");
+    let rate = |id: &str| {
+        subs.iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["success_rate"].clone())
+    };
+    assert_eq!(
+        (rate("a-ok"), rate("a-bad"), rate("b-sub")),
+        (Some(json!(1.0)), Some(json!(0.0)), Some(json!(1.0)))
+    );
+    let bad = stats("?window=day&subscription=a-bad").await;
+    assert_eq!(
+        (
+            bad["total"]["deliveries"].clone(),
+            bad["total"]["dead"].clone()
+        ),
+        (json!(3), json!(3))
+    );
+    assert_eq!(
+        stats("?window=week&owner=cust-b").await["total"]["deliveries"],
+        2
+    );
+    assert_eq!(stats("").await["window"], "day", "the day by default");
+    for (query, error) in [
+        (
+            "window=month",
+            "window must be one of hour, day, week (not \"month\")",
+        ),
+        (
+            "windows=day",
+            "unknown query parameter \"windows\"; use window, subscription or owner",
+        ),
+    ] {
+        let path = format!("/v1/stats?{query}");
+        let (status, refused) = hookd.api(Method::GET, &path, Some(ADMIN), None).await;
+        assert_eq!(
+            (status, refused["error"].as_str()),
+            (400, Some(error)),
+            "{path}"
+        );
+    }
+    let (status, _) = hookd
+        .api(Method::GET, "/v1/stats", Some(INGEST), None)
+        .await;
+    assert_eq!(status, 403, "an ingest token reads no stats");
+
+    // The operator's overview and a subscription's page draw the same numbers.
+    let session = hookd.sign_in().await;
+    let overview = hookd.get("/ui?window=hour", Some(&session.cookie)).await;
+    assert_html(&overview, "the overview's charts", true);
+    let section = charts_section(&overview);
+    assert_charts(section, 8, "62.5%", "the operator's overview");
+    for row in [
+        chart_row("a-ok", [3, 3, 0, 0], "100.0%"),
+        chart_row("a-bad", [3, 0, 3, 3], "0.0%"),
+        chart_row("b-sub", [2, 2, 0, 0], "100.0%"),
+    ] {
+        assert!(section.contains(&row), "no {row:?} in {section}");
+    }
+    assert!(
+        section.contains("href=\"/ui?window=day#charts\""),
+        "{section}"
+    );
+    let page = hookd
+        .get("/ui/subscriptions/a-bad?window=day", Some(&session.cookie))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_charts(charts_section(&page), 3, "0.0%", "a-bad's page");
+    let wrong = hookd.get("/ui?window=year", Some(&session.cookie)).await;
+    assert_eq!(wrong.status, 400);
+    assert_shows(&wrong, "window must be one of hour, day, week");
+
+    // Each owner's portal counts its own deliveries only: nothing of the other's, not even
+    // its subscriptions' ids.
+    let portal_a = hookd.portal_link("cust-a", "1h").await;
+    let a = hookd.get(&format!("{portal_a}?window=hour"), None).await;
+    let section = charts_section(&a);
+    assert_charts(section, 6, "50.0%", "owner a's overview");
+    assert!(
+        section.contains(&chart_row("a-bad", [3, 0, 3, 3], "0.0%")),
+        "{section}"
+    );
+    assert!(!a.body.contains("b-sub"), "owner a's portal names b-sub");
+    let portal_b = hookd.portal_link("cust-b", "1h").await;
+    let b = hookd.get(&format!("{portal_b}?window=hour"), None).await;
+    let section = charts_section(&b);
+    assert_charts(section, 2, "100.0%", "owner b's overview");
+    assert!(
+        !b.body.contains("a-ok") && !b.body.contains("a-bad"),
+        "{section}"
+    );
+    let b_sub = hookd
+        .get(&format!("{portal_b}/subscriptions/b-sub?window=week"), None)
+        .await;
+    assert_charts(charts_section(&b_sub), 2, "100.0%", "b-sub's portal page");
+    let foreign = hookd
+        .get(&format!("{portal_b}/subscriptions/a-bad"), None)
+        .await;
+    assert_eq!(foreign.status, 404, "another owner's subscription page");
+}

@@ -19,7 +19,7 @@ use super::{
 use crate::store::{
     delivery_id_string, event_id_string, parse_delivery_id, parse_event_id, AdminStore, Attempt,
     Delivery, DeliveryFilter, DeliveryState, Erased, EventMeta, PendingStats, Portable,
-    RequeueError, StoreError, StoredSubscription, SubscriptionState, Switch,
+    RequeueError, StoreError, StoredSubscription, SubscriptionState, Switch, Timed,
 };
 
 #[async_trait]
@@ -155,14 +155,24 @@ impl AdminStore for EmbeddedStore {
         limit: usize,
     ) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
         let filter = filter.clone();
-        let cursor = match cursor {
-            Some(c) => match parse_delivery_id(c) {
-                Some(u) => Some(u.0),
-                None => return Ok((Vec::new(), None)),
-            },
-            None => None,
+        let Some(cursor) = cursor_id(cursor) else {
+            return Ok((Vec::new(), None));
         };
         self.read(move |s| s.list(&filter, cursor, limit)).await
+    }
+
+    async fn list_timed(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Timed>, Option<String>), StoreError> {
+        let filter = filter.clone();
+        let Some(cursor) = cursor_id(cursor) else {
+            return Ok((Vec::new(), None));
+        };
+        self.read(move |s| s.list_timed(&filter, cursor, limit))
+            .await
     }
 
     async fn requeue(&self, delivery_id: &str, now_ms: u64) -> Result<DeliveryState, RequeueError> {
@@ -359,5 +369,14 @@ impl AdminStore for EmbeddedStore {
             self.reads.close();
         }
         Ok(())
+    }
+}
+
+/// A listing's cursor as an id: `Some(None)` for none, `None` for one that is no delivery id
+/// (whose page is empty).
+fn cursor_id(cursor: Option<&str>) -> Option<Option<crate::store::index::Id>> {
+    match cursor {
+        Some(c) => parse_delivery_id(c).map(|u| Some(u.0)),
+        None => Some(None),
     }
 }

@@ -6,9 +6,13 @@ use super::layout::{corrupt, delivery_key, event_key, id_of};
 use super::{lock, EmbeddedStore, DONE, LIST_SCAN_LIMIT, PENDING};
 use crate::store::index::Id;
 use crate::store::{
-    delivery_id_at, delivery_id_string, event_id_string, Claimed, Delivery, DeliveryFilter,
-    DeliveryState, StoreError,
+    delivery_id_at, delivery_id_string, event_id_string, Attempt, Claimed, Delivery,
+    DeliveryFilter, DeliveryState, StoreError, Timed,
 };
+
+/// A page of a listing, each delivery with what was made of its attempts, and the cursor of
+/// the next page.
+type Listed<T> = (Vec<(Delivery, T)>, Option<String>);
 
 impl EmbeddedStore {
     /// Runs a read on a blocking thread: sled reads may touch the disk.
@@ -106,6 +110,36 @@ impl EmbeddedStore {
         cursor: Option<Id>,
         limit: usize,
     ) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
+        let (page, next) = self.list_as(filter, cursor, limit, |_| ())?;
+        Ok((page.into_iter().map(|(d, ())| d).collect(), next))
+    }
+
+    /// [`EmbeddedStore::list`], each delivery with its attempts' times and results.
+    pub(super) fn list_timed(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<Id>,
+        limit: usize,
+    ) -> Result<(Vec<Timed>, Option<String>), StoreError> {
+        let (page, next) = self.list_as(filter, cursor, limit, |attempts| {
+            attempts.iter().map(Attempt::timing).collect()
+        })?;
+        let timed = page
+            .into_iter()
+            .map(|(delivery, attempts)| Timed { delivery, attempts })
+            .collect();
+        Ok((timed, next))
+    }
+
+    /// The listing of [`EmbeddedStore::list`], each match with what `of_attempts` makes of its
+    /// record's attempts.
+    fn list_as<T>(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<Id>,
+        limit: usize,
+        of_attempts: impl Fn(&[Attempt]) -> T,
+    ) -> Result<Listed<T>, StoreError> {
         let low = delivery_id_at(filter.since_ms.unwrap_or(0)).0;
         let mut high = match filter.until_ms {
             Some(until) => delivery_id_at(until).0,
@@ -151,10 +185,11 @@ impl EmbeddedStore {
                     continue;
                 }
             };
+            let extra = of_attempts(&record.attempts);
             let delivery = self.to_delivery(id, record);
             let last = delivery.id.clone();
             if filter.matches(&delivery) {
-                page.push(delivery);
+                page.push((delivery, extra));
             }
             if page.len() >= limit || examined >= LIST_SCAN_LIMIT {
                 return Ok((page, Some(last)));

@@ -13,7 +13,7 @@ use super::{lock, ms, unms, PgStore, DB_NOW};
 use crate::store::{
     AdminStore, Attempt, Delivery, DeliveryFilter, DeliveryState, EngineStats, Erased, EventMeta,
     PendingStats, Portable, RequeueError, StoreError, StoredSubscription, SubscriptionState,
-    Switch,
+    Switch, Timed,
 };
 
 #[async_trait]
@@ -146,6 +146,15 @@ impl AdminStore for PgStore {
         limit: usize,
     ) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
         self.delivery_page(filter, cursor, limit).await
+    }
+
+    async fn list_timed(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Timed>, Option<String>), StoreError> {
+        self.timed_page(filter, cursor, limit).await
     }
 
     async fn requeue(&self, delivery_id: &str, now_ms: u64) -> Result<DeliveryState, RequeueError> {

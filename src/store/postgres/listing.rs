@@ -1,10 +1,11 @@
 //! The admin API's reads of deliveries: one by id, and a filtered page of them.
 
+use serde_json::Value;
 use tokio_postgres::Row;
 
-use super::rows::{delivery_of, finished, DELIVERY_COLUMNS};
+use super::rows::{attempts_of, delivery_of, finished, DELIVERY_COLUMNS};
 use super::{ms, unms, PgStore, DB_NOW};
-use crate::store::{Delivery, DeliveryFilter, DeliveryState, StoreError};
+use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryState, StoreError, Timed};
 
 /// The state a live queue row shows: in flight while its lease runs.
 /// A lease that has run out shows as scheduled (due since the lease's end): the next claim, on
@@ -56,12 +57,45 @@ impl PgStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
+        let (rows, next) = self.page_rows(filter, cursor, limit, false).await?;
+        Ok((rows.iter().map(listed).collect(), next))
+    }
+
+    /// [`PgStore::delivery_page`], each delivery with its attempts' times and results.
+    pub(super) async fn timed_page(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Timed>, Option<String>), StoreError> {
+        let (rows, next) = self.page_rows(filter, cursor, limit, true).await?;
+        let timed = rows
+            .iter()
+            .map(|r| Timed {
+                delivery: listed(r),
+                attempts: attempts_of(&r.get::<_, Value>("history"))
+                    .iter()
+                    .map(Attempt::timing)
+                    .collect(),
+            })
+            .collect();
+        Ok((timed, next))
+    }
+
+    /// The rows of a page and the cursor of the next one; with their `history` if `history`.
+    async fn page_rows(
+        &self,
+        filter: &DeliveryFilter,
+        cursor: Option<&str>,
+        limit: usize,
+        history: bool,
+    ) -> Result<(Vec<Row>, Option<String>), StoreError> {
         let state = filter.state.map(DeliveryState::as_str);
         let take = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let client = self.client().await?;
-        let rows = client
+        let mut rows = client
             .query(
-                &page_sql(filter.state),
+                &page_sql(filter.state, history),
                 &[
                     &cursor,
                     &filter.subscription,
@@ -76,18 +110,20 @@ impl PgStore {
             )
             .await?;
         let more = rows.len() > limit;
-        let page: Vec<Delivery> = rows.iter().take(limit).map(listed).collect();
+        rows.truncate(limit);
         let next = if more {
-            page.last().map(|d| d.id.clone())
+            rows.last().map(|r| r.get::<_, String>(0))
         } else {
             None
         };
-        Ok((page, next))
+        Ok((rows, next))
     }
 }
 
-/// The statement of a page: the live queue's rows, the finished ones', or both, by `state`.
-fn page_sql(state: Option<DeliveryState>) -> String {
+/// The statement of a page: the live queue's rows, the finished ones', or both, by `state`;
+/// with each row's `history` (its attempts) if `history`.
+fn page_sql(state: Option<DeliveryState>, history: bool) -> String {
+    let history = if history { ", history" } else { "" };
     let (live, done) = match state {
         None => (true, true),
         Some(DeliveryState::Scheduled | DeliveryState::InFlight) => (true, false),
@@ -96,14 +132,14 @@ fn page_sql(state: Option<DeliveryState>) -> String {
     let mut parts = Vec::new();
     if live {
         parts.push(format!(
-            "SELECT {DELIVERY_COLUMNS}, {QUEUE_STATE} AS state, CASE WHEN {QUEUE_STATE} = 'in_flight' THEN NULL ELSE due_ms END AS due, NULL::bigint AS finished, owner
+            "SELECT {DELIVERY_COLUMNS}, {QUEUE_STATE} AS state, CASE WHEN {QUEUE_STATE} = 'in_flight' THEN NULL ELSE due_ms END AS due, NULL::bigint AS finished, owner{history}
              FROM hookd_queue WHERE {CONDITIONS} AND ($7::text IS NULL OR {QUEUE_STATE} = $7)
              ORDER BY id DESC LIMIT $8"
         ));
     }
     if done {
         parts.push(format!(
-            "SELECT {DELIVERY_COLUMNS}, CASE WHEN dead THEN 'dead' ELSE 'delivered' END AS state, NULL::bigint AS due, finished_ms AS finished, owner
+            "SELECT {DELIVERY_COLUMNS}, CASE WHEN dead THEN 'dead' ELSE 'delivered' END AS state, NULL::bigint AS due, finished_ms AS finished, owner{history}
              FROM hookd_done WHERE {CONDITIONS} AND ($7::text IS NULL OR (CASE WHEN dead THEN 'dead' ELSE 'delivered' END) = $7)
              ORDER BY id DESC LIMIT $8"
         ));

@@ -5,6 +5,7 @@
 //! visitor sees only the subscriptions of its owner and their deliveries: everything else is
 //! answered as if it did not exist (404).
 
+mod charts;
 pub mod check;
 mod deliveries;
 mod delivery;
@@ -126,6 +127,8 @@ pub struct NoticeQuery {
     /// The key of a flashed notice (`Viewer::redirect_with`).
     notice: Option<String>,
     lang: Option<String>,
+    /// The charts' window: `hour`, `day` or `week`.
+    window: Option<String>,
 }
 
 #[cfg(test)]

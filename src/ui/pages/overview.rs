@@ -9,6 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
+use super::charts::{charts, Charts};
 use super::subscription_rows::{rows, SubRow};
 use super::{scoped, NoticeQuery};
 use crate::state::Shared;
@@ -64,6 +65,7 @@ struct OverviewPage {
     dead: String,
     subs: Vec<SubRow>,
     failing: Vec<SubRow>,
+    charts: Charts,
 }
 
 fn capped(n: usize, capped: bool) -> String {
@@ -123,7 +125,7 @@ pub async fn overview(
     State(shared): State<Arc<Shared>>,
     Query(q): Query<NoticeQuery>,
 ) -> Response {
-    match overview_page(&shared, &viewer, q.notice).await {
+    match overview_page(&shared, &viewer, q.notice, q.window.as_deref()).await {
         Ok(page) => html(StatusCode::OK, &page),
         Err(r) => r,
     }
@@ -134,7 +136,9 @@ async fn overview_page(
     shared: &Shared,
     viewer: &Viewer,
     notice: Option<String>,
+    window: Option<&str>,
 ) -> Result<OverviewPage, Response> {
+    let charts = charts(shared, viewer, None, window, &viewer.base).await?;
     let now = shared.clock.now_ms();
     let day = last_day(shared, viewer, now).await?;
     let dead = dead(shared, viewer).await?;
@@ -147,5 +151,6 @@ async fn overview_page(
         dead,
         failing: subs.iter().filter(|s| s.failures > 0).cloned().collect(),
         subs,
+        charts,
     })
 }

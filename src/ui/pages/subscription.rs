@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
+use super::charts::{charts, Charts};
 use super::deliveries::{delivery_row, DeliveryRow};
 use super::draft::{Draft, COMMON_EVENTS};
 use super::subscription_rows::{breaker_texts, rows, signature_name, SubRow};
@@ -91,6 +92,7 @@ struct SubscriptionPage {
     rotation: Option<rotation::RotationView>,
     /// Where the resend form starts: a day ago.
     resend_since: String,
+    charts: Charts,
 }
 
 impl SubscriptionPage {
@@ -109,17 +111,19 @@ pub async fn subscription(
         return not_found("such subscription");
     };
     let nav = viewer.nav("subscriptions", q.notice);
-    page(&shared, &viewer, nav, &id, q.lang.as_deref(), None).await
+    let (lang, window) = (q.lang.as_deref(), q.window.as_deref());
+    page(&shared, &viewer, nav, &id, lang, window, None).await
 }
 
-/// The page of subscription `id`; its edit form as typed, with its errors, when `typed` (a
-/// 422), else filled in with its settings.
+/// The page of subscription `id`, its charts over `window`; its edit form as typed, with its
+/// errors, when `typed` (a 422), else filled in with its settings.
 async fn page(
     shared: &Shared,
     viewer: &Viewer,
     nav: Nav,
     id: &str,
     lang: Option<&str>,
+    window: Option<&str>,
     typed: Option<Draft>,
 ) -> Response {
     let rows = match rows(shared, viewer).await {
@@ -136,6 +140,15 @@ async fn page(
     let recent = match shared.store.list_deliveries(&filter, None, 10).await {
         Ok((found, _)) => found.iter().map(delivery_row).collect(),
         Err(_) => return store_down(),
+    };
+    let path = format!(
+        "{}/subscriptions/{}",
+        viewer.base,
+        url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+    );
+    let charts = match charts(shared, viewer, Some(id), window, &path).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     let rotation = shared
         .config()
@@ -158,6 +171,7 @@ async fn page(
             common: COMMON_EVENTS,
             recent,
             snippets: &SNIPPETS,
+            charts,
         },
     )
 }
@@ -236,7 +250,7 @@ pub async fn update_subscription(
     }
     draft.breaker_defaults = breaker_texts(&config.delivery.breaker);
     let nav = viewer.nav("subscriptions", None);
-    page(&shared, viewer, nav, &id, None, Some(draft)).await
+    page(&shared, viewer, nav, &id, None, None, Some(draft)).await
 }
 
 /// What a subscription's buttons ask for: the `{action}` of

@@ -60,6 +60,9 @@ enum Command {
         #[command(subcommand)]
         command: cli::subscriptions::SubscriptionsCommand,
     },
+    /// Deliveries, failures and latency over the last hour, day or week (the dashboard's
+    /// charts), in all and by subscription.
+    Stats(cli::stats::StatsArgs),
     /// Owners (the provider's customers): erase one.
     Owners {
         #[command(subcommand)]
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
         Command::Deliveries { command } => cli::deliveries::run(command),
         Command::Subscriptions { command } => cli::subscriptions::run(command),
         Command::Owners { command } => cli::owners::run(command),
+        Command::Stats(args) => cli::stats::run(args),
         Command::Verify(args) => cli::verify::run(args),
         Command::Listen(args) => cli::listen::run(args),
     }

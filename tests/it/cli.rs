@@ -487,6 +487,74 @@ async fn deliveries_retry_one_and_every_dead_one_of_a_subscription_since_a_time(
     assert_eq!(run.code, 2, "--dry-run is for --dead: {run:#?}");
 }
 
+#[tokio::test]
+async fn stats_prints_the_windows_figures_and_json_is_the_apis() {
+    let good = TestReceiver::start().await;
+    let bad = TestReceiver::start().await;
+    bad.set_default(Reply::Status(500));
+    let app = spawn_app(&format!(
+        "{}{}{}",
+        delivery_toml(&["0s"], ""),
+        subscription_toml("good", &good.url(), "sg", &["*"], ""),
+        subscription_toml("bad", &bad.url(), "sb", &["*"], ""),
+    ))
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.extend(post_event(&app, &event(&format!("stats-{i}"), "completed")).await);
+    }
+    for (sub, id) in &ids {
+        let end = if sub == "good" { "delivered" } else { "dead" };
+        wait_state(&app, id, end).await;
+    }
+    let url = base(&app);
+
+    let out = hookd(
+        &["stats", "--window", "hour", "--url", &url, "--json"],
+        None,
+    )
+    .await
+    .json();
+    let (status, api) = app.admin().get("/v1/stats?window=hour").await;
+    assert_eq!(status, 200, "{api}");
+    assert_eq!(out["total"], api["total"], "--json is the API's answer");
+    assert_eq!(out["total"]["deliveries"], 6);
+    assert_eq!(out["total"]["delivered"], 3);
+    assert_eq!(out["total"]["dead"], 3);
+
+    let run = hookd(&["stats", "--window", "hour", "--url", &url], None).await;
+    let text = run.ok();
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(
+            ": 6 deliveries created, 3 delivered, 3 dead, 6 failed attempts; success 50.0%"
+        ),
+        "{text}"
+    );
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("SUBSCRIPTION"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let bad_row = rows.iter().find(|r| r[0] == "bad").expect("a row for bad");
+    assert_eq!(&bad_row[1..6], ["3", "0", "3", "6", "0.0%"], "{text}");
+    let good_row = rows
+        .iter()
+        .find(|r| r[0] == "good")
+        .expect("a row for good");
+    assert_eq!(&good_row[1..6], ["3", "3", "0", "0", "100.0%"], "{text}");
+
+    let run = hookd(
+        &["stats", "--subscription", "good", "--url", &url, "--json"],
+        None,
+    )
+    .await;
+    assert_eq!(run.json()["total"]["deliveries"], 3, "one subscription's");
+    let run = hookd(&["stats", "--window", "month", "--url", &url], None).await;
+    assert_eq!(run.code, 2, "an unknown window is a usage error: {run:#?}");
+}
+
 // ------------------------------------------------------------------ subscriptions
 
 /// The words of the row of subscription `id` in a `subscriptions list` table.

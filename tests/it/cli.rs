@@ -1,5 +1,5 @@
 //! The `hookd` binary's client commands against an in-process hookd: `deliveries
-//! list|show|retry`, `subscriptions list|pause|resume|enable`, `send`, `check-config`, and the
+//! list|show|retry`, `subscriptions list|pause|resume|enable`, `send`, `stats`, `check-config`, and the
 //! exit codes (0 ok, 1 the API answered an error, 2 usage or config, 3 hookd unreachable).
 
 use std::collections::HashSet;

@@ -10,6 +10,7 @@
 //! fjall ([`embedded::Backend`]); the PostgreSQL engine ([`postgres::PgStore`]) in a database
 //! that several nodes share. The conformance suite in `tests/it/conformance.rs` pins the behaviour every engine must have.
 
+pub mod audit;
 pub mod embedded;
 pub mod index;
 pub mod portable;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{AdhocTarget, NewEvent};
+pub use audit::{AuditEntry, AuditFilter};
 pub use vocabulary::{Outcome, Switch};
 
 #[derive(Debug, thiserror::Error)]
@@ -458,6 +460,22 @@ pub trait AdminStore: Send + Sync {
     /// Writes exported records as they are (for `hookd store import`, into a store no node
     /// runs on). Deliveries that were in flight are due again.
     async fn import(&self, records: Vec<Portable>) -> Result<(), StoreError>;
+
+    /// Keeps one audit log entry ([`AuditEntry`]); durable when it returns.
+    async fn record_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+
+    /// Audit entries matching `filter`, newest first, after `cursor` (the last id of the
+    /// previous page). Returns the page and the cursor of the next one, if there may be more.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<String>), StoreError>;
+
+    /// Removes up to `limit` audit entries older than `cutoff_ms` (the retention sweep's
+    /// cutoff). Returns how many.
+    async fn prune_audit(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError>;
 
     /// Figures only some engines have, for the metrics.
     async fn engine_stats(&self) -> EngineStats {

@@ -24,6 +24,13 @@ use hookd::store::{
 };
 use serde_json::{json, Value};
 
+mod audit;
+use audit::{
+    audit_entries_are_kept_and_list_newest_first_in_pages,
+    audit_listing_filters_by_subscription_owner_actor_and_time,
+    pruning_the_audit_log_removes_only_entries_before_the_cutoff,
+};
+
 /// Opens (or creates) one engine's store at a directory.
 type Open = fn(&Path) -> Arc<dyn Store>;
 
@@ -193,6 +200,9 @@ macro_rules! conformance_tests {
             deliveries_carry_their_events_owner_and_list_by_it,
             an_export_carries_owners_into_the_imported_store,
             a_finished_delivery_that_does_not_say_when_imports_finished,
+            audit_entries_are_kept_and_list_newest_first_in_pages,
+            audit_listing_filters_by_subscription_owner_actor_and_time,
+            pruning_the_audit_log_removes_only_entries_before_the_cutoff,
         ]);
     };
     (@engine $engine:ident, $open:expr, $hands_on:expr, $server:expr, [$($test:ident),+ $(,)?]) => {

@@ -18,8 +18,9 @@ use super::{
 };
 use crate::store::{
     delivery_id_string, event_id_string, parse_delivery_id, parse_event_id, AdminStore, Attempt,
-    Delivery, DeliveryFilter, DeliveryState, Erased, EventMeta, PendingStats, Portable,
-    RequeueError, StoreError, StoredSubscription, SubscriptionState, Switch,
+    AuditEntry, AuditFilter, Delivery, DeliveryFilter, DeliveryState, Erased, EventMeta,
+    PendingStats, Portable, RequeueError, StoreError, StoredSubscription, SubscriptionState,
+    Switch,
 };
 
 #[async_trait]
@@ -133,6 +134,23 @@ impl AdminStore for EmbeddedStore {
             Ok::<_, StoreError>(((), None::<Done>))
         })
         .await
+    }
+
+    async fn record_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.audit_record(entry).await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<String>), StoreError> {
+        self.audit_page(filter, cursor, limit).await
+    }
+
+    async fn prune_audit(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.audit_prune(cutoff_ms, limit).await
     }
 
     async fn session_revoked(&self, nonce: &str) -> Result<bool, StoreError> {

@@ -23,6 +23,8 @@ use crate::support::process::{launch, ChildGuard};
 use crate::support::receiver::TestReceiver;
 use crate::support::{wait_until, LOOPBACK_TARGETS};
 
+mod audit;
+
 const ADMIN: &str = "ui-admin-token-31f7c0";
 const INGEST: &str = "ui-ingest-token-9c2e55";
 const DEADLINE: Duration = Duration::from_secs(15);

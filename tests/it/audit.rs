@@ -431,3 +431,72 @@ async fn hookd_audit_prints_the_log_as_a_table_and_as_json() {
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(refused.stderr.contains("since"), "{refused:?}");
 }
+
+/// The store cannot keep an entry (PostgreSQL's table is gone for a moment): the change stands,
+/// and its answer says that it is not in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_entry_cannot_be_kept_stands_and_its_answer_says_so() {
+    use crate::support::pg;
+    if pg::unavailable() {
+        return;
+    }
+    let db = pg::create("audit-fail").await;
+    let receiver = TestReceiver::start().await;
+    let subscription = subscription_toml("cfg", &receiver.url(), "cfg-secret", &["*"], "");
+    let url = db.url();
+    let app = spawn_app_full(|store| {
+        format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n{TOKENS}\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n\
+             [storage]\nengine = \"postgres\"\nurl = {url:?}\npath = {store}\n\n{subscription}"
+        )
+    })
+    .await;
+    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    client
+        .batch_execute("ALTER TABLE hookd_audit RENAME TO hookd_audit_away")
+        .await
+        .expect("take the audit table away");
+    let ops = as_token(&app, "ops-tok");
+    let answer = ops
+        .send(Method::POST, "/v1/subscriptions/cfg/pause", None)
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(
+        answer.header("hookd-audit").as_deref(),
+        Some("not-recorded")
+    );
+    let body = answer.json();
+    assert_eq!(body["paused"], true, "{body}");
+    assert!(
+        body["audit"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("not recorded"),
+        "{body}"
+    );
+    assert_eq!(
+        ops.get_ok("/v1/subscriptions/cfg").await["paused"],
+        true,
+        "the change stands"
+    );
+    client
+        .batch_execute("ALTER TABLE hookd_audit_away RENAME TO hookd_audit")
+        .await
+        .expect("put the audit table back");
+    let recorded = expect(
+        &ops,
+        Method::POST,
+        "/v1/subscriptions/cfg/resume",
+        None,
+        200,
+    )
+    .await;
+    assert!(recorded.get("audit").is_none(), "{recorded}");
+    assert_eq!(
+        summary(&entries(&ops, "", 100).await),
+        vec![triple("ops", "resumed", "cfg")]
+    );
+}

@@ -21,6 +21,7 @@ use super::admin::{parse_time, DEFAULT_PAGE, MAX_PAGE};
 use super::error;
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
+pub use crate::store::audit::Action;
 use crate::store::audit::{new_audit_id, parse_audit_id};
 use crate::store::{AuditEntry, AuditFilter};
 
@@ -61,64 +62,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
             .get::<Actor>()
             .cloned()
             .unwrap_or_else(|| Actor("anonymous".to_string())))
-    }
-}
-
-/// What was done: the `action` of an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Created,
-    Updated,
-    Deleted,
-    Paused,
-    Resumed,
-    Enabled,
-    Rotated,
-    RotationFinished,
-    TestSent,
-    Retried,
-    Resent,
-    PortalLinkCreated,
-    OwnerErased,
-}
-
-impl Action {
-    pub const ALL: [Action; 13] = [
-        Action::Created,
-        Action::Updated,
-        Action::Deleted,
-        Action::Paused,
-        Action::Resumed,
-        Action::Enabled,
-        Action::Rotated,
-        Action::RotationFinished,
-        Action::TestSent,
-        Action::Retried,
-        Action::Resent,
-        Action::PortalLinkCreated,
-        Action::OwnerErased,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Created => "created",
-            Action::Updated => "updated",
-            Action::Deleted => "deleted",
-            Action::Paused => "paused",
-            Action::Resumed => "resumed",
-            Action::Enabled => "enabled",
-            Action::Rotated => "secret_rotated",
-            Action::RotationFinished => "rotation_finished",
-            Action::TestSent => "test_sent",
-            Action::Retried => "retried",
-            Action::Resent => "resent",
-            Action::PortalLinkCreated => "portal_link_created",
-            Action::OwnerErased => "owner_erased",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.as_str() == text)
     }
 }
 
@@ -350,16 +293,6 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn actions_have_one_name_each_and_parse_back() {
-        for a in Action::ALL {
-            assert_eq!(Action::parse(a.as_str()), Some(a));
-        }
-        let names: std::collections::HashSet<_> = Action::ALL.iter().map(|a| a.as_str()).collect();
-        assert_eq!(names.len(), Action::ALL.len());
-        assert_eq!(Action::parse("exploded"), None);
-    }
 
     #[test]
     fn actors_are_named_as_the_log_shows_them() {

@@ -13,7 +13,7 @@ pub struct AuditEntry {
     pub at_ms: u64,
     /// Who: an API token's name, `dashboard` (or `dashboard:<token name>`), `portal:<owner>`.
     pub actor: String,
-    /// What was done, a word of `api::audit`'s list (`created`, `paused`, ...).
+    /// What was done: an [`Action`]'s name (`created`, `paused`, ...).
     pub action: String,
     /// The kind of object: `subscription`, `delivery`, `owner`, `portal_link`.
     pub kind: String,
@@ -57,6 +57,68 @@ impl AuditFilter {
     }
 }
 
+/// What was done: the `action` of an entry, by its wire name ([`Action::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Updated,
+    Deleted,
+    Paused,
+    Resumed,
+    Enabled,
+    /// By hookd: the circuit breaker disabled the subscription.
+    Disabled,
+    Rotated,
+    RotationFinished,
+    TestSent,
+    Retried,
+    Resent,
+    PortalLinkCreated,
+    OwnerErased,
+}
+
+impl Action {
+    pub const ALL: [Action; 14] = [
+        Action::Created,
+        Action::Updated,
+        Action::Deleted,
+        Action::Paused,
+        Action::Resumed,
+        Action::Enabled,
+        Action::Disabled,
+        Action::Rotated,
+        Action::RotationFinished,
+        Action::TestSent,
+        Action::Retried,
+        Action::Resent,
+        Action::PortalLinkCreated,
+        Action::OwnerErased,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Updated => "updated",
+            Action::Deleted => "deleted",
+            Action::Paused => "paused",
+            Action::Resumed => "resumed",
+            Action::Enabled => "enabled",
+            Action::Disabled => "disabled",
+            Action::Rotated => "secret_rotated",
+            Action::RotationFinished => "rotation_finished",
+            Action::TestSent => "test_sent",
+            Action::Retried => "retried",
+            Action::Resent => "resent",
+            Action::PortalLinkCreated => "portal_link_created",
+            Action::OwnerErased => "owner_erased",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
 /// A new entry id for `now_ms`: ids of one millisecond still increase (the delivery ids'
 /// sequence).
 pub fn new_audit_id(now_ms: u64) -> String {
@@ -84,6 +146,16 @@ mod tests {
             owner: owner.map(Into::into),
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn actions_have_one_name_each_and_parse_back() {
+        for a in Action::ALL {
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+        }
+        let names: std::collections::HashSet<_> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(names.len(), Action::ALL.len());
+        assert_eq!(Action::parse("exploded"), None);
     }
 
     #[test]

@@ -104,6 +104,7 @@ fn customer_words(e: &AuditEntry) -> String {
         Some(Action::Paused) => "Deliveries paused",
         Some(Action::Resumed) => "Deliveries resumed",
         Some(Action::Enabled) => "Turned back on",
+        Some(Action::Disabled) => "Turned off after failing deliveries",
         Some(Action::Rotated) => "New signing secret made",
         Some(Action::RotationFinished) => "Old signing secret retired",
         Some(Action::TestSent) => "Test event sent",

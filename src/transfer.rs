@@ -35,7 +35,7 @@ impl Summary {
                 _ => self.pending += 1,
             },
             Portable::Subscription(_) => self.subscriptions += 1,
-            Portable::Key { .. } | Portable::State { .. } => self.other += 1,
+            Portable::Key { .. } | Portable::State { .. } | Portable::Audit(_) => self.other += 1,
         }
     }
 }

@@ -449,7 +449,8 @@ pub trait AdminStore: Send + Sync {
     fn skipped_records(&self) -> u64;
 
     /// One page of everything the store holds, in a form any engine can import: on the first
-    /// page (`after` = `None`) the keys, stored subscriptions and subscription states, then
+    /// page (`after` = `None`) the keys, stored subscriptions, subscription states and the
+    /// audit log, then
     /// events, each followed by its deliveries. Returns the cursor of the next page.
     async fn export(
         &self,
@@ -573,6 +574,9 @@ pub enum Portable {
         #[serde(flatten)]
         state: SubscriptionState,
     },
+    /// An audit log entry ([`AdminStore::record_audit`]); absent in exports of stores older
+    /// than the audit log.
+    Audit(AuditEntry),
     Event {
         id: String,
         request_id: String,

@@ -94,10 +94,12 @@ impl AdminStore for EmbeddedStore {
     }
 
     async fn import(&self, records: Vec<Portable>) -> Result<(), StoreError> {
-        let batch = self.import_batch(records)?;
+        let (batch, audit) = self.import_batch(records)?;
+        let (tree, audit) = (self.audit.clone(), Self::audit_batch(audit)?);
         // The index learns of imported deliveries when the store is next opened.
         self.write(move |w: &Writer| {
             w.kv.apply_batch(batch)?;
+            tree.apply_batch(audit)?;
             Ok::<_, StoreError>(((), None::<Done>))
         })
         .await

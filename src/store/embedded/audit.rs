@@ -5,7 +5,7 @@ use super::kv::Batch;
 use super::writer::{Done, Writer};
 use super::{EmbeddedStore, LIST_SCAN_LIMIT};
 use crate::store::audit::{parse_audit_id, AuditEntry, AuditFilter};
-use crate::store::{delivery_id_at, StoreError};
+use crate::store::{delivery_id_at, Portable, StoreError};
 
 type Id = u128;
 
@@ -14,6 +14,31 @@ fn audit_key(id: Id) -> [u8; 16] {
 }
 
 impl EmbeddedStore {
+    /// Every audit entry, oldest first, for an export.
+    pub(super) fn export_audit(&self, out: &mut Vec<Portable>) -> Result<(), StoreError> {
+        for entry in self.audit.scan_prefix(b"") {
+            let (k, v) = entry?;
+            match serde_json::from_slice::<AuditEntry>(&v) {
+                Ok(e) => out.push(Portable::Audit(e)),
+                Err(e) => self.skipped.skip(&k, e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The writes of imported audit entries (their ids checked by the import's decoding).
+    pub(super) fn audit_batch(entries: Vec<AuditEntry>) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
+        for e in entries {
+            let id = parse_audit_id(&e.id)
+                .ok_or_else(|| StoreError::Backend(format!("import: bad audit id {:?}", e.id)))?;
+            let value = serde_json::to_vec(&e)
+                .map_err(|err| StoreError::Backend(format!("audit entry: {err}")))?;
+            batch.insert(audit_key(id.0), value);
+        }
+        Ok(batch)
+    }
+
     pub(super) async fn audit_record(&self, entry: AuditEntry) -> Result<(), StoreError> {
         let id = parse_audit_id(&entry.id).ok_or_else(|| {
             StoreError::Backend(format!("audit id {:?} is not aud_<ULID>", entry.id))

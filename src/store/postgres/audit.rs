@@ -1,12 +1,56 @@
 //! The audit log on PostgreSQL: `hookd_audit` (schema_v9.sql), one row per entry, read newest
 //! first by its time-ordered id.
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::{ms, unms, PgStore};
-use crate::store::{AuditEntry, AuditFilter, StoreError};
+use crate::store::{AuditEntry, AuditFilter, Portable, StoreError};
 
 const COLUMNS: &str = "id, at_ms, actor, action, kind, object, subscription, owner, detail";
+
+/// Every entry, oldest first, for an export.
+pub(super) async fn export_entries(
+    client: &deadpool_postgres::Object,
+) -> Result<Vec<Portable>, StoreError> {
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM hookd_audit ORDER BY id"),
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| Portable::Audit(entry_of(r))).collect())
+}
+
+/// Writes one entry (an import); one already there is kept.
+pub(super) async fn import_entry(
+    client: &impl GenericClient,
+    e: &AuditEntry,
+) -> Result<(), StoreError> {
+    insert(client, e, "ON CONFLICT (id) DO NOTHING").await
+}
+
+async fn insert(client: &impl GenericClient, e: &AuditEntry, tail: &str) -> Result<(), StoreError> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO hookd_audit ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) {tail}"
+            ),
+            &[
+                &e.id,
+                &ms(e.at_ms),
+                &e.actor,
+                &e.action,
+                &e.kind,
+                &e.object,
+                &e.subscription,
+                &e.owner,
+                &e.detail,
+            ],
+        )
+        .await?;
+    Ok(())
+}
 
 fn entry_of(r: &Row) -> AuditEntry {
     AuditEntry {
@@ -25,25 +69,7 @@ fn entry_of(r: &Row) -> AuditEntry {
 impl PgStore {
     pub(super) async fn audit_record(&self, e: AuditEntry) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO hookd_audit ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                ),
-                &[
-                    &e.id,
-                    &ms(e.at_ms),
-                    &e.actor,
-                    &e.action,
-                    &e.kind,
-                    &e.object,
-                    &e.subscription,
-                    &e.owner,
-                    &e.detail,
-                ],
-            )
-            .await?;
-        Ok(())
+        insert(&client, &e, "").await
     }
 
     pub(super) async fn audit_page(

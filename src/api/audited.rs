@@ -235,21 +235,31 @@ pub async fn portal_link(
     .await
 }
 
-/// `DELETE /v1/owners/{owner}`: the entry keeps the owner's id, and the counts removed.
+/// `DELETE /v1/owners/{owner}`: the owner's entries go with the rest of its data, and the
+/// erasure's own entry has the counts removed, not the owner's id (as hookd's log line).
 pub async fn erase_owner(
     State(shared): State<Arc<Shared>>,
     Path(owner): Path<String>,
     actor: Actor,
 ) -> Response {
     let r = owners::erase(State(shared.clone()), Path(owner.clone())).await;
+    if r.status().is_success() {
+        if let Err(e) = shared.store.erase_audit_owner(&owner).await {
+            tracing::error!(error = %e, "erasure: cannot remove the owner's audit log entries");
+            return super::error(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the owner's data was erased, but not its audit log entries: retry (erasing is safe to repeat)",
+            );
+        }
+    }
     audit::after(&shared, &actor, r, |v| {
         let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
         Some(Change {
             action: Action::OwnerErased,
             kind: "owner",
-            object: owner.clone(),
+            object: String::new(),
             subscription: None,
-            owner: Some(owner),
+            owner: None,
             detail: format!(
                 "{} subscriptions, {} events, {} deliveries removed",
                 n("subscriptions"),

@@ -474,6 +474,10 @@ pub trait AdminStore: Send + Sync {
         limit: usize,
     ) -> Result<(Vec<AuditEntry>, Option<String>), StoreError>;
 
+    /// Removes every audit entry about `owner` (its `owner`, or the actor `portal:<owner>`),
+    /// for its erasure; durable when it returns. Returns how many.
+    async fn erase_audit_owner(&self, owner: &str) -> Result<u64, StoreError>;
+
     /// Removes up to `limit` audit entries older than `cutoff_ms` (the retention sweep's
     /// cutoff). Returns how many.
     async fn prune_audit(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError>;

@@ -213,7 +213,7 @@ async fn every_admin_api_change_is_in_the_audit_log_with_its_tokens_name() {
     assert_eq!(
         summary(&log),
         vec![
-            triple("ci", "owner_erased", "globex"),
+            triple("ci", "owner_erased", ""),
             triple("ops", "deleted", "acme-sub"),
             triple("token-3", "portal_link_created", "acme"),
             triple("ci", "retried", "cfg"),
@@ -358,6 +358,23 @@ async fn the_audit_listing_filters_pages_and_refuses_bad_filters() {
     assert_eq!(
         entries(&ops, "until=2000-01-01T00:00:00Z", 10).await.len(),
         0
+    );
+
+    // Erasing globex takes its entries with it; the erasure's own names no owner.
+    expect(&ops, Method::DELETE, "/v1/owners/globex", None, 200).await;
+    let left = entries(&ops, "", 100).await;
+    assert_eq!(
+        objects(left.clone()),
+        ["ops owner_erased ", "ci paused a-sub", "ops created a-sub"]
+    );
+    assert!(
+        !serde_json::to_string(&left).unwrap().contains("globex"),
+        "{left:?}"
+    );
+    assert_eq!(left[0]["owner"], Value::Null);
+    assert_eq!(
+        left[0]["detail"],
+        "1 subscriptions, 0 events, 0 deliveries removed"
     );
 
     for (query, names) in [

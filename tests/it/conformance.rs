@@ -29,6 +29,7 @@ use audit::{
     an_export_carries_the_audit_log_into_the_imported_store,
     audit_entries_are_kept_and_list_newest_first_in_pages,
     audit_listing_filters_by_subscription_owner_actor_and_time,
+    erasing_an_owner_from_the_audit_log_removes_exactly_its_entries,
     pruning_the_audit_log_removes_only_entries_before_the_cutoff,
 };
 
@@ -205,6 +206,7 @@ macro_rules! conformance_tests {
             audit_listing_filters_by_subscription_owner_actor_and_time,
             pruning_the_audit_log_removes_only_entries_before_the_cutoff,
             an_export_carries_the_audit_log_into_the_imported_store,
+            erasing_an_owner_from_the_audit_log_removes_exactly_its_entries,
         ]);
     };
     (@engine $engine:ident, $open:expr, $hands_on:expr, $server:expr, [$($test:ident),+ $(,)?]) => {

@@ -102,6 +102,29 @@ impl EmbeddedStore {
         .await
     }
 
+    pub(super) async fn audit_erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let audit = self.audit.clone();
+        let (owner, actor) = (owner.to_string(), format!("portal:{owner}"));
+        self.write(move |_: &Writer| {
+            let mut batch = Batch::default();
+            let mut n = 0;
+            for entry in audit.scan_prefix(b"") {
+                let (k, v) = entry?;
+                // An entry that cannot be read may name the owner: it goes too.
+                let about = serde_json::from_slice::<AuditEntry>(&v).map_or(true, |e| {
+                    e.owner.as_deref() == Some(&owner) || e.actor == actor
+                });
+                if about {
+                    batch.remove(k.to_vec());
+                    n += 1;
+                }
+            }
+            audit.apply_batch(batch)?;
+            Ok::<_, StoreError>((n, None::<Done>))
+        })
+        .await
+    }
+
     pub(super) async fn audit_prune(
         &self,
         cutoff_ms: u64,

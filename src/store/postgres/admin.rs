@@ -141,6 +141,10 @@ impl AdminStore for PgStore {
         self.audit_page(filter, cursor, limit).await
     }
 
+    async fn erase_audit_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.audit_erase_owner(owner).await
+    }
+
     async fn prune_audit(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
         self.audit_prune(cutoff_ms, limit).await
     }

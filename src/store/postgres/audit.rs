@@ -113,6 +113,16 @@ impl PgStore {
         Ok((page, next))
     }
 
+    pub(super) async fn audit_erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "DELETE FROM hookd_audit WHERE owner = $1 OR actor = $2",
+                &[&owner, &format!("portal:{owner}")],
+            )
+            .await?)
+    }
+
     pub(super) async fn audit_prune(
         &self,
         cutoff_ms: u64,

@@ -217,3 +217,32 @@ pub(super) async fn an_export_carries_the_audit_log_into_the_imported_store(h: &
     assert_eq!(list_all(t, &filter, 10).await.len(), 2);
     other.close().await;
 }
+
+pub(super) async fn erasing_an_owner_from_the_audit_log_removes_exactly_its_entries(
+    h: &mut Harness,
+) {
+    let s = h.store();
+    let entries = [
+        entry(1_000, "ci", Some("a"), Some("acme")),
+        entry(2_000, "portal:acme", None, None),
+        entry(3_000, "ci", Some("g"), Some("globex")),
+        entry(4_000, "portal:acme-2", Some("b"), Some("acme-2")),
+        entry(5_000, "hookd", None, None),
+    ];
+    for e in &entries {
+        s.record_audit(e.clone()).await.unwrap();
+    }
+    assert_eq!(s.erase_audit_owner("acme").await.unwrap(), 2);
+    assert_eq!(
+        s.erase_audit_owner("acme").await.unwrap(),
+        0,
+        "nothing left of it"
+    );
+    h.reopen().await;
+    let left: Vec<u64> = list_all(h.store(), &AuditFilter::default(), 10)
+        .await
+        .into_iter()
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(left, vec![5_000, 4_000, 3_000]);
+}

@@ -1,8 +1,9 @@
 //! `hookd store export` and `hookd store import`: a store's whole content as JSON lines, to
 //! move it between engines (sled ↔ PostgreSQL) or machines. The first line is a header
 //! (`{"hookd_export": 1, ...}`); every other line is one [`Portable`] record: signing keys,
-//! subscriptions created through the API, subscription states, the audit log, then each event followed by
-//! its deliveries (with their attempts). Deliveries in flight are exported as due.
+//! subscriptions created through the API, subscription states, the audit log, then each
+//! event followed by its deliveries (with their attempts). Deliveries in flight are exported
+//! as due.
 
 use std::io::{BufRead, Write};
 

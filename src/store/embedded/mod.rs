@@ -47,7 +47,7 @@
 //! # Files
 //!
 //! This file has the layout's constants and [`EmbeddedStore`]; `layout.rs` builds and reads keys;
-//! `kv.rs` is the key-value store (sled or fjall); `memory.rs` holds what lives beside it (the index, health, skipped records); `open.rs`
+//! `kv.rs` is the key-value store (sled or fjall); `audit.rs` the audit log's tree; `memory.rs` holds what lives beside it (the index, health, skipped records); `open.rs`
 //! opens a store; `writer.rs` is the writer thread, and the writes it runs are in `ingest.rs`,
 //! `outcome.rs`, `requeue.rs`, `erase.rs` and `sweep.rs`; `read.rs` has the reads; `queue.rs`
 //! and `admin.rs` implement the two traits; `transfer.rs` is export and import; `codec.rs` the

@@ -23,9 +23,13 @@ use crate::ui::{html, store_down, Nav, Scope, Viewer};
 const PAGE: usize = 50;
 
 /// What a notice adds when a change was made but its audit entry was not kept.
+const NOT_KEPT: &str =
+    " (It is not in the audit log: the store could not keep the entry; see hookd's log.)";
+
+/// [`NOT_KEPT`] if an API answer's body says its audit entry was not kept, else nothing.
 pub fn note(body: &Value) -> &'static str {
     if body.get("audit").is_some() {
-        " (It is not in the audit log: the store could not keep the entry; see hookd's log.)"
+        NOT_KEPT
     } else {
         ""
     }
@@ -56,7 +60,7 @@ pub async fn resent(
     };
     match audit::record(shared, &viewer.actor, change).await {
         Ok(()) => "",
-        Err(_) => note(&serde_json::json!({ "audit": "" })),
+        Err(_) => NOT_KEPT,
     }
 }
 

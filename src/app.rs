@@ -370,4 +370,27 @@ async fn sweep_finished(shared: &Shared) {
             "retention sweep removed finished deliveries and events"
         );
     }
+    prune_audit(shared, cutoff).await;
+}
+
+/// The audit log is kept as long as finished deliveries: entries older than the same cutoff go.
+async fn prune_audit(shared: &Shared, cutoff: u64) {
+    let mut total = 0;
+    loop {
+        match shared.store.prune_audit(cutoff, 1000).await {
+            Ok(n) => {
+                total += n;
+                if n < 1000 {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention sweep of the audit log failed");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(entries = total, "retention sweep removed audit log entries");
+    }
 }

@@ -68,6 +68,9 @@ enum Command {
         #[command(subcommand)]
         command: cli::owners::OwnersCommand,
     },
+    /// Who changed what, and when: the audit log, newest first (filters: --subscription,
+    /// --owner, --actor, --since, --until).
+    Audit(cli::audit::AuditArgs),
     /// Check a webhook's signature offline and say why it does not verify (exit 0: it
     /// verifies; 1: it does not; 2: bad usage).
     Verify(cli::verify::VerifyArgs),
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
         Command::Subscriptions { command } => cli::subscriptions::run(command),
         Command::Owners { command } => cli::owners::run(command),
         Command::Stats(args) => cli::stats::run(args),
+        Command::Audit(args) => cli::audit::run(args),
         Command::Verify(args) => cli::verify::run(args),
         Command::Listen(args) => cli::listen::run(args),
     }

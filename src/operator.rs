@@ -17,7 +17,29 @@ use crate::config::{ADHOC_SUBSCRIPTION, OPERATOR_SUBSCRIPTION};
 use crate::event::{rfc3339_millis, NewEvent};
 use crate::settings::Control;
 use crate::state::Shared;
-use crate::store::Target;
+use crate::store::audit::{new_audit_id, Action};
+use crate::store::{AuditEntry, Target};
+
+/// The audit log's entry of a subscription its breaker disabled: by `hookd`, with why.
+async fn record_disabled(shared: &Shared, subscription: &str, reason: &str, now: u64) {
+    let entry = AuditEntry {
+        id: new_audit_id(now),
+        at_ms: now,
+        actor: "hookd".to_string(),
+        action: Action::Disabled.as_str().to_string(),
+        kind: "subscription".to_string(),
+        object: subscription.to_string(),
+        subscription: Some(subscription.to_string()),
+        owner: shared
+            .config()
+            .subscription(subscription)
+            .and_then(|s| s.owner.clone()),
+        detail: reason.to_string(),
+    };
+    if let Err(e) = shared.store.record_audit(entry).await {
+        tracing::error!(subscription, error = %e, "cannot record in the audit log that the subscription is disabled");
+    }
+}
 
 /// Serves the scheduler's requests until `stop`, then those already sent.
 pub async fn serve(
@@ -56,6 +78,7 @@ async fn handle(shared: &Shared, request: Control) {
                 // fold at the latest, or the next failure disables it again.
                 tracing::error!(subscription = subscription.as_str(), error = %e, "cannot store that the subscription is disabled");
             }
+            record_disabled(shared, &subscription, &reason, now).await;
             emit(
                 shared,
                 "subscription.disabled",

@@ -48,6 +48,9 @@ struct SessionClaims {
 pub struct Session {
     pub nonce: String,
     pub expires_ms: u64,
+    /// The name of the token it was opened with (`None` when the API has no tokens): the
+    /// audit log's `dashboard:<name>`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,21 +148,23 @@ impl Sessions {
         if now_ms >= claims.e {
             return None;
         }
-        let bound = if tokens.is_empty() {
-            claims.t.is_empty()
+        let (bound, token) = if tokens.is_empty() {
+            (claims.t.is_empty(), None)
         } else {
             // Every token is compared, so the time taken does not tell which one matched.
             tokens
                 .iter()
                 .filter(|t| t.allows(TokenScope::Admin))
-                .map(|t| token_fingerprint(key, t.secret.expose()))
-                .fold(false, |found, f| {
-                    found | crate::signing::constant_time_eq(f.as_bytes(), claims.t.as_bytes())
+                .map(|t| (t, token_fingerprint(key, t.secret.expose())))
+                .fold((false, None), |(found, name), (t, f)| {
+                    let this = crate::signing::constant_time_eq(f.as_bytes(), claims.t.as_bytes());
+                    (found | this, if this { Some(t.name.clone()) } else { name })
                 })
         };
         bound.then_some(Session {
             nonce: claims.n,
             expires_ms: claims.e,
+            token,
         })
     }
 
@@ -251,6 +256,7 @@ mod tests {
         ApiToken {
             secret: crate::config::Secret::new(token.to_string()),
             scopes: vec![TokenScope::Admin],
+            name: token.to_string(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! `hookd store export` and `hookd store import`: a store's whole content as JSON lines, to
 //! move it between engines (sled ↔ PostgreSQL) or machines. The first line is a header
 //! (`{"hookd_export": 1, ...}`); every other line is one [`Portable`] record: signing keys,
-//! subscriptions created through the API, subscription states, then each event followed by
-//! its deliveries (with their attempts). Deliveries in flight are exported as due.
+//! subscriptions created through the API, subscription states, the audit log, then each
+//! event followed by its deliveries (with their attempts). Deliveries in flight are exported
+//! as due.
 
 use std::io::{BufRead, Write};
 
@@ -35,7 +36,7 @@ impl Summary {
                 _ => self.pending += 1,
             },
             Portable::Subscription(_) => self.subscriptions += 1,
-            Portable::Key { .. } | Portable::State { .. } => self.other += 1,
+            Portable::Key { .. } | Portable::State { .. } | Portable::Audit(_) => self.other += 1,
         }
     }
 }

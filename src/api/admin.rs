@@ -19,8 +19,8 @@ use crate::state::Shared;
 use crate::store::scan;
 use crate::store::{Delivery, DeliveryFilter, DeliveryState, RequeueError, StoreError, Switch};
 
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 1000;
+pub(crate) const DEFAULT_PAGE: usize = 50;
+pub(crate) const MAX_PAGE: usize = 1000;
 
 /// A short, stable fingerprint of a secret: enough to tell two secrets apart, useless to an
 /// attacker.
@@ -42,7 +42,7 @@ fn store_failed(e: &StoreError) -> Response {
 }
 
 /// Parses an RFC 3339 query or body field; the error is the response to send.
-fn parse_time(field: &str, text: &str) -> Result<u64, Box<Response>> {
+pub(crate) fn parse_time(field: &str, text: &str) -> Result<u64, Box<Response>> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|_| {
             Box::new(error(

@@ -2,12 +2,14 @@
 //! `/readyz`). Handlers never wait on a delivery: ingest answers once the event is durable.
 
 pub(crate) mod admin;
+pub mod audit;
+pub mod audited;
 mod ingest;
 mod keepalive;
 mod listen;
 pub(crate) mod origin;
-mod owners;
-mod portal;
+pub(crate) mod owners;
+pub(crate) mod portal;
 pub mod serve;
 pub(crate) mod stats;
 pub(crate) mod subscriptions;
@@ -108,37 +110,38 @@ pub fn router(shared: Arc<Shared>, bound: std::net::SocketAddr, dashboard: Dashb
     Router::new()
         .route("/v1/events", post(ingest::ingest))
         .route("/v1/deliveries", get(admin::list_deliveries))
-        .route("/v1/deliveries/retry", post(admin::retry_dead))
+        .route("/v1/deliveries/retry", post(audited::retry_dead))
         .route("/v1/deliveries/{id}", get(admin::show_delivery))
-        .route("/v1/deliveries/{id}/retry", post(admin::retry_delivery))
+        .route("/v1/deliveries/{id}/retry", post(audited::retry_delivery))
         .route(
             "/v1/subscriptions",
-            get(admin::list_subscriptions).post(subscriptions::create),
+            get(admin::list_subscriptions).post(audited::create),
         )
         .route(
             "/v1/subscriptions/{id}",
             get(subscriptions::show)
-                .patch(subscriptions::update)
-                .delete(subscriptions::delete),
+                .patch(audited::update)
+                .delete(audited::delete),
         )
         .route(
             "/v1/subscriptions/{id}/rotate-secret",
-            post(subscriptions::rotate_secret),
+            post(audited::rotate_secret),
         )
         .route(
             "/v1/subscriptions/{id}/finish-rotation",
-            post(subscriptions::finish_rotation),
+            post(audited::finish_rotation),
         )
+        .route("/v1/subscriptions/{id}/test", post(audited::send_test))
+        .route("/v1/portal-links", post(audited::portal_link))
         .route(
-            "/v1/subscriptions/{id}/test",
-            post(subscriptions::send_test),
+            "/v1/owners/{owner}",
+            axum::routing::delete(audited::erase_owner),
         )
         .route("/v1/stats", get(stats::stats))
-        .route("/v1/portal-links", post(portal::create))
-        .route("/v1/owners/{owner}", axum::routing::delete(owners::erase))
-        .route("/v1/subscriptions/{id}/pause", post(admin::pause))
-        .route("/v1/subscriptions/{id}/resume", post(admin::resume))
-        .route("/v1/subscriptions/{id}/enable", post(admin::enable))
+        .route("/v1/subscriptions/{id}/pause", post(audited::pause))
+        .route("/v1/subscriptions/{id}/resume", post(audited::resume))
+        .route("/v1/subscriptions/{id}/enable", post(audited::enable))
+        .route("/v1/audit", get(audit::list))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see docs/api.md") })
         // axum answers a known route with another method by 405 and an empty body: the same
         // JSON error shape as every other answer (axum still sets `Allow`).
@@ -215,7 +218,11 @@ async fn require_token(
         .iter()
         .filter(|token| constant_time_eq(token.secret.expose().as_bytes(), presented.as_bytes()))
         .collect();
-    if matched.iter().any(|t| t.allows(needed)) {
+    if let Some(token) = matched.iter().find(|t| t.allows(needed)) {
+        let mut request = request;
+        request
+            .extensions_mut()
+            .insert(audit::Actor::token(&token.name));
         return next.run(request).await;
     }
     if !matched.is_empty() {

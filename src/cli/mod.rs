@@ -2,7 +2,7 @@
 //! aligned tables for people and JSON for scripts.
 //!
 //! Each command group has its file, with its clap arguments, its requests and its output:
-//! [`send`], [`deliveries`], [`subscriptions`], [`owners`], [`stats`]. This file has what they share: the
+//! [`send`], [`deliveries`], [`subscriptions`], [`owners`], [`stats`], [`audit`]. This file has what they share: the
 //! flags that say how to reach hookd ([`ClientArgs`]), the errors and their exit codes, and
 //! [`admin`] / [`with_client`], which run one command and print its result; `http.rs` sends
 //! the requests, `output.rs` draws the tables.
@@ -18,6 +18,7 @@ use clap::Args;
 
 use crate::config::{Config, Scope};
 
+pub mod audit;
 pub mod deliveries;
 mod http;
 pub mod listen;

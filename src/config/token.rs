@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::secret::{Secret, SecretSource};
 
-/// An API token as written: a secret, or `{ secret = <secret>, scopes = [...] }`.
+/// An API token as written: a secret, or `{ secret = <secret>, scopes = [...], name = ".." }`.
 #[derive(Debug, Clone)]
 pub(super) enum RawToken {
     Any(SecretSource),
@@ -40,6 +40,10 @@ impl<'de> Deserialize<'de> for RawToken {
 pub(super) struct ScopedToken {
     pub(super) secret: SecretSource,
     pub(super) scopes: Vec<Scope>,
+    /// What the audit log calls the token's actions; `token-<n>` (its place in the list, from
+    /// 1) when absent.
+    #[serde(default)]
+    pub(super) name: Option<String>,
 }
 
 /// What an API token may do.
@@ -57,6 +61,8 @@ pub enum Scope {
 pub struct ApiToken {
     pub secret: Secret,
     pub scopes: Vec<Scope>,
+    /// Its `name`, or `token-<n>`: the actor the audit log names for what it does.
+    pub name: String,
 }
 
 impl ApiToken {

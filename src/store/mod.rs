@@ -10,6 +10,7 @@
 //! fjall ([`embedded::Backend`]); the PostgreSQL engine ([`postgres::PgStore`]) in a database
 //! that several nodes share. The conformance suite in `tests/it/conformance.rs` pins the behaviour every engine must have.
 
+pub mod audit;
 pub mod embedded;
 pub mod index;
 pub mod portable;
@@ -25,6 +26,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{AdhocTarget, NewEvent};
+pub use audit::{AuditEntry, AuditFilter};
 use crate::stats::{Summary, Timing, Window};
 pub use vocabulary::{Outcome, Switch};
 
@@ -494,7 +496,8 @@ pub trait AdminStore: Send + Sync {
     fn skipped_records(&self) -> u64;
 
     /// One page of everything the store holds, in a form any engine can import: on the first
-    /// page (`after` = `None`) the keys, stored subscriptions and subscription states, then
+    /// page (`after` = `None`) the keys, stored subscriptions, subscription states and the
+    /// audit log, then
     /// events, each followed by its deliveries. Returns the cursor of the next page.
     async fn export(
         &self,
@@ -505,6 +508,26 @@ pub trait AdminStore: Send + Sync {
     /// Writes exported records as they are (for `hookd store import`, into a store no node
     /// runs on). Deliveries that were in flight are due again.
     async fn import(&self, records: Vec<Portable>) -> Result<(), StoreError>;
+
+    /// Keeps one audit log entry ([`AuditEntry`]); durable when it returns.
+    async fn record_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+
+    /// Audit entries matching `filter`, newest first, after `cursor` (the last id of the
+    /// previous page). Returns the page and the cursor of the next one, if there may be more.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<String>), StoreError>;
+
+    /// Removes every audit entry about `owner` (its `owner`, or the actor `portal:<owner>`),
+    /// for its erasure; durable when it returns. Returns how many.
+    async fn erase_audit_owner(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Removes up to `limit` audit entries older than `cutoff_ms` (the retention sweep's
+    /// cutoff). Returns how many.
+    async fn prune_audit(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError>;
 
     /// Figures only some engines have, for the metrics.
     async fn engine_stats(&self) -> EngineStats {
@@ -602,6 +625,9 @@ pub enum Portable {
         #[serde(flatten)]
         state: SubscriptionState,
     },
+    /// An audit log entry ([`AdminStore::record_audit`]); absent in exports of stores older
+    /// than the audit log.
+    Audit(AuditEntry),
     Event {
         id: String,
         request_id: String,

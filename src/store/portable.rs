@@ -27,6 +27,8 @@ pub enum Imported {
     },
     Event(ImportedEvent),
     Delivery(ImportedDelivery),
+    /// An audit log entry, its id checked.
+    Audit(super::AuditEntry),
 }
 
 /// A [`Portable::Event`], decoded.
@@ -91,6 +93,10 @@ pub fn decode(record: Portable) -> Result<Imported, StoreError> {
             name,
         },
         Portable::Subscription(sub) => Imported::Subscription(sub),
+        Portable::Audit(entry) => {
+            super::audit::parse_audit_id(&entry.id).ok_or_else(|| bad("audit id", &entry.id))?;
+            Imported::Audit(entry)
+        }
         Portable::State {
             subscription,
             state,

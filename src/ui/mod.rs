@@ -72,6 +72,8 @@ pub struct Viewer {
     pub now_ms: u64,
     /// `[ui] title`: the provider's name, as a portal shows it.
     pub title: String,
+    /// Who the audit log says acted: `dashboard[:<token name>]` or `portal:<owner>`.
+    pub actor: crate::api::audit::Actor,
 }
 
 impl Viewer {
@@ -209,6 +211,7 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
         if let Some(token) = portal_token(parts.uri.path()) {
             return match Sessions::portal(key, token, now) {
                 Ok(owner) => Ok(Viewer {
+                    actor: crate::api::audit::Actor::portal(&owner),
                     scope: Scope::Owner(owner),
                     base: format!("{PORTAL}{token}"),
                     csrf: csrf_token(key, token),
@@ -244,6 +247,7 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
         };
         match session {
             Some(session) => Ok(Viewer {
+                actor: crate::api::audit::Actor::dashboard(session.token.as_deref()),
                 scope: Scope::Admin,
                 base: "/ui".to_string(),
                 csrf: csrf_token(key, &session.nonce),
@@ -382,6 +386,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         router = router
             .route(&at(""), get(pages::overview))
             .route(&at("/deliveries"), get(pages::deliveries))
+            .route(&at("/audit"), get(pages::audit_page))
             .route(&at("/deliveries/retry"), post(pages::retry_matching))
             .route(&at("/deliveries/{id}"), get(pages::delivery))
             .route(&at("/deliveries/{id}/retry"), post(pages::retry_one))

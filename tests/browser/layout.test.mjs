@@ -18,6 +18,7 @@ import {
   screenshot,
   seriousA11yViolations,
   stackProcesses,
+  table,
   startStack,
   stopStack,
   waitFor,
@@ -108,8 +109,9 @@ describe('layout at 1280 and 390 px', () => {
           '/ui/subscriptions/a-subscription-with-a-long-identifier-2026',
           '/ui/subscriptions/a-subscription-with-a-long-identifier-2026/rotate-secret',
           '/ui/subscriptions/refused/resend?since=2000-01-01T00:00',
+          '/ui/audit',
         ];
-        const portalPages = ['', '/subscriptions', '/subscriptions/new', '/subscriptions/refused', '/subscriptions/refused/resend?since=2000-01-01T00:00'].map((p) => ids.portal + p);
+        const portalPages = ['', '/subscriptions', '/subscriptions/new', '/subscriptions/refused', '/subscriptions/refused/resend?since=2000-01-01T00:00', '/audit'].map((p) => ids.portal + p);
         const problems = [];
         for (const url of [...pages.map((p) => hookd.base + p), ...portalPages]) {
           await page.goto(url);
@@ -192,6 +194,43 @@ describe('layout at 1280 and 390 px', () => {
       }
     });
   }
+
+  step('the Audit page lists who changed what: a table at 1280 px, cards at 390 px, the portal in its words; axe clean', async () => {
+    const long = 'a-subscription-with-a-long-identifier-2026';
+    for (const { name, viewport } of WIDTHS) {
+      const { context, page } = await adminContext(browser, hookd.base, { viewport, bypassCSP: true });
+      try {
+        await page.goto(`${hookd.base}/ui/audit`);
+        assert.equal(await page.locator('nav a[aria-current="page"]').innerText(), 'Audit');
+        const rows = await table(page, ['When', 'Who', 'What', 'Object', 'Owner', 'Detail']);
+        const created = rows.find((r) => r.What === 'created' && r.Object.includes(long));
+        assert.ok(created, `${name}: the creation of ${long} is listed: ${JSON.stringify(rows.map((r) => [r.What, r.Object]))}`);
+        assert.equal(created.Owner, 'acme');
+        assert.ok(rows.some((r) => r.What === 'portal link created'), `${name}: the portal link is listed`);
+        const cells = await created._row.evaluate((tr) => [...tr.querySelectorAll('td')].map((td) => td.getBoundingClientRect().width));
+        const rowWidth = await created._row.evaluate((tr) => tr.getBoundingClientRect().width);
+        if (viewport.width < 600) {
+          assert.ok(Math.min(...cells) > 0.8 * rowWidth, `${name}: each field has the card's width: ${cells} of ${rowWidth}`);
+        } else {
+          assert.ok(Math.max(...cells) < 0.6 * rowWidth, `${name}: a row of columns: ${cells} of ${rowWidth}`);
+        }
+        assert.deepEqual(await overflows(page), [], `${name}: /ui/audit fits`);
+        assert.deepEqual(await seriousA11yViolations(page), [], `${name}: /ui/audit axe`);
+
+        await page.goto(`${ids.portal}/audit`);
+        const mine = await table(page, ['When', 'Who', 'What', 'Subscription']);
+        const own = mine.find((r) => r.Subscription === long && r.What === 'Subscription created');
+        assert.ok(own, `${name}: the portal lists its subscription's creation: ${JSON.stringify(mine.map((r) => [r.What, r.Subscription]))}`);
+        assert.ok(own.Who && own.Who !== 'You' && !/token/.test(own.Who), `${name}: the operator's change is the provider's, by name: ${own.Who}`);
+        assert.ok(!mine.some((r) => r.Subscription === 'hanging'), `${name}: the portal lists no subscription of the operator's`);
+        assert.doesNotMatch(await page.locator('main').innerText(), /token-|dashboard|portal link created/);
+        assert.deepEqual(await overflows(page), [], `${name}: the portal's audit page fits`);
+        assert.deepEqual(await seriousA11yViolations(page), [], `${name}: the portal's audit page axe`);
+      } finally {
+        await context.close();
+      }
+    }
+  });
 
   step('a failed connection shows no empty box; an attempt being sent offers no "Retry now"; the icon is served', async () => {
     const { context, page } = await adminContext(browser, hookd.base);

@@ -298,6 +298,14 @@ async fn a_subscription_failing_too_long_is_disabled_keeps_its_deliveries_and_is
     assert_eq!(shown["disabled_reason"], reason);
     assert!(shown["disabled_at"].is_string(), "{shown}");
     assert_eq!(shown["paused"], false, "disabled is not paused");
+    // The audit log says hookd did it, and why.
+    let log = app.admin().get_ok("/v1/audit?subscription=down").await;
+    let entry = &log["entries"][0];
+    assert_eq!(
+        (&entry["actor"], &entry["action"], &entry["detail"]),
+        (&json!("hookd"), &json!("disabled"), &json!(reason)),
+        "{log}"
+    );
     assert_eq!(
         flaky.count(),
         3,

@@ -25,6 +25,15 @@ use hookd::store::{
 };
 use serde_json::{json, Value};
 
+mod audit;
+use audit::{
+    an_export_carries_the_audit_log_into_the_imported_store,
+    audit_entries_are_kept_and_list_newest_first_in_pages,
+    audit_listing_filters_by_subscription_owner_actor_and_time,
+    erasing_an_owner_from_the_audit_log_removes_exactly_its_entries,
+    pruning_the_audit_log_removes_only_entries_before_the_cutoff,
+};
+
 /// Opens (or creates) one engine's store at a directory.
 type Open = fn(&Path) -> Arc<dyn Store>;
 
@@ -196,6 +205,11 @@ macro_rules! conformance_tests {
             a_finished_delivery_that_does_not_say_when_imports_finished,
             a_timed_listing_carries_each_deliverys_attempt_times,
             a_summary_counts_the_window_and_says_when_it_stopped_at_its_cap,
+            audit_entries_are_kept_and_list_newest_first_in_pages,
+            audit_listing_filters_by_subscription_owner_actor_and_time,
+            pruning_the_audit_log_removes_only_entries_before_the_cutoff,
+            an_export_carries_the_audit_log_into_the_imported_store,
+            erasing_an_owner_from_the_audit_log_removes_exactly_its_entries,
         ]);
     };
     (@engine $engine:ident, $open:expr, $hands_on:expr, $server:expr, [$($test:ident),+ $(,)?]) => {

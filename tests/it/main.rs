@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod audit;
 mod breaker;
 mod cli;
 mod clock_jumps;

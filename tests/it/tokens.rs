@@ -313,6 +313,33 @@ fn config_errors(text: &str) -> Vec<Diagnostic> {
 }
 
 #[test]
+fn token_names_default_to_their_place_and_must_be_plain_and_distinct() {
+    let config = Config::from_toml(
+        "[api]\ntokens = [\"a-tok\", { secret = \"b-tok\", scopes = [\"admin\"], name = \"ops.team_1\" }, { secret = \"c-tok\", scopes = [\"ingest\"] }]\n",
+        "tokens.toml",
+    )
+    .expect("valid");
+    let names: Vec<&str> = config.api.tokens.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["token-1", "ops.team_1", "token-3"]);
+    for (tokens, says) in [
+        (
+            "[{ secret = \"a-tok\", scopes = [\"admin\"], name = \"ops\" }, { secret = \"b-tok\", scopes = [\"admin\"], name = \"ops\" }]",
+            "two tokens",
+        ),
+        // A default name is taken too.
+        ("[\"a-tok\", { secret = \"b-tok\", scopes = [\"admin\"], name = \"token-1\" }]", "two tokens"),
+        ("[{ secret = \"a-tok\", scopes = [\"admin\"], name = \"the ops team\" }]", "letters, digits"),
+        ("[{ secret = \"a-tok\", scopes = [\"admin\"], name = \"\" }]", "letters, digits"),
+    ] {
+        let d = config_errors(&format!("[api]\ntokens = {tokens}\n"));
+        assert_eq!(d.len(), 1, "{tokens}: {d:?}");
+        assert_eq!(d[0].key, "api.tokens", "{d:?}");
+        assert!(d[0].message.contains("name") && d[0].message.contains(says), "{}", d[0].message);
+        assert!(!d[0].to_string().contains("-tok"), "no secret in {}", d[0]);
+    }
+}
+
+#[test]
 fn token_config_rules() {
     // The scopes as configured.
     let config = Config::from_toml(&format!("[api]\n{TOKENS}\n"), "tokens.toml").expect("valid");

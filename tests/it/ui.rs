@@ -23,6 +23,8 @@ use crate::support::process::{launch, ChildGuard};
 use crate::support::receiver::TestReceiver;
 use crate::support::{wait_until, LOOPBACK_TARGETS};
 
+mod audit;
+
 const ADMIN: &str = "ui-admin-token-31f7c0";
 const INGEST: &str = "ui-ingest-token-9c2e55";
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -2523,6 +2525,29 @@ async fn resending_failed_deliveries_counts_them_first_and_requeues_each_once() 
         )
         .await;
     }
+    // The audit log has the resend, by the portal, with its count.
+    let (status, log) = hookd
+        .api(
+            Method::GET,
+            "/v1/audit?actor=portal:cust-r",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let resend = &log["entries"][0];
+    assert_eq!(
+        (&resend["action"], &resend["object"], &resend["owner"]),
+        (&json!("resent"), &json!("recover"), &json!("cust-r")),
+        "{log}"
+    );
+    assert!(
+        resend["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3 of 3 failed deliveries"),
+        "{log}"
+    );
     // Another owner's portal finds nothing of it to resend.
     let other = hookd.portal_link("cust-other", "1h").await;
     let foreign = hookd

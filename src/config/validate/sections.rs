@@ -129,12 +129,34 @@ impl Validator<'_> {
 
     /// `api.tokens`: each a secret, with at least one scope (a bare secret has both).
     fn tokens(&mut self, raw: &[Spanned<RawToken>]) -> Vec<ApiToken> {
+        let mut names = std::collections::HashSet::new();
         raw.iter()
-            .map(|t| {
-                let (source, scopes) = match t.get_ref() {
-                    RawToken::Any(source) => (source.clone(), vec![Scope::Ingest, Scope::Admin]),
-                    RawToken::Scoped(scoped) => (scoped.secret.clone(), scoped.scopes.clone()),
+            .enumerate()
+            .map(|(i, t)| {
+                let (source, scopes, name) = match t.get_ref() {
+                    RawToken::Any(source) => {
+                        (source.clone(), vec![Scope::Ingest, Scope::Admin], None)
+                    }
+                    RawToken::Scoped(scoped) => (
+                        scoped.secret.clone(),
+                        scoped.scopes.clone(),
+                        scoped.name.clone(),
+                    ),
                 };
+                let name = name.unwrap_or_else(|| format!("token-{}", i + 1));
+                if !valid_token_name(&name) {
+                    self.error(
+                        t.span(),
+                        "api.tokens",
+                        format!("name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+                    );
+                } else if !names.insert(name.clone()) {
+                    self.error(
+                        t.span(),
+                        "api.tokens",
+                        format!("name {name:?} is given to two tokens: each needs its own"),
+                    );
+                }
                 if scopes.is_empty() {
                     self.error(
                         t.span(),
@@ -143,7 +165,11 @@ impl Validator<'_> {
                     );
                 }
                 let secret = self.secret(&Spanned::new(t.span(), source), "api.tokens");
-                ApiToken { secret, scopes }
+                ApiToken {
+                    secret,
+                    scopes,
+                    name,
+                }
             })
             .collect()
     }
@@ -471,4 +497,12 @@ fn storage_config(raw: RawStorage, d: RawStorage, engine: Engine) -> StorageConf
         max_pending: pick!(raw, d, max_pending),
         min_free_bytes: pick!(raw, d, min_free_bytes),
     }
+}
+
+/// A token's name: what the audit log shows, so short and plain.
+fn valid_token_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }

@@ -18,8 +18,9 @@ use super::{
 };
 use crate::store::{
     delivery_id_string, event_id_string, parse_delivery_id, parse_event_id, AdminStore, Attempt,
-    Delivery, DeliveryFilter, DeliveryState, Erased, EventMeta, PendingStats, Portable,
-    RequeueError, StoreError, StoredSubscription, SubscriptionState, Switch, Timed,
+    AuditEntry, AuditFilter, Delivery, DeliveryFilter, DeliveryState, Erased, EventMeta,
+    PendingStats, Portable, RequeueError, StoreError, StoredSubscription, SubscriptionState,
+    Switch, Timed,
 };
 
 #[async_trait]
@@ -93,10 +94,12 @@ impl AdminStore for EmbeddedStore {
     }
 
     async fn import(&self, records: Vec<Portable>) -> Result<(), StoreError> {
-        let batch = self.import_batch(records)?;
+        let (batch, audit) = self.import_batch(records)?;
+        let (tree, audit) = (self.audit.clone(), Self::audit_batch(audit)?);
         // The index learns of imported deliveries when the store is next opened.
         self.write(move |w: &Writer| {
             w.kv.apply_batch(batch)?;
+            tree.apply_batch(audit)?;
             Ok::<_, StoreError>(((), None::<Done>))
         })
         .await
@@ -133,6 +136,27 @@ impl AdminStore for EmbeddedStore {
             Ok::<_, StoreError>(((), None::<Done>))
         })
         .await
+    }
+
+    async fn record_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.audit_record(entry).await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<String>), StoreError> {
+        self.audit_page(filter, cursor, limit).await
+    }
+
+    async fn erase_audit_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.audit_erase_owner(owner).await
+    }
+
+    async fn prune_audit(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.audit_prune(cutoff_ms, limit).await
     }
 
     async fn session_revoked(&self, nonce: &str) -> Result<bool, StoreError> {

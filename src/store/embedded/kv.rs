@@ -179,6 +179,25 @@ impl Kv {
         }
     }
 
+    /// Another tree (sled) or keyspace (fjall) named `name` in the same database, made if
+    /// absent: its own key space, flushed with the rest.
+    pub(super) fn sibling(&self, name: &str) -> Result<Kv, StoreError> {
+        match self {
+            Kv::Sled { db, .. } => Ok(Kv::Sled {
+                db: db.clone(),
+                tree: db.open_tree(name)?,
+            }),
+            Kv::Fjall { db, .. } => Ok(Kv::Fjall {
+                db: db.clone(),
+                keyspace: db
+                    .keyspace(name, || {
+                        fjall::KeyspaceCreateOptions::default().max_memtable_size(FJALL_MEMTABLE)
+                    })
+                    .map_err(fjall_error)?,
+            }),
+        }
+    }
+
     pub(super) fn backend(&self) -> Backend {
         match self {
             Kv::Sled { .. } => Backend::Sled,

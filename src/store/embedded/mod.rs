@@ -17,6 +17,10 @@
 //! | `K{name}` | a signing key of the dashboard |
 //! | `R{nonce}` | a signed-out dashboard session: its expiry, Unix ms, 8 bytes big-endian |
 //!
+//! The audit log has a tree (keyspace) of its own, [`AUDIT_TREE`]: its key is the entry id's
+//! ULID (16 bytes, so in time order), its value the [`AuditEntry`](crate::store::AuditEntry)
+//! as JSON (`audit.rs`).
+//!
 //! An event delivered on its first attempt to one subscription costs four writes: `E` and `P`
 //! at ingest, then `P` removed and `D` written with the attempt inside. A retry rewrites `P`.
 //! Leases live in memory: a crash makes every unfinished delivery due again (at-least-once).
@@ -43,13 +47,14 @@
 //! # Files
 //!
 //! This file has the layout's constants and [`EmbeddedStore`]; `layout.rs` builds and reads keys;
-//! `kv.rs` is the key-value store (sled or fjall); `memory.rs` holds what lives beside it (the index, health, skipped records); `open.rs`
+//! `kv.rs` is the key-value store (sled or fjall); `audit.rs` the audit log's tree; `memory.rs` holds what lives beside it (the index, health, skipped records); `open.rs`
 //! opens a store; `writer.rs` is the writer thread, and the writes it runs are in `ingest.rs`,
 //! `outcome.rs`, `requeue.rs`, `erase.rs` and `sweep.rs`; `read.rs` has the reads; `queue.rs`
 //! and `admin.rs` implement the two traits; `transfer.rs` is export and import; `codec.rs` the
 //! binary records; `migrate.rs` converts a store of the first layout.
 
 mod admin;
+mod audit;
 pub mod codec;
 mod erase;
 mod ingest;
@@ -79,6 +84,8 @@ use memory::{Health, Queue, Skipped};
 use writer::Job;
 
 const TREE: &str = "hookd.v2";
+/// The audit log's tree (sled) or keyspace (fjall).
+const AUDIT_TREE: &str = "hookd.audit";
 const EVENT: u8 = b'E';
 const PENDING: u8 = b'P';
 const DONE: u8 = b'D';
@@ -118,6 +125,8 @@ const MAX_READS: u32 = 1 << 20;
 pub struct EmbeddedStore {
     /// Read access for anyone; writes go through `writer`.
     kv: Kv,
+    /// The audit log's tree ([`AUDIT_TREE`]); written by the writer too.
+    audit: Kv,
     /// The writer thread's queue. It ends when the last handle is dropped, or on `close`.
     writer: mpsc::Sender<Job>,
     /// The writer thread, joined by `close` so that the database is released when it returns.

@@ -10,7 +10,7 @@ use super::kv::{sled_parts, Backend, Kv};
 use super::layout::{corrupt, id_of};
 use super::memory::{Health, Queue, Skipped};
 use super::writer::Writer;
-use super::{migrate, EmbeddedStore, MAX_READS, PENDING, SUBSCRIPTION};
+use super::{migrate, EmbeddedStore, AUDIT_TREE, MAX_READS, PENDING, SUBSCRIPTION};
 use crate::store::index::Index;
 use crate::store::{Limits, StoreError};
 
@@ -31,6 +31,7 @@ impl EmbeddedStore {
             let _serial = kv.exclusive();
             migrate::from_v1(db, tree)?;
         }
+        let audit = kv.sibling(AUDIT_TREE)?;
         let skipped = Arc::new(Skipped::default());
         let queue = Arc::new(Mutex::new(Queue {
             index: load_index(&kv, &skipped)?,
@@ -47,6 +48,7 @@ impl EmbeddedStore {
         let (tx, handle) = writer.start()?;
         Ok(EmbeddedStore {
             kv,
+            audit,
             writer: tx,
             writer_thread: Arc::new(Mutex::new(Some(handle))),
             queue,

@@ -11,7 +11,9 @@ use super::read::to_delivery;
 use super::{lock, EmbeddedStore, DONE, EVENT, KEY, PENDING, SUBSCRIPTION, USER_SUBSCRIPTION};
 use crate::store::index::Id;
 use crate::store::portable::{self, Imported, ImportedDelivery, ImportedEvent, Progress};
-use crate::store::{delivery_id_string, event_id_string, DeliveryState, Portable, StoreError};
+use crate::store::{
+    delivery_id_string, event_id_string, AuditEntry, DeliveryState, Portable, StoreError,
+};
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -64,7 +66,7 @@ impl EmbeddedStore {
         Ok((out, None))
     }
 
-    /// The signing keys, stored subscriptions and subscription states.
+    /// The signing keys, stored subscriptions, subscription states and the audit log.
     fn export_settings(&self, out: &mut Vec<Portable>) -> Result<(), StoreError> {
         for entry in self.kv.scan_prefix([KEY]) {
             let (k, v) = entry?;
@@ -90,7 +92,7 @@ impl EmbeddedStore {
                 Err(e) => self.skipped.skip(&k, e),
             }
         }
-        Ok(())
+        self.export_audit(out)
     }
 
     /// An event's deliveries, with their attempts.
@@ -120,8 +122,12 @@ impl EmbeddedStore {
 
     /// [`AdminStore::import`](crate::store::AdminStore::import)'s writes, as one batch for the
     /// writer to apply; the subscription states also go to the health in memory.
-    pub(super) fn import_batch(&self, records: Vec<Portable>) -> Result<Batch, StoreError> {
+    pub(super) fn import_batch(
+        &self,
+        records: Vec<Portable>,
+    ) -> Result<(Batch, Vec<AuditEntry>), StoreError> {
         let mut batch = Batch::default();
+        let mut audit = Vec::new();
         // sled names an event by its (request_id, status): an imported event gets the id that
         // names, and its deliveries follow it (an export lists them right after it).
         let mut events: HashMap<String, u128> = HashMap::new();
@@ -146,9 +152,10 @@ impl EmbeddedStore {
                     events.insert(exported, id);
                 }
                 Imported::Delivery(d) => import_delivery(&mut batch, &events, d)?,
+                Imported::Audit(entry) => audit.push(entry),
             }
         }
-        Ok(batch)
+        Ok((batch, audit))
     }
 }
 

@@ -11,9 +11,9 @@ use serde_json::Value;
 use super::rows::attempts_of;
 use super::{lock, ms, unms, PgStore, DB_NOW};
 use crate::store::{
-    AdminStore, Attempt, Delivery, DeliveryFilter, DeliveryState, EngineStats, Erased, EventMeta,
-    PendingStats, Portable, RequeueError, StoreError, StoredSubscription, SubscriptionState,
-    Switch, Timed,
+    AdminStore, Attempt, AuditEntry, AuditFilter, Delivery, DeliveryFilter, DeliveryState,
+    EngineStats, Erased, EventMeta, PendingStats, Portable, RequeueError, StoreError,
+    StoredSubscription, SubscriptionState, Switch, Timed,
 };
 
 #[async_trait]
@@ -126,6 +126,27 @@ impl AdminStore for PgStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn record_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.audit_record(entry).await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<String>), StoreError> {
+        self.audit_page(filter, cursor, limit).await
+    }
+
+    async fn erase_audit_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.audit_erase_owner(owner).await
+    }
+
+    async fn prune_audit(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.audit_prune(cutoff_ms, limit).await
     }
 
     async fn session_revoked(&self, nonce: &str) -> Result<bool, StoreError> {

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("schema_v6.sql")),
     (7, include_str!("schema_v7.sql")),
     (8, include_str!("schema_v8.sql")),
+    (9, include_str!("schema_v9.sql")),
 ];
 /// The advisory lock migrations hold: nodes starting together apply them once.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6400_0001;

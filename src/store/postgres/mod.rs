@@ -42,9 +42,11 @@
 //!   work.
 //! - `rows`: rows into the store's types; `listing`, `portable`, `erase`: the admin API's
 //!   reads, export and import, and erasure.
+//! - `audit`: the audit log (`hookd_audit`, schema_v9.sql).
 //! - `queue` and `admin`: the `QueueStore` and `AdminStore` impls, one block each.
 
 mod admin;
+mod audit;
 mod backlog;
 mod claim;
 mod erase;

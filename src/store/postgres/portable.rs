@@ -53,7 +53,7 @@ impl PgStore {
         Ok((out, next))
     }
 
-    /// What is not an event: the signing keys, the subscriptions, their states.
+    /// What is not an event: the signing keys, the subscriptions, their states, the audit log.
     async fn export_settings(
         &self,
         client: &deadpool_postgres::Object,
@@ -87,6 +87,7 @@ impl PgStore {
                     state,
                 }),
         );
+        out.extend(super::audit::export_entries(client).await?);
         Ok(out)
     }
 
@@ -124,6 +125,7 @@ impl PgStore {
             }
             Imported::Event(event) => import_event(tx, &event).await?,
             Imported::Delivery(delivery) => return import_delivery(tx, &delivery).await,
+            Imported::Audit(entry) => super::audit::import_entry(tx, &entry).await?,
         }
         Ok(0)
     }

@@ -46,7 +46,7 @@ pub struct DeliveriesQuery {
     notice: Option<String>,
 }
 
-fn nonempty(v: &Option<String>) -> Option<&str> {
+pub(super) fn nonempty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
@@ -491,9 +491,19 @@ pub async fn retry_matching(State(shared): State<Arc<Shared>>, action: Action) -
     };
     shared.wake.notify_one();
     tracing::info!(requeued, "dead deliveries requeued from the dashboard");
-    action
-        .viewer
-        .redirect_with(&back, &format!("{requeued} dead deliveries requeued."))
+    let subscription = filter.subscription.as_deref();
+    let note = super::audit::resent(
+        &shared,
+        &action.viewer,
+        subscription,
+        requeued,
+        "dead deliveries requeued from the deliveries page",
+    )
+    .await;
+    action.viewer.redirect_with(
+        &back,
+        &format!("{requeued} dead deliveries requeued.{note}"),
+    )
 }
 
 /// Requeues the deliveries `filter` matches, up to [`RETRY_CAP`] and within a bounded number

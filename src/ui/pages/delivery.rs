@@ -291,9 +291,15 @@ pub async fn retry_one(
     if let Err(page) = visible_delivery(&shared, &action.viewer, &id).await {
         return page;
     }
-    let (status, body) =
-        answer(crate::api::admin::retry_delivery(State(shared.clone()), Path(id.clone())).await)
-            .await;
+    let (status, body) = answer(
+        crate::api::audited::retry_delivery(
+            State(shared.clone()),
+            Path(id.clone()),
+            action.viewer.actor.clone(),
+        )
+        .await,
+    )
+    .await;
     let notice = if status.is_success() {
         "Requeued: the next attempt is due now.".to_string()
     } else {

@@ -5,6 +5,7 @@
 //! visitor sees only the subscriptions of its owner and their deliveries: everything else is
 //! answered as if it did not exist (404).
 
+mod audit;
 mod charts;
 pub mod check;
 mod deliveries;
@@ -30,6 +31,7 @@ use crate::event::rfc3339_millis;
 use crate::state::Shared;
 use crate::store::DeliveryFilter;
 
+pub use audit::audit_page;
 pub use deliveries::{deliveries, retry_matching};
 pub use delivery::{delivery, retry_one};
 pub use overview::overview;

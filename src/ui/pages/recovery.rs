@@ -115,8 +115,10 @@ pub async fn resend(shared: &Shared, viewer: &Viewer, id: &str, since: &str) -> 
         requeued,
         "failed deliveries resent from the dashboard"
     );
+    let what = format!("of {} failed deliveries since {since}", found.total());
+    let note = super::audit::resent(shared, viewer, Some(id), requeued, &what).await;
     format!(
-        "{requeued} of {} failed deliveries resent: each has an attempt due now.",
+        "{requeued} of {} failed deliveries resent: each has an attempt due now.{note}",
         found.total()
     )
 }

@@ -230,7 +230,8 @@ pub async fn update_subscription(
     );
     let (status, answer) = if draft.errors.is_empty() {
         let (s, p) = (State(shared.clone()), Path(id.clone()));
-        answer(crate::api::subscriptions::update(s, p, JsonBody(body)).await).await
+        let actor = viewer.actor.clone();
+        answer(crate::api::audited::update(s, p, actor, JsonBody(body)).await).await
     } else {
         // The form's own errors, and the API's for the rest, without changing anything.
         match crate::api::subscriptions::check_update(&shared, &id, &body) {
@@ -316,18 +317,19 @@ pub async fn subscription_action(
     let page = format!("{}/subscriptions/{id}", action.viewer.base);
     let viewer = &action.viewer;
     let (s, p) = (State(shared), Path(id.clone()));
+    let actor = viewer.actor.clone();
     let (response, done) = match what {
         SubscriptionAction::Test => {
-            let response = crate::api::subscriptions::send_test(s, p).await;
+            let response = crate::api::audited::send_test(s, p, actor).await;
             return tested(response, viewer, &page).await;
         }
         SubscriptionAction::Pause => (
-            crate::api::admin::pause(s, p).await,
+            crate::api::audited::pause(s, p, actor).await,
             "Paused: its deliveries wait until it is resumed.",
         ),
-        SubscriptionAction::Resume => (crate::api::admin::resume(s, p).await, "Resumed."),
+        SubscriptionAction::Resume => (crate::api::audited::resume(s, p, actor).await, "Resumed."),
         SubscriptionAction::Enable => (
-            crate::api::admin::enable(s, p).await,
+            crate::api::audited::enable(s, p, actor).await,
             "Enabled: its waiting deliveries go out again.",
         ),
         SubscriptionAction::RotateSecret if action.fields.get("confirm").is_none() => {
@@ -335,11 +337,11 @@ pub async fn subscription_action(
         }
         SubscriptionAction::RotateSecret => {
             let body = JsonBody(Bytes::new());
-            let response = crate::api::subscriptions::rotate_secret(s.clone(), p, body).await;
+            let response = crate::api::audited::rotate_secret(s.clone(), p, actor, body).await;
             return rotated(response, &s.0, viewer, &page, id).await;
         }
         SubscriptionAction::FinishRotation => (
-            crate::api::subscriptions::finish_rotation(s, p).await,
+            crate::api::audited::finish_rotation(s, p, actor).await,
             "Switched: deliveries are signed with the new secret only.",
         ),
         SubscriptionAction::Resend => {
@@ -360,7 +362,7 @@ pub async fn subscription_action(
             );
         }
         SubscriptionAction::Delete => {
-            let response = crate::api::subscriptions::delete(s, p).await;
+            let response = crate::api::audited::delete(s, p, actor).await;
             return deleted(response, viewer, &page, &id).await;
         }
     };
@@ -385,7 +387,7 @@ async fn tested(response: Response, viewer: &Viewer, page: &str) -> Response {
 async fn switched(response: Response, viewer: &Viewer, page: &str, done: &str) -> Response {
     let (status, body) = answer(response).await;
     let notice = if status.is_success() {
-        done.to_string()
+        format!("{done}{}", super::audit::note(&body))
     } else {
         error_text(&body)
     };

@@ -91,7 +91,8 @@ pub async fn create_subscription(State(shared): State<Arc<Shared>>, action: Acti
         draft.errors.push((String::new(), refusal));
         (StatusCode::UNPROCESSABLE_ENTITY, Value::Null)
     } else if draft.errors.is_empty() {
-        answer(crate::api::subscriptions::create(State(shared.clone()), body).await).await
+        let actor = action.viewer.actor.clone();
+        answer(crate::api::audited::create(State(shared.clone()), actor, body).await).await
     } else {
         // The form's own errors, and the API's for the rest, without creating anything.
         match crate::api::subscriptions::check_new(&shared, &body.0) {

@@ -200,14 +200,26 @@ pub async fn retry_dead(
     let (subscription, since) = (text(&asked, "subscription"), text(&asked, "since"));
     let r = admin::retry_dead(State(shared.clone()), JsonBody(body)).await;
     audit::after(&shared, &actor, r, |v| {
+        // A dry run changes nothing: nothing to record.
+        if v.get("dry_run") == Some(&Value::Bool(true)) {
+            return None;
+        }
         let n = v.get("requeued").and_then(Value::as_u64).unwrap_or(0);
+        let detail = match v.get("retrying").and_then(Value::as_u64) {
+            Some(retrying) => format!(
+                "{n} failed deliveries since {} ({} dead, {retrying} still retrying)",
+                since.unwrap_or_default(),
+                n.saturating_sub(retrying)
+            ),
+            None => format!("{n} dead deliveries since {}", since.unwrap_or_default()),
+        };
         Some(Change {
             action: Action::Retried,
             kind: "deliveries",
             object: subscription.clone().unwrap_or_default(),
             owner: subscription.as_deref().and_then(|s| owner_of(&shared, s)),
             subscription,
-            detail: format!("{n} dead deliveries since {}", since.unwrap_or_default()),
+            detail,
         })
     })
     .await

@@ -26,8 +26,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{AdhocTarget, NewEvent};
-pub use audit::{AuditEntry, AuditFilter};
 use crate::stats::{Summary, Timing, Window};
+pub use audit::{AuditEntry, AuditFilter};
 pub use vocabulary::{Outcome, Switch};
 
 #[derive(Debug, thiserror::Error)]

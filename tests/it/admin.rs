@@ -821,6 +821,11 @@ async fn bulk_retry_counts_first_and_can_bring_forward_those_still_retrying() {
         "a dry run requeues nothing"
     );
     assert_eq!(show(&app, &ids["r"]).await["attempts"], 1);
+    let audit = app.admin().get_ok("/v1/audit").await;
+    assert!(
+        !audit.to_string().contains("deliveries since"),
+        "a dry run is not in the audit log: {audit}"
+    );
 
     // Without include_retrying only the dead one goes; with it, the waiting one comes forward.
     dead.set_default(Reply::Status(200));
@@ -847,6 +852,12 @@ async fn bulk_retry_counts_first_and_can_bring_forward_those_still_retrying() {
     assert_eq!(delivered["attempts"], 2, "one more attempt, an hour early");
     assert_eq!(retrying.received().len(), 2);
     assert_eq!(dead.received().len(), 3, "two attempts, then the retry");
+    let audit = app.admin().get_ok("/v1/audit").await;
+    assert_eq!(
+        audit["entries"][0]["detail"],
+        format!("1 failed deliveries since {since} (0 dead, 1 still retrying)"),
+        "{audit}"
+    );
 
     for bad in [
         json!({"since": since, "include_retrying": "yes"}),

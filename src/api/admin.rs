@@ -310,6 +310,8 @@ pub fn subscription_json(
     };
     json!({
         "id": s.id,
+        "name": s.name,
+        "description": s.description,
         "url": s.url.to_string(),
         "events": events,
         "secret_fingerprint": secret_fingerprint(s.secret.expose()),

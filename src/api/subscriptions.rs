@@ -33,6 +33,8 @@ use crate::store::StoredSubscription;
 #[serde(deny_unknown_fields)]
 struct NewSubscription {
     id: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
     owner: Option<String>,
     url: String,
     /// Generated (`whsec_` + 32 random bytes) when left out; shown once, in the answer.
@@ -166,6 +168,8 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> (String, Vec<(St
     table.insert("secret".into(), secret.into());
     table.insert("events".into(), strings(&new.events));
     let changes = Changes {
+        name: new.name.clone(),
+        description: new.description.clone(),
         owner: None,
         url: None,
         events: None,
@@ -389,6 +393,10 @@ pub async fn delete(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Changes {
+    /// Its name for people; `""` removes it.
+    name: Option<String>,
+    /// What it is for; `""` removes it.
+    description: Option<String>,
     owner: Option<String>,
     url: Option<String>,
     events: Option<Vec<String>>,
@@ -426,6 +434,17 @@ impl Changes {
     /// the breaker keys that are not a count or a duration, left out (the config file's rules
     /// check the rest).
     fn apply(&self, table: &mut toml::Table) -> Vec<(String, String)> {
+        for (key, text) in [("name", &self.name), ("description", &self.description)] {
+            match text {
+                Some(text) if text.is_empty() => {
+                    table.remove(key);
+                }
+                Some(text) => {
+                    table.insert(key.into(), text.as_str().into());
+                }
+                None => {}
+            }
+        }
         if let Some(url) = &self.url {
             table.insert("url".into(), url.as_str().into());
         }

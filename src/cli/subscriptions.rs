@@ -103,6 +103,12 @@ pub struct AddSubscription {
     /// Its id (generated when left out).
     #[arg(long)]
     pub id: Option<String>,
+    /// A name for people, shown beside its id (one line, at most 100 characters).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// What it is for (at most 1,000 characters).
+    #[arg(long)]
+    pub description: Option<String>,
     /// The provider's customer it belongs to.
     #[arg(long)]
     pub owner: Option<String>,
@@ -245,6 +251,8 @@ pub fn add_body(add: &AddSubscription) -> Value {
         endpoint,
         events,
         id,
+        name,
+        description,
         owner,
         secret,
         signature,
@@ -267,6 +275,8 @@ pub fn add_body(add: &AddSubscription) -> Value {
     put(Field::EVENTS, json!(events));
     for (field, value) in [
         (Field::ID, id),
+        (Field::NAME, name),
+        (Field::DESCRIPTION, description),
         (Field::OWNER, owner),
         (Field::SECRET, secret),
         (Field::SIGNATURE, signature),
@@ -382,6 +392,7 @@ pub fn subscriptions_table(items: &[Value]) -> String {
                 cell(&s["last_success_at"]),
                 cell(&s["consecutive_failures"]),
                 cell(&s["last_error"]),
+                cell(&s["name"]),
             ]
         })
         .collect();
@@ -394,6 +405,7 @@ pub fn subscriptions_table(items: &[Value]) -> String {
             "LAST SUCCESS",
             "FAILURES",
             "LAST ERROR",
+            "NAME",
         ],
         &rows,
     )
@@ -465,10 +477,12 @@ mod tests {
 
     /// Every flag of `hookd subscriptions add`, each given once (`--header` and
     /// `--secret-header` both make `headers`).
-    const EVERY_FLAG: [&str; 16] = [
+    const EVERY_FLAG: [&str; 18] = [
         "--endpoint=https://r.example/h",
         "--events=job.completed",
         "--id=s1",
+        "--name=Nightly builds",
+        "--description=Tells the build farm.",
         "--owner=acme",
         "--secret=whsec_c2VjcmV0",
         "--signature=both",

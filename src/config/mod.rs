@@ -36,7 +36,8 @@ pub use sections::{
 };
 pub use subscription::{
     CustomHeader, EventFilter, PreviousSecret, SignatureScheme, Subscription, ADHOC_SUBSCRIPTION,
-    MAX_CUSTOM_HEADERS, OPERATOR_EVENTS, OPERATOR_SUBSCRIPTION,
+    MAX_CUSTOM_HEADERS, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, OPERATOR_EVENTS,
+    OPERATOR_SUBSCRIPTION,
 };
 pub use token::{ApiToken, Scope};
 

@@ -137,6 +137,8 @@ pub(super) struct RawDelivery {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSubscription {
     pub(super) id: Spanned<String>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) description: Option<Spanned<String>>,
     pub(super) url: Spanned<String>,
     pub(super) secret: Spanned<SecretSource>,
     pub(super) events: Spanned<Vec<String>>,

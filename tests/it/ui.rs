@@ -2533,3 +2533,117 @@ async fn resending_failed_deliveries_counts_them_first_and_requeues_each_once() 
         .await;
     assert_eq!(foreign.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriptions_name_is_set_in_the_forms_and_shown_beside_its_id_on_every_page() {
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    let session = hookd.sign_in().await;
+    let created = hookd
+        .post_form(
+            "/ui/subscriptions",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[
+                ("csrf", session.csrf.as_str()),
+                ("id", "named"),
+                ("name", "Nightly builds"),
+                ("description", "Tells the build farm.\r\nTwo lines."),
+                ("url", receiver.url().as_str()),
+                ("events", "*"),
+            ],
+        )
+        .await;
+    assert!([200, 303].contains(&created.status), "{}", created.body);
+    let (_, shown) = hookd
+        .api(Method::GET, "/v1/subscriptions/named", Some(ADMIN), None)
+        .await;
+    assert_eq!(shown["name"], "Nightly builds", "{shown}");
+    assert_eq!(
+        shown["description"], "Tells the build farm.\nTwo lines.",
+        "{shown}"
+    );
+
+    hookd
+        .ingest(json!({ "request_id": "named-1", "status": "completed" }))
+        .await;
+    let delivered = hookd.wait_finished("named", 1).await;
+    for path in [
+        "/ui".to_string(),
+        "/ui/subscriptions".to_string(),
+        "/ui/subscriptions/named".to_string(),
+        "/ui/deliveries".to_string(),
+        format!("/ui/deliveries/{}", delivered[0]),
+    ] {
+        let page = hookd.get(&path, Some(&session.cookie)).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert_shows(&page, "Nightly builds");
+        assert_shows(&page, r#"<span class="hint sub-id">named</span>"#);
+    }
+    let page = hookd
+        .get("/ui/subscriptions/named", Some(&session.cookie))
+        .await;
+    assert_shows(&page, "Tells the build farm.\nTwo lines.");
+    assert!(control_tag(&page.body, "name").contains(r#"value="Nightly builds""#));
+
+    // Renamed, then the name emptied: the id alone again.
+    let url = receiver.url();
+    let renamed = hookd
+        .edit_subscription(
+            &session,
+            "named",
+            &url,
+            &[("events", "*"), ("name", "Builds (EU)")],
+        )
+        .await;
+    assert_shows(&hookd.followed(renamed, &session).await, "Saved");
+    let list = hookd.get("/ui/subscriptions", Some(&session.cookie)).await;
+    assert_shows(&list, "Builds (EU)");
+    let too_long = "n".repeat(101);
+    let refused = hookd
+        .edit_subscription(
+            &session,
+            "named",
+            &url,
+            &[("events", "*"), ("name", &too_long)],
+        )
+        .await;
+    let refused = hookd.followed(refused, &session).await;
+    assert_shows(&refused, "Not saved");
+    assert_shows(&refused, r#"id="name-error""#);
+    let cleared = hookd
+        .edit_subscription(&session, "named", &url, &[("events", "*"), ("name", "")])
+        .await;
+    assert_shows(&hookd.followed(cleared, &session).await, "Saved");
+    let (_, shown) = hookd
+        .api(Method::GET, "/v1/subscriptions/named", Some(ADMIN), None)
+        .await;
+    assert!(shown["name"].is_null(), "{shown}");
+
+    // A customer names theirs through the portal; another owner's portal never shows it.
+    let portal = hookd.portal_link("acme", "1h").await;
+    let form = hookd
+        .get(&format!("{portal}/subscriptions/new"), None)
+        .await;
+    let created = hookd
+        .portal_form(
+            &format!("{portal}/subscriptions"),
+            &form.csrf(),
+            &[
+                ("name", "Acme orders"),
+                ("url", url.as_str()),
+                ("events", "*"),
+                ("signature", "abstrakt"),
+            ],
+        )
+        .await;
+    let id = portal_created_id(&created, &portal);
+    let mine = hookd.get(&format!("{portal}/subscriptions"), None).await;
+    assert_shows(&mine, "Acme orders");
+    assert_shows(&mine, &format!(r#"<span class="hint sub-id">{id}</span>"#));
+    let other = hookd.portal_link("globex", "1h").await;
+    for path in ["/subscriptions", "/deliveries"] {
+        let page = hookd.get(&format!("{other}{path}"), None).await;
+        assert!(!page.body.contains("Acme orders"), "{path}: {}", page.body);
+    }
+}

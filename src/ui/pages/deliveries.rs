@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::overview::COUNT_CALLS;
 use super::{may_see, not_found, owned, scoped, truncate, CELL_CHARS};
-use crate::config::EventFilter;
+use crate::config::{Config, EventFilter};
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
 use crate::store::{Delivery, DeliveryFilter, DeliveryState};
@@ -106,12 +106,31 @@ fn filter_of(
     ))
 }
 
+/// The subscriptions `viewer` may filter by: each id with its label (its name and id).
+fn labelled(shared: &Shared, viewer: &Viewer) -> Vec<(String, String)> {
+    let config = shared.config();
+    let ids = match &viewer.scope {
+        Scope::Admin => config.subscriptions.iter().map(|s| s.id.clone()).collect(),
+        Scope::Owner(owner) => owned(shared, owner),
+    };
+    ids.into_iter()
+        .map(|id| {
+            let label = config
+                .subscription(&id)
+                .map_or_else(|| id.clone(), |s| s.label());
+            (id, label)
+        })
+        .collect()
+}
+
 /// One delivery as the pages list it.
 #[derive(Debug, Clone)]
 pub struct DeliveryRow {
     pub id: String,
     pub event_type: String,
     pub subscription: String,
+    /// Its subscription's name for people (empty: none, or the subscription is gone).
+    pub subscription_name: String,
     pub owner: String,
     pub state: &'static str,
     pub attempts: u32,
@@ -119,11 +138,16 @@ pub struct DeliveryRow {
     pub last_error: String,
 }
 
-pub(super) fn delivery_row(d: &Delivery) -> DeliveryRow {
+/// Delivery `d` as a row; `config` names its subscription.
+pub(super) fn delivery_row(config: &Config, d: &Delivery) -> DeliveryRow {
     DeliveryRow {
         id: d.id.clone(),
         event_type: d.event_type.clone(),
         subscription: d.subscription.clone(),
+        subscription_name: config
+            .subscription(&d.subscription)
+            .and_then(|s| s.name.clone())
+            .unwrap_or_default(),
         owner: d.owner.clone().unwrap_or_default(),
         state: d.state.as_str(),
         attempts: d.attempts,
@@ -143,7 +167,8 @@ struct DeliveriesPage {
     since: String,
     until: String,
     q: String,
-    subscriptions: Vec<String>,
+    /// The subscriptions to filter by: each id with how people read it.
+    subscriptions: Vec<(String, String)>,
     rows: Vec<DeliveryRow>,
     problem: Option<String>,
     /// The query of the next page, when there may be one.
@@ -171,15 +196,7 @@ impl DeliveriesPage {
             since: typed(&q.since),
             until: typed(&q.until),
             q: typed(&q.q),
-            subscriptions: match &viewer.scope {
-                Scope::Admin => shared
-                    .config()
-                    .subscriptions
-                    .iter()
-                    .map(|s| s.id.clone())
-                    .collect(),
-                Scope::Owner(owner) => owned(shared, owner),
-            },
+            subscriptions: labelled(shared, viewer),
             rows: Vec::new(),
             problem: None,
             next: None,
@@ -331,7 +348,8 @@ pub async fn deliveries(
         Ok(listed) => listed,
         Err(_) => return store_down(),
     };
-    page.rows = found.iter().map(delivery_row).collect();
+    let config = shared.config();
+    page.rows = found.iter().map(|d| delivery_row(&config, d)).collect();
     let trail: Vec<&str> = q
         .back
         .as_deref()
@@ -477,7 +495,8 @@ async fn looked_up(
         page.problem = Some(format!("Nothing matches {term:?} with these filters."));
     }
     page.total = found.len().to_string();
-    page.rows = found.iter().map(delivery_row).collect();
+    let config = shared.config();
+    page.rows = found.iter().map(|d| delivery_row(&config, d)).collect();
     html(StatusCode::OK, &page)
 }
 

@@ -269,7 +269,7 @@ pub async fn delivery(
     let prefix = &config.delivery.header_prefix;
     let page = DeliveryPage {
         nav: viewer.nav("deliveries", q.notice),
-        d: delivery_row(&d),
+        d: delivery_row(&config, &d),
         headers: sent_headers(prefix, &d, scheme, custom),
         curl: curl(prefix, &url, &d, scheme, &body, custom),
         body: truncate(&body, BODY_CHARS),

@@ -134,7 +134,10 @@ async fn page(
         ..Default::default()
     };
     let recent = match shared.store.list_deliveries(&filter, None, 10).await {
-        Ok((found, _)) => found.iter().map(delivery_row).collect(),
+        Ok((found, _)) => {
+            let config = shared.config();
+            found.iter().map(|d| delivery_row(&config, d)).collect()
+        }
         Err(_) => return store_down(),
     };
     let rotation = shared
@@ -179,6 +182,8 @@ fn edit_draft(shared: &Shared, s: &SubRow) -> Draft {
         .unwrap_or_default();
     Draft {
         id: s.id.clone(),
+        name: s.name.clone(),
+        description: s.description.clone(),
         url: s.url.clone(),
         events,
         other_events: other.join(", "),

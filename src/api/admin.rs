@@ -216,6 +216,11 @@ pub async fn show_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<Str
                 "status_code": a.status_code,
                 "error": a.error,
                 "response_excerpt": a.response_excerpt,
+                "response_headers": a
+                    .response_headers
+                    .iter()
+                    .map(|(name, value)| json!({ "name": name, "value": value }))
+                    .collect::<Vec<Value>>(),
             })
         })
         .collect();

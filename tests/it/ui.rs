@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::support::admin::Admin;
 use crate::support::process::{launch, ChildGuard};
-use crate::support::receiver::TestReceiver;
+use crate::support::receiver::{Reply, TestReceiver};
 use crate::support::{wait_until, LOOPBACK_TARGETS};
 
 const ADMIN: &str = "ui-admin-token-31f7c0";
@@ -2646,4 +2646,64 @@ async fn a_subscriptions_name_is_set_in_the_forms_and_shown_beside_its_id_on_eve
         let page = hookd.get(&format!("{other}{path}"), None).await;
         assert!(!page.body.contains("Acme orders"), "{path}: {}", page.body);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receivers_headers_are_kept_bounded_and_shown_escaped_on_the_delivery_page() {
+    let receiver = TestReceiver::start().await;
+    let mut headers = vec![
+        ("X-Request-Id", "req-<b>7</b>".to_string()),
+        ("Set-Cookie", "session=do-not-keep".to_string()),
+    ];
+    const FILLER: [&str; 40] = [
+        "x-f00", "x-f01", "x-f02", "x-f03", "x-f04", "x-f05", "x-f06", "x-f07", "x-f08", "x-f09",
+        "x-f10", "x-f11", "x-f12", "x-f13", "x-f14", "x-f15", "x-f16", "x-f17", "x-f18", "x-f19",
+        "x-f20", "x-f21", "x-f22", "x-f23", "x-f24", "x-f25", "x-f26", "x-f27", "x-f28", "x-f29",
+        "x-f30", "x-f31", "x-f32", "x-f33", "x-f34", "x-f35", "x-f36", "x-f37", "x-f38", "x-f39",
+    ];
+    headers.extend(FILLER.iter().map(|name| (*name, "filler".to_string())));
+    receiver.set_default(Reply::WithHeaders(409, headers));
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "answers", "url": receiver.url(), "events": ["*"] }))
+        .await;
+    hookd
+        .ingest(json!({ "request_id": "answer-1", "status": "completed" }))
+        .await;
+    let id = hookd.wait_finished("answers", 1).await.remove(0);
+
+    let (_, shown) = hookd
+        .api(
+            Method::GET,
+            &format!("/v1/deliveries/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    let kept = shown["attempt_history"][0]["response_headers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("response_headers: {shown}"))
+        .clone();
+    assert_eq!(kept.len(), 30, "at most 30 headers: {kept:?}");
+    let value_of = |name: &str| {
+        kept.iter()
+            .find(|h| h["name"] == name)
+            .map(|h| h["value"].clone())
+    };
+    assert_eq!(value_of("x-request-id"), Some(json!("req-<b>7</b>")));
+    assert_eq!(value_of("set-cookie"), Some(json!("[REDACTED]")));
+    assert!(!shown.to_string().contains("do-not-keep"), "{shown}");
+
+    let session = hookd.sign_in().await;
+    let page = hookd
+        .get(&format!("/ui/deliveries/{id}"), Some(&session.cookie))
+        .await;
+    assert_html(&page, "a delivery page with the receiver's headers", true);
+    assert!(!page.body.contains("<b>7"), "escaped:\n{}", page.body);
+    assert!(
+        decode_entities(&page.body).contains("x-request-id: req-<b>7</b>"),
+        "the header is shown as text:\n{}",
+        page.body
+    );
+    assert!(!page.body.contains("do-not-keep"), "{}", page.body);
 }

@@ -44,11 +44,15 @@ pub enum SubscriptionsCommand {
         client: ClientArgs,
         id: String,
     },
-    /// Send a job.test event to one subscription and print its delivery id.
+    /// Send a test event to one subscription and print its delivery id.
     Test {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+        /// Its type: job.test (the default), or job.completed or job.failed with the example
+        /// fields of the Event types page.
+        #[arg(long)]
+        event_type: Option<String>,
     },
     /// Give a subscription created at run time a new secret (printed once); the old one keeps
     /// signing for 24 hours, or until finish-rotation (X-Abstrakt-Signature carries the old
@@ -225,7 +229,22 @@ fn request(command: &SubscriptionsCommand) -> (&ClientArgs, Request) {
             Request::post("/v1/subscriptions", &add_body(add)),
         ),
         S::Remove { client, id } => (client, Request::delete(id)),
-        S::Test { client, id } => (client, Request::action(id, "test")),
+        S::Test {
+            client,
+            id,
+            event_type: None,
+        } => (client, Request::action(id, "test")),
+        S::Test {
+            client,
+            id,
+            event_type: Some(event_type),
+        } => {
+            let path = format!("/v1/subscriptions/{}/test", path_segment(id));
+            (
+                client,
+                Request::post(&path, &json!({ "event_type": event_type })),
+            )
+        }
         S::RotateSecret { client, id } => (client, Request::action(id, "rotate-secret")),
         S::FinishRotation { client, id } => (client, Request::action(id, "finish-rotation")),
         S::PortalLink {

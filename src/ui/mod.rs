@@ -400,6 +400,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             );
     }
     router = pages::check::routes(router);
+    router = pages::events::routes(router);
     router.layer(middleware::from_fn_with_state(shared, security_headers))
 }
 

@@ -105,8 +105,9 @@ describe('layout at 1280 and 390 px', () => {
           '/ui/subscriptions/a-subscription-with-a-long-identifier-2026',
           '/ui/subscriptions/a-subscription-with-a-long-identifier-2026/rotate-secret',
           '/ui/subscriptions/refused/resend?since=2000-01-01T00:00',
+          '/ui/events',
         ];
-        const portalPages = ['', '/subscriptions', '/subscriptions/new', '/subscriptions/refused', '/subscriptions/refused/resend?since=2000-01-01T00:00'].map((p) => ids.portal + p);
+        const portalPages = ['', '/subscriptions', '/subscriptions/new', '/events', '/subscriptions/refused', '/subscriptions/refused/resend?since=2000-01-01T00:00'].map((p) => ids.portal + p);
         const problems = [];
         for (const url of [...pages.map((p) => hookd.base + p), ...portalPages]) {
           await page.goto(url);

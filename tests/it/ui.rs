@@ -2707,3 +2707,110 @@ async fn the_receivers_headers_are_kept_bounded_and_shown_escaped_on_the_deliver
     );
     assert!(!page.body.contains("do-not-keep"), "{}", page.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_types_page_shows_signed_examples_and_a_test_event_takes_a_type() {
+    use hmac::{KeyInit, Mac};
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "typed", "owner": "acme", "url": receiver.url(), "events": ["job.failed"] }))
+        .await;
+    let session = hookd.sign_in().await;
+    let portal = hookd.portal_link("acme", "1h").await;
+    for (path, cookie) in [
+        ("/ui/events".to_string(), Some(session.cookie.as_str())),
+        (format!("{portal}/events"), None),
+    ] {
+        let page = hookd.get(&path, cookie).await;
+        assert_html(&page, &path, cookie.is_some());
+        for name in ["job.completed", "job.failed", "job.test"] {
+            assert_shows(
+                &page,
+                &format!("<h2 id=\"{}\">{name}</h2>", name.replace('.', "-")),
+            );
+        }
+        assert_shows(&page, "X-Abstrakt-Signature");
+        assert_shows(&page, "webhook-signature");
+        // The seed's example, as delivered, signed as a receiver checks it.
+        let text = decode_entities(&page.body);
+        let body = r#"{"request_id":"abc123","status":"completed","result":{"items":[{"url":"https://cdn.abstrakt.one/...","content_type":"video/mp4"}]},"metrics":{"inference_time":45.2,"queue_time":2.1},"timestamp":"2025-01-12T10:30:00Z"}"#;
+        assert!(text.contains(body), "{path}: the example body:\n{text}");
+        let secret = hookd::catalogue::SAMPLE_SECRET;
+        assert!(text.contains(secret), "{path}: the sample secret is named");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(body.as_bytes());
+        let signature = hex::encode(mac.finalize().into_bytes());
+        assert!(
+            text.contains(&signature),
+            "{path}: its signature {signature}"
+        );
+    }
+
+    // "Send test event" of a chosen type: the example's fields, the test's own request id.
+    let page = hookd
+        .get("/ui/subscriptions/typed", Some(&session.cookie))
+        .await;
+    assert!(control_tag(&page.body, "test-type").starts_with("<select"));
+    let sent = hookd
+        .post_form(
+            "/ui/subscriptions/typed/test",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[
+                ("csrf", session.csrf.as_str()),
+                ("event_type", "job.completed"),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    let got = receiver.wait_for(1, DEADLINE).await;
+    let body: Value = serde_json::from_slice(&got[0].body).expect("JSON");
+    assert_eq!(got[0].header("x-abstrakt-event"), "job.completed");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["result"]["items"][0]["content_type"], "video/mp4");
+    assert!(
+        body["request_id"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("test_"),
+        "{body}"
+    );
+
+    // Through the portal's form, and the API: job.test when none is named; an unknown one is
+    // refused naming the field.
+    let page = hookd
+        .get(&format!("{portal}/subscriptions/typed"), None)
+        .await;
+    let sent = hookd
+        .portal_form(
+            &format!("{portal}/subscriptions/typed/test"),
+            &page.csrf(),
+            &[("event_type", "job.failed")],
+        )
+        .await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    let got = receiver.wait_for(2, DEADLINE).await;
+    assert_eq!(got[1].header("x-abstrakt-event"), "job.failed");
+    let (status, answer) = hookd
+        .api(
+            Method::POST,
+            "/v1/subscriptions/typed/test",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let got = receiver.wait_for(3, DEADLINE).await;
+    assert_eq!(got[2].header("x-abstrakt-event"), "job.test");
+    let (status, answer) = hookd
+        .api(
+            Method::POST,
+            "/v1/subscriptions/typed/test",
+            Some(ADMIN),
+            Some(json!({ "event_type": "job.exploded" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "event_type", "{answer}");
+}

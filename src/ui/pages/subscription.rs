@@ -91,6 +91,8 @@ struct SubscriptionPage {
     rotation: Option<rotation::RotationView>,
     /// Where the resend form starts: a day ago.
     resend_since: String,
+    /// The types a test event may have ([`crate::catalogue::EVENT_TYPES`]).
+    test_types: [&'static str; 3],
 }
 
 impl SubscriptionPage {
@@ -161,6 +163,7 @@ async fn page(
             common: COMMON_EVENTS,
             recent,
             snippets: &SNIPPETS,
+            test_types: crate::catalogue::EVENT_TYPES.map(|t| t.name),
         },
     )
 }
@@ -309,7 +312,11 @@ pub async fn subscription_action(
     let (s, p) = (State(shared), Path(id.clone()));
     let (response, done) = match what {
         SubscriptionAction::Test => {
-            let response = crate::api::subscriptions::send_test(s, p).await;
+            let event_type = action.fields.get("event_type").unwrap_or("job.test");
+            let body = JsonBody(Bytes::from(
+                serde_json::json!({ "event_type": event_type }).to_string(),
+            ));
+            let response = crate::api::subscriptions::send_test(s, p, body).await;
             return tested(response, viewer, &page).await;
         }
         SubscriptionAction::Pause => (

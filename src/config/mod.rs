@@ -31,7 +31,7 @@ pub use fields::{field_names, FieldValue, Home, Settable, SubscriptionField, SUB
 pub use raw::RawConfig;
 pub use secret::{Secret, SecretSource};
 pub use sections::{
-    ApiConfig, Backend, BreakerPolicy, DeliveryConfig, DeliveryPolicy, Engine, MetricsConfig,
+    ApiConfig, Backend, BreakerPolicy, DeliveryConfig, DeliveryPolicy, Engine, Logo, MetricsConfig,
     PortalConfig, Proxy, StorageConfig, TargetsConfig, TracesConfig, UiConfig,
 };
 pub use subscription::{

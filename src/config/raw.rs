@@ -42,6 +42,10 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUi {
     pub(super) title: Option<String>,
+    /// A PNG or SVG file, read at start and at each reload.
+    pub(super) logo: Option<Spanned<String>>,
+    /// `#rgb` or `#rrggbb`.
+    pub(super) accent: Option<Spanned<String>>,
 }
 
 /// `[portal]`: what a customer may do through a portal link.

@@ -307,3 +307,42 @@ fn a_subscriptions_name_and_description_are_one_line_and_bounded() {
         );
     }
 }
+
+#[test]
+fn the_logo_and_the_accent_are_checked_naming_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let svg = file("logo.svg", b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
+    let ui = |extra: &str| format!("{EXAMPLE}\n").replace("[ui]\n", &format!("[ui]\n{extra}\n"));
+    let config =
+        Config::from_toml(&ui(&format!("logo = {svg:?}\naccent = \"#0B57D0\"")), "t").unwrap();
+    let logo = config.ui.logo.expect("a logo");
+    assert_eq!(logo.content_type, "image/svg+xml");
+    assert_eq!(config.ui.accent.as_deref(), Some("#0b57d0"));
+    let big = file(
+        "big.png",
+        &[b"\x89PNG\r\n\x1a\n".as_slice(), &vec![0; 300 * 1024]].concat(),
+    );
+    let gif = file("logo.gif", b"GIF89a");
+    let missing = dir.path().join("none.png").display().to_string();
+    for (extra, says) in [
+        (format!("logo = {big:?}"), "at most 262144"),
+        (format!("logo = {gif:?}"), "neither a PNG nor an SVG"),
+        (format!("logo = {missing:?}"), "cannot read the logo file"),
+        ("accent = \"red\"".to_string(), "#rrggbb or #rgb"),
+        ("accent = \"#05c;}\"".to_string(), "#rrggbb or #rgb"),
+    ] {
+        let d = err(&ui(&extra));
+        let key = if extra.starts_with("logo") {
+            "ui.logo"
+        } else {
+            "ui.accent"
+        };
+        assert_eq!(d[0].key, key, "{extra}");
+        assert!(d[0].message.contains(says), "{extra}: {}", d[0].message);
+    }
+}

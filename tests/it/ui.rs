@@ -2814,3 +2814,93 @@ async fn the_event_types_page_shows_signed_examples_and_a_test_event_takes_a_typ
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["field"], "event_type", "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logo_and_the_accent_brand_both_surfaces_within_the_csp_and_follow_a_reload() {
+    const PNG_1: &[u8] = b"\x89PNG\r\n\x1a\nfirst-logo";
+    const PNG_2: &[u8] = b"\x89PNG\r\n\x1a\nsecond-logo";
+    let assets = tempfile::tempdir().expect("temp dir");
+    let logo = assets.path().join("logo.png");
+    std::fs::write(&logo, PNG_1).expect("write the logo");
+    let ui = |accent: &str| {
+        format!(
+            "[ui]\ntitle = \"Acme\"\nlogo = {:?}\naccent = {accent:?}\n",
+            logo.display().to_string()
+        )
+    };
+    let hookd = Hookd::start("", &ui("#7A1F5C")).await;
+    let portal = hookd.portal_link("acme", "1h").await;
+    let session = hookd.sign_in().await;
+    for (path, cookie) in [
+        ("/ui/subscriptions", Some(session.cookie.as_str())),
+        (portal.as_str(), None),
+    ] {
+        let page = hookd.get(path, cookie).await;
+        assert_html(&page, path, cookie.is_some());
+        assert_shows(&page, r#"<img src="/ui/static/logo" alt="" class="logo">"#);
+        assert_shows(
+            &page,
+            r#"<link rel="stylesheet" href="/ui/static/brand.css">"#,
+        );
+        assert!(
+            !page.body.contains("style=") && !page.body.contains("<style"),
+            "{path}"
+        );
+        assert!(
+            page.header("content-security-policy")
+                .contains("style-src 'self'"),
+            "{path}: the CSP is as strict as before"
+        );
+    }
+    let css = hookd.get("/ui/static/brand.css", None).await;
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").starts_with("text/css"));
+    assert_eq!(css.body.trim(), ":root { --accent: #7a1f5c; }");
+    let served = |hookd: &Hookd| {
+        let client = hookd.client.clone();
+        let url = format!("{}/ui/static/logo", hookd.origin());
+        async move {
+            let response = client.get(url).send().await.expect("GET the logo");
+            let kind = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (kind, response.bytes().await.expect("its bytes").to_vec())
+        }
+    };
+    assert_eq!(
+        served(&hookd).await,
+        ("image/png".to_string(), PNG_1.to_vec())
+    );
+
+    // A reload reads the file again and takes the new colour.
+    std::fs::write(&logo, PNG_2).expect("write the new logo");
+    let config = config_text(hookd._dir.path(), "", &ui("#1d6b2f"));
+    std::fs::write(&hookd.config, config).expect("write the config");
+    hookd.process.signal("HUP");
+    wait_until("the new accent", DEADLINE, || async {
+        let css = hookd.get("/ui/static/brand.css", None).await;
+        css.body.contains("#1d6b2f").then_some(())
+    })
+    .await;
+    assert_eq!(served(&hookd).await.1, PNG_2.to_vec());
+
+    // Without them: an empty stylesheet, no logo, no <img>.
+    let config = config_text(hookd._dir.path(), "", "");
+    std::fs::write(&hookd.config, config).expect("write the config");
+    hookd.process.signal("HUP");
+    wait_until("no logo", DEADLINE, || async {
+        let answer = hookd.get("/ui/static/logo", None).await;
+        (answer.status == 404).then_some(())
+    })
+    .await;
+    assert!(hookd
+        .get("/ui/static/brand.css", None)
+        .await
+        .body
+        .is_empty());
+    let page = hookd.get(&portal, None).await;
+    assert!(!page.body.contains("<img"), "{}", page.body);
+}

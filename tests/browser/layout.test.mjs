@@ -106,6 +106,7 @@ describe('layout at 1280 and 390 px', () => {
           '/ui/subscriptions/a-subscription-with-a-long-identifier-2026/rotate-secret',
           '/ui/subscriptions/refused/resend?since=2000-01-01T00:00',
           '/ui/events',
+          '/ui/deliveries?refresh=300',
         ];
         const portalPages = ['', '/subscriptions', '/subscriptions/new', '/events', '/subscriptions/refused', '/subscriptions/refused/resend?since=2000-01-01T00:00'].map((p) => ids.portal + p);
         const problems = [];

@@ -2904,3 +2904,60 @@ async fn the_logo_and_the_accent_brand_both_surfaces_within_the_csp_and_follow_a
     let page = hookd.get(&portal, None).await;
     assert!(!page.body.contains("<img"), "{}", page.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliveries_list_refreshes_itself_only_when_asked_within_bounds() {
+    let hookd = Hookd::start("", "").await;
+    let session = hookd.sign_in().await;
+    let portal = hookd.portal_link("acme", "1h").await;
+    let meta = |page: &Page| {
+        page.body
+            .find("<meta http-equiv=\"refresh\"")
+            .map(|at| page.body[at..].split('>').next().unwrap_or("").to_string())
+    };
+    for (base, cookie) in [
+        ("/ui".to_string(), Some(session.cookie.as_str())),
+        (portal.clone(), None),
+    ] {
+        let off = hookd
+            .get(&format!("{base}/deliveries?status=dead"), cookie)
+            .await;
+        assert_html(&off, "the list", cookie.is_some());
+        assert_eq!(meta(&off), None, "off unless asked");
+        assert_shows(&off, "Refresh every 10 s: <a href=");
+        let on_link = format!(r#"<a href="{base}/deliveries?status=dead&refresh=10">on</a>"#);
+        assert!(decode_entities(&off.body).contains(&on_link), "{on_link}");
+        let on = hookd
+            .get(&format!("{base}/deliveries?status=dead&refresh=10"), cookie)
+            .await;
+        assert_eq!(
+            meta(&on).as_deref(),
+            Some(r#"<meta http-equiv="refresh" content="10""#)
+        );
+        assert_shows(
+            &on,
+            &format!(r#"<a href="{base}/deliveries?status=dead">off</a>"#),
+        );
+        assert_shows(&on, r#"<input type="hidden" name="refresh" value="10">"#);
+        assert!(
+            on.header("content-security-policy")
+                .contains("script-src 'none'"),
+            "no script: a meta refresh"
+        );
+        for (asked, content) in [("1", "5"), ("30", "30"), ("99999", "300")] {
+            let page = hookd
+                .get(&format!("{base}/deliveries?refresh={asked}"), cookie)
+                .await;
+            assert_eq!(
+                meta(&page),
+                Some(format!(r#"<meta http-equiv="refresh" content="{content}""#)),
+                "refresh={asked}"
+            );
+        }
+        let junk = hookd
+            .get(&format!("{base}/deliveries?refresh=soon"), cookie)
+            .await;
+        assert_eq!(junk.status, 200);
+        assert_eq!(meta(&junk), None);
+    }
+}

@@ -44,6 +44,20 @@ pub struct DeliveriesQuery {
     /// page's is empty): what "Previous page" goes back through.
     back: Option<String>,
     notice: Option<String>,
+    /// Reload the page every this many seconds ([`refresh_seconds`]); absent: never.
+    refresh: Option<String>,
+}
+
+/// The refresh the "on" link asks for, in seconds.
+pub const DEFAULT_REFRESH: u64 = 10;
+/// The shortest and the longest automatic refresh, in seconds.
+pub const REFRESH_RANGE: std::ops::RangeInclusive<u64> = 5..=300;
+
+/// The automatic refresh `?refresh=` asks for, within [`REFRESH_RANGE`] (a shorter or longer
+/// one is brought inside it); `None` when absent or not a whole number of seconds.
+fn refresh_seconds(q: &DeliveriesQuery) -> Option<u64> {
+    let seconds = nonempty(&q.refresh)?.parse::<u64>().ok()?;
+    Some(seconds.clamp(*REFRESH_RANGE.start(), *REFRESH_RANGE.end()))
 }
 
 fn nonempty(v: &Option<String>) -> Option<&str> {
@@ -181,6 +195,8 @@ struct DeliveriesPage {
     number: usize,
     /// The filter as a query string, for "first page" and retry's return.
     query: String,
+    /// Reload every this many seconds (a `<meta http-equiv="refresh">`); `None`: off.
+    refresh: Option<u64>,
 }
 
 impl DeliveriesPage {
@@ -204,7 +220,20 @@ impl DeliveriesPage {
             total: String::new(),
             number: 1,
             query: filter_query(q),
+            refresh: refresh_seconds(q),
         }
+    }
+
+    /// The link that turns the automatic refresh on: this filter, from its first page.
+    fn refresh_on(&self) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(self.query.clone());
+        s.append_pair("refresh", &DEFAULT_REFRESH.to_string());
+        s.finish()
+    }
+
+    /// How often the page reloads when on: its own, else the "on" link's.
+    fn refresh_every(&self) -> u64 {
+        self.refresh.unwrap_or(DEFAULT_REFRESH)
     }
 
     fn is_status(&self, s: &str) -> bool {
@@ -362,6 +391,9 @@ pub async fn deliveries(
         }
         if !back.is_empty() {
             s.append_pair("back", &back.join(" "));
+        }
+        if let Some(seconds) = page.refresh {
+            s.append_pair("refresh", &seconds.to_string());
         }
         s.finish()
     };
@@ -569,5 +601,21 @@ mod tests {
         assert_eq!(parse_when("1970-01-01T00:01"), Some(60_000));
         assert_eq!(parse_when("1970-01-01T00:00:01Z"), Some(1_000));
         assert_eq!(parse_when("yesterday"), None);
+    }
+
+    #[test]
+    fn the_refresh_is_whole_seconds_within_five_and_three_hundred() {
+        let q = |r: &str| DeliveriesQuery {
+            refresh: Some(r.to_string()),
+            ..DeliveriesQuery::default()
+        };
+        assert_eq!(refresh_seconds(&q("10")), Some(10));
+        assert_eq!(refresh_seconds(&q("1")), Some(5));
+        assert_eq!(refresh_seconds(&q("0")), Some(5));
+        assert_eq!(refresh_seconds(&q("86400")), Some(300));
+        assert_eq!(refresh_seconds(&q("ten")), None);
+        assert_eq!(refresh_seconds(&q("-5")), None);
+        assert_eq!(refresh_seconds(&q("")), None);
+        assert_eq!(refresh_seconds(&DeliveriesQuery::default()), None);
     }
 }

@@ -316,6 +316,19 @@ impl Hookd {
         .await
     }
 
+    /// The new-subscription form posted as `session`: its CSRF token, then `fields`.
+    async fn create_with_form(&self, session: &Session, fields: &[(&str, &str)]) -> Page {
+        let mut all = vec![("csrf", session.csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post_form(
+            "/ui/subscriptions",
+            Some(&session.cookie),
+            self.same_origin(),
+            &all,
+        )
+        .await
+    }
+
     /// A form's answer as the browser ends up showing it: the page a 303 leads to (saved),
     /// else the answer itself, which must be the form again with its errors (422).
     async fn followed(&self, answer: Page, session: &Session) -> Page {
@@ -1380,12 +1393,9 @@ async fn the_rate_limit_is_set_changed_and_removed_in_the_form() {
     let session = hookd.sign_in().await;
     let rate_of = |answer: &Value| answer["rate_limit"].clone();
     let created = hookd
-        .post_form(
-            "/ui/subscriptions",
-            Some(&session.cookie),
-            hookd.same_origin(),
+        .create_with_form(
+            &session,
             &[
-                ("csrf", session.csrf.as_str()),
                 ("id", "limited"),
                 ("url", receiver.url().as_str()),
                 ("events", "*"),
@@ -2540,12 +2550,9 @@ async fn a_subscriptions_name_is_set_in_the_forms_and_shown_beside_its_id_on_eve
     let hookd = Hookd::start("", "").await;
     let session = hookd.sign_in().await;
     let created = hookd
-        .post_form(
-            "/ui/subscriptions",
-            Some(&session.cookie),
-            hookd.same_origin(),
+        .create_with_form(
+            &session,
             &[
-                ("csrf", session.csrf.as_str()),
                 ("id", "named"),
                 ("name", "Nightly builds"),
                 ("description", "Tells the build farm.\r\nTwo lines."),
@@ -2856,24 +2863,9 @@ async fn the_logo_and_the_accent_brand_both_surfaces_within_the_csp_and_follow_a
     assert_eq!(css.status, 200);
     assert!(css.header("content-type").starts_with("text/css"));
     assert_eq!(css.body.trim(), ":root { --accent: #7a1f5c; }");
-    let served = |hookd: &Hookd| {
-        let client = hookd.client.clone();
-        let url = format!("{}/ui/static/logo", hookd.origin());
-        async move {
-            let response = client.get(url).send().await.expect("GET the logo");
-            let kind = response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            (kind, response.bytes().await.expect("its bytes").to_vec())
-        }
-    };
-    assert_eq!(
-        served(&hookd).await,
-        ("image/png".to_string(), PNG_1.to_vec())
-    );
+    let served = hookd.get("/ui/static/logo", None).await;
+    assert_eq!(served.header("content-type"), "image/png");
+    assert_eq!(served.body, String::from_utf8_lossy(PNG_1));
 
     // A reload reads the file again and takes the new colour.
     std::fs::write(&logo, PNG_2).expect("write the new logo");
@@ -2885,7 +2877,8 @@ async fn the_logo_and_the_accent_brand_both_surfaces_within_the_csp_and_follow_a
         css.body.contains("#1d6b2f").then_some(())
     })
     .await;
-    assert_eq!(served(&hookd).await.1, PNG_2.to_vec());
+    let served = hookd.get("/ui/static/logo", None).await;
+    assert_eq!(served.body, String::from_utf8_lossy(PNG_2));
 
     // Without them: an empty stylesheet, no logo, no <img>.
     let config = config_text(hookd._dir.path(), "", "");

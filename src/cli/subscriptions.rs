@@ -392,6 +392,8 @@ fn summary(value: &Value, removed: Option<&str>) -> String {
 }
 
 pub fn subscriptions_table(items: &[Value]) -> String {
+    // The names' column, last (a name has spaces), when any subscription has one.
+    let named = items.iter().any(|s| s["name"].is_string());
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|s| {
@@ -399,7 +401,7 @@ pub fn subscriptions_table(items: &[Value]) -> String {
                 .as_array()
                 .map(|a| a.iter().map(cell).collect::<Vec<_>>().join(","))
                 .unwrap_or_default();
-            vec![
+            let mut row = vec![
                 cell(&s["id"]),
                 match s["state"].as_str() {
                     Some(state) => state.to_string(),
@@ -411,23 +413,24 @@ pub fn subscriptions_table(items: &[Value]) -> String {
                 cell(&s["last_success_at"]),
                 cell(&s["consecutive_failures"]),
                 cell(&s["last_error"]),
-                cell(&s["name"]),
-            ]
+            ];
+            if named {
+                row.push(cell(&s["name"]));
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "ID",
-            "STATE",
-            "URL",
-            "EVENTS",
-            "LAST SUCCESS",
-            "FAILURES",
-            "LAST ERROR",
-            "NAME",
-        ],
-        &rows,
-    )
+    let columns = [
+        "ID",
+        "STATE",
+        "URL",
+        "EVENTS",
+        "LAST SUCCESS",
+        "FAILURES",
+        "LAST ERROR",
+        "NAME",
+    ];
+    table(&columns[..columns.len() - usize::from(!named)], &rows)
 }
 
 #[cfg(test)]
@@ -603,5 +606,18 @@ mod tests {
                 .starts_with("s1  active  http://h"),
             "{list}"
         );
+    }
+
+    #[test]
+    fn the_list_has_a_name_column_when_a_subscription_has_a_name() {
+        let plain =
+            json!({ "id": "a", "state": "active", "url": "https://a.example/h", "events": ["*"] });
+        let named = json!({ "id": "b", "state": "active", "url": "https://b.example/h", "events": ["*"], "name": "Nightly builds" });
+        let without = subscriptions_table(std::slice::from_ref(&plain));
+        assert!(!without.contains("NAME"), "{without}");
+        let with = subscriptions_table(&[plain, named]);
+        let header = with.lines().next().unwrap_or("");
+        assert!(header.trim_end().ends_with("NAME"), "{with}");
+        assert!(with.contains("Nightly builds"), "{with}");
     }
 }

@@ -126,6 +126,7 @@ async fn run(events: usize, backend: Backend) {
                     status_code: Some(200),
                     error: None,
                     response_excerpt: None,
+                    response_headers: Vec::new(),
                 };
                 store
                     .record_outcome(&id, attempt, Next::Delivered, 2)

@@ -16,6 +16,8 @@
 //! - [`telemetry`]: logging setup.
 //! - [`event`]: ingest validation; builds the delivered body once per event.
 //! - [`verify`]: why a webhook's signature does or does not verify, in words; pure.
+//! - [`catalogue`]: the event types hookd sends, each with an example body and its signed
+//!   headers.
 //! - [`store`]: the store traits ([`store::QueueStore`], [`store::AdminStore`]), their
 //!   vocabulary ([`store::Outcome`], [`store::DeliveryState`]), the in-memory due-time index,
 //!   and the engines: [`store::embedded`] (in `storage.path`, on sled, the default, or fjall)
@@ -45,6 +47,7 @@ pub mod api;
 pub mod app;
 pub mod breaker;
 pub mod canonical;
+pub mod catalogue;
 pub mod cli;
 pub mod clock;
 pub mod config;

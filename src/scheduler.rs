@@ -270,6 +270,7 @@ impl AttemptTask {
             status_code: result.status_code,
             error: result.error.clone(),
             response_excerpt: result.response_excerpt.clone(),
+            response_headers: result.response_headers.clone(),
         };
         self.observe(&delivery, &attempt, &result, next, finished_ms);
         span.end(&result, next);
@@ -508,6 +509,7 @@ impl AttemptTask {
             status_code: None,
             error: Some(reason),
             response_excerpt: None,
+            response_headers: Vec::new(),
         };
         self.deps
             .metrics
@@ -636,6 +638,7 @@ fn failed_without_request(reason: String) -> AttemptResult {
         retry_after: None,
         error: Some(reason),
         response_excerpt: None,
+        response_headers: Vec::new(),
         duration: Duration::ZERO,
         blocked: false,
     }
@@ -652,6 +655,7 @@ mod tests {
             retry_after: retry_after.map(str::to_string),
             error: None,
             response_excerpt: None,
+            response_headers: Vec::new(),
             duration: Duration::from_millis(5),
             blocked,
         }
@@ -884,6 +888,7 @@ events = ["*"]
             status_code: Some(200),
             error: None,
             response_excerpt: None,
+            response_headers: Vec::new(),
         };
         deps.queue
             .record_outcome(&second.delivery.id, delivered, Next::Delivered, now)

@@ -217,6 +217,11 @@ pub async fn show_delivery(State(shared): State<Arc<Shared>>, Path(id): Path<Str
                 "status_code": a.status_code,
                 "error": a.error,
                 "response_excerpt": a.response_excerpt,
+                "response_headers": a
+                    .response_headers
+                    .iter()
+                    .map(|(name, value)| json!({ "name": name, "value": value }))
+                    .collect::<Vec<Value>>(),
             })
         })
         .collect();
@@ -404,6 +409,8 @@ pub fn subscription_json(
     };
     json!({
         "id": s.id,
+        "name": s.name,
+        "description": s.description,
         "url": s.url.to_string(),
         "events": events,
         "secret_fingerprint": secret_fingerprint(s.secret.expose()),

@@ -109,13 +109,15 @@ pub async fn send_test(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     actor: Actor,
+    body: JsonBody,
 ) -> Response {
     let owner = owner_of(&shared, &id);
-    let r = subscriptions::send_test(State(shared.clone()), Path(id.clone())).await;
+    let r = subscriptions::send_test(State(shared.clone()), Path(id.clone()), body).await;
     audit::after(&shared, &actor, r, |v| {
         let delivery = text(v, "delivery_id").unwrap_or_default();
+        let event_type = text(v, "event_type").unwrap_or_else(|| "job.test".to_string());
         let change = Change::subscription(Action::TestSent, &id, owner);
-        Some(change.detail(format!("delivery {delivery}")))
+        Some(change.detail(format!("{event_type}, delivery {delivery}")))
     })
     .await
 }

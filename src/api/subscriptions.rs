@@ -33,6 +33,8 @@ use crate::store::StoredSubscription;
 #[serde(deny_unknown_fields)]
 struct NewSubscription {
     id: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
     owner: Option<String>,
     url: String,
     /// Generated (`whsec_` + 32 random bytes) when left out; shown once, in the answer.
@@ -166,6 +168,8 @@ fn toml_table(new: &NewSubscription, id: &str, secret: &str) -> (String, Vec<(St
     table.insert("secret".into(), secret.into());
     table.insert("events".into(), strings(&new.events));
     let changes = Changes {
+        name: new.name.clone(),
+        description: new.description.clone(),
         owner: None,
         url: None,
         events: None,
@@ -389,6 +393,10 @@ pub async fn delete(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Changes {
+    /// Its name for people; `""` removes it.
+    name: Option<String>,
+    /// What it is for; `""` removes it.
+    description: Option<String>,
     owner: Option<String>,
     url: Option<String>,
     events: Option<Vec<String>>,
@@ -426,6 +434,17 @@ impl Changes {
     /// the breaker keys that are not a count or a duration, left out (the config file's rules
     /// check the rest).
     fn apply(&self, table: &mut toml::Table) -> Vec<(String, String)> {
+        for (key, text) in [("name", &self.name), ("description", &self.description)] {
+            match text {
+                Some(text) if text.is_empty() => {
+                    table.remove(key);
+                }
+                Some(text) => {
+                    table.insert(key.into(), text.as_str().into());
+                }
+                None => {}
+            }
+        }
         if let Some(url) = &self.url {
             table.insert("url".into(), url.as_str().into());
         }
@@ -768,14 +787,51 @@ pub async fn finish_rotation(
     replace(&shared, stored, document(table), json!({})).await
 }
 
-/// `POST /v1/subscriptions/{id}/test`: a test event (`job.test`, `request_id` `test_…`) for
-/// this subscription alone, whatever events it asked for; `202 {"event_id", "delivery_id"}`.
-/// Its attempt shows at `GET /v1/deliveries/{delivery_id}`. For the config file's
-/// subscriptions too.
-pub async fn send_test(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+/// What `POST /v1/subscriptions/{id}/test` may take: the type of the test event.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    /// One of the catalogue's types ([`crate::catalogue::EVENT_TYPES`]); `job.test` when left
+    /// out.
+    event_type: Option<String>,
+}
+
+/// The catalogue's type a test asks for in `body` (empty: `job.test`), or the 422 to answer.
+fn test_type(body: &[u8]) -> Result<&'static crate::catalogue::EventType, Response> {
+    let request: TestRequest = if body.is_empty() {
+        TestRequest::default()
+    } else {
+        body_as(body, "a test", "event_type")?
+    };
+    let name = request.event_type.as_deref().unwrap_or("job.test");
+    crate::catalogue::named(name).ok_or_else(|| {
+        refused(
+            "event_type",
+            format!(
+                "event_type {name:?} has no example to send: one of {}",
+                crate::catalogue::names()
+            ),
+        )
+    })
+}
+
+/// `POST /v1/subscriptions/{id}/test`: a test event (`request_id` `test_…`) for this
+/// subscription alone, whatever events it asked for; `202 {"event_id", "delivery_id"}`. Its
+/// type is `job.test` unless the body asks for another of the catalogue's
+/// (`{"event_type": "job.completed"}`), whose example's fields it then carries. Its attempt
+/// shows at `GET /v1/deliveries/{delivery_id}`. For the config file's subscriptions too.
+pub async fn send_test(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Response {
     let config = shared.config();
     let Some(subscription) = config.subscription(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no subscription {id:?}"));
+    };
+    let event_type = match test_type(&body) {
+        Ok(t) => t,
+        Err(refusal) => return refusal,
     };
     // The subscription's own owner's event, as any event it receives.
     let owner = subscription.owner.clone();
@@ -790,16 +846,12 @@ pub async fn send_test(State(shared): State<Arc<Shared>>, Path(id): Path<String>
         guard: config.targets.guard(),
     };
     let accepted_at = crate::event::rfc3339_millis(now);
-    let event = match crate::event::parse_event(
-        json!({ "request_id": request_id, "status": "test", "owner": owner }),
-        &rules,
-        &accepted_at,
-    ) {
+    let event = match event_type.test_event(&request_id, owner.as_deref(), &rules, &accepted_at) {
         Ok(event) => event,
         Err(e) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the test event is invalid: {}", e.error),
+                format!("the test event is invalid: {e}"),
             )
         }
     };

@@ -44,11 +44,15 @@ pub enum SubscriptionsCommand {
         client: ClientArgs,
         id: String,
     },
-    /// Send a job.test event to one subscription and print its delivery id.
+    /// Send a test event to one subscription and print its delivery id.
     Test {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+        /// Its type: job.test (the default), or job.completed or job.failed with the example
+        /// fields of the Event types page.
+        #[arg(long)]
+        event_type: Option<String>,
     },
     /// Give a subscription created at run time a new secret (printed once); the old one keeps
     /// signing for 24 hours, or until finish-rotation (X-Abstrakt-Signature carries the old
@@ -103,6 +107,12 @@ pub struct AddSubscription {
     /// Its id (generated when left out).
     #[arg(long)]
     pub id: Option<String>,
+    /// A name for people, shown beside its id (one line, at most 100 characters).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// What it is for (at most 1,000 characters).
+    #[arg(long)]
+    pub description: Option<String>,
     /// The provider's customer it belongs to.
     #[arg(long)]
     pub owner: Option<String>,
@@ -219,7 +229,22 @@ fn request(command: &SubscriptionsCommand) -> (&ClientArgs, Request) {
             Request::post("/v1/subscriptions", &add_body(add)),
         ),
         S::Remove { client, id } => (client, Request::delete(id)),
-        S::Test { client, id } => (client, Request::action(id, "test")),
+        S::Test {
+            client,
+            id,
+            event_type: None,
+        } => (client, Request::action(id, "test")),
+        S::Test {
+            client,
+            id,
+            event_type: Some(event_type),
+        } => {
+            let path = format!("/v1/subscriptions/{}/test", path_segment(id));
+            (
+                client,
+                Request::post(&path, &json!({ "event_type": event_type })),
+            )
+        }
         S::RotateSecret { client, id } => (client, Request::action(id, "rotate-secret")),
         S::FinishRotation { client, id } => (client, Request::action(id, "finish-rotation")),
         S::PortalLink {
@@ -245,6 +270,8 @@ pub fn add_body(add: &AddSubscription) -> Value {
         endpoint,
         events,
         id,
+        name,
+        description,
         owner,
         secret,
         signature,
@@ -267,6 +294,8 @@ pub fn add_body(add: &AddSubscription) -> Value {
     put(Field::EVENTS, json!(events));
     for (field, value) in [
         (Field::ID, id),
+        (Field::NAME, name),
+        (Field::DESCRIPTION, description),
         (Field::OWNER, owner),
         (Field::SECRET, secret),
         (Field::SIGNATURE, signature),
@@ -363,6 +392,8 @@ fn summary(value: &Value, removed: Option<&str>) -> String {
 }
 
 pub fn subscriptions_table(items: &[Value]) -> String {
+    // The names' column, last (a name has spaces), when any subscription has one.
+    let named = items.iter().any(|s| s["name"].is_string());
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|s| {
@@ -370,7 +401,7 @@ pub fn subscriptions_table(items: &[Value]) -> String {
                 .as_array()
                 .map(|a| a.iter().map(cell).collect::<Vec<_>>().join(","))
                 .unwrap_or_default();
-            vec![
+            let mut row = vec![
                 cell(&s["id"]),
                 match s["state"].as_str() {
                     Some(state) => state.to_string(),
@@ -382,21 +413,24 @@ pub fn subscriptions_table(items: &[Value]) -> String {
                 cell(&s["last_success_at"]),
                 cell(&s["consecutive_failures"]),
                 cell(&s["last_error"]),
-            ]
+            ];
+            if named {
+                row.push(cell(&s["name"]));
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "ID",
-            "STATE",
-            "URL",
-            "EVENTS",
-            "LAST SUCCESS",
-            "FAILURES",
-            "LAST ERROR",
-        ],
-        &rows,
-    )
+    let columns = [
+        "ID",
+        "STATE",
+        "URL",
+        "EVENTS",
+        "LAST SUCCESS",
+        "FAILURES",
+        "LAST ERROR",
+        "NAME",
+    ];
+    table(&columns[..columns.len() - usize::from(!named)], &rows)
 }
 
 #[cfg(test)]
@@ -465,10 +499,12 @@ mod tests {
 
     /// Every flag of `hookd subscriptions add`, each given once (`--header` and
     /// `--secret-header` both make `headers`).
-    const EVERY_FLAG: [&str; 16] = [
+    const EVERY_FLAG: [&str; 18] = [
         "--endpoint=https://r.example/h",
         "--events=job.completed",
         "--id=s1",
+        "--name=Nightly builds",
+        "--description=Tells the build farm.",
         "--owner=acme",
         "--secret=whsec_c2VjcmV0",
         "--signature=both",
@@ -570,5 +606,18 @@ mod tests {
                 .starts_with("s1  active  http://h"),
             "{list}"
         );
+    }
+
+    #[test]
+    fn the_list_has_a_name_column_when_a_subscription_has_a_name() {
+        let plain =
+            json!({ "id": "a", "state": "active", "url": "https://a.example/h", "events": ["*"] });
+        let named = json!({ "id": "b", "state": "active", "url": "https://b.example/h", "events": ["*"], "name": "Nightly builds" });
+        let without = subscriptions_table(std::slice::from_ref(&plain));
+        assert!(!without.contains("NAME"), "{without}");
+        let with = subscriptions_table(&[plain, named]);
+        let header = with.lines().next().unwrap_or("");
+        assert!(header.trim_end().ends_with("NAME"), "{with}");
+        assert!(with.contains("Nightly builds"), "{with}");
     }
 }

@@ -80,6 +80,20 @@ impl SubscriptionField {
         value: FieldValue::Text,
         about: "Its name: [a-z0-9_-]{1,64}, unique; \"adhoc\" and \"operator\" are reserved.",
     };
+    pub const NAME: SubscriptionField = SubscriptionField {
+        name: "name",
+        home: Home::Table,
+        settable: Settable::Always,
+        value: FieldValue::Text,
+        about: "A name for people, shown beside its id: one line of at most 100 characters.",
+    };
+    pub const DESCRIPTION: SubscriptionField = SubscriptionField {
+        name: "description",
+        home: Home::Table,
+        settable: Settable::Always,
+        value: FieldValue::Text,
+        about: "What it is for, in at most 1,000 characters (line breaks allowed).",
+    };
     pub const OWNER: SubscriptionField = SubscriptionField {
         name: "owner",
         home: Home::Record,
@@ -229,6 +243,8 @@ impl SubscriptionField {
 /// Every settable field of a subscription, in the order messages and forms list them.
 pub const SUBSCRIPTION_FIELDS: &[SubscriptionField] = &[
     SubscriptionField::ID,
+    SubscriptionField::NAME,
+    SubscriptionField::DESCRIPTION,
     SubscriptionField::OWNER,
     SubscriptionField::URL,
     SubscriptionField::SECRET,

@@ -31,12 +31,13 @@ pub use fields::{field_names, FieldValue, Home, Settable, SubscriptionField, SUB
 pub use raw::RawConfig;
 pub use secret::{Secret, SecretSource};
 pub use sections::{
-    ApiConfig, Backend, BreakerPolicy, DeliveryConfig, DeliveryPolicy, Engine, MetricsConfig,
+    ApiConfig, Backend, BreakerPolicy, DeliveryConfig, DeliveryPolicy, Engine, Logo, MetricsConfig,
     PortalConfig, Proxy, StorageConfig, TargetsConfig, TracesConfig, UiConfig,
 };
 pub use subscription::{
     CustomHeader, EventFilter, PreviousSecret, SignatureScheme, Subscription, ADHOC_SUBSCRIPTION,
-    MAX_CUSTOM_HEADERS, OPERATOR_EVENTS, OPERATOR_SUBSCRIPTION,
+    MAX_CUSTOM_HEADERS, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, OPERATOR_EVENTS,
+    OPERATOR_SUBSCRIPTION,
 };
 pub use token::{ApiToken, Scope};
 

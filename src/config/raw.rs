@@ -42,6 +42,10 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUi {
     pub(super) title: Option<String>,
+    /// A PNG or SVG file, read at start and at each reload.
+    pub(super) logo: Option<Spanned<String>>,
+    /// `#rgb` or `#rrggbb`.
+    pub(super) accent: Option<Spanned<String>>,
 }
 
 /// `[portal]`: what a customer may do through a portal link.
@@ -137,6 +141,8 @@ pub(super) struct RawDelivery {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSubscription {
     pub(super) id: Spanned<String>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) description: Option<Spanned<String>>,
     pub(super) url: Spanned<String>,
     pub(super) secret: Spanned<SecretSource>,
     pub(super) events: Spanned<Vec<String>>,

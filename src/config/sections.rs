@@ -25,6 +25,18 @@ pub struct PortalConfig {
 pub struct UiConfig {
     /// The name the portal shows its customers in its header and page titles: the provider's.
     pub title: String,
+    /// The logo the dashboard and the portal show in their header (`logo`), read from its
+    /// file at start and at each reload.
+    pub logo: Option<Logo>,
+    /// The colour of buttons and links (`accent`): `#rgb` or `#rrggbb`, in lower case.
+    pub accent: Option<String>,
+}
+
+/// A logo file, read: its bytes and its media type (`image/png` or `image/svg+xml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logo {
+    pub bytes: bytes::Bytes,
+    pub content_type: &'static str,
 }
 
 /// `[traces]`, validated (see [`crate::traces`]).

@@ -28,6 +28,10 @@ pub const OPERATOR_EVENTS: [&str; 3] = [
 #[derive(Debug, Clone)]
 pub struct Subscription {
     pub id: String,
+    /// A name for people (`name`): one line, at most [`MAX_NAME_CHARS`] characters.
+    pub name: Option<String>,
+    /// What it is for (`description`): at most [`MAX_DESCRIPTION_CHARS`] characters.
+    pub description: Option<String>,
     pub url: reqwest::Url,
     pub secret: Secret,
     pub events: EventFilter,
@@ -138,6 +142,21 @@ impl CustomHeader {
             mask
         } else {
             self.value.expose()
+        }
+    }
+}
+
+/// The longest `name`, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// The longest `description`, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
+
+impl Subscription {
+    /// How people read it: its name with its id, `Nightly builds (sub_01h…)`, or its id alone.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} ({})", self.id),
+            None => self.id.clone(),
         }
     }
 }

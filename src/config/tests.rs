@@ -227,7 +227,7 @@ fn each_subscription_field_is_defined_once() {
     );
     assert_eq!(
         field_names(SUBSCRIPTION_FIELDS.iter().filter(|f| f.at_creation())),
-        "id, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature, headers, rate_limit, breaker_failures, breaker_probe_interval, disable_after, disable_after_failures"
+        "id, name, description, owner, url, secret, events, retry_schedule, timeout, max_in_flight, signature, headers, rate_limit, breaker_failures, breaker_probe_interval, disable_after, disable_after_failures"
     );
     assert_eq!(
         SubscriptionField::named("timeout"),
@@ -251,4 +251,98 @@ fn stored_and_operator_subscriptions_name_their_keys_by_origin() {
     let d = config.subscription_from_toml(stored, &taken).unwrap_err();
     let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
     assert_eq!(keys, ["subscription[0].id", "subscription[0].url"]);
+}
+
+#[test]
+fn a_subscriptions_name_and_description_are_one_line_and_bounded() {
+    let config = Config::from_toml(EXAMPLE, "example").unwrap();
+    let table = |extra: &str| {
+        format!("[[subscription]]\nid = \"s\"\nurl = \"https://example.invalid/h\"\nsecret = \"s\"\nevents = [\"*\"]\n{extra}")
+    };
+    let taken = HashSet::new();
+    let fine = config
+        .subscription_from_toml(
+            &table("name = \"Nightly builds\"\ndescription = \"Two\\nlines\"\n"),
+            &taken,
+        )
+        .unwrap();
+    assert_eq!(fine.name.as_deref(), Some("Nightly builds"));
+    assert_eq!(fine.description.as_deref(), Some("Two\nlines"));
+    assert_eq!(fine.label(), "Nightly builds (s)");
+    let blank = config
+        .subscription_from_toml(&table("name = \"  \"\n"), &taken)
+        .unwrap();
+    assert_eq!((blank.label(), blank.name), ("s".to_string(), None));
+    for (extra, key, says) in [
+        (
+            format!("name = \"{}\"", "n".repeat(101)),
+            "name",
+            "at most 100",
+        ),
+        ("name = \"a\\nb\"".to_string(), "name", "one line"),
+        (
+            "name = \"a\\u001bb\"".to_string(),
+            "name",
+            "control character",
+        ),
+        (
+            format!("description = \"{}\"", "d".repeat(1001)),
+            "description",
+            "at most 1000",
+        ),
+        (
+            "description = \"a\\u0000\"".to_string(),
+            "description",
+            "control character",
+        ),
+    ] {
+        let errors = config
+            .subscription_from_toml(&table(&extra), &taken)
+            .unwrap_err();
+        assert_eq!(errors[0].key, format!("subscription[0].{key}"), "{extra}");
+        assert!(
+            errors[0].message.contains(says),
+            "{extra}: {}",
+            errors[0].message
+        );
+    }
+}
+
+#[test]
+fn the_logo_and_the_accent_are_checked_naming_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let svg = file("logo.svg", b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
+    let ui = |extra: &str| format!("{EXAMPLE}\n").replace("[ui]\n", &format!("[ui]\n{extra}\n"));
+    let config =
+        Config::from_toml(&ui(&format!("logo = {svg:?}\naccent = \"#0B57D0\"")), "t").unwrap();
+    let logo = config.ui.logo.expect("a logo");
+    assert_eq!(logo.content_type, "image/svg+xml");
+    assert_eq!(config.ui.accent.as_deref(), Some("#0b57d0"));
+    let big = file(
+        "big.png",
+        &[b"\x89PNG\r\n\x1a\n".as_slice(), &vec![0; 300 * 1024]].concat(),
+    );
+    let gif = file("logo.gif", b"GIF89a");
+    let missing = dir.path().join("none.png").display().to_string();
+    for (extra, says) in [
+        (format!("logo = {big:?}"), "at most 262144"),
+        (format!("logo = {gif:?}"), "neither a PNG nor an SVG"),
+        (format!("logo = {missing:?}"), "cannot read the logo file"),
+        ("accent = \"red\"".to_string(), "#rrggbb or #rgb"),
+        ("accent = \"#05c;}\"".to_string(), "#rrggbb or #rgb"),
+    ] {
+        let d = err(&ui(&extra));
+        let key = if extra.starts_with("logo") {
+            "ui.logo"
+        } else {
+            "ui.accent"
+        };
+        assert_eq!(d[0].key, key, "{extra}");
+        assert!(d[0].message.contains(says), "{extra}: {}", d[0].message);
+    }
 }

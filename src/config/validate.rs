@@ -4,11 +4,12 @@
 //! [`Validator`] holds the file's text and the errors so far. This file has the whole file's
 //! story ([`Validator::resolve`]) and the checks of single values; `sections` checks `[api]`,
 //! `[delivery]`, `[storage]`, `[targets]` and `[traces]`, `subscription` one subscription, and
-//! `headers` the custom headers.
+//! `headers` the custom headers, `ui` the `[ui]` table (its logo file is read there).
 
 mod headers;
 mod sections;
 mod subscription;
+mod ui;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -20,7 +21,7 @@ use super::diagnostic::{diagnostic, invalid, Diagnostic};
 use super::duration::{HumanDuration, MAX_INTERVAL};
 use super::raw::{pick, RawConfig};
 use super::secret::{Secret, SecretSource};
-use super::{Config, ConfigError, MetricsConfig, PortalConfig, UiConfig};
+use super::{Config, ConfigError, MetricsConfig, PortalConfig};
 
 pub(super) use subscription::Origin;
 
@@ -82,6 +83,7 @@ impl Validator<'_> {
             &targets.guard(),
         );
         let storage = self.storage(storage, d_storage);
+        let ui = self.ui(ui, d_ui);
         if !self.errors.is_empty() {
             return Err(invalid(self.errors));
         }
@@ -102,9 +104,7 @@ impl Validator<'_> {
                 max_subscriptions_per_owner: pick!(portal, d_portal, max_subscriptions_per_owner),
                 max_listen_sessions: pick!(portal, d_portal, max_listen_sessions),
             },
-            ui: UiConfig {
-                title: pick!(ui, d_ui, title),
-            },
+            ui,
         })
     }
 

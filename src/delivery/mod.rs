@@ -27,6 +27,8 @@ pub struct AttemptResult {
     pub retry_after: Option<String>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+    /// The answer's headers, bounded ([`crate::store::kept_headers`]).
+    pub response_headers: Vec<(String, String)>,
     pub duration: Duration,
     /// The target guard refused the address: the delivery ends dead at once.
     pub blocked: bool,
@@ -214,6 +216,12 @@ fn custom_headers(headers: &[crate::config::CustomHeader]) -> reqwest::header::H
 /// body) and classifies the attempt by the status.
 async fn read_response(mut response: reqwest::Response, started: Instant) -> AttemptResult {
     let status = response.status().as_u16();
+    let response_headers = crate::store::kept_headers(
+        response
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes()))),
+    );
     let retry_after = match status {
         429 | 503 => response
             .headers()
@@ -227,6 +235,7 @@ async fn read_response(mut response: reqwest::Response, started: Instant) -> Att
         Err(timeout) => {
             let mut result = failed(&timeout, started);
             result.status_code = Some(status);
+            result.response_headers = response_headers;
             return result;
         }
     };
@@ -241,6 +250,7 @@ async fn read_response(mut response: reqwest::Response, started: Instant) -> Att
         error,
         blocked: false,
         response_excerpt: (!excerpt.is_empty()).then(|| excerpt_text(&excerpt)),
+        response_headers,
         duration: started.elapsed(),
     }
 }
@@ -274,6 +284,7 @@ fn without_request(error: String, blocked: bool, started: Instant) -> AttemptRes
         retry_after: None,
         error: Some(error),
         response_excerpt: None,
+        response_headers: Vec::new(),
         duration: started.elapsed(),
         blocked,
     }
@@ -307,6 +318,7 @@ fn failed(e: &reqwest::Error, started: Instant) -> AttemptResult {
         retry_after: None,
         error: Some(describe(e)),
         response_excerpt: None,
+        response_headers: Vec::new(),
         duration: started.elapsed(),
         blocked: false,
     }

@@ -107,6 +107,44 @@ pub struct Attempt {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+    /// The receiver's answer's headers, as [`kept_headers`] bounds them; empty without an
+    /// answer (and in attempts recorded before hookd kept them).
+    pub response_headers: Vec<(String, String)>,
+}
+
+/// The most headers of a receiver's answer an attempt keeps.
+pub const MAX_RESPONSE_HEADERS: usize = 30;
+/// The most bytes of a receiver's answer's headers (names and values) an attempt keeps.
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 4096;
+/// The value kept of a header that may carry a credential (`Set-Cookie`).
+pub const REDACTED_HEADER: &str = "[REDACTED]";
+
+/// A receiver's answer's headers as an attempt keeps them, in the order given: names in lower
+/// case, the first [`MAX_RESPONSE_HEADERS`] that fit in [`MAX_RESPONSE_HEADER_BYTES`] (a header
+/// that does not fit is left out, a later smaller one may still be kept), `Set-Cookie` values
+/// redacted, and U+0000 replaced (PostgreSQL's jsonb cannot hold it).
+pub fn kept_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, std::borrow::Cow<'a, str>)>,
+) -> Vec<(String, String)> {
+    let mut kept = Vec::new();
+    let mut bytes = 0;
+    for (name, value) in headers {
+        if kept.len() == MAX_RESPONSE_HEADERS {
+            break;
+        }
+        let name = name.to_ascii_lowercase();
+        let value = if name == "set-cookie" {
+            REDACTED_HEADER.to_string()
+        } else {
+            value.replace('\0', "\u{FFFD}")
+        };
+        if bytes + name.len() + value.len() > MAX_RESPONSE_HEADER_BYTES {
+            continue;
+        }
+        bytes += name.len() + value.len();
+        kept.push((name, value));
+    }
+    kept
 }
 
 impl Attempt {
@@ -580,6 +618,10 @@ pub struct PortableAttempt {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+    /// Left out of exports when empty; an export without it (before hookd kept them) reads
+    /// as none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers: Vec<(String, String)>,
 }
 
 impl From<&Attempt> for PortableAttempt {
@@ -592,6 +634,7 @@ impl From<&Attempt> for PortableAttempt {
             status_code: a.status_code,
             error: a.error.clone(),
             response_excerpt: a.response_excerpt.clone(),
+            response_headers: a.response_headers.clone(),
         }
     }
 }
@@ -606,6 +649,7 @@ impl From<&PortableAttempt> for Attempt {
             status_code: a.status_code,
             error: a.error.clone(),
             response_excerpt: a.response_excerpt.clone(),
+            response_headers: a.response_headers.clone(),
         }
     }
 }
@@ -791,5 +835,56 @@ mod tests {
             new_delivery_id(1_700_000_000_125).timestamp_ms(),
             1_700_000_000_125
         );
+    }
+
+    #[test]
+    fn a_receivers_headers_are_kept_within_their_bounds() {
+        use std::borrow::Cow;
+        let many: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("X-H{i}"), "v".to_string()))
+            .collect();
+        let kept = kept_headers(
+            many.iter()
+                .map(|(n, v)| (n.as_str(), Cow::from(v.as_str()))),
+        );
+        assert_eq!(kept.len(), MAX_RESPONSE_HEADERS);
+        assert_eq!(
+            kept[0],
+            ("x-h0".to_string(), "v".to_string()),
+            "names in lower case"
+        );
+
+        let big = "b".repeat(3000);
+        let given = [
+            ("a", Cow::from(big.as_str())),
+            ("too-big", Cow::from(big.as_str())),
+            ("set-cookie", Cow::from("session=secret")),
+            ("nul", Cow::from("a\0b")),
+        ];
+        let kept = kept_headers(given);
+        let names: Vec<&str> = kept.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a", "set-cookie", "nul"],
+            "one that does not fit is left out"
+        );
+        assert_eq!(kept[1].1, REDACTED_HEADER);
+        assert_eq!(kept[2].1, "a\u{FFFD}b");
+        let bytes: usize = kept.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(bytes <= MAX_RESPONSE_HEADER_BYTES, "{bytes}");
+    }
+
+    #[test]
+    fn an_export_made_before_response_headers_reads_as_attempts_without_them() {
+        let old = r#"{"number":1,"started_ms":5,"duration_ms":2,"outcome":"success","status_code":200,"error":null,"response_excerpt":"ok"}"#;
+        let attempt: PortableAttempt = serde_json::from_str(old).unwrap();
+        assert!(attempt.response_headers.is_empty());
+        let text = serde_json::to_string(&attempt).unwrap();
+        assert_eq!(text, old, "an attempt without headers exports as before");
+        let mut with = attempt;
+        with.response_headers = vec![("x".to_string(), "1".to_string())];
+        let back: PortableAttempt =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 }

@@ -54,6 +54,8 @@ pub struct Nav {
     pub notice: Option<String>,
     /// The name a portal's header shows (`[ui] title`).
     pub title: String,
+    /// Whether `[ui] logo` is set: the header shows it (`/ui/static/logo`).
+    pub logo: bool,
 }
 
 impl Nav {
@@ -74,6 +76,8 @@ pub struct Viewer {
     pub title: String,
     /// Who the audit log says acted: `dashboard[:<token name>]` or `portal:<owner>`.
     pub actor: crate::api::audit::Actor,
+    /// Whether `[ui] logo` is set.
+    pub logo: bool,
 }
 
 impl Viewer {
@@ -113,6 +117,7 @@ impl Viewer {
             current,
             notice,
             title: self.title.clone(),
+            logo: self.logo,
         }
     }
 }
@@ -217,6 +222,7 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
                     csrf: csrf_token(key, token),
                     now_ms: now,
                     title: shared.config().ui.title.clone(),
+                    logo: shared.config().ui.logo.is_some(),
                 }),
                 Err(PortalRefusal::Expired) => Err(message(
                     StatusCode::FORBIDDEN,
@@ -253,6 +259,7 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
                 csrf: csrf_token(key, &session.nonce),
                 now_ms: now,
                 title: shared.config().ui.title.clone(),
+                logo: shared.config().ui.logo.is_some(),
             }),
             None if parts.method == Method::GET => Err(see_other("/ui/login")),
             None => Err(message(
@@ -379,6 +386,8 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/ui/static/style.css", get(style))
         .route("/favicon.ico", get(favicon))
         .route("/ui/static/favicon.svg", get(favicon))
+        .route("/ui/static/brand.css", get(brand_style))
+        .route("/ui/static/logo", get(logo))
         .route("/ui/login", get(pages::login_form).post(pages::login))
         .route("/ui/logout", post(pages::logout));
     for base in ["/ui", "/ui/portal/{token}"] {
@@ -405,6 +414,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             );
     }
     router = pages::check::routes(router);
+    router = pages::events::routes(router);
     router.layer(middleware::from_fn_with_state(shared, security_headers))
 }
 
@@ -429,6 +439,43 @@ async fn style() -> Response {
         STYLE,
     )
         .into_response()
+}
+
+/// `[ui] accent` as a stylesheet every page links after the main one: a page may not carry a
+/// style of its own (the CSP's `style-src 'self'`). Empty without an accent; read afresh, so a
+/// reload's colour shows at once.
+async fn brand_style(State(shared): State<Arc<Shared>>) -> Response {
+    let css = shared
+        .config()
+        .ui
+        .accent
+        .as_ref()
+        .map_or_else(String::new, |accent| {
+            format!(":root {{ --accent: {accent}; }}\n")
+        });
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        css,
+    )
+        .into_response()
+}
+
+/// `[ui] logo`, as read at start or at the last reload; 404 without one.
+async fn logo(State(shared): State<Arc<Shared>>) -> Response {
+    match &shared.config().ui.logo {
+        Some(logo) => (
+            [
+                (header::CONTENT_TYPE, logo.content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            logo.bytes.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// The headers every dashboard answer carries: no script may run, nothing is cached or

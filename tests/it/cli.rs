@@ -1128,6 +1128,8 @@ async fn subscriptions_add_sets_headers_rate_limit_and_breaker() {
     let endpoint = receiver.url();
     let flags = [
         ("--id", "ctl"),
+        ("--name", "Control plane"),
+        ("--description", "Keeps the control plane in step."),
         ("--endpoint", endpoint.as_str()),
         ("--events", "*"),
         ("--header", "X-Tenant: acme"),
@@ -1153,6 +1155,12 @@ async fn subscriptions_add_sets_headers_rate_limit_and_breaker() {
     assert_eq!(s["breaker_probe_interval"], "15s", "{s}");
     assert_eq!(s["disable_after"], "2days", "{s}");
     assert_eq!(s["disable_after_failures"], 50, "{s}");
+    assert_eq!(s["name"], "Control plane", "{s}");
+    assert_eq!(s["description"], "Keeps the control plane in step.", "{s}");
+    let list = hookd(&["subscriptions", "list", "--url", &url], None).await;
+    let header = list.ok().lines().next().unwrap_or("").to_string();
+    assert!(header.trim_end().ends_with("NAME"), "{header}");
+    assert!(list.ok().contains("Control plane"), "{list:#?}");
     // The API does not show these three; the running configuration has them.
     let config = app.shared.config();
     let running = config
@@ -1171,6 +1179,19 @@ async fn subscriptions_add_sets_headers_rate_limit_and_breaker() {
     let got = receiver.wait_for(1, DEADLINE).await;
     assert_eq!(got[0].header("x-tenant"), "acme");
     assert_eq!(got[0].header("authorization"), "Bearer tok-123");
+    assert_eq!(got[0].header("x-abstrakt-event"), "job.test");
+    let args = [
+        "subscriptions",
+        "test",
+        "--url",
+        &url,
+        "--event-type",
+        "job.completed",
+        "ctl",
+    ];
+    hookd(&args, None).await.ok();
+    let got = receiver.wait_for(2, DEADLINE).await;
+    assert_eq!(got[1].header("x-abstrakt-event"), "job.completed");
 
     // A header without a colon is a usage error; a signature header is refused by the API,
     // which names it, and nothing is created.

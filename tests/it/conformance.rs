@@ -210,6 +210,7 @@ macro_rules! conformance_tests {
             pruning_the_audit_log_removes_only_entries_before_the_cutoff,
             an_export_carries_the_audit_log_into_the_imported_store,
             erasing_an_owner_from_the_audit_log_removes_exactly_its_entries,
+            an_attempt_keeps_the_receivers_headers_across_a_restart_and_an_export,
         ]);
     };
     (@engine $engine:ident, $open:expr, $hands_on:expr, $server:expr, [$($test:ident),+ $(,)?]) => {
@@ -317,6 +318,15 @@ fn attempt(number: u32, outcome: Outcome, started_ms: u64) -> Attempt {
         status_code,
         error,
         response_excerpt: status_code.map(|c| format!("{{\"status\":{c}}}")),
+        // A receiver's answer has headers; no answer, none.
+        response_headers: status_code
+            .map(|c| {
+                vec![
+                    ("content-type".to_string(), "application/json".to_string()),
+                    ("x-status".to_string(), c.to_string()),
+                ]
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -2977,5 +2987,50 @@ async fn a_finished_delivery_that_does_not_say_when_imports_finished(h: &mut Har
         "a finished delivery is never claimed again"
     );
     assert_eq!(meta_deliveries(t, &first.event_id).await.len(), 1);
+    other.close().await;
+}
+
+async fn an_attempt_keeps_the_receivers_headers_across_a_restart_and_an_export(h: &mut Harness) {
+    let s = h.store();
+    let answer = ingest(s, event("job-h", "completed"), vec![sub("a")], 1000).await;
+    let id = meta_deliveries(s, &answer.event_id).await.remove(0);
+    s.set_limits(limits(&[("a", 1)]));
+    claim_one(s, &id, 1000).await;
+    let mut first = attempt(1, Outcome::Http5xx, 1000);
+    first.response_headers = vec![
+        ("retry-after".to_string(), "30".to_string()),
+        ("x-trace".to_string(), "é ü".to_string()),
+        (
+            "x-trace".to_string(),
+            "a second one, kept in order".to_string(),
+        ),
+    ];
+    s.record_outcome(&id, first.clone(), Next::RetryAt(2000), 1010)
+        .await
+        .unwrap();
+    claim_one(s, &id, 2000).await;
+    let mut second = attempt(2, Outcome::Timeout, 2000);
+    assert!(second.response_headers.is_empty(), "no answer, no headers");
+    second.error = Some("timed out".to_string());
+    s.record_outcome(&id, second.clone(), Next::RetryAt(3000), 2010)
+        .await
+        .unwrap();
+    claim_one(s, &id, 3000).await;
+    let third = attempt(3, Outcome::Success, 3000);
+    s.record_outcome(&id, third.clone(), Next::Delivered, 3010)
+        .await
+        .unwrap();
+    let want = vec![first, second, third];
+    assert_eq!(s.attempts(&id).await.unwrap(), want);
+
+    h.reopen().await;
+    let s = h.store();
+    assert_eq!(s.attempts(&id).await.unwrap(), want, "after a restart");
+
+    let records = export_all(s).await;
+    let mut other = Harness::new(h.open, h.hands_on);
+    let t = other.store();
+    t.import(records).await.unwrap();
+    assert_eq!(t.attempts(&id).await.unwrap(), want, "moved by an export");
     other.close().await;
 }

@@ -191,7 +191,7 @@ async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows
         );
     }
     assert!(
-        stderr.contains("this hookd reads formats 1 to 2"),
+        stderr.contains("this hookd reads formats 1 to 3"),
         "{stderr}"
     );
     eprintln!(

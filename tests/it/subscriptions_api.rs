@@ -839,3 +839,96 @@ async fn a_rotation_switches_by_itself_when_its_grace_period_ends() {
         "an expired rotation does not block the next: {answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_and_a_description_are_set_changed_cleared_and_checked_through_the_api() {
+    let receiver = TestReceiver::start().await;
+    let app = spawn_app(&format!(
+        "[[subscription]]\nid = \"from-file\"\nname = \"Billing sync\"\ndescription = \"Keeps invoices\\nin step\"\nurl = \"{}\"\nsecret = \"s\"\nevents = [\"*\"]\n",
+        receiver.url()
+    ))
+    .await;
+    let admin = app.admin();
+    let shown = admin.get_ok("/v1/subscriptions/from-file").await;
+    assert_eq!(shown["name"], "Billing sync", "{shown}");
+    assert_eq!(shown["description"], "Keeps invoices\nin step", "{shown}");
+
+    let (status, created) = admin
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({ "id": "named", "name": "Nightly builds", "description": "Tells the build farm.",
+                         "url": receiver.url(), "events": ["job.completed"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["name"], "Nightly builds");
+    assert_eq!(created["description"], "Tells the build farm.");
+
+    let patch = |body: Value| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .call(
+                    reqwest::Method::PATCH,
+                    "/v1/subscriptions/named",
+                    Some(body),
+                )
+                .await
+        }
+    };
+    let (status, changed) = patch(json!({ "name": "Nightly builds (EU)" })).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["name"], "Nightly builds (EU)");
+    assert_eq!(changed["description"], "Tells the build farm.", "kept");
+    let (status, cleared) = patch(json!({ "description": "" })).await;
+    assert_eq!(status, 200, "{cleared}");
+    assert!(cleared["description"].is_null(), "{cleared}");
+
+    let long_name = "n".repeat(101);
+    let long_description = "d".repeat(1001);
+    for (body, field, says) in [
+        (
+            json!({ "name": long_name }),
+            "name",
+            "101 characters long; at most 100",
+        ),
+        (json!({ "name": "two\nlines" }), "name", "one line"),
+        (json!({ "name": "bell\u{7}" }), "name", "control character"),
+        (
+            json!({ "description": long_description }),
+            "description",
+            "at most 1000",
+        ),
+        (
+            json!({ "description": "nul\u{0}" }),
+            "description",
+            "control character",
+        ),
+    ] {
+        let (status, refused) = patch(body.clone()).await;
+        assert_eq!(status, 422, "{body}: {refused}");
+        assert_eq!(refused["field"], field, "{refused}");
+        assert!(
+            refused["error"].as_str().unwrap_or("").contains(says),
+            "{refused}"
+        );
+    }
+    // 100 characters of any script are one name; what was refused changed nothing.
+    let (status, fits) = patch(json!({ "name": "é".repeat(100) })).await;
+    assert_eq!(status, 200, "{fits}");
+    let (status, refused) = admin
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({ "name": "x\ty", "url": receiver.url(), "events": ["*"] })),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["field"], "name", "{refused}");
+
+    // Stored as its table: the name survives a restart.
+    let app = app.restart().await;
+    let shown = app.admin().get_ok("/v1/subscriptions/named").await;
+    assert_eq!(shown["name"], "é".repeat(100), "{shown}");
+}

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::support::admin::Admin;
 use crate::support::process::{launch, ChildGuard};
-use crate::support::receiver::TestReceiver;
+use crate::support::receiver::{Reply, TestReceiver};
 use crate::support::{wait_until, LOOPBACK_TARGETS};
 
 mod audit;
@@ -311,6 +311,19 @@ impl Hookd {
         all.extend_from_slice(fields);
         self.post_form(
             &format!("/ui/subscriptions/{id}"),
+            Some(&session.cookie),
+            self.same_origin(),
+            &all,
+        )
+        .await
+    }
+
+    /// The new-subscription form posted as `session`: its CSRF token, then `fields`.
+    async fn create_with_form(&self, session: &Session, fields: &[(&str, &str)]) -> Page {
+        let mut all = vec![("csrf", session.csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post_form(
+            "/ui/subscriptions",
             Some(&session.cookie),
             self.same_origin(),
             &all,
@@ -1382,12 +1395,9 @@ async fn the_rate_limit_is_set_changed_and_removed_in_the_form() {
     let session = hookd.sign_in().await;
     let rate_of = |answer: &Value| answer["rate_limit"].clone();
     let created = hookd
-        .post_form(
-            "/ui/subscriptions",
-            Some(&session.cookie),
-            hookd.same_origin(),
+        .create_with_form(
+            &session,
             &[
-                ("csrf", session.csrf.as_str()),
                 ("id", "limited"),
                 ("url", receiver.url().as_str()),
                 ("events", "*"),
@@ -2557,6 +2567,417 @@ async fn resending_failed_deliveries_counts_them_first_and_requeues_each_once() 
         )
         .await;
     assert_eq!(foreign.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriptions_name_is_set_in_the_forms_and_shown_beside_its_id_on_every_page() {
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    let session = hookd.sign_in().await;
+    let created = hookd
+        .create_with_form(
+            &session,
+            &[
+                ("id", "named"),
+                ("name", "Nightly builds"),
+                ("description", "Tells the build farm.\r\nTwo lines."),
+                ("url", receiver.url().as_str()),
+                ("events", "*"),
+            ],
+        )
+        .await;
+    assert!([200, 303].contains(&created.status), "{}", created.body);
+    let (_, shown) = hookd
+        .api(Method::GET, "/v1/subscriptions/named", Some(ADMIN), None)
+        .await;
+    assert_eq!(shown["name"], "Nightly builds", "{shown}");
+    assert_eq!(
+        shown["description"], "Tells the build farm.\nTwo lines.",
+        "{shown}"
+    );
+
+    hookd
+        .ingest(json!({ "request_id": "named-1", "status": "completed" }))
+        .await;
+    let delivered = hookd.wait_finished("named", 1).await;
+    for path in [
+        "/ui".to_string(),
+        "/ui/subscriptions".to_string(),
+        "/ui/subscriptions/named".to_string(),
+        "/ui/deliveries".to_string(),
+        format!("/ui/deliveries/{}", delivered[0]),
+    ] {
+        let page = hookd.get(&path, Some(&session.cookie)).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert_shows(&page, "Nightly builds");
+        assert_shows(&page, r#"<span class="hint sub-id">named</span>"#);
+    }
+    let page = hookd
+        .get("/ui/subscriptions/named", Some(&session.cookie))
+        .await;
+    assert_shows(&page, "Tells the build farm.\nTwo lines.");
+    assert!(control_tag(&page.body, "name").contains(r#"value="Nightly builds""#));
+
+    // Renamed, then the name emptied: the id alone again.
+    let url = receiver.url();
+    let renamed = hookd
+        .edit_subscription(
+            &session,
+            "named",
+            &url,
+            &[("events", "*"), ("name", "Builds (EU)")],
+        )
+        .await;
+    assert_shows(&hookd.followed(renamed, &session).await, "Saved");
+    let list = hookd.get("/ui/subscriptions", Some(&session.cookie)).await;
+    assert_shows(&list, "Builds (EU)");
+    let too_long = "n".repeat(101);
+    let refused = hookd
+        .edit_subscription(
+            &session,
+            "named",
+            &url,
+            &[("events", "*"), ("name", &too_long)],
+        )
+        .await;
+    let refused = hookd.followed(refused, &session).await;
+    assert_shows(&refused, "Not saved");
+    assert_shows(&refused, r#"id="name-error""#);
+    let cleared = hookd
+        .edit_subscription(&session, "named", &url, &[("events", "*"), ("name", "")])
+        .await;
+    assert_shows(&hookd.followed(cleared, &session).await, "Saved");
+    let (_, shown) = hookd
+        .api(Method::GET, "/v1/subscriptions/named", Some(ADMIN), None)
+        .await;
+    assert!(shown["name"].is_null(), "{shown}");
+
+    // A customer names theirs through the portal; another owner's portal never shows it.
+    let portal = hookd.portal_link("acme", "1h").await;
+    let form = hookd
+        .get(&format!("{portal}/subscriptions/new"), None)
+        .await;
+    let created = hookd
+        .portal_form(
+            &format!("{portal}/subscriptions"),
+            &form.csrf(),
+            &[
+                ("name", "Acme orders"),
+                ("url", url.as_str()),
+                ("events", "*"),
+                ("signature", "abstrakt"),
+            ],
+        )
+        .await;
+    let id = portal_created_id(&created, &portal);
+    let mine = hookd.get(&format!("{portal}/subscriptions"), None).await;
+    assert_shows(&mine, "Acme orders");
+    assert_shows(&mine, &format!(r#"<span class="hint sub-id">{id}</span>"#));
+    let other = hookd.portal_link("globex", "1h").await;
+    for path in ["/subscriptions", "/deliveries"] {
+        let page = hookd.get(&format!("{other}{path}"), None).await;
+        assert!(!page.body.contains("Acme orders"), "{path}: {}", page.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receivers_headers_are_kept_bounded_and_shown_escaped_on_the_delivery_page() {
+    let receiver = TestReceiver::start().await;
+    let mut headers = vec![
+        ("X-Request-Id", "req-<b>7</b>".to_string()),
+        ("Set-Cookie", "session=do-not-keep".to_string()),
+    ];
+    const FILLER: [&str; 40] = [
+        "x-f00", "x-f01", "x-f02", "x-f03", "x-f04", "x-f05", "x-f06", "x-f07", "x-f08", "x-f09",
+        "x-f10", "x-f11", "x-f12", "x-f13", "x-f14", "x-f15", "x-f16", "x-f17", "x-f18", "x-f19",
+        "x-f20", "x-f21", "x-f22", "x-f23", "x-f24", "x-f25", "x-f26", "x-f27", "x-f28", "x-f29",
+        "x-f30", "x-f31", "x-f32", "x-f33", "x-f34", "x-f35", "x-f36", "x-f37", "x-f38", "x-f39",
+    ];
+    headers.extend(FILLER.iter().map(|name| (*name, "filler".to_string())));
+    receiver.set_default(Reply::WithHeaders(409, headers));
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "answers", "url": receiver.url(), "events": ["*"] }))
+        .await;
+    hookd
+        .ingest(json!({ "request_id": "answer-1", "status": "completed" }))
+        .await;
+    let id = hookd.wait_finished("answers", 1).await.remove(0);
+
+    let (_, shown) = hookd
+        .api(
+            Method::GET,
+            &format!("/v1/deliveries/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    let kept = shown["attempt_history"][0]["response_headers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("response_headers: {shown}"))
+        .clone();
+    assert_eq!(kept.len(), 30, "at most 30 headers: {kept:?}");
+    let value_of = |name: &str| {
+        kept.iter()
+            .find(|h| h["name"] == name)
+            .map(|h| h["value"].clone())
+    };
+    assert_eq!(value_of("x-request-id"), Some(json!("req-<b>7</b>")));
+    assert_eq!(value_of("set-cookie"), Some(json!("[REDACTED]")));
+    assert!(!shown.to_string().contains("do-not-keep"), "{shown}");
+
+    let session = hookd.sign_in().await;
+    let page = hookd
+        .get(&format!("/ui/deliveries/{id}"), Some(&session.cookie))
+        .await;
+    assert_html(&page, "a delivery page with the receiver's headers", true);
+    assert!(!page.body.contains("<b>7"), "escaped:\n{}", page.body);
+    assert!(
+        decode_entities(&page.body).contains("x-request-id: req-<b>7</b>"),
+        "the header is shown as text:\n{}",
+        page.body
+    );
+    assert!(!page.body.contains("do-not-keep"), "{}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_types_page_shows_signed_examples_and_a_test_event_takes_a_type() {
+    use hmac::{KeyInit, Mac};
+    let receiver = TestReceiver::start().await;
+    let hookd = Hookd::start("", "").await;
+    hookd
+        .create_subscription(json!({ "id": "typed", "owner": "acme", "url": receiver.url(), "events": ["job.failed"] }))
+        .await;
+    let session = hookd.sign_in().await;
+    let portal = hookd.portal_link("acme", "1h").await;
+    for (path, cookie) in [
+        ("/ui/events".to_string(), Some(session.cookie.as_str())),
+        (format!("{portal}/events"), None),
+    ] {
+        let page = hookd.get(&path, cookie).await;
+        assert_html(&page, &path, cookie.is_some());
+        for name in ["job.completed", "job.failed", "job.test"] {
+            assert_shows(
+                &page,
+                &format!("<h2 id=\"{}\">{name}</h2>", name.replace('.', "-")),
+            );
+        }
+        assert_shows(&page, "X-Abstrakt-Signature");
+        assert_shows(&page, "webhook-signature");
+        // The seed's example, as delivered, signed as a receiver checks it.
+        let text = decode_entities(&page.body);
+        let body = r#"{"request_id":"abc123","status":"completed","result":{"items":[{"url":"https://cdn.abstrakt.one/...","content_type":"video/mp4"}]},"metrics":{"inference_time":45.2,"queue_time":2.1},"timestamp":"2025-01-12T10:30:00Z"}"#;
+        assert!(text.contains(body), "{path}: the example body:\n{text}");
+        let secret = hookd::catalogue::SAMPLE_SECRET;
+        assert!(text.contains(secret), "{path}: the sample secret is named");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(body.as_bytes());
+        let signature = hex::encode(mac.finalize().into_bytes());
+        assert!(
+            text.contains(&signature),
+            "{path}: its signature {signature}"
+        );
+    }
+
+    // "Send test event" of a chosen type: the example's fields, the test's own request id.
+    let page = hookd
+        .get("/ui/subscriptions/typed", Some(&session.cookie))
+        .await;
+    assert!(control_tag(&page.body, "test-type").starts_with("<select"));
+    let sent = hookd
+        .post_form(
+            "/ui/subscriptions/typed/test",
+            Some(&session.cookie),
+            hookd.same_origin(),
+            &[
+                ("csrf", session.csrf.as_str()),
+                ("event_type", "job.completed"),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    let got = receiver.wait_for(1, DEADLINE).await;
+    let body: Value = serde_json::from_slice(&got[0].body).expect("JSON");
+    assert_eq!(got[0].header("x-abstrakt-event"), "job.completed");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["result"]["items"][0]["content_type"], "video/mp4");
+    assert!(
+        body["request_id"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("test_"),
+        "{body}"
+    );
+
+    // Through the portal's form, and the API: job.test when none is named; an unknown one is
+    // refused naming the field.
+    let page = hookd
+        .get(&format!("{portal}/subscriptions/typed"), None)
+        .await;
+    let sent = hookd
+        .portal_form(
+            &format!("{portal}/subscriptions/typed/test"),
+            &page.csrf(),
+            &[("event_type", "job.failed")],
+        )
+        .await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    let got = receiver.wait_for(2, DEADLINE).await;
+    assert_eq!(got[1].header("x-abstrakt-event"), "job.failed");
+    let (status, answer) = hookd
+        .api(
+            Method::POST,
+            "/v1/subscriptions/typed/test",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let got = receiver.wait_for(3, DEADLINE).await;
+    assert_eq!(got[2].header("x-abstrakt-event"), "job.test");
+    let (status, answer) = hookd
+        .api(
+            Method::POST,
+            "/v1/subscriptions/typed/test",
+            Some(ADMIN),
+            Some(json!({ "event_type": "job.exploded" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "event_type", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logo_and_the_accent_brand_both_surfaces_within_the_csp_and_follow_a_reload() {
+    const PNG_1: &[u8] = b"\x89PNG\r\n\x1a\nfirst-logo";
+    const PNG_2: &[u8] = b"\x89PNG\r\n\x1a\nsecond-logo";
+    let assets = tempfile::tempdir().expect("temp dir");
+    let logo = assets.path().join("logo.png");
+    std::fs::write(&logo, PNG_1).expect("write the logo");
+    let ui = |accent: &str| {
+        format!(
+            "[ui]\ntitle = \"Acme\"\nlogo = {:?}\naccent = {accent:?}\n",
+            logo.display().to_string()
+        )
+    };
+    let hookd = Hookd::start("", &ui("#7A1F5C")).await;
+    let portal = hookd.portal_link("acme", "1h").await;
+    let session = hookd.sign_in().await;
+    for (path, cookie) in [
+        ("/ui/subscriptions", Some(session.cookie.as_str())),
+        (portal.as_str(), None),
+    ] {
+        let page = hookd.get(path, cookie).await;
+        assert_html(&page, path, cookie.is_some());
+        assert_shows(&page, r#"<img src="/ui/static/logo" alt="" class="logo">"#);
+        assert_shows(
+            &page,
+            r#"<link rel="stylesheet" href="/ui/static/brand.css">"#,
+        );
+        assert!(
+            !page.body.contains("style=") && !page.body.contains("<style"),
+            "{path}"
+        );
+        assert!(
+            page.header("content-security-policy")
+                .contains("style-src 'self'"),
+            "{path}: the CSP is as strict as before"
+        );
+    }
+    let css = hookd.get("/ui/static/brand.css", None).await;
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").starts_with("text/css"));
+    assert_eq!(css.body.trim(), ":root { --accent: #7a1f5c; }");
+    let served = hookd.get("/ui/static/logo", None).await;
+    assert_eq!(served.header("content-type"), "image/png");
+    assert_eq!(served.body, String::from_utf8_lossy(PNG_1));
+
+    // A reload reads the file again and takes the new colour.
+    std::fs::write(&logo, PNG_2).expect("write the new logo");
+    let config = config_text(hookd._dir.path(), "", &ui("#1d6b2f"));
+    std::fs::write(&hookd.config, config).expect("write the config");
+    hookd.process.signal("HUP");
+    wait_until("the new accent", DEADLINE, || async {
+        let css = hookd.get("/ui/static/brand.css", None).await;
+        css.body.contains("#1d6b2f").then_some(())
+    })
+    .await;
+    let served = hookd.get("/ui/static/logo", None).await;
+    assert_eq!(served.body, String::from_utf8_lossy(PNG_2));
+
+    // Without them: an empty stylesheet, no logo, no <img>.
+    let config = config_text(hookd._dir.path(), "", "");
+    std::fs::write(&hookd.config, config).expect("write the config");
+    hookd.process.signal("HUP");
+    wait_until("no logo", DEADLINE, || async {
+        let answer = hookd.get("/ui/static/logo", None).await;
+        (answer.status == 404).then_some(())
+    })
+    .await;
+    assert!(hookd
+        .get("/ui/static/brand.css", None)
+        .await
+        .body
+        .is_empty());
+    let page = hookd.get(&portal, None).await;
+    assert!(!page.body.contains("<img"), "{}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliveries_list_refreshes_itself_only_when_asked_within_bounds() {
+    let hookd = Hookd::start("", "").await;
+    let session = hookd.sign_in().await;
+    let portal = hookd.portal_link("acme", "1h").await;
+    let meta = |page: &Page| {
+        page.body
+            .find("<meta http-equiv=\"refresh\"")
+            .map(|at| page.body[at..].split('>').next().unwrap_or("").to_string())
+    };
+    for (base, cookie) in [
+        ("/ui".to_string(), Some(session.cookie.as_str())),
+        (portal.clone(), None),
+    ] {
+        let off = hookd
+            .get(&format!("{base}/deliveries?status=dead"), cookie)
+            .await;
+        assert_html(&off, "the list", cookie.is_some());
+        assert_eq!(meta(&off), None, "off unless asked");
+        assert_shows(&off, "Refresh every 10 s: <a href=");
+        let on_link = format!(r#"<a href="{base}/deliveries?status=dead&refresh=10">on</a>"#);
+        assert!(decode_entities(&off.body).contains(&on_link), "{on_link}");
+        let on = hookd
+            .get(&format!("{base}/deliveries?status=dead&refresh=10"), cookie)
+            .await;
+        assert_eq!(
+            meta(&on).as_deref(),
+            Some(r#"<meta http-equiv="refresh" content="10""#)
+        );
+        assert_shows(
+            &on,
+            &format!(r#"<a href="{base}/deliveries?status=dead">off</a>"#),
+        );
+        assert_shows(&on, r#"<input type="hidden" name="refresh" value="10">"#);
+        assert!(
+            on.header("content-security-policy")
+                .contains("script-src 'none'"),
+            "no script: a meta refresh"
+        );
+        for (asked, content) in [("1", "5"), ("30", "30"), ("99999", "300")] {
+            let page = hookd
+                .get(&format!("{base}/deliveries?refresh={asked}"), cookie)
+                .await;
+            assert_eq!(
+                meta(&page),
+                Some(format!(r#"<meta http-equiv="refresh" content="{content}""#)),
+                "refresh={asked}"
+            );
+        }
+        let junk = hookd
+            .get(&format!("{base}/deliveries?refresh=soon"), cookie)
+            .await;
+        assert_eq!(junk.status, 200);
+        assert_eq!(meta(&junk), None);
+    }
 }
 
 // ------------------------------------------------------------------ charts and /v1/stats

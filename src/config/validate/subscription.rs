@@ -14,7 +14,8 @@ use crate::config::raw::{RawOperator, RawSubscription};
 use crate::config::secret::{Secret, SecretSource};
 use crate::config::{
     BreakerPolicy, DeliveryConfig, DeliveryPolicy, EventFilter, PreviousSecret, SignatureScheme,
-    Subscription, ADHOC_SUBSCRIPTION, OPERATOR_EVENTS, OPERATOR_SUBSCRIPTION,
+    Subscription, ADHOC_SUBSCRIPTION, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, OPERATOR_EVENTS,
+    OPERATOR_SUBSCRIPTION,
 };
 use crate::guard::Guard;
 
@@ -85,6 +86,8 @@ impl Validator<'_> {
         };
         let raw = RawSubscription {
             id: Spanned::new(0..0, OPERATOR_SUBSCRIPTION.to_string()),
+            name: None,
+            description: None,
             url: op.url.clone(),
             secret: op.secret.clone(),
             events: op.events.clone().unwrap_or_else(every_operator_event),
@@ -115,6 +118,13 @@ impl Validator<'_> {
         ids: &mut HashSet<String>,
     ) -> Option<Subscription> {
         self.subscription_id(origin, &s.id, ids);
+        let name = self.label_text(origin, &s.name, Field::NAME, MAX_NAME_CHARS);
+        let description = self.label_text(
+            origin,
+            &s.description,
+            Field::DESCRIPTION,
+            MAX_DESCRIPTION_CHARS,
+        );
         let url = self.target(origin, &s.url, guard);
         let secret = self.secret(&s.secret, &origin.key(Field::SECRET));
         let events = self.events(origin, &s.events);
@@ -141,6 +151,8 @@ impl Validator<'_> {
             .and_then(|r| self.rate(r, &origin.key(Field::RATE_LIMIT), false));
         Some(Subscription {
             id: s.id.get_ref().clone(),
+            name,
+            description,
             url: url?,
             secret,
             events,
@@ -171,6 +183,26 @@ impl Validator<'_> {
             return;
         };
         self.error(id.span(), &origin.key(Field::ID), problem);
+    }
+
+    /// Its `name` or `description`: at most `max` characters, no control characters (a
+    /// description may break lines); an empty one is none.
+    fn label_text(
+        &mut self,
+        origin: Origin,
+        text: &Option<Spanned<String>>,
+        field: Field,
+        max: usize,
+    ) -> Option<String> {
+        let given = text.as_ref()?;
+        let value = given.get_ref();
+        let problem = match text_problem(value, max, field == Field::DESCRIPTION) {
+            None if value.trim().is_empty() => return None,
+            None => return Some(value.clone()),
+            Some(problem) => problem,
+        };
+        self.error(given.span(), &origin.key(field), problem);
+        None
     }
 
     /// The URL its deliveries go to: http(s), with a host that the target guard allows.
@@ -302,6 +334,25 @@ impl Validator<'_> {
             disable_after_failures: s.disable_after_failures.unwrap_or(d.disable_after_failures),
         }
     }
+}
+
+/// What is wrong with a name or a description, `text`: longer than `max` characters, or a
+/// control character (a line break too, unless `lines`).
+fn text_problem(text: &str, max: usize, lines: bool) -> Option<String> {
+    let length = text.chars().count();
+    if length > max {
+        return Some(format!(
+            "is {length} characters long; at most {max} are allowed"
+        ));
+    }
+    let bad = text
+        .chars()
+        .find(|c| c.is_control() && !(lines && matches!(c, '\n' | '\r' | '\t')))?;
+    Some(if bad == '\n' || bad == '\r' {
+        "must be one line (it has a line break)".to_string()
+    } else {
+        format!("has a control character ({:?}); use printable text", bad)
+    })
 }
 
 /// Whether `id` is 1 to 64 of `[a-z0-9_-]`.

@@ -2,8 +2,9 @@
 //!
 //! Every record starts with a format byte ([`VERSION`]); a record with another byte is refused
 //! as corrupt rather than misread. Format 1 (before owners) is still read, as a record
-//! without an owner: a store written by an older hookd opens as it is, and its records take
-//! format 2 when they are next written. Strings are a u16 length and UTF-8 bytes, integers
+//! without an owner, and format 2 (before the receivers' headers) as attempts without
+//! headers: a store written by an older hookd opens as it is, and its records take format 3
+//! when they are next written. Strings are a u16 length and UTF-8 bytes, integers
 //! big-endian. The delivery record puts the bucket and due time first so that the index is
 //! rebuilt at open without decoding the rest.
 
@@ -13,8 +14,9 @@ use crate::event::AdhocTarget;
 use crate::store::Outcome;
 use crate::store::{Attempt, DeliveryState};
 
-/// The format written: 2 adds the owner to events and deliveries.
-pub const VERSION: u8 = 2;
+/// The format written: 2 adds the owner to events and deliveries, 3 the headers of the
+/// receiver's answer to each attempt (a u8 count, then each name and value).
+pub const VERSION: u8 = 3;
 /// The oldest format read.
 const OLDEST: u8 = 1;
 
@@ -262,6 +264,13 @@ impl DeliveryRecord {
             out.u16(a.status_code.unwrap_or(0));
             out.opt_str(a.error.as_deref());
             out.opt_str(a.response_excerpt.as_deref());
+            // At most MAX_RESPONSE_HEADERS (30) are kept, well under a u8's count.
+            let headers = &a.response_headers[..a.response_headers.len().min(255)];
+            out.u8(u8::try_from(headers.len()).unwrap_or(u8::MAX));
+            for (name, value) in headers {
+                out.str(name);
+                out.str(value);
+            }
         }
         out.0
     }
@@ -300,7 +309,7 @@ impl DeliveryRecord {
         let n = r.u16()? as usize;
         let mut attempts = Vec::with_capacity(n);
         for _ in 0..n {
-            attempts.push(Attempt {
+            let mut attempt = Attempt {
                 number: r.u32()?,
                 started_ms: r.u64()?,
                 duration_ms: r.u64()?,
@@ -308,7 +317,14 @@ impl DeliveryRecord {
                 status_code: Some(r.u16()?).filter(|&c| c != 0),
                 error: r.opt_str()?,
                 response_excerpt: r.opt_str()?,
-            });
+                response_headers: Vec::new(),
+            };
+            if version >= 3 {
+                for _ in 0..r.u8()? {
+                    attempt.response_headers.push((r.str()?, r.str()?));
+                }
+            }
+            attempts.push(attempt);
         }
         Ok(DeliveryRecord {
             bucket,
@@ -353,6 +369,7 @@ mod tests {
                 status_code: Some(503),
                 error: Some("HTTP 503 — é".into()),
                 response_excerpt: None,
+                response_headers: Vec::new(),
             }],
         }
     }
@@ -407,12 +424,31 @@ mod tests {
         assert_eq!(EventRecord::decode(&v2, true).unwrap(), e);
     }
 
+    /// A format 2 record (written before the receivers' headers) reads as attempts without
+    /// headers; format 3 keeps them.
+    #[test]
+    fn format_two_records_read_as_attempts_without_headers() {
+        let mut d = delivery();
+        d.attempts[0].response_headers = vec![
+            ("content-type".into(), "text/plain".into()),
+            ("x-request-id".into(), "r-1 é".into()),
+        ];
+        assert_eq!(DeliveryRecord::decode(&d.encode()).unwrap(), d);
+        // Format 2 is format 3 without each attempt's header count (0 here) and headers: the
+        // last attempt's count is the record's last byte.
+        d.attempts[0].response_headers.clear();
+        let mut v2 = d.encode();
+        assert_eq!(v2.pop(), Some(0));
+        v2[0] = 2;
+        assert_eq!(DeliveryRecord::decode(&v2).unwrap(), d);
+    }
+
     #[test]
     fn damaged_or_future_records_are_refused() {
         let mut bytes = delivery().encode();
-        bytes[0] = 3;
+        bytes[0] = 4;
         let err = DeliveryRecord::decode(&bytes).unwrap_err();
-        assert!(err.0.contains("format 3"), "{err}");
+        assert!(err.0.contains("format 4"), "{err}");
         let bytes = delivery().encode();
         assert!(DeliveryRecord::decode(&bytes[..bytes.len() - 3]).is_err());
     }

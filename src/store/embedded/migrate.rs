@@ -108,6 +108,7 @@ fn old_attempts(old: &::sled::Tree) -> Result<Attempts, StoreError> {
             status_code: a.status_code,
             error: a.error,
             response_excerpt: a.response_excerpt,
+            response_headers: Vec::new(),
         });
     }
     Ok(attempts)

@@ -159,6 +159,7 @@ fn end(r: &mut DeliveryRecord, reason: &str, now_ms: u64) {
         status_code: None,
         error: Some(reason.to_string()),
         response_excerpt: None,
+        response_headers: Vec::new(),
     });
     r.state = DeliveryState::Dead;
     r.due_ms = 0;

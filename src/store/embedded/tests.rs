@@ -54,6 +54,7 @@ fn success() -> Attempt {
         status_code: Some(200),
         error: None,
         response_excerpt: None,
+        response_headers: Vec::new(),
     }
 }
 

@@ -76,6 +76,7 @@ pub(super) fn attempt_json(a: &Attempt) -> Value {
         "status_code": a.status_code,
         "error": a.error,
         "response_excerpt": a.response_excerpt,
+        "response_headers": a.response_headers,
     })
 }
 
@@ -97,6 +98,9 @@ pub(super) fn attempts_of(history: &Value) -> Vec<Attempt> {
                         .and_then(|n| u16::try_from(n).ok()),
                     error: a["error"].as_str().map(str::to_string),
                     response_excerpt: a["response_excerpt"].as_str().map(str::to_string),
+                    // Attempts recorded before hookd kept the headers have none.
+                    response_headers: serde_json::from_value(a["response_headers"].clone())
+                        .unwrap_or_default(),
                 })
                 .collect()
         })
@@ -117,7 +121,15 @@ mod tests {
             status_code: Some(503),
             error: Some("HTTP 503".to_string()),
             response_excerpt: Some("busy".to_string()),
+            response_headers: vec![("retry-after".to_string(), "30".to_string())],
         };
+        let mut old = attempt_json(&a);
+        old.as_object_mut().map(|o| o.remove("response_headers"));
+        let read = attempts_of(&Value::Array(vec![old]));
+        assert!(
+            read[0].response_headers.is_empty(),
+            "an older attempt: {read:?}"
+        );
         assert_eq!(attempts_of(&Value::Array(vec![attempt_json(&a)])), vec![a]);
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::overview::COUNT_CALLS;
 use super::{may_see, not_found, owned, scoped, truncate, CELL_CHARS};
-use crate::config::EventFilter;
+use crate::config::{Config, EventFilter};
 use crate::event::rfc3339_millis;
 use crate::state::Shared;
 use crate::store::{Delivery, DeliveryFilter, DeliveryState};
@@ -44,6 +44,20 @@ pub struct DeliveriesQuery {
     /// page's is empty): what "Previous page" goes back through.
     back: Option<String>,
     notice: Option<String>,
+    /// Reload the page every this many seconds ([`refresh_seconds`]); absent: never.
+    refresh: Option<String>,
+}
+
+/// The refresh the "on" link asks for, in seconds.
+pub const DEFAULT_REFRESH: u64 = 10;
+/// The shortest and the longest automatic refresh, in seconds.
+pub const REFRESH_RANGE: std::ops::RangeInclusive<u64> = 5..=300;
+
+/// The automatic refresh `?refresh=` asks for, within [`REFRESH_RANGE`] (a shorter or longer
+/// one is brought inside it); `None` when absent or not a whole number of seconds.
+fn refresh_seconds(q: &DeliveriesQuery) -> Option<u64> {
+    let seconds = nonempty(&q.refresh)?.parse::<u64>().ok()?;
+    Some(seconds.clamp(*REFRESH_RANGE.start(), *REFRESH_RANGE.end()))
 }
 
 pub(super) fn nonempty(v: &Option<String>) -> Option<&str> {
@@ -106,12 +120,31 @@ fn filter_of(
     ))
 }
 
+/// The subscriptions `viewer` may filter by: each id with its label (its name and id).
+fn labelled(shared: &Shared, viewer: &Viewer) -> Vec<(String, String)> {
+    let config = shared.config();
+    let ids = match &viewer.scope {
+        Scope::Admin => config.subscriptions.iter().map(|s| s.id.clone()).collect(),
+        Scope::Owner(owner) => owned(shared, owner),
+    };
+    ids.into_iter()
+        .map(|id| {
+            let label = config
+                .subscription(&id)
+                .map_or_else(|| id.clone(), |s| s.label());
+            (id, label)
+        })
+        .collect()
+}
+
 /// One delivery as the pages list it.
 #[derive(Debug, Clone)]
 pub struct DeliveryRow {
     pub id: String,
     pub event_type: String,
     pub subscription: String,
+    /// Its subscription's name for people (empty: none, or the subscription is gone).
+    pub subscription_name: String,
     pub owner: String,
     pub state: &'static str,
     pub attempts: u32,
@@ -119,11 +152,16 @@ pub struct DeliveryRow {
     pub last_error: String,
 }
 
-pub(super) fn delivery_row(d: &Delivery) -> DeliveryRow {
+/// Delivery `d` as a row; `config` names its subscription.
+pub(super) fn delivery_row(config: &Config, d: &Delivery) -> DeliveryRow {
     DeliveryRow {
         id: d.id.clone(),
         event_type: d.event_type.clone(),
         subscription: d.subscription.clone(),
+        subscription_name: config
+            .subscription(&d.subscription)
+            .and_then(|s| s.name.clone())
+            .unwrap_or_default(),
         owner: d.owner.clone().unwrap_or_default(),
         state: d.state.as_str(),
         attempts: d.attempts,
@@ -143,7 +181,8 @@ struct DeliveriesPage {
     since: String,
     until: String,
     q: String,
-    subscriptions: Vec<String>,
+    /// The subscriptions to filter by: each id with how people read it.
+    subscriptions: Vec<(String, String)>,
     rows: Vec<DeliveryRow>,
     problem: Option<String>,
     /// The query of the next page, when there may be one.
@@ -156,6 +195,8 @@ struct DeliveriesPage {
     number: usize,
     /// The filter as a query string, for "first page" and retry's return.
     query: String,
+    /// Reload every this many seconds (a `<meta http-equiv="refresh">`); `None`: off.
+    refresh: Option<u64>,
 }
 
 impl DeliveriesPage {
@@ -171,15 +212,7 @@ impl DeliveriesPage {
             since: typed(&q.since),
             until: typed(&q.until),
             q: typed(&q.q),
-            subscriptions: match &viewer.scope {
-                Scope::Admin => shared
-                    .config()
-                    .subscriptions
-                    .iter()
-                    .map(|s| s.id.clone())
-                    .collect(),
-                Scope::Owner(owner) => owned(shared, owner),
-            },
+            subscriptions: labelled(shared, viewer),
             rows: Vec::new(),
             problem: None,
             next: None,
@@ -187,7 +220,20 @@ impl DeliveriesPage {
             total: String::new(),
             number: 1,
             query: filter_query(q),
+            refresh: refresh_seconds(q),
         }
+    }
+
+    /// The link that turns the automatic refresh on: this filter, from its first page.
+    fn refresh_on(&self) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(self.query.clone());
+        s.append_pair("refresh", &DEFAULT_REFRESH.to_string());
+        s.finish()
+    }
+
+    /// How often the page reloads when on: its own, else the "on" link's.
+    fn refresh_every(&self) -> u64 {
+        self.refresh.unwrap_or(DEFAULT_REFRESH)
     }
 
     fn is_status(&self, s: &str) -> bool {
@@ -331,7 +377,8 @@ pub async fn deliveries(
         Ok(listed) => listed,
         Err(_) => return store_down(),
     };
-    page.rows = found.iter().map(delivery_row).collect();
+    let config = shared.config();
+    page.rows = found.iter().map(|d| delivery_row(&config, d)).collect();
     let trail: Vec<&str> = q
         .back
         .as_deref()
@@ -344,6 +391,9 @@ pub async fn deliveries(
         }
         if !back.is_empty() {
             s.append_pair("back", &back.join(" "));
+        }
+        if let Some(seconds) = page.refresh {
+            s.append_pair("refresh", &seconds.to_string());
         }
         s.finish()
     };
@@ -459,7 +509,8 @@ async fn looked_up(
         page.problem = Some(format!("Nothing matches {term:?} with these filters."));
     }
     page.total = found.len().to_string();
-    page.rows = found.iter().map(delivery_row).collect();
+    let config = shared.config();
+    page.rows = found.iter().map(|d| delivery_row(&config, d)).collect();
     html(StatusCode::OK, &page)
 }
 
@@ -542,5 +593,21 @@ mod tests {
         assert_eq!(parse_when("1970-01-01T00:01"), Some(60_000));
         assert_eq!(parse_when("1970-01-01T00:00:01Z"), Some(1_000));
         assert_eq!(parse_when("yesterday"), None);
+    }
+
+    #[test]
+    fn the_refresh_is_whole_seconds_within_five_and_three_hundred() {
+        let q = |r: &str| DeliveriesQuery {
+            refresh: Some(r.to_string()),
+            ..DeliveriesQuery::default()
+        };
+        assert_eq!(refresh_seconds(&q("10")), Some(10));
+        assert_eq!(refresh_seconds(&q("1")), Some(5));
+        assert_eq!(refresh_seconds(&q("0")), Some(5));
+        assert_eq!(refresh_seconds(&q("86400")), Some(300));
+        assert_eq!(refresh_seconds(&q("ten")), None);
+        assert_eq!(refresh_seconds(&q("-5")), None);
+        assert_eq!(refresh_seconds(&q("")), None);
+        assert_eq!(refresh_seconds(&DeliveriesQuery::default()), None);
     }
 }

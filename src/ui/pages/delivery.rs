@@ -31,6 +31,8 @@ pub struct AttemptRow {
     pub outcome: &'static str,
     pub error: String,
     pub excerpt: String,
+    /// The receiver's answer's headers, one `name: value` a line (empty: none kept).
+    pub headers: String,
 }
 
 fn attempt_row(a: &Attempt) -> AttemptRow {
@@ -44,6 +46,12 @@ fn attempt_row(a: &Attempt) -> AttemptRow {
         outcome: a.outcome.as_str(),
         error: a.error.clone().unwrap_or_default(),
         excerpt: truncate(a.response_excerpt.as_deref().unwrap_or(""), EXCERPT_CHARS),
+        headers: a
+            .response_headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }
 
@@ -269,7 +277,7 @@ pub async fn delivery(
     let prefix = &config.delivery.header_prefix;
     let page = DeliveryPage {
         nav: viewer.nav("deliveries", q.notice),
-        d: delivery_row(&d),
+        d: delivery_row(&config, &d),
         headers: sent_headers(prefix, &d, scheme, custom),
         curl: curl(prefix, &url, &d, scheme, &body, custom),
         body: truncate(&body, BODY_CHARS),

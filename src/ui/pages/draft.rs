@@ -16,8 +16,10 @@ pub(super) const COMMON_EVENTS: [&str; 3] = ["job.completed", "job.failed", "*"]
 /// The fields of [`SUBSCRIPTION_FIELDS`](crate::config::SUBSCRIPTION_FIELDS) that the new
 /// subscription's form has an input for (`owner` an operator's only): an error of one is shown
 /// beside it, any other above the form ([`Draft::general`]).
-pub(super) const FORM_FIELDS: [Field; 12] = [
+pub(super) const FORM_FIELDS: [Field; 14] = [
     Field::ID,
+    Field::NAME,
+    Field::DESCRIPTION,
     Field::OWNER,
     Field::URL,
     Field::SECRET,
@@ -35,6 +37,10 @@ pub(super) const FORM_FIELDS: [Field; 12] = [
 #[derive(Debug, Default)]
 pub struct Draft {
     pub id: String,
+    /// Its name for people, as typed; empty: none.
+    pub name: String,
+    /// What it is for, as typed; empty: nothing said.
+    pub description: String,
     pub url: String,
     pub events: Vec<String>,
     pub other_events: String,
@@ -115,6 +121,12 @@ impl Draft {
     pub(super) fn from_fields(f: &Fields) -> Draft {
         Draft {
             id: f.get(Field::ID.name).unwrap_or("").to_string(),
+            name: f.get(Field::NAME.name).unwrap_or("").trim().to_string(),
+            description: f
+                .get(Field::DESCRIPTION.name)
+                .unwrap_or("")
+                .trim()
+                .to_string(),
             url: f.get(Field::URL.name).unwrap_or("").to_string(),
             events: f
                 .all(Field::EVENTS.name)
@@ -140,18 +152,27 @@ impl Draft {
         }
     }
 
-    /// The API's create request for this form (`fields` as sent), for `owner`. The errors of
-    /// the headers and the rate limit are noted as the request is made.
-    /// The two fields every request of the forms carries: the URL and the event types.
-    fn url_and_events(&self) -> Value {
+    /// The fields every request of the forms carries: the URL and the event types, and the
+    /// name and the description the form sent (`""` clears one).
+    fn url_and_events(&self, fields: &Fields) -> Value {
         let mut body = Value::Object(serde_json::Map::new());
         body[Field::URL.name] = json!(self.url);
         body[Field::EVENTS.name] = json!(self.all_events());
+        for (field, text) in [
+            (Field::NAME, &self.name),
+            (Field::DESCRIPTION, &self.description),
+        ] {
+            if fields.has(field.name) {
+                body[field.name] = json!(text.replace("\r\n", "\n"));
+            }
+        }
         body
     }
 
+    /// The API's create request for this form (`fields` as sent), for `owner`. The errors of
+    /// the headers and the rate limit are noted as the request is made.
     pub(super) fn create_request(&mut self, fields: &Fields, owner: Option<String>) -> Value {
-        let mut body = self.url_and_events();
+        let mut body = self.url_and_events(fields);
         if !self.id.is_empty() {
             body[Field::ID.name] = json!(self.id);
         }
@@ -187,7 +208,7 @@ impl Draft {
         current: &[CustomHeader],
         admin: bool,
     ) -> Value {
-        let mut body = self.url_and_events();
+        let mut body = self.url_and_events(fields);
         if fields.has(Field::HEADERS.name) {
             let mut headers = self.header_map();
             for h in current.iter().filter(|h| h.secret) {

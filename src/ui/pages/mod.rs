@@ -11,6 +11,7 @@ pub mod check;
 mod deliveries;
 mod delivery;
 mod draft;
+pub mod events;
 mod overview;
 mod recovery;
 mod rotation;

@@ -93,6 +93,8 @@ struct SubscriptionPage {
     /// Where the resend form starts: a day ago.
     resend_since: String,
     charts: Charts,
+    /// The types a test event may have ([`crate::catalogue::EVENT_TYPES`]).
+    test_types: [&'static str; 3],
 }
 
 impl SubscriptionPage {
@@ -138,7 +140,10 @@ async fn page(
         ..Default::default()
     };
     let recent = match shared.store.list_deliveries(&filter, None, 10).await {
-        Ok((found, _)) => found.iter().map(delivery_row).collect(),
+        Ok((found, _)) => {
+            let config = shared.config();
+            found.iter().map(|d| delivery_row(&config, d)).collect()
+        }
         Err(_) => return store_down(),
     };
     let path = format!(
@@ -172,6 +177,7 @@ async fn page(
             recent,
             snippets: &SNIPPETS,
             charts,
+            test_types: crate::catalogue::EVENT_TYPES.map(|t| t.name),
         },
     )
 }
@@ -193,6 +199,8 @@ fn edit_draft(shared: &Shared, s: &SubRow) -> Draft {
         .unwrap_or_default();
     Draft {
         id: s.id.clone(),
+        name: s.name.clone(),
+        description: s.description.clone(),
         url: s.url.clone(),
         events,
         other_events: other.join(", "),
@@ -320,7 +328,11 @@ pub async fn subscription_action(
     let actor = viewer.actor.clone();
     let (response, done) = match what {
         SubscriptionAction::Test => {
-            let response = crate::api::audited::send_test(s, p, actor).await;
+            let event_type = action.fields.get("event_type").unwrap_or("job.test");
+            let body = JsonBody(Bytes::from(
+                serde_json::json!({ "event_type": event_type }).to_string(),
+            ));
+            let response = crate::api::audited::send_test(s, p, actor, body).await;
             return tested(response, viewer, &page).await;
         }
         SubscriptionAction::Pause => (

@@ -17,6 +17,10 @@ use crate::ui::{store_down, Scope, Viewer};
 #[derive(Debug, Clone)]
 pub struct SubRow {
     pub id: String,
+    /// Its name for people (empty: none).
+    pub name: String,
+    /// What it is for (empty: nothing said).
+    pub description: String,
     pub url: String,
     pub events: String,
     pub owner: String,
@@ -180,6 +184,8 @@ fn row(
 ) -> SubRow {
     SubRow {
         id: s.id.clone(),
+        name: s.name.clone().unwrap_or_default(),
+        description: s.description.clone().unwrap_or_default(),
         url: s.url.to_string(),
         events: events_text(&s.events),
         owner: stored.and_then(|st| st.owner.clone()).unwrap_or_default(),

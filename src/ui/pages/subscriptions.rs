@@ -189,6 +189,7 @@ mod tests {
                 current: "subscriptions",
                 notice: None,
                 title: "Webhooks".to_string(),
+                logo: false,
             },
             draft: Draft::default(),
             common: COMMON_EVENTS,

@@ -231,7 +231,11 @@ fn retried(value: &Value) -> String {
         }
     } else if let (Some(total), Some(n)) = (value["requeued"].as_u64(), value["retrying"].as_u64())
     {
-        format!("requeued {total}: {}, {}", dead(), retrying(n))
+        let dead = total.saturating_sub(n);
+        format!(
+            "requeued {}: {dead} dead, {n} still retrying",
+            count_u64(total, "failed delivery", "failed deliveries")
+        )
     } else if let Some(n) = value["requeued"].as_u64() {
         format!(
             "requeued {}",
@@ -459,7 +463,7 @@ mod tests {
         assert_eq!(retried(&json!({"requeued": 1})), "requeued 1 dead delivery");
         assert_eq!(
             retried(&json!({"requeued": 5, "dead": 3, "retrying": 2})),
-            "requeued 5: 3 dead deliveries, 2 still retrying"
+            "requeued 5 failed deliveries: 3 dead, 2 still retrying"
         );
         assert_eq!(
             retried(&json!({"dry_run": true, "dead": 1, "retrying": 0, "complete": false})),

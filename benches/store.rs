@@ -2,8 +2,10 @@
 //! delivery costs to claim and to record. This is the work that bounds hookd's rates (see
 //! docs/benchmarks.md).
 //!
-//! `cargo bench --bench store -- [--events N] [--engine sled|fjall|both]` (both by default: the
-//! embedded engine on each backend, one after the other, in the same run).
+//! `cargo bench --bench store -- [--events N] [--engine sled|fjall|both] [--headers H]` (both by
+//! default: the embedded engine on each backend, one after the other, in the same run). Each
+//! outcome records H response headers (2 by default: what a bare hyper receiver answers,
+//! `content-length` and `date`; 0 records none, as before attempts kept headers).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -112,11 +114,12 @@ async fn run(events: usize, backend: Backend) {
     println!("claim, 64 per window:           {claim:>8.1} us/delivery");
 
     // Record each outcome durably, 64 at a time concurrently (they share flushes).
+    let headers = response_headers();
     let t = Instant::now();
     for chunk in claimed.chunks(64) {
         let mut tasks = Vec::new();
         for id in chunk {
-            let (store, id) = (store.clone(), id.clone());
+            let (store, id, headers) = (store.clone(), id.clone(), headers.clone());
             tasks.push(tokio::spawn(async move {
                 let attempt = Attempt {
                     number: 1,
@@ -126,7 +129,7 @@ async fn run(events: usize, backend: Backend) {
                     status_code: Some(200),
                     error: None,
                     response_excerpt: None,
-                    response_headers: Vec::new(),
+                    response_headers: headers,
                 };
                 store
                     .record_outcome(&id, attempt, Next::Delivered, 2)
@@ -145,4 +148,26 @@ async fn run(events: usize, backend: Backend) {
         batched + claim + outcome
     );
     store.close().await.unwrap();
+}
+
+/// The response headers each outcome records (`--headers`): a hyper receiver's two, then more
+/// of the same size.
+fn response_headers() -> Vec<(String, String)> {
+    let count = common::arg("--headers", 2);
+    let typical = [
+        ("content-length", "0"),
+        ("date", "Mon, 07 Dec 2026 06:59:01 GMT"),
+    ];
+    (0..count)
+        .map(|i| {
+            let (name, value) = typical[i % typical.len()];
+            (
+                format!(
+                    "{name}{}",
+                    if i < 2 { String::new() } else { i.to_string() }
+                ),
+                value.to_string(),
+            )
+        })
+        .collect()
 }

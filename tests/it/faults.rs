@@ -570,11 +570,18 @@ async fn a_short_outage_is_delivered_at_the_predicted_attempt() {
             offsets[predicted - 1]
         );
         seen.push(predicted);
-        // The admin API tells the same story: refused connections, then success.
-        let d = hookd
-            .admin()
-            .get_ok(&format!("/v1/deliveries/{}", e.delivery))
-            .await;
+        // The admin API tells the same story: refused connections, then success, once the
+        // last attempt's outcome is recorded (the receiver can see the request first).
+        let path = format!("/v1/deliveries/{}", e.delivery);
+        let d = crate::support::wait_until(
+            &format!("{} to be recorded delivered", e.delivery),
+            Duration::from_secs(30),
+            || async {
+                let d = hookd.admin().get_ok(&path).await;
+                (d["state"] == "delivered").then_some(d)
+            },
+        )
+        .await;
         let outcomes: Vec<&str> = d["attempt_history"]
             .as_array()
             .expect("attempt_history")

@@ -29,7 +29,7 @@
 #   scripts/test.sh it -- tenancy::   the sled integration tests whose name has tenancy::
 #   scripts/test.sh --help
 # Arguments after `--` go to each cargo test step run (test, unit, tidy, it, fjall, postgres).
-# Takes about 8 minutes on 2 cores with a warm build cache (README.md, its first screen).
+# Takes about 10 minutes on 2 cores with a warm build cache (README.md, its first screen).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -6,7 +6,7 @@ use clap::Args;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{admin, call, cell, count, encode_query, table, ClientArgs};
+use super::{admin_call, cell, count, encode_query, table, ClientArgs};
 
 /// Who changed what, and when: the audit log, newest first (docs/api.md, "Audit log").
 #[derive(Args)]
@@ -47,16 +47,13 @@ pub fn run(args: AuditArgs) -> ExitCode {
         ("limit", Some(args.limit.to_string())),
         ("cursor", args.cursor),
     ]);
-    let json_out = args.client.json;
-    let path = format!("/v1/audit{query}");
-    admin(&args.client, |target| async move {
-        let (_, value) = call(&target, Method::GET, &path, None).await?;
-        Ok(if json_out {
-            value.to_string()
-        } else {
-            page(&value)
-        })
-    })
+    admin_call(
+        &args.client,
+        Method::GET,
+        format!("/v1/audit{query}"),
+        None,
+        page,
+    )
 }
 
 /// A page of entries for people: the table, how many, and how to get the next page.

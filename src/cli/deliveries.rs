@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use super::http::path_segment;
 use super::output::count_u64;
-use super::{admin, call, cell, count, encode_query, full_cell, table, CliError, ClientArgs};
+use super::{
+    admin, admin_call, call, cell, count, encode_query, full_cell, table, CliError, ClientArgs,
+};
 
 #[derive(Subcommand)]
 pub enum DeliveriesCommand {
@@ -121,16 +123,13 @@ pub fn run(command: DeliveriesCommand) -> ExitCode {
 
 /// One page of `GET /v1/deliveries{query}`.
 fn list(client: &ClientArgs, query: &str) -> ExitCode {
-    let json_out = client.json;
-    let path = format!("/v1/deliveries{query}");
-    admin(client, |target| async move {
-        let (_, value) = call(&target, Method::GET, &path, None).await?;
-        Ok(if json_out {
-            value.to_string()
-        } else {
-            page(&value)
-        })
-    })
+    admin_call(
+        client,
+        Method::GET,
+        format!("/v1/deliveries{query}"),
+        None,
+        page,
+    )
 }
 
 /// A page of deliveries for people: the table, how many, and how to get the next page.
@@ -146,16 +145,8 @@ fn page(value: &Value) -> String {
 
 /// `GET /v1/deliveries/{id}`: the delivery, its attempts and its event.
 fn show(client: &ClientArgs, id: &str) -> ExitCode {
-    let json_out = client.json;
     let path = format!("/v1/deliveries/{}", path_segment(id));
-    admin(client, |target| async move {
-        let (_, value) = call(&target, Method::GET, &path, None).await?;
-        Ok(if json_out {
-            value.to_string()
-        } else {
-            delivery_details(&value)
-        })
-    })
+    admin_call(client, Method::GET, path, None, delivery_details)
 }
 
 /// What a bulk retry asks for (`--dead`).

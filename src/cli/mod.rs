@@ -112,6 +112,26 @@ where
     with_client(client, Scope::Admin, work)
 }
 
+/// Sends one admin request and prints its answer: the API's JSON with `--json`, else what
+/// `render` makes of it for people.
+pub fn admin_call(
+    client: &ClientArgs,
+    method: reqwest::Method,
+    path: String,
+    body: Option<Vec<u8>>,
+    render: impl FnOnce(&serde_json::Value) -> String,
+) -> ExitCode {
+    let json_out = client.json;
+    admin(client, |target| async move {
+        let (_, value) = call(&target, method, &path, body).await?;
+        Ok(if json_out {
+            value.to_string()
+        } else {
+            render(&value)
+        })
+    })
+}
+
 /// Like [`admin`], with a token of `scope` taken from the config when none is given.
 pub fn with_client<F, Fut>(client: &ClientArgs, scope: Scope, work: F) -> ExitCode
 where

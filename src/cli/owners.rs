@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::http::path_segment;
 use super::output::count_u64;
-use super::{admin, call, cell, ClientArgs};
+use super::{admin_call, cell, ClientArgs};
 
 #[derive(Subcommand)]
 pub enum OwnersCommand {
@@ -29,16 +29,8 @@ pub fn run(command: OwnersCommand) -> ExitCode {
 
 /// Erases `owner` and prints what went (or the API's JSON with `--json`).
 fn erase(client: &ClientArgs, owner: &str) -> ExitCode {
-    let json_out = client.json;
     let path = format!("/v1/owners/{}", path_segment(owner));
-    admin(client, |target| async move {
-        let (_, value) = call(&target, Method::DELETE, &path, None).await?;
-        Ok(if json_out {
-            value.to_string()
-        } else {
-            erased_summary(&value)
-        })
-    })
+    admin_call(client, Method::DELETE, path, None, erased_summary)
 }
 
 /// The line `hookd owners erase` prints.

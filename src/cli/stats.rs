@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::http::encode_query;
 use super::output::table;
-use super::{admin, call, cell, ClientArgs};
+use super::{admin_call, cell, ClientArgs};
 
 #[derive(Args)]
 pub struct StatsArgs {
@@ -27,7 +27,6 @@ pub struct StatsArgs {
 }
 
 pub fn run(args: StatsArgs) -> ExitCode {
-    let json_out = args.client.json;
     let path = format!(
         "/v1/stats{}",
         encode_query(&[
@@ -36,14 +35,7 @@ pub fn run(args: StatsArgs) -> ExitCode {
             ("owner", args.owner),
         ])
     );
-    admin(&args.client, |target| async move {
-        let (_, value) = call(&target, Method::GET, &path, None).await?;
-        Ok(if json_out {
-            value.to_string()
-        } else {
-            report(&value)
-        })
-    })
+    admin_call(&args.client, Method::GET, path, None, report)
 }
 
 /// A rate from 0 to 1 as a percentage, `-` when there is none.

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::http::path_segment;
-use super::{admin, call, cell, table, ClientArgs};
+use super::{admin_call, cell, table, ClientArgs};
 use crate::config::SubscriptionField as Field;
 
 #[derive(Subcommand)]
@@ -201,19 +201,17 @@ impl Request {
 /// Builds the command's request, sends it, prints the answer.
 pub fn run(command: SubscriptionsCommand) -> ExitCode {
     let (client, request) = request(&command);
-    let json_out = client.json;
     let removed = match &command {
         SubscriptionsCommand::Remove { id, .. } => Some(id.clone()),
         _ => None,
     };
-    admin(client, |target| async move {
-        let (_, value) = call(&target, request.method, &request.path, request.body).await?;
-        Ok(if json_out {
-            value.to_string()
-        } else {
-            summary(&value, removed.as_deref())
-        })
-    })
+    admin_call(
+        client,
+        request.method,
+        request.path,
+        request.body,
+        |value| summary(value, removed.as_deref()),
+    )
 }
 
 /// The command's flags as its request, and how to reach hookd.

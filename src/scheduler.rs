@@ -257,7 +257,7 @@ impl AttemptTask {
             return None;
         }
         let config = self.deps.settings.config();
-        let (result, schedule, span) = self
+        let (mut result, schedule, span) = self
             .send(&config, &delivery, number, started_ms, body)
             .await?;
         let finished_ms = self.deps.clock.now_ms();
@@ -270,7 +270,8 @@ impl AttemptTask {
             status_code: result.status_code,
             error: result.error.clone(),
             response_excerpt: result.response_excerpt.clone(),
-            response_headers: result.response_headers.clone(),
+            // Nothing after this reads the result's headers: moved, not copied.
+            response_headers: std::mem::take(&mut result.response_headers),
         };
         self.observe(&delivery, &attempt, &result, next, finished_ms);
         span.end(&result, next);

@@ -336,12 +336,22 @@ fn open_sled(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
 /// 64), so that memory stays well inside the budget of a node (docs/configuration.md).
 const FJALL_MEMTABLE: u64 = 16 << 20;
 
+/// fjall's background threads (flushes and compactions): 3. Its default on two cores is 2, and
+/// with 2 the first worker, which leaves compactions to the others, hands a compaction request
+/// back to the channel and takes it again until the one other worker is free: it spins for as
+/// long as a compaction runs (12% of hookd's CPU samples in the batched bench). With a third
+/// worker a waiting one takes the request at once. One worker would not spin, but would deadlock
+/// under write load: it blocks sending itself a flush while the bounded channel is full of
+/// rotation requests (fjall-rs/fjall#323). docs/benchmarks.md.
+const FJALL_WORKERS: usize = 3;
+
 fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
     let opened = fjall::Database::builder(path)
         .cache_size(cache_capacity_bytes)
         // The writer persists the journal once a round (group commit); fjall's own background
         // fsync would only add more.
         .manual_journal_persist(true)
+        .worker_threads(FJALL_WORKERS)
         .open()
         .and_then(|db| {
             let keyspace = db.keyspace(TREE, || {

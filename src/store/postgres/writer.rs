@@ -20,7 +20,9 @@ use crate::store::{Attempt, Claimed, DeliveryState, Next, StoreError};
 /// the bigger batches cost PostgreSQL less per delivery than two writers' smaller ones
 /// (a statement's fixed work, its commit and its WAL flush are shared by more rows). Measured
 /// with `scripts/pg-profile.sh --drain`: 0.19–0.21 s of PostgreSQL CPU per 1000 deliveries
-/// with two writers, 0.14–0.16 s with one, at the same rate (docs/benchmarks.md).
+/// with two writers, 0.14–0.16 s with one, at the same rate (docs/benchmarks.md); and again
+/// with 16 slots, 2026-12-07: 0.13–0.14 s with two, 0.09 s with one, and a longer wait for
+/// each outcome. The one writer overlaps its round trips instead ([`PIPELINE_DEPTH`]).
 pub(super) const OUTCOME_WRITERS: usize = 1;
 /// Outcomes one statement writes at most.
 const OUTCOME_BATCH: usize = 512;
@@ -163,7 +165,9 @@ impl PgStore {
 /// matches. Many attempts finishing together cost a couple of round trips, not one each.
 ///
 /// A batch that hands slots on is written on a durable connection: a lease a database crash
-/// forgot would let a second attempt start beside the first (see [`PgStore::fast`]).
+/// forgot would let a second attempt start beside the first (see [`PgStore::fast`]). The
+/// writer keeps one such connection while outcomes keep coming, and sends the next batch on
+/// it while the last one is still on its way ([`PIPELINE_DEPTH`]).
 pub(super) async fn write_outcomes(
     durable: Pool,
     fast: Pool,
@@ -171,15 +175,75 @@ pub(super) async fn write_outcomes(
     ready: Arc<Notify>,
 ) {
     loop {
-        ready.notified().await;
-        while let Some(batch) = next_batch(&queue, &ready) {
-            let (retries, finished): (Vec<PendingOutcome>, Vec<PendingOutcome>) =
-                batch.into_iter().partition(|o| o.delay.is_some());
-            for (part, is_retry) in [(retries, true), (finished, false)] {
-                if !part.is_empty() {
-                    write_part(&durable, &fast, part, is_retry).await;
+        if lock(&queue).is_empty() {
+            ready.notified().await;
+            continue;
+        }
+        let client = match durable.get().await {
+            Ok(client) => client,
+            Err(e) => {
+                // Every outcome waiting gets the error; the attempts' tasks decide.
+                if let Some(batch) = next_batch(&queue, &ready) {
+                    let e = StoreError::from(e);
+                    for o in batch {
+                        let _ = o.reply.send(Err(StoreError::Backend(e.to_string())));
+                    }
                 }
+                continue;
             }
+        };
+        pipeline(&client, &fast, &queue, &ready).await;
+    }
+}
+
+/// Batches of outcomes in flight at once on the outcome writer's connection. PostgreSQL runs
+/// them one after the other, each its own transaction committed before its answer, exactly as
+/// one batch at a time would; but the next batch is already there when the last one's commit
+/// ends, instead of a round trip later (the answer's way back, the writer's turn on a busy
+/// machine, the next statement's way there). With the default 16 slots a subscription's rate is
+/// how fast its slots turn over, and that round trip was a third of a turn: measured with
+/// `scripts/pg-profile.sh --drain`, the wait for an outcome's write fell from 1.8–3.3 ms to
+/// 1.3–2.7 ms, with no more PostgreSQL CPU per delivery (docs/scaling.md). Not a second
+/// connection: two writers' smaller batches, each with its own commit and WAL flush, cost
+/// PostgreSQL half as much again per delivery and waited longer.
+const PIPELINE_DEPTH: usize = 2;
+
+/// Writes batches on `client` until no outcome waits and none is on its way: a new batch
+/// goes out whenever outcomes wait and fewer than [`PIPELINE_DEPTH`] batches are in flight.
+async fn pipeline(
+    client: &deadpool_postgres::Object,
+    fast: &Pool,
+    queue: &Mutex<Vec<PendingOutcome>>,
+    ready: &Notify,
+) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        // A connection that broke takes no more batches: the writer takes another once those
+        // on their way have their answers (errors, most likely).
+        if in_flight.len() < PIPELINE_DEPTH && !client.is_closed() {
+            if let Some(batch) = next_batch(queue, ready) {
+                in_flight.push(write_batch(client, fast, batch));
+                continue;
+            }
+        }
+        if in_flight.is_empty() {
+            return;
+        }
+        tokio::select! {
+            _ = in_flight.next() => {}
+            () = ready.notified() => {}
+        }
+    }
+}
+
+/// Writes one batch: its retries, then its finished deliveries, and answers each outcome.
+async fn write_batch(durable: &deadpool_postgres::Object, fast: &Pool, batch: Vec<PendingOutcome>) {
+    let (retries, finished): (Vec<PendingOutcome>, Vec<PendingOutcome>) =
+        batch.into_iter().partition(|o| o.delay.is_some());
+    for (part, is_retry) in [(retries, true), (finished, false)] {
+        if !part.is_empty() {
+            write_part(durable, fast, part, is_retry).await;
         }
     }
 }
@@ -195,24 +259,28 @@ fn next_batch(queue: &Mutex<Vec<PendingOutcome>>, ready: &Notify) -> Option<Vec<
         return None;
     }
     if !lock(queue).is_empty() {
-        // More than one batch waits: let another writer start on it meanwhile.
+        // More than one batch waits: the pipeline (or another writer) takes the next.
         ready.notify_one();
     }
     Some(batch)
 }
 
 /// Writes one part of a batch (its retries, or its finished deliveries) and answers each of
-/// its outcomes.
-async fn write_part(durable: &Pool, fast: &Pool, part: Vec<PendingOutcome>, is_retry: bool) {
-    let pool = if part.iter().any(|o| o.follow.is_some()) {
-        durable
+/// its outcomes: on the durable connection when it hands slots on, else on one whose commits
+/// do not wait for the disk.
+async fn write_part(
+    durable: &deadpool_postgres::Object,
+    fast: &Pool,
+    part: Vec<PendingOutcome>,
+    is_retry: bool,
+) {
+    let result = if part.iter().any(|o| o.follow.is_some()) {
+        write_on(durable, &part, is_retry).await
     } else {
-        fast
-    };
-    let result = match pool.get().await {
-        Ok(client) if is_retry => write_retries(&client, &part).await,
-        Ok(client) => write_finished(&client, &part).await,
-        Err(e) => Err(StoreError::from(e)),
+        match fast.get().await {
+            Ok(client) => write_on(&client, &part, is_retry).await,
+            Err(e) => Err(StoreError::from(e)),
+        }
     };
     match result {
         Ok(mut written) => {
@@ -225,6 +293,18 @@ async fn write_part(durable: &Pool, fast: &Pool, part: Vec<PendingOutcome>, is_r
                 let _ = o.reply.send(Err(StoreError::Backend(e.to_string())));
             }
         }
+    }
+}
+
+async fn write_on(
+    client: &deadpool_postgres::Object,
+    part: &[PendingOutcome],
+    is_retry: bool,
+) -> Result<HashMap<String, Written>, StoreError> {
+    if is_retry {
+        write_retries(client, part).await
+    } else {
+        write_finished(client, part).await
     }
 }
 

@@ -201,13 +201,13 @@ curl -sf "http://$METRICS/metrics" | awk -v n=$((BATCHES * 100)) '
 if [ "$PERF" = 1 ]; then
   echo "--- perf: share of all samples by process"
   perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -8
+    | grep -E '^ +[0-9.]+%' | head -8 || true
   echo "--- perf: hookd's hottest functions, self (% of all samples)"
   perf report -i "$WORK/perf.data" --pid "${PIDS[1]}" --no-children --sort symbol --stdio -g none 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -12
+    | grep -E '^ +[0-9.]+%' | head -12 || true
   echo "--- perf: postgres's hottest functions, inclusive (% of all samples)"
   perf report -i "$WORK/perf.data" --comm postgres --children --sort symbol --stdio -g none 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | grep -v '0x0000' | head -25
+    | grep -E '^ +[0-9.]+%' | grep -v '0x0000' | head -25 || true
 fi
 if [ -n "$EXPLAIN" ]; then
   echo "--- auto_explain: statements slower than $EXPLAIN ms (total, count, median)"

@@ -22,7 +22,7 @@ use crate::store::{Attempt, Claimed, DeliveryState, Next, StoreError};
 /// with `scripts/pg-profile.sh --drain`: 0.19–0.21 s of PostgreSQL CPU per 1000 deliveries
 /// with two writers, 0.14–0.16 s with one, at the same rate (docs/benchmarks.md); and again
 /// with 16 slots, 2026-12-07: 0.13–0.14 s with two, 0.09 s with one, and a longer wait for
-/// each outcome. The one writer overlaps its round trips instead ([`PIPELINE_DEPTH`]).
+/// each outcome.
 pub(super) const OUTCOME_WRITERS: usize = 1;
 /// Outcomes one statement writes at most.
 const OUTCOME_BATCH: usize = 512;
@@ -166,8 +166,7 @@ impl PgStore {
 ///
 /// A batch that hands slots on is written on a durable connection: a lease a database crash
 /// forgot would let a second attempt start beside the first (see [`PgStore::fast`]). The
-/// writer keeps one such connection while outcomes keep coming, and sends the next batch on
-/// it while the last one is still on its way ([`PIPELINE_DEPTH`]).
+/// writer keeps one such connection while outcomes keep coming ([`write_while_waiting`]).
 pub(super) async fn write_outcomes(
     durable: Pool,
     fast: Pool,
@@ -192,48 +191,32 @@ pub(super) async fn write_outcomes(
                 continue;
             }
         };
-        pipeline(&client, &fast, &queue, &ready).await;
+        write_while_waiting(&client, &fast, &queue, &ready).await;
     }
 }
 
-/// Batches of outcomes in flight at once on the outcome writer's connection. PostgreSQL runs
-/// them one after the other, each its own transaction committed before its answer, exactly as
-/// one batch at a time would; but the next batch is already there when the last one's commit
-/// ends, instead of a round trip later (the answer's way back, the writer's turn on a busy
-/// machine, the next statement's way there). With the default 16 slots a subscription's rate is
-/// how fast its slots turn over, and that round trip was a third of a turn: measured with
-/// `scripts/pg-profile.sh --drain`, the wait for an outcome's write fell from 1.8–3.3 ms to
-/// 1.3–2.7 ms, with no more PostgreSQL CPU per delivery (docs/scaling.md). Not a second
-/// connection: two writers' smaller batches, each with its own commit and WAL flush, cost
-/// PostgreSQL half as much again per delivery and waited longer.
-const PIPELINE_DEPTH: usize = 2;
-
-/// Writes batches on `client` until no outcome waits and none is on its way: a new batch
-/// goes out whenever outcomes wait and fewer than [`PIPELINE_DEPTH`] batches are in flight.
-async fn pipeline(
+/// Writes batches on `client`, one at a time, until no outcome waits or the connection broke
+/// (the writer then takes another).
+///
+/// The writer keeps its connection while outcomes keep coming instead of taking one from the
+/// pool for each batch. Measured with the ceiling bench (`--only postgres`, the same binary
+/// with and without, 2026-12-07): batched delivery 6,415 -> 8,777/s, PostgreSQL CPU 0.124 ->
+/// 0.089 s per 1000 deliveries, single events unchanged (2,068 and 2,062/s). Two batches in
+/// flight on it (the next sent while the last commits) did as well on batched delivery
+/// (8,600-9,000/s) but halved the single-event phase (2,800 -> 1,150/s, twice the
+/// PostgreSQL CPU per delivery), for a reason not found yet: not kept
+/// (docs/benchmarks/pg-profile-2026-12-07.txt).
+async fn write_while_waiting(
     client: &deadpool_postgres::Object,
     fast: &Pool,
     queue: &Mutex<Vec<PendingOutcome>>,
     ready: &Notify,
 ) {
-    use futures_util::stream::{FuturesUnordered, StreamExt};
-    let mut in_flight = FuturesUnordered::new();
-    loop {
-        // A connection that broke takes no more batches: the writer takes another once those
-        // on their way have their answers (errors, most likely).
-        if in_flight.len() < PIPELINE_DEPTH && !client.is_closed() {
-            if let Some(batch) = next_batch(queue, ready) {
-                in_flight.push(write_batch(client, fast, batch));
-                continue;
-            }
-        }
-        if in_flight.is_empty() {
+    while !client.is_closed() {
+        let Some(batch) = next_batch(queue, ready) else {
             return;
-        }
-        tokio::select! {
-            _ = in_flight.next() => {}
-            () = ready.notified() => {}
-        }
+        };
+        write_batch(client, fast, batch).await;
     }
 }
 
@@ -259,7 +242,7 @@ fn next_batch(queue: &Mutex<Vec<PendingOutcome>>, ready: &Notify) -> Option<Vec<
         return None;
     }
     if !lock(queue).is_empty() {
-        // More than one batch waits: the pipeline (or another writer) takes the next.
+        // More than one batch waits: the writer takes the next at once (or another writer does).
         ready.notify_one();
     }
     Some(batch)

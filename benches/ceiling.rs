@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench ceiling -- [--runs R] [--connections C] [--slots S] [--events N] [--batch B]
 //!     [--batch-clients K] [--single-clients K] [--rate E] [--latency-secs S]
-//!     [--disk-events D] [--ceiling-ms T] [--postgres postgres://user@host:port]`
+//!     [--disk-events D] [--ceiling-ms T] [--postgres postgres://user@host:port]
+//!     [--only postgres]`
 //!
 //! Each run measures, in order:
 //! - **ceiling**: a reqwest client POSTing the same 1 KiB JSON body, over C keep-alive
@@ -28,6 +29,8 @@
 //! - with `--postgres` (or `$HOOKD_BENCH_POSTGRES`): batched and single again on the PostgreSQL
 //!   engine (one node, a fresh database), and batched with two nodes sharing one database, the
 //!   clients spread over both (the CPU figure is both nodes' together).
+//! - `--only postgres` (with `--postgres`): the ceiling and the three PostgreSQL phases alone,
+//!   without sled, fjall, latency and disk (about a third of the time).
 //!
 //! Then the median of each figure over the runs. Under `cargo test --all-targets` (no --bench)
 //! it makes a small smoke run and asserts that every event was delivered.
@@ -60,6 +63,7 @@ const FLAGS: &[&str] = &[
     "--disk-events",
     "--ceiling-ms",
     "--postgres",
+    "--only",
 ];
 
 /// Every event posted is this many bytes of JSON.
@@ -85,6 +89,8 @@ struct Args {
     /// A PostgreSQL server (`postgres://user@host:port`, no database): adds the PostgreSQL
     /// engine's phases, each in a fresh database.
     postgres: Option<String>,
+    /// `--only postgres`: the ceiling and the PostgreSQL phases alone.
+    only_postgres: bool,
 }
 
 fn parse_args() -> Args {
@@ -126,6 +132,19 @@ fn parse_args() -> Args {
                 .and_then(|i| args.get(i + 1).cloned())
                 .or_else(|| std::env::var("HOOKD_BENCH_POSTGRES").ok())
                 .filter(|u| !u.is_empty())
+        },
+        only_postgres: {
+            let args: Vec<String> = std::env::args().collect();
+            match args.iter().position(|a| a == "--only") {
+                Some(i) => {
+                    assert!(
+                        args.get(i + 1).map(String::as_str) == Some("postgres"),
+                        "--only takes one value: postgres"
+                    );
+                    true
+                }
+                None => false,
+            }
         },
     }
 }
@@ -512,6 +531,7 @@ async fn wait_delivered(seen: &Seen, events: usize, deadline: Duration, hookd: &
     }
 }
 
+#[derive(Default)]
 struct Throughput {
     ingest_per_s: f64,
     delivered_per_s: f64,
@@ -608,6 +628,7 @@ async fn throughput(args: &Args, clients: usize, batch: usize, engine: &Engine) 
     }
 }
 
+#[derive(Default)]
 struct Latency {
     offered_per_s: f64,
     ack_p50_ms: f64,
@@ -658,6 +679,7 @@ async fn latency(args: &Args) -> Latency {
     }
 }
 
+#[derive(Default)]
 struct Disk {
     mib: f64,
     bytes_per_delivery: f64,
@@ -720,6 +742,8 @@ struct Run {
     latency: Latency,
     disk: Disk,
     disk_fjall: Disk,
+    /// Only the ceiling and `pg` were measured (`--only postgres`).
+    only_postgres: bool,
 }
 
 fn throughput_line(label: &str, t: &Throughput) -> String {
@@ -738,10 +762,12 @@ fn print_run(label: &str, r: &Run) {
         "{label}: ceiling  {:>6.0} requests/s  (load average {:.1})",
         r.ceiling_per_s, r.load
     );
-    println!("{label}: {}", throughput_line("batched", &r.batched));
-    println!("{label}: {}", throughput_line("single", &r.single));
-    println!("{label}: {}", throughput_line("fjall batched", &r.fjall[0]));
-    println!("{label}: {}", throughput_line("fjall single", &r.fjall[1]));
+    if !r.only_postgres {
+        println!("{label}: {}", throughput_line("batched", &r.batched));
+        println!("{label}: {}", throughput_line("single", &r.single));
+        println!("{label}: {}", throughput_line("fjall batched", &r.fjall[0]));
+        println!("{label}: {}", throughput_line("fjall single", &r.fjall[1]));
+    }
     if let Some([one_batched, one_single, two_batched]) = &r.pg {
         println!(
             "{label}: {}",
@@ -755,6 +781,9 @@ fn print_run(label: &str, r: &Run) {
             "{label}: {}",
             throughput_line("pg 2 nodes batched", two_batched)
         );
+    }
+    if r.only_postgres {
+        return;
     }
     let l = &r.latency;
     println!(
@@ -814,6 +843,7 @@ fn medians(runs: &[Run]) -> Run {
         },
         disk: disk_median(&|r| &r.disk),
         disk_fjall: disk_median(&|r| &r.disk_fjall),
+        only_postgres: runs.iter().any(|r| r.only_postgres),
     }
 }
 
@@ -832,15 +862,17 @@ async fn run_once(args: &Args) -> Run {
         Duration::from_millis(args.ceiling_ms as u64),
     )
     .await;
-    let mut batched = throughput(args, args.batch_clients, args.batch, &Engine::Sled).await;
-    let mut single = throughput(args, args.single_clients, 1, &Engine::Sled).await;
-    batched.of_ceiling = batched.delivered_per_s / ceiling_per_s;
-    single.of_ceiling = single.delivered_per_s / ceiling_per_s;
-    let mut fjall = [
-        throughput(args, args.batch_clients, args.batch, &Engine::Fjall).await,
-        throughput(args, args.single_clients, 1, &Engine::Fjall).await,
-    ];
-    for t in &mut fjall {
+    let embedded = !(args.only_postgres && args.postgres.is_some());
+    let (mut batched, mut single, mut fjall) = Default::default();
+    if embedded {
+        batched = throughput(args, args.batch_clients, args.batch, &Engine::Sled).await;
+        single = throughput(args, args.single_clients, 1, &Engine::Sled).await;
+        fjall = [
+            throughput(args, args.batch_clients, args.batch, &Engine::Fjall).await,
+            throughput(args, args.single_clients, 1, &Engine::Fjall).await,
+        ];
+    }
+    for t in [&mut batched, &mut single].into_iter().chain(&mut fjall) {
         t.of_ceiling = t.delivered_per_s / ceiling_per_s;
     }
     let pg = match &args.postgres {
@@ -861,9 +893,12 @@ async fn run_once(args: &Args) -> Run {
         }
         None => None,
     };
-    let latency = latency(args).await;
-    let disk_sled = disk(args, "").await;
-    let disk_fjall = disk(args, FJALL).await;
+    let (mut latency_run, mut disk_sled, mut disk_fjall) = Default::default();
+    if embedded {
+        latency_run = latency(args).await;
+        disk_sled = disk(args, "").await;
+        disk_fjall = disk(args, FJALL).await;
+    }
     Run {
         load,
         ceiling_per_s,
@@ -871,9 +906,10 @@ async fn run_once(args: &Args) -> Run {
         single,
         fjall,
         pg,
-        latency,
+        latency: latency_run,
         disk: disk_sled,
         disk_fjall,
+        only_postgres: !embedded,
     }
 }
 

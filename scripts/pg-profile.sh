@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Where PostgreSQL's time goes while one hookd node drains a backlog (docs/benchmarks.md).
 #
-#   scripts/pg-profile.sh [--perf] [--explain MS] [--events N] [--drain]
+#   scripts/pg-profile.sh [--perf] [--explain MS] [--events N] [--drain] [--slots S]
 #
 # Builds the release binary (or takes $HOOKD_BIN), creates a fresh database `hookd_profile` on
 # $HOOKD_BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432), starts a Node receiver
-# that answers 200 and one hookd with the ceiling benchmark's limits (64 in flight), posts N
-# events (default 20000) in batches of 100 from 16 clients, and prints the deliveries per
-# second from the first post to the last delivery.
+# that answers 200 and one hookd with the ceiling benchmark's limits (the example config's
+# max_in_flight_per_subscription = 16, or S with --slots; before 2026-12-07 this script used
+# 64), posts N events (default 20000) in batches of 100 from 16 clients, and prints the
+# deliveries per second from the first post to the last delivery.
 #   --perf         also records `perf record -a -g -F 999` for 3 s of the drain and prints the
 #                  postgres processes' share of the samples and their hottest functions
 #                  (inclusive), hookd_claim's PL/pgSQL among them, and hookd's hottest
@@ -29,13 +30,15 @@ PERF=0
 EXPLAIN=""
 EVENTS=20000
 DRAIN=0
+SLOTS=16
 while [ $# -gt 0 ]; do
   case "$1" in
     --perf) PERF=1 ;;
     --explain) EXPLAIN="$2"; shift ;;
     --events) EVENTS="$2"; shift ;;
     --drain) DRAIN=1 ;;
-    *) echo "usage: $0 [--perf] [--explain MS] [--events N] [--drain]" >&2; exit 2 ;;
+    --slots) SLOTS="$2"; shift ;;
+    *) echo "usage: $0 [--perf] [--explain MS] [--events N] [--drain] [--slots S]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -98,7 +101,7 @@ engine = "postgres"
 url = "$SERVER/$DB"
 [delivery]
 max_in_flight = 256
-max_in_flight_per_subscription = 64
+max_in_flight_per_subscription = $SLOTS
 [targets]
 allow = ["127.0.0.0/8"]
 allow_http = true
@@ -198,13 +201,13 @@ curl -sf "http://$METRICS/metrics" | awk -v n=$((BATCHES * 100)) '
 if [ "$PERF" = 1 ]; then
   echo "--- perf: share of all samples by process"
   perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -8
+    | grep -E '^ +[0-9.]+%' | head -8 || true
   echo "--- perf: hookd's hottest functions, self (% of all samples)"
   perf report -i "$WORK/perf.data" --pid "${PIDS[1]}" --no-children --sort symbol --stdio -g none 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -12
+    | grep -E '^ +[0-9.]+%' | head -12 || true
   echo "--- perf: postgres's hottest functions, inclusive (% of all samples)"
   perf report -i "$WORK/perf.data" --comm postgres --children --sort symbol --stdio -g none 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | grep -v '0x0000' | head -25
+    | grep -E '^ +[0-9.]+%' | grep -v '0x0000' | head -25 || true
 fi
 if [ -n "$EXPLAIN" ]; then
   echo "--- auto_explain: statements slower than $EXPLAIN ms (total, count, median)"

@@ -20,7 +20,9 @@ use crate::store::{Attempt, Claimed, DeliveryState, Next, StoreError};
 /// the bigger batches cost PostgreSQL less per delivery than two writers' smaller ones
 /// (a statement's fixed work, its commit and its WAL flush are shared by more rows). Measured
 /// with `scripts/pg-profile.sh --drain`: 0.19–0.21 s of PostgreSQL CPU per 1000 deliveries
-/// with two writers, 0.14–0.16 s with one, at the same rate (docs/benchmarks.md).
+/// with two writers, 0.14–0.16 s with one, at the same rate (docs/benchmarks.md); and again
+/// with 16 slots, 2026-12-07: 0.13–0.14 s with two, 0.09 s with one, and a longer wait for
+/// each outcome.
 pub(super) const OUTCOME_WRITERS: usize = 1;
 /// Outcomes one statement writes at most.
 const OUTCOME_BATCH: usize = 512;
@@ -163,7 +165,8 @@ impl PgStore {
 /// matches. Many attempts finishing together cost a couple of round trips, not one each.
 ///
 /// A batch that hands slots on is written on a durable connection: a lease a database crash
-/// forgot would let a second attempt start beside the first (see [`PgStore::fast`]).
+/// forgot would let a second attempt start beside the first (see [`PgStore::fast`]). The
+/// writer keeps one such connection while outcomes keep coming ([`write_while_waiting`]).
 pub(super) async fn write_outcomes(
     durable: Pool,
     fast: Pool,
@@ -171,15 +174,59 @@ pub(super) async fn write_outcomes(
     ready: Arc<Notify>,
 ) {
     loop {
-        ready.notified().await;
-        while let Some(batch) = next_batch(&queue, &ready) {
-            let (retries, finished): (Vec<PendingOutcome>, Vec<PendingOutcome>) =
-                batch.into_iter().partition(|o| o.delay.is_some());
-            for (part, is_retry) in [(retries, true), (finished, false)] {
-                if !part.is_empty() {
-                    write_part(&durable, &fast, part, is_retry).await;
+        if lock(&queue).is_empty() {
+            ready.notified().await;
+            continue;
+        }
+        let client = match durable.get().await {
+            Ok(client) => client,
+            Err(e) => {
+                // Every outcome waiting gets the error; the attempts' tasks decide.
+                if let Some(batch) = next_batch(&queue, &ready) {
+                    let e = StoreError::from(e);
+                    for o in batch {
+                        let _ = o.reply.send(Err(StoreError::Backend(e.to_string())));
+                    }
                 }
+                continue;
             }
+        };
+        write_while_waiting(&client, &fast, &queue, &ready).await;
+    }
+}
+
+/// Writes batches on `client`, one at a time, until no outcome waits or the connection broke
+/// (the writer then takes another).
+///
+/// The writer keeps its connection while outcomes keep coming instead of taking one from the
+/// pool for each batch. Measured with the ceiling bench (`--only postgres`, the same binary
+/// with and without, 2026-12-07): batched delivery 6,415 -> 8,777/s, PostgreSQL CPU 0.124 ->
+/// 0.089 s per 1000 deliveries, single events unchanged (2,068 and 2,062/s). Two batches in
+/// flight on it (the next sent while the last commits) did as well on batched delivery
+/// (8,600-9,000/s) but halved the single-event phase (2,800 -> 1,150/s, twice the
+/// PostgreSQL CPU per delivery), for a reason not found yet: not kept
+/// (docs/benchmarks/pg-profile-2026-12-07.txt).
+async fn write_while_waiting(
+    client: &deadpool_postgres::Object,
+    fast: &Pool,
+    queue: &Mutex<Vec<PendingOutcome>>,
+    ready: &Notify,
+) {
+    while !client.is_closed() {
+        let Some(batch) = next_batch(queue, ready) else {
+            return;
+        };
+        write_batch(client, fast, batch).await;
+    }
+}
+
+/// Writes one batch: its retries, then its finished deliveries, and answers each outcome.
+async fn write_batch(durable: &deadpool_postgres::Object, fast: &Pool, batch: Vec<PendingOutcome>) {
+    let (retries, finished): (Vec<PendingOutcome>, Vec<PendingOutcome>) =
+        batch.into_iter().partition(|o| o.delay.is_some());
+    for (part, is_retry) in [(retries, true), (finished, false)] {
+        if !part.is_empty() {
+            write_part(durable, fast, part, is_retry).await;
         }
     }
 }
@@ -195,24 +242,28 @@ fn next_batch(queue: &Mutex<Vec<PendingOutcome>>, ready: &Notify) -> Option<Vec<
         return None;
     }
     if !lock(queue).is_empty() {
-        // More than one batch waits: let another writer start on it meanwhile.
+        // More than one batch waits: the writer takes the next at once (or another writer does).
         ready.notify_one();
     }
     Some(batch)
 }
 
 /// Writes one part of a batch (its retries, or its finished deliveries) and answers each of
-/// its outcomes.
-async fn write_part(durable: &Pool, fast: &Pool, part: Vec<PendingOutcome>, is_retry: bool) {
-    let pool = if part.iter().any(|o| o.follow.is_some()) {
-        durable
+/// its outcomes: on the durable connection when it hands slots on, else on one whose commits
+/// do not wait for the disk.
+async fn write_part(
+    durable: &deadpool_postgres::Object,
+    fast: &Pool,
+    part: Vec<PendingOutcome>,
+    is_retry: bool,
+) {
+    let result = if part.iter().any(|o| o.follow.is_some()) {
+        write_on(durable, &part, is_retry).await
     } else {
-        fast
-    };
-    let result = match pool.get().await {
-        Ok(client) if is_retry => write_retries(&client, &part).await,
-        Ok(client) => write_finished(&client, &part).await,
-        Err(e) => Err(StoreError::from(e)),
+        match fast.get().await {
+            Ok(client) => write_on(&client, &part, is_retry).await,
+            Err(e) => Err(StoreError::from(e)),
+        }
     };
     match result {
         Ok(mut written) => {
@@ -225,6 +276,18 @@ async fn write_part(durable: &Pool, fast: &Pool, part: Vec<PendingOutcome>, is_r
                 let _ = o.reply.send(Err(StoreError::Backend(e.to_string())));
             }
         }
+    }
+}
+
+async fn write_on(
+    client: &deadpool_postgres::Object,
+    part: &[PendingOutcome],
+    is_retry: bool,
+) -> Result<HashMap<String, Written>, StoreError> {
+    if is_retry {
+        write_retries(client, part).await
+    } else {
+        write_finished(client, part).await
     }
 }
 

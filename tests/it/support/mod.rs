@@ -91,8 +91,12 @@ fn not_run_unless(runs: bool, why: &str) -> bool {
 /// Checks arrivals against a rate limit of `per_second`: over the 10 s from the first, the
 /// count is at most 10 % above the rate (the limit holds) and at most 25 % below it (the limit
 /// does not throttle further; a loaded machine, with the browser tests beside the PostgreSQL
-/// pass, was seen to reach 85 %), and no second after any arrival holds more than the rate plus
-/// 10 % (no burst). Returns the 10 s count.
+/// pass, was seen to reach 85 %), and no two seconds after any arrival hold more than twice the
+/// rate plus 10 % (no burst). The burst is judged over two seconds because these are arrival
+/// times: attempts sent on schedule reach the receiver with the machine's jitter, and on the
+/// loaded machine of the PostgreSQL pass 23 arrived within one second at a limit of 20/s (an
+/// attempt held up 100 ms lands beside the next ones). A burst, a second's worth sent at once,
+/// still puts three seconds' worth in two. Returns the 10 s count.
 pub fn assert_rate(arrivals: &[Instant], per_second: f64) -> usize {
     let mut at = arrivals.to_vec();
     at.sort_unstable();
@@ -111,14 +115,14 @@ pub fn assert_rate(arrivals: &[Instant], per_second: f64) -> usize {
         .iter()
         .map(|t| {
             at.iter()
-                .filter(|u| *u >= t && u.duration_since(*t) < Duration::from_secs(1))
+                .filter(|u| *u >= t && u.duration_since(*t) < Duration::from_secs(2))
                 .count()
         })
         .max()
         .unwrap_or(0);
     assert!(
-        most as f64 <= per_second * 1.1,
-        "{most} attempts within one second at a limit of {per_second}/s"
+        most as f64 <= 2.0 * per_second * 1.1,
+        "{most} attempts within two seconds at a limit of {per_second}/s"
     );
     in_window
 }

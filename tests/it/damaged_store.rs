@@ -18,6 +18,15 @@ use crate::support::wait_until;
 /// 80 random bits of an event's ULID for an event.
 const TREE: &str = "hookd.v2";
 
+/// The fjall keyspace that holds `key`: on fjall, events and deliveries have keyspaces of their
+/// own, named after their letter.
+fn fjall_keyspace(key: &[u8]) -> String {
+    match key.first() {
+        Some(letter @ (b'E' | b'P' | b'D')) => format!("{TREE}.{}", *letter as char),
+        _ => TREE.to_string(),
+    }
+}
+
 fn ulid_of(id: &str, prefix: &str) -> u128 {
     let text = id.strip_prefix(prefix).expect("id prefix");
     ulid::Ulid::from_string(text).expect("a ULID").0
@@ -44,12 +53,19 @@ fn damage(db: &Path, garbage: &[u8], from_the_future: &[u8]) {
         let fjall = fjall::Database::builder(db)
             .open()
             .expect("open the stopped hookd's store");
-        let keyspace = fjall
-            .keyspace(TREE, fjall::KeyspaceCreateOptions::default)
-            .expect("hookd's keyspace");
+        let keyspace = |k: &[u8]| {
+            assert!(
+                fjall.keyspace_exists(&fjall_keyspace(k)),
+                "hookd's keyspace {}",
+                fjall_keyspace(k)
+            );
+            fjall
+                .keyspace(&fjall_keyspace(k), fjall::KeyspaceCreateOptions::default)
+                .expect("hookd's keyspace")
+        };
         damage_records(
-            |k| keyspace.get(k).expect("read").map(|v| v.to_vec()),
-            |k, v| keyspace.insert(k, v).expect("write"),
+            |k| keyspace(k).get(k).expect("read").map(|v| v.to_vec()),
+            |k, v| keyspace(k).insert(k, v).expect("write"),
             garbage,
             from_the_future,
         );

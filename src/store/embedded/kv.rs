@@ -3,13 +3,14 @@
 //! file that imports fjall; sled is imported here and by `migrate.rs` (the first layout was
 //! sled's alone).
 
-use std::ops::{Deref, RangeBounds};
+use std::collections::VecDeque;
+use std::ops::{Bound, Deref, RangeBounds};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{lock, OPEN_RETRY, TREE};
+use super::{lock, DONE, EVENT, OPEN_RETRY, PENDING, TREE};
 use crate::store::StoreError;
 
 /// Which library holds an embedded store's records.
@@ -50,8 +51,94 @@ pub(super) enum Kv {
     },
     Fjall {
         db: fjall::Database,
+        /// The records of every kind not in `kinds`.
         keyspace: fjall::Keyspace,
+        /// The kinds that have keyspaces of their own (the main tree's; none in a sibling).
+        kinds: Option<Kinds>,
     },
+}
+
+/// The keyspaces of the record kinds written on every delivery, [`FJALL_KINDS`], in the order
+/// of their letters. Each kind grows in its own way: `D` keys are ULIDs, written in time
+/// order and kept; `P` keys are ULIDs too, removed within seconds; `E` keys are hashes,
+/// scattered over the whole key space. In one keyspace every table fjall flushes spans all
+/// three, so each compaction rewrites them all, the finished deliveries kept for days with
+/// them; apart, a flush of `D` lands beside the older tables without overlapping any, and
+/// only `E` is merged.
+#[derive(Clone)]
+pub(super) struct Kinds([(u8, fjall::Keyspace); 3]);
+
+/// The record kinds that fjall keeps in keyspaces of their own: the letter, the keyspace's
+/// name and its memtable's size. `E` has the largest memtable: its keys are scattered, and
+/// fewer, larger flushes mean less merging.
+const FJALL_KINDS: [(u8, &str, u64); 3] = [
+    (DONE, "hookd.v2.D", 8 << 20),
+    (EVENT, "hookd.v2.E", 16 << 20),
+    (PENDING, "hookd.v2.P", 8 << 20),
+];
+
+impl Kinds {
+    fn of(&self, letter: u8) -> Option<&fjall::Keyspace> {
+        self.0.iter().find(|(l, _)| *l == letter).map(|(_, k)| k)
+    }
+}
+
+/// The keyspace that holds `key`: its kind's, or the main one.
+fn fjall_keyspace<'a>(
+    keyspace: &'a fjall::Keyspace,
+    kinds: &'a Option<Kinds>,
+    key: &[u8],
+) -> &'a fjall::Keyspace {
+    kinds
+        .as_ref()
+        .zip(key.first())
+        .and_then(|(kinds, letter)| kinds.of(*letter))
+        .unwrap_or(keyspace)
+}
+
+/// An owned range of keys.
+type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The one letter every key of `range` starts with, if there is one: its start is a key of that
+/// letter, and its end one too, or the first key past the letter.
+fn one_letter(range: &KeyRange) -> Option<u8> {
+    let letter = match &range.0 {
+        Bound::Included(s) | Bound::Excluded(s) => *s.first()?,
+        Bound::Unbounded => return None,
+    };
+    let within = match &range.1 {
+        Bound::Included(e) => e.first() == Some(&letter),
+        Bound::Excluded(e) => {
+            e.first() == Some(&letter) || (letter < u8::MAX && e[..] == [letter + 1])
+        }
+        Bound::Unbounded => false,
+    };
+    within.then_some(letter)
+}
+
+/// `range` cut to the keys from `low` (included) to `high` (excluded); `None` if nothing is left.
+fn clamp(range: &KeyRange, low: Option<Vec<u8>>, high: Option<Vec<u8>>) -> Option<KeyRange> {
+    let start = match (&range.0, low) {
+        (s, None) => s.clone(),
+        (Bound::Unbounded, Some(l)) => Bound::Included(l),
+        (Bound::Included(s) | Bound::Excluded(s), Some(l)) if *s >= l => range.0.clone(),
+        (_, Some(l)) => Bound::Included(l),
+    };
+    let end = match (&range.1, high) {
+        (e, None) => e.clone(),
+        (Bound::Unbounded, Some(h)) => Bound::Excluded(h),
+        (Bound::Included(e), Some(h)) if *e < h => range.1.clone(),
+        (Bound::Excluded(e), Some(h)) if *e <= h => range.1.clone(),
+        (_, Some(h)) => Bound::Excluded(h),
+    };
+    let empty = match (&start, &end) {
+        (Bound::Included(s), Bound::Included(e)) => s > e,
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+            s >= e
+        }
+        _ => false,
+    };
+    (!empty).then_some((start, end))
 }
 
 /// A value (or key) read from the store.
@@ -106,6 +193,8 @@ impl Batch {
 pub(super) enum Iter {
     Sled(Box<::sled::Iter>),
     Fjall(fjall::Iter),
+    /// Ranges of several keyspaces, one after the other in key order.
+    FjallChain(VecDeque<fjall::Iter>),
 }
 
 impl Iter {
@@ -136,6 +225,14 @@ impl Iterator for Iter {
         match self {
             Iter::Sled(i) => i.next().map(Iter::map_sled),
             Iter::Fjall(i) => i.next().map(Iter::map_fjall),
+            Iter::FjallChain(parts) => loop {
+                match parts.front_mut()?.next() {
+                    Some(entry) => return Some(Iter::map_fjall(entry)),
+                    None => {
+                        parts.pop_front();
+                    }
+                }
+            },
         }
     }
 }
@@ -145,6 +242,14 @@ impl DoubleEndedIterator for Iter {
         match self {
             Iter::Sled(i) => i.next_back().map(Iter::map_sled),
             Iter::Fjall(i) => i.next_back().map(Iter::map_fjall),
+            Iter::FjallChain(parts) => loop {
+                match parts.back_mut()?.next_back() {
+                    Some(entry) => return Some(Iter::map_fjall(entry)),
+                    None => {
+                        parts.pop_back();
+                    }
+                }
+            },
         }
     }
 }
@@ -189,11 +294,8 @@ impl Kv {
             }),
             Kv::Fjall { db, .. } => Ok(Kv::Fjall {
                 db: db.clone(),
-                keyspace: db
-                    .keyspace(name, || {
-                        fjall::KeyspaceCreateOptions::default().max_memtable_size(FJALL_MEMTABLE)
-                    })
-                    .map_err(fjall_error)?,
+                keyspace: fjall_open_keyspace(db, name, FJALL_MEMTABLE).map_err(fjall_error)?,
+                kinds: None,
             }),
         }
     }
@@ -216,7 +318,9 @@ impl Kv {
     pub(super) fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Value>, StoreError> {
         match self {
             Kv::Sled { tree, .. } => Ok(tree.get(key)?.map(Value::Sled)),
-            Kv::Fjall { keyspace, .. } => keyspace
+            Kv::Fjall {
+                keyspace, kinds, ..
+            } => fjall_keyspace(keyspace, kinds, key.as_ref())
                 .get(key)
                 .map(|v| v.map(Value::Fjall))
                 .map_err(fjall_error),
@@ -226,7 +330,11 @@ impl Kv {
     pub(super) fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool, StoreError> {
         match self {
             Kv::Sled { tree, .. } => Ok(tree.contains_key(key)?),
-            Kv::Fjall { keyspace, .. } => keyspace.contains_key(key).map_err(fjall_error),
+            Kv::Fjall {
+                keyspace, kinds, ..
+            } => fjall_keyspace(keyspace, kinds, key.as_ref())
+                .contains_key(key)
+                .map_err(fjall_error),
         }
     }
 
@@ -245,7 +353,14 @@ impl Kv {
     pub(super) fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
         match self {
             Kv::Sled { tree, .. } => Iter::Sled(Box::new(tree.scan_prefix(prefix))),
-            Kv::Fjall { keyspace, .. } => Iter::Fjall(keyspace.prefix(prefix)),
+            Kv::Fjall {
+                keyspace, kinds, ..
+            } => match prefix.as_ref().first() {
+                Some(_) => {
+                    Iter::Fjall(fjall_keyspace(keyspace, kinds, prefix.as_ref()).prefix(prefix))
+                }
+                None => self.range::<&[u8], _>(..),
+            },
         }
     }
 
@@ -253,7 +368,21 @@ impl Kv {
     pub(super) fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
         match self {
             Kv::Sled { tree, .. } => Iter::Sled(Box::new(tree.range(range))),
-            Kv::Fjall { keyspace, .. } => Iter::Fjall(keyspace.range(range)),
+            Kv::Fjall {
+                keyspace, kinds, ..
+            } => {
+                let range: KeyRange = (
+                    range.start_bound().map(|k| k.as_ref().to_vec()),
+                    range.end_bound().map(|k| k.as_ref().to_vec()),
+                );
+                match (kinds, one_letter(&range)) {
+                    (None, _) => Iter::Fjall(keyspace.range(range)),
+                    (Some(_), Some(letter)) => {
+                        Iter::Fjall(fjall_keyspace(keyspace, kinds, &[letter]).range(range))
+                    }
+                    (Some(kinds), None) => Iter::FjallChain(fjall_chain(keyspace, kinds, &range)),
+                }
+            }
         }
     }
 
@@ -274,9 +403,14 @@ impl Kv {
                 }
                 Ok(tree.apply_batch(b)?)
             }
-            Kv::Fjall { db, keyspace } => {
+            Kv::Fjall {
+                db,
+                keyspace,
+                kinds,
+            } => {
                 let mut b = db.batch();
                 for (k, v) in batch.ops {
+                    let keyspace = fjall_keyspace(keyspace, kinds, &k);
                     match v {
                         Some(v) => b.insert(keyspace, k, v),
                         None => b.remove(keyspace, k),
@@ -363,15 +497,97 @@ fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
         .max_journaling_size(FJALL_JOURNALS)
         .open()
         .and_then(|db| {
-            let keyspace = db.keyspace(TREE, || {
-                fjall::KeyspaceCreateOptions::default().max_memtable_size(FJALL_MEMTABLE)
-            })?;
-            Ok(Kv::Fjall { db, keyspace })
+            let keyspace = fjall_open_keyspace(&db, TREE, FJALL_MEMTABLE)?;
+            let mut kinds = Vec::with_capacity(FJALL_KINDS.len());
+            for (letter, name, memtable) in FJALL_KINDS {
+                kinds.push((letter, fjall_open_keyspace(&db, name, memtable)?));
+            }
+            let kinds = Kinds(
+                kinds
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("one keyspace for each of FJALL_KINDS")),
+            );
+            fjall_move_kinds(&db, &keyspace, &kinds)?;
+            Ok(Kv::Fjall {
+                db,
+                keyspace,
+                kinds: Some(kinds),
+            })
         });
     opened.map_err(|e| match e {
         fjall::Error::Locked => Opening::Locked(fjall_error(e)),
         e => Opening::Failed(fjall_error(e)),
     })
+}
+
+fn fjall_open_keyspace(
+    db: &fjall::Database,
+    name: &str,
+    memtable: u64,
+) -> fjall::Result<fjall::Keyspace> {
+    db.keyspace(name, || {
+        fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable)
+    })
+}
+
+/// Moves the records of [`FJALL_KINDS`] that a store written before they had keyspaces of their
+/// own keeps in the main keyspace into theirs, in atomic batches (a crash leaves each record in
+/// one place or the other, and the next opening moves the rest).
+fn fjall_move_kinds(
+    db: &fjall::Database,
+    keyspace: &fjall::Keyspace,
+    kinds: &Kinds,
+) -> fjall::Result<()> {
+    const BATCH: usize = 10_000;
+    let mut moved = 0u64;
+    for (letter, to) in &kinds.0 {
+        let mut batch = db.batch();
+        let mut n = 0;
+        for entry in keyspace.prefix([*letter]) {
+            let (k, v) = entry.into_inner()?;
+            batch.insert(to, k.clone(), v);
+            batch.remove(keyspace, k);
+            n += 1;
+            if n == BATCH {
+                batch.commit()?;
+                moved += n as u64;
+                batch = db.batch();
+                n = 0;
+            }
+        }
+        batch.commit()?;
+        moved += n as u64;
+    }
+    if moved > 0 {
+        db.persist(fjall::PersistMode::SyncAll)?;
+        tracing::info!(
+            records = moved,
+            "moved deliveries and events into keyspaces of their own (a store of an earlier hookd)"
+        );
+    }
+    Ok(())
+}
+
+/// The records of `range` in every keyspace, in key order: the main keyspace's below the first
+/// kind's letter, that kind's, the main keyspace's between it and the next kind, and so on.
+fn fjall_chain(
+    keyspace: &fjall::Keyspace,
+    kinds: &Kinds,
+    range: &KeyRange,
+) -> VecDeque<fjall::Iter> {
+    let mut parts = VecDeque::new();
+    let mut low: Option<Vec<u8>> = None;
+    for (letter, kind) in &kinds.0 {
+        if let Some(r) = clamp(range, low.clone(), Some(vec![*letter])) {
+            parts.push_back(keyspace.range(r));
+        }
+        parts.push_back(kind.range(range.clone()));
+        low = Some(vec![letter.saturating_add(1)]);
+    }
+    if let Some(r) = clamp(range, low, None) {
+        parts.push_back(keyspace.range(r));
+    }
+    parts
 }
 
 /// The sled database under `kv`, for the conversion of a first-layout store.
@@ -423,5 +639,171 @@ mod tests {
             thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(rare.get(b"entry").unwrap().as_deref(), Some(&b"one"[..]));
+    }
+}
+
+#[cfg(test)]
+mod kinds_tests {
+    use super::*;
+
+    fn keys(iter: impl Iterator<Item = Entry>) -> Vec<Vec<u8>> {
+        iter.map(|e| e.unwrap().0.to_vec()).collect()
+    }
+
+    fn keys_back(iter: Iter) -> Vec<Vec<u8>> {
+        let mut k = keys(iter.rev());
+        k.reverse();
+        k
+    }
+
+    /// Keys of every kind and of the letters around them, at the edges of each letter.
+    fn sample_keys() -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        for letter in [
+            0u8, b'A', b'C', b'D', b'E', b'F', b'O', b'P', b'Q', b'Z', 255,
+        ] {
+            for rest in [&[][..], &[0], &[7], &[7, 7], &[255], &[255, 255]] {
+                let mut k = vec![letter];
+                k.extend_from_slice(rest);
+                all.push(k);
+            }
+        }
+        all
+    }
+
+    fn b(k: &[u8]) -> Bound<Vec<u8>> {
+        Bound::Included(k.to_vec())
+    }
+
+    fn x(k: &[u8]) -> Bound<Vec<u8>> {
+        Bound::Excluded(k.to_vec())
+    }
+
+    /// fjall keeps deliveries and events in keyspaces of their own, but reads as one ordered
+    /// store: every scan and range gives what the same writes give on sled, across the kinds'
+    /// edges, forwards and backwards.
+    #[test]
+    fn fjall_reads_its_kinds_back_in_key_order_as_sled_does() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let sled = Kv::open(Backend::Sled, d1.path(), 8 << 20).unwrap();
+        let fjall = Kv::open(Backend::Fjall, d2.path(), 8 << 20).unwrap();
+        let all = sample_keys();
+        for kv in [&sled, &fjall] {
+            let mut batch = Batch::default();
+            for k in &all {
+                batch.insert(k.clone(), k.iter().rev().copied().collect::<Vec<u8>>());
+            }
+            batch.remove(vec![b'P', 7]);
+            batch.remove(vec![b'C', 7]);
+            kv.apply_batch(batch).unwrap();
+        }
+        let u = Bound::Unbounded;
+        let ranges: Vec<KeyRange> = vec![
+            (u.clone(), u.clone()),
+            (b(b"D"), u.clone()),
+            (u.clone(), x(b"E")),
+            (b(b"C\xff"), b(b"E\x07")),
+            (b(b"D"), x(b"E")),
+            (x(b"D"), b(b"P")),
+            (b(b"E\x07"), x(b"E\x08")),
+            (u.clone(), x(b"A")),
+            (b(b"P"), b(b"Z")),
+            (x(b"D\xff\xff"), x(b"P\x00")),
+            (b(b"Q"), u.clone()),
+            (b(b"A"), b(b"A")),
+            (b(b"E\x07"), x(b"E\x07")),
+        ];
+        for range in ranges {
+            let want = keys(sled.range(range.clone()));
+            assert_eq!(keys(fjall.range(range.clone())), want, "{range:?}");
+            assert_eq!(
+                keys_back(fjall.range(range.clone())),
+                want,
+                "{range:?} backwards"
+            );
+            // From both ends at once: the first and the last, then the rest.
+            let mut it = fjall.range(range.clone());
+            if let (Some(first), Some(last)) = (it.next(), it.next_back()) {
+                assert_eq!(first.unwrap().0.to_vec(), want[0], "{range:?}");
+                assert_eq!(last.unwrap().0.to_vec(), want[want.len() - 1], "{range:?}");
+                assert_eq!(keys(it), want[1..want.len() - 1], "{range:?}");
+            }
+        }
+        for prefix in [&b""[..], b"D", b"E", b"P", b"P\x07", b"Z", b"Y"] {
+            let want = keys(sled.scan_prefix(prefix));
+            assert_eq!(keys(fjall.scan_prefix(prefix)), want, "prefix {prefix:?}");
+        }
+        for k in &all {
+            let want = sled.get(k).unwrap().map(Vec::from);
+            assert_eq!(fjall.get(k).unwrap().map(Vec::from), want, "{k:?}");
+            assert_eq!(fjall.contains_key(k).unwrap(), want.is_some(), "{k:?}");
+        }
+        // Each kind is where the layout says, and nothing else is.
+        let Kv::Fjall {
+            keyspace,
+            kinds: Some(kinds),
+            ..
+        } = &fjall
+        else {
+            unreachable!("opened on fjall")
+        };
+        for (letter, kind) in &kinds.0 {
+            assert!(keyspace.prefix([*letter]).next().is_none(), "{letter}");
+            assert!(kind.iter().all(|e| e.key().unwrap()[0] == *letter));
+            assert_eq!(kind.iter().count(), if *letter == PENDING { 5 } else { 6 });
+        }
+    }
+
+    /// A fjall store written before the kinds had keyspaces of their own keeps them all in the
+    /// main keyspace: opening it moves them, and every record reads back, then and after a
+    /// second opening.
+    #[test]
+    fn a_fjall_store_with_every_kind_in_one_keyspace_is_moved_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut want = Vec::new();
+        {
+            let db = fjall::Database::builder(dir.path()).open().unwrap();
+            let old = db
+                .keyspace(TREE, fjall::KeyspaceCreateOptions::default)
+                .unwrap();
+            // More than one batch of the move.
+            for i in 0u32..25_000 {
+                for letter in [PENDING, DONE] {
+                    want.push(([&[letter][..], &i.to_be_bytes()].concat(), i.to_le_bytes()));
+                }
+            }
+            for i in 0u32..100 {
+                for letter in [EVENT, b'S', b'Z'] {
+                    want.push(([&[letter][..], &i.to_be_bytes()].concat(), i.to_le_bytes()));
+                }
+            }
+            for (k, v) in &want {
+                old.insert(k, v).unwrap();
+            }
+            db.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        want.sort();
+        for _ in 0..2 {
+            let kv = Kv::open(Backend::Fjall, dir.path(), 8 << 20).unwrap();
+            let got: Vec<(Vec<u8>, Vec<u8>)> = kv
+                .scan_prefix(b"")
+                .map(|e| e.unwrap())
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect();
+            assert_eq!(got.len(), want.len());
+            assert!(got.iter().zip(&want).all(|(g, w)| g.0 == w.0 && g.1 == w.1));
+            assert_eq!(kv.scan_prefix([PENDING]).count(), 25_000);
+            assert!(kv
+                .get([&[EVENT][..], &7u32.to_be_bytes()].concat())
+                .unwrap()
+                .is_some());
+            let Kv::Fjall { keyspace, .. } = &kv else {
+                unreachable!("opened on fjall")
+            };
+            for letter in [EVENT, PENDING, DONE] {
+                assert!(keyspace.prefix([letter]).next().is_none(), "{letter}");
+            }
+            assert_eq!(keyspace.iter().count(), 200, "S and Z stay");
+        }
     }
 }

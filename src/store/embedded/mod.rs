@@ -17,6 +17,13 @@
 //! | `K{name}` | a signing key of the dashboard |
 //! | `R{nonce}` | a signed-out dashboard session: its expiry, Unix ms, 8 bytes big-endian |
 //!
+//! On fjall, the three kinds written for every delivery, `E`, `P` and `D`, each have a keyspace
+//! of their own, `hookd.v2.E`, `hookd.v2.P` and `hookd.v2.D`, with the same keys; `kv.rs` routes
+//! each key by its letter and reads them all back as one ordered store. Their keys grow
+//! differently (hashes scattered over the key space, ULIDs removed within seconds, ULIDs kept for
+//! days), and in one keyspace every compaction would rewrite all three (docs/benchmarks.md). A
+//! store written before keeps them in `hookd.v2`; its first opening moves them.
+//!
 //! The audit log has a tree (keyspace) of its own, [`AUDIT_TREE`]: its key is the entry id's
 //! ULID (16 bytes, so in time order), its value the [`AuditEntry`](crate::store::AuditEntry)
 //! as JSON (`audit.rs`).

@@ -69,24 +69,13 @@ pub(super) enum Kv {
 pub(super) struct Kinds([(u8, fjall::Keyspace); 3]);
 
 /// The record kinds that fjall keeps in keyspaces of their own: the letter, the keyspace's
-/// name, its memtable's size and whether its values are kept apart from the keys
-/// ([`FJALL_SEPARATE_OVER`]). `E` has the largest memtable: its keys are scattered, and fewer,
-/// larger flushes mean less merging.
-const FJALL_KINDS: [(u8, &str, u64, bool); 3] = [
-    (DONE, "hookd.v2.D", 8 << 20, false),
-    (EVENT, "hookd.v2.E", 16 << 20, true),
-    (PENDING, "hookd.v2.P", 8 << 20, false),
+/// name and its memtable's size. `E` has the largest memtable: its keys are scattered, and
+/// fewer, larger flushes mean less merging.
+const FJALL_KINDS: [(u8, &str, u64); 3] = [
+    (DONE, "hookd.v2.D", 8 << 20),
+    (EVENT, "hookd.v2.E", 16 << 20),
+    (PENDING, "hookd.v2.P", 8 << 20),
 ];
-
-/// Events' values longer than this (all but the smallest: an event record holds its body) go
-/// to fjall's blob files, written once and left in place, and the tables that compaction
-/// merges hold only the key and where the value is. `E` keys are hashes, so every flush overlaps
-/// every table of the level below and each merge rewrites what it meets; with the values in
-/// the tables, the bytes merged per event grew with each level the keyspace filled, and past
-/// ten million events of 150 bytes at 9,349 events/s compaction took more than the two cores
-/// had left and delivery fell behind (docs/benchmarks.md). `D` and `P` keys are ULIDs, in time
-/// order: their flushes hardly overlap, and their values stay inline.
-const FJALL_SEPARATE_OVER: u32 = 64;
 
 impl Kinds {
     fn of(&self, letter: u8) -> Option<&fjall::Keyspace> {
@@ -305,8 +294,7 @@ impl Kv {
             }),
             Kv::Fjall { db, .. } => Ok(Kv::Fjall {
                 db: db.clone(),
-                keyspace: fjall_open_keyspace(db, name, FJALL_MEMTABLE, false)
-                    .map_err(fjall_error)?,
+                keyspace: fjall_open_keyspace(db, name, FJALL_MEMTABLE).map_err(fjall_error)?,
                 kinds: None,
             }),
         }
@@ -509,10 +497,10 @@ fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
         .max_journaling_size(FJALL_JOURNALS)
         .open()
         .and_then(|db| {
-            let keyspace = fjall_open_keyspace(&db, TREE, FJALL_MEMTABLE, false)?;
+            let keyspace = fjall_open_keyspace(&db, TREE, FJALL_MEMTABLE)?;
             let mut kinds = Vec::with_capacity(FJALL_KINDS.len());
-            for (letter, name, memtable, separate) in FJALL_KINDS {
-                kinds.push((letter, fjall_open_keyspace(&db, name, memtable, separate)?));
+            for (letter, name, memtable) in FJALL_KINDS {
+                kinds.push((letter, fjall_open_keyspace(&db, name, memtable)?));
             }
             let kinds = Kinds(
                 kinds
@@ -532,23 +520,13 @@ fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
     })
 }
 
-/// Opens the keyspace `name`, made with these options if absent (fjall keeps a keyspace's
-/// options from its making: `separate` changes nothing of an existing one).
 fn fjall_open_keyspace(
     db: &fjall::Database,
     name: &str,
     memtable: u64,
-    separate: bool,
 ) -> fjall::Result<fjall::Keyspace> {
     db.keyspace(name, || {
-        let options = fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable);
-        if separate {
-            options.with_kv_separation(Some(
-                fjall::KvSeparationOptions::default().separation_threshold(FJALL_SEPARATE_OVER),
-            ))
-        } else {
-            options
-        }
+        fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable)
     })
 }
 
@@ -773,37 +751,6 @@ mod kinds_tests {
             assert!(keyspace.prefix([*letter]).next().is_none(), "{letter}");
             assert!(kind.iter().all(|e| e.key().unwrap()[0] == *letter));
             assert_eq!(kind.iter().count(), if *letter == PENDING { 5 } else { 6 });
-            assert_eq!(kind.is_kv_separated(), *letter == EVENT, "{letter}");
-        }
-        assert!(!keyspace.is_kv_separated());
-    }
-
-    /// An event's value goes to a blob file once flushed, and reads back the same from there.
-    #[test]
-    fn fjall_keeps_event_values_apart_from_their_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let kv = Kv::open(Backend::Fjall, dir.path(), 8 << 20).unwrap();
-        let mut batch = Batch::default();
-        let value = |i: u32| -> Vec<u8> { (0..300u32).map(|j| (i ^ j) as u8).collect() };
-        for i in 0u32..1000 {
-            batch.insert([&[EVENT][..], &i.to_be_bytes()].concat(), value(i));
-            batch.insert([&[DONE][..], &i.to_be_bytes()].concat(), value(i));
-        }
-        kv.apply_batch(batch).unwrap();
-        let Kv::Fjall {
-            kinds: Some(kinds), ..
-        } = &kv
-        else {
-            unreachable!("opened on fjall")
-        };
-        for (_, kind) in &kinds.0 {
-            kind.rotate_memtable_and_wait().unwrap();
-        }
-        assert!(kinds.of(EVENT).unwrap().blob_file_count() > 0);
-        assert_eq!(kinds.of(DONE).unwrap().blob_file_count(), 0);
-        for i in 0u32..1000 {
-            let k = [&[EVENT][..], &i.to_be_bytes()].concat();
-            assert_eq!(kv.get(&k).unwrap().map(Vec::from), Some(value(i)));
         }
     }
 

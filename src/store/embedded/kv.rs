@@ -520,13 +520,29 @@ fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
     })
 }
 
+/// Opens the keyspace `name`, made if absent with a memtable of `memtable` bytes and its
+/// filters and indexes in partitions (fjall keeps a keyspace's options from its making).
+///
+/// A point read asks each level's table that may hold the key: its filter, then its index,
+/// then one data block. Whole, a table's filter and index are a block each, hundreds of KiB to
+/// MiB in a table of 64 MiB, read and checksummed whole when the block cache (8 MiB by default,
+/// `storage.cache_capacity_bytes`) does not hold them; fjall keeps them in memory for the first
+/// one or two levels only and partitions them from the fourth. In between, once a store
+/// outgrew them, every read of the writer (an event's duplicate check) and of the claims
+/// loaded megabytes: the fjall soak fell behind after 2.9 million events at 12,924/s, the
+/// writer's time in copying and checksumming those blocks (docs/benchmarks.md). In partitions
+/// a read loads one small partition of each, which the cache keeps.
 fn fjall_open_keyspace(
     db: &fjall::Database,
     name: &str,
     memtable: u64,
 ) -> fjall::Result<fjall::Keyspace> {
+    use fjall::config::PartitioningPolicy;
     db.keyspace(name, || {
-        fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable)
+        fjall::KeyspaceCreateOptions::default()
+            .max_memtable_size(memtable)
+            .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+            .index_block_partitioning_policy(PartitioningPolicy::all(true))
     })
 }
 

@@ -67,7 +67,10 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
          [[subscription]]\nid = \"dead\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"{SECRET}\"\nevents = [\"*\"]\nretry_schedule = []\n",
         receiver.url()
     );
-    let hookd = HookdProcess::start(dir.path(), &extra).await;
+    // The fixture was made on 2026-11-30: past the default retention (7 days) its finished
+    // deliveries would be swept at the first start, before the listing below; so, with
+    // the longest retention hookd takes (ten years).
+    let hookd = HookdProcess::start_with_storage(dir.path(), "retention = \"3650d\"", &extra).await;
 
     // Every delivery is there, under its old id and subscription, in its old state. The
     // pending ones were due an hour after the fixture was made: by now hookd may have

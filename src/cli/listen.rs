@@ -91,6 +91,10 @@ struct Progress {
     /// The last event forwarded; before the first, an id of the time the session opened, so
     /// that a restart of hookd replays whatever came after that.
     last_event_id: Option<String>,
+    /// The owner hookd named when the session opened, for the Ready line.
+    owner: Option<String>,
+    /// Whether a stream has been open: the Ready line is printed once, when the first stream
+    /// says `ready`, so that it means events will arrive.
     ready: bool,
     failures: u32,
 }
@@ -248,34 +252,23 @@ impl Listener {
         self.stream(&id).await
     }
 
-    /// Says what opening the session gave: the Ready line the first time, then what a
-    /// reconnect replays or missed.
+    /// Says what opening the session gave: what a reconnect replays or missed (the Ready line
+    /// waits for the stream, [`Listener::stream_ready`]).
     async fn opened(&self, id: &str, answer: &Value) {
-        let first = {
+        let reconnect = {
             let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
             p.session = Some(id.to_string());
             p.secret = answer["secret"].as_str().map(str::to_string);
+            p.owner = answer["owner"].as_str().map(str::to_string);
             if p.last_event_id.is_none() {
                 let now_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
                 p.last_event_id = Some(format!("evt_{}", ulid::Ulid::from_parts(now_ms, 0)));
             }
-            !std::mem::replace(&mut p.ready, true)
+            p.ready
         };
-        if first {
-            println!(
-                "Ready. Forwarding {}'s events to {}. Signing secret: {} (Ctrl-C to quit)",
-                answer["owner"].as_str().unwrap_or("?"),
-                self.args.forward_to.as_deref().unwrap_or_default(),
-                answer["secret"].as_str().unwrap_or("?"),
-            );
-            if let Some(event_type) = &self.args.trigger {
-                match self.trigger(event_type).await {
-                    Ok(_) => {}
-                    Err(e) => eprintln!("hookd listen: the trigger failed: {e}"),
-                }
-            }
+        if !reconnect {
             return;
         }
         let replayed = answer["replayed"].as_u64().unwrap_or(0);
@@ -285,6 +278,34 @@ impl Listener {
         }
         if missed > 0 {
             println!("{missed} events were missed while disconnected (more than hookd keeps for a reconnect).");
+        }
+    }
+
+    /// The stream said `ready`: the first time, the Ready line (and `--trigger`'s test
+    /// event); after an outage, "Reconnected.".
+    async fn stream_ready(&self) {
+        let (first, was_failing, owner, secret) = {
+            let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            let failures = std::mem::take(&mut p.failures);
+            let first = !std::mem::replace(&mut p.ready, true);
+            (first, failures > 0, p.owner.clone(), p.secret.clone())
+        };
+        if !first {
+            if was_failing {
+                println!("Reconnected.");
+            }
+            return;
+        }
+        println!(
+            "Ready. Forwarding {}'s events to {}. Signing secret: {} (Ctrl-C to quit)",
+            owner.as_deref().unwrap_or("?"),
+            self.args.forward_to.as_deref().unwrap_or_default(),
+            secret.as_deref().unwrap_or("?"),
+        );
+        if let Some(event_type) = &self.args.trigger {
+            if let Err(e) = self.trigger(event_type).await {
+                eprintln!("hookd listen: the trigger failed: {e}");
+            }
         }
     }
 
@@ -360,18 +381,7 @@ impl Listener {
     async fn on_event(&self, kind: &str, id: &str, data: &str) -> Option<Ended> {
         let value: Value = serde_json::from_str(data).unwrap_or(Value::Null);
         match kind {
-            "ready" => {
-                let was = std::mem::take(
-                    &mut self
-                        .progress
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .failures,
-                );
-                if was > 0 {
-                    println!("Reconnected.");
-                }
-            }
+            "ready" => self.stream_ready().await,
             "delivery" => {
                 self.forward(&value).await;
                 self.progress

@@ -14,15 +14,15 @@ use crate::support::receiver::TestReceiver;
 use crate::support::wait_until;
 
 /// The embedded engine's tree (sled) or keyspace (fjall) and key prefixes
-/// (src/store/embedded/mod.rs): `P` + a delivery's ULID for an unfinished delivery, `E` + the
-/// 80 random bits of an event's ULID for an event.
+/// (src/store/embedded/mod.rs): `P` + a delivery's ULID for an unfinished delivery, `E` + an
+/// event's ULID for an event.
 const TREE: &str = "hookd.v2";
 
 /// The fjall keyspace that holds `key`: on fjall, events and deliveries have keyspaces of their
 /// own, named after their letter.
 fn fjall_keyspace(key: &[u8]) -> String {
     match key.first() {
-        Some(letter @ (b'E' | b'P' | b'D')) => format!("{TREE}.{}", *letter as char),
+        Some(letter @ (b'D' | b'E' | b'H' | b'P')) => format!("{TREE}.{}", *letter as char),
         _ => TREE.to_string(),
     }
 }
@@ -148,10 +148,7 @@ async fn undecodable_records_are_skipped_counted_and_logged_while_the_rest_flows
 
     // One delivery record becomes garbage; one event record claims a later format.
     let garbage = key(b'P', ulid_of(&damaged_delivery, "dlv_"));
-    let event = ulid::Ulid(ulid_of(&events[1], "evt_"))
-        .random()
-        .to_be_bytes();
-    let future = [&[b'E'][..], &event[6..]].concat();
+    let future = key(b'E', ulid_of(&events[1], "evt_"));
     damage(&dir.path().join("db"), &garbage, &future);
 
     // hookd starts, skips both, and delivers the third.

@@ -8,7 +8,9 @@ use tokio::sync::oneshot;
 
 use super::codec::EventRecord;
 use super::kv::Batch;
-use super::layout::{corrupt, encode_json, event_hash, event_key, id_of, key, ms_of};
+use super::layout::{
+    corrupt, encode_json, event_by_hash, event_hash, event_key, id_of, key, ms_of,
+};
 use super::memory::{requeued, unqueued};
 use super::transfer::export_start;
 use super::writer::{Done, Job, Writer};
@@ -69,13 +71,12 @@ impl AdminStore for EmbeddedStore {
         status: &str,
     ) -> Result<Option<String>, StoreError> {
         let hash = event_hash(request_id, status);
-        let k = event_key(ulid::Ulid::from_parts(0, hash).0);
         let (request_id, status) = (request_id.to_string(), status.to_string());
         self.read(move |s| {
-            let Some(v) = s.kv.get(&k)? else {
+            let Some((id, v)) = event_by_hash(&s.kv, hash)? else {
                 return Ok(None);
             };
-            let e = EventRecord::decode(&v, false).map_err(|e| corrupt(&k, e))?;
+            let e = EventRecord::decode(&v, false).map_err(|e| corrupt(&event_key(id), e))?;
             Ok((e.request_id == request_id && e.status == status)
                 .then(|| event_id_string(ulid::Ulid(e.id))))
         })

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::codec::{DeliveryRecord, EventRecord};
 use super::kv::Batch;
-use super::layout::{event_key, id_of, key, unmatched_key};
+use super::layout::{event_key, id_of, key, remove_event, unmatched_key};
 use super::memory::Reopened;
 use super::writer::Writer;
 use super::{lock, DONE, EVENT, PENDING, SUBSCRIPTION, USER_SUBSCRIPTION};
@@ -78,6 +78,7 @@ impl Writer {
             };
             if e.owner.as_deref() == Some(owner) {
                 batch.remove(k.to_vec());
+                remove_event(&self.kv, batch, e.id)?;
                 if e.deliveries.is_empty() {
                     batch.remove(unmatched_key(e.created_ms, e.id));
                 }
@@ -140,7 +141,7 @@ impl Writer {
                 continue;
             };
             if !self.any_left(&e.deliveries, &removed.ids)? {
-                batch.remove(k);
+                remove_event(&self.kv, batch, event)?;
             }
         }
         Ok(())

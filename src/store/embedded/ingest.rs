@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::codec::{DeliveryRecord, EventRecord};
 use super::kv::Batch;
-use super::layout::{delivery_key, event_hash, event_key, unmatched_key};
+use super::layout::{delivery_key, event_by_hash, event_hash, insert_event, unmatched_key};
 use super::read::to_delivery;
 use super::writer::Writer;
 use super::PENDING;
@@ -56,22 +56,21 @@ impl Writer {
         let mut batch = Batch::default();
         let mut answers = Vec::with_capacity(events.len());
         let mut fresh = Vec::new();
-        // Events of this call by key: a repeat inside one batch is a duplicate of the first.
-        let mut added: HashMap<Vec<u8>, Accepted> = HashMap::new();
+        // Events of this call by hash: a repeat inside one batch is a duplicate of the first.
+        let mut added: HashMap<u128, Accepted> = HashMap::new();
         for (index, (event, targets)) in events.into_iter().enumerate() {
             let hash = event_hash(&event.request_id, &event.status);
             let id = ulid::Ulid::from_parts(now_ms, hash).0;
-            let k = event_key(id);
-            let earlier = match added.get(&k) {
+            let earlier = match added.get(&hash) {
                 Some(&accepted) => Some(accepted),
-                None => self.stored(&k, &event)?,
+                None => self.stored(hash, &event)?,
             };
             if let Some(earlier) = earlier {
                 answers.push(earlier.repeat(index, event)?);
                 continue;
             }
             let accepted = add_event(&mut batch, &mut fresh, id, event, targets, now_ms);
-            added.insert(k, accepted);
+            added.insert(hash, accepted);
             answers.push(Ingested {
                 event_id: event_id_string(ulid::Ulid(id)),
                 deliveries: accepted.deliveries,
@@ -82,17 +81,17 @@ impl Writer {
         Ok((answers, fresh))
     }
 
-    /// The event stored under `k`, the key of `event`, if there is one.
-    fn stored(&self, k: &[u8], event: &NewEvent) -> Result<Option<Accepted>, IngestError> {
-        let Some(v) = self.kv.get(k)? else {
+    /// The event stored with hash `hash`, the hash of `event`, if there is one.
+    fn stored(&self, hash: u128, event: &NewEvent) -> Result<Option<Accepted>, IngestError> {
+        let Some((id, v)) = event_by_hash(&self.kv, hash)? else {
             return Ok(None);
         };
         let e = match EventRecord::decode(&v, false) {
             Ok(e) => e,
-            // A damaged record under the key is replaced by the new event (its own
-            // deliveries, if any, were skipped already: they cannot be read).
+            // A damaged record is replaced by the new event, which takes its `H` key (its
+            // own deliveries, if any, were skipped already: they cannot be read).
             Err(e) => {
-                self.skipped.skip(k, e);
+                self.skipped.skip(&super::layout::event_key(id), e);
                 return Ok(None);
             }
         };
@@ -166,6 +165,6 @@ fn add_event(
         owner: event.owner,
         body,
     };
-    batch.insert(event_key(id), record.encode());
+    insert_event(batch, id, record.encode());
     accepted
 }

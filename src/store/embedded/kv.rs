@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{lock, DONE, EVENT, OPEN_RETRY, PENDING, TREE};
+use super::{lock, DONE, EVENT, OPEN_RETRY, PENDING, SEEN, TREE};
 use crate::store::StoreError;
 
 /// Which library holds an embedded store's records.
@@ -59,22 +59,22 @@ pub(super) enum Kv {
 }
 
 /// The keyspaces of the record kinds written on every delivery, [`FJALL_KINDS`], in the order
-/// of their letters. Each kind grows in its own way: `D` keys are ULIDs, written in time
-/// order and kept; `P` keys are ULIDs too, removed within seconds; `E` keys are hashes,
-/// scattered over the whole key space. In one keyspace every table fjall flushes spans all
-/// three and overlaps every table below it: compactions merge the finished deliveries kept for
-/// days with the events, and a point read of any kind meets tables full of the others. Apart,
-/// a flush of `D` lands beside the older tables without overlapping any, and only `E` is
-/// merged with itself (docs/benchmarks.md: the soak held 16.5 million events instead of 1.5).
+/// of their letters. Each kind grows in its own way: `D` and `E` keys are ULIDs, written in
+/// time order and kept; `P` keys are ULIDs too, removed within seconds; `H` keys are hashes,
+/// scattered over the whole key space. In one keyspace every table fjall flushes spans them
+/// all and overlaps every table below it: compactions merge the finished deliveries kept for
+/// days with everything else, and a point read of any kind meets tables full of the others.
+/// Apart, a flush of `D` or `E` lands beside the older tables without overlapping any, and
+/// only `H`'s small records are merged with each other (docs/benchmarks.md).
 #[derive(Clone)]
-pub(super) struct Kinds([(u8, fjall::Keyspace); 3]);
+pub(super) struct Kinds([(u8, fjall::Keyspace); FJALL_KINDS.len()]);
 
 /// The record kinds that fjall keeps in keyspaces of their own: the letter, the keyspace's
-/// name and its memtable's size. `E` has the largest memtable: its keys are scattered, and
-/// fewer, larger flushes mean less merging.
-const FJALL_KINDS: [(u8, &str, u64); 3] = [
+/// name and its memtable's size.
+const FJALL_KINDS: [(u8, &str, u64); 4] = [
     (DONE, "hookd.v2.D", 8 << 20),
     (EVENT, "hookd.v2.E", 16 << 20),
+    (SEEN, "hookd.v2.H", 8 << 20),
     (PENDING, "hookd.v2.P", 8 << 20),
 ];
 
@@ -677,7 +677,7 @@ mod kinds_tests {
     fn sample_keys() -> Vec<Vec<u8>> {
         let mut all = Vec::new();
         for letter in [
-            0u8, b'A', b'C', b'D', b'E', b'F', b'O', b'P', b'Q', b'Z', 255,
+            0u8, b'A', b'C', b'D', b'E', b'F', b'G', b'H', b'I', b'O', b'P', b'Q', b'Z', 255,
         ] {
             for rest in [&[][..], &[0], &[7], &[7, 7], &[255], &[255, 255]] {
                 let mut k = vec![letter];
@@ -729,6 +729,9 @@ mod kinds_tests {
             (b(b"Q"), u.clone()),
             (b(b"A"), b(b"A")),
             (b(b"E\x07"), x(b"E\x07")),
+            (b(b"E\xff"), b(b"H\x07")),
+            (x(b"H"), x(b"P")),
+            (b(b"G"), x(b"I")),
         ];
         for range in ranges {
             let want = keys(sled.range(range.clone()));
@@ -746,7 +749,7 @@ mod kinds_tests {
                 assert_eq!(keys(it), want[1..want.len() - 1], "{range:?}");
             }
         }
-        for prefix in [&b""[..], b"D", b"E", b"P", b"P\x07", b"Z", b"Y"] {
+        for prefix in [&b""[..], b"D", b"E", b"H", b"P", b"P\x07", b"Z", b"Y"] {
             let want = keys(sled.scan_prefix(prefix));
             assert_eq!(keys(fjall.scan_prefix(prefix)), want, "prefix {prefix:?}");
         }
@@ -817,7 +820,7 @@ mod kinds_tests {
             let Kv::Fjall { keyspace, .. } = &kv else {
                 unreachable!("opened on fjall")
             };
-            for letter in [EVENT, PENDING, DONE] {
+            for letter in [EVENT, PENDING, DONE, SEEN] {
                 assert!(keyspace.prefix([letter]).next().is_none(), "{letter}");
             }
             assert_eq!(keyspace.iter().count(), 200, "S and Z stay");

@@ -3,7 +3,8 @@
 
 use sha2::Digest;
 
-use super::{EVENT, ZERO};
+use super::kv::{Batch, Kv};
+use super::{EVENT, SEEN, ZERO};
 use crate::store::index::Id;
 use crate::store::StoreError;
 
@@ -35,10 +36,57 @@ pub(super) fn event_hash(request_id: &str, status: &str) -> u128 {
     u128::from_be_bytes(bits)
 }
 
-/// The `E` key of the event with ULID `event` (its random part is the event's hash).
+/// The `E` key of the event with ULID `event`: its 16 bytes, time first.
 pub(super) fn event_key(event: u128) -> Vec<u8> {
+    key(EVENT, &event.to_be_bytes())
+}
+
+/// The `H` key of the event with ULID `event`: its random part, the event's hash.
+pub(super) fn seen_key(event: u128) -> Vec<u8> {
     let low = ulid::Ulid(event).random();
-    key(EVENT, &low.to_be_bytes()[6..])
+    key(SEEN, &low.to_be_bytes()[6..])
+}
+
+/// The `H` value of the event with ULID `event`: its time, which with the hash in the key
+/// makes the ULID.
+pub(super) fn seen_value(event: u128) -> [u8; 8] {
+    ms_of(event).to_be_bytes()
+}
+
+/// Writes event `event`'s record and its `H` key into `batch`.
+pub(super) fn insert_event(batch: &mut Batch, event: u128, record: Vec<u8>) {
+    batch.insert(seen_key(event), seen_value(event));
+    batch.insert(event_key(event), record);
+}
+
+/// The event stored with hash `hash` (the idempotency check): its ULID and record.
+pub(super) fn event_by_hash(
+    kv: &Kv,
+    hash: u128,
+) -> Result<Option<(u128, super::kv::Value)>, StoreError> {
+    let hk = seen_key(ulid::Ulid::from_parts(0, hash).0);
+    let Some(v) = kv.get(&hk)? else {
+        return Ok(None);
+    };
+    let ms: [u8; 8] = v
+        .as_ref()
+        .try_into()
+        .map_err(|_| corrupt(&hk, "bad event time"))?;
+    let id = ulid::Ulid::from_parts(u64::from_be_bytes(ms), hash).0;
+    Ok(kv.get(event_key(id))?.map(|record| (id, record)))
+}
+
+/// Removes event `event`'s record and, if it names this event, its `H` key.
+pub(super) fn remove_event(kv: &Kv, batch: &mut Batch, event: u128) -> Result<(), StoreError> {
+    batch.remove(event_key(event));
+    let hk = seen_key(event);
+    if kv
+        .get(&hk)?
+        .is_some_and(|v| v.as_ref() == seen_value(event))
+    {
+        batch.remove(hk);
+    }
+    Ok(())
 }
 
 /// The `Z` key of an event created at `created_ms` that matched no target.

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use super::codec::{DeliveryRecord, EventRecord};
-use super::layout::{corrupt, delivery_key, event_hash, event_key, key, unmatched_key};
+use super::layout::{
+    corrupt, delivery_key, event_hash, event_key, key, seen_key, seen_value, unmatched_key,
+};
 use super::{DONE, PENDING, SUBSCRIPTION};
 use crate::event::AdhocTarget;
 use crate::store::Outcome;
@@ -186,6 +188,7 @@ fn convert_event(
         owner: None,
         body,
     };
+    batch.insert(seen_key(id), &seen_value(id));
     batch.insert(event_key(id), record.encode());
     Ok(())
 }

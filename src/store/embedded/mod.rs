@@ -8,7 +8,8 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `E{h}` | [`codec::EventRecord`]: the event, its delivery ids and its body. `h` is 80 bits of SHA-256 over `(request_id, status)`: the key is the idempotency check, and the event id is a ULID whose random part is `h`, so an id leads to its key |
+//! | `E{id}` | [`codec::EventRecord`]: the event, its delivery ids and its body. `id` is the event's ULID (16 bytes, time first), whose random part is `h`, 80 bits of SHA-256 over `(request_id, status)` |
+//! | `H{h}` | the time part of the event's ULID (Unix ms, 8 bytes big-endian): the idempotency check, which with `h` makes the event's id |
 //! | `P{id}` | [`codec::DeliveryRecord`] of an unfinished delivery (`id`: the ULID's 16 bytes) |
 //! | `D{id}` | [`codec::DeliveryRecord`] of a finished one (delivered or dead) |
 //! | `Z{created_ms}{event}` | empty: an event that matched no target, for the retention sweep |
@@ -16,9 +17,16 @@
 //! | `U{id}` | a subscription created through the API, as JSON |
 //! | `K{name}` | a signing key of the dashboard |
 //! | `R{nonce}` | a signed-out dashboard session: its expiry, Unix ms, 8 bytes big-endian |
+//! | `V` | the layout's version, [`LAYOUT_VERSION`] (one byte) |
 //!
-//! On fjall, the three kinds written for every delivery, `E`, `P` and `D`, each have a keyspace
-//! of their own, `hookd.v2.E`, `hookd.v2.P` and `hookd.v2.D`, with the same keys; `kv.rs` routes
+//! Every large record has a key in time order (`E`, `P`, `D`): new records land after the
+//! old ones, and an LSM engine moves its tables down without rewriting them. Only `H` is
+//! scattered, and its records are 19 bytes. Until layout 3 the events were keyed by `h`, and
+//! merging those scattered 250-byte records capped fjall's soak at 16.5 million events
+//! (docs/benchmarks.md); `rekey.rs` converts such a store at its first opening.
+//!
+//! On fjall, the kinds written for every delivery, `D`, `E`, `H` and `P`, each have a keyspace
+//! of their own, `hookd.v2.D`, `hookd.v2.E`, `hookd.v2.H` and `hookd.v2.P`, with the same keys; `kv.rs` routes
 //! each key by its letter and reads them all back as one ordered store. Their keys grow
 //! differently (hashes scattered over the key space, ULIDs removed within seconds, ULIDs kept for
 //! days), and in one keyspace every compaction would rewrite all three (docs/benchmarks.md). A
@@ -28,8 +36,8 @@
 //! ULID (16 bytes, so in time order), its value the [`AuditEntry`](crate::store::AuditEntry)
 //! as JSON (`audit.rs`).
 //!
-//! An event delivered on its first attempt to one subscription costs four writes: `E` and `P`
-//! at ingest, then `P` removed and `D` written with the attempt inside. A retry rewrites `P`.
+//! An event delivered on its first attempt to one subscription costs five writes: `E`, `H` and
+//! `P` at ingest, then `P` removed and `D` written with the attempt inside. A retry rewrites `P`.
 //! Leases live in memory: a crash makes every unfinished delivery due again (at-least-once).
 //! The due-time order lives in memory too ([`Index`](crate::store::index::Index)), rebuilt from
 //! the `P` records at open.
@@ -58,7 +66,7 @@
 //! opens a store; `writer.rs` is the writer thread, and the writes it runs are in `ingest.rs`,
 //! `outcome.rs`, `requeue.rs`, `erase.rs` and `sweep.rs`; `read.rs` has the reads; `queue.rs`
 //! and `admin.rs` implement the two traits; `transfer.rs` is export and import; `codec.rs` the
-//! binary records; `migrate.rs` converts a store of the first layout.
+//! binary records; `migrate.rs` converts a store of the first layout, `rekey.rs` one of the second.
 
 mod admin;
 mod audit;
@@ -73,6 +81,7 @@ mod open;
 mod outcome;
 mod queue;
 mod read;
+mod rekey;
 mod requeue;
 mod sweep;
 mod transfer;
@@ -94,6 +103,12 @@ const TREE: &str = "hookd.v2";
 /// The audit log's tree (sled) or keyspace (fjall).
 const AUDIT_TREE: &str = "hookd.audit";
 const EVENT: u8 = b'E';
+/// `H{h}`: the idempotency check, an event's hash to its time.
+const SEEN: u8 = b'H';
+/// `V`: the layout's version.
+const LAYOUT: u8 = b'V';
+/// The layout written: 3 keys events by their ULID (2 keyed them by their hash).
+const LAYOUT_VERSION: u8 = 3;
 const PENDING: u8 = b'P';
 const DONE: u8 = b'D';
 const ZERO: u8 = b'Z';

@@ -1,5 +1,5 @@
 //! Opening a store: the database (waiting for a lock the previous opening still holds), the
-//! conversion of a first-layout sled store, then the memory rebuilt from the records and the
+//! conversion of a first-layout sled store or a second-layout store, then the memory rebuilt from the records and the
 //! writer started.
 
 use std::path::Path;
@@ -10,13 +10,13 @@ use super::kv::{sled_parts, Backend, Kv};
 use super::layout::{corrupt, id_of};
 use super::memory::{Health, Queue, Skipped};
 use super::writer::Writer;
-use super::{migrate, EmbeddedStore, AUDIT_TREE, MAX_READS, PENDING, SUBSCRIPTION};
+use super::{migrate, rekey, EmbeddedStore, AUDIT_TREE, MAX_READS, PENDING, SUBSCRIPTION};
 use crate::store::index::Index;
 use crate::store::{Limits, StoreError};
 
 impl EmbeddedStore {
-    /// Opens (or creates, owner-only) the database at `path` on `backend`, converts a sled
-    /// store of the previous layout, rebuilds the index from the unfinished deliveries and
+    /// Opens (or creates, owner-only) the database at `path` on `backend`, converts a store
+    /// of an earlier layout, rebuilds the index from the unfinished deliveries and
     /// starts the writer thread. A directory that holds the other backend's files is refused:
     /// `hookd store export` and `import` move a store between them.
     pub fn open(
@@ -31,6 +31,7 @@ impl EmbeddedStore {
             let _serial = kv.exclusive();
             migrate::from_v1(db, tree)?;
         }
+        rekey::to_v3(&kv)?;
         let audit = kv.sibling(AUDIT_TREE)?;
         let skipped = Arc::new(Skipped::default());
         let queue = Arc::new(Mutex::new(Queue {

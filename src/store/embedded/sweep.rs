@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::codec::{DeliveryRecord, EventRecord};
 use super::kv::Batch;
-use super::layout::{delivery_key, event_key, id_of, unmatched_event};
+use super::layout::{delivery_key, event_key, id_of, remove_event, unmatched_event};
 use super::writer::Writer;
 use super::{DONE, ZERO};
 use crate::store::delivery_id_at;
@@ -88,7 +88,7 @@ impl Writer {
                 }
             };
             if e.id == event && !self.any_left(&e.deliveries, removed)? {
-                batch.remove(k);
+                remove_event(&self.kv, batch, event)?;
                 count += 1;
             }
         }
@@ -113,7 +113,7 @@ impl Writer {
             let ek = event_key(event);
             if let Some(v) = self.kv.get(&ek)? {
                 if EventRecord::decode(&v, false).is_ok_and(|e| e.id == event) {
-                    batch.remove(ek);
+                    remove_event(&self.kv, batch, event)?;
                 }
             }
             count += 1;

@@ -111,7 +111,7 @@ async fn store_quiet() {
 }
 
 #[tokio::test]
-async fn an_event_delivered_on_its_first_attempt_costs_four_writes() {
+async fn an_event_delivered_on_its_first_attempt_costs_five_writes() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(Backend::Sled, dir.path(), 1 << 20).unwrap();
     store.set_limits(limits());
@@ -120,8 +120,8 @@ async fn an_event_delivered_on_its_first_attempt_costs_four_writes() {
     store.ping().await.unwrap();
     let writes = count_writes(sled_parts(&store.kv).expect("a sled store").1);
     let id = deliver_once(&store, "r1", 1000).await;
-    // E and P at ingest, P removed and D written at the outcome.
-    assert_eq!(writes_after(&writes, 4).await, 4);
+    // E, H and P at ingest, P removed and D written at the outcome.
+    assert_eq!(writes_after(&writes, 5).await, 5);
     let d = store.delivery(&id).await.unwrap().unwrap();
     assert_eq!(d.state, DeliveryState::Delivered);
     assert_eq!(store.attempts(&d.id).await.unwrap(), vec![success()]);

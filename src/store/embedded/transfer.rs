@@ -6,7 +6,7 @@ use base64::Engine;
 
 use super::codec::{DeliveryRecord, EventRecord};
 use super::kv::Batch;
-use super::layout::{delivery_key, encode_json, event_hash, event_key, key, unmatched_key};
+use super::layout::{delivery_key, encode_json, event_hash, insert_event, key, unmatched_key};
 use super::read::to_delivery;
 use super::{lock, EmbeddedStore, DONE, EVENT, KEY, PENDING, SUBSCRIPTION, USER_SUBSCRIPTION};
 use crate::store::index::Id;
@@ -196,7 +196,7 @@ fn import_event(batch: &mut Batch, e: ImportedEvent) -> (String, u128) {
         owner: e.owner,
         body: e.body,
     };
-    batch.insert(event_key(id), record.encode());
+    insert_event(batch, id, record.encode());
     (e.id, id)
 }
 

@@ -70,13 +70,28 @@ pub(super) enum Kv {
 pub(super) struct Kinds([(u8, fjall::Keyspace); FJALL_KINDS.len()]);
 
 /// The record kinds that fjall keeps in keyspaces of their own: the letter, the keyspace's
-/// name and its memtable's size.
-const FJALL_KINDS: [(u8, &str, u64); 4] = [
-    (DONE, "hookd.v2.D", 8 << 20),
-    (EVENT, "hookd.v2.E", 16 << 20),
-    (SEEN, "hookd.v2.H", 8 << 20),
-    (PENDING, "hookd.v2.P", 8 << 20),
+/// name, its memtable's size and how its keys grow.
+const FJALL_KINDS: [(u8, &str, u64, Growth); 4] = [
+    (DONE, "hookd.v2.D", 8 << 20, Growth::Appended),
+    (EVENT, "hookd.v2.E", 16 << 20, Growth::Appended),
+    (SEEN, "hookd.v2.H", 8 << 20, Growth::Other),
+    (PENDING, "hookd.v2.P", 8 << 20, Growth::Other),
 ];
+
+/// How a fjall keyspace's keys grow, which sets two of its options.
+#[derive(Clone, Copy)]
+enum Growth {
+    /// In time order and kept (finished deliveries, events): each table fjall flushes lands
+    /// after the older ones without overlapping any, and compaction moves it down to the last
+    /// level as it is, never rewriting it. So its blocks are compressed when it is flushed
+    /// (fjall's default compresses from the third level on, when a compaction rewrites a table:
+    /// these would stay uncompressed, 23% more disk in the history bench), and the last level
+    /// has no filters: every point read of these kinds asks for a record that exists (an id
+    /// read from another record), and only one table's key range can hold it.
+    Appended,
+    /// Anything else: fjall's defaults.
+    Other,
+}
 
 impl Kinds {
     fn of(&self, letter: u8) -> Option<&fjall::Keyspace> {
@@ -295,7 +310,8 @@ impl Kv {
             }),
             Kv::Fjall { db, .. } => Ok(Kv::Fjall {
                 db: db.clone(),
-                keyspace: fjall_open_keyspace(db, name, FJALL_MEMTABLE).map_err(fjall_error)?,
+                keyspace: fjall_open_keyspace(db, name, FJALL_MEMTABLE, Growth::Other)
+                    .map_err(fjall_error)?,
                 kinds: None,
             }),
         }
@@ -498,10 +514,10 @@ fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
         .max_journaling_size(FJALL_JOURNALS)
         .open()
         .and_then(|db| {
-            let keyspace = fjall_open_keyspace(&db, TREE, FJALL_MEMTABLE)?;
+            let keyspace = fjall_open_keyspace(&db, TREE, FJALL_MEMTABLE, Growth::Other)?;
             let mut kinds = Vec::with_capacity(FJALL_KINDS.len());
-            for (letter, name, memtable) in FJALL_KINDS {
-                kinds.push((letter, fjall_open_keyspace(&db, name, memtable)?));
+            for (letter, name, memtable, growth) in FJALL_KINDS {
+                kinds.push((letter, fjall_open_keyspace(&db, name, memtable, growth)?));
             }
             let kinds = Kinds(
                 kinds
@@ -532,18 +548,26 @@ fn open_fjall(path: &Path, cache_capacity_bytes: u64) -> Result<Kv, Opening> {
 /// outgrew them, every read of the writer (an event's duplicate check) and of the claims
 /// loaded megabytes: the fjall soak fell behind after 2.9 million events at 12,924/s, the
 /// writer's time in copying and checksumming those blocks (docs/benchmarks.md). In partitions
-/// a read loads one small partition of each, which the cache keeps.
+/// a read loads one small partition of each, which the cache keeps. `growth` sets the rest
+/// ([`Growth`]). fjall keeps a keyspace's options from when it was made.
 fn fjall_open_keyspace(
     db: &fjall::Database,
     name: &str,
     memtable: u64,
+    growth: Growth,
 ) -> fjall::Result<fjall::Keyspace> {
-    use fjall::config::PartitioningPolicy;
+    use fjall::config::{CompressionPolicy, PartitioningPolicy};
     db.keyspace(name, || {
-        fjall::KeyspaceCreateOptions::default()
+        let options = fjall::KeyspaceCreateOptions::default()
             .max_memtable_size(memtable)
             .filter_block_partitioning_policy(PartitioningPolicy::all(true))
-            .index_block_partitioning_policy(PartitioningPolicy::all(true))
+            .index_block_partitioning_policy(PartitioningPolicy::all(true));
+        match growth {
+            Growth::Appended => options
+                .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
+                .expect_point_read_hits(true),
+            Growth::Other => options,
+        }
     })
 }
 

@@ -579,21 +579,24 @@ fn fjall_move_kinds(
     keyspace: &fjall::Keyspace,
     kinds: &Kinds,
 ) -> fjall::Result<()> {
+    // At most this many records, or bytes of them (an event carries its body), per batch.
     const BATCH: usize = 10_000;
+    const BATCH_BYTES: usize = 16 << 20;
     let mut moved = 0u64;
     for (letter, to) in &kinds.0 {
         let mut batch = db.batch();
-        let mut n = 0;
+        let (mut n, mut bytes) = (0, 0);
         for entry in keyspace.prefix([*letter]) {
             let (k, v) = entry.into_inner()?;
+            bytes += k.len() + v.len();
             batch.insert(to, k.clone(), v);
             batch.remove(keyspace, k);
             n += 1;
-            if n == BATCH {
+            if n == BATCH || bytes >= BATCH_BYTES {
                 batch.commit()?;
                 moved += n as u64;
                 batch = db.batch();
-                n = 0;
+                (n, bytes) = (0, 0);
             }
         }
         batch.commit()?;

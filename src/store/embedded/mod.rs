@@ -26,11 +26,13 @@
 //! (docs/benchmarks.md); `rekey.rs` converts such a store at its first opening.
 //!
 //! On fjall, the kinds written for every delivery, `D`, `E`, `H` and `P`, each have a keyspace
-//! of their own, `hookd.v2.D`, `hookd.v2.E`, `hookd.v2.H` and `hookd.v2.P`, with the same keys; `kv.rs` routes
-//! each key by its letter and reads them all back as one ordered store. Their keys grow
-//! differently (hashes scattered over the key space, ULIDs removed within seconds, ULIDs kept for
-//! days), and in one keyspace every compaction would rewrite all three (docs/benchmarks.md). A
-//! store written before keeps them in `hookd.v2`; its first opening moves them.
+//! of their own, `hookd.v2.D`, `hookd.v2.E`, `hookd.v2.H` and `hookd.v2.P`, with the same
+//! keys; `kv.rs` routes each key by its letter and reads them all back as one ordered store.
+//! Their keys grow differently (ULIDs kept for days, small hashes scattered over the key space,
+//! ULIDs removed within seconds), and in one keyspace every compaction would rewrite them all
+//! (docs/benchmarks.md); `D` and `E` are compressed as they are flushed, since their tables are
+//! never rewritten. A store written before the keyspaces keeps its records in `hookd.v2`; its
+//! first opening moves them.
 //!
 //! The audit log has a tree (keyspace) of its own, [`AUDIT_TREE`]: its key is the entry id's
 //! ULID (16 bytes, so in time order), its value the [`AuditEntry`](crate::store::AuditEntry)
@@ -66,7 +68,8 @@
 //! opens a store; `writer.rs` is the writer thread, and the writes it runs are in `ingest.rs`,
 //! `outcome.rs`, `requeue.rs`, `erase.rs` and `sweep.rs`; `read.rs` has the reads; `queue.rs`
 //! and `admin.rs` implement the two traits; `transfer.rs` is export and import; `codec.rs` the
-//! binary records; `migrate.rs` converts a store of the first layout, `rekey.rs` one of the second.
+//! binary records; `migrate.rs` converts a store of the first layout, `rekey.rs` one of the
+//! second.
 
 mod admin;
 mod audit;

@@ -1,6 +1,6 @@
 //! Opening a store: the database (waiting for a lock the previous opening still holds), the
-//! conversion of a first-layout sled store or a second-layout store, then the memory rebuilt from the records and the
-//! writer started.
+//! conversion of a first-layout sled store or of a second-layout store, then the memory
+//! rebuilt from the records and the writer started.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -12,8 +12,11 @@ use super::layout::{corrupt, event_key, printable_key, seen_key, seen_value};
 use super::{EVENT, LAYOUT, LAYOUT_VERSION};
 use crate::store::StoreError;
 
-/// Events converted per batch.
+/// Events converted per batch at most.
 const BATCH: usize = 10_000;
+/// Bytes of records per batch at most: events carry their bodies, up to megabytes each, and a
+/// batch is held in memory until it is applied.
+const BATCH_BYTES: usize = 16 << 20;
 /// The length of a second-layout event key: the letter and 80 bits of hash.
 const HASH_KEY_LEN: usize = 11;
 
@@ -59,11 +62,13 @@ pub(super) fn to_v3(kv: &Kv) -> Result<u64, StoreError> {
     Ok(converted)
 }
 
-/// Up to [`BATCH`] second-layout events from `start` on, rewritten under their ids. Returns the
-/// batch, the last key it converted if the batch is full (more may follow), and how many.
+/// Up to [`BATCH`] second-layout events ([`BATCH_BYTES`]) from `start` on, rewritten under
+/// their ids. Returns the batch, the last key it converted if the batch is full (more may
+/// follow), and how many.
 fn next_batch(kv: &Kv, start: &[u8]) -> Result<(Batch, Option<Vec<u8>>, usize), StoreError> {
     let mut batch = Batch::default();
     let mut n = 0;
+    let mut bytes = 0;
     for entry in kv.range(start.to_vec()..vec![EVENT + 1]) {
         let (k, v) = entry?;
         if k.len() != HASH_KEY_LEN {
@@ -79,9 +84,10 @@ fn next_batch(kv: &Kv, start: &[u8]) -> Result<(Batch, Option<Vec<u8>>, usize), 
         };
         batch.remove(k.to_vec());
         batch.insert(seen_key(e.id), seen_value(e.id));
+        bytes += v.as_ref().len();
         batch.insert(event_key(e.id), v.as_ref().to_vec());
         n += 1;
-        if n == BATCH {
+        if n == BATCH || bytes >= BATCH_BYTES {
             return Ok((batch, Some(k.to_vec()), n));
         }
     }
@@ -113,13 +119,19 @@ mod tests {
 
     /// A store of the second layout (events under their hash) opens with every event found by
     /// its id and by its hash, a damaged record left alone, and a second opening converts
-    /// nothing.
+    /// nothing; batches end at their count or their bytes.
     #[test]
     fn events_keyed_by_their_hash_are_rekeyed_by_their_id() {
         for backend in [Backend::Sled, Backend::Fjall] {
             let dir = tempfile::tempdir().unwrap();
             let kv = Kv::open(backend, dir.path(), 8 << 20).unwrap();
-            let events: Vec<EventRecord> = (0..BATCH as u32 + 2_345).map(record).collect();
+            let mut events: Vec<EventRecord> = (0..BATCH as u32 + 2_345).map(record).collect();
+            // Events of 1 MiB too: more than one batch by their bytes.
+            for i in 0..20 {
+                let mut big = record(100_000 + i);
+                big.body = Bytes::from(vec![b'x'; 1 << 20]);
+                events.push(big);
+            }
             let mut batch = Batch::default();
             for e in &events {
                 let low = ulid::Ulid(e.id).random().to_be_bytes();

@@ -360,3 +360,36 @@ async fn the_fresh_cache_gives_its_table_back_once_a_backlog_drained() {
     );
     store.close().await.unwrap();
 }
+
+/// The duplicate check (`H`) leaves with its event: the retention sweep removes both, and the
+/// same event sent again is new, on both engines; an event that matched no target too.
+#[tokio::test]
+async fn the_sweep_removes_an_events_duplicate_check_with_it() {
+    for backend in [Backend::Sled, Backend::Fjall] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(backend, dir.path(), 1 << 20).unwrap();
+        store.set_limits(limits());
+        deliver_once(&store, "r1", 1000).await;
+        store
+            .ingest(vec![(event("r2"), vec![])], 1000)
+            .await
+            .unwrap();
+        let count = |letter: u8| store.kv.scan_prefix([letter]).count();
+        assert_eq!(
+            (count(super::EVENT), count(super::SEEN)),
+            (2, 2),
+            "{backend:?}"
+        );
+        assert!(store.sweep(5000, 100).await.unwrap() >= 3, "{backend:?}");
+        assert_eq!(
+            (count(super::EVENT), count(super::SEEN)),
+            (0, 0),
+            "{backend:?}"
+        );
+        let again = store
+            .ingest(vec![(event("r1"), vec![target("main")])], 6000)
+            .await
+            .unwrap();
+        assert!(!again[0].duplicate, "{backend:?}: new after the sweep");
+    }
+}

@@ -76,23 +76,7 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
     // Every delivery is there, under its old id and subscription, in its old state. The
     // pending ones were due an hour after the fixture was made: by now hookd may have
     // delivered them already, to the receiver `down` points at now.
-    let expected = states(&before);
-    assert_eq!(expected.len(), 6, "the fixture holds six deliveries");
-    let after = states(&hookd.admin().get_ok("/v1/deliveries?limit=100").await);
-    assert_eq!(
-        after.keys().collect::<HashSet<_>>(),
-        expected.keys().collect::<HashSet<_>>(),
-        "every delivery keeps its id"
-    );
-    for (id, (subscription, state)) in &expected {
-        let (now_subscription, now_state) = &after[id];
-        assert_eq!(now_subscription, subscription, "{id}");
-        let pending_then_delivered = state == "scheduled" && now_state == "delivered";
-        assert!(
-            now_state == state || pending_then_delivered,
-            "{id} was {state}, is {now_state}"
-        );
-    }
+    let (expected, after) = kept_as_before(&hookd, &before).await;
     // Events of a store older than owners are unowned: they reach the subscriptions without
     // an owner only, and no owner's listing shows them.
     let listing = hookd.admin().get_ok("/v1/deliveries?limit=100").await;
@@ -214,23 +198,7 @@ async fn a_store_of_the_second_layout_is_converted_and_keeps_its_events() {
     })
     .await;
 
-    let expected = states(&before);
-    assert_eq!(expected.len(), 6, "the fixture holds six deliveries");
-    let after = states(&hookd.admin().get_ok("/v1/deliveries?limit=100").await);
-    assert_eq!(
-        after.keys().collect::<HashSet<_>>(),
-        expected.keys().collect::<HashSet<_>>(),
-        "every delivery keeps its id"
-    );
-    for (id, (subscription, state)) in &expected {
-        let (now_subscription, now_state) = &after[id];
-        assert_eq!(now_subscription, subscription, "{id}");
-        let pending_then_delivered = state == "scheduled" && now_state == "delivered";
-        assert!(
-            now_state == state || pending_then_delivered,
-            "{id} was {state}, is {now_state}"
-        );
-    }
+    let (expected, after) = kept_as_before(&hookd, &before).await;
 
     // The idempotency check finds every converted event: the same event again is a duplicate
     // with the old release's id; another body under the same key is a conflict.
@@ -312,4 +280,30 @@ fn fixture_event(job: &str, suffix: &str) -> Value {
         event["owner"] = "cust-a".into();
     }
     event
+}
+
+type States = HashMap<String, (String, String)>;
+
+/// The fixture's six deliveries (`before`, as it listed them) and hookd's listing now: every
+/// one under its old id and subscription, in its old state, or delivered since if it was
+/// pending.
+async fn kept_as_before(hookd: &HookdProcess, before: &Value) -> (States, States) {
+    let expected = states(before);
+    assert_eq!(expected.len(), 6, "the fixture holds six deliveries");
+    let after = states(&hookd.admin().get_ok("/v1/deliveries?limit=100").await);
+    assert_eq!(
+        after.keys().collect::<HashSet<_>>(),
+        expected.keys().collect::<HashSet<_>>(),
+        "every delivery keeps its id"
+    );
+    for (id, (subscription, state)) in &expected {
+        let (now_subscription, now_state) = &after[id];
+        assert_eq!(now_subscription, subscription, "{id}");
+        let pending_then_delivered = state == "scheduled" && now_state == "delivered";
+        assert!(
+            now_state == state || pending_then_delivered,
+            "{id} was {state}, is {now_state}"
+        );
+    }
+    (expected, after)
 }

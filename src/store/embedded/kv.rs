@@ -71,11 +71,18 @@ pub(super) struct Kinds([(u8, fjall::Keyspace); FJALL_KINDS.len()]);
 
 /// The record kinds that fjall keeps in keyspaces of their own: the letter, the keyspace's
 /// name, its memtable's size and how its keys grow.
+///
+/// Each memtable is held in memory whole, and one being flushed beside the next one filling.
+/// `E` and `D` flush 16 and 8 MiB tables, which are never merged again: smaller would mean more
+/// tables for a restart to open. `H` (19-byte records) and `P` (removed within seconds of
+/// their delivery) have 4 MiB: with 8 MiB a million pending deliveries peaked at 146.3 MiB of
+/// RSS, with 4 MiB at 130.9, and the ceiling bench's fjall rates did not move
+/// (docs/benchmarks.md). A keyspace keeps the size it was made with.
 const FJALL_KINDS: [(u8, &str, u64, Growth); 4] = [
     (DONE, "hookd.v2.D", 8 << 20, Growth::Appended),
     (EVENT, "hookd.v2.E", 16 << 20, Growth::Appended),
-    (SEEN, "hookd.v2.H", 8 << 20, Growth::Other),
-    (PENDING, "hookd.v2.P", 8 << 20, Growth::Other),
+    (SEEN, "hookd.v2.H", 4 << 20, Growth::Other),
+    (PENDING, "hookd.v2.P", 4 << 20, Growth::Other),
 ];
 
 /// How a fjall keyspace's keys grow, which sets two of its options.

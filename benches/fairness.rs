@@ -4,6 +4,9 @@
 //! `cargo bench --bench fairness -- [--hosts H] [--events E] [--runs R] [--concurrency C]
 //! [--batch B] [--deadline SECONDS]`
 //!
+//! On sled by default; `HOOKD_TEST_ENGINE=fjall` (or `postgres`, a database of its own on the
+//! local server) runs it on another engine, as for the integration tests.
+//!
 //! Each run starts hookd on a fresh store twice (the scenario is in
 //! tests/it/support/fairness.rs, which the integration test `fairness` runs at 500 hosts):
 //!
@@ -50,7 +53,8 @@ fn main() {
     };
     let runs = common::arg("--runs", runs);
     println!(
-        "fairness: {} failing per-request hosts, {} healthy events ({} concurrent clients, {} per request), deadline {} s per phase, {runs} run(s)",
+        "fairness: hookd on {:?}, {} failing per-request hosts, {} healthy events ({} concurrent clients, {} per request), deadline {} s per phase, {runs} run(s)",
+        common::engine::current(),
         sizes.hosts,
         sizes.events,
         sizes.clients,

@@ -107,18 +107,14 @@ async fn a_store_written_by_the_previous_release_opens_and_delivers() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(pending.len(), 2);
-    let client = reqwest::Client::new();
-    for id in &pending {
-        if after[*id].1 == "delivered" {
-            continue;
-        }
-        let response = client
-            .post(format!("http://{}/v1/deliveries/{id}/retry", hookd.api))
-            .send()
-            .await
-            .expect("retry");
-        assert!(response.status().is_success(), "retry {id}");
-    }
+    retry_now(
+        &hookd,
+        pending
+            .iter()
+            .copied()
+            .filter(|id| after[*id].1 != "delivered"),
+    )
+    .await;
     let received = receiver.wait_for(2, Duration::from_secs(15)).await;
     let mut jobs = HashSet::new();
     for r in &received {
@@ -216,18 +212,16 @@ async fn a_store_of_the_second_layout_is_converted_and_keeps_its_events() {
     }
 
     // The pending deliveries go out with their events' bodies (retried now if not yet due).
-    let client = reqwest::Client::new();
-    for (id, (subscription, state)) in &expected {
-        if subscription != "down" || state != "scheduled" || after[id].1 == "delivered" {
-            continue;
-        }
-        let response = client
-            .post(format!("http://{}/v1/deliveries/{id}/retry", hookd.api))
-            .send()
-            .await
-            .expect("retry");
-        assert!(response.status().is_success(), "retry {id}");
-    }
+    retry_now(
+        &hookd,
+        expected
+            .iter()
+            .filter(|(id, (subscription, state))| {
+                subscription == "down" && state == "scheduled" && after[*id].1 != "delivered"
+            })
+            .map(|(id, _)| id),
+    )
+    .await;
     let received = receiver.wait_for(3, Duration::from_secs(15)).await;
     let jobs: HashSet<String> = received
         .iter()
@@ -270,6 +264,19 @@ async fn a_store_of_the_second_layout_is_converted_and_keeps_its_events() {
 
 /// The event tests/fixtures/make-second-layout-store.sh posted as `job`, its URL changed by
 /// `suffix` (empty: the same event).
+/// Asks hookd to attempt each of `ids` now (the admin API's retry), whatever its due time.
+async fn retry_now<'a>(hookd: &HookdProcess, ids: impl Iterator<Item = &'a String>) {
+    let client = reqwest::Client::new();
+    for id in ids {
+        let response = client
+            .post(format!("http://{}/v1/deliveries/{id}/retry", hookd.api))
+            .send()
+            .await
+            .expect("retry");
+        assert!(response.status().is_success(), "retry {id}");
+    }
+}
+
 fn fixture_event(job: &str, suffix: &str) -> Value {
     let mut event = serde_json::json!({
         "request_id": job,

@@ -11,7 +11,7 @@
 //! reached. Between buckets that may run, the earliest due delivery goes first: a healthy
 //! subscription's fresh events are not held back by other hosts' retries that are not yet due.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::{Limits, PendingStats, ADHOC};
@@ -46,6 +46,9 @@ pub struct Index {
     ready_adhoc: BTreeSet<(u64, BucketNo)>,
     /// In-flight deliveries and their buckets.
     leased: HashMap<Id, BucketNo>,
+    /// Deliveries whose attempt is over and whose outcome is still to be written: their slot
+    /// is free ([`Index::free_slot`]), and they count as leased until [`Index::unlease`].
+    finishing: HashSet<Id>,
     in_flight: usize,
     adhoc_in_flight: usize,
     queued: usize,
@@ -327,12 +330,27 @@ impl Index {
         removed
     }
 
+    /// Whether the delivery is in flight, or finishing ([`Index::free_slot`]).
     pub fn is_leased(&self, id: Id) -> bool {
-        self.leased.contains_key(&id)
+        self.leased.contains_key(&id) || self.finishing.contains(&id)
     }
 
-    /// Ends a lease: the delivery is no longer in flight. Returns its bucket.
+    /// Frees the slot of a delivery whose attempt is over, before its outcome is written: its
+    /// bucket may start another attempt at once, and the delivery still counts as leased (an
+    /// operator's requeue or end leaves it to its outcome) until [`Index::unlease`]. It is not
+    /// queued again: only an outcome that finishes it may free its slot this way.
+    pub fn free_slot(&mut self, id: Id) {
+        if self.unlease(id).is_some() {
+            self.finishing.insert(id);
+        }
+    }
+
+    /// Ends a lease: the delivery is no longer in flight. Returns its bucket; `None` if it was
+    /// not leased, or its slot was freed already ([`Index::free_slot`]).
     pub fn unlease(&mut self, id: Id) -> Option<Arc<str>> {
+        if self.finishing.remove(&id) {
+            return None;
+        }
         let n = self.leased.remove(&id)?;
         self.in_flight -= 1;
         let b = self.bucket_mut(n)?;
@@ -508,6 +526,31 @@ mod tests {
 
     fn ids(taken: &[Taken]) -> Vec<Id> {
         taken.iter().map(|t| t.id).collect()
+    }
+
+    #[test]
+    fn a_freed_slot_takes_the_next_delivery_while_the_first_still_counts_as_leased() {
+        let mut index = Index::default();
+        index.set_limits(limits(&[("main", 1)]));
+        for id in 1..=3 {
+            index.insert("main", 1000, id);
+        }
+        assert_eq!(ids(&index.claim(1000, 10).0), [1]);
+        assert_eq!(ids(&index.claim(1000, 10).0), []);
+        index.free_slot(1);
+        assert!(index.is_leased(1), "leased until its outcome is written");
+        assert_eq!(index.in_flight(), 0);
+        assert_eq!(ids(&index.claim(1000, 10).0), [2]);
+        // The outcome written: no slot is freed twice.
+        assert_eq!(index.unlease(1), None);
+        assert!(!index.is_leased(1));
+        assert_eq!(index.in_flight(), 1);
+        assert_eq!(ids(&index.claim(1000, 10).0), []);
+        // A delivery not leased frees nothing.
+        index.free_slot(3);
+        assert!(!index.is_leased(3));
+        assert_eq!(index.unlease(2).as_deref(), Some("main"));
+        assert_eq!(ids(&index.claim(1000, 10).0), [3]);
     }
 
     #[test]

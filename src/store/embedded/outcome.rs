@@ -28,7 +28,7 @@ impl Writer {
                 }
                 Err(e) => {
                     lock(&self.queue).index.unlease(o.id);
-                    let _ = o.reply.send(Err(e));
+                    Recorded::answer(o.reply, o.id, Err(e));
                     continue;
                 }
             };
@@ -54,7 +54,7 @@ impl Writer {
                     q.index.insert(&bucket, due, id);
                 }
             }
-            let _ = reply.send(result.clone().map_err(StoreError::Backend));
+            Recorded::answer(reply, id, result.clone().map_err(StoreError::Backend));
         }
     }
 

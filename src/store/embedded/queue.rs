@@ -52,18 +52,40 @@ impl QueueStore for EmbeddedStore {
             return Ok(());
         };
         let (reply, answer) = oneshot::channel();
-        let outcome = Recorded {
-            id,
-            attempt,
-            next,
-            now_ms,
-            reply,
-        };
-        self.writer
-            .send(Job::Outcome(Box::new(outcome)))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.send_outcome(id, attempt, next, now_ms, Some(reply))
+            .await?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// A delivered attempt's slot is freed as its outcome is handed to the writer, not once the
+    /// writer's round has applied it: that round may first apply ingests and wait for their
+    /// flush, and the slot's next attempt would wait with it. The answer does not wait for the
+    /// round either (a failure to apply is logged by the writer, and the delivery is made
+    /// again after a restart, as for any outcome a crash forgets); until that round the
+    /// delivery counts as in flight ([`Index::free_slot`]). Other outcomes are recorded as
+    /// [`QueueStore::record_outcome`] records them. Nothing is handed on: a claim costs a lock
+    /// and no read while the fresh cache holds the delivery.
+    ///
+    /// [`Index::free_slot`]: crate::store::index::Index::free_slot
+    async fn record_outcome_and_follow(
+        &self,
+        delivery_id: &str,
+        attempt: Attempt,
+        next: Next,
+        now_ms: u64,
+    ) -> Result<Option<Claimed>, StoreError> {
+        if next != Next::Delivered {
+            return self
+                .record_outcome(delivery_id, attempt, next, now_ms)
+                .await
+                .map(|()| None);
+        }
+        let Some(id) = parse_delivery_id(delivery_id).map(|u| u.0) else {
+            return Ok(None);
+        };
+        lock(&self.queue).index.free_slot(id);
+        self.send_outcome(id, attempt, next, now_ms, None).await?;
+        Ok(None)
     }
 
     async fn release(&self, delivery_id: &str, due_ms: u64) -> Result<(), StoreError> {
@@ -111,6 +133,28 @@ impl QueueStore for EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// Queues an attempt's outcome for the writer's next round.
+    async fn send_outcome(
+        &self,
+        id: Id,
+        attempt: Attempt,
+        next: Next,
+        now_ms: u64,
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+    ) -> Result<(), StoreError> {
+        let outcome = Recorded {
+            id,
+            attempt,
+            next,
+            now_ms,
+            reply,
+        };
+        self.writer
+            .send(Job::Outcome(Box::new(outcome)))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
     /// Reads the claimed deliveries the fresh cache did not hold. One that cannot be read is
     /// logged and left out of the queue, its lease freed.
     async fn load_missing(&self, missing: Vec<Id>) -> Result<Vec<Claimed>, StoreError> {

@@ -393,3 +393,78 @@ async fn the_sweep_removes_an_events_duplicate_check_with_it() {
         assert!(!again[0].duplicate, "{backend:?}: new after the sweep");
     }
 }
+
+/// A delivered attempt's slot is free as soon as its outcome is handed to the writer, even
+/// while the writer is busy with an earlier round; the delivery counts as in flight until the
+/// outcome is applied, and then reads as delivered, on both engines.
+#[tokio::test]
+async fn a_delivered_attempt_frees_its_slot_before_the_writer_applies_it() {
+    for backend in [Backend::Sled, Backend::Fjall] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(backend, dir.path(), 1 << 20).unwrap();
+        let mut one_slot = limits();
+        one_slot.subscriptions.insert("main".to_string(), 1);
+        store.set_limits(one_slot);
+        let events = vec![
+            (event("r1"), vec![target("main")]),
+            (event("r2"), vec![target("main")]),
+        ];
+        store.ingest(events, 1000).await.unwrap();
+        let (first, _) = store.claim(1000, 10).await.unwrap();
+        assert_eq!(first.len(), 1, "{backend:?}: one slot");
+        let first = first[0].delivery.id.clone();
+        let first_no = crate::store::parse_delivery_id(&first).unwrap().0;
+
+        // The writer is held in a round of its own until `go` is sent.
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let (go, held) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        let _ = entered_tx.send(());
+                        let _ = held.recv();
+                        Ok::<_, crate::store::StoreError>(((), None))
+                    })
+                    .await
+            })
+        };
+        entered.await.unwrap();
+
+        let follow = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.record_outcome_and_follow(&first, success(), Next::Delivered, 1001),
+        )
+        .await
+        .expect("answered while the writer is busy")
+        .unwrap();
+        assert!(follow.is_none());
+        assert!(
+            lock(&store.queue).index.is_leased(first_no),
+            "{backend:?}: in flight until its outcome is applied"
+        );
+        let (second, _) = store.claim(1001, 10).await.unwrap();
+        assert_eq!(second.len(), 1, "{backend:?}: the slot is free");
+        assert_ne!(second[0].delivery.id, first);
+
+        go.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let d = store.delivery(&first).await.unwrap().unwrap();
+            if d.state == DeliveryState::Delivered {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{backend:?}: still {:?}",
+                d.state
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!lock(&store.queue).index.is_leased(first_no), "{backend:?}");
+        assert_eq!(lock(&store.queue).index.in_flight(), 1, "{backend:?}");
+        store.close().await.unwrap();
+    }
+}

@@ -41,8 +41,34 @@ pub(super) struct Recorded {
     /// Answered once applied, before the flush: the outcome reaches the disk within
     /// [`LAZY_FLUSH_EVERY`] or with the next flushed round. A crash may forget that last half
     /// second of outcomes, and those deliveries are then made again, which at-least-once
-    /// allows; waiting for an fsync per outcome would cost more than the attempt.
-    pub(super) reply: oneshot::Sender<Result<(), StoreError>>,
+    /// allows; waiting for an fsync per outcome would cost more than the attempt. `None`: no
+    /// one waits (a delivered attempt's, whose slot was freed when it was sent), and a failure
+    /// is logged here.
+    pub(super) reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+impl Recorded {
+    /// Answers the outcome's sender, or logs a failure no one waits for.
+    pub(super) fn answer(
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+        id: Id,
+        result: Result<(), StoreError>,
+    ) {
+        match reply {
+            Some(reply) => {
+                let _ = reply.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::error!(
+                        delivery_id = %crate::store::delivery_id_string(ulid::Ulid(id)),
+                        error = %e,
+                        "cannot record attempt outcome; the delivery will be retried after a restart"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The writer thread's state.

@@ -8,9 +8,9 @@
 //! slot). A store may hand a delivered attempt's slot straight on to its subscription's next
 //! due delivery, in the write that records the outcome
 //! ([`QueueStore::record_outcome_and_follow`]; PostgreSQL does, where a claim costs a round
-//! trip and a lock): the attempt's task then runs that one, and the loop is not woken. The
-//! embedded engines hand nothing on, and free a delivered attempt's slot as soon as its outcome
-//! is queued for their writer.
+//! trip and a lock; the embedded engines do from their index in memory, as soon as the outcome
+//! is queued for their writer): the attempt's task then runs that one, and the loop is not
+//! woken.
 //!
 //! [`QueueStore::claim`]: crate::store::QueueStore::claim
 //! [`QueueStore::record_outcome_and_follow`]: crate::store::QueueStore::record_outcome_and_follow

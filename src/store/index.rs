@@ -345,6 +345,25 @@ impl Index {
         }
     }
 
+    /// [`Index::free_slot`], and the slot handed on: the next due delivery of the same
+    /// subscription, leased, if it may run now within the limits (not paused, below its
+    /// limit). Not for per-request hosts, nor for a rate-limited subscription: their turns come
+    /// from the claims. Only while the node is below its global limit counting the delivery
+    /// that ended: at it, other buckets may be waiting, and the claims decide in due order.
+    pub fn finish_and_follow(&mut self, id: Id, now_ms: u64) -> Option<Taken> {
+        let n = *self.leased.get(&id)?;
+        let below_global = self.in_flight < self.limits.global;
+        self.free_slot(id);
+        let b = self.bucket(n)?;
+        if !below_global || b.adhoc || self.rate_of(b).is_some() {
+            return None;
+        }
+        match b.listed {
+            Some(due) if due <= now_ms => self.take(n, now_ms),
+            _ => None,
+        }
+    }
+
     /// Ends a lease: the delivery is no longer in flight. Returns its bucket; `None` if it was
     /// not leased, or its slot was freed already ([`Index::free_slot`]).
     pub fn unlease(&mut self, id: Id) -> Option<Arc<str>> {
@@ -384,45 +403,52 @@ impl Index {
             if due > now_ms {
                 break;
             }
-            let Some(b) = self.bucket_mut(n) else { break };
-            let Some((_, id)) = b.queue.pop_first() else {
-                break;
-            };
-            b.in_flight += 1;
-            let (adhoc, name) = (b.adhoc, b.name.clone());
-            let rate = self.bucket(n).and_then(|b| self.rate_of(b));
-            if let Some(interval) = rate {
-                // The theoretical arrival time (under the limit in force) moves one interval
-                // past this turn's (or past now, after idle time: it does not bank a burst).
-                let now_us = now_ms.saturating_mul(1000);
-                let tat = self
-                    .next_allowed
-                    .get(&name)
-                    .map_or(0, |tat| tat.under(interval));
-                let next = Arrival {
-                    at_us: tat.max(now_us).saturating_add(interval),
-                    interval_us: interval,
-                };
-                self.next_allowed.insert(name.clone(), next);
-                if self.next_allowed.len() > 10_000 {
-                    // Many per-request hosts came and went: forget the times already past.
-                    let limits = &self.limits;
-                    self.next_allowed.retain(|name, tat| {
-                        let interval = rate_in(limits, name).unwrap_or(tat.interval_us);
-                        tat.under(interval) > now_us
-                    });
-                }
+            match self.take(n, now_ms) {
+                Some(t) => taken.push(t),
+                None => break,
             }
-            self.queued -= 1;
-            self.in_flight += 1;
-            if adhoc {
-                self.adhoc_in_flight += 1;
-            }
-            self.leased.insert(id, n);
-            self.relist(n);
-            taken.push(Taken { id, bucket: name });
         }
         (taken, self.next_due())
+    }
+
+    /// Leases bucket `n`'s earliest queued delivery, and moves a rate-limited bucket's next
+    /// turn on. The caller checked that the bucket may run now.
+    fn take(&mut self, n: BucketNo, now_ms: u64) -> Option<Taken> {
+        let b = self.bucket_mut(n)?;
+        let (_, id) = b.queue.pop_first()?;
+        b.in_flight += 1;
+        let (adhoc, name) = (b.adhoc, b.name.clone());
+        let rate = self.bucket(n).and_then(|b| self.rate_of(b));
+        if let Some(interval) = rate {
+            // The theoretical arrival time (under the limit in force) moves one interval
+            // past this turn's (or past now, after idle time: it does not bank a burst).
+            let now_us = now_ms.saturating_mul(1000);
+            let tat = self
+                .next_allowed
+                .get(&name)
+                .map_or(0, |tat| tat.under(interval));
+            let next = Arrival {
+                at_us: tat.max(now_us).saturating_add(interval),
+                interval_us: interval,
+            };
+            self.next_allowed.insert(name.clone(), next);
+            if self.next_allowed.len() > 10_000 {
+                // Many per-request hosts came and went: forget the times already past.
+                let limits = &self.limits;
+                self.next_allowed.retain(|name, tat| {
+                    let interval = rate_in(limits, name).unwrap_or(tat.interval_us);
+                    tat.under(interval) > now_us
+                });
+            }
+        }
+        self.queued -= 1;
+        self.in_flight += 1;
+        if adhoc {
+            self.adhoc_in_flight += 1;
+        }
+        self.leased.insert(id, n);
+        self.relist(n);
+        Some(Taken { id, bucket: name })
     }
 
     /// The earliest due time among buckets that may run, if the global limit leaves room.
@@ -551,6 +577,53 @@ mod tests {
         assert!(!index.is_leased(3));
         assert_eq!(index.unlease(2).as_deref(), Some("main"));
         assert_eq!(ids(&index.claim(1000, 10).0), [3]);
+    }
+
+    #[test]
+    fn a_finished_delivery_hands_its_slot_to_its_buckets_next_due_one_within_the_limits() {
+        let mut index = Index::default();
+        index.set_limits(limits(&[("a", 2), ("b", 1)]));
+        for id in 1..=4 {
+            index.insert("a", 1000 + id as u64, id);
+        }
+        index.insert("b", 1000, 10);
+        index.insert("b", 1001, 11);
+        assert_eq!(ids(&index.claim(2000, 10).0), [10, 1, 2]);
+        // Another bucket's turn does not come from this slot.
+        let next = index.finish_and_follow(1, 2000).map(|t| t.id);
+        assert_eq!(next, Some(3), "a's next due");
+        assert!(index.is_leased(1) && index.is_leased(3));
+        assert_eq!(index.in_flight(), 3);
+        // Not due yet: nothing handed on, and the slot is free.
+        index.insert("a", 9000, 5);
+        assert_eq!(index.finish_and_follow(2, 2000).map(|t| t.id), Some(4));
+        assert_eq!(index.finish_and_follow(3, 2000).map(|t| t.id), None);
+        assert_eq!(index.in_flight(), 2);
+        // Paused, rate-limited, a per-request host: nothing handed on.
+        let mut paused = limits(&[("a", 2), ("b", 1)]);
+        paused.paused.insert("b".to_string());
+        index.set_limits(paused);
+        assert_eq!(index.finish_and_follow(10, 2000).map(|t| t.id), None);
+        let mut rated = limits(&[("a", 2), ("b", 1)]);
+        rated.rates.insert("b".to_string(), 1);
+        index.set_limits(rated);
+        index.insert("b", 1002, 12);
+        assert_eq!(ids(&index.claim(2000, 10).0), [11]);
+        assert_eq!(index.finish_and_follow(11, 2000).map(|t| t.id), None);
+        index.insert("adhoc/h:1", 1000, 20);
+        // b's next turn is one interval (1 µs, rounded up to a millisecond) after its last.
+        assert_eq!(ids(&index.claim(2001, 10).0), [20, 12]);
+        index.insert("adhoc/h:1", 999, 21);
+        assert_eq!(index.finish_and_follow(20, 2000).map(|t| t.id), None);
+        // At the node's global limit, counting the one that ended: the claims decide.
+        index.set_limits(Limits {
+            global: 2,
+            ..limits(&[("a", 3), ("b", 1)])
+        });
+        index.insert("a", 1000, 6);
+        assert_eq!(ids(&index.claim(2000, 10).0), []);
+        assert_eq!(index.finish_and_follow(4, 2000).map(|t| t.id), None);
+        assert_eq!(ids(&index.claim(2000, 10).0), [21]);
     }
 
     #[test]

@@ -371,11 +371,11 @@ pub trait QueueStore: Send + Sync {
     /// delivered and its subscription has another delivery due that the limits let run (not
     /// paused, not rate-limited, the node below its global limit), that one is leased in the
     /// same write and returned, for the caller to attempt at once instead of waiting for a
-    /// claim. An engine whose claims cost little (sled, fjall) hands nothing on, and may
-    /// instead answer a delivered outcome once it is queued for its writer, before it is
-    /// applied: the slot is free for the next claim at once, and the delivery reads as in
-    /// flight (an operator's requeue finds it in flight) until the writer's next round has
-    /// applied the outcome.
+    /// claim. An engine may hand nothing on. An engine with a writer thread (sled, fjall) may
+    /// answer a delivered outcome once it is queued for its writer, before it is applied: the
+    /// slot is free (or handed on) at once, and the delivery reads as in flight (an
+    /// operator's requeue finds it in flight) until the writer's next round has applied the
+    /// outcome.
     async fn record_outcome_and_follow(
         &self,
         delivery_id: &str,

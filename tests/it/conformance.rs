@@ -234,8 +234,8 @@ macro_rules! conformance_tests {
 // sled's claims are local and cheap: it leaves every slot to them.
 // `server`: the engine needs the PostgreSQL server (`support::pg`); without one its tests say
 // NOT RUN, unless HOOKD_REQUIRE_POSTGRES=1.
-conformance_tests!(sled, open_sled, hands_on = false, server = false);
-conformance_tests!(fjall, open_fjall, hands_on = false, server = false);
+conformance_tests!(sled, open_sled, hands_on = true, server = false);
+conformance_tests!(fjall, open_fjall, hands_on = true, server = false);
 conformance_tests!(postgres, open_pg, hands_on = true, server = true);
 
 // ---------------------------------------------------------------------------------------------

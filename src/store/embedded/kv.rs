@@ -6,11 +6,10 @@
 use std::collections::VecDeque;
 use std::ops::{Bound, Deref, RangeBounds};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{lock, DONE, EVENT, OPEN_RETRY, PENDING, SEEN, TREE};
+use super::{DONE, EVENT, OPEN_RETRY, PENDING, SEEN, TREE};
 use crate::store::StoreError;
 
 /// Which library holds an embedded store's records.
@@ -38,9 +37,25 @@ impl Backend {
 /// 0.34 takes a process-wide lock of its own in batches and flushes, and a flush waits, holding
 /// it, for every log reservation made before it, reads that reorganise pages included; reads and
 /// writes interleaved from several threads were seen to hang a flush for ever. One sled access
-/// at a time costs a read at most one round's wait, and rules that out. fjall needs none of it:
-/// its reads see whole batches and never wait for a writer.
-static SLED: Mutex<()> = Mutex::new(());
+/// at a time rules that out, and costs a read at most one round's wait: each turn is handed to
+/// the thread that has waited longest ([`SledTurn`]). fjall needs none of it: its reads see
+/// whole batches and never wait for a writer.
+static SLED: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// A turn on sled ([`SLED`]), on sled only. It ends with a fair unlock: a thread waiting for
+/// the lock gets it next. An ordinary unlock let the writer, whose next round was always
+/// waiting under a steady load, take the lock straight back: the reads that claims need once a
+/// backlog outgrows the fresh cache starved, and delivery stopped for minutes while ingest went
+/// on (the sled soak of 2026-12-07, docs/benchmarks.md).
+pub(super) struct SledTurn(Option<parking_lot::MutexGuard<'static, ()>>);
+
+impl Drop for SledTurn {
+    fn drop(&mut self) {
+        if let Some(guard) = self.0.take() {
+            parking_lot::MutexGuard::unlock_fair(guard);
+        }
+    }
+}
 
 /// The open database and its one tree (sled) or keyspace (fjall); cheap to clone.
 #[derive(Clone)]
@@ -332,10 +347,10 @@ impl Kv {
     }
 
     /// Taken around every access that [`SLED`] serialises: a guard on sled, nothing on fjall.
-    pub(super) fn exclusive(&self) -> Option<MutexGuard<'static, ()>> {
+    pub(super) fn exclusive(&self) -> SledTurn {
         match self {
-            Kv::Sled { .. } => Some(lock(&SLED)),
-            Kv::Fjall { .. } => None,
+            Kv::Sled { .. } => SledTurn(Some(SLED.lock())),
+            Kv::Fjall { .. } => SledTurn(None),
         }
     }
 

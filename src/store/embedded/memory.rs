@@ -132,16 +132,29 @@ impl Queue {
         let mut claims = Vec::with_capacity(taken.len());
         let mut missing = Vec::new();
         for t in taken {
-            match self.fresh.remove(&t.id) {
-                Some(mut c) => {
-                    c.delivery.state = DeliveryState::InFlight;
-                    c.delivery.due_ms = None;
-                    claims.push(c);
-                }
-                None => missing.push(t.id),
+            match self.take_fresh(t.id) {
+                Ok(c) => claims.push(c),
+                Err(id) => missing.push(id),
             }
         }
         (claims, missing, next)
+    }
+
+    /// A delivered attempt's slot freed and handed on ([`Index::finish_and_follow`]): the
+    /// delivery that follows in it, whole if the fresh cache holds it, else its id to read.
+    ///
+    /// [`Index::finish_and_follow`]: crate::store::index::Index::finish_and_follow
+    pub(super) fn finish_and_follow(&mut self, id: Id, now_ms: u64) -> Option<Result<Claimed, Id>> {
+        let t = self.index.finish_and_follow(id, now_ms)?;
+        Some(self.take_fresh(t.id))
+    }
+
+    /// A delivery just leased, from the fresh cache; its id if the cache does not hold it.
+    fn take_fresh(&mut self, id: Id) -> Result<Claimed, Id> {
+        let mut c = self.fresh.remove(&id).ok_or(id)?;
+        c.delivery.state = DeliveryState::InFlight;
+        c.delivery.due_ms = None;
+        Ok(c)
     }
 }
 

@@ -52,10 +52,10 @@
 //! commit), and the index learns of new deliveries only once they are durable. An attempt's
 //! outcome is acknowledged once applied and reaches the disk with the next flush (at most half a
 //! second later): a crash can forget the outcomes of that last second, and those deliveries are
-//! made again, as at-least-once allows. A delivered attempt's slot is freed as its outcome is
-//! queued, before the writer's round (`queue.rs`): the next attempt does not wait for a round
-//! that may first apply ingests and their fsync, and the delivery counts as in flight until
-//! its outcome is applied.
+//! made again, as at-least-once allows. A delivered attempt's slot is freed, or handed on to its
+//! subscription's next due delivery, as its outcome is queued, before the writer's round
+//! (`queue.rs`): the next attempt does not wait for a round that may first apply ingests and
+//! their fsync, and the delivery counts as in flight until its outcome is applied.
 //!
 //! # Reads
 //!

@@ -59,14 +59,15 @@ impl QueueStore for EmbeddedStore {
 
     /// A delivered attempt's slot is freed as its outcome is handed to the writer, not once the
     /// writer's round has applied it: that round may first apply ingests and wait for their
-    /// flush, and the slot's next attempt would wait with it. The answer does not wait for the
-    /// round either (a failure to apply is logged by the writer, and the delivery is made
-    /// again after a restart, as for any outcome a crash forgets); until that round the
-    /// delivery counts as in flight ([`Index::free_slot`]). Other outcomes are recorded as
-    /// [`QueueStore::record_outcome`] records them. Nothing is handed on: a claim costs a lock
-    /// and no read while the fresh cache holds the delivery.
+    /// flush, and the slot's next attempt would wait with it. The slot is handed on to the
+    /// subscription's next due delivery when the limits let it run
+    /// ([`Index::finish_and_follow`]), which saves the scheduler a turn and a task. The answer
+    /// does not wait for the round either (a failure to apply is logged by the writer, and the
+    /// delivery is made again after a restart, as for any outcome a crash forgets); until that
+    /// round the delivery counts as in flight. Other outcomes are recorded as
+    /// [`QueueStore::record_outcome`] records them, and hand nothing on.
     ///
-    /// [`Index::free_slot`]: crate::store::index::Index::free_slot
+    /// [`Index::finish_and_follow`]: crate::store::index::Index::finish_and_follow
     async fn record_outcome_and_follow(
         &self,
         delivery_id: &str,
@@ -83,9 +84,32 @@ impl QueueStore for EmbeddedStore {
         let Some(id) = parse_delivery_id(delivery_id).map(|u| u.0) else {
             return Ok(None);
         };
-        lock(&self.queue).index.free_slot(id);
-        self.send_outcome(id, attempt, next, now_ms, None).await?;
-        Ok(None)
+        let follow = lock(&self.queue).finish_and_follow(id, now_ms);
+        let sent = self.send_outcome(id, attempt, next, now_ms, None).await;
+        let missing = match (sent, follow) {
+            (Ok(()), None) => return Ok(None),
+            (Ok(()), Some(Ok(claimed))) => return Ok(Some(claimed)),
+            (Ok(()), Some(Err(missing))) => missing,
+            (Err(e), follow) => {
+                // Closing: the delivery handed on is let go, and waits for a restart.
+                let followed = match follow {
+                    Some(Ok(claimed)) => parse_delivery_id(&claimed.delivery.id).map(|u| u.0),
+                    Some(Err(missing)) => Some(missing),
+                    None => None,
+                };
+                if let Some(followed) = followed {
+                    lock(&self.queue).index.unlease(followed);
+                }
+                return Err(e);
+            }
+        };
+        match self.load_missing(vec![missing]).await {
+            Ok(mut loaded) => Ok(loaded.pop()),
+            Err(e) => {
+                lock(&self.queue).index.unlease(missing);
+                Err(e)
+            }
+        }
     }
 
     async fn release(&self, delivery_id: &str, due_ms: u64) -> Result<(), StoreError> {

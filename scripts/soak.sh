@@ -64,9 +64,13 @@ status=0
 for engine in "${engines[@]}"; do
     echo "[soak] $engine: $(uptime)"
     out="$(mktemp)"
-    cargo bench --quiet --bench soak -- --engine "$engine" "${bench_args[@]}" | tee "$out"
+    cargo bench --quiet --bench soak -- --engine "$engine" "${bench_args[@]}" 2>&1 | tee "$out"
     code="${PIPESTATUS[0]}"
     line="$(grep "^soak $engine:" "$out" | tail -n 1)"
+    # The bench stops at the first batch hookd refuses: name why.
+    if [ -z "$line" ] && grep -q "hookd is overloaded" "$out"; then
+        line="soak $engine: FAIL: delivery fell behind the offered rate until hookd refused ingest (503 at storage.max_pending)"
+    fi
     rm -f "$out"
     if [ "$code" -ne 0 ]; then
         status=1

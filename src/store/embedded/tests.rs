@@ -506,3 +506,45 @@ async fn a_sled_read_gets_its_turn_between_two_rounds_of_a_busy_writer() {
         "a read waited {longest:?} for rounds of 2 ms"
     );
 }
+
+/// A slot is handed on to a delivery the fresh cache does not hold (here: after a restart): it
+/// is read from disk, body and all, on both engines.
+#[tokio::test]
+async fn a_slot_is_handed_on_to_a_delivery_read_from_disk() {
+    for backend in [Backend::Sled, Backend::Fjall] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one_slot = limits();
+        one_slot.subscriptions.insert("main".to_string(), 1);
+        {
+            let store = EmbeddedStore::open(backend, dir.path(), 1 << 20).unwrap();
+            let events = vec![
+                (event("r1"), vec![target("main")]),
+                (event("r2"), vec![target("main")]),
+            ];
+            store.ingest(events, 1000).await.unwrap();
+            store.close().await.unwrap();
+        }
+        let store = EmbeddedStore::open(backend, dir.path(), 1 << 20).unwrap();
+        store.set_limits(one_slot);
+        let (first, _) = store.claim(1000, 10).await.unwrap();
+        assert_eq!(first.len(), 1, "{backend:?}");
+        let follow = store
+            .record_outcome_and_follow(&first[0].delivery.id, success(), Next::Delivered, 1001)
+            .await
+            .unwrap()
+            .expect("handed on");
+        assert_ne!(follow.delivery.id, first[0].delivery.id);
+        assert_eq!(
+            follow.delivery.state,
+            DeliveryState::InFlight,
+            "{backend:?}"
+        );
+        let bodies = [&first[0].body[..], &follow.body[..]];
+        assert!(
+            bodies.contains(&&event("r1").body[..]) && bodies.contains(&&event("r2").body[..]),
+            "{backend:?}: both bodies read from disk"
+        );
+        assert!(store.claim(1001, 10).await.unwrap().0.is_empty());
+        store.close().await.unwrap();
+    }
+}

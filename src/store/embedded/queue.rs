@@ -84,24 +84,14 @@ impl QueueStore for EmbeddedStore {
         let Some(id) = parse_delivery_id(delivery_id).map(|u| u.0) else {
             return Ok(None);
         };
-        let follow = lock(&self.queue).finish_and_follow(id, now_ms);
-        let sent = self.send_outcome(id, attempt, next, now_ms, None).await;
-        let missing = match (sent, follow) {
-            (Ok(()), None) => return Ok(None),
-            (Ok(()), Some(Ok(claimed))) => return Ok(Some(claimed)),
-            (Ok(()), Some(Err(missing))) => missing,
-            (Err(e), follow) => {
-                // Closing: the delivery handed on is let go, and waits for a restart.
-                let followed = match follow {
-                    Some(Ok(claimed)) => parse_delivery_id(&claimed.delivery.id).map(|u| u.0),
-                    Some(Err(missing)) => Some(missing),
-                    None => None,
-                };
-                if let Some(followed) = followed {
-                    lock(&self.queue).index.unlease(followed);
-                }
-                return Err(e);
-            }
+        // Queued first: if the store is closing, nothing is let go or handed on. Should the
+        // writer apply the outcome before the slot is freed here, the lease is already gone
+        // and nothing is handed on.
+        self.send_outcome(id, attempt, next, now_ms, None).await?;
+        let missing = match lock(&self.queue).finish_and_follow(id, now_ms) {
+            None => return Ok(None),
+            Some(Ok(claimed)) => return Ok(Some(claimed)),
+            Some(Err(missing)) => missing,
         };
         match self.load_missing(vec![missing]).await {
             Ok(mut loaded) => Ok(loaded.pop()),

@@ -477,9 +477,11 @@ async fn a_delivered_attempt_frees_its_slot_before_the_writer_applies_it() {
 /// On sled, a read waiting for its turn gets it between two of the writer's rounds, however
 /// busy the writer: a turn ends with a fair unlock. Counted in the writer's rounds that end
 /// while the read waits: one (the round under way), or two if the read began to wait just as
-/// a round ended; a margin for a descheduled thread on top. With the standard library's
-/// mutex, rounds of 2 ms back to back let up to 17 rounds pass a waiting read (measured on
-/// this machine), and a claim that had to read starved.
+/// a round ended; one more for a thread descheduled on a loaded machine. Rounds of 20 ms, so
+/// that a scheduling delay is not a round (with 2 ms rounds, a full test run beside it made
+/// some reads see 7). With the standard library's mutex, rounds of 20 ms back to back let
+/// dozens to hundreds of rounds pass a waiting read (measured on this machine), and a claim
+/// that had to read starved.
 #[tokio::test]
 async fn a_sled_read_gets_its_turn_between_two_rounds_of_a_busy_writer() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -490,10 +492,10 @@ async fn a_sled_read_gets_its_turn_between_two_rounds_of_a_busy_writer() {
     let writer = {
         let (kv, stop, rounds) = (store.kv.clone(), stop.clone(), rounds.clone());
         std::thread::spawn(move || {
-            // Rounds of 2 ms, back to back, as under a steady ingest.
+            // Rounds of 20 ms, back to back, as under a steady ingest.
             while !stop.load(Ordering::SeqCst) {
                 let _turn = kv.exclusive();
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(20));
                 rounds.fetch_add(1, Ordering::SeqCst);
             }
         })
@@ -503,7 +505,7 @@ async fn a_sled_read_gets_its_turn_between_two_rounds_of_a_busy_writer() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut waited = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..12 {
         let before = rounds.load(Ordering::SeqCst);
         drop(store.kv.exclusive());
         waited.push(rounds.load(Ordering::SeqCst) - before);
@@ -513,11 +515,13 @@ async fn a_sled_read_gets_its_turn_between_two_rounds_of_a_busy_writer() {
     writer.join().unwrap();
     let most = waited.iter().copied().max().unwrap_or(0);
     assert!(
-        most <= 4,
+        most <= 3,
         "a read waited for {most} of the writer's rounds: {waited:?}"
     );
+    // The writer was busy: most reads waited for a round (a descheduled writer may let one
+    // through with none).
     assert!(
-        waited.iter().all(|&w| w >= 1),
+        waited.iter().filter(|&&w| w >= 1).count() * 2 >= waited.len(),
         "the writer was busy: {waited:?}"
     );
 }
